@@ -1,0 +1,151 @@
+//! UDP socket source: binds (dual-stack for `"*"`), sets the receive buffer and SO_REUSEPORT,
+//! and reads up to a batch of datagrams per system call with recvmmsg.
+
+use super::{now_ms, Batch, Fill, Received, Source};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::io;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+/// A bound UDP socket.
+pub struct UdpSource {
+    socket: Socket,
+    addrs: Vec<libc::sockaddr_storage>,
+    iovecs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+}
+
+// The raw pointers in the recvmmsg headers point into this struct's own vectors and are rebuilt
+// before every call; nothing is shared between threads.
+unsafe impl Send for UdpSource {}
+
+/// Opens a socket for `listen_on` (`None`: every IPv4 and IPv6 address) and `port`.
+pub fn bind(listen_on: Option<IpAddr>, port: u16, rcvbuf_mib: Option<u64>, reuseport: bool) -> io::Result<UdpSource> {
+    let (addr, dual) = match listen_on {
+        Some(ip) => (SocketAddr::new(ip, port), false),
+        None => (SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port), true),
+    };
+    let socket = match open(addr, dual, rcvbuf_mib, reuseport) {
+        // A host without IPv6 still gets every IPv4 address.
+        Err(_) if dual => open(SocketAddr::new(IpAddr::from([0u8; 4]), port), false, rcvbuf_mib, reuseport)?,
+        r => r?,
+    };
+    Ok(UdpSource { socket, addrs: Vec::new(), iovecs: Vec::new(), hdrs: Vec::new() })
+}
+
+fn open(addr: SocketAddr, dual: bool, rcvbuf_mib: Option<u64>, reuseport: bool) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if dual {
+        socket.set_only_v6(false)?;
+    }
+    if reuseport {
+        socket.set_reuse_port(true)?;
+    }
+    if let Some(m) = rcvbuf_mib {
+        socket.set_recv_buffer_size((m as usize).saturating_mul(1 << 20))?;
+    }
+    socket.set_read_timeout(Some(Duration::from_millis(200)))?;
+    socket.bind(&SockAddr::from(addr))?;
+    Ok(socket)
+}
+
+impl UdpSource {
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()?.as_socket().ok_or_else(|| io::Error::other("not an IP socket"))
+    }
+
+    /// The receive buffer the kernel granted, in bytes.
+    pub fn recv_buffer_size(&self) -> io::Result<usize> {
+        self.socket.recv_buffer_size()
+    }
+}
+
+impl Source for UdpSource {
+    fn fill(&mut self, batch: &mut Batch) -> io::Result<Fill> {
+        batch.meta.clear();
+        let n = batch.capacity();
+        // SAFETY: sockaddr_storage, iovec and mmsghdr are plain C structs for which all-zero
+        // bytes are a valid value.
+        self.addrs.resize(n, unsafe { std::mem::zeroed() });
+        self.iovecs.resize(n, libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 });
+        self.hdrs.resize(n, unsafe { std::mem::zeroed() });
+        for (i, buf) in batch.bufs_mut().iter_mut().enumerate() {
+            self.iovecs[i] = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+            let h = &mut self.hdrs[i];
+            h.msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_hdr.msg_iov = &mut self.iovecs[i];
+            h.msg_hdr.msg_iovlen = 1;
+            h.msg_len = 0;
+        }
+        // SAFETY: every header points at a live buffer of the stated length and at an address
+        // slot of the stated size; the kernel writes at most that much.
+        let got = unsafe {
+            libc::recvmmsg(self.socket.as_raw_fd(), self.hdrs.as_mut_ptr(), n as libc::c_uint, libc::MSG_WAITFORONE, std::ptr::null_mut())
+        };
+        if got < 0 {
+            let e = io::Error::last_os_error();
+            return match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted => Ok(Fill::Ready),
+                _ => Err(e),
+            };
+        }
+        let time_ms = now_ms();
+        for i in 0..got as usize {
+            let from = sockaddr_ip(&self.addrs[i], self.hdrs[i].msg_hdr.msg_namelen);
+            batch.meta.push(Received { len: self.hdrs[i].msg_len as usize, from, time_ms });
+        }
+        Ok(Fill::Ready)
+    }
+}
+
+fn sockaddr_ip(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> IpAddr {
+    // SAFETY: the kernel filled `len` bytes of a sockaddr_storage, which is large enough for any
+    // address; SockAddr only reads within that length.
+    let addr = unsafe {
+        SockAddr::try_init(|s, l| {
+            std::ptr::copy_nonoverlapping(storage, s, 1);
+            *l = len;
+            Ok(())
+        })
+    };
+    addr.ok()
+        .and_then(|(_, a)| a.as_socket())
+        .map(|s| s.ip())
+        .unwrap_or(IpAddr::from([0u8; 4]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+
+    #[test]
+    fn receives_a_batch_from_loopback() {
+        let mut src = bind(Some("127.0.0.1".parse().unwrap()), 0, Some(1), false).unwrap();
+        let port = src.local_addr().unwrap().port();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for i in 0..5u8 {
+            tx.send_to(&[i; 10], ("127.0.0.1", port)).unwrap();
+        }
+        let mut batch = Batch::new(8);
+        let mut got = Vec::new();
+        while got.len() < 5 {
+            src.fill(&mut batch).unwrap();
+            for i in 0..batch.meta.len() {
+                got.push(batch.payload(i).to_vec());
+                assert_eq!(batch.meta[i].from, "127.0.0.1".parse::<IpAddr>().unwrap());
+            }
+        }
+        assert_eq!(got[4], vec![4u8; 10]);
+    }
+
+    #[test]
+    fn two_workers_share_a_port_with_reuseport() {
+        let a = bind(Some("127.0.0.1".parse().unwrap()), 0, None, true).unwrap();
+        let port = a.local_addr().unwrap().port();
+        assert!(bind(Some("127.0.0.1".parse().unwrap()), port, None, true).is_ok());
+        assert!(bind(Some("127.0.0.1".parse().unwrap()), port, None, false).is_err());
+    }
+}

@@ -1,0 +1,353 @@
+//! Configuration: `xenoeye.conf` and `devices.conf`, read exactly as the original collector
+//! reads them, validated into typed structs.
+//!
+//! Raw text is parsed into positioned nodes ([`json`]) and then validated here; every error
+//! names the file, line, column and key path. Unknown keys are ignored (reported at debug level)
+//! so configs of the original with keys we do not use (`clsf-dir`, `geodb`...) keep working.
+//! Relative paths are resolved against the directory of the file that names them.
+
+pub mod json;
+
+use crate::devices::{Device, Devices};
+pub use json::ConfigError;
+use json::Node;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+/// Where the configuration lives when `-c` is not given.
+pub const DEFAULT_CONFIG: &str = "/etc/xenoeye/xenoeye.conf";
+
+/// One `capture` element: one worker (or several with `workers`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CaptureSpec {
+    Socket {
+        /// `None` for `"*"`: every IPv4 and IPv6 address.
+        listen_on: Option<IpAddr>,
+        port: u16,
+        /// Workers sharing the port with SO_REUSEPORT (default 1).
+        workers: usize,
+    },
+    Pcap {
+        interface: String,
+        filter: String,
+    },
+}
+
+/// Where `dump-flows` writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DumpTarget {
+    None,
+    Syslog,
+    File(PathBuf),
+}
+
+/// The validated `xenoeye.conf`.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub file: PathBuf,
+    pub captures: Vec<CaptureSpec>,
+    pub sflow_captures: Vec<CaptureSpec>,
+    /// Socket receive buffer in MiB (`None`: the OS default).
+    pub rcvbufsize_m: Option<u64>,
+    pub templates_db: PathBuf,
+    pub dump_flows: DumpTarget,
+    pub devices_file: PathBuf,
+    pub devices: Devices,
+    pub mo_dir: PathBuf,
+    pub export_dir: PathBuf,
+    pub iplists_dir: PathBuf,
+    pub notifications_dir: PathBuf,
+    pub db_type: String,
+    pub db_export: Option<PathBuf>,
+    /// Keys present in the file that this version does not use (for a debug message).
+    pub ignored_keys: Vec<String>,
+}
+
+const KNOWN_KEYS: &[&str] = &[
+    "capture", "sflow-capture", "rcvbufsize_m", "templates", "debug", "devices", "mo-dir",
+    "export-dir", "iplists-dir", "notifications-dir", "db-type", "db-export",
+];
+
+/// Reads and validates `xenoeye.conf` and the devices file it names.
+pub fn load(file: &Path) -> Result<Config, Vec<ConfigError>> {
+    let root = json::parse_file(file).map_err(|e| vec![e])?;
+    let mut errors = Vec::new();
+    let cfg = from_node(file, &root, &mut errors);
+    if errors.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Collects an error and returns a fallback, so one pass reports every problem.
+fn ok_or<T>(r: Result<T, ConfigError>, errors: &mut Vec<ConfigError>, fallback: T) -> T {
+    r.unwrap_or_else(|e| {
+        errors.push(e);
+        fallback
+    })
+}
+
+fn from_node(file: &Path, root: &Node, errors: &mut Vec<ConfigError>) -> Config {
+    let base = file.parent().unwrap_or(Path::new("."));
+    if let Err(e) = root.expect_object(file, "") {
+        errors.push(e);
+    }
+    let path_key = |key: &str, default: &str, errors: &mut Vec<ConfigError>| -> PathBuf {
+        let node = lookup_path(root, key);
+        match node {
+            Some(n) => resolve(base, ok_or(n.as_str(file, key), errors, default)),
+            None => PathBuf::from(default),
+        }
+    };
+    let captures = captures(file, root, "capture", errors);
+    let sflow_captures = captures_opt(file, root, "sflow-capture", errors);
+    let rcvbufsize_m = root.get("rcvbufsize_m").map(|n| ok_or(n.as_u64(file, "rcvbufsize_m"), errors, 0));
+    let templates_db = path_key("templates.db", "/var/lib/xenoeye/templates.tkvdb", errors);
+    let dump_flows = dump_target(file, base, lookup_path(root, "debug.dump-flows"), "debug.dump-flows", errors);
+    let devices_file = path_key("devices", "/etc/xenoeye/devices.conf", errors);
+    let devices = match load_devices(&devices_file) {
+        Ok(d) => d,
+        Err(e) if root.get("devices").is_none() && e.line == 0 => Devices::default(), // default path absent
+        Err(e) => {
+            errors.push(e);
+            Devices::default()
+        }
+    };
+    let db_type = root.get("db-type").map(|n| ok_or(n.as_str(file, "db-type"), errors, "pg").to_string());
+    let db_type = db_type.unwrap_or_else(|| "pg".into());
+    if db_type != "pg" {
+        let n = root.get("db-type").expect("db-type present when not defaulted");
+        errors.push(n.error(file, "db-type", format!("unsupported database type \"{db_type}\" (supported: pg)")));
+    }
+    let db_export = root
+        .get("db-export")
+        .map(|n| ok_or(n.as_str(file, "db-export"), errors, ""))
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| resolve(base, s));
+    let ignored_keys = root
+        .members()
+        .iter()
+        .filter(|(k, _)| !KNOWN_KEYS.contains(&k.name.as_str()))
+        .map(|(k, _)| format!("{}:{}:{}: {}", file.display(), k.line, k.col, k.name))
+        .collect();
+    Config {
+        file: file.to_path_buf(),
+        captures,
+        sflow_captures,
+        rcvbufsize_m,
+        templates_db,
+        dump_flows,
+        devices_file,
+        devices,
+        mo_dir: path_key("mo-dir", "/var/lib/xenoeye/mo", errors),
+        export_dir: path_key("export-dir", "/var/lib/xenoeye/exp", errors),
+        iplists_dir: path_key("iplists-dir", "/var/lib/xenoeye/iplists", errors),
+        notifications_dir: path_key("notifications-dir", "/var/lib/xenoeye/notifications", errors),
+        db_type,
+        db_export,
+        ignored_keys,
+    }
+}
+
+/// Follows a dotted key path (`templates.db`) through nested objects.
+fn lookup_path<'a>(root: &'a Node, path: &str) -> Option<&'a Node> {
+    path.split('.').try_fold(root, |n, k| n.get(k))
+}
+
+/// A path from the config: absolute as written, relative ones against the config's directory.
+pub fn resolve(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+/// Parses a `dump-flows` value (also used by monitoring objects).
+pub fn dump_target(file: &Path, base: &Path, node: Option<&Node>, key: &str, errors: &mut Vec<ConfigError>) -> DumpTarget {
+    match node.map(|n| ok_or(n.as_str(file, key), errors, "none")) {
+        None | Some("none") | Some("") => DumpTarget::None,
+        Some("syslog") => DumpTarget::Syslog,
+        Some(path) => DumpTarget::File(resolve(base, path)),
+    }
+}
+
+fn captures_opt(file: &Path, root: &Node, key: &str, errors: &mut Vec<ConfigError>) -> Vec<CaptureSpec> {
+    if root.get(key).is_some() {
+        captures(file, root, key, errors)
+    } else {
+        Vec::new()
+    }
+}
+
+fn captures(file: &Path, root: &Node, key: &str, errors: &mut Vec<ConfigError>) -> Vec<CaptureSpec> {
+    let Some(list) = root.get(key) else {
+        errors.push(root.error(file, key, "missing: at least one capture element is needed"));
+        return Vec::new();
+    };
+    let items = ok_or(list.as_array(file, key), errors, &[]);
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let k = format!("{key}[{i}]");
+        match capture(file, item, &k) {
+            Ok(c) => out.push(c),
+            Err(e) => errors.push(e),
+        }
+    }
+    out
+}
+
+fn capture(file: &Path, item: &Node, k: &str) -> Result<CaptureSpec, ConfigError> {
+    item.expect_object(file, k)?;
+    if let Some(s) = item.get("socket") {
+        let k = format!("{k}.socket");
+        s.expect_object(file, &k)?;
+        let listen_on = match s.get("listen-on") {
+            None => None,
+            Some(n) => match n.as_str(file, &format!("{k}.listen-on"))?.trim() {
+                "*" | "" => None,
+                a => Some(a.parse::<IpAddr>().map_err(|_| {
+                    n.error(file, &format!("{k}.listen-on"), format!("\"{a}\" is not an IP address or \"*\""))
+                })?),
+            },
+        };
+        let pk = format!("{k}.port");
+        let port_node = s.get("port").ok_or_else(|| s.error(file, &pk, "missing port"))?;
+        let port = port_node.as_u64(file, &pk)?;
+        if port == 0 || port > 65535 {
+            return Err(port_node.error(file, &pk, format!("port {port} is out of range 1-65535")));
+        }
+        let workers = match s.get("workers") {
+            Some(n) => n.as_u64(file, &format!("{k}.workers"))?.clamp(1, 256) as usize,
+            None => 1,
+        };
+        Ok(CaptureSpec::Socket { listen_on, port: port as u16, workers })
+    } else if let Some(p) = item.get("pcap") {
+        let k = format!("{k}.pcap");
+        p.expect_object(file, &k)?;
+        let ik = format!("{k}.interface");
+        let interface = p.get("interface").ok_or_else(|| p.error(file, &ik, "missing interface"))?.as_str(file, &ik)?;
+        let filter = match p.get("filter") {
+            Some(n) => n.as_str(file, &format!("{k}.filter"))?.to_string(),
+            None => String::new(),
+        };
+        Ok(CaptureSpec::Pcap { interface: interface.to_string(), filter })
+    } else {
+        Err(item.error(file, k, "expected \"socket\" or \"pcap\""))
+    }
+}
+
+/// Reads `devices.conf`: an array of `{"ip", "id" (optional), "sampling-rate"}`.
+pub fn load_devices(file: &Path) -> Result<Devices, ConfigError> {
+    let root = json::parse_file(file)?;
+    let mut list = Vec::new();
+    for (i, item) in root.as_array(file, "")?.iter().enumerate() {
+        let k = format!("[{i}]");
+        item.expect_object(file, &k)?;
+        let ipk = format!("{k}.ip");
+        let ip_node = item.get("ip").ok_or_else(|| item.error(file, &ipk, "missing ip"))?;
+        let ip_text = ip_node.as_str(file, &ipk)?;
+        let ip = ip_text
+            .trim()
+            .parse::<IpAddr>()
+            .map_err(|_| ip_node.error(file, &ipk, format!("\"{ip_text}\" is not an IP address")))?;
+        let id = match item.get("id") {
+            Some(n) => {
+                let v = n.as_u64(file, &format!("{k}.id"))?;
+                Some(u32::try_from(v).map_err(|_| n.error(file, &format!("{k}.id"), "id does not fit 32 bits"))?)
+            }
+            None => None,
+        };
+        let rk = format!("{k}.sampling-rate");
+        let sampling_rate = match item.get("sampling-rate") {
+            Some(n) => n.as_u64(file, &rk)?,
+            None => 1,
+        };
+        if sampling_rate == 0 {
+            return Err(item.get("sampling-rate").unwrap_or(item).error(file, &rk, "sampling rate must be at least 1"));
+        }
+        list.push(Device { ip, id, sampling_rate });
+    }
+    Ok(Devices { list })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn tmpdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("xe-cfg-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn original_style_config_with_defaults() {
+        let d = tmpdir("orig");
+        write(&d, "devices.conf", "[ {\"ip\": \"1.2.3.4\", \"id\": 123456, \"sampling-rate\": 10000}, /* c */ {\"ip\": \"2.3.4.5\", \"sampling-rate\": \"1000\"} ]");
+        let f = write(
+            &d,
+            "xenoeye.conf",
+            r#"{
+            // the original's keys, numbers as strings, unknown keys
+            "capture": [ {"socket": {"listen-on": "*", "port": "2055"}},
+                         {"pcap": {"interface": "eth0", "filter": "udp port 2056"}} ],
+            "templates": { "db": "tpl.db" },
+            "debug": { "dump-flows": "none" },
+            "devices": "devices.conf",
+            "clsf-dir": "/x", "geodb": "/y", "db-export": ""
+        }"#,
+        );
+        let c = load(&f).unwrap();
+        assert_eq!(c.captures[0], CaptureSpec::Socket { listen_on: None, port: 2055, workers: 1 });
+        assert_eq!(c.captures[1], CaptureSpec::Pcap { interface: "eth0".into(), filter: "udp port 2056".into() });
+        assert_eq!(c.templates_db, d.join("tpl.db"));
+        assert_eq!(c.dump_flows, DumpTarget::None);
+        assert_eq!(c.devices.list.len(), 2);
+        assert_eq!(c.devices.list[1].sampling_rate, 1000);
+        assert_eq!(c.mo_dir, PathBuf::from("/var/lib/xenoeye/mo"));
+        assert_eq!(c.db_type, "pg");
+        assert_eq!(c.db_export, None);
+        assert_eq!(c.ignored_keys.len(), 2);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn errors_name_file_line_column_and_key() {
+        let d = tmpdir("err");
+        write(&d, "devices.conf", "[]");
+        let f = write(
+            &d,
+            "xenoeye.conf",
+            "{\n \"devices\": \"devices.conf\",\n \"capture\": [ {\"socket\": {\"port\": \"70000\"}},\n   {\"socket\": {\"listen-on\": \"1.2.3\", \"port\": 1}} ]\n}",
+        );
+        let errs = load(&f).unwrap_err();
+        let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert_eq!(text.len(), 2, "{text:?}");
+        assert_eq!(text[0], format!("{}:3:35: 'capture[0].socket.port': port 70000 is out of range 1-65535", f.display()));
+        assert_eq!(
+            text[1],
+            format!("{}:4:29: 'capture[1].socket.listen-on': \"1.2.3\" is not an IP address or \"*\"", f.display())
+        );
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn devices_errors() {
+        let d = tmpdir("dev");
+        let f = write(&d, "devices.conf", "[\n {\"ip\": \"1.2.3.4\", \"sampling-rate\": 0}\n]");
+        let e = load_devices(&f).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (2, "[0].sampling-rate"));
+        let f = write(&d, "devices.conf", "[ {\"ip\": \"nope\"} ]");
+        assert_eq!(load_devices(&f).unwrap_err().key, "[0].ip");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}

@@ -1,0 +1,253 @@
+//! Wiring: capture workers, the template store, signals, and offline replay.
+//!
+//! Live: one thread per `capture` element (or `workers` threads sharing a port), each owning
+//! its source, decoder and pipeline, so nothing is shared on the flow path. The main thread
+//! saves templates, logs counters and waits for SIGTERM/SIGINT. Offline (`--read-pcap`): the
+//! same decoder and pipeline run over capture files with the capture timestamps as the clock.
+
+use crate::capture::{pcap_source, udp, Batch, Fill, Source};
+use crate::config::{CaptureSpec, Config};
+use crate::decode::cache::TemplateStore;
+use crate::decode::{Datagram, DecodeError, DecodeStats, Decoder, ExporterStats, FlowSink, RecordView};
+use crate::dump::Dumper;
+use crate::flow::Flow;
+use crate::log;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+static SHUTDOWN: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_terminate(_: libc::c_int) {
+    SHUTDOWN.store(true, Ordering::SeqCst);
+}
+
+/// Installs the SIGTERM/SIGINT handlers (they only set a flag the threads poll).
+fn install_signal_handlers() {
+    let handler = on_terminate as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGTERM, handler);
+        libc::signal(libc::SIGINT, handler);
+    }
+}
+
+/// Asks every worker to stop (as SIGTERM does).
+pub fn request_shutdown() {
+    SHUTDOWN.store(true, Ordering::SeqCst);
+}
+
+/// What a worker does with each decoded flow. Later stages (objects, windows, moving averages)
+/// plug in here.
+pub struct Pipeline {
+    dumper: Option<Dumper>,
+}
+
+impl Pipeline {
+    pub fn new(cfg: &Config) -> std::io::Result<Self> {
+        Ok(Pipeline { dumper: Dumper::open(&cfg.dump_flows)? })
+    }
+}
+
+impl FlowSink for Pipeline {
+    #[inline]
+    fn flow(&mut self, flow: &Flow, record: &RecordView<'_>) {
+        if let Some(d) = &mut self.dumper {
+            d.write(flow, record);
+        }
+    }
+}
+
+/// Counters of a whole run.
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    pub decode: DecodeStats,
+    pub exporters: HashMap<IpAddr, ExporterStats>,
+    /// Frames of capture files or pcap interfaces that held no usable UDP datagram.
+    pub skipped_frames: u64,
+    pub templates: usize,
+}
+
+impl Summary {
+    fn add(&mut self, d: &Decoder, skipped: u64) {
+        self.decode.add(&d.stats);
+        for (ip, e) in &d.exporters {
+            let t = self.exporters.entry(*ip).or_default();
+            t.datagrams += e.datagrams;
+            t.bytes += e.bytes;
+            t.flows += e.flows;
+            t.errors += e.errors;
+        }
+        self.skipped_frames += skipped;
+        self.templates = self.templates.max(d.template_count());
+    }
+
+    /// One line for the log.
+    pub fn line(&self) -> String {
+        let s = &self.decode;
+        let mut line = format!(
+            "datagrams {}, flows {}, options records {}, templates {} (new {}, changed {}, withdrawn {}), exporters {}",
+            s.datagrams, s.flows, s.options_records, self.templates, s.templates_new, s.templates_changed,
+            s.templates_withdrawn, self.exporters.len()
+        );
+        let errors: Vec<String> = DecodeError::ALL
+            .iter()
+            .filter(|e| s.error(**e) > 0)
+            .map(|e| format!("{} {}", e.name(), s.error(*e)))
+            .collect();
+        if !errors.is_empty() {
+            line += &format!("; errors: {}", errors.join(", "));
+        }
+        if self.skipped_frames > 0 {
+            line += &format!("; skipped frames {}", self.skipped_frames);
+        }
+        line
+    }
+}
+
+fn open_store(cfg: &Config) -> Arc<TemplateStore> {
+    let (store, warning) = TemplateStore::open(Some(&cfg.templates_db));
+    if let Some(w) = warning {
+        log::warn(&w);
+    }
+    Arc::new(store)
+}
+
+fn save_templates(store: &TemplateStore, limiter: &mut log::RateLimit) {
+    if let Err(e) = store.save_if_dirty() {
+        if limiter.allow(Instant::now()) {
+            log::error(&format!("cannot save templates: {e} (will retry)"));
+        }
+    }
+}
+
+/// Feeds every datagram of a batch through the decoder into the pipeline.
+#[inline]
+fn process(batch: &Batch, decoder: &mut Decoder, sink: &mut impl FlowSink) {
+    for (i, m) in batch.meta.iter().enumerate() {
+        let dg = Datagram { bytes: batch.payload(i), exporter: m.from, time_ms: m.time_ms };
+        decoder.decode(&dg, sink);
+    }
+}
+
+/// Replays capture files through the pipeline (capture time is the clock) and returns the
+/// counters. Templates learnt are saved to templates.db as in live mode.
+pub fn replay(cfg: &Config, files: &[PathBuf]) -> Result<Summary, String> {
+    let store = open_store(cfg);
+    let mut decoder = Decoder::new(Arc::new(cfg.devices.clone()), Some(store.clone()));
+    let mut pipeline = Pipeline::new(cfg).map_err(|e| format!("dump-flows: {e}"))?;
+    let mut batch = Batch::new(64);
+    let mut skipped = 0;
+    for file in files {
+        let mut src = pcap_source::open_file(file).map_err(|e| e.to_string())?;
+        loop {
+            match src.fill(&mut batch).map_err(|e| format!("{}: {e}", file.display()))? {
+                Fill::End => break,
+                Fill::Ready => process(&batch, &mut decoder, &mut pipeline),
+            }
+        }
+        skipped += src.skipped();
+    }
+    save_templates(&store, &mut log::RateLimit::new(Duration::from_secs(60)));
+    let mut summary = Summary::default();
+    summary.add(&decoder, skipped);
+    Ok(summary)
+}
+
+/// A source ready to run in a worker, with a name for logs.
+struct WorkerSpec {
+    name: String,
+    source: Box<dyn Source>,
+    batch: usize,
+}
+
+/// Opens every capture source (so that errors surface before anything starts).
+fn open_sources(cfg: &Config) -> Result<Vec<WorkerSpec>, String> {
+    let mut out = Vec::new();
+    for spec in &cfg.captures {
+        match spec {
+            CaptureSpec::Socket { listen_on, port, workers } => {
+                let addr = listen_on.map(|a| a.to_string()).unwrap_or_else(|| "*".into());
+                for w in 0..*workers {
+                    let s = udp::bind(*listen_on, *port, cfg.rcvbufsize_m, *workers > 1)
+                        .map_err(|e| format!("cannot listen on {addr} port {port}: {e}"))?;
+                    if let (Some(m), Ok(got)) = (cfg.rcvbufsize_m, s.recv_buffer_size()) {
+                        if (got as u64) < m << 20 {
+                            log::warn(&format!(
+                                "receive buffer of {addr}:{port} is {} KiB, less than rcvbufsize_m {m} MiB (raise net.core.rmem_max)",
+                                got >> 10
+                            ));
+                        }
+                    }
+                    out.push(WorkerSpec { name: format!("udp {addr}:{port}#{w}"), source: Box::new(s), batch: 64 });
+                }
+            }
+            CaptureSpec::Pcap { interface, filter } => {
+                let s = pcap_source::open_live(interface, filter).map_err(|e| e.to_string())?;
+                out.push(WorkerSpec { name: format!("pcap {interface}"), source: Box::new(s), batch: 8 });
+            }
+        }
+    }
+    if !cfg.sflow_captures.is_empty() {
+        log::warn("sflow-capture is not supported by this version; those elements are ignored");
+    }
+    Ok(out)
+}
+
+/// Runs the collector until SIGTERM/SIGINT; returns the counters of the whole run.
+pub fn run(cfg: &Config) -> Result<Summary, String> {
+    install_signal_handlers();
+    let store = open_store(cfg);
+    let devices = Arc::new(cfg.devices.clone());
+    let specs = open_sources(cfg)?;
+    if specs.is_empty() {
+        return Err("no capture element: nothing to listen on".into());
+    }
+    let mut handles = Vec::new();
+    for WorkerSpec { name, mut source, batch } in specs {
+        let mut decoder = Decoder::new(devices.clone(), Some(store.clone()));
+        let mut pipeline = Pipeline::new(cfg).map_err(|e| format!("dump-flows: {e}"))?;
+        log::info(&format!("listening: {name}"));
+        let h = std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || {
+                let mut batch = Batch::new(batch);
+                let mut limiter = log::RateLimit::new(Duration::from_secs(10));
+                while !SHUTDOWN.load(Ordering::Relaxed) {
+                    match source.fill(&mut batch) {
+                        Ok(_) => process(&batch, &mut decoder, &mut pipeline),
+                        Err(e) => {
+                            if limiter.allow(Instant::now()) {
+                                log::error(&format!("{name}: {e}"));
+                            }
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                    }
+                }
+                (decoder, source.skipped())
+            })
+            .map_err(|e| e.to_string())?;
+        handles.push(h);
+    }
+    let mut save_limiter = log::RateLimit::new(Duration::from_secs(60));
+    let mut last_save = Instant::now();
+    while !SHUTDOWN.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+        if last_save.elapsed() >= Duration::from_secs(5) {
+            save_templates(&store, &mut save_limiter);
+            last_save = Instant::now();
+        }
+    }
+    let mut summary = Summary::default();
+    for h in handles {
+        match h.join() {
+            Ok((decoder, skipped)) => summary.add(&decoder, skipped),
+            Err(_) => log::error("a capture worker panicked"),
+        }
+    }
+    save_templates(&store, &mut save_limiter);
+    Ok(summary)
+}

@@ -1,0 +1,62 @@
+//! The `xenoeye` command: parses the command line, loads the configuration and runs the
+//! collector live or over capture files.
+
+use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use xenoeye::{config, daemon, log};
+
+/// NetFlow v5/v9 and IPFIX collector and analyser.
+#[derive(Parser, Debug)]
+#[command(name = "xenoeye", version)]
+struct Args {
+    /// Configuration file.
+    #[arg(short = 'c', long = "config", value_name = "FILE", default_value = config::DEFAULT_CONFIG)]
+    config: PathBuf,
+    /// Validate the configuration and exit (non-zero on any error).
+    #[arg(long)]
+    check_config: bool,
+    /// Replay the UDP payloads of these capture files (capture time is the clock), then exit.
+    #[arg(long = "read-pcap", value_name = "CAPTURE", num_args = 1..)]
+    read_pcap: Vec<PathBuf>,
+    /// Also log debug messages.
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    log::set_verbose(args.verbose);
+    let cfg = match config::load(&args.config) {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in &errors {
+                log::error(&e.to_string());
+            }
+            return ExitCode::from(2);
+        }
+    };
+    for k in &cfg.ignored_keys {
+        log::debug(&format!("ignored key {k}"));
+    }
+    if args.check_config {
+        println!("{}: configuration OK", args.config.display());
+        return ExitCode::SUCCESS;
+    }
+    let result = if args.read_pcap.is_empty() {
+        log::info(&format!("starting with {}", args.config.display()));
+        daemon::run(&cfg)
+    } else {
+        daemon::replay(&cfg, &args.read_pcap)
+    };
+    match result {
+        Ok(summary) => {
+            log::info(&summary.line());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            log::error(&e);
+            ExitCode::FAILURE
+        }
+    }
+}
