@@ -56,7 +56,8 @@ fn ipv4(p: &[u8]) -> Option<Udp<'_>> {
     if frag & 0x3FFF != 0 || *p.get(9)? != 17 || ihl < 20 {
         return None; // fragment (more-fragments flag or offset) or not UDP
     }
-    let src = Ipv4Addr::new(p[12], p[13], p[14], p[15]);
+    let a = p.get(12..16)?;
+    let src = Ipv4Addr::new(a[0], a[1], a[2], a[3]);
     let end = total.min(p.len());
     udp(IpAddr::V4(src), p.get(ihl..end)?)
 }
