@@ -139,6 +139,16 @@ pub fn replay(cfg: &Config, files: &[PathBuf]) -> Result<Summary, String> {
     let store = open_store(cfg);
     let mut decoder = Decoder::new(Arc::new(cfg.devices.clone()), Some(store.clone()));
     let mut pipeline = Pipeline::new(cfg).map_err(|e| format!("dump-flows: {e}"))?;
+    let skipped = replay_into(files, &mut decoder, &mut pipeline)?;
+    save_templates(&store, &mut log::RateLimit::new(Duration::from_secs(60)));
+    let mut summary = Summary::default();
+    summary.add(&decoder, skipped);
+    Ok(summary)
+}
+
+/// Feeds the UDP payloads of capture files, in order, through `decoder` into `sink`; returns
+/// the number of frames that held no usable UDP datagram.
+pub fn replay_into(files: &[PathBuf], decoder: &mut Decoder, sink: &mut impl FlowSink) -> Result<u64, String> {
     let mut batch = Batch::new(64);
     let mut skipped = 0;
     for file in files {
@@ -146,15 +156,12 @@ pub fn replay(cfg: &Config, files: &[PathBuf]) -> Result<Summary, String> {
         loop {
             match src.fill(&mut batch).map_err(|e| format!("{}: {e}", file.display()))? {
                 Fill::End => break,
-                Fill::Ready => process(&batch, &mut decoder, &mut pipeline),
+                Fill::Ready => process(&batch, decoder, sink),
             }
         }
         skipped += src.skipped();
     }
-    save_templates(&store, &mut log::RateLimit::new(Duration::from_secs(60)));
-    let mut summary = Summary::default();
-    summary.add(&decoder, skipped);
-    Ok(summary)
+    Ok(skipped)
 }
 
 /// A source ready to run in a worker, with a name for logs.
