@@ -1,0 +1,189 @@
+//! The `xenoeye` binary end to end: configuration checks, offline replay with dump-flows,
+//! templates surviving a restart, and live UDP reception until SIGTERM.
+
+mod common;
+
+use common::data_dir;
+use std::io::Write;
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_xenoeye"))
+}
+
+fn workdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("xe-cli-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A config in `dir` listening on `port`, dumping flows to `dir/dump.txt`.
+fn config(dir: &Path, port: u16) -> PathBuf {
+    std::fs::write(dir.join("devices.conf"), "[]").unwrap();
+    let text = format!(
+        r#"{{ "capture": [ {{"socket": {{"listen-on": "127.0.0.1", "port": "{port}"}}}} ],
+             "templates": {{"db": "templates.tkvdb"}},
+             "debug": {{"dump-flows": "dump.txt"}},
+             "devices": "devices.conf", "mo-dir": "mo", "export-dir": "exp" }}"#
+    );
+    let f = dir.join("xenoeye.conf");
+    std::fs::write(&f, text).unwrap();
+    f
+}
+
+fn dump_lines(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("dump.txt")).unwrap_or_default().lines().map(String::from).collect()
+}
+
+#[test]
+fn bundled_config_is_valid() {
+    let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/xenoeye.conf");
+    let out = bin().arg("-c").arg(&conf).arg("--check-config").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn check_config_names_file_line_column_and_key() {
+    let d = workdir("check");
+    let f = config(&d, 2055);
+    std::fs::write(&f, "{\n  \"capture\": [ {\"socket\": {\"port\": \"x2055\"}} ],\n  \"devices\": \"devices.conf\"\n}").unwrap();
+    let out = bin().arg("-c").arg(&f).arg("--check-config").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}:2:36: 'capture[0].socket.port': expected a non-negative integer", f.display())),
+        "{err}"
+    );
+    // A syntax error.
+    std::fs::write(&f, "{ \"capture\": [ } ").unwrap();
+    let out = bin().arg("-c").arg(&f).arg("--check-config").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("{}:1:16:", f.display())));
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn missing_config_file_is_an_error() {
+    let out = bin().args(["-c", "/nonexistent/xenoeye.conf", "--check-config"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/xenoeye.conf"));
+}
+
+/// Writes a classic pcap file holding the frames of `src` for which `keep` is true.
+fn filter_pcap(src: &Path, dst: &Path, keep: impl Fn(&[u8]) -> bool) -> usize {
+    let mut cap = pcap::Capture::from_file(src).unwrap();
+    let mut out = std::fs::File::create(dst).unwrap();
+    out.write_all(&[0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 1, 0, 0, 0]).unwrap();
+    let mut kept = 0;
+    while let Ok(p) = cap.next_packet() {
+        let udp = xenoeye::capture::link::udp_payload(1, p.data).unwrap();
+        if keep(udp.payload) {
+            let h = p.header;
+            for v in [h.ts.tv_sec as u32, h.ts.tv_usec as u32, h.caplen, h.len] {
+                out.write_all(&v.to_le_bytes()).unwrap();
+            }
+            out.write_all(p.data).unwrap();
+            kept += 1;
+        }
+    }
+    kept
+}
+
+/// True when a v9 datagram holds a template flowset (id 0).
+fn has_v9_template(p: &[u8]) -> bool {
+    let mut pos = 20;
+    while pos + 4 <= p.len() {
+        let id = u16::from_be_bytes([p[pos], p[pos + 1]]);
+        let len = u16::from_be_bytes([p[pos + 2], p[pos + 3]]) as usize;
+        if id == 0 {
+            return true;
+        }
+        if len < 4 {
+            break;
+        }
+        pos += len;
+    }
+    false
+}
+
+#[test]
+fn replay_dumps_flows_and_templates_survive_a_restart() {
+    let d = workdir("replay");
+    let f = config(&d, 2055);
+    let capture = data_dir().join("exporters/softflowd-v9.pcap");
+    let out = bin().arg("-c").arg(&f).arg("--read-pcap").arg(&capture).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let lines = dump_lines(&d);
+    assert_eq!(lines.len(), 100, "one dump line per flow");
+    assert!(err.contains("flows 100,"), "{err}");
+    let first = &lines[0];
+    assert!(first.starts_with("IPv4 src addr: ") || first.starts_with("IPv6 src addr: "), "{first}");
+    assert!(first.contains("; Bytes: ") && first.contains("; Packets: "), "{first}");
+    assert!(first.ends_with("*dev-ip: 127.0.0.1; *dev-id: 0, *rate: 1"), "{first}");
+    assert!(d.join("templates.tkvdb").exists());
+
+    // Second run: data only. The templates come from templates.tkvdb.
+    let data_only = d.join("data-only.pcap");
+    let kept = filter_pcap(&capture, &data_only, |p| !has_v9_template(p));
+    assert!(kept > 0);
+    std::fs::remove_file(d.join("dump.txt")).unwrap();
+    let out = bin().arg("-c").arg(&f).arg("--read-pcap").arg(&data_only).output().unwrap();
+    assert!(out.status.success());
+    let decoded_without_templates = dump_lines(&d).len();
+    // Without the file nothing would decode.
+    std::fs::remove_file(d.join("templates.tkvdb")).unwrap();
+    std::fs::remove_file(d.join("dump.txt")).unwrap();
+    let out = bin().arg("-c").arg(&f).arg("--read-pcap").arg(&data_only).output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(dump_lines(&d).len(), 0);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no_template"));
+    assert!(decoded_without_templates > 0 && decoded_without_templates <= 100, "{decoded_without_templates}");
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// Every UDP payload of a capture.
+fn payloads(capture: &Path) -> Vec<Vec<u8>> {
+    let mut cap = pcap::Capture::from_file(capture).unwrap();
+    let mut v = Vec::new();
+    while let Ok(p) = cap.next_packet() {
+        v.push(xenoeye::capture::link::udp_payload(1, p.data).unwrap().payload.to_vec());
+    }
+    v
+}
+
+#[test]
+fn live_udp_until_sigterm() {
+    let d = workdir("live");
+    let port = {
+        let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let f = config(&d, port);
+    let mut child = bin().arg("-c").arg(&f).stderr(Stdio::piped()).spawn().unwrap();
+    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let packets = payloads(&data_dir().join("exporters/softflowd-v10.pcap"));
+    // The collector may still be binding: resend until every flow is seen (bounded).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut rounds = 0;
+    while dump_lines(&d).len() < 100 && Instant::now() < deadline {
+        for p in &packets {
+            tx.send_to(p, ("127.0.0.1", port)).unwrap();
+        }
+        rounds += 1;
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let lines = dump_lines(&d);
+    // The first round may partly arrive before the socket is bound; later ones arrive whole.
+    assert!(lines.len() >= 100, "{} flows after {rounds} rounds", lines.len());
+    assert!(err.contains(&format!("flows {},", lines.len())), "{err}");
+    std::fs::remove_dir_all(&d).unwrap();
+}
