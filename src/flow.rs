@@ -46,6 +46,19 @@ impl Flow {
         self.present |= 1u64 << id as u32;
     }
 
+    /// Stores a value without marking it present; [`Flow::mark`] marks a whole set at once
+    /// (the decoder's fast path for fixed-length templates).
+    #[inline]
+    pub(crate) fn put(&mut self, id: FieldId, value: u128) {
+        self.values[id as usize] = value;
+    }
+
+    /// Marks the fields of `mask` (bit = field id) present.
+    #[inline]
+    pub(crate) fn mark(&mut self, mask: u64) {
+        self.present |= mask;
+    }
+
     #[inline]
     pub fn has(&self, id: FieldId) -> bool {
         id.is_stored() && self.present & (1u64 << id as u32) != 0

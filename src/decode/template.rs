@@ -38,6 +38,8 @@ pub struct Template {
     pub fixed_len: Option<usize>,
     /// For fixed-length templates: (offset, length, slot) of each bound element.
     ops: Vec<(u16, u16, FieldId)>,
+    /// The slots `ops` fill, as a presence mask.
+    ops_mask: u64,
 }
 
 /// Why a template record was refused.
@@ -94,7 +96,8 @@ impl Template {
                 off += f.len as usize;
             }
         }
-        Ok(Template { fields, scope_count, is_options, min_len, fixed_len: fixed.then_some(min_len), ops })
+        let ops_mask = ops.iter().fold(0u64, |m, &(_, _, id)| m | 1 << id as u32);
+        Ok(Template { fields, scope_count, is_options, min_len, fixed_len: fixed.then_some(min_len), ops, ops_mask })
     }
 
     /// Decodes one data record at the start of `data` into `flow` (which the caller cleared).
@@ -104,9 +107,14 @@ impl Template {
         if let Some(len) = self.fixed_len {
             let rec = data.get(..len)?;
             for &(off, l, id) in &self.ops {
-                let v = read_be(&rec[off as usize..off as usize + l as usize]);
-                flow.set(id, v);
+                let (off, l) = (off as usize, l as usize);
+                debug_assert!(off + l <= rec.len());
+                // SAFETY: compile() built `ops` from the element lengths, so every element lies
+                // within the first `fixed_len` bytes, and `rec` has exactly that length.
+                let bytes = unsafe { rec.get_unchecked(off..off + l) };
+                flow.put(id, read_be(bytes));
             }
+            flow.mark(self.ops_mask);
             return Some(len);
         }
         let mut pos = 0usize;
