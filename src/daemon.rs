@@ -124,6 +124,42 @@ fn save_templates(store: &TemplateStore, limiter: &mut log::RateLimit) {
     }
 }
 
+/// Logs decode errors as a summary at most once per interval (never one line per packet).
+struct ErrorReporter {
+    limiter: log::RateLimit,
+    reported: DecodeStats,
+    worker: String,
+}
+
+impl ErrorReporter {
+    fn new(worker: &str) -> Self {
+        ErrorReporter { limiter: log::RateLimit::new(Duration::from_secs(10)), reported: DecodeStats::default(), worker: worker.to_string() }
+    }
+
+    fn check(&mut self, d: &Decoder) {
+        if d.stats.errors == self.reported.errors || !self.limiter.allow(Instant::now()) {
+            return;
+        }
+        let new: Vec<String> = DecodeError::ALL
+            .iter()
+            .filter_map(|e| {
+                let n = d.stats.error(*e) - self.reported.error(*e);
+                (n > 0).then(|| format!("{} {n}", e.name()))
+            })
+            .collect();
+        let mut worst: Vec<_> = d.exporters.iter().filter(|(_, e)| e.errors > 0).collect();
+        worst.sort_by_key(|(_, e)| std::cmp::Reverse(e.errors));
+        let by_exporter: Vec<String> = worst.iter().take(3).map(|(ip, e)| format!("{ip} {}", e.errors)).collect();
+        log::warn(&format!(
+            "{}: malformed or undecodable input skipped: {} (errors so far by exporter: {})",
+            self.worker,
+            new.join(", "),
+            by_exporter.join(", ")
+        ));
+        self.reported = d.stats.clone();
+    }
+}
+
 /// Feeds every datagram of a batch through the decoder into the pipeline.
 #[inline]
 fn process(batch: &Batch, decoder: &mut Decoder, sink: &mut impl FlowSink) {
@@ -223,9 +259,13 @@ pub fn run(cfg: &Config) -> Result<Summary, String> {
             .spawn(move || {
                 let mut batch = Batch::new(batch);
                 let mut limiter = log::RateLimit::new(Duration::from_secs(10));
+                let mut errors = ErrorReporter::new(&name);
                 while !SHUTDOWN.load(Ordering::Relaxed) {
                     match source.fill(&mut batch) {
-                        Ok(_) => process(&batch, &mut decoder, &mut pipeline),
+                        Ok(_) => {
+                            process(&batch, &mut decoder, &mut pipeline);
+                            errors.check(&decoder);
+                        }
                         Err(e) => {
                             if limiter.allow(Instant::now()) {
                                 log::error(&format!("{name}: {e}"));

@@ -187,3 +187,42 @@ fn live_udp_until_sigterm() {
     assert!(err.contains(&format!("flows {},", lines.len())), "{err}");
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+#[test]
+fn live_pcap_capture_on_loopback() {
+    // Live capture needs root or CAP_NET_RAW (CI runs as root).
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("live_pcap_capture_on_loopback: not root, cannot open a capture; not run");
+        return;
+    }
+    let d = workdir("pcap");
+    let port = {
+        let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let f = config(&d, port);
+    let text = std::fs::read_to_string(&f).unwrap().replace(
+        &format!(r#"{{"socket": {{"listen-on": "127.0.0.1", "port": "{port}"}}}}"#),
+        &format!(r#"{{"pcap": {{"interface": "lo", "filter": "udp and dst port {port}"}}}}"#),
+    );
+    std::fs::write(&f, text).unwrap();
+    let mut child = bin().arg("-c").arg(&f).stderr(Stdio::piped()).spawn().unwrap();
+    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let packets = payloads(&data_dir().join("exporters/softflowd-v5.pcap"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while dump_lines(&d).len() < 76 && Instant::now() < deadline {
+        for p in &packets {
+            // Nobody listens on the port: the capture sees the datagrams all the same.
+            let _ = tx.send_to(p, ("127.0.0.1", port));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let lines = dump_lines(&d);
+    assert!(lines.len() >= 76, "{} flows; {err}", lines.len());
+    assert!(lines[0].contains("*dev-ip: 127.0.0.1;"), "{}", lines[0]);
+    std::fs::remove_dir_all(&d).unwrap();
+}

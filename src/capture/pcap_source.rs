@@ -12,6 +12,9 @@ pub struct PcapSource<T: Activated> {
     cap: Capture<T>,
     linktype: i32,
     skipped: u64,
+    /// Live handles are non-blocking and waited for with poll(2): libpcap in immediate mode
+    /// may ignore its own timeout, and a worker must notice a shutdown.
+    live_fd: Option<std::os::fd::RawFd>,
 }
 
 // A pcap handle is used only by the worker thread that owns the source.
@@ -31,20 +34,34 @@ pub fn open_live(interface: &str, filter: &str) -> io::Result<PcapSource<pcap::A
     if !filter.is_empty() {
         cap.filter(filter, true).map_err(err)?;
     }
+    let cap = cap.setnonblock().map_err(err)?;
     let linktype = cap.get_datalink().0;
-    Ok(PcapSource { cap, linktype, skipped: 0 })
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&cap);
+    Ok(PcapSource { cap, linktype, skipped: 0, live_fd: Some(fd) })
 }
 
 /// A capture file, read from start to end.
 pub fn open_file(path: &std::path::Path) -> io::Result<PcapSource<pcap::Offline>> {
     let cap = Capture::from_file(path).map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
     let linktype = cap.get_datalink().0;
-    Ok(PcapSource { cap, linktype, skipped: 0 })
+    Ok(PcapSource { cap, linktype, skipped: 0, live_fd: None })
+}
+
+/// Waits up to `ms` for the descriptor to become readable.
+fn wait_readable(fd: std::os::fd::RawFd, ms: i32) -> bool {
+    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd for the duration of the call.
+    unsafe { libc::poll(&mut pfd, 1, ms) > 0 }
 }
 
 impl<T: Activated> Source for PcapSource<T> {
     fn fill(&mut self, batch: &mut Batch) -> io::Result<Fill> {
         batch.meta.clear();
+        if let Some(fd) = self.live_fd {
+            if !wait_readable(fd, 200) {
+                return Ok(Fill::Ready);
+            }
+        }
         while batch.meta.len() < batch.capacity() {
             match self.cap.next_packet() {
                 Ok(p) => {
@@ -56,7 +73,7 @@ impl<T: Activated> Source for PcapSource<T> {
                         None => self.skipped += 1,
                     }
                 }
-                // Live: nothing arrived within the timeout.
+                // Live: nothing more to read now.
                 Err(pcap::Error::TimeoutExpired) => break,
                 Err(pcap::Error::NoMorePackets) if batch.meta.is_empty() => return Ok(Fill::End),
                 Err(pcap::Error::NoMorePackets) => break,
