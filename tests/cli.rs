@@ -156,6 +156,23 @@ fn payloads(capture: &Path) -> Vec<Vec<u8>> {
     v
 }
 
+/// Sends a capture's datagrams to `port` round after round until the dump holds `want` lines
+/// (the collector may still be starting); bounded to 20 seconds. Returns the rounds sent.
+fn send_until(d: &Path, capture: &Path, port: u16, want: usize) -> usize {
+    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let packets = payloads(capture);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut rounds = 0;
+    while dump_lines(d).len() < want && Instant::now() < deadline {
+        for p in &packets {
+            let _ = tx.send_to(p, ("127.0.0.1", port));
+        }
+        rounds += 1;
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    rounds
+}
+
 #[test]
 fn live_udp_until_sigterm() {
     let d = workdir("live");
@@ -164,19 +181,8 @@ fn live_udp_until_sigterm() {
         probe.local_addr().unwrap().port()
     };
     let f = config(&d, port);
-    let mut child = bin().arg("-c").arg(&f).stderr(Stdio::piped()).spawn().unwrap();
-    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let packets = payloads(&data_dir().join("exporters/softflowd-v10.pcap"));
-    // The collector may still be binding: resend until every flow is seen (bounded).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut rounds = 0;
-    while dump_lines(&d).len() < 100 && Instant::now() < deadline {
-        for p in &packets {
-            tx.send_to(p, ("127.0.0.1", port)).unwrap();
-        }
-        rounds += 1;
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    let child = bin().arg("-c").arg(&f).stderr(Stdio::piped()).spawn().unwrap();
+    let rounds = send_until(&d, &data_dir().join("exporters/softflowd-v10.pcap"), port, 100);
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -206,17 +212,9 @@ fn live_pcap_capture_on_loopback() {
         &format!(r#"{{"pcap": {{"interface": "lo", "filter": "udp and dst port {port}"}}}}"#),
     );
     std::fs::write(&f, text).unwrap();
-    let mut child = bin().arg("-c").arg(&f).stderr(Stdio::piped()).spawn().unwrap();
-    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let packets = payloads(&data_dir().join("exporters/softflowd-v5.pcap"));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while dump_lines(&d).len() < 76 && Instant::now() < deadline {
-        for p in &packets {
-            // Nobody listens on the port: the capture sees the datagrams all the same.
-            let _ = tx.send_to(p, ("127.0.0.1", port));
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    let child = bin().arg("-c").arg(&f).stderr(Stdio::piped()).spawn().unwrap();
+    // Nobody listens on the port: the capture sees the datagrams all the same.
+    send_until(&d, &data_dir().join("exporters/softflowd-v5.pcap"), port, 76);
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

@@ -39,7 +39,7 @@ fn message(d: &mut Decoder, dg: &Datagram<'_>, m: &[u8], sink: &mut impl FlowSin
         }
         let body = &m[pos + 4..pos + len];
         match set_id {
-            2 | 3 => template_set(d, set_id == 3, dg, domain, body),
+            2 | 3 => d.template_set(Wire::Ipfix, set_id == 3, dg.exporter, domain, body),
             0..=255 => {} // reserved
             id => d.data_set(10, TemplateKey { exporter: dg.exporter, domain, id }, body, dg.time_ms, sink),
         }
@@ -47,13 +47,3 @@ fn message(d: &mut Decoder, dg: &Datagram<'_>, m: &[u8], sink: &mut impl FlowSin
     }
 }
 
-fn template_set(d: &mut Decoder, options: bool, dg: &Datagram<'_>, domain: u32, body: &[u8]) {
-    let mut pos = 0;
-    while body.len() - pos >= 4 {
-        let used = d.template_record(Wire::Ipfix, options, dg.exporter, domain, &body[pos..]);
-        if used == 0 {
-            break;
-        }
-        pos += used;
-    }
-}

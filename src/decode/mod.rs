@@ -257,6 +257,20 @@ impl Decoder {
         }
     }
 
+    /// Handles every template record of a (options) template set.
+    fn template_set(&mut self, wire: Wire, options: bool, exporter: IpAddr, domain: u32, body: &[u8]) {
+        // Shortest record header: id + count (+ scope count/length for options templates).
+        let header = if options { 6 } else { 4 };
+        let mut pos = 0;
+        while body.len() - pos >= header {
+            let used = self.template_record(wire, options, exporter, domain, &body[pos..]);
+            if used == 0 {
+                break;
+            }
+            pos += used;
+        }
+    }
+
     /// Decodes a v9/IPFIX data set with the template of `key`.
     fn data_set(&mut self, version: u16, key: TemplateKey, body: &[u8], time_ms: u64, sink: &mut impl FlowSink) {
         let Some(tpl) = self.templates.get(&key) else {

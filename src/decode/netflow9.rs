@@ -26,7 +26,7 @@ pub(super) fn decode(d: &mut Decoder, dg: &Datagram<'_>, sink: &mut impl FlowSin
         }
         let body = &b[pos + 4..pos + len];
         match set_id {
-            0 | 1 => template_set(d, set_id == 1, dg, domain, body),
+            0 | 1 => d.template_set(Wire::V9, set_id == 1, dg.exporter, domain, body),
             2..=255 => {} // reserved
             id => d.data_set(9, TemplateKey { exporter: dg.exporter, domain, id }, body, dg.time_ms, sink),
         }
@@ -34,14 +34,3 @@ pub(super) fn decode(d: &mut Decoder, dg: &Datagram<'_>, sink: &mut impl FlowSin
     }
 }
 
-fn template_set(d: &mut Decoder, options: bool, dg: &Datagram<'_>, domain: u32, body: &[u8]) {
-    let header = if options { 6 } else { 4 };
-    let mut pos = 0;
-    while body.len() - pos >= header {
-        let used = d.template_record(Wire::V9, options, dg.exporter, domain, &body[pos..]);
-        if used == 0 {
-            break;
-        }
-        pos += used;
-    }
-}
