@@ -8,6 +8,7 @@
 //! decode    v5, v9, IPFIX; templates per exporter/domain, persisted -> Flow (fixed slots)
 //! devices   sampling rate per exporter (applied by the decoder), dev-ip / dev-id / rate
 //! dump      dump-flows text (syslog + stderr, or a file)
+//! filter    filter language compiled to range tests; IP lists
 //! daemon    wiring: one worker thread per capture entry, signals, offline replay, counters
 //! ```
 //!
@@ -21,5 +22,6 @@ pub mod devices;
 pub mod decode;
 pub mod capture;
 pub mod dump;
+pub mod filter;
 pub mod log;
 pub mod daemon;

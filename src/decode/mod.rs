@@ -405,4 +405,4 @@ fn announced_rate(tpl: &Template, rec: &[u8]) -> Option<u64> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
