@@ -5,13 +5,18 @@
 //! saves templates, logs counters and waits for SIGTERM/SIGINT. Offline (`--read-pcap`): the
 //! same decoder and pipeline run over capture files with the capture timestamps as the clock.
 
-use crate::capture::{pcap_source, udp, Batch, Fill, Source};
+use crate::capture::{self, pcap_source, udp, Batch, Fill, Source};
 use crate::config::{CaptureSpec, Config};
 use crate::decode::cache::TemplateStore;
 use crate::decode::{Datagram, DecodeError, DecodeStats, Decoder, ExporterStats, FlowSink, RecordView};
+use crate::config::ConfigError;
 use crate::dump::Dumper;
+use crate::export::{self, ExportConfig, ExportStats, Msg};
+use crate::filter::iplist;
 use crate::flow::Flow;
 use crate::log;
+use crate::objects::{self, Objects, WorkerObjects};
+use std::sync::mpsc::{channel, Sender};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -40,15 +45,42 @@ pub fn request_shutdown() {
     SHUTDOWN.store(true, Ordering::SeqCst);
 }
 
-/// What a worker does with each decoded flow. Later stages (objects, windows, moving averages)
-/// plug in here.
+/// Loads what the configuration refers to: IP lists, then monitoring objects.
+pub fn load_objects(cfg: &Config) -> Result<Objects, Vec<ConfigError>> {
+    let lists = iplist::load_dir(&cfg.iplists_dir)?;
+    objects::load(&cfg.mo_dir, &lists)
+}
+
+/// What a worker does with each decoded flow: the global dump, then every monitoring object.
 pub struct Pipeline {
     dumper: Option<Dumper>,
+    objects: WorkerObjects,
+    worker: usize,
+    tx: Sender<Msg>,
 }
 
 impl Pipeline {
-    pub fn new(cfg: &Config) -> std::io::Result<Self> {
-        Ok(Pipeline { dumper: Dumper::open(&cfg.dump_flows)? })
+    pub fn new(cfg: &Config, objects: &Objects, worker: usize, tx: Sender<Msg>) -> Result<Self, String> {
+        Ok(Pipeline {
+            dumper: Dumper::open(&cfg.dump_flows).map_err(|e| format!("dump-flows: {e}"))?,
+            objects: WorkerObjects::new(objects, worker).map_err(|e| format!("object dump-flows: {e}"))?,
+            worker,
+            tx,
+        })
+    }
+
+    /// Moves the worker's clock (unix ms): closed windows go to the export thread.
+    #[inline]
+    pub fn tick(&mut self, now_ms: u64) {
+        if let Some(closed) = self.objects.advance(now_ms) {
+            let _ = self.tx.send(Msg::Closed(closed));
+        }
+    }
+
+    /// Sends the last windows and says the worker is done.
+    pub fn finish(&mut self) {
+        let _ = self.tx.send(Msg::Closed(self.objects.finish()));
+        let _ = self.tx.send(Msg::WorkerDone(self.worker));
     }
 }
 
@@ -58,6 +90,7 @@ impl FlowSink for Pipeline {
         if let Some(d) = &mut self.dumper {
             d.write(flow, record);
         }
+        self.objects.flow(flow, record);
     }
 }
 
@@ -69,6 +102,7 @@ pub struct Summary {
     /// Frames of capture files or pcap interfaces that held no usable UDP datagram.
     pub skipped_frames: u64,
     pub templates: usize,
+    pub export: ExportStats,
 }
 
 impl Summary {
@@ -103,6 +137,11 @@ impl Summary {
         }
         if self.skipped_frames > 0 {
             line += &format!("; skipped frames {}", self.skipped_frames);
+        }
+        let e = &self.export;
+        line += &format!("; export files {}, rows {}", e.files_written, e.rows_written);
+        if e.write_failures > 0 || e.files_lost > 0 {
+            line += &format!(" (write failures {}, files lost {})", e.write_failures, e.files_lost);
         }
         line
     }
@@ -160,31 +199,54 @@ impl ErrorReporter {
     }
 }
 
-/// Feeds every datagram of a batch through the decoder into the pipeline.
+/// Receives decoded flows and the clock of the datagrams they come from.
+pub trait ClockedSink: FlowSink {
+    fn tick(&mut self, now_ms: u64);
+}
+
+impl ClockedSink for Pipeline {
+    #[inline]
+    fn tick(&mut self, now_ms: u64) {
+        Pipeline::tick(self, now_ms)
+    }
+}
+
+/// Feeds every datagram of a batch through the decoder into the pipeline, moving the clock to
+/// each datagram's time first.
 #[inline]
-fn process(batch: &Batch, decoder: &mut Decoder, sink: &mut impl FlowSink) {
+fn process(batch: &Batch, decoder: &mut Decoder, sink: &mut impl ClockedSink) {
     for (i, m) in batch.meta.iter().enumerate() {
+        sink.tick(m.time_ms);
         let dg = Datagram { bytes: batch.payload(i), exporter: m.from, time_ms: m.time_ms };
         decoder.decode(&dg, sink);
     }
 }
 
-/// Replays capture files through the pipeline (capture time is the clock) and returns the
-/// counters. Templates learnt are saved to templates.db as in live mode.
-pub fn replay(cfg: &Config, files: &[PathBuf]) -> Result<Summary, String> {
+fn export_config(cfg: &Config, workers: usize) -> ExportConfig {
+    ExportConfig { dir: cfg.export_dir.clone(), db_export: cfg.db_export.clone(), workers, final_retry: Duration::from_secs(10) }
+}
+
+/// Replays capture files through the pipeline (capture time is the clock), writes every
+/// window at the end and returns the counters. Templates learnt are saved as in live mode.
+pub fn replay(cfg: &Config, objects: Arc<Objects>, files: &[PathBuf]) -> Result<Summary, String> {
     let store = open_store(cfg);
     let mut decoder = Decoder::new(Arc::new(cfg.devices.clone()), Some(store.clone()));
-    let mut pipeline = Pipeline::new(cfg).map_err(|e| format!("dump-flows: {e}"))?;
-    let skipped = replay_into(files, &mut decoder, &mut pipeline)?;
+    let (tx, rx) = channel();
+    let mut pipeline = Pipeline::new(cfg, &objects, 0, tx)?;
+    let exporter = export::spawn(objects, export_config(cfg, 1), rx);
+    let result = replay_into(files, &mut decoder, &mut pipeline);
+    pipeline.finish();
+    let export = exporter.join().map_err(|_| "export thread panicked".to_string())?;
+    let skipped = result?;
     save_templates(&store, &mut log::RateLimit::new(Duration::from_secs(60)));
-    let mut summary = Summary::default();
+    let mut summary = Summary { export, ..Summary::default() };
     summary.add(&decoder, skipped);
     Ok(summary)
 }
 
 /// Feeds the UDP payloads of capture files, in order, through `decoder` into `sink`; returns
 /// the number of frames that held no usable UDP datagram.
-pub fn replay_into(files: &[PathBuf], decoder: &mut Decoder, sink: &mut impl FlowSink) -> Result<u64, String> {
+pub fn replay_into(files: &[PathBuf], decoder: &mut Decoder, sink: &mut impl ClockedSink) -> Result<u64, String> {
     let mut batch = Batch::new(64);
     let mut skipped = 0;
     for file in files {
@@ -241,7 +303,7 @@ fn open_sources(cfg: &Config) -> Result<Vec<WorkerSpec>, String> {
 }
 
 /// Runs the collector until SIGTERM/SIGINT; returns the counters of the whole run.
-pub fn run(cfg: &Config) -> Result<Summary, String> {
+pub fn run(cfg: &Config, objects: Arc<Objects>) -> Result<Summary, String> {
     install_signal_handlers();
     let store = open_store(cfg);
     let devices = Arc::new(cfg.devices.clone());
@@ -249,10 +311,12 @@ pub fn run(cfg: &Config) -> Result<Summary, String> {
     if specs.is_empty() {
         return Err("no capture element: nothing to listen on".into());
     }
+    let (tx, rx) = channel();
+    let exporter = export::spawn(objects.clone(), export_config(cfg, specs.len()), rx);
     let mut handles = Vec::new();
-    for WorkerSpec { name, mut source, batch } in specs {
+    for (worker, WorkerSpec { name, mut source, batch }) in specs.into_iter().enumerate() {
         let mut decoder = Decoder::new(devices.clone(), Some(store.clone()));
-        let mut pipeline = Pipeline::new(cfg).map_err(|e| format!("dump-flows: {e}"))?;
+        let mut pipeline = Pipeline::new(cfg, &objects, worker, tx.clone())?;
         log::info(&format!("listening: {name}"));
         let h = std::thread::Builder::new()
             .name(name.clone())
@@ -264,6 +328,8 @@ pub fn run(cfg: &Config) -> Result<Summary, String> {
                     match source.fill(&mut batch) {
                         Ok(_) => {
                             process(&batch, &mut decoder, &mut pipeline);
+                            // Windows also close while no datagram arrives.
+                            pipeline.tick(capture::now_ms());
                             errors.check(&decoder);
                         }
                         Err(e) => {
@@ -274,6 +340,7 @@ pub fn run(cfg: &Config) -> Result<Summary, String> {
                         }
                     }
                 }
+                pipeline.finish();
                 (decoder, source.skipped())
             })
             .map_err(|e| e.to_string())?;
@@ -295,6 +362,8 @@ pub fn run(cfg: &Config) -> Result<Summary, String> {
             Err(_) => log::error("a capture worker panicked"),
         }
     }
+    drop(tx);
+    summary.export = exporter.join().map_err(|_| "export thread panicked".to_string())?;
     save_templates(&store, &mut save_limiter);
     Ok(summary)
 }

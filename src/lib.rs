@@ -9,6 +9,8 @@
 //! devices   sampling rate per exporter (applied by the decoder), dev-ip / dev-id / rate
 //! dump      dump-flows text (syslog + stderr, or a file)
 //! filter    filter language compiled to range tests; IP lists
+//! objects   monitoring objects (mo-dir tree), per-worker fixed windows
+//! export    merges workers' windows, writes <table>_<time>.sql atomically, retries, db-export
 //! daemon    wiring: one worker thread per capture entry, signals, offline replay, counters
 //! ```
 //!
@@ -16,6 +18,7 @@
 //! per-worker record the decoder refills for every flow without allocating.
 
 pub mod fields;
+pub mod fsutil;
 pub mod flow;
 pub mod config;
 pub mod devices;
@@ -23,5 +26,7 @@ pub mod decode;
 pub mod capture;
 pub mod dump;
 pub mod filter;
+pub mod objects;
+pub mod export;
 pub mod log;
 pub mod daemon;

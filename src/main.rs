@@ -39,15 +39,29 @@ fn main() -> ExitCode {
     for k in &cfg.ignored_keys {
         log::debug(&format!("ignored key {k}"));
     }
+    let objects = match daemon::load_objects(&cfg) {
+        Ok(o) => std::sync::Arc::new(o),
+        Err(errors) => {
+            for e in &errors {
+                log::error(&e.to_string());
+            }
+            return ExitCode::from(2);
+        }
+    };
     if args.check_config {
-        println!("{}: configuration OK", args.config.display());
+        println!(
+            "{}: configuration OK ({} monitoring objects, {} fixed windows)",
+            args.config.display(),
+            objects.count(),
+            objects.windows.len()
+        );
         return ExitCode::SUCCESS;
     }
     let result = if args.read_pcap.is_empty() {
-        log::info(&format!("starting with {}", args.config.display()));
-        daemon::run(&cfg)
+        log::info(&format!("starting with {}: {} monitoring objects", args.config.display(), objects.count()));
+        daemon::run(&cfg, objects)
     } else {
-        daemon::replay(&cfg, &args.read_pcap)
+        daemon::replay(&cfg, objects, &args.read_pcap)
     };
     match result {
         Ok(summary) => {

@@ -10,7 +10,6 @@
 use super::template::{parse_template_record, Template, Wire};
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -186,26 +185,12 @@ impl TemplateStore {
             inner.dirty = false;
             encode_file(&inner.map)
         };
-        let result = write_atomically(path, &bytes);
+        let result = crate::fsutil::write_atomically(path, &bytes);
         if result.is_err() {
             self.inner.lock().dirty = true; // try again next time
         }
         result.map(|_| true)
     }
-}
-
-/// Writes `bytes` to `path` so that readers see the old file or the whole new one.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
 }
 
 fn encode_file(map: &HashMap<TemplateKey, RawTemplate>) -> Vec<u8> {

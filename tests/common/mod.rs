@@ -31,6 +31,10 @@ fn rec(r: &RecordView<'_>, flow: Option<Flow>) -> Rec {
     Rec { version: r.version, flow, elements: r.elements().map(|(s, v)| (s.clone(), v.to_vec())).collect() }
 }
 
+impl xenoeye::daemon::ClockedSink for Record {
+    fn tick(&mut self, _now_ms: u64) {}
+}
+
 impl FlowSink for Record {
     fn flow(&mut self, flow: &Flow, r: &RecordView<'_>) {
         self.recs.push(rec(r, Some(flow.clone())));

@@ -1,0 +1,330 @@
+//! Monitoring objects: loaded from `mo-dir`, compiled once, and run per worker.
+//!
+//! Every directory under `mo-dir` holding a `mo.conf` is an object named by its path relative to
+//! `mo-dir`; a directory with `mo.conf` inside an object's directory is a nested object that only
+//! sees the flows its parent matched. Each object has a filter, an optional flow dump and fixed
+//! windows. The specs ([`Objects`]) are immutable and shared; each worker runs its own
+//! [`WorkerObjects`] with its own window maps, so matching and aggregating take no lock.
+
+pub mod window;
+
+use crate::config::json::{self, Node};
+use crate::config::{dump_target, ConfigError, DumpTarget};
+use crate::decode::RecordView;
+use crate::dump::Dumper;
+use crate::fields::{self, Side};
+use crate::filter::{self, iplist::IpLists, Filter};
+use crate::flow::Flow;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use window::{Agg, Closed, Column, ColumnSource, FwmSpec, Window, MAX_KEY_FIELDS};
+
+/// One monitoring object as configured.
+#[derive(Debug)]
+pub struct ObjectSpec {
+    /// Path relative to `mo-dir` (`customers/acme`).
+    pub name: String,
+    pub dir: PathBuf,
+    pub filter: Filter,
+    pub dump: DumpTarget,
+    pub windows: Vec<Arc<FwmSpec>>,
+    pub children: Vec<ObjectSpec>,
+}
+
+/// Every object, as a tree, plus all windows in id order.
+#[derive(Debug, Default)]
+pub struct Objects {
+    pub roots: Vec<ObjectSpec>,
+    pub windows: Vec<Arc<FwmSpec>>,
+}
+
+impl Objects {
+    /// Number of objects in the tree.
+    pub fn count(&self) -> usize {
+        fn n(o: &ObjectSpec) -> usize {
+            1 + o.children.iter().map(n).sum::<usize>()
+        }
+        self.roots.iter().map(n).sum()
+    }
+
+    /// A window by object name and window name (for `ext` lists: `name` or `object/name`).
+    pub fn window(&self, object: &str, name: &str) -> Option<&Arc<FwmSpec>> {
+        self.windows.iter().find(|w| w.object == object && w.name == name)
+    }
+}
+
+/// Table and notification name of an object: its path with `/` replaced by `_`.
+pub fn flat_name(name: &str) -> String {
+    name.replace('/', "_")
+}
+
+/// Loads every object under `mo_dir` (a missing directory means no objects).
+pub fn load(mo_dir: &Path, lists: &IpLists) -> Result<Objects, Vec<ConfigError>> {
+    let mut objects = Objects::default();
+    let mut errors = Vec::new();
+    objects.roots = scan(mo_dir, mo_dir, lists, &mut objects.windows, &mut errors);
+    if errors.is_empty() {
+        Ok(objects)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Objects found in the subdirectories of `dir` (recursing through directories without
+/// `mo.conf`, whose objects are then top-level ones at this level).
+fn scan(mo_dir: &Path, dir: &Path, lists: &IpLists, windows: &mut Vec<Arc<FwmSpec>>, errors: &mut Vec<ConfigError>) -> Vec<ObjectSpec> {
+    let mut subdirs: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()).collect(),
+        Err(_) => return Vec::new(),
+    };
+    subdirs.sort();
+    let mut out = Vec::new();
+    for sub in subdirs {
+        if sub.join("mo.conf").is_file() {
+            if let Some(o) = load_object(mo_dir, &sub, lists, windows, errors) {
+                out.push(o);
+            }
+        } else {
+            out.extend(scan(mo_dir, &sub, lists, windows, errors));
+        }
+    }
+    out
+}
+
+fn load_object(
+    mo_dir: &Path,
+    dir: &Path,
+    lists: &IpLists,
+    windows: &mut Vec<Arc<FwmSpec>>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<ObjectSpec> {
+    let file = dir.join("mo.conf");
+    let name = dir.strip_prefix(mo_dir).unwrap_or(dir).to_string_lossy().into_owned();
+    let before = errors.len();
+    let root = match json::parse_file(&file) {
+        Ok(r) => r,
+        Err(e) => {
+            errors.push(e);
+            return None;
+        }
+    };
+    let filter = match root.get("filter") {
+        None => Filter::All,
+        Some(n) => match n.as_str(&file, "filter") {
+            Err(e) => {
+                errors.push(e);
+                Filter::All
+            }
+            Ok(text) => filter::compile(text, lists).unwrap_or_else(|e| {
+                // The filter string starts one column after its opening quote.
+                errors.push(ConfigError {
+                    file: file.clone(),
+                    line: n.line,
+                    col: n.col + e.col as u32,
+                    key: "filter".into(),
+                    msg: e.to_string(),
+                });
+                Filter::All
+            }),
+        },
+    };
+    let dump = dump_target(&file, dir, root.get("debug").and_then(|d| d.get("dump-flows")), "debug.dump-flows", errors);
+    let mut own = Vec::new();
+    if let Some(list) = root.get("fwm") {
+        let items = list.as_array(&file, "fwm").map_err(|e| errors.push(e)).unwrap_or(&[]);
+        for (i, item) in items.iter().enumerate() {
+            match fwm_spec(&file, &name, item, i, windows.len()) {
+                Ok(spec) if own.iter().any(|w: &Arc<FwmSpec>| w.name == spec.name) => {
+                    errors.push(item.error(&file, &format!("fwm[{i}].name"), format!("window \"{}\" defined twice", spec.name)));
+                }
+                Ok(spec) => {
+                    let spec = Arc::new(spec);
+                    windows.push(spec.clone());
+                    own.push(spec);
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+    }
+    let children = scan(mo_dir, dir, lists, windows, errors);
+    (errors.len() == before).then_some(ObjectSpec { name, dir: dir.to_path_buf(), filter, dump, windows: own, children })
+}
+
+/// Validates one `fwm` element.
+fn fwm_spec(file: &Path, object: &str, item: &Node, i: usize, id: usize) -> Result<FwmSpec, ConfigError> {
+    let k = |s: &str| format!("fwm[{i}].{s}");
+    item.expect_object(file, &format!("fwm[{i}]"))?;
+    let name_node = item.get("name").ok_or_else(|| item.error(file, &k("name"), "missing name"))?;
+    let name = name_node.as_str(file, &k("name"))?.to_string();
+    if name.is_empty() || name.contains('/') {
+        return Err(name_node.error(file, &k("name"), "a window name must be non-empty and without '/'"));
+    }
+    let fields_node = item.get("fields").ok_or_else(|| item.error(file, &k("fields"), "missing fields"))?;
+    let (mut columns, mut keys, mut aggs) = (Vec::new(), Vec::new(), Vec::new());
+    for (j, f) in fields_node.as_array(file, &k("fields"))?.iter().enumerate() {
+        let fk = format!("fwm[{i}].fields[{j}]");
+        let text = f.as_str(file, &fk)?.trim().to_ascii_lowercase();
+        let (field, desc) = match text.strip_suffix(" desc") {
+            Some(base) => (base.trim().to_string(), true),
+            None => (text.clone(), false),
+        };
+        let source = match field.as_str() {
+            "octets" => agg(&mut aggs, Agg::Octets),
+            "packets" => agg(&mut aggs, Agg::Packets),
+            "bits" => agg(&mut aggs, Agg::Bits),
+            _ => {
+                let ids = fields::lookup(&field);
+                match ids.as_slice() {
+                    [id] => {
+                        keys.push(*id);
+                        ColumnSource::Key(keys.len() - 1)
+                    }
+                    [a, ..] if a.def().side != Side::None => {
+                        return Err(f.error(file, &fk, format!("\"{field}\" needs \"src\" or \"dst\"")));
+                    }
+                    _ => return Err(f.error(file, &fk, format!("unknown field \"{field}\""))),
+                }
+            }
+        };
+        let col = field.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect::<String>();
+        if columns.iter().any(|c: &Column| c.name == col) {
+            return Err(f.error(file, &fk, format!("field \"{field}\" listed twice")));
+        }
+        columns.push(Column { name: col, source, desc });
+    }
+    if aggs.is_empty() {
+        return Err(fields_node.error(file, &k("fields"), "needs at least one of octets, packets, bits"));
+    }
+    if keys.len() > MAX_KEY_FIELDS {
+        return Err(fields_node.error(file, &k("fields"), format!("at most {MAX_KEY_FIELDS} key fields")));
+    }
+    let time = match item.get("time") {
+        Some(n) => n.as_u64(file, &k("time")).and_then(|t| {
+            if t == 0 {
+                Err(n.error(file, &k("time"), "time must be at least 1 second"))
+            } else {
+                Ok(t)
+            }
+        })?,
+        None => 30,
+    };
+    let limit = match item.get("limit") {
+        Some(n) => Some(n.as_u64(file, &k("limit"))? as usize),
+        None => None,
+    };
+    let extended = match item.get("extended") {
+        Some(n) => n.as_bool(file, &k("extended"))?,
+        None => false,
+    };
+    Ok(FwmSpec {
+        id,
+        object: object.to_string(),
+        table: format!("{}_{}", flat_name(object), name),
+        name,
+        columns,
+        keys,
+        aggs,
+        time,
+        limit,
+        extended,
+        active: AtomicBool::new(!extended),
+    })
+}
+
+fn agg(aggs: &mut Vec<Agg>, a: Agg) -> ColumnSource {
+    aggs.push(a);
+    ColumnSource::Agg(aggs.len() - 1)
+}
+
+/// One object in a worker: its windows and dump, and its children.
+struct Running {
+    filter: Filter,
+    dumper: Option<Dumper>,
+    windows: Vec<Window>,
+    children: Vec<Running>,
+}
+
+/// A worker's instance of every object.
+pub struct WorkerObjects {
+    roots: Vec<Running>,
+    worker: usize,
+    /// Earliest window end (seconds): before it, advancing the clock is one comparison.
+    next_deadline: u64,
+    closed: Vec<Closed>,
+}
+
+impl WorkerObjects {
+    pub fn new(specs: &Objects, worker: usize) -> std::io::Result<Self> {
+        fn build(o: &ObjectSpec) -> std::io::Result<Running> {
+            Ok(Running {
+                filter: o.filter.clone(),
+                dumper: Dumper::open(&o.dump)?,
+                windows: o.windows.iter().map(|w| Window::new(w.clone())).collect(),
+                children: o.children.iter().map(build).collect::<Result<_, _>>()?,
+            })
+        }
+        let roots = specs.roots.iter().map(build).collect::<Result<_, _>>()?;
+        Ok(WorkerObjects { roots, worker, next_deadline: 0, closed: Vec::new() })
+    }
+
+    /// Runs one flow through every object.
+    #[inline]
+    pub fn flow(&mut self, flow: &Flow, rec: &RecordView<'_>) {
+        for r in &mut self.roots {
+            r.flow(flow, rec);
+        }
+    }
+
+    /// Moves the clock (unix ms); returns windows that closed.
+    #[inline]
+    pub fn advance(&mut self, now_ms: u64) -> Option<Vec<Closed>> {
+        let now = now_ms / 1000;
+        if now < self.next_deadline {
+            return None;
+        }
+        let mut deadline = u64::MAX;
+        let (worker, closed) = (self.worker, &mut self.closed);
+        for_each_window(&mut self.roots, &mut |w| {
+            w.advance(now, worker, closed);
+            deadline = deadline.min(w.deadline().unwrap_or(u64::MAX));
+        });
+        self.next_deadline = deadline;
+        (!self.closed.is_empty()).then(|| std::mem::take(&mut self.closed))
+    }
+
+    /// Closes every window for good (shutdown, end of replay).
+    pub fn finish(&mut self) -> Vec<Closed> {
+        let (worker, closed) = (self.worker, &mut self.closed);
+        for_each_window(&mut self.roots, &mut |w| w.finish(worker, closed));
+        std::mem::take(&mut self.closed)
+    }
+}
+
+fn for_each_window(nodes: &mut [Running], f: &mut impl FnMut(&mut Window)) {
+    for n in nodes {
+        n.windows.iter_mut().for_each(&mut *f);
+        for_each_window(&mut n.children, f);
+    }
+}
+
+impl Running {
+    #[inline]
+    fn flow(&mut self, flow: &Flow, rec: &RecordView<'_>) {
+        if !self.filter.matches(flow) {
+            return;
+        }
+        if let Some(d) = &mut self.dumper {
+            d.write(flow, rec);
+        }
+        for w in &mut self.windows {
+            w.add(flow);
+        }
+        for c in &mut self.children {
+            c.flow(flow, rec);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

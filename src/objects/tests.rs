@@ -1,0 +1,74 @@
+//! Loading monitoring objects: the guide's objects, nesting, names, and errors with positions.
+
+use super::*;
+use crate::fields::FieldId;
+use crate::filter::iplist::load_dir;
+
+fn tree(tag: &str, files: &[(&str, &str)]) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("xe-mo-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    for (path, text) in files {
+        let p = d.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    d
+}
+
+#[test]
+fn guide_ingress_object_with_nested_child() {
+    let d = tree(
+        "guide",
+        &[
+            ("iplists/my-nets", "10.11.12.0/24\n"),
+            (
+                "mo/ingress/mo.conf",
+                r#"{ "filter": "dst net my-nets", "debug": {"dump-flows": "none"},
+                     "fwm": [ {"name": "all", "fields": ["packets", "octets"]},
+                              {"name": "octets_by_src", "fields": ["octets desc", "src host"], "limit": 5, "time": 10},
+                              {"extended": true, "name": "ext", "fields": ["octets", "src host", "dst host", "tcp-flags"]} ] }"#,
+            ),
+            ("mo/ingress/web/mo.conf", r#"{ "filter": "dst port 80 or 443", "fwm": [{"name": "by_dst", "fields": ["bits", "dst host"]}] }"#),
+            ("mo/customers/acme/mo.conf", r#"{ "filter": "dst net 10.11.12.128/25" }"#),
+        ],
+    );
+    let lists = load_dir(&d.join("iplists")).unwrap();
+    let o = load(&d.join("mo"), &lists).unwrap();
+    assert_eq!(o.count(), 3);
+    let names: Vec<&str> = o.roots.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, vec!["customers/acme", "ingress"]);
+    let ingress = &o.roots[1];
+    assert_eq!(ingress.children[0].name, "ingress/web");
+    let tables: Vec<&str> = o.windows.iter().map(|w| w.table.as_str()).collect();
+    assert_eq!(tables, vec!["ingress_all", "ingress_octets_by_src", "ingress_ext", "ingress/web_by_dst".replace('/', "_").leak()]);
+    let by_src = o.window("ingress", "octets_by_src").unwrap();
+    assert_eq!((by_src.time, by_src.limit, by_src.keys.as_slice()), (10, Some(5), &[FieldId::SrcHost][..]));
+    assert!(by_src.columns[0].desc);
+    assert_eq!(by_src.columns[1].name, "src_host");
+    assert_eq!(o.window("ingress", "all").unwrap().time, 30, "default window");
+    let ext = o.window("ingress", "ext").unwrap();
+    assert!(ext.extended && !ext.is_active());
+    assert_eq!(ext.columns[3].name, "tcp_flags");
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn errors_name_file_line_column_and_key() {
+    let d = tree(
+        "err",
+        &[
+            ("mo/a/mo.conf", "{\n  \"filter\": \"dst nett 1.2.3.4\"\n}"),
+            ("mo/b/mo.conf", "{ \"fwm\": [ {\"name\": \"x\", \"fields\": [\"octets\", \"host\"]} ] }"),
+            ("mo/c/mo.conf", "{ \"fwm\": [ {\"name\": \"x\", \"fields\": [\"proto\"]} ] }"),
+            ("mo/d/mo.conf", "{ \"fwm\": [ {\"name\": \"x\", \"fields\": [\"octets\"], \"time\": \"0\"} ] }"),
+        ],
+    );
+    let errs = load(&d.join("mo"), &IpLists::new()).unwrap_err();
+    let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    assert_eq!(text.len(), 4, "{text:?}");
+    assert!(text[0].ends_with("a/mo.conf:2:18: 'filter': column 5: unknown field (at 'nett')"), "{}", text[0]);
+    assert!(text[1].contains("'fwm[0].fields[1]': \"host\" needs \"src\" or \"dst\""), "{}", text[1]);
+    assert!(text[2].contains("needs at least one of octets, packets, bits"), "{}", text[2]);
+    assert!(text[3].contains("'fwm[0].time': time must be at least 1 second"), "{}", text[3]);
+    std::fs::remove_dir_all(&d).unwrap();
+}
