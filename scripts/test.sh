@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
 # Runs the whole test suite (unit, integration against real captures, end-to-end with the
-# binary). Installs what is missing first. One release build serves every test.
+# binary and a real PostgreSQL). Installs what is missing first and starts a private
+# PostgreSQL server for the run. One release build serves every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+pgdir=$(mktemp -d /tmp/xe-test-pg.XXXXXX)
+trap 'scripts/pg-test-server.sh stop "$pgdir"; rm -rf "$pgdir"' EXIT
+port=$((40000 + RANDOM % 20000))
+XE_TEST_PG_URL=$(scripts/pg-test-server.sh start "$pgdir" "$port")
+export XE_TEST_PG_URL
 cargo test --release --locked "$@"

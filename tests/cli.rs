@@ -3,8 +3,7 @@
 
 mod common;
 
-use common::data_dir;
-use std::io::Write;
+use common::{data_dir, read_frames, workdir, write_pcap};
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -12,13 +11,6 @@ use std::time::{Duration, Instant};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_xenoeye"))
-}
-
-fn workdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("xe-cli-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 /// A config in `dir` listening on `port`, dumping flows to `dir/dump.txt`.
@@ -73,26 +65,6 @@ fn missing_config_file_is_an_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/xenoeye.conf"));
 }
 
-/// Writes a classic pcap file holding the frames of `src` for which `keep` is true.
-fn filter_pcap(src: &Path, dst: &Path, keep: impl Fn(&[u8]) -> bool) -> usize {
-    let mut cap = pcap::Capture::from_file(src).unwrap();
-    let mut out = std::fs::File::create(dst).unwrap();
-    out.write_all(&[0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 1, 0, 0, 0]).unwrap();
-    let mut kept = 0;
-    while let Ok(p) = cap.next_packet() {
-        let udp = xenoeye::capture::link::udp_payload(1, p.data).unwrap();
-        if keep(udp.payload) {
-            let h = p.header;
-            for v in [h.ts.tv_sec as u32, h.ts.tv_usec as u32, h.caplen, h.len] {
-                out.write_all(&v.to_le_bytes()).unwrap();
-            }
-            out.write_all(p.data).unwrap();
-            kept += 1;
-        }
-    }
-    kept
-}
-
 /// True when a v9 datagram holds a template flowset (id 0).
 fn has_v9_template(p: &[u8]) -> bool {
     let mut pos = 20;
@@ -129,8 +101,9 @@ fn replay_dumps_flows_and_templates_survive_a_restart() {
 
     // Second run: data only. The templates come from templates.tkvdb.
     let data_only = d.join("data-only.pcap");
-    let kept = filter_pcap(&capture, &data_only, |p| !has_v9_template(p));
-    assert!(kept > 0);
+    let frames: Vec<_> = read_frames(&capture).into_iter().filter(|f| !has_v9_template(f.payload())).collect();
+    assert!(!frames.is_empty());
+    write_pcap(&data_only, &frames);
     std::fs::remove_file(d.join("dump.txt")).unwrap();
     let out = bin().arg("-c").arg(&f).arg("--read-pcap").arg(&data_only).output().unwrap();
     assert!(out.status.success());
@@ -146,21 +119,11 @@ fn replay_dumps_flows_and_templates_survive_a_restart() {
     std::fs::remove_dir_all(&d).unwrap();
 }
 
-/// Every UDP payload of a capture.
-fn payloads(capture: &Path) -> Vec<Vec<u8>> {
-    let mut cap = pcap::Capture::from_file(capture).unwrap();
-    let mut v = Vec::new();
-    while let Ok(p) = cap.next_packet() {
-        v.push(xenoeye::capture::link::udp_payload(1, p.data).unwrap().payload.to_vec());
-    }
-    v
-}
-
 /// Sends a capture's datagrams to `port` round after round until the dump holds `want` lines
 /// (the collector may still be starting); bounded to 20 seconds. Returns the rounds sent.
 fn send_until(d: &Path, capture: &Path, port: u16, want: usize) -> usize {
     let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let packets = payloads(capture);
+    let packets: Vec<Vec<u8>> = read_frames(capture).iter().map(|f| f.payload().to_vec()).collect();
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut rounds = 0;
     while dump_lines(d).len() < want && Instant::now() < deadline {
