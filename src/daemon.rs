@@ -223,7 +223,13 @@ fn process(batch: &Batch, decoder: &mut Decoder, sink: &mut impl ClockedSink) {
 }
 
 fn export_config(cfg: &Config, workers: usize) -> ExportConfig {
-    ExportConfig { dir: cfg.export_dir.clone(), db_export: cfg.db_export.clone(), workers, final_retry: Duration::from_secs(10) }
+    ExportConfig {
+        dir: cfg.export_dir.clone(),
+        db_export: cfg.db_export.clone(),
+        workers,
+        retry_every: Duration::from_secs(2),
+        final_retry: Duration::from_secs(10),
+    }
 }
 
 /// Replays capture files through the pipeline (capture time is the clock), writes every

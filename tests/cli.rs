@@ -13,9 +13,13 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_xenoeye"))
 }
 
-/// A config in `dir` listening on `port`, dumping flows to `dir/dump.txt`.
+/// A config in `dir` listening on `port`, dumping flows to `dir/dump.txt`, with one object
+/// summing every flow in hour-long windows (written at shutdown).
 fn config(dir: &Path, port: u16) -> PathBuf {
     std::fs::write(dir.join("devices.conf"), "[]").unwrap();
+    std::fs::create_dir_all(dir.join("mo/all")).unwrap();
+    std::fs::create_dir_all(dir.join("exp")).unwrap();
+    std::fs::write(dir.join("mo/all/mo.conf"), r#"{"fwm": [{"name": "total", "fields": ["octets", "packets"], "time": 3600}]}"#).unwrap();
     let text = format!(
         r#"{{ "capture": [ {{"socket": {{"listen-on": "127.0.0.1", "port": "{port}"}}}} ],
              "templates": {{"db": "templates.tkvdb"}},
@@ -27,6 +31,22 @@ fn config(dir: &Path, port: u16) -> PathBuf {
     f
 }
 
+/// Octets summed over every export file of `dir/exp` and over the `Bytes:` of the dump.
+fn exported_and_dumped_octets(dir: &Path) -> (u64, u64) {
+    let mut exported = 0;
+    for e in std::fs::read_dir(dir.join("exp")).unwrap() {
+        let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
+        for line in text.lines().filter(|l| l.contains("to_timestamp(")) {
+            exported += line.split(',').nth(1).unwrap().trim().parse::<u64>().unwrap();
+        }
+    }
+    let dumped = dump_lines(dir)
+        .iter()
+        .map(|l| l.split("; Bytes: ").nth(1).unwrap().split(';').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    (exported, dumped)
+}
+
 fn dump_lines(dir: &Path) -> Vec<String> {
     std::fs::read_to_string(dir.join("dump.txt")).unwrap_or_default().lines().map(String::from).collect()
 }
@@ -36,6 +56,46 @@ fn bundled_config_is_valid() {
     let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/xenoeye.conf");
     let out = bin().arg("-c").arg(&conf).arg("--check-config").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("configuration OK (4 monitoring objects, 10 fixed windows)"), "{stdout}");
+}
+
+#[test]
+fn bundled_objects_export_the_guide_tables() {
+    let d = workdir("bundled");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
+    let status = Command::new("cp").arg("-r").arg(&src).arg(d.join("conf")).status().unwrap();
+    assert!(status.success());
+    // Our networks are the capture's clients.
+    std::fs::write(d.join("conf/iplists/my-nets"), "192.0.2.0/24\n2001:db8:1::/48\n").unwrap();
+    std::fs::create_dir_all(d.join("run/exp")).unwrap();
+    let out = bin()
+        .arg("-c")
+        .arg(d.join("conf/xenoeye.conf"))
+        .arg("--read-pcap")
+        .arg(data_dir().join("exporters/softflowd-v10.pcap"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut tables: Vec<String> = std::fs::read_dir(d.join("run/exp"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap().rsplit_once('_').unwrap().0.to_string())
+        .collect();
+    tables.sort();
+    assert_eq!(
+        tables,
+        ["egress_all", "egress_by_proto", "egress_by_src", "egress_octets_by_dst", "ingress_all", "ingress_by_dst",
+         "ingress_octets_by_src", "ingress_proto", "mail_spam_hosts", "ssh_scanners_hosts"]
+    );
+    // The capture's three SMTP senders of our networks, none of them a listed mail server.
+    let spam = std::fs::read_dir(d.join("run/exp")).unwrap().map(|e| e.unwrap().path()).find(|p| p.to_string_lossy().contains("mail_spam")).unwrap();
+    let spam = std::fs::read_to_string(spam).unwrap();
+    assert_eq!(spam.matches("to_timestamp(").count(), 3, "{spam}");
+    for host in ["'192.0.2.28'", "'192.0.2.25'", "'192.0.2.16'"] {
+        assert!(spam.contains(host), "{host}: {spam}");
+    }
+    assert!(d.join("run/templates.tkvdb").exists());
+    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]
@@ -154,6 +214,10 @@ fn live_udp_until_sigterm() {
     // The first round may partly arrive before the socket is bound; later ones arrive whole.
     assert!(lines.len() >= 100, "{} flows after {rounds} rounds", lines.len());
     assert!(err.contains(&format!("flows {},", lines.len())), "{err}");
+    // SIGTERM wrote the open hour-long window: every dumped flow is in it.
+    let (exported, dumped) = exported_and_dumped_octets(&d);
+    assert_eq!(exported, dumped);
+    assert!(exported > 0);
     std::fs::remove_dir_all(&d).unwrap();
 }
 

@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use parking_lot::Mutex;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,6 +35,8 @@ pub struct ExportConfig {
     pub dir: PathBuf,
     pub db_export: Option<PathBuf>,
     pub workers: usize,
+    /// How often unwritable files are tried again.
+    pub retry_every: Duration,
     /// How long to keep retrying unwritable files at shutdown.
     pub final_retry: Duration,
 }
@@ -57,6 +60,7 @@ struct PendingFile {
 
 struct Exporter {
     objects: Arc<Objects>,
+    shared: Arc<Mutex<ExportStats>>,
     cfg: ExportConfig,
     /// Per window id, per worker: start of the worker's current window.
     watermarks: Vec<Vec<u64>>,
@@ -68,14 +72,31 @@ struct Exporter {
     fail_log: log::RateLimit,
 }
 
+/// The running export thread.
+pub struct ExportHandle {
+    thread: std::thread::JoinHandle<ExportStats>,
+    /// Counters, updated after every round (for metrics and tests).
+    pub stats: Arc<Mutex<ExportStats>>,
+}
+
+impl ExportHandle {
+    /// Waits for the thread to finish (after every worker said `WorkerDone`).
+    pub fn join(self) -> std::thread::Result<ExportStats> {
+        self.thread.join()
+    }
+}
+
 /// Starts the export thread; it ends when every worker has sent `WorkerDone` (or all senders
 /// are gone) and everything is written.
-pub fn spawn(objects: Arc<Objects>, cfg: ExportConfig, rx: Receiver<Msg>) -> std::thread::JoinHandle<ExportStats> {
-    std::thread::Builder::new()
+pub fn spawn(objects: Arc<Objects>, cfg: ExportConfig, rx: Receiver<Msg>) -> ExportHandle {
+    let shared = Arc::new(Mutex::new(ExportStats::default()));
+    let stats = shared.clone();
+    let thread = std::thread::Builder::new()
         .name("export".into())
         .spawn(move || {
             let n = objects.windows.len();
             let mut e = Exporter {
+                shared,
                 watermarks: vec![vec![0; cfg.workers.max(1)]; n],
                 objects,
                 cfg,
@@ -86,9 +107,11 @@ pub fn spawn(objects: Arc<Objects>, cfg: ExportConfig, rx: Receiver<Msg>) -> std
                 fail_log: log::RateLimit::new(Duration::from_secs(10)),
             };
             e.run(rx);
+            e.publish();
             e.stats
         })
-        .expect("spawn export thread")
+        .expect("spawn export thread");
+    ExportHandle { thread, stats }
 }
 
 impl Exporter {
@@ -96,7 +119,7 @@ impl Exporter {
         let mut done = 0;
         let mut last_retry = Instant::now();
         while done < self.cfg.workers {
-            match rx.recv_timeout(Duration::from_millis(500)) {
+            match rx.recv_timeout(self.cfg.retry_every.min(Duration::from_millis(500))) {
                 Ok(Msg::Closed(list)) => {
                     for c in list {
                         self.merge(c);
@@ -107,11 +130,12 @@ impl Exporter {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
-            if !self.unwritten.is_empty() && last_retry.elapsed() >= Duration::from_secs(2) {
+            if !self.unwritten.is_empty() && last_retry.elapsed() >= self.cfg.retry_every {
                 self.retry();
                 last_retry = Instant::now();
             }
             self.reap_db_export();
+            self.publish();
         }
         // Everything still open is final now.
         let open = std::mem::take(&mut self.open);
@@ -119,7 +143,7 @@ impl Exporter {
         self.run_db_export_after(any);
         let deadline = Instant::now() + self.cfg.final_retry;
         while !self.unwritten.is_empty() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(250));
+            std::thread::sleep(self.cfg.retry_every);
             self.retry();
         }
         for f in &self.unwritten {
@@ -128,6 +152,13 @@ impl Exporter {
         }
         if let Some(mut child) = self.db_export.take() {
             let _ = child.wait();
+        }
+    }
+
+    fn publish(&self) {
+        let mut s = self.shared.lock();
+        if *s != self.stats {
+            *s = self.stats.clone();
         }
     }
 
@@ -236,5 +267,132 @@ impl Exporter {
                 Err(_) => self.db_export = None,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fields::FieldId;
+    use crate::objects::window::{Agg, Column, ColumnSource, Key};
+    use std::sync::atomic::AtomicBool;
+    use std::sync::mpsc::channel;
+
+    fn objects() -> Arc<Objects> {
+        let spec = FwmSpec {
+            id: 0,
+            object: "o".into(),
+            name: "w".into(),
+            table: "o_w".into(),
+            columns: vec![
+                Column { name: "octets".into(), source: ColumnSource::Agg(0), desc: false },
+                Column { name: "proto".into(), source: ColumnSource::Key(0), desc: false },
+            ],
+            keys: vec![FieldId::Proto],
+            aggs: vec![Agg::Octets],
+            time: 10,
+            limit: None,
+            extended: false,
+            active: AtomicBool::new(true),
+        };
+        Arc::new(Objects { roots: Vec::new(), windows: vec![Arc::new(spec)] })
+    }
+
+    fn closed(worker: usize, start: u64, next_start: u64, proto: u128, octets: u64) -> Closed {
+        let mut rows = RowMap::default();
+        rows.insert(Key::from_values(&[Some(proto)]), [octets, 0, 0]);
+        Closed { fwm: 0, worker, start, next_start, rows }
+    }
+
+    fn cfg(dir: &std::path::Path, workers: usize) -> ExportConfig {
+        ExportConfig {
+            dir: dir.to_path_buf(),
+            db_export: None,
+            workers,
+            retry_every: Duration::from_millis(20),
+            final_retry: Duration::from_secs(5),
+        }
+    }
+
+    fn tmp(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("xe-export-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn merges_workers_and_writes_when_all_moved_past() {
+        let dir = tmp("merge");
+        std::fs::create_dir_all(&dir).unwrap();
+        let (tx, rx) = channel();
+        let h = spawn(objects(), cfg(&dir, 2), rx);
+        tx.send(Msg::Closed(vec![closed(0, 100, 110, 6, 5)])).unwrap();
+        tx.send(Msg::Closed(vec![closed(0, 110, 120, 6, 1)])).unwrap();
+        // Worker 1 jumps from 90 to 120: window 100 and 110 complete with worker 0's rows.
+        tx.send(Msg::Closed(vec![closed(1, 90, 120, 17, 7), closed(1, 120, u64::MAX, 6, 2)])).unwrap();
+        tx.send(Msg::Closed(vec![closed(0, 120, u64::MAX, 6, 3)])).unwrap();
+        tx.send(Msg::WorkerDone(0)).unwrap();
+        tx.send(Msg::WorkerDone(1)).unwrap();
+        let stats = h.join().unwrap();
+        assert_eq!(stats.files_written, 4);
+        let read = |t: u64| std::fs::read_to_string(dir.join(format!("o_w_{t}.sql"))).unwrap();
+        assert!(read(90).contains("( to_timestamp(90),  7 ,  17 );"));
+        assert!(read(100).contains("( to_timestamp(100),  5 ,  6 );"));
+        assert!(read(120).contains("( to_timestamp(120),  5 ,  6 );"), "both workers' rows summed");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn unwritable_window_is_kept_and_retried() {
+        let dir = tmp("retry");
+        let (tx, rx) = channel();
+        let h = spawn(objects(), cfg(&dir, 1), rx);
+        // The export directory does not exist yet: the write fails and is retried.
+        tx.send(Msg::Closed(vec![closed(0, 100, 110, 6, 5)])).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while h.stats.lock().write_failures == 0 && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        assert_eq!(h.stats.lock().files_written, 0);
+        std::fs::create_dir_all(&dir).unwrap();
+        tx.send(Msg::WorkerDone(0)).unwrap();
+        let stats = h.join().unwrap();
+        assert_eq!((stats.files_written, stats.files_lost), (1, 0));
+        assert!(std::fs::read_to_string(dir.join("o_w_100.sql")).unwrap().contains("5 ,  6 );"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn lost_files_are_counted_not_hidden() {
+        let dir = tmp("lost").join("never");
+        let (tx, rx) = channel();
+        let mut c = cfg(&dir, 1);
+        c.final_retry = Duration::from_millis(100);
+        let h = spawn(objects(), c, rx);
+        tx.send(Msg::Closed(vec![closed(0, 100, u64::MAX, 6, 5)])).unwrap();
+        tx.send(Msg::WorkerDone(0)).unwrap();
+        let stats = h.join().unwrap();
+        assert_eq!((stats.files_written, stats.files_lost), (0, 1));
+        assert!(stats.write_failures >= 2, "retried: {}", stats.write_failures);
+    }
+
+    #[test]
+    fn db_export_runs_after_a_round() {
+        let dir = tmp("dbexport");
+        std::fs::create_dir_all(&dir).unwrap();
+        let prog = dir.join("hook.sh");
+        std::fs::write(&prog, "#!/bin/sh\nls \"$(dirname \"$0\")\" > \"$(dirname \"$0\")/ran.txt\"\n").unwrap();
+        std::fs::set_permissions(&prog, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let (tx, rx) = channel();
+        let mut c = cfg(&dir, 1);
+        c.db_export = Some(prog);
+        let h = spawn(objects(), c, rx);
+        tx.send(Msg::Closed(vec![closed(0, 100, u64::MAX, 6, 5)])).unwrap();
+        tx.send(Msg::WorkerDone(0)).unwrap();
+        let stats = h.join().unwrap();
+        assert_eq!(stats.db_export_runs, 1);
+        let listing = std::fs::read_to_string(dir.join("ran.txt")).unwrap();
+        assert!(listing.contains("o_w_100.sql"), "the program ran after the file was written: {listing}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
