@@ -12,7 +12,8 @@ pub mod sql;
 
 use crate::fsutil::write_atomically;
 use crate::log;
-use crate::objects::window::{Closed, FwmSpec, RowMap};
+use crate::objects::rows::RowMap;
+use crate::objects::window::{Closed, FwmSpec};
 use crate::objects::Objects;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -166,15 +167,17 @@ impl Exporter {
         if let Some(w) = self.watermarks.get_mut(c.fwm).and_then(|v| v.get_mut(c.worker)) {
             *w = (*w).max(c.next_start);
         }
-        let entry = self.open.entry((c.fwm, c.start)).or_default();
-        if entry.is_empty() {
-            *entry = c.rows;
-            return;
-        }
-        for (k, sums) in c.rows {
-            let e = entry.entry(k).or_insert([0; 3]);
-            for (a, b) in e.iter_mut().zip(sums) {
-                *a = a.saturating_add(b);
+        match self.open.entry((c.fwm, c.start)) {
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(c.rows);
+            }
+            std::collections::btree_map::Entry::Occupied(mut o) => {
+                // Merge the smaller piece into the larger one.
+                let mut rows = c.rows;
+                if rows.len() > o.get().len() {
+                    std::mem::swap(o.get_mut(), &mut rows);
+                }
+                o.get_mut().merge(rows);
             }
         }
     }
@@ -200,7 +203,7 @@ impl Exporter {
                 continue; // an empty window writes no file
             }
             let spec: &FwmSpec = &self.objects.windows[fwm];
-            let rows = sql::export_rows(spec, rows);
+            let rows = rows.export_rows(spec);
             let file = PendingFile {
                 path: self.cfg.dir.join(format!("{}_{}.sql", spec.table, start)),
                 text: sql::render_pg(spec, start, &rows),
@@ -274,7 +277,8 @@ impl Exporter {
 mod tests {
     use super::*;
     use crate::fields::FieldId;
-    use crate::objects::window::{Agg, Column, ColumnSource, Key};
+    use crate::objects::rows::KeyLayout;
+    use crate::objects::window::{Agg, Column, ColumnSource};
     use std::sync::atomic::AtomicBool;
     use std::sync::mpsc::channel;
 
@@ -289,6 +293,7 @@ mod tests {
                 Column { name: "proto".into(), source: ColumnSource::Key(0), desc: false },
             ],
             keys: vec![FieldId::Proto],
+            layout: KeyLayout::new(&[FieldId::Proto]),
             aggs: vec![Agg::Octets],
             time: 10,
             limit: None,
@@ -299,8 +304,9 @@ mod tests {
     }
 
     fn closed(worker: usize, start: u64, next_start: u64, proto: u128, octets: u64) -> Closed {
-        let mut rows = RowMap::default();
-        rows.insert(Key::from_values(&[Some(proto)]), [octets, 0, 0]);
+        let l = KeyLayout::new(&[FieldId::Proto]);
+        let mut rows = RowMap::new(l.words, 0);
+        rows.add(&l.pack_values(&[Some(proto)]), &[octets, 0, 0]);
         Closed { fwm: 0, worker, start, next_start, rows }
     }
 

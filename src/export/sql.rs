@@ -3,49 +3,9 @@
 
 use crate::fields::{FieldId, Kind};
 use crate::flow::addr_from_u128;
-use crate::objects::window::{Aggs, ColumnSource, FwmSpec, Key, RowMap};
-use std::cmp::Ordering;
+use crate::objects::window::{Aggs, ColumnSource, FwmSpec, Key};
 use std::fmt::Write;
 use std::net::{Ipv4Addr, Ipv6Addr};
-
-/// Orders rows by the window's fields in order (honouring `desc`; NULL after values), keeps
-/// the first `limit` rows and sums the rest into one row whose keys are all NULL.
-pub fn export_rows(spec: &FwmSpec, rows: RowMap) -> Vec<(Key, Aggs)> {
-    let mut v: Vec<(Key, Aggs)> = rows.into_iter().collect();
-    v.sort_unstable_by(|a, b| compare(spec, a, b));
-    if let Some(limit) = spec.limit {
-        if v.len() > limit {
-            let mut rest = [0u64; 3];
-            for (_, sums) in v.drain(limit..) {
-                for (r, s) in rest.iter_mut().zip(sums) {
-                    *r = r.saturating_add(s);
-                }
-            }
-            v.push((Key::all_null(spec.keys.len()), rest));
-        }
-    }
-    v
-}
-
-fn compare(spec: &FwmSpec, a: &(Key, Aggs), b: &(Key, Aggs)) -> Ordering {
-    for c in &spec.columns {
-        let ord = match c.source {
-            ColumnSource::Agg(i) => a.1[i].cmp(&b.1[i]),
-            // NULL sorts after every value, as in PostgreSQL's ascending order.
-            ColumnSource::Key(i) => match (a.0.get(i), b.0.get(i)) {
-                (Some(x), Some(y)) => x.cmp(&y),
-                (None, None) => Ordering::Equal,
-                (None, Some(_)) => Ordering::Greater,
-                (Some(_), None) => Ordering::Less,
-            },
-        };
-        let ord = if c.desc { ord.reverse() } else { ord };
-        if ord != Ordering::Equal {
-            return ord;
-        }
-    }
-    Ordering::Equal
-}
 
 fn sql_type(spec: &FwmSpec, source: ColumnSource) -> &'static str {
     match source {
@@ -106,6 +66,7 @@ pub fn render_pg(spec: &FwmSpec, time: u64, rows: &[(Key, Aggs)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::objects::rows::{KeyLayout, RowMap};
     use crate::objects::window::{Agg, Column};
     use std::sync::atomic::AtomicBool;
 
@@ -121,6 +82,7 @@ mod tests {
                 Column { name: "dst_host".into(), source: ColumnSource::Key(0), desc: false },
             ],
             keys: vec![FieldId::DstHost],
+            layout: KeyLayout::new(&[FieldId::DstHost]),
             aggs: vec![Agg::Octets, Agg::Packets],
             time: 30,
             limit,
@@ -130,18 +92,19 @@ mod tests {
     }
 
     fn rows() -> RowMap {
-        let mut m = RowMap::default();
-        m.insert(Key::from_values(&[Some(0x91009716)]), [2686420, 2486, 0]);
-        m.insert(Key::from_values(&[Some(0x01020304)]), [1000, 10, 0]);
-        m.insert(Key::from_values(&[Some(0x05060708)]), [1629220, 2234, 0]);
-        m.insert(Key::from_values(&[Some(0x05060709)]), [1629220, 20, 0]);
+        let l = KeyLayout::new(&[FieldId::DstHost]);
+        let mut m = RowMap::new(l.words, 0);
+        m.add(&l.pack_values(&[Some(0x91009716)]), &[2686420, 2486, 0]);
+        m.add(&l.pack_values(&[Some(0x01020304)]), &[1000, 10, 0]);
+        m.add(&l.pack_values(&[Some(0x05060708)]), &[1629220, 2234, 0]);
+        m.add(&l.pack_values(&[Some(0x05060709)]), &[1629220, 20, 0]);
         m
     }
 
     #[test]
     fn the_spec_example_shape() {
         let s = spec(Some(1));
-        let r = export_rows(&s, rows());
+        let r = rows().export_rows(&s);
         let text = render_pg(&s, 1795756380, &r);
         assert_eq!(
             text,
@@ -156,14 +119,14 @@ mod tests {
     #[test]
     fn sort_order_follows_fields_and_desc() {
         let s = spec(None);
-        let r = export_rows(&s, rows());
+        let r = rows().export_rows(&s);
         let octets: Vec<u64> = r.iter().map(|(_, a)| a[0]).collect();
         assert_eq!(octets, vec![2686420, 1629220, 1629220, 1000]);
         // Equal octets: then packets ascending.
         assert_eq!((r[1].1[1], r[2].1[1]), (20, 2234));
         let total: u64 = r.iter().map(|(_, a)| a[0]).sum();
-        let limited: u64 = export_rows(&spec(Some(2)), rows()).iter().map(|(_, a)| a[0]).sum();
+        let limited: u64 = rows().export_rows(&spec(Some(2))).iter().map(|(_, a)| a[0]).sum();
         assert_eq!(total, limited, "top-N plus the NULL row keeps the total");
-        assert_eq!(export_rows(&spec(Some(4)), rows()).len(), 4, "no NULL row when nothing is left over");
+        assert_eq!(rows().export_rows(&spec(Some(4))).len(), 4, "no NULL row when nothing is left over");
     }
 }

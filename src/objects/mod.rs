@@ -6,6 +6,7 @@
 //! windows. The specs ([`Objects`]) are immutable and shared; each worker runs its own
 //! [`WorkerObjects`] with its own window maps, so matching and aggregating take no lock.
 
+pub mod rows;
 pub mod window;
 
 use crate::config::json::{self, Node};
@@ -223,6 +224,7 @@ fn fwm_spec(file: &Path, object: &str, item: &Node, i: usize, id: usize) -> Resu
         table: format!("{}_{}", flat_name(object), name),
         name,
         columns,
+        layout: rows::KeyLayout::new(&keys),
         keys,
         aggs,
         time,

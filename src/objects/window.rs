@@ -5,15 +5,12 @@
 //! new one starts. Windows are aligned to multiples of their length in unix time, so every
 //! worker's pieces of one window share the same start and the export thread can merge them.
 
+use super::rows::{KeyLayout, RowMap, MAX_WORDS};
+pub use super::rows::{Aggs, Key, MAX_KEY_FIELDS};
 use crate::fields::FieldId;
 use crate::flow::Flow;
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-
-/// Most key fields one window may have.
-pub const MAX_KEY_FIELDS: usize = 8;
 
 /// A summed field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,9 +20,6 @@ pub enum Agg {
     /// Octets × 8.
     Bits,
 }
-
-/// Sums of one row, indexed like `FwmSpec::aggs`.
-pub type Aggs = [u64; 3];
 
 /// One column of the exported table, in the order of `fields`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,6 +50,8 @@ pub struct FwmSpec {
     pub table: String,
     pub columns: Vec<Column>,
     pub keys: Vec<FieldId>,
+    /// How `keys` are packed in the window's map.
+    pub layout: KeyLayout,
     pub aggs: Vec<Agg>,
     /// Window length, seconds.
     pub time: u64,
@@ -85,102 +81,6 @@ impl FwmSpec {
     }
 }
 
-/// Values of a row's key fields; an absent field (an IPv4 field of an IPv6 flow) is NULL.
-#[derive(Clone, Copy, Debug)]
-pub struct Key {
-    n: u8,
-    absent: u8,
-    vals: [u128; MAX_KEY_FIELDS],
-}
-
-impl Key {
-    pub const EMPTY: Key = Key { n: 0, absent: 0, vals: [0; MAX_KEY_FIELDS] };
-
-    #[inline]
-    pub fn from_flow(keys: &[FieldId], flow: &Flow) -> Key {
-        let mut k = Key { n: keys.len() as u8, ..Key::EMPTY };
-        for (i, &id) in keys.iter().enumerate() {
-            match flow.get(id) {
-                Some(v) => k.vals[i] = v,
-                None => k.absent |= 1 << i,
-            }
-        }
-        k
-    }
-
-    /// The i-th key value, `None` for NULL.
-    #[inline]
-    pub fn get(&self, i: usize) -> Option<u128> {
-        (i < self.n as usize && self.absent & (1 << i) == 0).then(|| self.vals[i])
-    }
-
-    /// The remainder row of a limited export: every key NULL.
-    pub fn all_null(n: usize) -> Key {
-        Key { n: n as u8, absent: ((1u16 << n) - 1) as u8, ..Key::EMPTY }
-    }
-
-    pub fn from_values(vals: &[Option<u128>]) -> Key {
-        let mut k = Key { n: vals.len() as u8, ..Key::EMPTY };
-        for (i, v) in vals.iter().enumerate() {
-            match v {
-                Some(v) => k.vals[i] = *v,
-                None => k.absent |= 1 << i,
-            }
-        }
-        k
-    }
-}
-
-impl PartialEq for Key {
-    #[inline]
-    fn eq(&self, o: &Key) -> bool {
-        self.n == o.n && self.absent == o.absent && self.vals[..self.n as usize] == o.vals[..o.n as usize]
-    }
-}
-impl Eq for Key {}
-
-impl Hash for Key {
-    #[inline]
-    fn hash<H: Hasher>(&self, h: &mut H) {
-        h.write_u8(self.absent);
-        for v in &self.vals[..self.n as usize] {
-            h.write_u64(*v as u64);
-            h.write_u64((*v >> 64) as u64);
-        }
-    }
-}
-
-/// A fast non-cryptographic hasher for window keys (the Fx multiply-rotate scheme). Keys come
-/// from the network, but a window's memory is bounded by its traffic either way, and the hot
-/// path cannot afford SipHash per flow and window.
-#[derive(Default, Clone, Copy)]
-pub struct FxHasher(u64);
-
-impl Hasher for FxHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            self.write_u64(u64::from_le_bytes(b));
-        }
-    }
-    #[inline]
-    fn write_u8(&mut self, i: u8) {
-        self.write_u64(i as u64);
-    }
-    #[inline]
-    fn write_u64(&mut self, i: u64) {
-        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-pub type RowMap = HashMap<Key, Aggs, BuildHasherDefault<FxHasher>>;
-
 /// A window closed by one worker, on its way to the export thread.
 #[derive(Debug)]
 pub struct Closed {
@@ -199,11 +99,14 @@ pub struct Window {
     /// `None` until the first clock reading.
     start: Option<u64>,
     rows: RowMap,
+    /// Packed key of the current flow (reused: no allocation per flow).
+    key: [u64; MAX_WORDS],
 }
 
 impl Window {
     pub fn new(spec: Arc<FwmSpec>) -> Self {
-        Window { spec, start: None, rows: RowMap::default() }
+        let rows = RowMap::new(spec.layout.words, 0);
+        Window { spec, start: None, rows, key: [0; MAX_WORDS] }
     }
 
     /// Adds a flow (which the object's filter matched). The worker advances the clock to the
@@ -213,18 +116,18 @@ impl Window {
         if !self.spec.is_active() {
             return;
         }
-        let key = Key::from_flow(&self.spec.keys, flow);
+        self.spec.layout.pack(flow, &mut self.key);
         let octets = flow.get_or_zero(FieldId::Octets) as u64;
         let packets = flow.get_or_zero(FieldId::Packets) as u64;
-        let sums = self.rows.entry(key).or_insert([0; 3]);
+        let mut sums = [0u64; 3];
         for (s, agg) in sums.iter_mut().zip(self.spec.aggs.iter()) {
-            let v = match agg {
+            *s = match agg {
                 Agg::Octets => octets,
                 Agg::Packets => packets,
                 Agg::Bits => octets.saturating_mul(8),
             };
-            *s = s.saturating_add(v);
         }
+        self.rows.add(&self.key, &sums);
     }
 
     /// End of the current window (seconds), if started.
@@ -253,7 +156,10 @@ impl Window {
     }
 
     fn close(&mut self, start: u64, next_start: u64, worker: usize) -> Closed {
-        let rows = std::mem::take(&mut self.rows);
+        // The next window starts with room for as many rows as this one had: a busy window does
+        // not rehash its way up again every time.
+        let next = RowMap::new(self.spec.layout.words, self.rows.len());
+        let rows = std::mem::replace(&mut self.rows, next);
         Closed { fwm: self.spec.id, worker, start, next_start, rows }
     }
 }
@@ -269,6 +175,7 @@ mod tests {
             name: "w".into(),
             table: "o_w".into(),
             columns: Vec::new(),
+            layout: KeyLayout::new(&keys),
             keys,
             aggs,
             time,
@@ -300,23 +207,13 @@ mod tests {
         w.advance(1085, 0, &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!((out[0].start, out[0].next_start), (990, 1080));
-        let rows = &out[0].rows;
-        assert_eq!(rows[&Key::from_values(&[Some(1)])], [150, 2, 1200]);
-        assert_eq!(rows[&Key::from_values(&[Some(2)])], [7, 1, 56]);
+        let spec = w.spec.clone();
+        let mut rows = std::mem::replace(&mut out[0].rows, RowMap::new(2, 0)).export_rows(&spec);
+        rows.sort_by_key(|r| r.0.get(0)); // this spec has no columns to order by
+        assert_eq!(rows, vec![(Key(vec![Some(1)]), [150, 2, 1200]), (Key(vec![Some(2)]), [7, 1, 56])]);
         w.finish(0, &mut out);
         assert_eq!(out[1].next_start, u64::MAX);
         assert!(out[1].rows.is_empty());
-    }
-
-    #[test]
-    fn absent_key_is_null_and_distinct() {
-        let keys = [FieldId::SrcHost, FieldId::DstHost6];
-        let mut f = Flow::default();
-        f.set(FieldId::SrcHost, 5);
-        let k = Key::from_flow(&keys, &f);
-        assert_eq!((k.get(0), k.get(1)), (Some(5), None));
-        assert_ne!(k, Key::from_values(&[Some(5), Some(0)]));
-        assert_eq!(Key::all_null(2), Key::from_values(&[None, None]));
     }
 
     #[test]
@@ -329,6 +226,7 @@ mod tests {
         s.set_active(true);
         w.add(&flow(1, 20));
         w.finish(0, &mut out);
-        assert_eq!(out[0].rows[&Key::EMPTY], [20, 0, 0]);
+        let rows = std::mem::replace(&mut out[0].rows, RowMap::new(1, 0)).export_rows(&s);
+        assert_eq!(rows, vec![(Key(vec![]), [20, 0, 0])]);
     }
 }
