@@ -174,7 +174,7 @@ impl Exporter {
             std::collections::btree_map::Entry::Occupied(mut o) => {
                 // Merge the smaller piece into the larger one.
                 let mut rows = c.rows;
-                if rows.len() > o.get().len() {
+                if rows.len() > o.get_mut().len() {
                     std::mem::swap(o.get_mut(), &mut rows);
                 }
                 o.get_mut().merge(rows);
@@ -198,7 +198,7 @@ impl Exporter {
     /// Renders and writes windows; returns whether any file was written.
     fn write_windows(&mut self, windows: impl Iterator<Item = ((usize, u64), RowMap)>) -> bool {
         let mut any = false;
-        for ((fwm, start), rows) in windows {
+        for ((fwm, start), mut rows) in windows {
             if rows.is_empty() {
                 continue; // an empty window writes no file
             }

@@ -7,6 +7,7 @@
 //! [`WorkerObjects`] with its own window maps, so matching and aggregating take no lock.
 
 pub mod rows;
+pub mod table;
 pub mod window;
 
 use crate::config::json::{self, Node};

@@ -4,15 +4,14 @@
 //! A busy window holds millions of keys (every external address of a flood), so the size of an
 //! entry decides the speed: a key is packed into exactly as many words as its fields need (one
 //! per field, two for IPv6 addresses and `dev-ip`) plus one word of NULL bits, and the map type
-//! is chosen per window among a few fixed sizes. A window keyed by one IPv4 address stores 16
-//! bytes of key per row. Integer key fields keep their low 64 bits.
+//! is chosen per window among a few fixed sizes ([`PackedTable`]). A window keyed by one IPv4
+//! address stores 16 bytes of key per row. Integer key fields keep their low 64 bits.
 
+use super::table::PackedTable;
 use super::window::{ColumnSource, FwmSpec};
 use crate::fields::{FieldId, Kind};
 use crate::flow::Flow;
 use std::cmp::Ordering;
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
 /// Most key fields one window may have.
 pub const MAX_KEY_FIELDS: usize = 8;
@@ -120,43 +119,6 @@ impl Key {
     }
 }
 
-/// Multiply-xor per word and a full avalanche (murmur3's fmix64) at the end: the hash table
-/// takes its bucket from the low bits and its tag from the high bits, and keys often differ in a
-/// few bits only. Keys come from the network, but a window's memory is bounded by its traffic
-/// either way, and the hot path cannot afford SipHash per flow and window.
-#[derive(Default, Clone, Copy)]
-pub struct FxHasher(u64);
-
-impl Hasher for FxHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            self.write_u64(u64::from_le_bytes(b));
-        }
-    }
-    #[inline]
-    fn write_u64(&mut self, i: u64) {
-        self.0 = (self.0.rotate_left(23) ^ i).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-    #[inline]
-    fn write_usize(&mut self, _len: usize) {
-        // Array keys of one map all have the same length: nothing to mix in.
-    }
-    #[inline]
-    fn finish(&self) -> u64 {
-        let mut h = self.0;
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-        h ^ (h >> 33)
-    }
-}
-
-pub type FxBuild = BuildHasherDefault<FxHasher>;
-
 #[inline]
 fn add_sums(into: &mut Aggs, sums: &Aggs) {
     for (a, b) in into.iter_mut().zip(sums) {
@@ -187,8 +149,8 @@ fn compare(spec: &FwmSpec, a: (&[u64], &Aggs), b: (&[u64], &Aggs)) -> Ordering {
 
 /// Export order and limit for one map size: sorts (with a `limit`, selects the first rows in
 /// linear time and sorts only those), sums the rest into a row of NULL keys.
-fn export_sized<const N: usize>(spec: &FwmSpec, map: HashMap<[u64; N], Aggs, FxBuild>) -> Vec<(Key, Aggs)> {
-    let mut v: Vec<([u64; N], Aggs)> = map.into_iter().collect();
+fn export_sized<const N: usize>(spec: &FwmSpec, map: PackedTable<N>) -> Vec<(Key, Aggs)> {
+    let mut v: Vec<([u64; N], Aggs)> = map.into_rows().collect();
     let cmp = |a: &([u64; N], Aggs), b: &([u64; N], Aggs)| compare(spec, (&a.0, &a.1), (&b.0, &b.1));
     let mut rest = None;
     if let Some(limit) = spec.limit.filter(|&l| l < v.len()) {
@@ -212,13 +174,13 @@ fn export_sized<const N: usize>(spec: &FwmSpec, map: HashMap<[u64; N], Aggs, FxB
 macro_rules! row_maps {
     ($($variant:ident = $n:literal),*) => {
         /// A window's rows: packed key -> sums, in a map sized to the key.
-        pub enum RowMap { $($variant(HashMap<[u64; $n], Aggs, FxBuild>),)* }
+        pub enum RowMap { $($variant(PackedTable<$n>),)* }
 
         impl RowMap {
             /// An empty map for keys of `words` words, with room for `capacity` rows.
             pub fn new(words: usize, capacity: usize) -> RowMap {
                 $(if words <= $n {
-                    return RowMap::$variant(HashMap::with_capacity_and_hasher(capacity, FxBuild::default()));
+                    return RowMap::$variant(PackedTable::with_capacity(capacity));
                 })*
                 unreachable!("a key has at most {MAX_WORDS} words")
             }
@@ -230,23 +192,23 @@ macro_rules! row_maps {
                     $(RowMap::$variant(m) => {
                         let mut k = [0u64; $n];
                         k.copy_from_slice(&key[..$n]);
-                        add_sums(m.entry(k).or_insert([0; 3]), sums);
+                        m.add(&k, sums);
                     })*
                 }
             }
 
-            pub fn len(&self) -> usize {
+            pub fn len(&mut self) -> usize {
                 match self { $(RowMap::$variant(m) => m.len(),)* }
             }
 
-            pub fn is_empty(&self) -> bool {
+            pub fn is_empty(&mut self) -> bool {
                 self.len() == 0
             }
 
             /// Adds every row of `other` (another worker's piece of the same window).
             pub fn merge(&mut self, other: RowMap) {
                 match other {
-                    $(RowMap::$variant(o) => for (k, s) in o {
+                    $(RowMap::$variant(o) => for (k, s) in o.into_rows() {
                         let mut w = [0u64; MAX_WORDS];
                         w[..$n].copy_from_slice(&k);
                         self.add(&w, &s);
@@ -267,7 +229,7 @@ row_maps!(W1 = 1, W2 = 2, W3 = 3, W4 = 4, W5 = 5, W7 = 7, W9 = 9, W17 = 17);
 
 impl std::fmt::Debug for RowMap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "RowMap({} rows)", self.len())
+        f.write_str("RowMap")
     }
 }
 

@@ -1,0 +1,192 @@
+//! The hash table behind a window's rows: open addressing with linear probing over
+//! fixed-size packed keys, and software prefetch.
+//!
+//! A busy window (one row per external address of a flood) is far larger than the CPU caches,
+//! so nearly every new flow costs a memory access. Two things make that cheap: a row is one slot
+//! (key and sums together, so one cache miss instead of a control byte and then a bucket), and an
+//! insertion is deferred by a few flows after its slot is prefetched, so several memory accesses
+//! are in flight at once instead of one after the other.
+
+/// Bit set in the last key word of an occupied slot (the NULL-bits word uses only the low
+/// bits, one per key field).
+const OCCUPIED: u64 = 1 << 63;
+
+/// How many insertions wait for their prefetched slot.
+const PIPELINE: usize = 8;
+
+/// Sums of one row.
+pub type Sums = [u64; 3];
+
+#[derive(Clone, Copy)]
+struct Slot<const N: usize> {
+    key: [u64; N],
+    sums: Sums,
+}
+
+/// Packed key -> sums.
+pub struct PackedTable<const N: usize> {
+    slots: Vec<Slot<N>>,
+    len: usize,
+    pending: [([u64; N], Sums, u64); PIPELINE],
+    npending: usize,
+    head: usize,
+}
+
+#[inline]
+pub fn hash_words(words: &[u64]) -> u64 {
+    let mut h = 0u64;
+    for &w in words {
+        h = (h.rotate_left(23) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    // murmur3 fmix64: every input bit reaches the low bits used for the slot index.
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+#[inline]
+fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetching is a hint; it never faults, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch(p as *const i8, std::arch::x86_64::_MM_HINT_T0);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+impl<const N: usize> PackedTable<N> {
+    /// A table with room for `rows` rows before it grows.
+    pub fn with_capacity(rows: usize) -> Self {
+        let cap = (rows.max(8) * 8 / 5).next_power_of_two();
+        PackedTable {
+            slots: vec![Slot { key: [0; N], sums: [0; 3] }; cap],
+            len: 0,
+            pending: [([0; N], [0; 3], 0); PIPELINE],
+            npending: 0,
+            head: 0,
+        }
+    }
+
+    /// Number of rows (after pending insertions).
+    pub fn len(&mut self) -> usize {
+        self.flush();
+        self.len
+    }
+
+    pub fn is_empty(&mut self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds `sums` to the row of `key` (the slot is prefetched now, written a few calls later).
+    #[inline]
+    pub fn add(&mut self, key: &[u64; N], sums: &Sums) {
+        let mut key = *key;
+        key[N - 1] |= OCCUPIED;
+        let h = hash_words(&key);
+        prefetch(&self.slots[h as usize & (self.slots.len() - 1)]);
+        if self.npending == PIPELINE {
+            let (k, s, h) = self.pending[self.head];
+            self.insert(&k, &s, h);
+        } else {
+            self.npending += 1;
+        }
+        self.pending[self.head] = (key, *sums, h);
+        self.head = (self.head + 1) % PIPELINE;
+    }
+
+    /// Writes every pending insertion.
+    pub fn flush(&mut self) {
+        let start = (self.head + PIPELINE - self.npending) % PIPELINE;
+        for i in 0..self.npending {
+            let (k, s, h) = self.pending[(start + i) % PIPELINE];
+            self.insert(&k, &s, h);
+        }
+        self.npending = 0;
+        self.head = 0;
+    }
+
+    #[inline]
+    fn insert(&mut self, key: &[u64; N], sums: &Sums, h: u64) {
+        if (self.len + 1) * 8 > self.slots.len() * 5 {
+            self.grow();
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = h as usize & mask;
+        loop {
+            let slot = &mut self.slots[i];
+            if slot.key[N - 1] & OCCUPIED == 0 {
+                *slot = Slot { key: *key, sums: *sums };
+                self.len += 1;
+                return;
+            }
+            if slot.key == *key {
+                for (a, b) in slot.sums.iter_mut().zip(sums) {
+                    *a = a.saturating_add(*b);
+                }
+                return;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    fn grow(&mut self) {
+        let bigger = vec![Slot { key: [0; N], sums: [0; 3] }; self.slots.len() * 2];
+        let old = std::mem::replace(&mut self.slots, bigger);
+        let mask = self.slots.len() - 1;
+        for s in old.into_iter().filter(|s| s.key[N - 1] & OCCUPIED != 0) {
+            let mut i = hash_words(&s.key) as usize & mask;
+            while self.slots[i].key[N - 1] & OCCUPIED != 0 {
+                i = (i + 1) & mask;
+            }
+            self.slots[i] = s;
+        }
+    }
+
+    /// Every row as (key without the occupied bit, sums).
+    pub fn into_rows(mut self) -> impl Iterator<Item = ([u64; N], Sums)> {
+        self.flush();
+        self.slots.into_iter().filter(|s| s.key[N - 1] & OCCUPIED != 0).map(|s| {
+            let mut k = s.key;
+            k[N - 1] &= !OCCUPIED;
+            (k, s.sums)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn agrees_with_a_hash_map_through_growth() {
+        let mut t = PackedTable::<2>::with_capacity(0);
+        let mut m: HashMap<[u64; 2], Sums> = HashMap::new();
+        let mut x = 12345u64;
+        for i in 0..200_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let key = [x % 50_000, (x >> 40) & 3]; // repeats, and NULL bits in the last word
+            t.add(&key, &[i, 1, 0]);
+            let e = m.entry(key).or_insert([0; 3]);
+            e[0] += i;
+            e[1] += 1;
+        }
+        assert_eq!(t.len(), m.len());
+        let rows: HashMap<[u64; 2], Sums> = t.into_rows().collect();
+        assert_eq!(rows, m);
+    }
+
+    #[test]
+    fn pending_rows_count_and_all_zero_key() {
+        let mut t = PackedTable::<1>::with_capacity(4);
+        t.add(&[0], &[5, 0, 0]);
+        t.add(&[0], &[6, 0, 0]);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.into_rows().collect::<Vec<_>>(), vec![([0], [11, 0, 0])]);
+    }
+}
