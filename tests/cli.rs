@@ -251,3 +251,25 @@ fn live_pcap_capture_on_loopback() {
     assert!(lines[0].contains("*dev-ip: 127.0.0.1;"), "{}", lines[0]);
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+#[test]
+fn object_dump_flows_holds_only_its_flows_and_object_errors_fail_the_check() {
+    let d = workdir("objdump");
+    let f = config(&d, 2055);
+    std::fs::create_dir_all(d.join("mo/ssh")).unwrap();
+    std::fs::write(d.join("mo/ssh/mo.conf"), r#"{"filter": "dst port 22", "debug": {"dump-flows": "ssh.txt"}}"#).unwrap();
+    let out = bin().arg("-c").arg(&f).arg("--read-pcap").arg(data_dir().join("exporters/softflowd-v9.pcap")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ssh = std::fs::read_to_string(d.join("mo/ssh/ssh.txt")).unwrap();
+    let all = dump_lines(&d);
+    let want: Vec<&String> = all.iter().filter(|l| l.contains("; Dst port: 22;")).collect();
+    assert!(!want.is_empty());
+    assert_eq!(ssh.lines().collect::<Vec<_>>(), want.iter().map(|s| s.as_str()).collect::<Vec<_>>());
+
+    std::fs::write(d.join("mo/ssh/mo.conf"), "{\"filter\": \"dst port 22 and\"}").unwrap();
+    let out = bin().arg("-c").arg(&f).arg("--check-config").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("mo/ssh/mo.conf:1:28: 'filter': column 16: unexpected end of filter"), "{err}");
+    std::fs::remove_dir_all(&d).unwrap();
+}
