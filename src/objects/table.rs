@@ -46,6 +46,41 @@ pub fn hash_words(words: &[u64]) -> u64 {
     h ^ (h >> 33)
 }
 
+/// An all-zero (all-empty) slot array. Large tables ask the kernel for transparent huge pages:
+/// with random access over hundreds of megabytes, 4 KiB pages would add a page-table walk to
+/// nearly every row update.
+fn empty_slots<const N: usize>(cap: usize) -> Vec<Slot<N>> {
+    let layout = std::alloc::Layout::array::<Slot<N>>(cap).expect("table size fits memory");
+    // SAFETY: `Slot` is plain u64 arrays, for which all-zero bytes is a valid (empty) value; the
+    // memory comes from the global allocator with exactly the layout `Vec` uses for `cap`
+    // elements, so `Vec` may own and free it.
+    unsafe {
+        let p = std::alloc::alloc_zeroed(layout) as *mut Slot<N>;
+        if p.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        advise_huge_pages(p as *mut u8, layout.size());
+        Vec::from_raw_parts(p, cap, cap)
+    }
+}
+
+/// Asks for huge pages on the 2 MiB-aligned part of a large allocation (a hint: ignored where
+/// the kernel does not support it).
+fn advise_huge_pages(p: *mut u8, len: usize) {
+    const HUGE: usize = 2 << 20;
+    if len < 2 * HUGE {
+        return;
+    }
+    let start = (p as usize + HUGE - 1) & !(HUGE - 1);
+    let end = (p as usize + len) & !(HUGE - 1);
+    if end > start {
+        // SAFETY: the range lies inside an allocation we own; madvise only changes paging.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
+        }
+    }
+}
+
 #[inline]
 fn prefetch<T>(p: *const T) {
     #[cfg(target_arch = "x86_64")]
@@ -62,7 +97,7 @@ impl<const N: usize> PackedTable<N> {
     pub fn with_capacity(rows: usize) -> Self {
         let cap = (rows.max(8) * 8 / 5).next_power_of_two();
         PackedTable {
-            slots: vec![Slot { key: [0; N], sums: [0; 3] }; cap],
+            slots: empty_slots(cap),
             len: 0,
             pending: [([0; N], [0; 3], 0); PIPELINE],
             npending: 0,
@@ -133,7 +168,7 @@ impl<const N: usize> PackedTable<N> {
     }
 
     fn grow(&mut self) {
-        let bigger = vec![Slot { key: [0; N], sums: [0; 3] }; self.slots.len() * 2];
+        let bigger = empty_slots(self.slots.len() * 2);
         let old = std::mem::replace(&mut self.slots, bigger);
         let mask = self.slots.len() - 1;
         for s in old.into_iter().filter(|s| s.key[N - 1] & OCCUPIED != 0) {
