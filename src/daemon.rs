@@ -13,10 +13,11 @@ use crate::config::ConfigError;
 use crate::dump::Dumper;
 use crate::export::{self, ExportConfig, ExportStats, Msg};
 use crate::filter::iplist;
+use crate::hooks::{self, HookConfig, HookHandle, HookStats};
 use crate::flow::Flow;
 use crate::log;
 use crate::objects::{self, Objects, WorkerObjects};
-use std::sync::mpsc::{channel, Sender};
+use std::sync::mpsc::{channel, sync_channel, Sender};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -55,26 +56,30 @@ pub fn load_objects(cfg: &Config) -> Result<Objects, Vec<ConfigError>> {
 pub struct Pipeline {
     dumper: Option<Dumper>,
     objects: WorkerObjects,
+    specs: Arc<Objects>,
     worker: usize,
     tx: Sender<Msg>,
 }
 
 impl Pipeline {
-    pub fn new(cfg: &Config, objects: &Objects, worker: usize, tx: Sender<Msg>) -> Result<Self, String> {
+    pub fn new(cfg: &Config, objects: &Arc<Objects>, worker: usize, tx: Sender<Msg>) -> Result<Self, String> {
         Ok(Pipeline {
             dumper: Dumper::open(&cfg.dump_flows).map_err(|e| format!("dump-flows: {e}"))?,
             objects: WorkerObjects::new(objects, worker).map_err(|e| format!("object dump-flows: {e}"))?,
+            specs: objects.clone(),
             worker,
             tx,
         })
     }
 
-    /// Moves the worker's clock (unix ms): closed windows go to the export thread.
+    /// Moves the worker's clock (unix ms): closed windows go to the export thread, and once a
+    /// second the moving averages are swept.
     #[inline]
     pub fn tick(&mut self, now_ms: u64) {
         if let Some(closed) = self.objects.advance(now_ms) {
             let _ = self.tx.send(Msg::Closed(closed));
         }
+        self.specs.sweep_if_due(now_ms);
     }
 
     /// Sends the last windows and says the worker is done.
@@ -103,6 +108,7 @@ pub struct Summary {
     pub skipped_frames: u64,
     pub templates: usize,
     pub export: ExportStats,
+    pub hooks: HookStats,
 }
 
 impl Summary {
@@ -142,6 +148,13 @@ impl Summary {
         line += &format!("; export files {}, rows {}", e.files_written, e.rows_written);
         if e.write_failures > 0 || e.files_lost > 0 {
             line += &format!(" (write failures {}, files lost {})", e.write_failures, e.files_lost);
+        }
+        let h = &self.hooks;
+        if h.events > 0 {
+            line += &format!(
+                "; alert events {}, scripts {} (ok {}, failed {}, timed out {}, dropped {})",
+                h.events, h.scripts_started, h.scripts_ok, h.scripts_failed, h.scripts_timed_out, h.scripts_dropped
+            );
         }
         line
     }
@@ -222,6 +235,32 @@ fn process(batch: &Batch, decoder: &mut Decoder, sink: &mut impl ClockedSink) {
     }
 }
 
+/// Bound on alert events waiting for the hook thread (more are dropped and counted).
+const EVENT_QUEUE: usize = 65536;
+
+/// Connects every moving average to a new hook thread.
+fn start_hooks(cfg: &Config, objects: &Objects) -> HookHandle {
+    let (tx, rx) = sync_channel(EVENT_QUEUE);
+    for m in &objects.mavgs {
+        m.set_events(Some(tx.clone()));
+    }
+    let hc = HookConfig {
+        notifications_dir: cfg.notifications_dir.clone(),
+        script_timeout: Duration::from_secs(cfg.script_timeout),
+        max_scripts: cfg.max_scripts,
+        max_queued: 10_000,
+    };
+    hooks::spawn(hc, rx)
+}
+
+/// Disconnects the moving averages and waits for the hook thread's scripts.
+fn stop_hooks(objects: &Objects, hooks: HookHandle) -> Result<HookStats, String> {
+    for m in &objects.mavgs {
+        m.set_events(None);
+    }
+    hooks.join().map_err(|_| "hook thread panicked".to_string())
+}
+
 fn export_config(cfg: &Config, workers: usize) -> ExportConfig {
     ExportConfig {
         dir: cfg.export_dir.clone(),
@@ -239,13 +278,15 @@ pub fn replay(cfg: &Config, objects: Arc<Objects>, files: &[PathBuf]) -> Result<
     let mut decoder = Decoder::new(Arc::new(cfg.devices.clone()), Some(store.clone()));
     let (tx, rx) = channel();
     let mut pipeline = Pipeline::new(cfg, &objects, 0, tx)?;
-    let exporter = export::spawn(objects, export_config(cfg, 1), rx);
+    let hooks = start_hooks(cfg, &objects);
+    let exporter = export::spawn(objects.clone(), export_config(cfg, 1), rx);
     let result = replay_into(files, &mut decoder, &mut pipeline);
     pipeline.finish();
     let export = exporter.join().map_err(|_| "export thread panicked".to_string())?;
+    let hooks = stop_hooks(&objects, hooks)?;
     let skipped = result?;
     save_templates(&store, &mut log::RateLimit::new(Duration::from_secs(60)));
-    let mut summary = Summary { export, ..Summary::default() };
+    let mut summary = Summary { export, hooks, ..Summary::default() };
     summary.add(&decoder, skipped);
     Ok(summary)
 }
@@ -318,6 +359,7 @@ pub fn run(cfg: &Config, objects: Arc<Objects>) -> Result<Summary, String> {
         return Err("no capture element: nothing to listen on".into());
     }
     let (tx, rx) = channel();
+    let hooks = start_hooks(cfg, &objects);
     let exporter = export::spawn(objects.clone(), export_config(cfg, specs.len()), rx);
     let mut handles = Vec::new();
     for (worker, WorkerSpec { name, mut source, batch }) in specs.into_iter().enumerate() {
@@ -370,6 +412,7 @@ pub fn run(cfg: &Config, objects: Arc<Objects>) -> Result<Summary, String> {
     }
     drop(tx);
     summary.export = exporter.join().map_err(|_| "export thread panicked".to_string())?;
+    summary.hooks = stop_hooks(&objects, hooks)?;
     save_templates(&store, &mut save_limiter);
     Ok(summary)
 }

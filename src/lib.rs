@@ -9,8 +9,9 @@
 //! devices   sampling rate per exporter (applied by the decoder), dev-ip / dev-id / rate
 //! dump      dump-flows text (syslog + stderr, or a file)
 //! filter    filter language compiled to range tests; IP lists
-//! objects   monitoring objects (mo-dir tree), per-worker fixed windows
+//! objects   monitoring objects (mo-dir tree), per-worker fixed windows, shared moving averages
 //! export    merges workers' windows, writes <table>_<time>.sql atomically, retries, db-export
+//! hooks     alert events -> notification files and scripts (bounded, timed out, reaped)
 //! daemon    wiring: one worker thread per capture entry, signals, offline replay, counters
 //! ```
 //!
@@ -28,5 +29,6 @@ pub mod dump;
 pub mod filter;
 pub mod objects;
 pub mod export;
+pub mod hooks;
 pub mod log;
 pub mod daemon;

@@ -59,13 +59,18 @@ pub struct Config {
     pub notifications_dir: PathBuf,
     pub db_type: String,
     pub db_export: Option<PathBuf>,
+    /// Hook scripts still running after this many seconds are killed.
+    pub script_timeout: u64,
+    /// Hook scripts running at once.
+    pub max_scripts: usize,
     /// Keys present in the file that this version does not use (for a debug message).
     pub ignored_keys: Vec<String>,
 }
 
 const KNOWN_KEYS: &[&str] = &[
     "capture", "sflow-capture", "rcvbufsize_m", "templates", "debug", "devices", "mo-dir",
-    "export-dir", "iplists-dir", "notifications-dir", "db-type", "db-export",
+    "export-dir", "iplists-dir", "notifications-dir", "db-type", "db-export", "script-timeout",
+    "max-scripts",
 ];
 
 /// Reads and validates `xenoeye.conf` and the devices file it names.
@@ -125,6 +130,8 @@ fn from_node(file: &Path, root: &Node, errors: &mut Vec<ConfigError>) -> Config 
         .map(|n| ok_or(n.as_str(file, "db-export"), errors, ""))
         .filter(|s| !s.trim().is_empty())
         .map(|s| resolve(base, s));
+    let script_timeout = root.get("script-timeout").map(|n| ok_or(n.as_u64(file, "script-timeout"), errors, 30)).unwrap_or(30).max(1);
+    let max_scripts = root.get("max-scripts").map(|n| ok_or(n.as_u64(file, "max-scripts"), errors, 16)).unwrap_or(16).max(1) as usize;
     let ignored_keys = root
         .members()
         .iter()
@@ -146,6 +153,8 @@ fn from_node(file: &Path, root: &Node, errors: &mut Vec<ConfigError>) -> Config 
         notifications_dir: path_key("notifications-dir", "/var/lib/xenoeye/notifications", errors),
         db_type,
         db_export,
+        script_timeout,
+        max_scripts,
         ignored_keys,
     }
 }

@@ -299,8 +299,11 @@ mod tests {
             limit: None,
             extended: false,
             active: AtomicBool::new(true),
+            holders: Default::default(),
         };
-        Arc::new(Objects { roots: Vec::new(), windows: vec![Arc::new(spec)] })
+        let mut objects = Objects::default();
+        objects.windows.push(Arc::new(spec));
+        Arc::new(objects)
     }
 
     fn closed(worker: usize, start: u64, next_start: u64, proto: u128, octets: u64) -> Closed {

@@ -88,6 +88,7 @@ mod tests {
             limit,
             extended: false,
             active: AtomicBool::new(true),
+            holders: Default::default(),
         }
     }
 

@@ -6,6 +6,7 @@
 //! windows. The specs ([`Objects`]) are immutable and shared; each worker runs its own
 //! [`WorkerObjects`] with its own window maps, so matching and aggregating take no lock.
 
+pub mod mavg;
 pub mod rows;
 pub mod table;
 pub mod window;
@@ -18,7 +19,8 @@ use crate::fields::{self, Side};
 use crate::filter::{self, iplist::IpLists, Filter};
 use crate::flow::Flow;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use mavg::Mavg;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use window::{Agg, Closed, Column, ColumnSource, FwmSpec, Window, MAX_KEY_FIELDS};
 
@@ -31,6 +33,7 @@ pub struct ObjectSpec {
     pub filter: Filter,
     pub dump: DumpTarget,
     pub windows: Vec<Arc<FwmSpec>>,
+    pub mavgs: Vec<Arc<Mavg>>,
     pub children: Vec<ObjectSpec>,
 }
 
@@ -39,6 +42,10 @@ pub struct ObjectSpec {
 pub struct Objects {
     pub roots: Vec<ObjectSpec>,
     pub windows: Vec<Arc<FwmSpec>>,
+    /// Every moving average of every object.
+    pub mavgs: Vec<Arc<Mavg>>,
+    /// Next once-per-second sweep of the moving averages (collector clock, ms).
+    next_sweep_ms: AtomicU64,
 }
 
 impl Objects {
@@ -48,6 +55,21 @@ impl Objects {
             1 + o.children.iter().map(n).sum::<usize>()
         }
         self.roots.iter().map(n).sum()
+    }
+
+    /// Runs the moving averages' once-per-second sweep when the clock has reached it (any
+    /// worker may call this; one of them does the work).
+    pub fn sweep_if_due(&self, now_ms: u64) {
+        let due = self.next_sweep_ms.load(Ordering::Relaxed);
+        if now_ms < due || self.mavgs.is_empty() {
+            return;
+        }
+        let next = if due == 0 { now_ms + 1000 } else { (now_ms / 1000 + 1) * 1000 };
+        if self.next_sweep_ms.compare_exchange(due, next, Ordering::AcqRel, Ordering::Relaxed).is_ok() && due != 0 {
+            for m in &self.mavgs {
+                m.sweep(now_ms);
+            }
+        }
     }
 
     /// A window by object name and window name (for `ext` lists: `name` or `object/name`).
@@ -66,10 +88,47 @@ pub fn load(mo_dir: &Path, lists: &IpLists) -> Result<Objects, Vec<ConfigError>>
     let mut objects = Objects::default();
     let mut errors = Vec::new();
     objects.roots = scan(mo_dir, mo_dir, lists, &mut objects.windows, &mut errors);
+    let windows = objects.windows.clone();
+    resolve_ext(&mut objects.roots, &windows, &mut errors);
+    collect_mavgs(&objects.roots, &mut objects.mavgs);
     if errors.is_empty() {
         Ok(objects)
     } else {
         Err(errors)
+    }
+}
+
+/// Resolves the `ext` window names of every limit (`name`: the object's own window,
+/// `object/name`: another object's), now that every window is known.
+fn resolve_ext(nodes: &mut [ObjectSpec], windows: &[Arc<FwmSpec>], errors: &mut Vec<ConfigError>) {
+    for o in nodes.iter_mut() {
+        let file = o.dir.join("mo.conf");
+        for m in o.mavgs.iter_mut() {
+            let Some(m) = Arc::get_mut(m) else { continue };
+            for l in m.limits.iter_mut() {
+                for (obj, name, line, col) in &l.ext_names {
+                    let obj = if obj.is_empty() { o.name.as_str() } else { obj.as_str() };
+                    match windows.iter().find(|w| w.object == obj && w.name == *name) {
+                        Some(w) => l.ext.push(w.clone()),
+                        None => errors.push(ConfigError {
+                            file: file.clone(),
+                            line: *line,
+                            col: *col,
+                            key: format!("{}.{}.ext", m.name, l.name),
+                            msg: format!("no window \"{name}\" in object \"{obj}\""),
+                        }),
+                    }
+                }
+            }
+        }
+        resolve_ext(&mut o.children, windows, errors);
+    }
+}
+
+fn collect_mavgs(nodes: &[ObjectSpec], out: &mut Vec<Arc<Mavg>>) {
+    for o in nodes {
+        out.extend(o.mavgs.iter().cloned());
+        collect_mavgs(&o.children, out);
     }
 }
 
@@ -149,8 +208,18 @@ fn load_object(
             }
         }
     }
+    let mut mavgs = Vec::new();
+    if let Some(list) = root.get("mavg") {
+        let items = list.as_array(&file, "mavg").map_err(|e| errors.push(e)).unwrap_or(&[]);
+        for (i, item) in items.iter().enumerate() {
+            match mavg::parse(&file, &name, dir, item, i) {
+                Ok(m) => mavgs.push(Arc::new(m)),
+                Err(e) => errors.push(e),
+            }
+        }
+    }
     let children = scan(mo_dir, dir, lists, windows, errors);
-    (errors.len() == before).then_some(ObjectSpec { name, dir: dir.to_path_buf(), filter, dump, windows: own, children })
+    (errors.len() == before).then_some(ObjectSpec { name, dir: dir.to_path_buf(), filter, dump, windows: own, mavgs, children })
 }
 
 /// Validates one `fwm` element.
@@ -232,6 +301,7 @@ fn fwm_spec(file: &Path, object: &str, item: &Node, i: usize, id: usize) -> Resu
         limit,
         extended,
         active: AtomicBool::new(!extended),
+        holders: Default::default(),
     })
 }
 
@@ -245,6 +315,7 @@ struct Running {
     filter: Filter,
     dumper: Option<Dumper>,
     windows: Vec<Window>,
+    mavgs: Vec<Arc<Mavg>>,
     children: Vec<Running>,
 }
 
@@ -264,6 +335,7 @@ impl WorkerObjects {
                 filter: o.filter.clone(),
                 dumper: Dumper::open(&o.dump)?,
                 windows: o.windows.iter().map(|w| Window::new(w.clone())).collect(),
+                mavgs: o.mavgs.clone(),
                 children: o.children.iter().map(build).collect::<Result<_, _>>()?,
             })
         }
@@ -322,6 +394,9 @@ impl Running {
         }
         for w in &mut self.windows {
             w.add(flow);
+        }
+        for m in &self.mavgs {
+            m.update(flow, flow.time_ms);
         }
         for c in &mut self.children {
             c.flow(flow, rec);

@@ -9,7 +9,7 @@ use super::rows::{KeyLayout, RowMap, MAX_WORDS};
 pub use super::rows::{Aggs, Key, MAX_KEY_FIELDS};
 use crate::fields::FieldId;
 use crate::flow::Flow;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// A summed field.
@@ -59,6 +59,8 @@ pub struct FwmSpec {
     pub extended: bool,
     /// Whether rows are collected now (always for ordinary windows; switched for extended ones).
     pub active: AtomicBool,
+    /// Active limits holding this extended window on.
+    pub holders: AtomicUsize,
 }
 
 impl FwmSpec {
@@ -71,6 +73,21 @@ impl FwmSpec {
     pub fn set_active(&self, on: bool) {
         if self.extended {
             self.active.store(on, Ordering::Relaxed);
+        }
+    }
+
+    /// An active limit takes (`true`) or releases (`false`) this extended window: it collects
+    /// while at least one limit holds it. Ordinary windows are always on.
+    pub fn hold(&self, on: bool) {
+        if !self.extended {
+            return;
+        }
+        if on {
+            if self.holders.fetch_add(1, Ordering::AcqRel) == 0 {
+                self.active.store(true, Ordering::Relaxed);
+            }
+        } else if self.holders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.active.store(false, Ordering::Relaxed);
         }
     }
 
@@ -182,6 +199,7 @@ mod tests {
             limit: None,
             extended: false,
             active: AtomicBool::new(true),
+            holders: AtomicUsize::new(0),
         })
     }
 

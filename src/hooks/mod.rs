@@ -1,0 +1,236 @@
+//! The hook thread: what happens when a limit starts to hold or goes back to normal, off the
+//! flow path.
+//!
+//! Workers put [`Event`]s in a bounded queue (a full queue drops and counts, it never blocks a
+//! worker). This thread writes the notification files (created at start, rewritten every 3
+//! seconds while the limit holds, deleted at back-to-normal) and runs the action and
+//! back-to-normal scripts: directly (no shell) with the original's argv, with a bound on how
+//! many run at once, a timeout after which a script is killed, every exit status logged, and
+//! every child reaped.
+
+use crate::fsutil::write_atomically;
+use crate::log;
+use crate::objects::mavg::{Event, LimitKind, Phase};
+use parking_lot::Mutex;
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Hook settings.
+#[derive(Clone, Debug)]
+pub struct HookConfig {
+    pub notifications_dir: PathBuf,
+    /// A script still running after this is killed.
+    pub script_timeout: Duration,
+    /// Scripts running at once; more wait in a queue.
+    pub max_scripts: usize,
+    /// Scripts waiting beyond this are dropped (counted).
+    pub max_queued: usize,
+}
+
+/// Counters of the hook thread.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HookStats {
+    pub events: u64,
+    pub scripts_started: u64,
+    pub scripts_ok: u64,
+    pub scripts_failed: u64,
+    pub scripts_timed_out: u64,
+    pub scripts_dropped: u64,
+    pub notifications_written: u64,
+    pub notifications_removed: u64,
+    pub notification_errors: u64,
+}
+
+/// The running hook thread.
+pub struct HookHandle {
+    thread: std::thread::JoinHandle<HookStats>,
+    pub stats: Arc<Mutex<HookStats>>,
+}
+
+impl HookHandle {
+    pub fn join(self) -> std::thread::Result<HookStats> {
+        self.thread.join()
+    }
+}
+
+struct Running {
+    child: Child,
+    started: Instant,
+    what: String,
+}
+
+struct Hooks {
+    cfg: HookConfig,
+    queue: VecDeque<(PathBuf, Vec<String>, String)>,
+    running: Vec<Running>,
+    stats: HookStats,
+    shared: Arc<Mutex<HookStats>>,
+}
+
+/// Starts the hook thread; it ends when every event sender is gone and its scripts finished
+/// (or were killed at their timeout).
+pub fn spawn(cfg: HookConfig, rx: Receiver<Event>) -> HookHandle {
+    let shared = Arc::new(Mutex::new(HookStats::default()));
+    let stats = shared.clone();
+    let thread = std::thread::Builder::new()
+        .name("hooks".into())
+        .spawn(move || {
+            let mut h = Hooks { cfg, queue: VecDeque::new(), running: Vec::new(), stats: HookStats::default(), shared };
+            h.run(rx);
+            h.stats
+        })
+        .expect("spawn hook thread");
+    HookHandle { thread, stats }
+}
+
+/// Rates and thresholds go to scripts and files as whole numbers.
+fn whole(v: f64) -> String {
+    if v.is_finite() {
+        format!("{}", v.round() as i64)
+    } else {
+        "0".into()
+    }
+}
+
+impl Hooks {
+    fn run(&mut self, rx: Receiver<Event>) {
+        loop {
+            match rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(ev) => self.event(ev),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            self.reap();
+            self.start_queued();
+            self.publish();
+        }
+        // Collection has stopped: let what is queued and running finish, within the timeout.
+        while !self.queue.is_empty() || !self.running.is_empty() {
+            self.start_queued();
+            std::thread::sleep(Duration::from_millis(20));
+            self.reap();
+        }
+        self.publish();
+    }
+
+    fn publish(&self) {
+        let mut s = self.shared.lock();
+        if *s != self.stats {
+            *s = self.stats.clone();
+        }
+    }
+
+    fn event(&mut self, ev: Event) {
+        self.stats.events += 1;
+        let file = self.cfg.notifications_dir.join(ev.notification_name());
+        let limit = ev.limit_spec();
+        match ev.phase {
+            Phase::Start | Phase::Update => {
+                let mut text = ev.keys.join(" ");
+                text.push_str(&format!(" {} {}\n", whole(ev.value), whole(ev.threshold)));
+                match write_atomically(&file, text.as_bytes()) {
+                    Ok(()) => self.stats.notifications_written += 1,
+                    Err(e) => {
+                        self.stats.notification_errors += 1;
+                        log::error(&format!("notification {}: {e}", file.display()));
+                    }
+                }
+                if ev.phase == Phase::Start {
+                    let kind = if limit.kind == LimitKind::Over { "overlimit" } else { "underlimit" };
+                    log::info(&format!(
+                        "{kind} {}/{}/{} {}: {} > {}",
+                        ev.mavg.object,
+                        ev.mavg.name,
+                        limit.name,
+                        ev.keys.join(" "),
+                        whole(ev.value),
+                        whole(ev.threshold)
+                    ));
+                    if let Some(script) = &limit.action_script {
+                        self.enqueue(script.clone(), &ev, &file);
+                    }
+                }
+            }
+            Phase::Back2Norm => {
+                log::info(&format!("back to normal {}/{}/{} {}", ev.mavg.object, ev.mavg.name, limit.name, ev.keys.join(" ")));
+                if let Some(script) = &limit.back2norm_script {
+                    self.enqueue(script.clone(), &ev, &file);
+                }
+                match std::fs::remove_file(&file) {
+                    Ok(()) => self.stats.notifications_removed += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => log::error(&format!("notification {}: {e}", file.display())),
+                }
+            }
+        }
+    }
+
+    /// Queues a script with the original's argv:
+    /// `object mavg limit notification-file key1 [key2 ...] value threshold`.
+    fn enqueue(&mut self, script: PathBuf, ev: &Event, file: &std::path::Path) {
+        if self.queue.len() >= self.cfg.max_queued {
+            self.stats.scripts_dropped += 1;
+            return;
+        }
+        let mut args = vec![
+            crate::objects::flat_name(&ev.mavg.object),
+            ev.mavg.name.clone(),
+            ev.limit_spec().name.clone(),
+            file.to_string_lossy().into_owned(),
+        ];
+        args.extend(ev.keys.iter().cloned());
+        args.push(whole(ev.value));
+        args.push(whole(ev.threshold));
+        let what = format!("{} {}", script.display(), args.join(" "));
+        self.queue.push_back((script, args, what));
+    }
+
+    fn start_queued(&mut self) {
+        while self.running.len() < self.cfg.max_scripts {
+            let Some((script, args, what)) = self.queue.pop_front() else { break };
+            match Command::new(&script).args(&args).stdin(Stdio::null()).stdout(Stdio::null()).spawn() {
+                Ok(child) => {
+                    self.stats.scripts_started += 1;
+                    self.running.push(Running { child, started: Instant::now(), what });
+                }
+                Err(e) => {
+                    self.stats.scripts_failed += 1;
+                    log::error(&format!("cannot run {what}: {e}"));
+                }
+            }
+        }
+    }
+
+    /// Collects finished scripts (no zombies) and kills those past their timeout.
+    fn reap(&mut self) {
+        let timeout = self.cfg.script_timeout;
+        let stats = &mut self.stats;
+        self.running.retain_mut(|r| match r.child.try_wait() {
+            Ok(Some(status)) => {
+                if status.success() {
+                    stats.scripts_ok += 1;
+                } else {
+                    stats.scripts_failed += 1;
+                    log::warn(&format!("{} exited with {status}", r.what));
+                }
+                false
+            }
+            Ok(None) if r.started.elapsed() >= timeout => {
+                let _ = r.child.kill();
+                let _ = r.child.wait();
+                stats.scripts_timed_out += 1;
+                log::warn(&format!("{} killed after {} s", r.what, timeout.as_secs()));
+                false
+            }
+            Ok(None) => true,
+            Err(e) => {
+                log::error(&format!("{}: {e}", r.what));
+                false
+            }
+        });
+    }
+}

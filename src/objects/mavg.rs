@@ -1,0 +1,643 @@
+//! Moving averages (`mavg`) and thresholds: the alarm side of a monitoring object.
+//!
+//! Per key (the non-aggregable `fields`), for each aggregable field, a value N and the time of
+//! its last update: on every flow `N = N - dt/T * N + V` (dt >= T resets N to V); the rate
+//! compared with thresholds is N/T per second. An `overlimit` is detected on the very flow that
+//! crosses its threshold; back-to-normal (and `underlimit`, traffic falling below a threshold,
+//! which no flow can report) is found by a sweep once per second of the collector clock.
+//!
+//! One table per moving average is shared by every worker, so a key seen through several
+//! exporters and workers has one average. The table is split into shards, each behind its own
+//! mutex: a flow locks one shard for a few dozen nanoseconds, and two workers wait for each
+//! other only when their keys hash to the same shard at the same instant. Memory is bounded by
+//! `mem-m`: when full, new keys are counted and not tracked, known ones keep working.
+//!
+//! Crossing a threshold produces an [`Event`] for the hook thread (notification file, scripts)
+//! and switches the limit's extended windows on at once, on the flow path.
+
+use super::rows::{KeyLayout, MAX_WORDS};
+use super::table::hash_words;
+use super::window::{Agg, FwmSpec};
+use crate::config::json::Node;
+use crate::config::ConfigError;
+use crate::fields::{self, FieldId, Kind, Side};
+use crate::flow::{addr_from_u128, Flow};
+use parking_lot::{Mutex, RwLock};
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
+
+/// Most limit elements (`overlimit` and `underlimit` together) per moving average.
+pub const MAX_LIMITS: usize = 4;
+/// Notification files are rewritten this often while a limit holds (milliseconds).
+pub const NOTIFY_EVERY_MS: u64 = 3000;
+const SHARDS: usize = 64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LimitKind {
+    Over,
+    Under,
+}
+
+/// A validated `overlimit` / `underlimit` element.
+#[derive(Debug)]
+pub struct LimitSpec {
+    pub name: String,
+    pub kind: LimitKind,
+    /// Default threshold per aggregable field (rate per second).
+    pub default: Vec<f64>,
+    pub limits_file: Option<PathBuf>,
+    pub back2norm_ms: u64,
+    pub action_script: Option<PathBuf>,
+    pub back2norm_script: Option<PathBuf>,
+    /// Extended windows switched on while the limit holds (`name` or `object/name`, with the
+    /// position in mo.conf), resolved after every object is loaded.
+    pub ext_names: Vec<(String, String, u32, u32)>,
+    pub ext: Vec<Arc<FwmSpec>>,
+    /// Lua handlers (used by the Lua hooks; kept for them).
+    pub action_lua: Option<String>,
+    pub back2norm_lua: Option<String>,
+}
+
+/// Per-key thresholds from `limits` files, swapped as a whole on reload.
+#[derive(Debug, Default)]
+pub struct Thresholds {
+    /// Per limit: packed key -> thresholds.
+    pub per_limit: Vec<HashMap<PackedKey, Vec<f64>, WordsBuild>>,
+}
+
+/// A packed key usable as a map key (the first `n` words count).
+#[derive(Clone, Copy, Debug)]
+pub struct PackedKey {
+    n: u8,
+    w: [u64; MAX_WORDS],
+}
+
+impl PartialEq for PackedKey {
+    fn eq(&self, o: &Self) -> bool {
+        self.n == o.n && self.w[..self.n as usize] == o.w[..o.n as usize]
+    }
+}
+impl Eq for PackedKey {}
+impl Hash for PackedKey {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        h.write_u64(hash_words(&self.w[..self.n as usize]));
+    }
+}
+
+/// Passes a precomputed 64-bit hash through.
+#[derive(Default)]
+pub struct WordsHasher(u64);
+impl Hasher for WordsHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ *b as u64).wrapping_mul(0x100000001b3);
+        }
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.0 = i;
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+pub type WordsBuild = BuildHasherDefault<WordsHasher>;
+
+/// What happened to a limit of a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// The limit started to hold (overlimit: rate above; underlimit: below).
+    Start,
+    /// Still holding: rewrite the notification file with the current value.
+    Update,
+    /// Back to normal for `back2norm-time`.
+    Back2Norm,
+}
+
+/// An alert event for the hook thread.
+#[derive(Clone, Debug)]
+pub struct Event {
+    pub phase: Phase,
+    pub mavg: Arc<Mavg>,
+    pub limit: usize,
+    /// Key values as text, in `fields` order.
+    pub keys: Vec<String>,
+    /// Rate of the aggregable field that decided, and its threshold.
+    pub value: f64,
+    pub threshold: f64,
+    pub time_ms: u64,
+    pub start_ms: u64,
+}
+
+impl Event {
+    pub fn limit_spec(&self) -> &LimitSpec {
+        &self.mavg.limits[self.limit]
+    }
+
+    /// `<notifications-dir>/<object>-<mavg>-<limit>-<key1>-<key2>...` (the directory is added
+    /// by the hook thread).
+    pub fn notification_name(&self) -> String {
+        let mut s = format!("{}-{}-{}", super::flat_name(&self.mavg.object), self.mavg.name, self.limit_spec().name);
+        for k in &self.keys {
+            s.push('-');
+            s.push_str(&k.replace('/', "_"));
+        }
+        s
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct LimitState {
+    active: bool,
+    start_ms: u64,
+    /// Last time the rate was on the limit's side (over for overlimit, under for underlimit).
+    last_bad_ms: u64,
+    last_notify_ms: u64,
+    /// Value and threshold that decided last.
+    value: f64,
+    threshold: f64,
+}
+
+#[derive(Clone, Debug)]
+struct Row {
+    last_ms: u64,
+    n: [f64; 3],
+    /// Thresholds generation these thresholds come from.
+    gen: u64,
+    thresholds: [[f64; 3]; MAX_LIMITS],
+    limits: [LimitState; MAX_LIMITS],
+}
+
+type Shard = HashMap<PackedKey, Row, WordsBuild>;
+
+/// Counters of one moving average.
+#[derive(Debug, Default)]
+pub struct MavgStats {
+    pub keys: AtomicUsize,
+    pub keys_dropped: AtomicU64,
+    pub events: AtomicU64,
+    pub events_dropped: AtomicU64,
+    pub active: AtomicUsize,
+}
+
+/// A moving average with its thresholds and its shared table.
+pub struct Mavg {
+    pub object: String,
+    pub name: String,
+    /// Object directory (limits files, `.d` / `.a` dump triggers).
+    pub dir: PathBuf,
+    pub keys: Vec<FieldId>,
+    pub layout: KeyLayout,
+    pub aggs: Vec<Agg>,
+    pub time_ms: u64,
+    pub mem_bytes: usize,
+    /// Dump interval, seconds.
+    pub dump: Option<u64>,
+    pub limits: Vec<LimitSpec>,
+    pub thresholds: RwLock<Thresholds>,
+    gen: AtomicU64,
+    shards: Vec<Mutex<Shard>>,
+    pub stats: MavgStats,
+    events: Mutex<Option<SyncSender<Event>>>,
+}
+
+impl std::fmt::Debug for Mavg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Mavg({}/{})", self.object, self.name)
+    }
+}
+
+/// Approximate memory of one tracked key (row, map slot and key).
+pub const ROW_BYTES: usize = std::mem::size_of::<Row>() + std::mem::size_of::<PackedKey>() + 16;
+
+impl Mavg {
+    /// Connects the moving average to the hook thread's queue (`None` disconnects: the hook
+    /// thread ends once every moving average let go of it).
+    pub fn set_events(&self, tx: Option<SyncSender<Event>>) {
+        *self.events.lock() = tx;
+    }
+
+    fn emit(self: &Arc<Self>, ev: Event) {
+        self.stats.events.fetch_add(1, Ordering::Relaxed);
+        let sent = self.events.lock().as_ref().map(|tx| tx.try_send(ev).is_ok());
+        if sent == Some(false) {
+            self.stats.events_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn shard_of(&self, key: &PackedKey) -> usize {
+        (hash_words(&key.w[..key.n as usize]) >> 58) as usize % SHARDS
+    }
+
+    /// Current thresholds of a key for every limit.
+    fn thresholds_for(&self, key: &PackedKey) -> [[f64; 3]; MAX_LIMITS] {
+        let t = self.thresholds.read();
+        let mut out = [[f64::NAN; 3]; MAX_LIMITS];
+        for (l, spec) in self.limits.iter().enumerate() {
+            let per_key = t.per_limit.get(l).and_then(|m| m.get(key));
+            let vals = per_key.unwrap_or(&spec.default);
+            for (i, v) in vals.iter().take(3).enumerate() {
+                out[l][i] = *v;
+            }
+        }
+        out
+    }
+
+    /// Replaces the per-key thresholds (reload): rows pick them up on their next update.
+    pub fn set_thresholds(&self, t: Thresholds) {
+        *self.thresholds.write() = t;
+        self.gen.fetch_add(1, Ordering::Release);
+    }
+
+    /// Adds a flow (which the object's filter matched) at `now_ms`.
+    #[inline]
+    pub fn update(self: &Arc<Self>, flow: &Flow, now_ms: u64) {
+        let mut key = PackedKey { n: self.layout.words as u8, w: [0; MAX_WORDS] };
+        self.layout.pack(flow, &mut key.w);
+        let octets = flow.get_or_zero(FieldId::Octets) as f64;
+        let packets = flow.get_or_zero(FieldId::Packets) as f64;
+        let mut v = [0f64; 3];
+        for (x, a) in v.iter_mut().zip(&self.aggs) {
+            *x = match a {
+                Agg::Octets => octets,
+                Agg::Packets => packets,
+                Agg::Bits => octets * 8.0,
+            };
+        }
+        let gen = self.gen.load(Ordering::Acquire);
+        let mut events: [Option<(usize, Phase, f64, f64, u64)>; MAX_LIMITS] = [None; MAX_LIMITS];
+        {
+            let mut shard = self.shards[self.shard_of(&key)].lock();
+            let row = match shard.get_mut(&key) {
+                Some(r) => r,
+                None => {
+                    if (self.stats.keys.load(Ordering::Relaxed) + 1) * ROW_BYTES > self.mem_bytes {
+                        self.stats.keys_dropped.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    self.stats.keys.fetch_add(1, Ordering::Relaxed);
+                    let row = Row {
+                        last_ms: now_ms,
+                        n: [0.0; 3],
+                        gen,
+                        thresholds: self.thresholds_for(&key),
+                        limits: [LimitState::default(); MAX_LIMITS],
+                    };
+                    shard.entry(key).or_insert(row)
+                }
+            };
+            if row.gen != gen {
+                row.thresholds = self.thresholds_for(&key);
+                row.gen = gen;
+            }
+            let dt = now_ms.saturating_sub(row.last_ms);
+            for (n, v) in row.n.iter_mut().zip(v.iter()).take(self.aggs.len()) {
+                *n = if dt >= self.time_ms { *v } else { *n - dt as f64 / self.time_ms as f64 * *n + v };
+            }
+            row.last_ms = row.last_ms.max(now_ms);
+            for (l, spec) in self.limits.iter().enumerate() {
+                if spec.kind != LimitKind::Over {
+                    continue; // underlimits are found by the sweep
+                }
+                if let Some((value, threshold)) = self.over(&row.n, &row.thresholds[l]) {
+                    let st = &mut row.limits[l];
+                    st.last_bad_ms = now_ms;
+                    st.value = value;
+                    st.threshold = threshold;
+                    if !st.active {
+                        st.active = true;
+                        st.start_ms = now_ms;
+                        st.last_notify_ms = now_ms;
+                        events[l] = Some((l, Phase::Start, value, threshold, now_ms));
+                    }
+                }
+            }
+        }
+        for (l, phase, value, threshold, start) in events.into_iter().flatten() {
+            self.activate(l, true);
+            self.emit(Event { phase, mavg: self.clone(), limit: l, keys: self.key_text(&key), value, threshold, time_ms: now_ms, start_ms: start });
+        }
+    }
+
+    /// The first field whose rate is above its threshold: (rate, threshold).
+    fn over(&self, n: &[f64; 3], thr: &[f64; 3]) -> Option<(f64, f64)> {
+        let secs = self.time_ms as f64 / 1000.0;
+        (0..self.aggs.len()).find_map(|i| {
+            let rate = n[i] / secs;
+            (thr[i].is_finite() && rate > thr[i]).then_some((rate, thr[i]))
+        })
+    }
+
+    /// For underlimits: every field's rate below its threshold -> (rate of the first, threshold).
+    fn under(&self, n: &[f64; 3], thr: &[f64; 3]) -> Option<(f64, f64)> {
+        let secs = self.time_ms as f64 / 1000.0;
+        let all = (0..self.aggs.len()).all(|i| !thr[i].is_finite() || n[i] / secs < thr[i]);
+        (all && thr[0].is_finite()).then(|| (n[0] / secs, thr[0]))
+    }
+
+    /// Switches the limit's extended windows on or off (counted: a window stays on while any
+    /// active limit holds it).
+    fn activate(&self, limit: usize, on: bool) {
+        if on {
+            self.stats.active.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.stats.active.fetch_sub(1, Ordering::Relaxed);
+        }
+        for w in &self.limits[limit].ext {
+            w.hold(on);
+        }
+    }
+
+    /// The once-per-second pass: decays idle rows, finds back-to-normal and underlimits,
+    /// rewrites notifications, forgets rows that are idle and hold no limit.
+    pub fn sweep(self: &Arc<Self>, now_ms: u64) {
+        let mut out = Vec::new();
+        let idle_forget = self.time_ms.saturating_mul(10).max(60_000);
+        for shard in &self.shards {
+            let mut shard = shard.lock();
+            shard.retain(|key, row| {
+                let dt = now_ms.saturating_sub(row.last_ms);
+                let mut n = row.n;
+                for x in n.iter_mut().take(self.aggs.len()) {
+                    *x = if dt >= self.time_ms { 0.0 } else { *x - dt as f64 / self.time_ms as f64 * *x };
+                }
+                let mut any_active = false;
+                for (l, spec) in self.limits.iter().enumerate() {
+                    let st = &mut row.limits[l];
+                    let side = match spec.kind {
+                        LimitKind::Over => self.over(&n, &row.thresholds[l]),
+                        LimitKind::Under => self.under(&n, &row.thresholds[l]),
+                    };
+                    if let Some((value, threshold)) = side {
+                        st.last_bad_ms = now_ms;
+                        st.value = value;
+                        st.threshold = threshold;
+                        if !st.active {
+                            st.active = true;
+                            st.start_ms = now_ms;
+                            st.last_notify_ms = now_ms;
+                            out.push((*key, l, Phase::Start, value, threshold, now_ms));
+                        }
+                    }
+                    if !st.active {
+                        continue;
+                    }
+                    if now_ms.saturating_sub(st.last_bad_ms) >= spec.back2norm_ms && side.is_none() {
+                        st.active = false;
+                        let value = n[0] / (self.time_ms as f64 / 1000.0);
+                        out.push((*key, l, Phase::Back2Norm, value, st.threshold, st.start_ms));
+                    } else if now_ms.saturating_sub(st.last_notify_ms) >= NOTIFY_EVERY_MS {
+                        st.last_notify_ms = now_ms;
+                        out.push((*key, l, Phase::Update, st.value, st.threshold, st.start_ms));
+                    }
+                    any_active |= st.active;
+                }
+                let keep = any_active || dt < idle_forget || self.limits.iter().any(|s| s.kind == LimitKind::Under);
+                if !keep {
+                    self.stats.keys.fetch_sub(1, Ordering::Relaxed);
+                }
+                keep
+            });
+        }
+        for (key, l, phase, value, threshold, start) in out {
+            match phase {
+                Phase::Start => self.activate(l, true),
+                Phase::Back2Norm => self.activate(l, false),
+                Phase::Update => {}
+            }
+            self.emit(Event { phase, mavg: self.clone(), limit: l, keys: self.key_text(&key), value, threshold, time_ms: now_ms, start_ms: start });
+        }
+    }
+
+    /// Key values as text: addresses as addresses, numbers in decimal, NULL as `NULL`.
+    pub fn key_text(&self, key: &PackedKey) -> Vec<String> {
+        (0..self.keys.len())
+            .map(|i| match self.layout.value(&key.w, i) {
+                None => "NULL".into(),
+                Some(v) => format_value(self.keys[i], v),
+            })
+            .collect()
+    }
+
+    /// The `.dump` text: time line, memory line, one line per key with a non-zero rate.
+    pub fn dump_text(&self, now_ms: u64, time_line: &str) -> String {
+        let used = self.stats.keys.load(Ordering::Relaxed) * ROW_BYTES;
+        let mut s = format!(
+            "{time_line}\nmem used/avail: {}M/{}M ({}/{} bytes)\n",
+            used >> 20,
+            self.mem_bytes >> 20,
+            used,
+            self.mem_bytes
+        );
+        let secs = self.time_ms as f64 / 1000.0;
+        for shard in &self.shards {
+            for (key, row) in shard.lock().iter() {
+                let dt = now_ms.saturating_sub(row.last_ms);
+                let n0 = if dt >= self.time_ms { 0.0 } else { row.n[0] - dt as f64 / self.time_ms as f64 * row.n[0] };
+                let rate = (n0 / secs).round() as u64;
+                if rate == 0 {
+                    continue;
+                }
+                for (i, k) in self.key_text(key).iter().enumerate() {
+                    let quoted = matches!(self.keys[i].def().kind, Kind::Ipv4 | Kind::Ipv6 | Kind::Addr | Kind::Mac);
+                    if quoted {
+                        s.push_str(&format!(" '{k}' "));
+                    } else {
+                        s.push_str(&format!(" {k} "));
+                    }
+                }
+                s.push_str(&format!(" :: {rate} ("));
+                for t in row.thresholds.iter().take(self.limits.len()) {
+                    s.push_str(&format!("{} ", t[0] as u64));
+                }
+                s.push_str(")\n");
+            }
+        }
+        s
+    }
+}
+
+/// A key value as text.
+pub fn format_value(id: FieldId, v: u128) -> String {
+    match id.def().kind {
+        Kind::Ipv4 => Ipv4Addr::from(v as u32).to_string(),
+        Kind::Ipv6 => Ipv6Addr::from(v).to_string(),
+        Kind::Addr => addr_from_u128(v).to_string(),
+        Kind::Mac => {
+            let b = (v as u64).to_be_bytes();
+            format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[2], b[3], b[4], b[5], b[6], b[7])
+        }
+        Kind::Uint | Kind::Counter => v.to_string(),
+    }
+}
+
+/// Parses a key value as written in a limits file.
+fn parse_value(id: FieldId, text: &str) -> Option<u128> {
+    let text = text.trim();
+    match id.def().kind {
+        Kind::Ipv4 => text.parse::<Ipv4Addr>().ok().map(|a| u32::from(a) as u128),
+        Kind::Ipv6 => text.parse::<Ipv6Addr>().ok().map(u128::from),
+        Kind::Addr => text.parse().ok().map(crate::flow::addr_to_u128),
+        Kind::Mac => {
+            let b: Vec<u8> = text.split(':').filter_map(|h| u8::from_str_radix(h, 16).ok()).collect();
+            (b.len() == 6).then(|| b.iter().fold(0u128, |a, &x| a << 8 | x as u128))
+        }
+        Kind::Uint | Kind::Counter => text.parse().ok(),
+    }
+}
+
+/// Reads a limits file: key fields then thresholds, comma-separated, `#` comments.
+pub fn load_limits(path: &Path, keys: &[FieldId], layout: &KeyLayout, n_aggs: usize) -> Result<HashMap<PackedKey, Vec<f64>, WordsBuild>, ConfigError> {
+    let err = |line: usize, msg: String| ConfigError { file: path.to_path_buf(), line: line as u32, col: 1, key: String::new(), msg };
+    let text = std::fs::read_to_string(path).map_err(|e| err(0, format!("cannot read limits file: {e}")))?;
+    let mut map = HashMap::default();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let parts: Vec<&str> = line.split(',').map(str::trim).collect();
+        if parts.len() != keys.len() + n_aggs {
+            return Err(err(i + 1, format!("expected {} key values and {} thresholds, found {} values", keys.len(), n_aggs, parts.len())));
+        }
+        let mut vals = Vec::new();
+        for (k, p) in keys.iter().zip(&parts) {
+            vals.push(Some(parse_value(*k, p).ok_or_else(|| err(i + 1, format!("\"{p}\" is not a valid {}", k.def().names.first().unwrap_or(&"value"))))?));
+        }
+        let mut thr = Vec::new();
+        for p in &parts[keys.len()..] {
+            thr.push(p.parse::<f64>().map_err(|_| err(i + 1, format!("threshold \"{p}\" is not a number")))?);
+        }
+        map.insert(PackedKey { n: layout.words as u8, w: layout.pack_values(&vals) }, thr);
+    }
+    Ok(map)
+}
+
+/// Validates one `mavg` element of an object.
+pub fn parse(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Result<Mavg, ConfigError> {
+    let k = |s: &str| format!("mavg[{i}].{s}");
+    item.expect_object(file, &format!("mavg[{i}]"))?;
+    let name_node = item.get("name").ok_or_else(|| item.error(file, &k("name"), "missing name"))?;
+    let name = name_node.as_str(file, &k("name"))?.to_string();
+    let fields_node = item.get("fields").ok_or_else(|| item.error(file, &k("fields"), "missing fields"))?;
+    let (mut keys, mut aggs) = (Vec::new(), Vec::new());
+    for (j, f) in fields_node.as_array(file, &k("fields"))?.iter().enumerate() {
+        let fk = format!("mavg[{i}].fields[{j}]");
+        let text = f.as_str(file, &fk)?.trim().to_ascii_lowercase();
+        match text.as_str() {
+            "octets" => aggs.push(Agg::Octets),
+            "packets" => aggs.push(Agg::Packets),
+            "bits" => aggs.push(Agg::Bits),
+            _ => match fields::lookup(&text).as_slice() {
+                [id] => keys.push(*id),
+                [a, ..] if a.def().side != Side::None => return Err(f.error(file, &fk, format!("\"{text}\" needs \"src\" or \"dst\""))),
+                _ => return Err(f.error(file, &fk, format!("unknown field \"{text}\""))),
+            },
+        }
+    }
+    if aggs.is_empty() {
+        return Err(fields_node.error(file, &k("fields"), "needs at least one of octets, packets, bits"));
+    }
+    if keys.len() > super::rows::MAX_KEY_FIELDS {
+        return Err(fields_node.error(file, &k("fields"), "too many key fields"));
+    }
+    let secs = |key: &str, default: u64| -> Result<u64, ConfigError> {
+        match item.get(key) {
+            Some(n) => n.as_u64(file, &k(key)),
+            None => Ok(default),
+        }
+    };
+    let time = secs("time", 5)?;
+    if time == 0 {
+        return Err(item.get("time").unwrap_or(item).error(file, &k("time"), "time must be at least 1 second"));
+    }
+    let mem_m = secs("mem-m", 256)?;
+    let dump = item.get("dump").map(|n| n.as_u64(file, &k("dump"))).transpose()?.filter(|&d| d > 0);
+    let layout = KeyLayout::new(&keys);
+    let mut limits = Vec::new();
+    for (kind, key) in [(LimitKind::Over, "overlimit"), (LimitKind::Under, "underlimit")] {
+        let Some(list) = item.get(key) else { continue };
+        for (j, l) in list.as_array(file, &k(key))?.iter().enumerate() {
+            limits.push(parse_limit(file, dir, l, &format!("mavg[{i}].{key}[{j}]"), kind, aggs.len())?);
+        }
+    }
+    if limits.len() > MAX_LIMITS {
+        return Err(item.error(file, &format!("mavg[{i}]"), format!("at most {MAX_LIMITS} overlimit/underlimit elements")));
+    }
+    let mut per_limit = Vec::new();
+    for l in &limits {
+        per_limit.push(match &l.limits_file {
+            Some(p) => load_limits(p, &keys, &layout, aggs.len())?,
+            None => HashMap::default(),
+        });
+    }
+    Ok(Mavg {
+        object: object.to_string(),
+        name,
+        dir: dir.to_path_buf(),
+        keys,
+        layout,
+        aggs,
+        time_ms: time * 1000,
+        mem_bytes: (mem_m as usize).saturating_mul(1 << 20),
+        dump,
+        limits,
+        thresholds: RwLock::new(Thresholds { per_limit }),
+        gen: AtomicU64::new(0),
+        shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+        stats: MavgStats::default(),
+        events: Mutex::new(None),
+    })
+}
+
+fn parse_limit(file: &Path, dir: &Path, l: &Node, k: &str, kind: LimitKind, n_aggs: usize) -> Result<LimitSpec, ConfigError> {
+    let sub = |s: &str| format!("{k}.{s}");
+    l.expect_object(file, k)?;
+    let name = l.get("name").ok_or_else(|| l.error(file, &sub("name"), "missing name"))?.as_str(file, &sub("name"))?.to_string();
+    let mut default = vec![f64::NAN; n_aggs];
+    if let Some(d) = l.get("default") {
+        for (i, v) in d.as_array(file, &sub("default"))?.iter().enumerate().take(n_aggs) {
+            default[i] = v.as_u64(file, &sub("default"))? as f64;
+        }
+    }
+    let path = |key: &str| -> Result<Option<PathBuf>, ConfigError> {
+        match l.get(key) {
+            Some(n) => {
+                let s = n.as_str(file, &sub(key))?;
+                Ok((!s.trim().is_empty()).then(|| crate::config::resolve(dir, s)))
+            }
+            None => Ok(None),
+        }
+    };
+    let text = |key: &str| -> Result<Option<String>, ConfigError> {
+        l.get(key).map(|n| n.as_str(file, &sub(key)).map(String::from)).transpose()
+    };
+    let mut ext_names = Vec::new();
+    if let Some(e) = l.get("ext") {
+        for n in e.as_array(file, &sub("ext"))? {
+            let s = n.as_str(file, &sub("ext"))?;
+            let (o, w) = s.rsplit_once('/').unwrap_or(("", s));
+            ext_names.push((o.to_string(), w.to_string(), n.line, n.col));
+        }
+    }
+    Ok(LimitSpec {
+        name,
+        kind,
+        default,
+        limits_file: path("limits")?,
+        back2norm_ms: l.get("back2norm-time").map(|n| n.as_u64(file, &sub("back2norm-time"))).transpose()?.unwrap_or(0) * 1000,
+        action_script: path("action-script")?,
+        back2norm_script: path("back2norm-script")?,
+        ext_names,
+        ext: Vec::new(),
+        action_lua: text("action-lua")?,
+        back2norm_lua: text("back2norm-lua")?,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,177 @@
+//! Moving averages with an injected clock: the formula, crossings on the exact flow,
+//! back-to-normal timing, underlimits, limits files, the memory bound.
+
+use super::*;
+use crate::config::json;
+use std::sync::mpsc::{sync_channel, Receiver};
+
+fn mavg(conf: &str, dir: &Path) -> (Arc<Mavg>, Receiver<Event>) {
+    let file = dir.join("mo.conf");
+    let node = json::parse(conf, &file).unwrap();
+    let m = Arc::new(parse(&file, "obj", dir, &node, 0).unwrap());
+    let (tx, rx) = sync_channel(1000);
+    m.set_events(Some(tx));
+    (m, rx)
+}
+
+fn tmp(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("xe-mavg-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn flow(dst: u32, octets: u128) -> Flow {
+    let mut f = Flow::default();
+    f.set(FieldId::DstHost, dst as u128);
+    f.set(FieldId::Proto, 6);
+    f.set(FieldId::Octets, octets);
+    f.set(FieldId::Packets, 1);
+    f
+}
+
+fn events(rx: &Receiver<Event>) -> Vec<(Phase, Vec<String>, u64, u64)> {
+    rx.try_iter().map(|e| (e.phase, e.keys.clone(), e.value.round() as u64, e.time_ms)).collect()
+}
+
+const T0: u64 = 1_700_000_000_000;
+
+#[test]
+fn formula_matches_direct_computation() {
+    let d = tmp("formula");
+    let (m, _rx) = mavg(r#"{"name": "m", "time": 10, "fields": ["dst host", "octets", "packets"]}"#, &d);
+    // Direct: N = N - dt/T*N + V, rate = N/T.
+    let mut n = 0f64;
+    let mut last = T0;
+    for (i, (dt, v)) in [(0u64, 1000u128), (500, 2000), (2500, 300), (9000, 50), (12_000, 7000), (1, 1)].iter().enumerate() {
+        let now = last + dt;
+        let dtf = (now - last) as f64;
+        n = if i > 0 && dtf >= 10_000.0 { *v as f64 } else { n - dtf / 10_000.0 * n + *v as f64 };
+        last = now;
+        m.update(&flow(1, *v), now);
+    }
+    let dump = m.dump_text(last, "t");
+    let rate = (n / 10.0).round() as u64;
+    assert!(dump.contains(&format!(" '0.0.0.1'  :: {rate} (")), "{dump} / {rate}");
+}
+
+#[test]
+fn overlimit_on_the_exact_flow_and_back2norm_after_quiet_time() {
+    let d = tmp("over");
+    let (m, rx) = mavg(
+        r#"{"name": "m", "time": 1, "fields": ["dst host", "octets"],
+            "overlimit": [{"name": "level1", "default": [1000], "back2norm-time": 5}]}"#,
+        &d,
+    );
+    m.update(&flow(7, 600), T0);
+    m.update(&flow(7, 300), T0 + 100); // 600*0.9 + 300 = 840 B/s: under
+    assert!(events(&rx).is_empty());
+    m.update(&flow(7, 200), T0 + 200); // 840*0.9 + 200 = 956: under
+    assert!(events(&rx).is_empty());
+    m.update(&flow(7, 100), T0 + 300); // 956*0.9 + 100 = 960.4: under
+    m.update(&flow(7, 200), T0 + 400); // 960.4*0.9+200 = 1064.36: over, on this flow
+    let ev = events(&rx);
+    assert_eq!(ev, vec![(Phase::Start, vec!["0.0.0.7".to_string()], 1064, T0 + 400)]);
+    // Sweeps while over rewrite the notification every 3 s (started at 0.4 s: due at 3.4 s).
+    for s in 1..=4 {
+        m.update(&flow(7, 2000), T0 + s * 1000);
+        m.sweep(T0 + s * 1000 + 1);
+    }
+    assert_eq!(events(&rx).iter().map(|e| (e.0, e.3)).collect::<Vec<_>>(), vec![(Phase::Update, T0 + 4001)]);
+    // Quiet from 4 s on: back to normal only 5 s after the last time it was over (4.001 s).
+    for s in 5..=8 {
+        m.sweep(T0 + s * 1000 + 1);
+    }
+    assert!(events(&rx).iter().all(|e| e.0 != Phase::Back2Norm), "not yet: 5 s of normal traffic are needed");
+    // The rate bounces over again at 8.5 s: the 5 s start again from there.
+    m.update(&flow(7, 5000), T0 + 8500);
+    m.sweep(T0 + 9001); // still over after decay: last over at 9.001 s
+    m.sweep(T0 + 13_001);
+    assert!(events(&rx).iter().all(|e| e.0 != Phase::Back2Norm));
+    m.sweep(T0 + 14_100);
+    let ev = events(&rx);
+    assert_eq!(ev.len(), 1);
+    assert_eq!((ev[0].0, ev[0].3), (Phase::Back2Norm, T0 + 14_100));
+    assert_eq!(m.stats.active.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn underlimit_found_by_the_sweep() {
+    let d = tmp("under");
+    let (m, rx) = mavg(
+        r#"{"name": "m", "time": 2, "fields": ["dst host", "octets"],
+            "underlimit": [{"name": "low", "default": [100], "back2norm-time": 2}]}"#,
+        &d,
+    );
+    m.update(&flow(1, 1000), T0); // 500 B/s
+    m.sweep(T0 + 500); // decayed 1000*0.75/2 = 375: fine
+    assert!(events(&rx).is_empty());
+    m.sweep(T0 + 1700); // 1000*0.15/2 = 75 < 100
+    assert_eq!(events(&rx).iter().map(|e| e.0).collect::<Vec<_>>(), vec![Phase::Start]);
+    m.update(&flow(1, 1000), T0 + 2000); // back up
+    m.sweep(T0 + 2100);
+    m.sweep(T0 + 3000);
+    assert!(events(&rx).is_empty());
+    m.update(&flow(1, 1000), T0 + 3500);
+    m.sweep(T0 + 4200);
+    assert_eq!(events(&rx).iter().map(|e| e.0).collect::<Vec<_>>(), vec![Phase::Back2Norm]);
+}
+
+#[test]
+fn limits_file_overrides_the_default() {
+    let d = tmp("limits");
+    std::fs::write(d.join("limits1.csv"), "# host,proto,bytes/s\n0.0.0.1,6,100\n0.0.0.2, 6, 100000\n").unwrap();
+    let (m, rx) = mavg(
+        r#"{"name": "m", "time": 1, "fields": ["dst host", "proto", "octets"],
+            "overlimit": [{"name": "l", "default": [1000], "limits": "limits1.csv"}]}"#,
+        &d,
+    );
+    m.update(&flow(1, 500), T0); // 500 > 100 from the file
+    m.update(&flow(2, 5000), T0); // 5000 < 100000 from the file
+    m.update(&flow(3, 5000), T0); // 5000 > default 1000
+    let keys: Vec<Vec<String>> = events(&rx).into_iter().map(|e| e.1).collect();
+    assert_eq!(keys, vec![vec!["0.0.0.1".to_string(), "6".into()], vec!["0.0.0.3".to_string(), "6".into()]]);
+    // A bad line names file and line.
+    std::fs::write(d.join("limits1.csv"), "0.0.0.1,6\n").unwrap();
+    let e = load_limits(&d.join("limits1.csv"), &m.keys, &m.layout, 1).unwrap_err();
+    assert_eq!(e.line, 1);
+}
+
+#[test]
+fn reload_changes_thresholds_and_keeps_averages() {
+    let d = tmp("reload");
+    std::fs::write(d.join("l.csv"), "0.0.0.1,100000\n").unwrap();
+    let (m, rx) = mavg(r#"{"name": "m", "time": 1, "fields": ["dst host", "octets"], "overlimit": [{"name": "l", "limits": "l.csv"}]}"#, &d);
+    m.update(&flow(1, 5000), T0);
+    assert!(events(&rx).is_empty());
+    std::fs::write(d.join("l.csv"), "0.0.0.1,1000\n").unwrap();
+    let t = load_limits(&d.join("l.csv"), &m.keys, &m.layout, 1).unwrap();
+    m.set_thresholds(Thresholds { per_limit: vec![t] });
+    m.update(&flow(1, 0), T0 + 100); // average kept: 4500 B/s > 1000
+    let ev = events(&rx);
+    assert_eq!((ev.len(), ev[0].2), (1, 4500));
+}
+
+#[test]
+fn memory_bound_drops_new_keys_only() {
+    let d = tmp("mem");
+    let (m, rx) = mavg(r#"{"name": "m", "time": 1, "mem-m": 1, "fields": ["dst host", "octets"], "overlimit": [{"name": "l", "default": [10]}]}"#, &d);
+    let fit = (1 << 20) / ROW_BYTES;
+    for i in 0..fit as u32 + 100 {
+        m.update(&flow(i, 1), T0);
+    }
+    assert_eq!(m.stats.keys.load(Ordering::Relaxed), fit);
+    assert_eq!(m.stats.keys_dropped.load(Ordering::Relaxed), 100);
+    m.update(&flow(0, 100), T0 + 10); // a known key still works
+    assert_eq!(events(&rx).len(), 1);
+}
+
+#[test]
+fn events_carry_notification_names() {
+    let d = tmp("names");
+    let (m, rx) = mavg(r#"{"name": "mavg1", "time": 1, "fields": ["src host", "proto", "octets"], "overlimit": [{"name": "level1", "default": [1]}]}"#, &d);
+    let mut f = flow(0, 10);
+    f.set(FieldId::SrcHost, u32::from(Ipv4Addr::new(15, 22, 13, 99)) as u128);
+    m.update(&f, T0);
+    let ev = rx.try_recv().unwrap();
+    assert_eq!(ev.notification_name(), "obj-mavg1-level1-15.22.13.99-6");
+}
