@@ -392,11 +392,13 @@ impl Running {
         if let Some(d) = &mut self.dumper {
             d.write(flow, rec);
         }
-        for w in &mut self.windows {
-            w.add(flow);
-        }
+        // Moving averages first: the flow that crosses a threshold switches extended windows on
+        // and is the first one they count.
         for m in &self.mavgs {
             m.update(flow, flow.time_ms);
+        }
+        for w in &mut self.windows {
+            w.add(flow);
         }
         for c in &mut self.children {
             c.flow(flow, rec);

@@ -101,3 +101,66 @@ pub fn workdir(tag: &str) -> PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// A flow for crafted NetFlow v9 datagrams.
+#[derive(Clone, Copy)]
+pub struct CraftedFlow {
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+    pub proto: u8,
+    pub dport: u16,
+    pub octets: u32,
+    pub packets: u32,
+}
+
+/// A NetFlow v9 datagram (source id 1) with the template and the given flows, wrapped in an
+/// Ethernet/IPv4/UDP frame from 192.0.2.1 to port 2055, at `ms` milliseconds of unix time.
+pub fn v9_frame(ms: u64, flows: &[CraftedFlow]) -> Frame {
+    let be16 = |v: &mut Vec<u8>, x: u16| v.extend(x.to_be_bytes());
+    let be32 = |v: &mut Vec<u8>, x: u32| v.extend(x.to_be_bytes());
+    let mut p = Vec::new();
+    be16(&mut p, 9);
+    be16(&mut p, 1 + flows.len() as u16);
+    be32(&mut p, 1000);
+    be32(&mut p, (ms / 1000) as u32);
+    be32(&mut p, 1);
+    be32(&mut p, 1);
+    // Template 256: src, dst, proto, dst port, octets, packets.
+    let fields: [(u16, u16); 6] = [(8, 4), (12, 4), (4, 1), (11, 2), (1, 4), (2, 4)];
+    be16(&mut p, 0);
+    be16(&mut p, 4 + 4 + 4 * fields.len() as u16);
+    be16(&mut p, 256);
+    be16(&mut p, fields.len() as u16);
+    for (ie, len) in fields {
+        be16(&mut p, ie);
+        be16(&mut p, len);
+    }
+    if !flows.is_empty() {
+        be16(&mut p, 256);
+        be16(&mut p, 4 + 19 * flows.len() as u16);
+        for f in flows {
+            p.extend(f.src);
+            p.extend(f.dst);
+            p.push(f.proto);
+            be16(&mut p, f.dport);
+            be32(&mut p, f.octets);
+            be32(&mut p, f.packets);
+        }
+    }
+    Frame { sec: (ms / 1000) as u32, usec: (ms % 1000 * 1000) as u32, data: udp_frame(&p) }
+}
+
+/// Ethernet + IPv4 + UDP (192.0.2.1:9995 -> 127.0.0.1:2055) around a payload.
+pub fn udp_frame(payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 2, 0x08, 0x00];
+    let total = (20 + 8 + payload.len()) as u16;
+    f.extend([0x45, 0]);
+    f.extend(total.to_be_bytes());
+    f.extend([0, 0, 0, 0, 64, 17, 0, 0, 192, 0, 2, 1, 127, 0, 0, 1]);
+    f.extend(9995u16.to_be_bytes());
+    f.extend(2055u16.to_be_bytes());
+    f.extend(((8 + payload.len()) as u16).to_be_bytes());
+    f.extend([0, 0]);
+    f.extend(payload);
+    f
+}

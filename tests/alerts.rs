@@ -1,0 +1,141 @@
+//! Alerts end to end with --read-pcap on a crafted capture: a quiet baseline, a flood against
+//! one host, quiet again. The action script gets the documented argv while the notification
+//! file exists with the documented content, the back-to-normal script runs once and the file
+//! is gone, and the extended window holds exactly the flood.
+
+mod common;
+
+use common::{v9_frame, workdir, write_pcap, CraftedFlow, Frame};
+use std::path::Path;
+use std::process::Command;
+
+const T0: u64 = 1_795_756_000_000; // a multiple of 10 s, in ms
+
+fn flow(dst: [u8; 4], octets: u32) -> CraftedFlow {
+    CraftedFlow { src: [198, 51, 100, 7], dst, proto: 17, dport: 53, octets, packets: 1 }
+}
+
+/// Baseline 0-20 s and 40-60 s: five hosts, 1000 bytes per second each. Flood 20-30 s: every
+/// 100 ms ten flows of 100,000 bytes to 10.0.0.9. `until_s` cuts the capture short.
+fn capture(until_s: u64) -> (Vec<Frame>, u64) {
+    let mut frames = Vec::new();
+    let mut flood_octets = 0u64;
+    for s in (0..20).chain(40..60).filter(|&s| s < until_s) {
+        let flows: Vec<_> = (1..=5).map(|h| flow([10, 0, 0, h], 1000)).collect();
+        frames.push(v9_frame(T0 + s * 1000, &flows));
+    }
+    for tenth in (200..300).filter(|&t| t < until_s * 10) {
+        frames.push(v9_frame(T0 + tenth * 100, &[flow([10, 0, 0, 9], 100_000); 10]));
+        flood_octets += 10 * 100_000;
+    }
+    frames.sort_by_key(|f| (f.sec, f.usec));
+    (frames, flood_octets)
+}
+
+fn script(dir: &Path, name: &str) -> String {
+    let path = dir.join(name);
+    let log = dir.join(format!("{name}.log"));
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\necho \"$@\" >> {log}\n",
+            log = log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    path.display().to_string()
+}
+
+/// A collector set-up with the `victim` object; returns the config file.
+fn setup(d: &Path) -> std::path::PathBuf {
+    for sub in ["mo/victim", "exp", "notifications"] {
+        std::fs::create_dir_all(d.join(sub)).unwrap();
+    }
+    let (on, off) = (script(&d, "on-start.sh"), script(&d, "on-stop.sh"));
+    std::fs::write(
+        d.join("mo/victim/mo.conf"),
+        format!(
+            r#"{{ "filter": "dst net 10.0.0.0/24",
+                 "fwm": [ {{"name": "all", "fields": ["octets"], "time": 10}},
+                          {{"name": "ext", "extended": true, "fields": ["octets", "src host", "dst host"], "time": 10}} ],
+                 "mavg": [ {{"name": "m", "time": 2, "fields": ["dst host", "octets"],
+                            "overlimit": [ {{"name": "level1", "default": [100000], "back2norm-time": 5,
+                                            "action-script": "{on}", "back2norm-script": "{off}", "ext": ["ext"]}} ] }} ] }}"#
+        ),
+    )
+    .unwrap();
+    std::fs::write(d.join("devices.conf"), "[]").unwrap();
+    let conf = d.join("xenoeye.conf");
+    std::fs::write(
+        &conf,
+        r#"{ "capture": [ {"socket": {"port": 2055}} ], "templates": {"db": "t.db"}, "devices": "devices.conf",
+             "mo-dir": "mo", "export-dir": "exp", "notifications-dir": "notifications" }"#,
+    )
+    .unwrap();
+    conf
+}
+
+fn replay(conf: &Path, frames: &[Frame]) -> String {
+    let pcap = conf.with_file_name("capture.pcap");
+    write_pcap(&pcap, frames);
+    let out = Command::new(env!("CARGO_BIN_EXE_xenoeye")).arg("-c").arg(conf).arg("--read-pcap").arg(&pcap).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    err
+}
+
+#[test]
+fn notification_file_exists_during_the_flood() {
+    let d = workdir("alerts-during");
+    let conf = setup(&d);
+    // The capture stops in the middle of the flood.
+    replay(&conf, &capture(25).0);
+    let notif = d.join("notifications/victim-m-level1-10.0.0.9");
+    let text = std::fs::read_to_string(&notif).unwrap();
+    // Key, current rate (rewritten every 3 s: last at 24 s, 5 MB/s flood averaged over 2 s
+    // windows of 100 ms steps), threshold.
+    let f: Vec<&str> = text.trim_end().split(' ').collect();
+    assert_eq!((f.len(), f[0], f[2]), (3, "10.0.0.9", "100000"), "{text}");
+    assert!(f[1].parse::<u64>().unwrap() > 1_000_000, "{text}");
+    assert!(std::fs::read_to_string(d.join("on-stop.sh.log")).is_err(), "no back-to-normal yet");
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn flood_runs_the_scripts_with_the_documented_argv() {
+    let d = workdir("alerts");
+    let conf = setup(&d);
+    let (frames, flood_octets) = capture(60);
+    let err = replay(&conf, &frames);
+    let notif = d.join("notifications/victim-m-level1-10.0.0.9");
+    // The third flow of the first flood datagram crosses: 3 x 100,000 bytes in 2 s = 150,000 B/s.
+    let started = std::fs::read_to_string(d.join("on-start.sh.log")).unwrap();
+    assert_eq!(started, format!("victim m level1 {} 10.0.0.9 150000 100000\n", notif.display()), "ran once, this argv");
+    // Back to normal once, at the first datagram 5 s after the flood (40 s): rate 0.
+    let stopped = std::fs::read_to_string(d.join("on-stop.sh.log")).unwrap();
+    assert_eq!(stopped, format!("victim m level1 {} 10.0.0.9 0 100000\n", notif.display()), "ran once, this argv");
+    assert!(!notif.exists(), "the notification file is removed at back-to-normal");
+
+    // The extended window: only while the limit held (20.0 s .. 40 s), i.e. the flood from the
+    // crossing flow on (without the two flows before it).
+    let mut ext_octets = 0u64;
+    let mut ext_windows = Vec::new();
+    for e in std::fs::read_dir(d.join("exp")).unwrap() {
+        let name = e.unwrap().file_name().into_string().unwrap();
+        if !name.starts_with("victim_ext_") {
+            continue;
+        }
+        ext_windows.push(name.clone());
+        let text = std::fs::read_to_string(d.join("exp").join(&name)).unwrap();
+        for line in text.lines().filter(|l| l.contains("to_timestamp(")) {
+            assert!(line.contains("'10.0.0.9'"), "only flood rows: {line}");
+            ext_octets += line.split(',').nth(1).unwrap().trim().parse::<u64>().unwrap();
+        }
+    }
+    ext_windows.sort();
+    assert_eq!(ext_windows, vec![format!("victim_ext_{}.sql", T0 / 1000 + 20)]);
+    assert_eq!(ext_octets, flood_octets - 200_000);
+    assert!(err.contains("alert events"), "{err}");
+    std::fs::remove_dir_all(&d).unwrap();
+}
