@@ -59,13 +59,16 @@ fn setup(d: &Path) -> std::path::PathBuf {
             r#"{{ "filter": "dst net 10.0.0.0/24",
                  "fwm": [ {{"name": "all", "fields": ["octets"], "time": 10}},
                           {{"name": "ext", "extended": true, "fields": ["octets", "src host", "dst host"], "time": 10}} ],
-                 "mavg": [ {{"name": "m", "time": 2, "fields": ["dst host", "octets"],
+                 "mavg": [ {{"name": "m", "time": 2, "dump": 2, "fields": ["dst host", "octets"],
                             "overlimit": [ {{"name": "level1", "default": [100000], "back2norm-time": 5,
                                             "action-script": "{on}", "back2norm-script": "{off}", "ext": ["ext"]}} ] }} ] }}"#
         ),
     )
     .unwrap();
     std::fs::write(d.join("devices.conf"), "[]").unwrap();
+    // Dump triggers: rewrite m.dump and append to m.adump every 2 s.
+    std::fs::write(d.join("mo/victim/m.d"), "").unwrap();
+    std::fs::write(d.join("mo/victim/m.a"), "").unwrap();
     let conf = d.join("xenoeye.conf");
     std::fs::write(
         &conf,
@@ -137,5 +140,17 @@ fn flood_runs_the_scripts_with_the_documented_argv() {
     assert_eq!(ext_windows, vec![format!("victim_ext_{}.sql", T0 / 1000 + 20)]);
     assert_eq!(ext_octets, flood_octets - 200_000);
     assert!(err.contains("alert events"), "{err}");
+
+    // Dumps: the last one (capture end, quiet again: five hosts at 1000 B/s each); the appended
+    // ones include the flood.
+    let dump = std::fs::read_to_string(d.join("mo/victim/m.dump")).unwrap();
+    let lines: Vec<&str> = dump.lines().collect();
+    assert!(lines[1].starts_with("mem used/avail: 0M/256M ("), "{dump}");
+    let mut hosts: Vec<&str> = lines[2..].to_vec();
+    hosts.sort();
+    assert_eq!(hosts, (1..=5).map(|h| format!(" '10.0.0.{h}'  :: 1000 (100000 )")).collect::<Vec<_>>(), "{dump}");
+    let adump = std::fs::read_to_string(d.join("mo/victim/m.adump")).unwrap();
+    assert!(adump.matches("mem used/avail:").count() >= 25, "one dump every 2 s of capture");
+    assert!(adump.lines().any(|l| l.starts_with(" '10.0.0.9'  :: ") && l.ends_with(" (100000 )")), "{adump}");
     std::fs::remove_dir_all(&d).unwrap();
 }

@@ -87,6 +87,19 @@ pub fn spawn(cfg: HookConfig, rx: Receiver<Event>) -> HookHandle {
     HookHandle { thread, stats }
 }
 
+/// Local time as ctime(3) writes it, without the newline: `Wed Jan 25 23:10:25 2023`.
+pub fn ctime(unix: u64) -> String {
+    let t = unix as libc::time_t;
+    // SAFETY: localtime_r and strftime write only into the buffers given, of the sizes given.
+    unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        libc::localtime_r(&t, &mut tm);
+        let mut buf = [0u8; 64];
+        let n = libc::strftime(buf.as_mut_ptr().cast(), buf.len(), c"%a %b %e %H:%M:%S %Y".as_ptr(), &tm);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+}
+
 /// Rates and thresholds go to scripts and files as whole numbers.
 fn whole(v: f64) -> String {
     if v.is_finite() {
@@ -126,6 +139,9 @@ impl Hooks {
 
     fn event(&mut self, ev: Event) {
         self.stats.events += 1;
+        if let Phase::Dump { rewrite, append } = ev.phase {
+            return self.dump(&ev, rewrite, append);
+        }
         let file = self.cfg.notifications_dir.join(ev.notification_name());
         let limit = ev.limit_spec();
         match ev.phase {
@@ -155,6 +171,7 @@ impl Hooks {
                     }
                 }
             }
+            Phase::Dump { .. } => {}
             Phase::Back2Norm => {
                 log::info(&format!("back to normal {}/{}/{} {}", ev.mavg.object, ev.mavg.name, limit.name, ev.keys.join(" ")));
                 if let Some(script) = &limit.back2norm_script {
@@ -166,6 +183,26 @@ impl Hooks {
                     Err(e) => log::error(&format!("notification {}: {e}", file.display())),
                 }
             }
+        }
+    }
+
+    /// Writes `<mavg>.dump` and/or appends to `<mavg>.adump` in the object's directory.
+    fn dump(&mut self, ev: &Event, rewrite: bool, append: bool) {
+        let m = &ev.mavg;
+        let text = m.dump_text(ev.time_ms, &ctime(ev.time_ms / 1000));
+        let result = (|| -> std::io::Result<()> {
+            if rewrite {
+                write_atomically(&m.dir.join(format!("{}.dump", m.name)), text.as_bytes())?;
+            }
+            if append {
+                use std::io::Write;
+                let path = m.dir.join(format!("{}.adump", m.name));
+                std::fs::OpenOptions::new().create(true).append(true).open(path)?.write_all(text.as_bytes())?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            log::error(&format!("dump of {}/{}: {e}", m.object, m.name));
         }
     }
 

@@ -116,6 +116,8 @@ pub enum Phase {
     Update,
     /// Back to normal for `back2norm-time`.
     Back2Norm,
+    /// Time to write the `.dump` / `.adump` files (their trigger files exist).
+    Dump { rewrite: bool, append: bool },
 }
 
 /// An alert event for the hook thread.
@@ -200,6 +202,7 @@ pub struct Mavg {
     pub limits: Vec<LimitSpec>,
     pub thresholds: RwLock<Thresholds>,
     gen: AtomicU64,
+    next_dump_ms: AtomicU64,
     shards: Vec<Mutex<Shard>>,
     pub stats: MavgStats,
     events: Mutex<Option<SyncSender<Event>>>,
@@ -407,9 +410,26 @@ impl Mavg {
             match phase {
                 Phase::Start => self.activate(l, true),
                 Phase::Back2Norm => self.activate(l, false),
-                Phase::Update => {}
+                Phase::Update | Phase::Dump { .. } => {}
             }
             self.emit(Event { phase, mavg: self.clone(), limit: l, keys: self.key_text(&key), value, threshold, time_ms: now_ms, start_ms: start });
+        }
+        self.dump_if_due(now_ms);
+    }
+
+    /// Every `dump` seconds: when `<mavg>.d` (rewrite `<mavg>.dump`) or `<mavg>.a` (append to
+    /// `<mavg>.adump`) exists in the object directory, asks the hook thread to write them.
+    fn dump_if_due(self: &Arc<Self>, now_ms: u64) {
+        let Some(every) = self.dump else { return };
+        if now_ms < self.next_dump_ms.load(Ordering::Relaxed) {
+            return;
+        }
+        self.next_dump_ms.store(now_ms + every * 1000, Ordering::Relaxed);
+        let rewrite = self.dir.join(format!("{}.d", self.name)).exists();
+        let append = self.dir.join(format!("{}.a", self.name)).exists();
+        if rewrite || append {
+            let phase = Phase::Dump { rewrite, append };
+            self.emit(Event { phase, mavg: self.clone(), limit: 0, keys: Vec::new(), value: 0.0, threshold: 0.0, time_ms: now_ms, start_ms: now_ms });
         }
     }
 
@@ -588,6 +608,7 @@ pub fn parse(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Re
         limits,
         thresholds: RwLock::new(Thresholds { per_limit }),
         gen: AtomicU64::new(0),
+        next_dump_ms: AtomicU64::new(0),
         shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
         stats: MavgStats::default(),
         events: Mutex::new(None),
