@@ -26,19 +26,40 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 static SHUTDOWN: AtomicBool = AtomicBool::new(false);
+static RELOAD: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_terminate(_: libc::c_int) {
     SHUTDOWN.store(true, Ordering::SeqCst);
 }
 
-/// Installs the SIGTERM/SIGINT handlers (they only set a flag the threads poll).
+extern "C" fn on_hangup(_: libc::c_int) {
+    RELOAD.store(true, Ordering::SeqCst);
+}
+
+/// Installs the SIGTERM/SIGINT and SIGHUP handlers (they only set flags the threads poll).
 fn install_signal_handlers() {
-    let handler = on_terminate as extern "C" fn(libc::c_int) as libc::sighandler_t;
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    let terminate = on_terminate as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    let hangup = on_hangup as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handlers only store to atomics, which is async-signal-safe.
     unsafe {
-        libc::signal(libc::SIGTERM, handler);
-        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, terminate);
+        libc::signal(libc::SIGINT, terminate);
+        libc::signal(libc::SIGHUP, hangup);
     }
+}
+
+/// SIGHUP: re-reads thresholds and limits files; the rest of a configuration change needs a
+/// restart (which loses nothing: open windows are written at exit).
+fn reload(objects: &Objects) {
+    let errors = objects::reload_thresholds(objects);
+    for e in &errors {
+        log::error(&format!("reload: {e}"));
+    }
+    log::info(&format!(
+        "reload: thresholds of {} moving averages re-read ({} errors; those keep their old thresholds)",
+        objects.mavgs.len(),
+        errors.len()
+    ));
 }
 
 /// Asks every worker to stop (as SIGTERM does).
@@ -398,6 +419,9 @@ pub fn run(cfg: &Config, objects: Arc<Objects>) -> Result<Summary, String> {
     let mut last_save = Instant::now();
     while !SHUTDOWN.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
+        if RELOAD.swap(false, Ordering::SeqCst) {
+            reload(&objects);
+        }
         if last_save.elapsed() >= Duration::from_secs(5) {
             save_templates(&store, &mut save_limiter);
             last_save = Instant::now();

@@ -154,3 +154,97 @@ fn flood_runs_the_scripts_with_the_documented_argv() {
     assert!(adump.lines().any(|l| l.starts_with(" '10.0.0.9'  :: ") && l.ends_with(" (100000 )")), "{adump}");
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// Lines of a script log once it has at least `n` (bounded wait).
+fn wait_lines(path: &Path, n: usize) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let lines: Vec<String> = std::fs::read_to_string(path).unwrap_or_default().lines().map(String::from).collect();
+        if lines.len() >= n || std::time::Instant::now() > deadline {
+            return lines;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn live_flood_starts_the_script_within_a_second_and_sighup_applies_new_limits() {
+    let d = workdir("alerts-live");
+    for sub in ["mo/victim", "exp", "notifications"] {
+        std::fs::create_dir_all(d.join(sub)).unwrap();
+    }
+    // The script logs the time it started (ms) and its argv.
+    let script = d.join("on-start.sh");
+    std::fs::write(&script, format!("#!/bin/sh\necho \"$(date +%s%3N) $@\" >> {}\n", d.join("started.log").display())).unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::write(d.join("mo/victim/limits.csv"), "# host, bytes/s\n10.0.0.8,100000000\n").unwrap();
+    std::fs::write(
+        d.join("mo/victim/mo.conf"),
+        format!(
+            r#"{{ "filter": "dst net 10.0.0.0/24",
+                 "mavg": [ {{"name": "m", "time": 2, "fields": ["dst host", "octets"],
+                            "overlimit": [ {{"name": "level1", "default": [100000], "limits": "limits.csv",
+                                            "back2norm-time": 2, "action-script": "{}"}} ] }} ] }}"#,
+            script.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(d.join("devices.conf"), "[]").unwrap();
+    let port = free_port();
+    let conf = d.join("xenoeye.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            r#"{{ "capture": [ {{"socket": {{"listen-on": "127.0.0.1", "port": {port}}}}} ], "templates": {{"db": "t.db"}},
+                 "devices": "devices.conf", "mo-dir": "mo", "export-dir": "exp", "notifications-dir": "notifications" }}"#
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_xenoeye")).arg("-c").arg(&conf).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let send = |flows: &[CraftedFlow]| {
+        let f = v9_frame(now_ms(), flows);
+        tx.send_to(common::Frame::payload(&f), ("127.0.0.1", port)).unwrap();
+    };
+    // Wait until the collector is up: a quiet flow makes its notification-free way through.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    send(&[flow([10, 0, 0, 1], 100)]);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+
+    let flood_ms = now_ms();
+    for _ in 0..5 {
+        send(&[flow([10, 0, 0, 9], 100_000); 10]);
+    }
+    let started = wait_lines(&d.join("started.log"), 1);
+    assert_eq!(started.len(), 1, "the action script ran");
+    let script_ms: u64 = started[0].split(' ').next().unwrap().parse().unwrap();
+    assert!(script_ms.saturating_sub(flood_ms) < 1000, "started {} ms after the flood", script_ms - flood_ms);
+    assert!(started[0].contains(" victim m level1 ") && started[0].contains(" 10.0.0.9 "), "{}", started[0]);
+
+    // 10.0.0.8 sends 20 kB every 100 ms (100 kB/s average): under its 100 MB/s limit. After the
+    // limit is lowered and SIGHUP sent, the same traffic crosses it, averages kept.
+    std::fs::write(d.join("mo/victim/limits.csv"), "10.0.0.8,1000\n").unwrap();
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while wait_lines(&d.join("started.log"), 0).len() < 2 && std::time::Instant::now() < deadline {
+        send(&[flow([10, 0, 0, 8], 20_000)]);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let started = wait_lines(&d.join("started.log"), 2);
+    assert!(started.len() == 2 && started[1].contains(" 10.0.0.8 ") && started[1].ends_with(" 1000"), "{started:?}");
+
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("reload: thresholds of 1 moving averages re-read (0 errors"), "{err}");
+    std::fs::remove_dir_all(&d).unwrap();
+}

@@ -63,9 +63,12 @@ pub struct LimitSpec {
     pub back2norm_lua: Option<String>,
 }
 
-/// Per-key thresholds from `limits` files, swapped as a whole on reload.
+/// Thresholds: the defaults and the per-key ones from `limits` files, swapped as a whole on
+/// reload.
 #[derive(Debug, Default)]
 pub struct Thresholds {
+    /// Per limit: the `default` thresholds, one per aggregable field.
+    pub defaults: Vec<Vec<f64>>,
     /// Per limit: packed key -> thresholds.
     pub per_limit: Vec<HashMap<PackedKey, Vec<f64>, WordsBuild>>,
 }
@@ -242,7 +245,7 @@ impl Mavg {
         let mut out = [[f64::NAN; 3]; MAX_LIMITS];
         for (l, spec) in self.limits.iter().enumerate() {
             let per_key = t.per_limit.get(l).and_then(|m| m.get(key));
-            let vals = per_key.unwrap_or(&spec.default);
+            let vals = per_key.or(t.defaults.get(l)).unwrap_or(&spec.default);
             for (i, v) in vals.iter().take(3).enumerate() {
                 out[l][i] = *v;
             }
@@ -250,10 +253,27 @@ impl Mavg {
         out
     }
 
-    /// Replaces the per-key thresholds (reload): rows pick them up on their next update.
+    /// Replaces the thresholds (reload): rows pick them up on their next update; averages and
+    /// active limits are kept.
     pub fn set_thresholds(&self, t: Thresholds) {
         *self.thresholds.write() = t;
         self.gen.fetch_add(1, Ordering::Release);
+    }
+
+    /// Takes the thresholds of a freshly parsed version of this moving average (its mo.conf
+    /// re-read): refused, with the reason, when the fields or limits changed in a way only a
+    /// restart can apply.
+    pub fn reload_from(&self, new: Mavg) -> Result<(), String> {
+        if new.keys != self.keys || new.aggs != self.aggs || new.time_ms != self.time_ms {
+            return Err("fields or time changed: restart to apply".into());
+        }
+        let names = |m: &Mavg| m.limits.iter().map(|l| (l.name.clone(), l.kind)).collect::<Vec<_>>();
+        if names(&new) != names(self) {
+            return Err("overlimit/underlimit elements added, removed or renamed: restart to apply".into());
+        }
+        let t = new.thresholds.into_inner();
+        self.set_thresholds(t);
+        Ok(())
     }
 
     /// Adds a flow (which the object's filter matched) at `now_ms`.
@@ -595,6 +615,7 @@ pub fn parse(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Re
             None => HashMap::default(),
         });
     }
+    let defaults = limits.iter().map(|l| l.default.clone()).collect();
     Ok(Mavg {
         object: object.to_string(),
         name,
@@ -606,7 +627,7 @@ pub fn parse(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Re
         mem_bytes: (mem_m as usize).saturating_mul(1 << 20),
         dump,
         limits,
-        thresholds: RwLock::new(Thresholds { per_limit }),
+        thresholds: RwLock::new(Thresholds { defaults, per_limit }),
         gen: AtomicU64::new(0),
         next_dump_ms: AtomicU64::new(0),
         shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),

@@ -98,6 +98,38 @@ pub fn load(mo_dir: &Path, lists: &IpLists) -> Result<Objects, Vec<ConfigError>>
     }
 }
 
+/// Re-reads the thresholds of every moving average (SIGHUP): `default` values and limits files
+/// from each object's mo.conf. Averages, active limits and everything else are kept; a
+/// moving average whose fields changed is reported and left as it was.
+pub fn reload_thresholds(objects: &Objects) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    for m in &objects.mavgs {
+        let file = m.dir.join("mo.conf");
+        let root = match json::parse_file(&file) {
+            Ok(r) => r,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
+        let items = root.get("mavg").and_then(|n| n.as_array(&file, "mavg").ok()).unwrap_or(&[]);
+        let found = items.iter().enumerate().find(|(_, n)| {
+            n.get("name").and_then(|x| x.as_str(&file, "name").ok()) == Some(m.name.as_str())
+        });
+        let Some((i, node)) = found else {
+            errors.push(ConfigError { file: file.clone(), line: 0, col: 0, key: "mavg".into(), msg: format!("moving average \"{}\" is gone: restart to remove it", m.name) });
+            continue;
+        };
+        match mavg::parse(&file, &m.object, &m.dir, node, i).map_err(|e| vec![e]).and_then(|new| {
+            m.reload_from(new).map_err(|msg| vec![node.error(&file, &format!("mavg[{i}]"), msg)])
+        }) {
+            Ok(()) => {}
+            Err(e) => errors.extend(e),
+        }
+    }
+    errors
+}
+
 /// Resolves the `ext` window names of every limit (`name`: the object's own window,
 /// `object/name`: another object's), now that every window is known.
 fn resolve_ext(nodes: &mut [ObjectSpec], windows: &[Arc<FwmSpec>], errors: &mut Vec<ConfigError>) {

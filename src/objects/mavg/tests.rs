@@ -145,7 +145,7 @@ fn reload_changes_thresholds_and_keeps_averages() {
     assert!(events(&rx).is_empty());
     std::fs::write(d.join("l.csv"), "0.0.0.1,1000\n").unwrap();
     let t = load_limits(&d.join("l.csv"), &m.keys, &m.layout, 1).unwrap();
-    m.set_thresholds(Thresholds { per_limit: vec![t] });
+    m.set_thresholds(Thresholds { defaults: vec![vec![f64::NAN]], per_limit: vec![t] });
     m.update(&flow(1, 0), T0 + 100); // average kept: 4500 B/s > 1000
     let ev = events(&rx);
     assert_eq!((ev.len(), ev[0].2), (1, 4500));
