@@ -1,0 +1,124 @@
+//! The classic alert scripts and the Telegram bot against a local stand-in of the Bot API:
+//! on-start.sh / on-stop.sh leave message files, xe-tele-bot.py sends them (red, then a green
+//! reply; yellow when both arrive between two polls) and answers /id.
+
+mod common;
+
+use common::workdir;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+/// A Bot API stand-in: records (method, JSON body) and answers like Telegram.
+struct StandIn {
+    url: String,
+    calls: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+fn stand_in(updates: &'static str) -> StandIn {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let rec = calls.clone();
+    std::thread::spawn(move || {
+        let mut next_id = 100;
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            reader.read_line(&mut request_line).unwrap();
+            let mut len = 0;
+            loop {
+                let mut h = String::new();
+                reader.read_line(&mut h).unwrap();
+                if h.trim().is_empty() {
+                    break;
+                }
+                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0u8; len];
+            reader.read_exact(&mut body).unwrap();
+            let method = request_line.split_whitespace().nth(1).unwrap().rsplit('/').next().unwrap().to_string();
+            let reply = if method == "getUpdates" {
+                format!("{{\"ok\":true,\"result\":{updates}}}")
+            } else {
+                next_id += 1;
+                format!("{{\"ok\":true,\"result\":{{\"message_id\":{next_id}}}}}")
+            };
+            rec.lock().unwrap().push((method, String::from_utf8(body).unwrap()));
+            write!(stream, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}", reply.len()).unwrap();
+        }
+    });
+    StandIn { url, calls }
+}
+
+fn scripts() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/telegram-bot")
+}
+
+fn run_script(name: &str, msgs: &Path, args: &[&str]) {
+    let out = Command::new(scripts().join(name)).args(args).env("TELEMSG_DIR", msgs).output().unwrap();
+    assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn bot_once(api: &StandIn, msgs: &Path) {
+    let out = Command::new("python3")
+        .arg(scripts().join("xe-tele-bot.py"))
+        .arg("--once")
+        .env("XE_TG_TOKEN", "123:abc")
+        .env("XE_TG_CHATS", "111,222")
+        .env("XE_TG_API", &api.url)
+        .env("TELEMSG_DIR", msgs)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "bot: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn sends(api: &StandIn) -> Vec<String> {
+    api.calls.lock().unwrap().drain(..).filter(|(m, _)| m == "sendMessage").map(|(_, b)| b).collect()
+}
+
+const ARGV: [&str; 8] = ["victim", "m", "level1", "/var/lib/xenoeye/notifications/victim-m-level1-10.0.0.9-6", "10.0.0.9", "6", "150000", "100000"];
+
+#[test]
+fn red_then_green_reply() {
+    let d = workdir("tg-red");
+    let api = stand_in("[]");
+    run_script("on-start.sh", &d, &ARGV);
+    bot_once(&api, &d);
+    let red = sends(&api);
+    assert_eq!(red.len(), 2, "one per chat: {red:?}");
+    for (body, chat) in red.iter().zip(["111", "222"]) {
+        assert!(body.contains(&format!("\"chat_id\": \"{chat}\"")), "{body}");
+        assert!(body.contains("\"text\": \"\\ud83d\\udd34 Overlimit detected at '<b>"), "{body}");
+        assert!(body.contains("object '<b>victim</b>', IP <b>10.0.0.9</b>, proto <b>6</b>, BPS <b>1200000</b>, limit 800000 BPS"), "{body}");
+    }
+    run_script("on-stop.sh", &d, &ARGV);
+    bot_once(&api, &d);
+    let green = sends(&api);
+    assert_eq!(green.len(), 2);
+    assert!(green[0].contains("\\ud83d\\udfe2 Overlimit is over at") && green[0].contains("\"reply_to_message_id\": 101"), "{}", green[0]);
+    assert!(green[1].contains("\"chat_id\": \"222\"") && green[1].contains("\"reply_to_message_id\": 102"), "{}", green[1]);
+    assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0, "every message file consumed");
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn yellow_when_start_and_end_arrive_together_and_id_command() {
+    let d = workdir("tg-yellow");
+    let api = stand_in(r#"[{"update_id": 7, "message": {"chat": {"id": 333}, "text": "/id"}}]"#);
+    run_script("on-start.sh", &d, &ARGV);
+    run_script("on-stop.sh", &d, &ARGV);
+    bot_once(&api, &d);
+    let msgs = sends(&api);
+    assert_eq!(msgs.len(), 3, "{msgs:?}");
+    assert!(msgs[0].starts_with("{\"chat_id\": \"111\", \"text\": \"\\ud83d\\udfe1 Overlimit detected at"), "{}", msgs[0]);
+    assert!(msgs[0].contains("\\nOverlimit is over at"), "{}", msgs[0]);
+    assert!(msgs[2].contains("\"chat_id\": 333") && msgs[2].contains("Chat id: 333"), "{}", msgs[2]);
+    assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0);
+    std::fs::remove_dir_all(&d).unwrap();
+}
