@@ -271,3 +271,91 @@ impl Hooks {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::json;
+    use crate::objects::mavg::{self, Mavg};
+    use std::path::Path;
+    use std::sync::mpsc::sync_channel;
+
+    fn setup(tag: &str, script_body: &str) -> (PathBuf, Arc<Mavg>) {
+        let d = std::env::temp_dir().join(format!("xe-hooks-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("notifications")).unwrap();
+        let script = d.join("hook.sh");
+        std::fs::write(&script, format!("#!/bin/sh\n{script_body}\n")).unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let conf = format!(
+            r#"{{"name": "m", "fields": ["dst host", "octets"], "overlimit": [{{"name": "l", "default": [1], "action-script": "{}"}}]}}"#,
+            script.display()
+        );
+        let file = d.join("mo.conf");
+        let node = json::parse(&conf, &file).unwrap();
+        (d.clone(), Arc::new(mavg::parse(&file, "o", Path::new(&d), &node, 0).unwrap()))
+    }
+
+    fn start_event(m: &Arc<Mavg>, key: u32) -> Event {
+        Event {
+            phase: Phase::Start,
+            mavg: m.clone(),
+            limit: 0,
+            keys: vec![std::net::Ipv4Addr::from(key).to_string()],
+            value: 1500.0,
+            threshold: 1000.0,
+            time_ms: 0,
+            start_ms: 0,
+        }
+    }
+
+    fn run(d: &Path, m: &Arc<Mavg>, max_scripts: usize, timeout_ms: u64, n: u32) -> HookStats {
+        let (tx, rx) = sync_channel(100);
+        let cfg = HookConfig {
+            notifications_dir: d.join("notifications"),
+            script_timeout: Duration::from_millis(timeout_ms),
+            max_scripts,
+            max_queued: 100,
+        };
+        let h = spawn(cfg, rx);
+        for k in 0..n {
+            tx.send(start_event(m, k)).unwrap();
+        }
+        drop(tx);
+        h.join().unwrap()
+    }
+
+    #[test]
+    fn scripts_run_with_bounded_concurrency_and_the_argv() {
+        let (d, m) = setup("bound", &format!("echo \"+ $*\" >> {0}/log; sleep 0.2; echo - >> {0}/log", "$(dirname $0)"));
+        let stats = run(&d, &m, 2, 5000, 5);
+        assert_eq!((stats.scripts_started, stats.scripts_ok, stats.scripts_failed), (5, 5, 0));
+        let log = std::fs::read_to_string(d.join("log")).unwrap();
+        let mut running = 0i32;
+        let mut most = 0;
+        for l in log.lines() {
+            running += if l.starts_with('+') { 1 } else { -1 };
+            most = most.max(running);
+        }
+        assert_eq!(most, 2, "never more than max-scripts at once: {log}");
+        let notif = d.join("notifications/o-m-l-0.0.0.3");
+        assert!(log.contains(&format!("+ o m l {} 0.0.0.3 1500 1000", notif.display())), "{log}");
+        assert_eq!(std::fs::read_to_string(notif).unwrap(), "0.0.0.3 1500 1000\n");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn slow_scripts_are_killed_and_failures_counted() {
+        let (d, m) = setup("slow", "sleep 30");
+        let t = Instant::now();
+        let stats = run(&d, &m, 4, 200, 2);
+        assert_eq!((stats.scripts_started, stats.scripts_timed_out), (2, 2));
+        assert!(t.elapsed() < Duration::from_secs(20), "killed, not waited for");
+        std::fs::remove_dir_all(&d).unwrap();
+
+        let (d, m) = setup("fail", "exit 3");
+        let stats = run(&d, &m, 4, 5000, 3);
+        assert_eq!((stats.scripts_started, stats.scripts_failed, stats.scripts_ok), (3, 3, 0));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}

@@ -72,3 +72,40 @@ fn errors_name_file_line_column_and_key() {
     assert!(text[3].contains("'fwm[0].time': time must be at least 1 second"), "{}", text[3]);
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+#[test]
+fn moving_averages_are_the_same_with_one_or_two_workers() {
+    use crate::decode::template::{FieldSpec, Template};
+    let d = tree(
+        "workers",
+        &[("mo/o/mo.conf", r#"{"mavg": [{"name": "m", "time": 5, "fields": ["dst host", "octets"], "overlimit": [{"name": "l", "default": [2000]}]}]}"#)],
+    );
+    let tpl = Template::compile(vec![FieldSpec { ie: 4, pen: 0, len: 1, field: None }], 0, false).unwrap();
+    let rec = RecordView { version: 9, exporter: "192.0.2.1".parse().unwrap(), domain: 0, template_id: 256, template: &tpl, bytes: &[6] };
+    let run = |workers: usize| {
+        let o = load(&d.join("mo"), &IpLists::new()).unwrap();
+        let mut ws: Vec<WorkerObjects> = (0..workers).map(|w| WorkerObjects::new(&o, w).unwrap()).collect();
+        let mut x = 1u64;
+        for i in 0..20_000u64 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let mut f = Flow::default();
+            f.set(FieldId::DstHost, (x >> 60) as u128);
+            f.set(FieldId::Octets, (x >> 50) as u128 % 1000);
+            f.time_ms = 1_700_000_000_000 + i * 3;
+            ws[(x >> 33) as usize % workers].flow(&f, &rec);
+        }
+        let m = &o.mavgs[0];
+        (m.dump_text(1_700_000_060_000, "t"), m.stats.events.load(std::sync::atomic::Ordering::Relaxed))
+    };
+    let (one, one_events) = run(1);
+    let (two, two_events) = run(2);
+    let sorted = |s: &str| {
+        let mut v: Vec<String> = s.lines().map(String::from).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(sorted(&one), sorted(&two));
+    assert!(one_events > 0);
+    assert_eq!(one_events, two_events);
+    std::fs::remove_dir_all(&d).unwrap();
+}
