@@ -73,11 +73,64 @@ pub struct Thresholds {
     pub per_limit: Vec<HashMap<PackedKey, Vec<f64>, WordsBuild>>,
 }
 
+/// Every limit's thresholds for one key: [limit][aggregable field]; NaN = no threshold.
+type ThresholdSet = [[f64; 3]; MAX_LIMITS];
+
+/// Thresholds compiled for the flow path: distinct sets, and which keys use which (keys not
+/// listed use set 0, the defaults). A row keeps only the index of its set.
+#[derive(Debug, Default)]
+struct Compiled {
+    sets: Arc<Vec<ThresholdSet>>,
+    by_key: HashMap<PackedKey, u32, WordsBuild>,
+}
+
+fn compile_thresholds(limits: &[LimitSpec], t: &Thresholds) -> Compiled {
+    let base = |l: usize, spec: &LimitSpec| t.defaults.get(l).unwrap_or(&spec.default).clone();
+    let set_of = |vals: &dyn Fn(usize, &LimitSpec) -> Vec<f64>| {
+        let mut set = [[f64::NAN; 3]; MAX_LIMITS];
+        for (l, spec) in limits.iter().enumerate().take(MAX_LIMITS) {
+            for (i, v) in vals(l, spec).iter().take(3).enumerate() {
+                set[l][i] = *v;
+            }
+        }
+        set
+    };
+    let mut sets = vec![set_of(&|l, spec| base(l, spec))];
+    let mut by_key: HashMap<PackedKey, u32, WordsBuild> = HashMap::default();
+    let keys: std::collections::HashSet<PackedKey> = t.per_limit.iter().flat_map(|m| m.keys().copied()).collect();
+    for key in keys {
+        let set = set_of(&|l, spec| t.per_limit.get(l).and_then(|m| m.get(&key)).cloned().unwrap_or_else(|| base(l, spec)));
+        by_key.insert(key, sets.len() as u32);
+        sets.push(set);
+    }
+    Compiled { sets: Arc::new(sets), by_key }
+}
+
+/// Most words of a moving average's packed key (NULL bits included): four data words, e.g.
+/// two IPv4 addresses and two ports, or one IPv6 address and two numbers. Keeping keys short
+/// keeps rows small, and a flood touches a row per flow.
+pub const MAVG_WORDS: usize = 5;
+
 /// A packed key usable as a map key (the first `n` words count).
 #[derive(Clone, Copy, Debug)]
 pub struct PackedKey {
     n: u8,
-    w: [u64; MAX_WORDS],
+    w: [u64; MAVG_WORDS],
+}
+
+impl PackedKey {
+    fn new(layout: &KeyLayout, words: &[u64; MAX_WORDS]) -> PackedKey {
+        let mut w = [0u64; MAVG_WORDS];
+        w.copy_from_slice(&words[..MAVG_WORDS]);
+        PackedKey { n: layout.words as u8, w }
+    }
+
+    /// The words in the layout's full form.
+    fn full(&self) -> [u64; MAX_WORDS] {
+        let mut out = [0u64; MAX_WORDS];
+        out[..MAVG_WORDS].copy_from_slice(&self.w);
+        out
+    }
 }
 
 impl PartialEq for PackedKey {
@@ -167,17 +220,32 @@ struct LimitState {
     threshold: f64,
 }
 
+/// One key's average: small, because a flood updates a random row per flow.
 #[derive(Clone, Debug)]
 struct Row {
     last_ms: u64,
     n: [f64; 3],
-    /// Thresholds generation these thresholds come from.
-    gen: u64,
-    thresholds: [[f64; 3]; MAX_LIMITS],
-    limits: [LimitState; MAX_LIMITS],
+    /// Thresholds generation `thr` comes from.
+    gen: u32,
+    /// Index of the key's threshold set.
+    thr: u32,
+    /// Limit states, allocated when a limit first holds for this key.
+    limits: Option<Box<[LimitState; MAX_LIMITS]>>,
 }
 
-type Shard = HashMap<PackedKey, Row, WordsBuild>;
+impl Row {
+    fn limit(&mut self, l: usize) -> &mut LimitState {
+        &mut self.limits.get_or_insert_with(|| Box::new([LimitState::default(); MAX_LIMITS]))[l]
+    }
+}
+
+/// One shard: its rows and its view of the compiled thresholds.
+#[derive(Default)]
+struct Shard {
+    rows: HashMap<PackedKey, Row, WordsBuild>,
+    sets: Arc<Vec<ThresholdSet>>,
+    gen: u32,
+}
 
 /// Counters of one moving average.
 #[derive(Debug, Default)]
@@ -204,6 +272,7 @@ pub struct Mavg {
     pub dump: Option<u64>,
     pub limits: Vec<LimitSpec>,
     pub thresholds: RwLock<Thresholds>,
+    compiled: RwLock<Compiled>,
     gen: AtomicU64,
     next_dump_ms: AtomicU64,
     shards: Vec<Mutex<Shard>>,
@@ -235,27 +304,30 @@ impl Mavg {
         }
     }
 
+    /// The shard of a key: middle bits of its hash, because the shard's own hash table takes
+    /// its bucket from the low bits and its tag from the top bits (taking either here would make
+    /// every key of a shard collide there).
     fn shard_of(&self, key: &PackedKey) -> usize {
-        (hash_words(&key.w[..key.n as usize]) >> 58) as usize % SHARDS
+        (hash_words(&key.w[..key.n as usize]) >> 40) as usize % SHARDS
     }
 
-    /// Current thresholds of a key for every limit.
-    fn thresholds_for(&self, key: &PackedKey) -> [[f64; 3]; MAX_LIMITS] {
-        let t = self.thresholds.read();
-        let mut out = [[f64::NAN; 3]; MAX_LIMITS];
-        for (l, spec) in self.limits.iter().enumerate() {
-            let per_key = t.per_limit.get(l).and_then(|m| m.get(key));
-            let vals = per_key.or(t.defaults.get(l)).unwrap_or(&spec.default);
-            for (i, v) in vals.iter().take(3).enumerate() {
-                out[l][i] = *v;
-            }
+    /// Index of a key's threshold set.
+    fn threshold_index(&self, key: &PackedKey) -> u32 {
+        self.compiled.read().by_key.get(key).copied().unwrap_or(0)
+    }
+
+    /// Brings a shard's view of the thresholds up to generation `gen`.
+    fn refresh(&self, shard: &mut Shard, gen: u32) {
+        if shard.gen != gen || shard.sets.is_empty() {
+            shard.sets = self.compiled.read().sets.clone();
+            shard.gen = gen;
         }
-        out
     }
 
     /// Replaces the thresholds (reload): rows pick them up on their next update; averages and
     /// active limits are kept.
     pub fn set_thresholds(&self, t: Thresholds) {
+        *self.compiled.write() = compile_thresholds(&self.limits, &t);
         *self.thresholds.write() = t;
         self.gen.fetch_add(1, Ordering::Release);
     }
@@ -279,8 +351,9 @@ impl Mavg {
     /// Adds a flow (which the object's filter matched) at `now_ms`.
     #[inline]
     pub fn update(self: &Arc<Self>, flow: &Flow, now_ms: u64) {
-        let mut key = PackedKey { n: self.layout.words as u8, w: [0; MAX_WORDS] };
-        self.layout.pack(flow, &mut key.w);
+        let mut words = [0u64; MAX_WORDS];
+        self.layout.pack(flow, &mut words);
+        let key = PackedKey::new(&self.layout, &words);
         let octets = flow.get_or_zero(FieldId::Octets) as f64;
         let packets = flow.get_or_zero(FieldId::Packets) as f64;
         let mut v = [0f64; 3];
@@ -291,11 +364,13 @@ impl Mavg {
                 Agg::Bits => octets * 8.0,
             };
         }
-        let gen = self.gen.load(Ordering::Acquire);
+        let gen = self.gen.load(Ordering::Acquire) as u32;
         let mut events: [Option<(usize, Phase, f64, f64, u64)>; MAX_LIMITS] = [None; MAX_LIMITS];
         {
-            let mut shard = self.shards[self.shard_of(&key)].lock();
-            let row = match shard.get_mut(&key) {
+            let mut guard = self.shards[self.shard_of(&key)].lock();
+            let shard = &mut *guard;
+            self.refresh(shard, gen);
+            let row = match shard.rows.get_mut(&key) {
                 Some(r) => r,
                 None => {
                     if (self.stats.keys.load(Ordering::Relaxed) + 1) * ROW_BYTES > self.mem_bytes {
@@ -303,20 +378,15 @@ impl Mavg {
                         return;
                     }
                     self.stats.keys.fetch_add(1, Ordering::Relaxed);
-                    let row = Row {
-                        last_ms: now_ms,
-                        n: [0.0; 3],
-                        gen,
-                        thresholds: self.thresholds_for(&key),
-                        limits: [LimitState::default(); MAX_LIMITS],
-                    };
-                    shard.entry(key).or_insert(row)
+                    let row = Row { last_ms: now_ms, n: [0.0; 3], gen, thr: self.threshold_index(&key), limits: None };
+                    shard.rows.entry(key).or_insert(row)
                 }
             };
             if row.gen != gen {
-                row.thresholds = self.thresholds_for(&key);
+                row.thr = self.threshold_index(&key);
                 row.gen = gen;
             }
+            let thresholds = &shard.sets[row.thr as usize];
             let dt = now_ms.saturating_sub(row.last_ms);
             for (n, v) in row.n.iter_mut().zip(v.iter()).take(self.aggs.len()) {
                 *n = if dt >= self.time_ms { *v } else { *n - dt as f64 / self.time_ms as f64 * *n + v };
@@ -326,8 +396,8 @@ impl Mavg {
                 if spec.kind != LimitKind::Over {
                     continue; // underlimits are found by the sweep
                 }
-                if let Some((value, threshold)) = self.over(&row.n, &row.thresholds[l]) {
-                    let st = &mut row.limits[l];
+                if let Some((value, threshold)) = self.over(&row.n, &thresholds[l]) {
+                    let st = row.limit(l);
                     st.last_bad_ms = now_ms;
                     st.value = value;
                     st.threshold = threshold;
@@ -380,21 +450,34 @@ impl Mavg {
     pub fn sweep(self: &Arc<Self>, now_ms: u64) {
         let mut out = Vec::new();
         let idle_forget = self.time_ms.saturating_mul(10).max(60_000);
+        let gen = self.gen.load(Ordering::Acquire) as u32;
+        let has_under = self.limits.iter().any(|s| s.kind == LimitKind::Under);
         for shard in &self.shards {
-            let mut shard = shard.lock();
-            shard.retain(|key, row| {
+            let mut guard = shard.lock();
+            let shard = &mut *guard;
+            self.refresh(shard, gen);
+            let sets = shard.sets.clone();
+            shard.rows.retain(|key, row| {
                 let dt = now_ms.saturating_sub(row.last_ms);
                 let mut n = row.n;
                 for x in n.iter_mut().take(self.aggs.len()) {
                     *x = if dt >= self.time_ms { 0.0 } else { *x - dt as f64 / self.time_ms as f64 * *x };
                 }
                 let mut any_active = false;
+                if row.gen != gen {
+                    row.thr = self.threshold_index(key);
+                    row.gen = gen;
+                }
+                let thresholds = &sets[row.thr as usize];
                 for (l, spec) in self.limits.iter().enumerate() {
-                    let st = &mut row.limits[l];
                     let side = match spec.kind {
-                        LimitKind::Over => self.over(&n, &row.thresholds[l]),
-                        LimitKind::Under => self.under(&n, &row.thresholds[l]),
+                        LimitKind::Over => self.over(&n, &thresholds[l]),
+                        LimitKind::Under => self.under(&n, &thresholds[l]),
                     };
+                    if side.is_none() && row.limits.as_ref().is_none_or(|ls| !ls[l].active) {
+                        continue; // nothing holds and nothing starts: no state needed
+                    }
+                    let st = row.limit(l);
                     if let Some((value, threshold)) = side {
                         st.last_bad_ms = now_ms;
                         st.value = value;
@@ -419,7 +502,10 @@ impl Mavg {
                     }
                     any_active |= st.active;
                 }
-                let keep = any_active || dt < idle_forget || self.limits.iter().any(|s| s.kind == LimitKind::Under);
+                if !any_active {
+                    row.limits = None;
+                }
+                let keep = any_active || dt < idle_forget || has_under;
                 if !keep {
                     self.stats.keys.fetch_sub(1, Ordering::Relaxed);
                 }
@@ -456,7 +542,7 @@ impl Mavg {
     /// Key values as text: addresses as addresses, numbers in decimal, NULL as `NULL`.
     pub fn key_text(&self, key: &PackedKey) -> Vec<String> {
         (0..self.keys.len())
-            .map(|i| match self.layout.value(&key.w, i) {
+            .map(|i| match self.layout.value(&key.full(), i) {
                 None => "NULL".into(),
                 Some(v) => format_value(self.keys[i], v),
             })
@@ -475,7 +561,8 @@ impl Mavg {
         );
         let secs = self.time_ms as f64 / 1000.0;
         for shard in &self.shards {
-            for (key, row) in shard.lock().iter() {
+            let shard = shard.lock();
+            for (key, row) in shard.rows.iter() {
                 let dt = now_ms.saturating_sub(row.last_ms);
                 let n0 = if dt >= self.time_ms { 0.0 } else { row.n[0] - dt as f64 / self.time_ms as f64 * row.n[0] };
                 let rate = (n0 / secs).round() as u64;
@@ -491,7 +578,8 @@ impl Mavg {
                     }
                 }
                 s.push_str(&format!(" :: {rate} ("));
-                for t in row.thresholds.iter().take(self.limits.len()) {
+                let sets = if shard.sets.is_empty() { self.compiled.read().sets.clone() } else { shard.sets.clone() };
+                for t in sets[row.thr as usize].iter().take(self.limits.len()) {
                     s.push_str(&format!("{} ", t[0] as u64));
                 }
                 s.push_str(")\n");
@@ -552,7 +640,7 @@ pub fn load_limits(path: &Path, keys: &[FieldId], layout: &KeyLayout, n_aggs: us
         for p in &parts[keys.len()..] {
             thr.push(p.parse::<f64>().map_err(|_| err(i + 1, format!("threshold \"{p}\" is not a number")))?);
         }
-        map.insert(PackedKey { n: layout.words as u8, w: layout.pack_values(&vals) }, thr);
+        map.insert(PackedKey::new(layout, &layout.pack_values(&vals)), thr);
     }
     Ok(map)
 }
@@ -582,8 +670,8 @@ pub fn parse(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Re
     if aggs.is_empty() {
         return Err(fields_node.error(file, &k("fields"), "needs at least one of octets, packets, bits"));
     }
-    if keys.len() > super::rows::MAX_KEY_FIELDS {
-        return Err(fields_node.error(file, &k("fields"), "too many key fields"));
+    if KeyLayout::new(&keys).words > MAVG_WORDS {
+        return Err(fields_node.error(file, &k("fields"), "too many key fields for a moving average (at most 4 words: an IPv6 address counts 2)"));
     }
     let secs = |key: &str, default: u64| -> Result<u64, ConfigError> {
         match item.get(key) {
@@ -616,6 +704,8 @@ pub fn parse(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Re
         });
     }
     let defaults = limits.iter().map(|l| l.default.clone()).collect();
+    let thresholds = Thresholds { defaults, per_limit };
+    let compiled = compile_thresholds(&limits, &thresholds);
     Ok(Mavg {
         object: object.to_string(),
         name,
@@ -627,7 +717,8 @@ pub fn parse(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Re
         mem_bytes: (mem_m as usize).saturating_mul(1 << 20),
         dump,
         limits,
-        thresholds: RwLock::new(Thresholds { defaults, per_limit }),
+        thresholds: RwLock::new(thresholds),
+        compiled: RwLock::new(compiled),
         gen: AtomicU64::new(0),
         next_dump_ms: AtomicU64::new(0),
         shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
