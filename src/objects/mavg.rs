@@ -119,6 +119,12 @@ pub struct PackedKey {
 }
 
 impl PackedKey {
+    /// The key's hash (also used to pick its shard).
+    #[inline]
+    fn hash64(&self) -> u64 {
+        hash_words(&self.w[..self.n as usize])
+    }
+
     fn new(layout: &KeyLayout, words: &[u64; MAX_WORDS]) -> PackedKey {
         let mut w = [0u64; MAVG_WORDS];
         w.copy_from_slice(&words[..MAVG_WORDS]);
@@ -221,7 +227,7 @@ struct LimitState {
 }
 
 /// One key's average: small, because a flood updates a random row per flow.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 struct Row {
     last_ms: u64,
     n: [f64; 3],
@@ -242,9 +248,66 @@ impl Row {
 /// One shard: its rows and its view of the compiled thresholds.
 #[derive(Default)]
 struct Shard {
-    rows: HashMap<PackedKey, Row, WordsBuild>,
+    rows: rowtable::RowTable,
     sets: Arc<Vec<ThresholdSet>>,
     gen: u32,
+}
+
+/// A shard behind its lock, with where its slots are (for prefetching without the lock).
+#[derive(Default)]
+struct ShardCell {
+    shard: Mutex<Shard>,
+    /// Slot array address and index mask, published under the lock after every growth.
+    base: AtomicUsize,
+    mask: AtomicUsize,
+}
+
+/// A worker's queue in front of one moving average: each flow's row is prefetched when the
+/// flow arrives and updated a few flows later (at the latest when the next datagram's clock
+/// tick flushes the queue), so several rows load from memory at once.
+pub struct Feed {
+    pub mavg: Arc<Mavg>,
+    ring: [Option<Pending>; FEED_DEPTH],
+    head: usize,
+}
+
+/// Flows waiting for their prefetched row.
+const FEED_DEPTH: usize = 16;
+
+impl Feed {
+    pub fn new(mavg: Arc<Mavg>) -> Feed {
+        Feed { mavg, ring: [None; FEED_DEPTH], head: 0 }
+    }
+
+    #[inline]
+    pub fn push(&mut self, flow: &Flow) {
+        let p = self.mavg.prepare(flow, flow.time_ms);
+        self.mavg.prefetch(&p);
+        if let Some(old) = self.ring[self.head].replace(p) {
+            self.mavg.apply(&old);
+        }
+        self.head = (self.head + 1) % FEED_DEPTH;
+    }
+
+    /// Applies every waiting flow, oldest first.
+    pub fn flush(&mut self) {
+        for i in 0..FEED_DEPTH {
+            let slot = (self.head + i) % FEED_DEPTH;
+            if let Some(p) = self.ring[slot].take() {
+                self.mavg.apply(&p);
+            }
+        }
+        self.head = 0;
+    }
+}
+
+/// A flow prepared for a moving average: its key, hash and values.
+#[derive(Clone, Copy, Debug)]
+pub struct Pending {
+    key: PackedKey,
+    hash: u64,
+    v: [f64; 3],
+    now_ms: u64,
 }
 
 /// Counters of one moving average.
@@ -275,7 +338,7 @@ pub struct Mavg {
     compiled: RwLock<Compiled>,
     gen: AtomicU64,
     next_dump_ms: AtomicU64,
-    shards: Vec<Mutex<Shard>>,
+    shards: Vec<ShardCell>,
     pub stats: MavgStats,
     events: Mutex<Option<SyncSender<Event>>>,
 }
@@ -307,8 +370,8 @@ impl Mavg {
     /// The shard of a key: middle bits of its hash, because the shard's own hash table takes
     /// its bucket from the low bits and its tag from the top bits (taking either here would make
     /// every key of a shard collide there).
-    fn shard_of(&self, key: &PackedKey) -> usize {
-        (hash_words(&key.w[..key.n as usize]) >> 40) as usize % SHARDS
+    fn shard_of(hash: u64) -> usize {
+        (hash >> 40) as usize % SHARDS
     }
 
     /// Index of a key's threshold set.
@@ -351,6 +414,13 @@ impl Mavg {
     /// Adds a flow (which the object's filter matched) at `now_ms`.
     #[inline]
     pub fn update(self: &Arc<Self>, flow: &Flow, now_ms: u64) {
+        let p = self.prepare(flow, now_ms);
+        self.apply(&p);
+    }
+
+    /// Packs a flow's key and values (no lock, no memory of the table touched).
+    #[inline]
+    pub fn prepare(&self, flow: &Flow, now_ms: u64) -> Pending {
         let mut words = [0u64; MAX_WORDS];
         self.layout.pack(flow, &mut words);
         let key = PackedKey::new(&self.layout, &words);
@@ -364,14 +434,35 @@ impl Mavg {
                 Agg::Bits => octets * 8.0,
             };
         }
+        Pending { key, hash: key.hash64(), v, now_ms }
+    }
+
+    /// Starts loading the slot a prepared flow will update (a hint; the slot array may have
+    /// moved by the time it is used, which costs nothing but the hint).
+    #[inline]
+    pub fn prefetch(&self, p: &Pending) {
+        let cell = &self.shards[Self::shard_of(p.hash)];
+        let (base, mask) = (cell.base.load(Ordering::Relaxed), cell.mask.load(Ordering::Relaxed));
+        if base != 0 {
+            // A slot spans two cache lines: ask for both.
+            let addr = base + (p.hash as usize & mask) * std::mem::size_of::<rowtable::Slot>();
+            super::table::prefetch(addr as *const u8);
+            super::table::prefetch((addr + 64) as *const u8);
+        }
+    }
+
+    /// Updates the average of a prepared flow and checks its overlimits.
+    pub fn apply(self: &Arc<Self>, p: &Pending) {
+        let Pending { key, hash, v, now_ms } = *p;
         let gen = self.gen.load(Ordering::Acquire) as u32;
         let mut events: [Option<(usize, Phase, f64, f64, u64)>; MAX_LIMITS] = [None; MAX_LIMITS];
         {
-            let mut guard = self.shards[self.shard_of(&key)].lock();
+            let cell = &self.shards[Self::shard_of(hash)];
+            let mut guard = cell.shard.lock();
             let shard = &mut *guard;
             self.refresh(shard, gen);
-            let row = match shard.rows.get_mut(&key) {
-                Some(r) => r,
+            let i = match shard.rows.find(&key, hash) {
+                Some(i) => i,
                 None => {
                     if (self.stats.keys.load(Ordering::Relaxed) + 1) * ROW_BYTES > self.mem_bytes {
                         self.stats.keys_dropped.fetch_add(1, Ordering::Relaxed);
@@ -379,14 +470,20 @@ impl Mavg {
                     }
                     self.stats.keys.fetch_add(1, Ordering::Relaxed);
                     let row = Row { last_ms: now_ms, n: [0.0; 3], gen, thr: self.threshold_index(&key), limits: None };
-                    shard.rows.entry(key).or_insert(row)
+                    let i = shard.rows.insert(key, hash, row);
+                    let (base, mask) = shard.rows.probe_start();
+                    cell.base.store(base, Ordering::Relaxed);
+                    cell.mask.store(mask, Ordering::Relaxed);
+                    i
                 }
             };
+            let sets = &shard.sets;
+            let row = shard.rows.row_mut(i);
             if row.gen != gen {
                 row.thr = self.threshold_index(&key);
                 row.gen = gen;
             }
-            let thresholds = &shard.sets[row.thr as usize];
+            let thresholds = &sets[row.thr as usize];
             let dt = now_ms.saturating_sub(row.last_ms);
             for (n, v) in row.n.iter_mut().zip(v.iter()).take(self.aggs.len()) {
                 *n = if dt >= self.time_ms { *v } else { *n - dt as f64 / self.time_ms as f64 * *n + v };
@@ -452,8 +549,8 @@ impl Mavg {
         let idle_forget = self.time_ms.saturating_mul(10).max(60_000);
         let gen = self.gen.load(Ordering::Acquire) as u32;
         let has_under = self.limits.iter().any(|s| s.kind == LimitKind::Under);
-        for shard in &self.shards {
-            let mut guard = shard.lock();
+        for cell in &self.shards {
+            let mut guard = cell.shard.lock();
             let shard = &mut *guard;
             self.refresh(shard, gen);
             let sets = shard.sets.clone();
@@ -560,8 +657,8 @@ impl Mavg {
             self.mem_bytes
         );
         let secs = self.time_ms as f64 / 1000.0;
-        for shard in &self.shards {
-            let shard = shard.lock();
+        for cell in &self.shards {
+            let shard = cell.shard.lock();
             for (key, row) in shard.rows.iter() {
                 let dt = now_ms.saturating_sub(row.last_ms);
                 let n0 = if dt >= self.time_ms { 0.0 } else { row.n[0] - dt as f64 / self.time_ms as f64 * row.n[0] };
@@ -721,7 +818,7 @@ pub fn parse(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Re
         compiled: RwLock::new(compiled),
         gen: AtomicU64::new(0),
         next_dump_ms: AtomicU64::new(0),
-        shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+        shards: (0..SHARDS).map(|_| ShardCell::default()).collect(),
         stats: MavgStats::default(),
         events: Mutex::new(None),
     })
@@ -771,6 +868,8 @@ fn parse_limit(file: &Path, dir: &Path, l: &Node, k: &str, kind: LimitKind, n_ag
         back2norm_lua: text("back2norm-lua")?,
     })
 }
+
+mod rowtable;
 
 #[cfg(test)]
 mod tests;

@@ -347,7 +347,7 @@ struct Running {
     filter: Filter,
     dumper: Option<Dumper>,
     windows: Vec<Window>,
-    mavgs: Vec<Arc<Mavg>>,
+    mavgs: Vec<mavg::Feed>,
     children: Vec<Running>,
 }
 
@@ -367,7 +367,7 @@ impl WorkerObjects {
                 filter: o.filter.clone(),
                 dumper: Dumper::open(&o.dump)?,
                 windows: o.windows.iter().map(|w| Window::new(w.clone())).collect(),
-                mavgs: o.mavgs.clone(),
+                mavgs: o.mavgs.iter().map(|m| mavg::Feed::new(m.clone())).collect(),
                 children: o.children.iter().map(build).collect::<Result<_, _>>()?,
             })
         }
@@ -383,9 +383,12 @@ impl WorkerObjects {
         }
     }
 
-    /// Moves the clock (unix ms); returns windows that closed.
+    /// Moves the clock (unix ms): first applies the flows waiting for moving averages (so a
+    /// threshold crossing is found before the next datagram is counted), then returns the
+    /// windows that closed.
     #[inline]
     pub fn advance(&mut self, now_ms: u64) -> Option<Vec<Closed>> {
+        for_each_node(&mut self.roots, &mut |n| n.mavgs.iter_mut().for_each(mavg::Feed::flush));
         let now = now_ms / 1000;
         if now < self.next_deadline {
             return None;
@@ -402,6 +405,7 @@ impl WorkerObjects {
 
     /// Closes every window for good (shutdown, end of replay).
     pub fn finish(&mut self) -> Vec<Closed> {
+        for_each_node(&mut self.roots, &mut |n| n.mavgs.iter_mut().for_each(mavg::Feed::flush));
         let (worker, closed) = (self.worker, &mut self.closed);
         for_each_window(&mut self.roots, &mut |w| w.finish(worker, closed));
         std::mem::take(&mut self.closed)
@@ -409,9 +413,13 @@ impl WorkerObjects {
 }
 
 fn for_each_window(nodes: &mut [Running], f: &mut impl FnMut(&mut Window)) {
+    for_each_node(nodes, &mut |n| n.windows.iter_mut().for_each(&mut *f));
+}
+
+fn for_each_node(nodes: &mut [Running], f: &mut impl FnMut(&mut Running)) {
     for n in nodes {
-        n.windows.iter_mut().for_each(&mut *f);
-        for_each_window(&mut n.children, f);
+        f(n);
+        for_each_node(&mut n.children, f);
     }
 }
 
@@ -424,10 +432,8 @@ impl Running {
         if let Some(d) = &mut self.dumper {
             d.write(flow, rec);
         }
-        // Moving averages first: the flow that crosses a threshold switches extended windows on
-        // and is the first one they count.
-        for m in &self.mavgs {
-            m.update(flow, flow.time_ms);
+        for m in &mut self.mavgs {
+            m.push(flow);
         }
         for w in &mut self.windows {
             w.add(flow);

@@ -82,7 +82,7 @@ fn advise_huge_pages(p: *mut u8, len: usize) {
 }
 
 #[inline]
-fn prefetch<T>(p: *const T) {
+pub fn prefetch<T>(p: *const T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: prefetching is a hint; it never faults, whatever the address.
     unsafe {
