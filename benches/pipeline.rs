@@ -9,7 +9,7 @@ use std::hint::black_box;
 use std::path::Path;
 use std::sync::mpsc::channel;
 use std::sync::Arc;
-use xenoeye::daemon::{load_objects, Pipeline};
+use xenoeye::daemon::{load_objects, LiveObjects, Pipeline};
 use xenoeye::decode::{Datagram, Decoder};
 use xenoeye::filter::iplist::{parse_network, IpList};
 use xenoeye::filter::ranges::RangeSet;
@@ -32,7 +32,7 @@ fn pipeline(c: &mut Criterion) {
     let objects = Arc::new(load_objects(&cfg).unwrap());
     assert_eq!(objects.windows.len(), 8);
     let (tx, rx) = channel();
-    let mut pipeline = Pipeline::new(&cfg, &objects, 0, tx).unwrap();
+    let mut pipeline = Pipeline::new(&cfg, &LiveObjects::new(objects.clone()), 0, tx).unwrap();
     let mut decoder = Decoder::new(Arc::new(cfg.devices.clone()), None);
     let packets = load("nfgen-v9.bin");
     let exporter = "127.0.0.2".parse().unwrap();

@@ -48,18 +48,41 @@ fn install_signal_handlers() {
     }
 }
 
-/// SIGHUP: re-reads thresholds and limits files; the rest of a configuration change needs a
-/// restart (which loses nothing: open windows are written at exit).
-fn reload(objects: &Objects) {
-    let errors = objects::reload_thresholds(objects);
-    for e in &errors {
-        log::error(&format!("reload: {e}"));
+/// SIGHUP: re-reads IP lists and monitoring objects. Objects, windows and moving averages
+/// that stay keep their rows and averages; new ones start, removed ones are written out. When
+/// the new configuration has errors, only thresholds and limits files are re-read.
+fn reload(cfg: &Config, live: &LiveObjects, hooks_tx: &std::sync::mpsc::SyncSender<crate::objects::mavg::Event>) {
+    let old = live.get();
+    match load_objects(cfg) {
+        Ok(new) => {
+            let mut kept = 0;
+            for m in &new.mavgs {
+                m.set_events(Some(hooks_tx.clone()));
+                if let Some(o) = old.mavgs.iter().find(|o| o.object == m.object && o.name == m.name) {
+                    kept += m.adopt(o) as usize;
+                }
+            }
+            let (n_objects, n_windows, n_mavgs) = (new.count(), new.windows.len(), new.mavgs.len());
+            live.replace(Arc::new(new));
+            log::info(&format!(
+                "reload: {n_objects} monitoring objects, {n_windows} fixed windows, {n_mavgs} moving averages ({kept} kept their averages)"
+            ));
+        }
+        Err(errors) => {
+            for e in &errors {
+                log::error(&format!("reload: {e}"));
+            }
+            let errors = objects::reload_thresholds(&old);
+            for e in &errors {
+                log::error(&format!("reload: {e}"));
+            }
+            log::info(&format!(
+                "reload: configuration has errors, objects unchanged; thresholds of {} moving averages re-read ({} errors)",
+                old.mavgs.len(),
+                errors.len()
+            ));
+        }
     }
-    log::info(&format!(
-        "reload: thresholds of {} moving averages re-read ({} errors; those keep their old thresholds)",
-        objects.mavgs.len(),
-        errors.len()
-    ));
 }
 
 /// Asks every worker to stop (as SIGTERM does).
@@ -73,21 +96,49 @@ pub fn load_objects(cfg: &Config) -> Result<Objects, Vec<ConfigError>> {
     objects::load(&cfg.mo_dir, &lists)
 }
 
+/// The monitoring objects in force, replaced as a whole by a reload; workers notice the new
+/// generation at their next clock tick.
+pub struct LiveObjects {
+    current: parking_lot::Mutex<Arc<Objects>>,
+    generation: std::sync::atomic::AtomicU64,
+}
+
+impl LiveObjects {
+    pub fn new(objects: Arc<Objects>) -> Arc<LiveObjects> {
+        Arc::new(LiveObjects { current: parking_lot::Mutex::new(objects), generation: Default::default() })
+    }
+
+    pub fn get(&self) -> Arc<Objects> {
+        self.current.lock().clone()
+    }
+
+    fn replace(&self, objects: Arc<Objects>) {
+        *self.current.lock() = objects;
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
 /// What a worker does with each decoded flow: the global dump, then every monitoring object.
 pub struct Pipeline {
     dumper: Option<Dumper>,
     objects: WorkerObjects,
     specs: Arc<Objects>,
+    live: Arc<LiveObjects>,
+    generation: u64,
     worker: usize,
     tx: Sender<Msg>,
 }
 
 impl Pipeline {
-    pub fn new(cfg: &Config, objects: &Arc<Objects>, worker: usize, tx: Sender<Msg>) -> Result<Self, String> {
+    pub fn new(cfg: &Config, live: &Arc<LiveObjects>, worker: usize, tx: Sender<Msg>) -> Result<Self, String> {
+        let generation = live.generation.load(Ordering::Acquire);
+        let objects = live.get();
         Ok(Pipeline {
             dumper: Dumper::open(&cfg.dump_flows).map_err(|e| format!("dump-flows: {e}"))?,
-            objects: WorkerObjects::new(objects, worker).map_err(|e| format!("object dump-flows: {e}"))?,
-            specs: objects.clone(),
+            objects: WorkerObjects::new(&objects, worker).map_err(|e| format!("object dump-flows: {e}"))?,
+            specs: objects,
+            live: live.clone(),
+            generation,
             worker,
             tx,
         })
@@ -97,10 +148,26 @@ impl Pipeline {
     /// second the moving averages are swept.
     #[inline]
     pub fn tick(&mut self, now_ms: u64) {
+        if self.live.generation.load(Ordering::Relaxed) != self.generation {
+            self.switch();
+        }
         if let Some(closed) = self.objects.advance(now_ms) {
             let _ = self.tx.send(Msg::Closed(closed));
         }
         self.specs.sweep_if_due(now_ms);
+    }
+
+    /// Moves to the configuration a reload put in force.
+    fn switch(&mut self) {
+        self.generation = self.live.generation.load(Ordering::Acquire);
+        let next = self.live.get();
+        match self.objects.switch_to(&next) {
+            Ok(closed) => {
+                let _ = self.tx.send(Msg::Closed(closed));
+                self.specs = next;
+            }
+            Err(e) => log::error(&format!("reload: object dump-flows: {e}; keeping the previous objects")),
+        }
     }
 
     /// Sends the last windows and says the worker is done.
@@ -259,8 +326,9 @@ fn process(batch: &Batch, decoder: &mut Decoder, sink: &mut impl ClockedSink) {
 /// Bound on alert events waiting for the hook thread (more are dropped and counted).
 const EVENT_QUEUE: usize = 65536;
 
-/// Connects every moving average to a new hook thread.
-fn start_hooks(cfg: &Config, objects: &Objects) -> HookHandle {
+/// Connects every moving average to a new hook thread; returns the thread and a sender for
+/// the moving averages a reload creates.
+fn start_hooks(cfg: &Config, objects: &Objects) -> (HookHandle, std::sync::mpsc::SyncSender<crate::objects::mavg::Event>) {
     let (tx, rx) = sync_channel(EVENT_QUEUE);
     for m in &objects.mavgs {
         m.set_events(Some(tx.clone()));
@@ -271,7 +339,7 @@ fn start_hooks(cfg: &Config, objects: &Objects) -> HookHandle {
         max_scripts: cfg.max_scripts,
         max_queued: 10_000,
     };
-    hooks::spawn(hc, rx)
+    (hooks::spawn(hc, rx), tx)
 }
 
 /// Disconnects the moving averages and waits for the hook thread's scripts.
@@ -298,9 +366,11 @@ pub fn replay(cfg: &Config, objects: Arc<Objects>, files: &[PathBuf]) -> Result<
     let store = open_store(cfg);
     let mut decoder = Decoder::new(Arc::new(cfg.devices.clone()), Some(store.clone()));
     let (tx, rx) = channel();
-    let mut pipeline = Pipeline::new(cfg, &objects, 0, tx)?;
-    let hooks = start_hooks(cfg, &objects);
-    let exporter = export::spawn(objects.clone(), export_config(cfg, 1), rx);
+    let live = LiveObjects::new(objects.clone());
+    let mut pipeline = Pipeline::new(cfg, &live, 0, tx)?;
+    let (hooks, hooks_tx) = start_hooks(cfg, &objects);
+    drop(hooks_tx);
+    let exporter = export::spawn(export_config(cfg, 1), rx);
     let result = replay_into(files, &mut decoder, &mut pipeline);
     pipeline.finish();
     let export = exporter.join().map_err(|_| "export thread panicked".to_string())?;
@@ -380,12 +450,13 @@ pub fn run(cfg: &Config, objects: Arc<Objects>) -> Result<Summary, String> {
         return Err("no capture element: nothing to listen on".into());
     }
     let (tx, rx) = channel();
-    let hooks = start_hooks(cfg, &objects);
-    let exporter = export::spawn(objects.clone(), export_config(cfg, specs.len()), rx);
+    let live = LiveObjects::new(objects.clone());
+    let (hooks, hooks_tx) = start_hooks(cfg, &objects);
+    let exporter = export::spawn(export_config(cfg, specs.len()), rx);
     let mut handles = Vec::new();
     for (worker, WorkerSpec { name, mut source, batch }) in specs.into_iter().enumerate() {
         let mut decoder = Decoder::new(devices.clone(), Some(store.clone()));
-        let mut pipeline = Pipeline::new(cfg, &objects, worker, tx.clone())?;
+        let mut pipeline = Pipeline::new(cfg, &live, worker, tx.clone())?;
         log::info(&format!("listening: {name}"));
         let h = std::thread::Builder::new()
             .name(name.clone())
@@ -420,7 +491,7 @@ pub fn run(cfg: &Config, objects: Arc<Objects>) -> Result<Summary, String> {
     while !SHUTDOWN.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
         if RELOAD.swap(false, Ordering::SeqCst) {
-            reload(&objects);
+            reload(cfg, &live, &hooks_tx);
         }
         if last_save.elapsed() >= Duration::from_secs(5) {
             save_templates(&store, &mut save_limiter);
@@ -435,8 +506,14 @@ pub fn run(cfg: &Config, objects: Arc<Objects>) -> Result<Summary, String> {
         }
     }
     drop(tx);
+    drop(hooks_tx);
     summary.export = exporter.join().map_err(|_| "export thread panicked".to_string())?;
-    summary.hooks = stop_hooks(&objects, hooks)?;
+    // Every generation's moving averages let go of the hook queue (the first one is still held
+    // here; replaced ones in between are gone with their last reference).
+    for m in &objects.mavgs {
+        m.set_events(None);
+    }
+    summary.hooks = stop_hooks(&live.get(), hooks)?;
     save_templates(&store, &mut save_limiter);
     Ok(summary)
 }

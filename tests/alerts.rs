@@ -198,6 +198,9 @@ fn live_flood_starts_the_script_within_a_second_and_sighup_applies_new_limits() 
         ),
     )
     .unwrap();
+    // An object that a reload removes: its window is written at the reload.
+    std::fs::create_dir_all(d.join("mo/gone")).unwrap();
+    std::fs::write(d.join("mo/gone/mo.conf"), r#"{"fwm": [{"name": "total", "fields": ["octets"], "time": 3600}]}"#).unwrap();
     std::fs::write(d.join("devices.conf"), "[]").unwrap();
     let port = free_port();
     let conf = d.join("xenoeye.conf");
@@ -233,10 +236,16 @@ fn live_flood_starts_the_script_within_a_second_and_sighup_applies_new_limits() 
     // 10.0.0.8 sends 20 kB every 100 ms (100 kB/s average): under its 100 MB/s limit. After the
     // limit is lowered and SIGHUP sent, the same traffic crosses it, averages kept.
     std::fs::write(d.join("mo/victim/limits.csv"), "10.0.0.8,1000\n").unwrap();
+    // The same reload removes `gone` and adds `added`.
+    std::fs::remove_dir_all(d.join("mo/gone")).unwrap();
+    std::fs::create_dir_all(d.join("mo/added")).unwrap();
+    std::fs::write(d.join("mo/added/mo.conf"), r#"{"filter": "dst host 10.0.0.8", "fwm": [{"name": "total", "fields": ["octets"], "time": 3600}]}"#).unwrap();
     unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut sent_to_8 = 0u64;
     while wait_lines(&d.join("started.log"), 0).len() < 2 && std::time::Instant::now() < deadline {
         send(&[flow([10, 0, 0, 8], 20_000)]);
+        sent_to_8 += 20_000;
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     let started = wait_lines(&d.join("started.log"), 2);
@@ -246,6 +255,25 @@ fn live_flood_starts_the_script_within_a_second_and_sighup_applies_new_limits() 
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    assert!(err.contains("reload: thresholds of 1 moving averages re-read (0 errors"), "{err}");
+    assert!(err.contains("reload: 2 monitoring objects, 1 fixed windows, 1 moving averages (1 kept their averages)"), "{err}");
+    // `gone` was written out at the reload with the flows before it; `added` counted 10.0.0.8
+    // from the reload on and was written at exit.
+    let exported = |table: &str| -> u64 {
+        let mut total = 0;
+        for e in std::fs::read_dir(d.join("exp")).unwrap() {
+            let p = e.unwrap().path();
+            if p.file_name().unwrap().to_string_lossy().starts_with(table) {
+                for l in std::fs::read_to_string(&p).unwrap().lines().filter(|l| l.contains("to_timestamp(")) {
+                    total += l.split(',').nth(1).unwrap().trim_matches([' ', ')', ';']).parse::<u64>().unwrap();
+                }
+            }
+        }
+        total
+    };
+    // Flows to 10.0.0.8 sent before the reload took effect count in `gone`, the rest in `added`.
+    let (gone, added) = (exported("gone_total_"), exported("added_total_"));
+    let before_reload = gone - (100 + 5 * 10 * 100_000);
+    assert_eq!(before_reload + added, sent_to_8, "gone {gone}, added {added}");
+    assert!(added > 0, "added counts from the reload on");
     std::fs::remove_dir_all(&d).unwrap();
 }

@@ -14,8 +14,7 @@ use crate::fsutil::write_atomically;
 use crate::log;
 use crate::objects::rows::RowMap;
 use crate::objects::window::{Closed, FwmSpec};
-use crate::objects::Objects;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -60,13 +59,12 @@ struct PendingFile {
 }
 
 struct Exporter {
-    objects: Arc<Objects>,
     shared: Arc<Mutex<ExportStats>>,
     cfg: ExportConfig,
-    /// Per window id, per worker: start of the worker's current window.
-    watermarks: Vec<Vec<u64>>,
-    /// Merged rows of windows not yet complete, by (window id, start).
-    open: BTreeMap<(usize, u64), RowMap>,
+    /// Per table, per worker: start of the worker's current window.
+    watermarks: HashMap<String, Vec<u64>>,
+    /// Merged rows of windows not yet complete, by (table, start), with the latest spec.
+    open: BTreeMap<(String, u64), (Arc<FwmSpec>, RowMap)>,
     unwritten: VecDeque<PendingFile>,
     stats: ExportStats,
     db_export: Option<Child>,
@@ -89,17 +87,15 @@ impl ExportHandle {
 
 /// Starts the export thread; it ends when every worker has sent `WorkerDone` (or all senders
 /// are gone) and everything is written.
-pub fn spawn(objects: Arc<Objects>, cfg: ExportConfig, rx: Receiver<Msg>) -> ExportHandle {
+pub fn spawn(cfg: ExportConfig, rx: Receiver<Msg>) -> ExportHandle {
     let shared = Arc::new(Mutex::new(ExportStats::default()));
     let stats = shared.clone();
     let thread = std::thread::Builder::new()
         .name("export".into())
         .spawn(move || {
-            let n = objects.windows.len();
             let mut e = Exporter {
                 shared,
-                watermarks: vec![vec![0; cfg.workers.max(1)]; n],
-                objects,
+                watermarks: HashMap::new(),
                 cfg,
                 open: BTreeMap::new(),
                 unwritten: VecDeque::new(),
@@ -164,31 +160,41 @@ impl Exporter {
     }
 
     fn merge(&mut self, c: Closed) {
-        if let Some(w) = self.watermarks.get_mut(c.fwm).and_then(|v| v.get_mut(c.worker)) {
+        let workers = self.cfg.workers.max(1);
+        let marks = self.watermarks.entry(c.spec.table.clone()).or_insert_with(|| vec![0; workers]);
+        if let Some(w) = marks.get_mut(c.worker) {
             *w = (*w).max(c.next_start);
         }
-        match self.open.entry((c.fwm, c.start)) {
+        match self.open.entry((c.spec.table.clone(), c.start)) {
             std::collections::btree_map::Entry::Vacant(v) => {
-                v.insert(c.rows);
+                v.insert((c.spec, c.rows));
             }
             std::collections::btree_map::Entry::Occupied(mut o) => {
-                // Merge the smaller piece into the larger one.
-                let mut rows = c.rows;
-                if rows.len() > o.get_mut().len() {
-                    std::mem::swap(o.get_mut(), &mut rows);
+                let (spec, rows) = o.get_mut();
+                if spec.layout != c.spec.layout || spec.aggs != c.spec.aggs {
+                    // The table's fields changed at a reload: the new piece starts a new file
+                    // at the next window; this piece is counted as lost rather than mixed in.
+                    log::warn(&format!("{}: fields changed at reload; rows of window {} from the old fields dropped", spec.table, c.start));
+                    return;
                 }
-                o.get_mut().merge(rows);
+                *spec = c.spec;
+                // Merge the smaller piece into the larger one.
+                let mut piece = c.rows;
+                if piece.len() > rows.len() {
+                    std::mem::swap(rows, &mut piece);
+                }
+                rows.merge(piece);
             }
         }
     }
 
     /// Writes every window that all workers have moved past.
     fn write_complete(&mut self) {
-        let ready: Vec<(usize, u64)> = self
+        let ready: Vec<(String, u64)> = self
             .open
             .keys()
-            .filter(|(fwm, start)| self.watermarks[*fwm].iter().all(|w| w > start))
-            .copied()
+            .filter(|(table, start)| self.watermarks.get(table).is_some_and(|m| m.iter().all(|w| w > start)))
+            .cloned()
             .collect();
         let windows: Vec<_> = ready.into_iter().filter_map(|k| self.open.remove(&k).map(|rows| (k, rows))).collect();
         let any = self.write_windows(windows.into_iter());
@@ -196,13 +202,13 @@ impl Exporter {
     }
 
     /// Renders and writes windows; returns whether any file was written.
-    fn write_windows(&mut self, windows: impl Iterator<Item = ((usize, u64), RowMap)>) -> bool {
+    fn write_windows(&mut self, windows: impl Iterator<Item = ((String, u64), (Arc<FwmSpec>, RowMap))>) -> bool {
         let mut any = false;
-        for ((fwm, start), mut rows) in windows {
+        for ((_, start), (spec, mut rows)) in windows {
             if rows.is_empty() {
                 continue; // an empty window writes no file
             }
-            let spec: &FwmSpec = &self.objects.windows[fwm];
+            let spec: &FwmSpec = &spec;
             let rows = rows.export_rows(spec);
             let file = PendingFile {
                 path: self.cfg.dir.join(format!("{}_{}.sql", spec.table, start)),
@@ -282,8 +288,8 @@ mod tests {
     use std::sync::atomic::AtomicBool;
     use std::sync::mpsc::channel;
 
-    fn objects() -> Arc<Objects> {
-        let spec = FwmSpec {
+    fn spec() -> Arc<FwmSpec> {
+        Arc::new(FwmSpec {
             id: 0,
             object: "o".into(),
             name: "w".into(),
@@ -300,17 +306,14 @@ mod tests {
             extended: false,
             active: AtomicBool::new(true),
             holders: Default::default(),
-        };
-        let mut objects = Objects::default();
-        objects.windows.push(Arc::new(spec));
-        Arc::new(objects)
+        })
     }
 
     fn closed(worker: usize, start: u64, next_start: u64, proto: u128, octets: u64) -> Closed {
         let l = KeyLayout::new(&[FieldId::Proto]);
         let mut rows = RowMap::new(l.words, 0);
         rows.add(&l.pack_values(&[Some(proto)]), &[octets, 0, 0]);
-        Closed { fwm: 0, worker, start, next_start, rows }
+        Closed { spec: spec(), worker, start, next_start, rows }
     }
 
     fn cfg(dir: &std::path::Path, workers: usize) -> ExportConfig {
@@ -334,7 +337,7 @@ mod tests {
         let dir = tmp("merge");
         std::fs::create_dir_all(&dir).unwrap();
         let (tx, rx) = channel();
-        let h = spawn(objects(), cfg(&dir, 2), rx);
+        let h = spawn(cfg(&dir, 2), rx);
         tx.send(Msg::Closed(vec![closed(0, 100, 110, 6, 5)])).unwrap();
         tx.send(Msg::Closed(vec![closed(0, 110, 120, 6, 1)])).unwrap();
         // Worker 1 jumps from 90 to 120: window 100 and 110 complete with worker 0's rows.
@@ -355,7 +358,7 @@ mod tests {
     fn unwritable_window_is_kept_and_retried() {
         let dir = tmp("retry");
         let (tx, rx) = channel();
-        let h = spawn(objects(), cfg(&dir, 1), rx);
+        let h = spawn(cfg(&dir, 1), rx);
         // The export directory does not exist yet: the write fails and is retried.
         tx.send(Msg::Closed(vec![closed(0, 100, 110, 6, 5)])).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -377,7 +380,7 @@ mod tests {
         let (tx, rx) = channel();
         let mut c = cfg(&dir, 1);
         c.final_retry = Duration::from_millis(100);
-        let h = spawn(objects(), c, rx);
+        let h = spawn(c, rx);
         tx.send(Msg::Closed(vec![closed(0, 100, u64::MAX, 6, 5)])).unwrap();
         tx.send(Msg::WorkerDone(0)).unwrap();
         let stats = h.join().unwrap();
@@ -395,7 +398,7 @@ mod tests {
         let (tx, rx) = channel();
         let mut c = cfg(&dir, 1);
         c.db_export = Some(prog);
-        let h = spawn(objects(), c, rx);
+        let h = spawn(c, rx);
         tx.send(Msg::Closed(vec![closed(0, 100, u64::MAX, 6, 5)])).unwrap();
         tx.send(Msg::WorkerDone(0)).unwrap();
         let stats = h.join().unwrap();

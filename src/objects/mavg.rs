@@ -411,6 +411,42 @@ impl Mavg {
         Ok(())
     }
 
+    /// Takes over the averages of the previous configuration's version of this moving average
+    /// (reload), when its keys, fields, window and limits are the same. Active limits stay
+    /// active (and hold this configuration's extended windows).
+    pub fn adopt(&self, old: &Mavg) -> bool {
+        let limits = |m: &Mavg| m.limits.iter().map(|l| (l.name.clone(), l.kind)).collect::<Vec<_>>();
+        if old.keys != self.keys || old.aggs != self.aggs || old.time_ms != self.time_ms || limits(old) != limits(self) {
+            return false;
+        }
+        // Rows compare their thresholds generation with this one's: make every row refresh.
+        self.gen.store(old.gen.load(Ordering::Acquire) + 1, Ordering::Release);
+        let mut active = vec![0usize; self.limits.len()];
+        for (mine, theirs) in self.shards.iter().zip(old.shards.iter()) {
+            let mut a = mine.shard.lock();
+            let mut b = theirs.shard.lock();
+            std::mem::swap(&mut a.rows, &mut b.rows);
+            a.gen = u32::MAX; // re-read the threshold sets
+            for (_, row) in a.rows.iter() {
+                for (l, st) in row.limits.iter().flat_map(|ls| ls.iter()).enumerate() {
+                    if st.active && l < active.len() {
+                        active[l] += 1;
+                    }
+                }
+            }
+            let (base, mask) = a.rows.probe_start();
+            mine.base.store(base, Ordering::Relaxed);
+            mine.mask.store(mask, Ordering::Relaxed);
+        }
+        self.stats.keys.store(old.stats.keys.swap(0, Ordering::Relaxed), Ordering::Relaxed);
+        for (l, n) in active.into_iter().enumerate() {
+            for _ in 0..n {
+                self.activate(l, true);
+            }
+        }
+        true
+    }
+
     /// Adds a flow (which the object's filter matched) at `now_ms`.
     #[inline]
     pub fn update(self: &Arc<Self>, flow: &Flow, now_ms: u64) {

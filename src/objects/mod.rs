@@ -403,6 +403,29 @@ impl WorkerObjects {
         (!self.closed.is_empty()).then(|| std::mem::take(&mut self.closed))
     }
 
+    /// Switches to a new configuration (reload): windows of tables that stay (same fields and
+    /// length) carry on with their rows; the others are closed and returned for export.
+    pub fn switch_to(&mut self, specs: &Objects) -> std::io::Result<Vec<Closed>> {
+        let mut next = WorkerObjects::new(specs, self.worker)?;
+        for_each_node(&mut self.roots, &mut |n| n.mavgs.iter_mut().for_each(mavg::Feed::flush));
+        let mut old: Vec<Window> = Vec::new();
+        for_each_node(&mut self.roots, &mut |n| old.append(&mut n.windows));
+        for_each_window(&mut next.roots, &mut |w| {
+            if let Some(i) = old.iter().position(|o| o.spec.table == w.spec.table) {
+                let o = old.swap_remove(i);
+                if let Some(o) = w.adopt(o) {
+                    old.push(o);
+                }
+            }
+        });
+        let mut closed = Vec::new();
+        for mut w in old {
+            w.finish(self.worker, &mut closed);
+        }
+        *self = next;
+        Ok(closed)
+    }
+
     /// Closes every window for good (shutdown, end of replay).
     pub fn finish(&mut self) -> Vec<Closed> {
         for_each_node(&mut self.roots, &mut |n| n.mavgs.iter_mut().for_each(mavg::Feed::flush));

@@ -117,3 +117,37 @@ fn moving_averages_are_the_same_with_one_or_two_workers() {
     assert_eq!(one_events, two_events);
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+#[test]
+fn reload_keeps_windows_that_stay_and_closes_removed_ones() {
+    use crate::decode::template::{FieldSpec, Template};
+    let d = tree(
+        "switch",
+        &[
+            ("mo/a/mo.conf", r#"{"fwm": [{"name": "w", "fields": ["octets"], "time": 60}]}"#),
+            ("mo/b/mo.conf", r#"{"fwm": [{"name": "w", "fields": ["octets"], "time": 60}]}"#),
+        ],
+    );
+    let tpl = Template::compile(vec![FieldSpec { ie: 4, pen: 0, len: 1, field: None }], 0, false).unwrap();
+    let rec = RecordView { version: 9, exporter: "192.0.2.1".parse().unwrap(), domain: 0, template_id: 256, template: &tpl, bytes: &[6] };
+    let mut f = Flow::default();
+    f.set(FieldId::Octets, 100);
+    let old = load(&d.join("mo"), &IpLists::new()).unwrap();
+    let mut w = WorkerObjects::new(&old, 0).unwrap();
+    w.advance(1_700_000_000_000);
+    w.flow(&f, &rec);
+    // b goes away, c arrives.
+    std::fs::remove_dir_all(d.join("mo/b")).unwrap();
+    std::fs::create_dir_all(d.join("mo/c")).unwrap();
+    std::fs::write(d.join("mo/c/mo.conf"), r#"{"fwm": [{"name": "w", "fields": ["octets"], "time": 60}]}"#).unwrap();
+    let new = load(&d.join("mo"), &IpLists::new()).unwrap();
+    let closed = w.switch_to(&new).unwrap();
+    assert_eq!(closed.iter().map(|c| c.spec.table.as_str()).collect::<Vec<_>>(), vec!["b_w"]);
+    w.advance(1_700_000_001_000);
+    w.flow(&f, &rec);
+    let mut totals: Vec<(String, u64)> =
+        w.finish().into_iter().map(|mut c| (c.spec.table.clone(), c.rows.export_rows(&c.spec).iter().map(|r| r.1[0]).sum())).collect();
+    totals.sort();
+    assert_eq!(totals, vec![("a_w".to_string(), 200), ("c_w".to_string(), 100)], "a kept its rows across the reload");
+    std::fs::remove_dir_all(&d).unwrap();
+}

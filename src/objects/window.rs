@@ -101,7 +101,9 @@ impl FwmSpec {
 /// A window closed by one worker, on its way to the export thread.
 #[derive(Debug)]
 pub struct Closed {
-    pub fwm: usize,
+    /// The window's spec (its table: pieces of one table and start merge, across workers and
+    /// across reloads).
+    pub spec: Arc<FwmSpec>,
     pub worker: usize,
     /// Start of the closed window (unix seconds).
     pub start: u64,
@@ -147,6 +149,22 @@ impl Window {
         self.rows.add(&self.key, &sums);
     }
 
+    /// Takes over a window of the previous configuration (reload) when it is the same table
+    /// with the same fields and length: rows and start carry on, nothing is written twice.
+    /// Returns the old window back when it cannot be taken over.
+    pub fn adopt(&mut self, old: Window) -> Option<Window> {
+        let same = old.spec.table == self.spec.table
+            && old.spec.layout == self.spec.layout
+            && old.spec.aggs == self.spec.aggs
+            && old.spec.time == self.spec.time;
+        if !same {
+            return Some(old);
+        }
+        self.start = old.start;
+        self.rows = old.rows;
+        None
+    }
+
     /// End of the current window (seconds), if started.
     pub fn deadline(&self) -> Option<u64> {
         self.start.map(|s| s + self.spec.time)
@@ -177,7 +195,7 @@ impl Window {
         // not rehash its way up again every time.
         let next = RowMap::new(self.spec.layout.words, self.rows.len());
         let rows = std::mem::replace(&mut self.rows, next);
-        Closed { fwm: self.spec.id, worker, start, next_start, rows }
+        Closed { spec: self.spec.clone(), worker, start, next_start, rows }
     }
 }
 
