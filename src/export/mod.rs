@@ -290,7 +290,6 @@ mod tests {
 
     fn spec() -> Arc<FwmSpec> {
         Arc::new(FwmSpec {
-            id: 0,
             object: "o".into(),
             name: "w".into(),
             table: "o_w".into(),

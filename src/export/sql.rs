@@ -72,7 +72,6 @@ mod tests {
 
     fn spec(limit: Option<usize>) -> FwmSpec {
         FwmSpec {
-            id: 0,
             object: "ingress".into(),
             name: "by_dst".into(),
             table: "ingress_by_dst".into(),

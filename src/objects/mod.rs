@@ -227,7 +227,7 @@ fn load_object(
     if let Some(list) = root.get("fwm") {
         let items = list.as_array(&file, "fwm").map_err(|e| errors.push(e)).unwrap_or(&[]);
         for (i, item) in items.iter().enumerate() {
-            match fwm_spec(&file, &name, item, i, windows.len()) {
+            match fwm_spec(&file, &name, item, i) {
                 Ok(spec) if own.iter().any(|w: &Arc<FwmSpec>| w.name == spec.name) => {
                     errors.push(item.error(&file, &format!("fwm[{i}].name"), format!("window \"{}\" defined twice", spec.name)));
                 }
@@ -255,7 +255,7 @@ fn load_object(
 }
 
 /// Validates one `fwm` element.
-fn fwm_spec(file: &Path, object: &str, item: &Node, i: usize, id: usize) -> Result<FwmSpec, ConfigError> {
+fn fwm_spec(file: &Path, object: &str, item: &Node, i: usize) -> Result<FwmSpec, ConfigError> {
     let k = |s: &str| format!("fwm[{i}].{s}");
     item.expect_object(file, &format!("fwm[{i}]"))?;
     let name_node = item.get("name").ok_or_else(|| item.error(file, &k("name"), "missing name"))?;
@@ -321,7 +321,6 @@ fn fwm_spec(file: &Path, object: &str, item: &Node, i: usize, id: usize) -> Resu
         None => false,
     };
     Ok(FwmSpec {
-        id,
         object: object.to_string(),
         table: format!("{}_{}", flat_name(object), name),
         name,

@@ -42,8 +42,6 @@ pub enum ColumnSource {
 /// A validated `fwm` element.
 #[derive(Debug)]
 pub struct FwmSpec {
-    /// Position in `Objects::windows` (the id workers and the exporter share).
-    pub id: usize,
     pub object: String,
     pub name: String,
     /// `<object>_<name>` with `/` replaced by `_`.
@@ -205,7 +203,6 @@ mod tests {
 
     pub(crate) fn spec(keys: Vec<FieldId>, aggs: Vec<Agg>, time: u64) -> Arc<FwmSpec> {
         Arc::new(FwmSpec {
-            id: 0,
             object: "o".into(),
             name: "w".into(),
             table: "o_w".into(),
