@@ -2,6 +2,9 @@
 //! captured into benches/data: 256 datagrams of 30 flows, v9 and IPFIX). Measures receive-side
 //! work after the socket: decode into the flow record, virtual fields, sampling, sink call.
 
+mod common;
+
+use common::load;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
 use std::sync::Arc;
@@ -9,19 +12,6 @@ use xenoeye::decode::{Datagram, Decoder, FlowSink, RecordView};
 use xenoeye::devices::Devices;
 use xenoeye::fields::FieldId;
 use xenoeye::flow::Flow;
-
-fn load(name: &str) -> Vec<Vec<u8>> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/data").join(name);
-    let bytes = std::fs::read(path).expect("bench data");
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while pos + 2 <= bytes.len() {
-        let len = u16::from_be_bytes([bytes[pos], bytes[pos + 1]]) as usize;
-        out.push(bytes[pos + 2..pos + 2 + len].to_vec());
-        pos += 2 + len;
-    }
-    out
-}
 
 /// Touches every flow so the work cannot be optimised away.
 struct Sum(u128);

@@ -4,6 +4,9 @@
 //! second (2M flows/s), so windows close and restart as they do live. Also: IP-list lookups in a
 //! list of 100,000 prefixes.
 
+mod common;
+
+use common::load;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
 use std::path::Path;
@@ -13,18 +16,6 @@ use xenoeye::daemon::{load_objects, LiveObjects, Pipeline};
 use xenoeye::decode::{Datagram, Decoder};
 use xenoeye::filter::iplist::{parse_network, IpList};
 use xenoeye::filter::ranges::RangeSet;
-
-fn load(name: &str) -> Vec<Vec<u8>> {
-    let bytes = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/data").join(name)).unwrap();
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while pos + 2 <= bytes.len() {
-        let len = u16::from_be_bytes([bytes[pos], bytes[pos + 1]]) as usize;
-        out.push(bytes[pos + 2..pos + 2 + len].to_vec());
-        pos += 2 + len;
-    }
-    out
-}
 
 fn pipeline(c: &mut Criterion) {
     let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/conf/xenoeye.conf");

@@ -460,15 +460,9 @@ impl Mavg {
         let mut words = [0u64; MAX_WORDS];
         self.layout.pack(flow, &mut words);
         let key = PackedKey::new(&self.layout, &words);
-        let octets = flow.get_or_zero(FieldId::Octets) as f64;
-        let packets = flow.get_or_zero(FieldId::Packets) as f64;
         let mut v = [0f64; 3];
         for (x, a) in v.iter_mut().zip(&self.aggs) {
-            *x = match a {
-                Agg::Octets => octets,
-                Agg::Packets => packets,
-                Agg::Bits => octets * 8.0,
-            };
+            *x = a.of(flow) as f64;
         }
         Pending { key, hash: key.hash64(), v, now_ms }
     }

@@ -21,6 +21,19 @@ pub enum Agg {
     Bits,
 }
 
+impl Agg {
+    /// This field's value in a flow (0 when the flow does not carry it).
+    #[inline]
+    pub fn of(self, flow: &Flow) -> u64 {
+        let octets = flow.get_or_zero(FieldId::Octets) as u64;
+        match self {
+            Agg::Octets => octets,
+            Agg::Packets => flow.get_or_zero(FieldId::Packets) as u64,
+            Agg::Bits => octets.saturating_mul(8),
+        }
+    }
+}
+
 /// One column of the exported table, in the order of `fields`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Column {
@@ -134,15 +147,9 @@ impl Window {
             return;
         }
         self.spec.layout.pack(flow, &mut self.key);
-        let octets = flow.get_or_zero(FieldId::Octets) as u64;
-        let packets = flow.get_or_zero(FieldId::Packets) as u64;
         let mut sums = [0u64; 3];
         for (s, agg) in sums.iter_mut().zip(self.spec.aggs.iter()) {
-            *s = match agg {
-                Agg::Octets => octets,
-                Agg::Packets => packets,
-                Agg::Bits => octets.saturating_mul(8),
-            };
+            *s = agg.of(flow);
         }
         self.rows.add(&self.key, &sums);
     }

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Writes one Telegram message file for xe-tele-bot.py; on-start.sh and on-stop.sh call it.
+# usage: tg-message.sh start|stop OBJECT MAVG LIMIT NOTIFICATION-FILE KEY1 [KEY2 ...] VALUE THRESHOLD
+# The message shows the first key as IP and the second as proto (the classic
+# ["src host", "proto", "octets"] moving average); VALUE and THRESHOLD (the last two arguments,
+# bytes per second) are shown in bits per second.
+#   TELEMSG_DIR   where message files go (default /var/lib/xenoeye/telemsg/)
+set -eu
+kind=$1
+shift
+dir=${TELEMSG_DIR:-/var/lib/xenoeye/telemsg/}
+args=("$@")
+n=$#
+name=$(basename "${args[3]}")
+ip=${args[4]}
+proto=${args[5]}
+[ "$n" -ge 8 ] || proto="-"
+value=${args[n-2]}
+threshold=${args[n-1]}
+if [ "$kind" = start ]; then
+	ext=.n what="Overlimit detected" echo_prefix=""
+else
+	ext=.s what="Overlimit is over" echo_prefix="BACK-"
+fi
+out="${dir%/}/${name}${ext}"
+now=$(date '+%F %T.%3N')
+printf "%s at '<b>%s</b>', object '<b>%s</b>', IP <b>%s</b>, proto <b>%s</b>, BPS <b>%s</b>, limit %s BPS" \
+	"$what" "$now" "${args[0]}" "$ip" "$proto" "$((value * 8))" "$((threshold * 8))" > "$out.tmp"
+mv "$out.tmp" "$out"
+echo "$echo_prefix$out"
