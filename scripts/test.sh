@@ -5,6 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# The install tests verify the systemd units with systemd-analyze (Debian package systemd).
+# The Telegram bot's tests run python3.
+need=()
+command -v systemd-analyze >/dev/null || need+=(systemd)
+command -v python3 >/dev/null || need+=(python3)
+if [ ${#need[@]} -gt 0 ]; then
+	SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+	$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
 pgdir=$(mktemp -d /tmp/xe-test-pg.XXXXXX)
 trap 'scripts/pg-test-server.sh stop "$pgdir"; rm -rf "$pgdir"' EXIT
 port=$((40000 + RANDOM % 20000))

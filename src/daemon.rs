@@ -16,6 +16,7 @@ use crate::filter::iplist;
 use crate::hooks::{self, HookConfig, HookHandle, HookStats};
 use crate::flow::Flow;
 use crate::log;
+use crate::systemd;
 use crate::objects::{self, Objects, WorkerObjects};
 use std::sync::mpsc::{channel, sync_channel, Sender};
 use std::collections::HashMap;
@@ -454,10 +455,13 @@ pub fn run(cfg: &Config, objects: Arc<Objects>) -> Result<Summary, String> {
     let (hooks, hooks_tx) = start_hooks(cfg, &objects);
     let exporter = export::spawn(export_config(cfg, specs.len()), rx);
     let mut handles = Vec::new();
+    let mut heartbeats = Vec::new();
     for (worker, WorkerSpec { name, mut source, batch }) in specs.into_iter().enumerate() {
         let mut decoder = Decoder::new(devices.clone(), Some(store.clone()));
         let mut pipeline = Pipeline::new(cfg, &live, worker, tx.clone())?;
         log::info(&format!("listening: {name}"));
+        let beat = Arc::new(std::sync::atomic::AtomicU64::new(capture::now_ms()));
+        heartbeats.push(beat.clone());
         let h = std::thread::Builder::new()
             .name(name.clone())
             .spawn(move || {
@@ -465,6 +469,7 @@ pub fn run(cfg: &Config, objects: Arc<Objects>) -> Result<Summary, String> {
                 let mut limiter = log::RateLimit::new(Duration::from_secs(10));
                 let mut errors = ErrorReporter::new(&name);
                 while !SHUTDOWN.load(Ordering::Relaxed) {
+                    beat.store(capture::now_ms(), Ordering::Relaxed);
                     match source.fill(&mut batch) {
                         Ok(_) => {
                             process(&batch, &mut decoder, &mut pipeline);
@@ -488,16 +493,31 @@ pub fn run(cfg: &Config, objects: Arc<Objects>) -> Result<Summary, String> {
     }
     let mut save_limiter = log::RateLimit::new(Duration::from_secs(60));
     let mut last_save = Instant::now();
+    let watchdog = systemd::watchdog_interval();
+    let mut last_pet = Instant::now();
+    systemd::notify(&format!("READY=1\nSTATUS={} workers, {} monitoring objects", handles.len(), objects.count()));
     while !SHUTDOWN.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
         if RELOAD.swap(false, Ordering::SeqCst) {
+            systemd::notify("RELOADING=1");
             reload(cfg, &live, &hooks_tx);
+            systemd::notify("READY=1");
+        }
+        // The watchdog is petted only while every worker goes round its loop (each waits at
+        // most 200 ms for datagrams), so a stuck worker gets the service restarted.
+        if watchdog.is_some_and(|w| last_pet.elapsed() >= w) {
+            let now = capture::now_ms();
+            if heartbeats.iter().all(|b| now.saturating_sub(b.load(Ordering::Relaxed)) < 10_000) {
+                systemd::notify("WATCHDOG=1");
+            }
+            last_pet = Instant::now();
         }
         if last_save.elapsed() >= Duration::from_secs(5) {
             save_templates(&store, &mut save_limiter);
             last_save = Instant::now();
         }
     }
+    systemd::notify("STOPPING=1");
     let mut summary = Summary::default();
     for h in handles {
         match h.join() {

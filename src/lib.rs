@@ -31,4 +31,5 @@ pub mod objects;
 pub mod export;
 pub mod hooks;
 pub mod log;
+pub mod systemd;
 pub mod daemon;

@@ -273,3 +273,45 @@ fn object_dump_flows_holds_only_its_flows_and_object_errors_fail_the_check() {
     assert!(err.contains("mo/ssh/mo.conf:1:28: 'filter': column 16: unexpected end of filter"), "{err}");
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+#[test]
+fn tells_systemd_ready_reloading_watchdog_and_stopping() {
+    let d = workdir("notify");
+    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let f = config(&d, port);
+    let sock_path = d.join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let child = bin()
+        .arg("-c")
+        .arg(&f)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "200000")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut next = || {
+        let mut buf = [0u8; 256];
+        let n = sock.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert!(next().starts_with("READY=1\nSTATUS=1 workers, 1 monitoring objects"));
+    assert_eq!(next(), "WATCHDOG=1");
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    let mut seen = Vec::new();
+    while !seen.contains(&"READY=1".to_string()) {
+        let m = next();
+        if m != "WATCHDOG=1" {
+            seen.push(m);
+        }
+    }
+    assert_eq!(seen, vec!["RELOADING=1".to_string(), "READY=1".to_string()]);
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let mut last = next();
+    while last == "WATCHDOG=1" {
+        last = next();
+    }
+    assert_eq!(last, "STOPPING=1");
+    assert!(child.wait_with_output().unwrap().status.success());
+    std::fs::remove_dir_all(&d).unwrap();
+}
