@@ -16,8 +16,9 @@ use crate::filter::iplist;
 use crate::hooks::{self, HookConfig, HookHandle, HookStats};
 use crate::flow::Flow;
 use crate::log;
+use crate::metrics;
 use crate::systemd;
-use crate::objects::{self, Objects, WorkerObjects};
+use crate::objects::{self, LiveObjects, Objects, WorkerObjects};
 use std::sync::mpsc::{channel, sync_channel, Sender};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -97,28 +98,6 @@ pub fn load_objects(cfg: &Config) -> Result<Objects, Vec<ConfigError>> {
     objects::load(&cfg.mo_dir, &lists)
 }
 
-/// The monitoring objects in force, replaced as a whole by a reload; workers notice the new
-/// generation at their next clock tick.
-pub struct LiveObjects {
-    current: parking_lot::Mutex<Arc<Objects>>,
-    generation: std::sync::atomic::AtomicU64,
-}
-
-impl LiveObjects {
-    pub fn new(objects: Arc<Objects>) -> Arc<LiveObjects> {
-        Arc::new(LiveObjects { current: parking_lot::Mutex::new(objects), generation: Default::default() })
-    }
-
-    pub fn get(&self) -> Arc<Objects> {
-        self.current.lock().clone()
-    }
-
-    fn replace(&self, objects: Arc<Objects>) {
-        *self.current.lock() = objects;
-        self.generation.fetch_add(1, Ordering::AcqRel);
-    }
-}
-
 /// What a worker does with each decoded flow: the global dump, then every monitoring object.
 pub struct Pipeline {
     dumper: Option<Dumper>,
@@ -132,7 +111,7 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn new(cfg: &Config, live: &Arc<LiveObjects>, worker: usize, tx: Sender<Msg>) -> Result<Self, String> {
-        let generation = live.generation.load(Ordering::Acquire);
+        let generation = live.generation();
         let objects = live.get();
         Ok(Pipeline {
             dumper: Dumper::open(&cfg.dump_flows).map_err(|e| format!("dump-flows: {e}"))?,
@@ -149,7 +128,7 @@ impl Pipeline {
     /// second the moving averages are swept.
     #[inline]
     pub fn tick(&mut self, now_ms: u64) {
-        if self.live.generation.load(Ordering::Relaxed) != self.generation {
+        if self.live.generation() != self.generation {
             self.switch();
         }
         if let Some(closed) = self.objects.advance(now_ms) {
@@ -160,7 +139,7 @@ impl Pipeline {
 
     /// Moves to the configuration a reload put in force.
     fn switch(&mut self) {
-        self.generation = self.live.generation.load(Ordering::Acquire);
+        self.generation = self.live.generation();
         let next = self.live.get();
         match self.objects.switch_to(&next) {
             Ok(closed) => {
@@ -169,6 +148,16 @@ impl Pipeline {
             }
             Err(e) => log::error(&format!("reload: object dump-flows: {e}; keeping the previous objects")),
         }
+    }
+
+    /// Publishes this worker's counters for the metrics page.
+    pub fn publish(&mut self, decoder: &Decoder, to: &parking_lot::Mutex<metrics::WorkerSnapshot>) {
+        let objects = self.objects.flow_counts();
+        let mut s = to.lock();
+        s.decode = decoder.stats.clone();
+        s.exporters = decoder.exporters.clone();
+        s.templates = decoder.template_count();
+        s.objects = objects;
     }
 
     /// Sends the last windows and says the worker is done.
@@ -208,6 +197,7 @@ impl Summary {
             t.datagrams += e.datagrams;
             t.bytes += e.bytes;
             t.flows += e.flows;
+            t.octets += e.octets;
             t.errors += e.errors;
         }
         self.skipped_frames += skipped;
@@ -454,9 +444,17 @@ pub fn run(cfg: &Config, objects: Arc<Objects>) -> Result<Summary, String> {
     let live = LiveObjects::new(objects.clone());
     let (hooks, hooks_tx) = start_hooks(cfg, &objects);
     let exporter = export::spawn(export_config(cfg, specs.len()), rx);
+    let (export_stats, hook_stats) = (exporter.stats.clone(), hooks.stats.clone());
     let mut handles = Vec::new();
     let mut heartbeats = Vec::new();
+    let mut snapshots = Vec::new();
     for (worker, WorkerSpec { name, mut source, batch }) in specs.into_iter().enumerate() {
+        let snapshot = Arc::new(parking_lot::Mutex::new(metrics::WorkerSnapshot {
+            name: name.clone(),
+            socket_inode: source.socket_inode(),
+            ..Default::default()
+        }));
+        snapshots.push(snapshot.clone());
         let mut decoder = Decoder::new(devices.clone(), Some(store.clone()));
         let mut pipeline = Pipeline::new(cfg, &live, worker, tx.clone())?;
         log::info(&format!("listening: {name}"));
@@ -468,8 +466,13 @@ pub fn run(cfg: &Config, objects: Arc<Objects>) -> Result<Summary, String> {
                 let mut batch = Batch::new(batch);
                 let mut limiter = log::RateLimit::new(Duration::from_secs(10));
                 let mut errors = ErrorReporter::new(&name);
+                let mut last_publish = Instant::now();
                 while !SHUTDOWN.load(Ordering::Relaxed) {
                     beat.store(capture::now_ms(), Ordering::Relaxed);
+                    if last_publish.elapsed() >= Duration::from_millis(500) {
+                        pipeline.publish(&decoder, &snapshot);
+                        last_publish = Instant::now();
+                    }
                     match source.fill(&mut batch) {
                         Ok(_) => {
                             process(&batch, &mut decoder, &mut pipeline);
@@ -493,6 +496,21 @@ pub fn run(cfg: &Config, objects: Arc<Objects>) -> Result<Summary, String> {
     }
     let mut save_limiter = log::RateLimit::new(Duration::from_secs(60));
     let mut last_save = Instant::now();
+    let metrics_thread = match cfg.metrics_listen {
+        Some(addr) => {
+            let reg = Arc::new(metrics::Registry {
+                workers: snapshots,
+                export: export_stats,
+                hooks: hook_stats,
+                live: live.clone(),
+                started: Instant::now(),
+            });
+            let (local, h) = metrics::serve(addr, reg, &SHUTDOWN).map_err(|e| format!("metrics-listen {addr}: {e}"))?;
+            log::info(&format!("metrics on http://{local}/metrics"));
+            Some(h)
+        }
+        None => None,
+    };
     let watchdog = systemd::watchdog_interval();
     let mut last_pet = Instant::now();
     systemd::notify(&format!("READY=1\nSTATUS={} workers, {} monitoring objects", handles.len(), objects.count()));
@@ -518,6 +536,9 @@ pub fn run(cfg: &Config, objects: Arc<Objects>) -> Result<Summary, String> {
         }
     }
     systemd::notify("STOPPING=1");
+    if let Some(h) = metrics_thread {
+        let _ = h.join();
+    }
     let mut summary = Summary::default();
     for h in handles {
         match h.join() {

@@ -12,6 +12,7 @@
 //! objects   monitoring objects (mo-dir tree), per-worker fixed windows, shared moving averages
 //! export    merges workers' windows, writes <table>_<time>.sql atomically, retries, db-export
 //! hooks     alert events -> notification files and scripts (bounded, timed out, reaped)
+//! metrics   Prometheus /metrics and a status page, from counters published by every stage
 //! daemon    wiring: one worker thread per capture entry, signals, offline replay, counters
 //! ```
 //!
@@ -30,6 +31,7 @@ pub mod filter;
 pub mod objects;
 pub mod export;
 pub mod hooks;
+pub mod metrics;
 pub mod log;
 pub mod systemd;
 pub mod daemon;

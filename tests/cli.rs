@@ -290,7 +290,7 @@ fn tells_systemd_ready_reloading_watchdog_and_stopping() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut next = || {
+    let next = || {
         let mut buf = [0u8; 256];
         let n = sock.recv(&mut buf).expect("a notification");
         String::from_utf8_lossy(&buf[..n]).into_owned()
@@ -312,6 +312,65 @@ fn tells_systemd_ready_reloading_watchdog_and_stopping() {
         last = next();
     }
     assert_eq!(last, "STOPPING=1");
+    assert!(child.wait_with_output().unwrap().status.success());
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// GET a path from a local HTTP server.
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out.split_once("\r\n\r\n")?.1.to_string())
+}
+
+fn metric(page: &str, name: &str) -> Option<u64> {
+    page.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[test]
+fn metrics_count_what_was_sent() {
+    let d = workdir("metrics");
+    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mport = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let f = config(&d, port);
+    let text = std::fs::read_to_string(&f).unwrap().replacen('{', &format!("{{ \"metrics-listen\": \"127.0.0.1:{mport}\","), 1);
+    std::fs::write(&f, text).unwrap();
+    let child = bin().arg("-c").arg(&f).stderr(Stdio::piped()).spawn().unwrap();
+    let maddr = format!("127.0.0.1:{mport}");
+    // The metrics server starts after the sockets are bound: once it answers, nothing is lost.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while http_get(&maddr, "/metrics").is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let frames = read_frames(&data_dir().join("exporters/softflowd-v9.pcap"));
+    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..3 {
+        for fr in &frames {
+            tx.send_to(fr.payload(), ("127.0.0.1", port)).unwrap();
+        }
+    }
+    let sent = 3 * frames.len() as u64;
+    let mut page = String::new();
+    while Instant::now() < deadline + Duration::from_secs(10) {
+        page = http_get(&maddr, "/metrics").unwrap_or_default();
+        if metric(&page, "xenoeye_datagrams_total{exporter=\"127.0.0.1\"}") == Some(sent) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(metric(&page, "xenoeye_datagrams_total{exporter=\"127.0.0.1\"}"), Some(sent), "{page}");
+    assert_eq!(metric(&page, "xenoeye_flows_total{exporter=\"127.0.0.1\"}"), Some(300));
+    assert_eq!(metric(&page, "xenoeye_object_flows_total{object=\"all\"}"), Some(300));
+    assert_eq!(metric(&page, "xenoeye_decode_errors_total{reason=\"no_template\"}"), Some(0));
+    assert_eq!(metric(&page, "xenoeye_kernel_drops_total{worker="), Some(0), "{page}");
+    let dumped: u64 = dump_lines(&d).iter().map(|l| l.split("; Bytes: ").nth(1).unwrap().split(';').next().unwrap().parse::<u64>().unwrap()).sum();
+    assert_eq!(metric(&page, "xenoeye_flow_octets_total{exporter=\"127.0.0.1\"}"), Some(dumped));
+    let status = http_get(&maddr, "/").unwrap();
+    assert!(status.contains("<td>all</td><td>300</td>") && status.contains("<td>127.0.0.1</td>"), "{status}");
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait_with_output().unwrap().status.success());
     std::fs::remove_dir_all(&d).unwrap();
 }

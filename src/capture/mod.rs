@@ -77,6 +77,10 @@ pub trait Source: Send {
     fn skipped(&self) -> u64 {
         0
     }
+    /// Inode of the source's UDP socket, for reading its kernel drop counter.
+    fn socket_inode(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// The current time in unix milliseconds.

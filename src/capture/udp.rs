@@ -62,6 +62,12 @@ impl UdpSource {
 }
 
 impl Source for UdpSource {
+    fn socket_inode(&self) -> Option<u64> {
+        use std::os::unix::fs::MetadataExt;
+        // /proc/self/fd/N is the socket itself: its inode is the one /proc/net/udp lists.
+        std::fs::metadata(format!("/proc/self/fd/{}", self.socket.as_raw_fd())).ok().map(|m| m.ino())
+    }
+
     fn fill(&mut self, batch: &mut Batch) -> io::Result<Fill> {
         batch.meta.clear();
         let n = batch.capacity();

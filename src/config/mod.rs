@@ -63,6 +63,8 @@ pub struct Config {
     pub script_timeout: u64,
     /// Hook scripts running at once.
     pub max_scripts: usize,
+    /// Where `/metrics` and the status page are served (`None`: not served).
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Keys present in the file that this version does not use (for a debug message).
     pub ignored_keys: Vec<String>,
 }
@@ -70,7 +72,7 @@ pub struct Config {
 const KNOWN_KEYS: &[&str] = &[
     "capture", "sflow-capture", "rcvbufsize_m", "templates", "debug", "devices", "mo-dir",
     "export-dir", "iplists-dir", "notifications-dir", "db-type", "db-export", "script-timeout",
-    "max-scripts",
+    "max-scripts", "metrics-listen",
 ];
 
 /// Reads and validates `xenoeye.conf` and the devices file it names.
@@ -132,6 +134,23 @@ fn from_node(file: &Path, root: &Node, errors: &mut Vec<ConfigError>) -> Config 
         .map(|s| resolve(base, s));
     let script_timeout = root.get("script-timeout").map(|n| ok_or(n.as_u64(file, "script-timeout"), errors, 30)).unwrap_or(30).max(1);
     let max_scripts = root.get("max-scripts").map(|n| ok_or(n.as_u64(file, "max-scripts"), errors, 16)).unwrap_or(16).max(1) as usize;
+    let metrics_listen = match root.get("metrics-listen") {
+        None => None,
+        Some(n) => match n.as_str(file, "metrics-listen") {
+            Ok("") => None,
+            Ok(a) => match a.parse::<std::net::SocketAddr>() {
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    errors.push(n.error(file, "metrics-listen", format!("\"{a}\" is not ADDRESS:PORT (e.g. 127.0.0.1:9657)")));
+                    None
+                }
+            },
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        },
+    };
     let ignored_keys = root
         .members()
         .iter()
@@ -155,6 +174,7 @@ fn from_node(file: &Path, root: &Node, errors: &mut Vec<ConfigError>) -> Config 
         db_export,
         script_timeout,
         max_scripts,
+        metrics_listen,
         ignored_keys,
     }
 }

@@ -90,6 +90,8 @@ pub struct DecodeStats {
     pub datagrams: u64,
     pub bytes: u64,
     pub flows: u64,
+    /// Octets of the flows (sampling rate applied).
+    pub octets: u64,
     pub options_records: u64,
     pub templates_new: u64,
     pub templates_changed: u64,
@@ -111,6 +113,7 @@ impl DecodeStats {
         self.datagrams += o.datagrams;
         self.bytes += o.bytes;
         self.flows += o.flows;
+        self.octets += o.octets;
         self.options_records += o.options_records;
         self.templates_new += o.templates_new;
         self.templates_changed += o.templates_changed;
@@ -127,6 +130,8 @@ pub struct ExporterStats {
     pub datagrams: u64,
     pub bytes: u64,
     pub flows: u64,
+    /// Octets of the flows (sampling rate applied).
+    pub octets: u64,
     pub errors: u64,
 }
 
@@ -177,7 +182,7 @@ impl Decoder {
         self.stats.datagrams += 1;
         self.stats.bytes += dg.bytes.len() as u64;
         self.dgram_errors = 0;
-        let flows_before = self.stats.flows;
+        let (flows_before, octets_before) = (self.stats.flows, self.stats.octets);
         match template::be16(dg.bytes, 0) {
             None => self.error(DecodeError::ShortHeader),
             Some(5) => netflow5::decode(self, &dg, sink),
@@ -186,6 +191,7 @@ impl Decoder {
             Some(_) => self.error(DecodeError::UnknownVersion),
         }
         let flows = self.stats.flows - flows_before;
+        let octets = self.stats.octets - octets_before;
         let errors = self.dgram_errors;
         let n = self.exporters.len();
         let key = if n < MAX_EXPORTER_STATS || self.exporters.contains_key(&dg.exporter) {
@@ -197,6 +203,7 @@ impl Decoder {
         e.datagrams += 1;
         e.bytes += dg.bytes.len() as u64;
         e.flows += flows;
+        e.octets += octets;
         e.errors += errors;
     }
 
@@ -287,7 +294,7 @@ impl Decoder {
         }
         let rate = self.devices.rate(key.exporter, key.domain, self.announced.get(&(key.exporter, key.domain)).copied());
         let ctx = FlowContext { version, key, rate, time_ms };
-        let (n, truncated) = data_records(tpl, body, &mut self.flow, &ctx, sink);
+        let (n, truncated) = data_records(tpl, body, &mut self.flow, &ctx, &mut self.stats.octets, sink);
         self.stats.flows += n;
         if truncated {
             self.error(DecodeError::RecordTruncated);
@@ -310,6 +317,7 @@ fn data_records(
     body: &[u8],
     flow: &mut Flow,
     ctx: &FlowContext,
+    octets: &mut u64,
     sink: &mut impl FlowSink,
 ) -> (u64, bool) {
     let dev_ip = addr_to_u128(ctx.key.exporter);
@@ -328,6 +336,7 @@ fn data_records(
             flow.scale(FieldId::Packets, ctx.rate);
         }
         flow.time_ms = ctx.time_ms;
+        *octets = octets.saturating_add(flow.get_or_zero(FieldId::Octets) as u64);
         let view = RecordView {
             version: ctx.version,
             exporter: ctx.key.exporter,

@@ -38,6 +38,6 @@ pub(super) fn decode(d: &mut Decoder, dg: &Datagram<'_>, sink: &mut impl FlowSin
     let rate = d.devices.rate(dg.exporter, domain, announced);
     let ctx = FlowContext { version: 5, key, rate, time_ms: dg.time_ms };
     let body = &b[HEADER..HEADER + count * RECORD];
-    let (n, _) = data_records(&V5_TEMPLATE, body, &mut d.flow, &ctx, sink);
+    let (n, _) = data_records(&V5_TEMPLATE, body, &mut d.flow, &ctx, &mut d.stats.octets, sink);
     d.stats.flows += n;
 }

@@ -78,6 +78,34 @@ impl Objects {
     }
 }
 
+/// The monitoring objects in force, replaced as a whole by a reload; workers notice the new
+/// generation at their next clock tick.
+pub struct LiveObjects {
+    current: parking_lot::Mutex<Arc<Objects>>,
+    generation: std::sync::atomic::AtomicU64,
+}
+
+impl LiveObjects {
+    pub fn new(objects: Arc<Objects>) -> Arc<LiveObjects> {
+        Arc::new(LiveObjects { current: parking_lot::Mutex::new(objects), generation: Default::default() })
+    }
+
+    pub fn get(&self) -> Arc<Objects> {
+        self.current.lock().clone()
+    }
+
+    /// Bumped by every replacement.
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    pub fn replace(&self, objects: Arc<Objects>) {
+        *self.current.lock() = objects;
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
 /// Table and notification name of an object: its path with `/` replaced by `_`.
 pub fn flat_name(name: &str) -> String {
     name.replace('/', "_")
@@ -343,6 +371,9 @@ fn agg(aggs: &mut Vec<Agg>, a: Agg) -> ColumnSource {
 
 /// One object in a worker: its windows and dump, and its children.
 struct Running {
+    name: String,
+    /// Flows this worker matched (for the metrics).
+    flows: u64,
     filter: Filter,
     dumper: Option<Dumper>,
     windows: Vec<Window>,
@@ -363,6 +394,8 @@ impl WorkerObjects {
     pub fn new(specs: &Objects, worker: usize) -> std::io::Result<Self> {
         fn build(o: &ObjectSpec) -> std::io::Result<Running> {
             Ok(Running {
+                name: o.name.clone(),
+                flows: 0,
                 filter: o.filter.clone(),
                 dumper: Dumper::open(&o.dump)?,
                 windows: o.windows.iter().map(|w| Window::new(w.clone())).collect(),
@@ -425,6 +458,13 @@ impl WorkerObjects {
         Ok(closed)
     }
 
+    /// Flows matched per object by this worker (since its objects were last replaced).
+    pub fn flow_counts(&mut self) -> Vec<(String, u64)> {
+        let mut out = Vec::new();
+        for_each_node(&mut self.roots, &mut |n| out.push((n.name.clone(), n.flows)));
+        out
+    }
+
     /// Closes every window for good (shutdown, end of replay).
     pub fn finish(&mut self) -> Vec<Closed> {
         for_each_node(&mut self.roots, &mut |n| n.mavgs.iter_mut().for_each(mavg::Feed::flush));
@@ -451,6 +491,7 @@ impl Running {
         if !self.filter.matches(flow) {
             return;
         }
+        self.flows += 1;
         if let Some(d) = &mut self.dumper {
             d.write(flow, rec);
         }

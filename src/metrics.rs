@@ -1,0 +1,278 @@
+//! Self-metrics: everything that moves, in Prometheus text format on `/metrics`, and the same
+//! as a small human-readable status page on `/`, served on the address of `metrics-listen`.
+//!
+//! Workers publish a snapshot of their counters about once a second (copying a few counters,
+//! never per flow); the export thread, the hook thread and the moving averages keep their own
+//! counters. A scrape reads them all; it never touches the flow path.
+
+use crate::decode::{DecodeError, DecodeStats, ExporterStats};
+use crate::export::ExportStats;
+use crate::hooks::HookStats;
+use crate::objects::LiveObjects;
+use parking_lot::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What one worker last published.
+#[derive(Clone, Debug, Default)]
+pub struct WorkerSnapshot {
+    pub name: String,
+    pub decode: DecodeStats,
+    pub exporters: HashMap<IpAddr, ExporterStats>,
+    pub templates: usize,
+    /// Flows matched per object.
+    pub objects: Vec<(String, u64)>,
+    /// Inode of the worker's UDP socket (kernel drops are read from /proc/net/udp*).
+    pub socket_inode: Option<u64>,
+}
+
+/// Everything a scrape reads.
+pub struct Registry {
+    pub workers: Vec<Arc<Mutex<WorkerSnapshot>>>,
+    pub export: Arc<Mutex<ExportStats>>,
+    pub hooks: Arc<Mutex<HookStats>>,
+    pub live: Arc<LiveObjects>,
+    pub started: std::time::Instant,
+}
+
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// Socket inode -> drops, from /proc/net/udp and /proc/net/udp6.
+fn kernel_drops() -> HashMap<u64, u64> {
+    let mut out = HashMap::new();
+    for f in ["/proc/net/udp", "/proc/net/udp6"] {
+        let Ok(text) = std::fs::read_to_string(f) else { continue };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if let (Some(inode), Some(drops)) = (cols.get(9), cols.last()) {
+                if let (Ok(i), Ok(d)) = (inode.parse::<u64>(), drops.parse::<u64>()) {
+                    out.insert(i, d);
+                }
+            }
+        }
+    }
+    out
+}
+
+impl Registry {
+    fn snapshots(&self) -> Vec<WorkerSnapshot> {
+        self.workers.iter().map(|w| w.lock().clone()).collect()
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let snaps = self.snapshots();
+        let mut s = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, rows: Vec<(String, u64)>| {
+            let _ = writeln!(s, "# HELP xenoeye_{name} {help}\n# TYPE xenoeye_{name} {kind}");
+            for (labels, v) in rows {
+                let _ = writeln!(s, "xenoeye_{name}{labels} {v}");
+            }
+        };
+        let mut exporters: BTreeMap<IpAddr, ExporterStats> = BTreeMap::new();
+        let mut total = DecodeStats::default();
+        for w in &snaps {
+            total.add(&w.decode);
+            for (ip, e) in &w.exporters {
+                let t = exporters.entry(*ip).or_default();
+                t.datagrams += e.datagrams;
+                t.bytes += e.bytes;
+                t.flows += e.flows;
+                t.octets += e.octets;
+                t.errors += e.errors;
+            }
+        }
+        let per_exporter = |f: fn(&ExporterStats) -> u64| {
+            exporters.iter().map(|(ip, e)| (format!("{{exporter=\"{ip}\"}}"), f(e))).collect::<Vec<_>>()
+        };
+        metric("datagrams_total", "counter", "Datagrams received, per exporter.", per_exporter(|e| e.datagrams));
+        metric("datagram_bytes_total", "counter", "Bytes of datagrams received, per exporter.", per_exporter(|e| e.bytes));
+        metric("flows_total", "counter", "Flows decoded, per exporter.", per_exporter(|e| e.flows));
+        metric("flow_octets_total", "counter", "Octets of the flows decoded (sampling applied), per exporter.", per_exporter(|e| e.octets));
+        metric("exporter_errors_total", "counter", "Decode errors, per exporter.", per_exporter(|e| e.errors));
+        metric(
+            "decode_errors_total",
+            "counter",
+            "Decode errors by reason.",
+            DecodeError::ALL.iter().map(|e| (format!("{{reason=\"{}\"}}", e.name()), total.error(*e))).collect(),
+        );
+        metric("options_records_total", "counter", "Options data records decoded.", vec![(String::new(), total.options_records)]);
+        metric(
+            "template_events_total",
+            "counter",
+            "Template records that were new, changed or withdrawals.",
+            vec![
+                ("{event=\"new\"}".into(), total.templates_new),
+                ("{event=\"changed\"}".into(), total.templates_changed),
+                ("{event=\"withdrawn\"}".into(), total.templates_withdrawn),
+            ],
+        );
+        metric(
+            "templates",
+            "gauge",
+            "Templates held, per worker.",
+            snaps.iter().map(|w| (format!("{{worker=\"{}\"}}", esc(&w.name)), w.templates as u64)).collect(),
+        );
+        let drops = kernel_drops();
+        metric(
+            "kernel_drops_total",
+            "counter",
+            "Datagrams the kernel dropped on the worker's socket (receive buffer full).",
+            snaps
+                .iter()
+                .filter_map(|w| w.socket_inode.map(|i| (format!("{{worker=\"{}\"}}", esc(&w.name)), drops.get(&i).copied().unwrap_or(0))))
+                .collect(),
+        );
+        let mut objects: BTreeMap<String, u64> = BTreeMap::new();
+        for w in &snaps {
+            for (name, n) in &w.objects {
+                *objects.entry(name.clone()).or_insert(0) += n;
+            }
+        }
+        metric(
+            "object_flows_total",
+            "counter",
+            "Flows matched per monitoring object (since the last reload).",
+            objects.iter().map(|(o, n)| (format!("{{object=\"{}\"}}", esc(o)), *n)).collect(),
+        );
+        let e = self.export.lock().clone();
+        metric("export_files_total", "counter", "Export files written.", vec![(String::new(), e.files_written)]);
+        metric("export_rows_total", "counter", "Rows written to export files.", vec![(String::new(), e.rows_written)]);
+        metric("export_write_failures_total", "counter", "Failed attempts to write an export file (retried).", vec![(String::new(), e.write_failures)]);
+        metric("export_files_lost_total", "counter", "Export files given up at shutdown.", vec![(String::new(), e.files_lost)]);
+        metric("db_export_runs_total", "counter", "Runs of the db-export program.", vec![(String::new(), e.db_export_runs)]);
+        let objects = self.live.get();
+        let mavg_rows = |f: &dyn Fn(&crate::objects::mavg::Mavg) -> u64| {
+            objects
+                .mavgs
+                .iter()
+                .map(|m| (format!("{{object=\"{}\",mavg=\"{}\"}}", esc(&m.object), esc(&m.name)), f(m)))
+                .collect::<Vec<_>>()
+        };
+        metric("mavg_keys", "gauge", "Keys tracked per moving average.", mavg_rows(&|m| m.stats.keys.load(Ordering::Relaxed) as u64));
+        metric(
+            "mavg_memory_bytes",
+            "gauge",
+            "Memory used per moving average (bounded by mem-m).",
+            mavg_rows(&|m| (m.stats.keys.load(Ordering::Relaxed) * crate::objects::mavg::ROW_BYTES) as u64),
+        );
+        metric("mavg_keys_dropped_total", "counter", "New keys not tracked because mem-m was full.", mavg_rows(&|m| m.stats.keys_dropped.load(Ordering::Relaxed)));
+        metric("mavg_active_limits", "gauge", "Overlimits and underlimits holding now.", mavg_rows(&|m| m.stats.active.load(Ordering::Relaxed) as u64));
+        metric("mavg_events_dropped_total", "counter", "Alert events dropped (hook queue full).", mavg_rows(&|m| m.stats.events_dropped.load(Ordering::Relaxed)));
+        let h = self.hooks.lock().clone();
+        metric(
+            "hook_scripts_total",
+            "counter",
+            "Hook scripts by outcome.",
+            vec![
+                ("{outcome=\"started\"}".into(), h.scripts_started),
+                ("{outcome=\"ok\"}".into(), h.scripts_ok),
+                ("{outcome=\"failed\"}".into(), h.scripts_failed),
+                ("{outcome=\"timed_out\"}".into(), h.scripts_timed_out),
+                ("{outcome=\"dropped\"}".into(), h.scripts_dropped),
+            ],
+        );
+        metric("hook_events_total", "counter", "Alert events handled by the hook thread.", vec![(String::new(), h.events)]);
+        metric("uptime_seconds", "gauge", "Seconds since start.", vec![(String::new(), self.started.elapsed().as_secs())]);
+        s
+    }
+
+    /// The status page: objects, active limits, exporters and export counters.
+    pub fn status_page(&self) -> String {
+        let objects = self.live.get();
+        let snaps = self.snapshots();
+        let mut flows: BTreeMap<String, u64> = BTreeMap::new();
+        for w in &snaps {
+            for (name, n) in &w.objects {
+                *flows.entry(name.clone()).or_insert(0) += n;
+            }
+        }
+        let mut s = String::from("<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>xenoeye</title></head><body><h1>xenoeye</h1>");
+        let _ = write!(s, "<p>up {} s; <a href=\"/metrics\">metrics</a></p><h2>Monitoring objects</h2><table><tr><th>object</th><th>flows</th></tr>", self.started.elapsed().as_secs());
+        for (o, n) in &flows {
+            let _ = write!(s, "<tr><td>{}</td><td>{n}</td></tr>", html(o));
+        }
+        s.push_str("</table><h2>Moving averages</h2><table><tr><th>object</th><th>mavg</th><th>keys</th><th>active limits</th></tr>");
+        for m in &objects.mavgs {
+            let _ = write!(
+                s,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                html(&m.object),
+                html(&m.name),
+                m.stats.keys.load(Ordering::Relaxed),
+                m.stats.active.load(Ordering::Relaxed)
+            );
+        }
+        let e = self.export.lock().clone();
+        let _ = write!(
+            s,
+            "</table><h2>Exports</h2><p>files {}, rows {}, write failures {}, lost {}</p><h2>Exporters</h2><table><tr><th>exporter</th><th>datagrams</th><th>flows</th><th>errors</th></tr>",
+            e.files_written, e.rows_written, e.write_failures, e.files_lost
+        );
+        let mut ex: BTreeMap<IpAddr, (u64, u64, u64)> = BTreeMap::new();
+        for w in &snaps {
+            for (ip, st) in &w.exporters {
+                let t = ex.entry(*ip).or_default();
+                t.0 += st.datagrams;
+                t.1 += st.flows;
+                t.2 += st.errors;
+            }
+        }
+        for (ip, (d, f, er)) in ex {
+            let _ = write!(s, "<tr><td>{ip}</td><td>{d}</td><td>{f}</td><td>{er}</td></tr>");
+        }
+        s.push_str("</table></body></html>\n");
+        s
+    }
+}
+
+fn html(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// Serves `/metrics` and `/` until `stop` is set. Returns the bound address.
+pub fn serve(addr: SocketAddr, reg: Arc<Registry>, stop: &'static AtomicBool) -> std::io::Result<(SocketAddr, std::thread::JoinHandle<()>)> {
+    let listener = TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    let local = listener.local_addr()?;
+    let h = std::thread::Builder::new().name("metrics".into()).spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nonblocking(false);
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                    let _ = answer(stream, &reg);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(50)),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    })?;
+    Ok((local, h))
+}
+
+fn answer(mut stream: std::net::TcpStream, reg: &Registry) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut request = String::new();
+    reader.read_line(&mut request)?;
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h)? == 0 || h.trim().is_empty() {
+            break;
+        }
+    }
+    let path = request.split_whitespace().nth(1).unwrap_or("/");
+    let (status, ctype, body) = match path {
+        "/metrics" => ("200 OK", "text/plain; version=0.0.4", reg.render()),
+        "/" => ("200 OK", "text/html; charset=utf-8", reg.status_page()),
+        _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
+    };
+    write!(stream, "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+}
