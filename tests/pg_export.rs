@@ -5,47 +5,13 @@
 
 mod common;
 
-use common::{data_dir, read_frames, workdir, write_pcap, Frame};
+use common::{data_dir, psql, read_frames, workdir, write_pcap, Db, Frame};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use xenoeye::config::json::{self, Value};
 
 const T0: u32 = 1_795_755_180; // a multiple of 30: rounds land in windows T0 and T0 + 30
-
-struct Db {
-    url: String,
-    admin: String,
-    name: String,
-}
-
-impl Db {
-    fn create(tag: &str) -> Db {
-        let admin = std::env::var("XE_TEST_PG_URL")
-            .expect("XE_TEST_PG_URL is not set: run the tests with scripts/test.sh, which starts PostgreSQL");
-        let name = format!("xe_{tag}_{}", std::process::id());
-        let db = Db { url: admin.replace("/postgres", &format!("/{name}")), admin, name };
-        psql(&db.admin, &format!("drop database if exists {}", db.name));
-        psql(&db.admin, &format!("create database {}", db.name));
-        db
-    }
-
-    fn query(&self, sql: &str) -> Vec<Vec<String>> {
-        psql(&self.url, sql).lines().filter(|l| !l.is_empty()).map(|l| l.split('|').map(String::from).collect()).collect()
-    }
-}
-
-impl Drop for Db {
-    fn drop(&mut self) {
-        let _ = Command::new("psql").args(["-X", "-q", &self.admin, "-c", &format!("drop database if exists {}", self.name)]).output();
-    }
-}
-
-fn psql(url: &str, sql: &str) -> String {
-    let out = Command::new("psql").args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", url, "-c", sql]).output().unwrap();
-    assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
 
 fn script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts").join(name)

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Arc;
 use xenoeye::decode::template::FieldSpec;
 use xenoeye::decode::{Decoder, FlowSink, RecordView};
@@ -164,3 +165,41 @@ pub fn udp_frame(payload: &[u8]) -> Vec<u8> {
     f.extend(payload);
     f
 }
+
+/// A fresh database on the test PostgreSQL (scripts/test.sh starts it; URL in XE_TEST_PG_URL),
+/// dropped at the end.
+pub struct Db {
+    pub url: String,
+    admin: String,
+    name: String,
+}
+
+impl Db {
+    pub fn create(tag: &str) -> Db {
+        let admin = std::env::var("XE_TEST_PG_URL")
+            .expect("XE_TEST_PG_URL is not set: run the tests with scripts/test.sh, which starts PostgreSQL");
+        let name = format!("xe_{tag}_{}", std::process::id());
+        let db = Db { url: admin.replace("/postgres", &format!("/{name}")), admin, name };
+        psql(&db.admin, &format!("drop database if exists {}", db.name));
+        psql(&db.admin, &format!("create database {}", db.name));
+        db
+    }
+
+    pub fn query(&self, sql: &str) -> Vec<Vec<String>> {
+        psql(&self.url, sql).lines().filter(|l| !l.is_empty()).map(|l| l.split('|').map(String::from).collect()).collect()
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        let _ = Command::new("psql").args(["-X", "-q", &self.admin, "-c", &format!("drop database if exists {}", self.name)]).output();
+    }
+}
+
+/// Runs one SQL command; returns its unaligned output.
+pub fn psql(url: &str, sql: &str) -> String {
+    let out = Command::new("psql").args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", url, "-c", sql]).output().unwrap();
+    assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
