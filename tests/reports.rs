@@ -111,6 +111,24 @@ fn charts_dashboards_and_protocol_names() {
     // The top-N query of the dashboards keeps the total: top addresses plus "Other".
     let dashboard = std::fs::read_to_string(dir.join("ingress.json")).unwrap();
     assert!(dashboard.contains("'Other'"));
+
+    // xe_rep(): the top 5 sources plus 'Other' per window, summing to the window's total.
+    let sql = std::fs::read_to_string(script("sql/xe_rep.sql")).unwrap();
+    common::psql(&db.url, &sql);
+    let rep = db.query(&format!(
+        "select extract(epoch from tm)::bigint, name, val from xe_rep('ingress_octets_by_src', 'host(src_host)', 'octets', '*8/10', $$ time >= '{from}' and time < '{to}' $$, 5)"
+    ));
+    let names: std::collections::BTreeSet<&str> = rep.iter().map(|r| r[1].as_str()).collect();
+    assert_eq!(names.len(), 6, "five sources and Other: {names:?}");
+    assert!(names.contains("Other"));
+    let totals = db.query(&format!(
+        "select extract(epoch from time)::bigint, (sum(octets)*8/10)::bigint from ingress_octets_by_src where time >= '{from}' and time < '{to}' group by 1 order by 1"
+    ));
+    for t in &totals {
+        let sum: i64 = rep.iter().filter(|r| r[0] == t[0]).map(|r| r[2].parse::<i64>().unwrap()).sum();
+        let want: i64 = t[1].parse().unwrap();
+        assert!((sum - want).abs() <= 6, "window {}: {sum} vs {want} (rounding per name)", t[0]);
+    }
     if std::env::var_os("XE_KEEP_CHARTS").is_none() {
         std::fs::remove_dir_all(&d).unwrap();
     }
