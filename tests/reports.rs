@@ -20,6 +20,8 @@ fn fill(db: &Db, d: &Path) {
     let conf_src = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
     assert!(Command::new("cp").arg("-r").arg(&conf_src).arg(d.join("conf")).status().unwrap().success());
     std::fs::write(d.join("conf/iplists/my-nets"), "192.0.2.0/24\n").unwrap();
+    std::fs::create_dir_all(d.join("conf/mo/ingress_as")).unwrap();
+    std::fs::write(d.join("conf/mo/ingress_as/mo.conf"), r#"{"filter": "dst net my-nets", "fwm": [{"name": "as", "fields": ["octets", "src as"]}]}"#).unwrap();
     std::fs::create_dir_all(d.join("run/exp")).unwrap();
     let mut frames: Vec<Frame> = Vec::new();
     let mut x = 7u64;
@@ -88,6 +90,29 @@ fn charts_dashboards_and_protocol_names() {
         let (w, h, len) = png_size(&png);
         assert_eq!((w, h), (1000, 400), "{chart}");
         assert!(len > 4000, "{chart} {table}: a drawn chart, not an empty frame ({len} bytes)");
+    }
+
+    // The matplotlib scripts (Debian's python3-matplotlib, hence /usr/bin/python3).
+    for (name, table, size) in [
+        ("mkchart-matplotlib-donut-prot.py", "ingress_proto", (800, 600)),
+        ("mkchart-matplotlib-donut-as.py", "ingress_as_as", (800, 600)),
+        ("mkchart-matplotlib-ts.py", "ingress_all", (1000, 400)),
+        ("mkchart-matplotlib-ts-ip.py", "ingress_octets_by_src", (1000, 400)),
+    ] {
+        let png = d.join(format!("{name}.png"));
+        let out = Command::new("/usr/bin/python3")
+            .arg(script(name))
+            .arg(table)
+            .arg(&png)
+            .args([from, to])
+            .env("XENOEYE_DB", &db.url)
+            .env("AGG", "60")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        let (w, h, len) = png_size(&png);
+        assert_eq!((w, h), size, "{name}");
+        assert!(len > 10_000, "{name}: {len} bytes");
     }
 
     // Every Grafana panel's SQL runs against the filled database and returns rows.

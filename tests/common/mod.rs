@@ -116,6 +116,7 @@ pub struct CraftedFlow {
 
 /// A NetFlow v9 datagram (source id 1) with the template and the given flows, wrapped in an
 /// Ethernet/IPv4/UDP frame from 192.0.2.1 to port 2055, at `ms` milliseconds of unix time.
+/// The source AS of a flow is 64500 + (last byte of the source address) % 8.
 pub fn v9_frame(ms: u64, flows: &[CraftedFlow]) -> Frame {
     let be16 = |v: &mut Vec<u8>, x: u16| v.extend(x.to_be_bytes());
     let be32 = |v: &mut Vec<u8>, x: u32| v.extend(x.to_be_bytes());
@@ -126,8 +127,8 @@ pub fn v9_frame(ms: u64, flows: &[CraftedFlow]) -> Frame {
     be32(&mut p, (ms / 1000) as u32);
     be32(&mut p, 1);
     be32(&mut p, 1);
-    // Template 256: src, dst, proto, dst port, octets, packets.
-    let fields: [(u16, u16); 6] = [(8, 4), (12, 4), (4, 1), (11, 2), (1, 4), (2, 4)];
+    // Template 256: src, dst, proto, dst port, octets, packets, src AS.
+    let fields: [(u16, u16); 7] = [(8, 4), (12, 4), (4, 1), (11, 2), (1, 4), (2, 4), (16, 2)];
     be16(&mut p, 0);
     be16(&mut p, 4 + 4 + 4 * fields.len() as u16);
     be16(&mut p, 256);
@@ -138,7 +139,7 @@ pub fn v9_frame(ms: u64, flows: &[CraftedFlow]) -> Frame {
     }
     if !flows.is_empty() {
         be16(&mut p, 256);
-        be16(&mut p, 4 + 19 * flows.len() as u16);
+        be16(&mut p, 4 + 21 * flows.len() as u16);
         for f in flows {
             p.extend(f.src);
             p.extend(f.dst);
@@ -146,6 +147,7 @@ pub fn v9_frame(ms: u64, flows: &[CraftedFlow]) -> Frame {
             be16(&mut p, f.dport);
             be32(&mut p, f.octets);
             be32(&mut p, f.packets);
+            be16(&mut p, 64500 + (f.src[3] % 8) as u16);
         }
     }
     Frame { sec: (ms / 1000) as u32, usec: (ms % 1000 * 1000) as u32, data: udp_frame(&p) }
