@@ -29,6 +29,8 @@ use std::time::{Duration, Instant};
 
 static SHUTDOWN: AtomicBool = AtomicBool::new(false);
 static RELOAD: AtomicBool = AtomicBool::new(false);
+/// Ends the metrics server of a replay.
+static REPLAY_DONE: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_terminate(_: libc::c_int) {
     SHUTDOWN.store(true, Ordering::SeqCst);
@@ -362,8 +364,29 @@ pub fn replay(cfg: &Config, objects: Arc<Objects>, files: &[PathBuf]) -> Result<
     let (hooks, hooks_tx) = start_hooks(cfg, &objects);
     drop(hooks_tx);
     let exporter = export::spawn(export_config(cfg, 1), rx);
-    let result = replay_into(files, &mut decoder, &mut pipeline);
+    // Metrics while replaying (a capture read from standard input can be scraped as it comes).
+    let snapshot = Arc::new(parking_lot::Mutex::new(metrics::WorkerSnapshot { name: "replay".into(), ..Default::default() }));
+    let metrics_thread = match cfg.metrics_listen {
+        Some(addr) => {
+            let reg = Arc::new(metrics::Registry {
+                workers: vec![snapshot.clone()],
+                export: exporter.stats.clone(),
+                hooks: hooks.stats.clone(),
+                live: live.clone(),
+                started: Instant::now(),
+            });
+            let (local, h) = metrics::serve(addr, reg, &REPLAY_DONE).map_err(|e| format!("metrics-listen {addr}: {e}"))?;
+            log::info(&format!("metrics on http://{local}/metrics"));
+            Some(h)
+        }
+        None => None,
+    };
+    let result = replay_into(files, &mut decoder, &mut pipeline, |d, p| p.publish(d, &snapshot));
     pipeline.finish();
+    REPLAY_DONE.store(true, Ordering::SeqCst);
+    if let Some(h) = metrics_thread {
+        let _ = h.join();
+    }
     let export = exporter.join().map_err(|_| "export thread panicked".to_string())?;
     let hooks = stop_hooks(&objects, hooks)?;
     let skipped = result?;
@@ -373,21 +396,34 @@ pub fn replay(cfg: &Config, objects: Arc<Objects>, files: &[PathBuf]) -> Result<
     Ok(summary)
 }
 
-/// Feeds the UDP payloads of capture files, in order, through `decoder` into `sink`; returns
-/// the number of frames that held no usable UDP datagram.
-pub fn replay_into(files: &[PathBuf], decoder: &mut Decoder, sink: &mut impl ClockedSink) -> Result<u64, String> {
-    let mut batch = Batch::new(64);
+/// Feeds the UDP payloads of capture files, in order, through `decoder` into `sink`, calling
+/// `after` at least twice a second and after the last datagram; returns the number of frames
+/// that held no usable UDP datagram. `-` reads a capture from standard input, datagram by
+/// datagram (so each is processed as soon as it arrives).
+pub fn replay_into<S: ClockedSink>(
+    files: &[PathBuf],
+    decoder: &mut Decoder,
+    sink: &mut S,
+    mut after: impl FnMut(&Decoder, &mut S),
+) -> Result<u64, String> {
     let mut skipped = 0;
+    let mut last = Instant::now();
     for file in files {
+        let mut batch = Batch::new(if file.as_os_str() == "-" { 1 } else { 64 });
         let mut src = pcap_source::open_file(file).map_err(|e| e.to_string())?;
         loop {
             match src.fill(&mut batch).map_err(|e| format!("{}: {e}", file.display()))? {
                 Fill::End => break,
                 Fill::Ready => process(&batch, decoder, sink),
             }
+            if batch.capacity() == 1 || last.elapsed() >= Duration::from_millis(500) {
+                after(decoder, sink);
+                last = Instant::now();
+            }
         }
         skipped += src.skipped();
     }
+    after(decoder, sink);
     Ok(skipped)
 }
 

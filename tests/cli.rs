@@ -374,3 +374,41 @@ fn metrics_count_what_was_sent() {
     assert!(child.wait_with_output().unwrap().status.success());
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+#[test]
+fn metrics_during_a_replay_from_standard_input() {
+    use std::io::Write;
+    let d = workdir("metrics-replay");
+    let mport = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let f = config(&d, 2055);
+    let text = std::fs::read_to_string(&f).unwrap().replacen('{', &format!("{{ \"metrics-listen\": \"127.0.0.1:{mport}\","), 1);
+    std::fs::write(&f, text).unwrap();
+    let mut child = bin().arg("-c").arg(&f).args(["--read-pcap", "-"]).stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    // The capture is written into the pipe: header, then three rounds of softflowd's export.
+    let frames = read_frames(&data_dir().join("exporters/softflowd-v9.pcap"));
+    let pcap = d.join("rounds.pcap");
+    let rounds: Vec<_> = (0..3).flat_map(|_| frames.iter().map(|f| common::Frame { sec: f.sec, usec: f.usec, data: f.data.clone() })).collect();
+    write_pcap(&pcap, &rounds);
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&std::fs::read(&pcap).unwrap()).unwrap();
+    stdin.flush().unwrap();
+    // While the collector waits for more input, the counters show what it has read.
+    let maddr = format!("127.0.0.1:{mport}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut page = String::new();
+    while Instant::now() < deadline {
+        page = http_get(&maddr, "/metrics").unwrap_or_default();
+        if metric(&page, "xenoeye_datagrams_total{exporter=\"127.0.0.1\"}") == Some(12) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(metric(&page, "xenoeye_datagrams_total{exporter=\"127.0.0.1\"}"), Some(12), "{page}");
+    assert_eq!(metric(&page, "xenoeye_flows_total{exporter=\"127.0.0.1\"}"), Some(300));
+    assert_eq!(metric(&page, "xenoeye_object_flows_total{object=\"all\"}"), Some(300));
+    drop(stdin); // end of the capture: the replay finishes and exits
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("flows 300,"));
+    std::fs::remove_dir_all(&d).unwrap();
+}

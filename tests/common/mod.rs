@@ -53,7 +53,7 @@ pub fn data_dir() -> PathBuf {
 pub fn replay(files: &[PathBuf]) -> (Record, Decoder) {
     let mut d = Decoder::new(Arc::new(Devices::default()), None);
     let mut sink = Record::default();
-    xenoeye::daemon::replay_into(files, &mut d, &mut sink).expect("capture readable");
+    xenoeye::daemon::replay_into(files, &mut d, &mut sink, |_, _| {}).expect("capture readable");
     (sink, d)
 }
 
