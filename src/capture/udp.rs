@@ -43,11 +43,31 @@ fn open(addr: SocketAddr, dual: bool, rcvbuf_mib: Option<u64>, reuseport: bool) 
         socket.set_reuse_port(true)?;
     }
     if let Some(m) = rcvbuf_mib {
-        socket.set_recv_buffer_size((m as usize).saturating_mul(1 << 20))?;
+        let want = (m as usize).saturating_mul(1 << 20);
+        socket.set_recv_buffer_size(want)?;
+        if socket.recv_buffer_size().unwrap_or(0) < want {
+            force_recv_buffer(&socket, want);
+        }
     }
     socket.set_read_timeout(Some(Duration::from_millis(200)))?;
     socket.bind(&SockAddr::from(addr))?;
     Ok(socket)
+}
+
+/// Above `net.core.rmem_max` the kernel caps SO_RCVBUF; with CAP_NET_ADMIN (root, or the
+/// systemd unit's ambient capability) SO_RCVBUFFORCE sets the size asked for.
+fn force_recv_buffer(socket: &Socket, bytes: usize) {
+    let v = bytes.min(i32::MAX as usize / 2) as libc::c_int;
+    // SAFETY: a valid socket and a pointer to a c_int of the size given.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
 }
 
 impl UdpSource {
