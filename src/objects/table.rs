@@ -46,21 +46,32 @@ pub fn hash_words(words: &[u64]) -> u64 {
     h ^ (h >> 33)
 }
 
-/// An all-zero (all-empty) slot array. Large tables ask the kernel for transparent huge pages:
-/// with random access over hundreds of megabytes, 4 KiB pages would add a page-table walk to
-/// nearly every row update.
+/// An all-zero (all-empty) slot array.
 fn empty_slots<const N: usize>(cap: usize) -> Vec<Slot<N>> {
-    let layout = std::alloc::Layout::array::<Slot<N>>(cap).expect("table size fits memory");
-    // SAFETY: `Slot` is plain u64 arrays, for which all-zero bytes is a valid (empty) value; the
-    // memory comes from the global allocator with exactly the layout `Vec` uses for `cap`
-    // elements, so `Vec` may own and free it.
+    // SAFETY: `Slot` is plain u64 arrays, for which all-zero bytes is a valid (empty) value.
+    unsafe { zeroed_vec(cap) }
+}
+
+/// A vector of `n` all-zero elements, from zeroed memory (untouched pages cost nothing until
+/// used). Large ones ask the kernel for transparent huge pages: with random access over
+/// hundreds of megabytes, 4 KiB pages would add a page-table walk to nearly every update.
+///
+/// # Safety
+/// All-zero bytes must be a valid value of `T`.
+pub unsafe fn zeroed_vec<T>(n: usize) -> Vec<T> {
+    let layout = std::alloc::Layout::array::<T>(n).expect("table size fits memory");
+    if layout.size() == 0 {
+        return Vec::new();
+    }
+    // SAFETY: the memory comes from the global allocator with exactly the layout `Vec` uses for
+    // `n` elements, so `Vec` may own and free it; the caller vouches for all-zero elements.
     unsafe {
-        let p = std::alloc::alloc_zeroed(layout) as *mut Slot<N>;
+        let p = std::alloc::alloc_zeroed(layout) as *mut T;
         if p.is_null() {
             std::alloc::handle_alloc_error(layout);
         }
         advise_huge_pages(p as *mut u8, layout.size());
-        Vec::from_raw_parts(p, cap, cap)
+        Vec::from_raw_parts(p, n, n)
     }
 }
 

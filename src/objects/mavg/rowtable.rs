@@ -27,8 +27,11 @@ impl Default for RowTable {
 
 impl RowTable {
     fn with_capacity(cap: usize) -> Self {
-        let empty = Slot { key: PackedKey { n: EMPTY, w: [0; super::MAVG_WORDS] }, row: Row::default() };
-        RowTable { slots: vec![empty; cap.next_power_of_two()], len: 0, tombs: 0 }
+        // SAFETY: an all-zero slot is an empty one: key length 0 (EMPTY), zero numbers, and
+        // `None` for the boxed limit states (a null pointer).
+        let slots = unsafe { crate::objects::table::zeroed_vec::<Slot>(cap.next_power_of_two()) };
+        debug_assert!(slots.iter().all(|s| s.key.n == EMPTY && s.row.limits.is_none()));
+        RowTable { slots, len: 0, tombs: 0 }
     }
 
     /// Address of the slot a hash starts probing at, and the mask: for prefetching.
