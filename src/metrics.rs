@@ -213,9 +213,13 @@ impl Registry {
         let e = self.export.lock().clone();
         let _ = write!(
             s,
-            "</table><h2>Exports</h2><p>files {}, rows {}, write failures {}, lost {}</p><h2>Exporters</h2><table><tr><th>exporter</th><th>datagrams</th><th>flows</th><th>errors</th></tr>",
+            "</table><h2>Exports</h2><p>files {}, rows {}, write failures {}, lost {}</p><ul>",
             e.files_written, e.rows_written, e.write_failures, e.files_lost
         );
+        for f in e.recent.iter().rev() {
+            let _ = write!(s, "<li>{}</li>", html(f));
+        }
+        s.push_str("</ul><h2>Exporters</h2><table><tr><th>exporter</th><th>datagrams</th><th>flows</th><th>errors</th></tr>");
         let mut ex: BTreeMap<IpAddr, (u64, u64, u64)> = BTreeMap::new();
         for w in &snaps {
             for (ip, st) in &w.exporters {

@@ -50,7 +50,12 @@ pub struct ExportStats {
     /// Files still unwritten when the thread ended (named in the log).
     pub files_lost: u64,
     pub db_export_runs: u64,
+    /// The last files written (newest last), for the status page.
+    pub recent: Vec<String>,
 }
+
+/// How many recent export files the status page lists.
+const RECENT: usize = 10;
 
 struct PendingFile {
     path: PathBuf,
@@ -225,6 +230,10 @@ impl Exporter {
             Ok(()) => {
                 self.stats.files_written += 1;
                 self.stats.rows_written += f.rows as u64;
+                if self.stats.recent.len() == RECENT {
+                    self.stats.recent.remove(0);
+                }
+                self.stats.recent.push(f.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
                 true
             }
             Err(e) => {
@@ -346,6 +355,7 @@ mod tests {
         tx.send(Msg::WorkerDone(1)).unwrap();
         let stats = h.join().unwrap();
         assert_eq!(stats.files_written, 4);
+        assert_eq!(stats.recent, vec!["o_w_90.sql", "o_w_100.sql", "o_w_110.sql", "o_w_120.sql"], "for the status page");
         let read = |t: u64| std::fs::read_to_string(dir.join(format!("o_w_{t}.sql"))).unwrap();
         assert!(read(90).contains("( to_timestamp(90),  7 ,  17 );"));
         assert!(read(100).contains("( to_timestamp(100),  5 ,  6 );"));
