@@ -11,11 +11,7 @@ import xe_charts as xc  # noqa: E402
 table, out = xc.ident(sys.argv[1]), sys.argv[2]
 cond = xc.period(sys.argv[3:])
 top = int(os.environ.get("TOP", "10"))
-col = xc.query("select column_name from information_schema.columns where table_name = '%s' "
-               "and column_name in ('src_as', 'dst_as') limit 1" % table)
-if not col:
-    sys.exit("%s has no src_as or dst_as" % table)
-col = col[0][0]
+col = xc.column(table, ['src_as', 'dst_as'])
 rows = xc.query("select coalesce(%s::text, 'Other'), sum(octets) from %s where %s group by 1 order by 2 desc" % (col, table, cond))
 if not rows:
     sys.exit("no rows")

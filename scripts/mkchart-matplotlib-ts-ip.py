@@ -12,11 +12,7 @@ table, out = xc.ident(sys.argv[1]), sys.argv[2]
 cond = xc.period(sys.argv[3:])
 top = int(os.environ.get("TOP", "10"))
 agg = int(os.environ.get("AGG", "300"))
-col = xc.query("select column_name from information_schema.columns where table_name = '%s' "
-               "and column_name in ('src_host', 'dst_host') limit 1" % table)
-if not col:
-    sys.exit("%s has no src_host or dst_host" % table)
-col = col[0][0]
+col = xc.column(table, ['src_host', 'dst_host'])
 rows = xc.query("""with top as (select host(%(c)s) as ip from %(t)s where %(w)s and %(c)s is not null
                                 group by 1 order by sum(octets) desc limit %(n)d)
                    select to_timestamp(floor(extract(epoch from time) / %(a)d) * %(a)d) as step,

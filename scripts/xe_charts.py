@@ -41,6 +41,16 @@ def query(sql):
     return rows[1:]
 
 
+def column(table, candidates):
+    """The first of `candidates` that the table has, or exit with a message."""
+    names = ",".join("'%s'" % ident(c) for c in candidates)
+    rows = query("select column_name from information_schema.columns where table_name = '%s' "
+                 "and column_name in (%s) limit 1" % (ident(table), names))
+    if not rows:
+        sys.exit("%s has none of %s" % (table, ", ".join(candidates)))
+    return rows[0][0]
+
+
 def window_seconds(table, cond):
     """The table's window length: the smallest step between its times (30 when unknown)."""
     rows = query("select coalesce(min(step), 30)::int from (select extract(epoch from time - lag(time) over "

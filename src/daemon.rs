@@ -316,6 +316,22 @@ fn process(batch: &Batch, decoder: &mut Decoder, sink: &mut impl ClockedSink) {
     }
 }
 
+/// Serves the metrics when `metrics-listen` is set, until `stop`.
+fn start_metrics(
+    cfg: &Config,
+    workers: Vec<Arc<parking_lot::Mutex<metrics::WorkerSnapshot>>>,
+    export: Arc<parking_lot::Mutex<ExportStats>>,
+    hooks: Arc<parking_lot::Mutex<HookStats>>,
+    live: &Arc<LiveObjects>,
+    stop: &'static AtomicBool,
+) -> Result<Option<std::thread::JoinHandle<()>>, String> {
+    let Some(addr) = cfg.metrics_listen else { return Ok(None) };
+    let reg = Arc::new(metrics::Registry { workers, export, hooks, live: live.clone(), started: Instant::now() });
+    let (local, h) = metrics::serve(addr, reg, stop).map_err(|e| format!("metrics-listen {addr}: {e}"))?;
+    log::info(&format!("metrics on http://{local}/metrics"));
+    Ok(Some(h))
+}
+
 /// Bound on alert events waiting for the hook thread (more are dropped and counted).
 const EVENT_QUEUE: usize = 65536;
 
@@ -366,21 +382,7 @@ pub fn replay(cfg: &Config, objects: Arc<Objects>, files: &[PathBuf]) -> Result<
     let exporter = export::spawn(export_config(cfg, 1), rx);
     // Metrics while replaying (a capture read from standard input can be scraped as it comes).
     let snapshot = Arc::new(parking_lot::Mutex::new(metrics::WorkerSnapshot { name: "replay".into(), ..Default::default() }));
-    let metrics_thread = match cfg.metrics_listen {
-        Some(addr) => {
-            let reg = Arc::new(metrics::Registry {
-                workers: vec![snapshot.clone()],
-                export: exporter.stats.clone(),
-                hooks: hooks.stats.clone(),
-                live: live.clone(),
-                started: Instant::now(),
-            });
-            let (local, h) = metrics::serve(addr, reg, &REPLAY_DONE).map_err(|e| format!("metrics-listen {addr}: {e}"))?;
-            log::info(&format!("metrics on http://{local}/metrics"));
-            Some(h)
-        }
-        None => None,
-    };
+    let metrics_thread = start_metrics(cfg, vec![snapshot.clone()], exporter.stats.clone(), hooks.stats.clone(), &live, &REPLAY_DONE)?;
     let result = replay_into(files, &mut decoder, &mut pipeline, |d, p| p.publish(d, &snapshot));
     pipeline.finish();
     REPLAY_DONE.store(true, Ordering::SeqCst);
@@ -532,21 +534,7 @@ pub fn run(cfg: &Config, objects: Arc<Objects>) -> Result<Summary, String> {
     }
     let mut save_limiter = log::RateLimit::new(Duration::from_secs(60));
     let mut last_save = Instant::now();
-    let metrics_thread = match cfg.metrics_listen {
-        Some(addr) => {
-            let reg = Arc::new(metrics::Registry {
-                workers: snapshots,
-                export: export_stats,
-                hooks: hook_stats,
-                live: live.clone(),
-                started: Instant::now(),
-            });
-            let (local, h) = metrics::serve(addr, reg, &SHUTDOWN).map_err(|e| format!("metrics-listen {addr}: {e}"))?;
-            log::info(&format!("metrics on http://{local}/metrics"));
-            Some(h)
-        }
-        None => None,
-    };
+    let metrics_thread = start_metrics(cfg, snapshots, export_stats, hook_stats, &live, &SHUTDOWN)?;
     let watchdog = systemd::watchdog_interval();
     let mut last_pet = Instant::now();
     systemd::notify(&format!("READY=1\nSTATUS={} workers, {} monitoring objects", handles.len(), objects.count()));
