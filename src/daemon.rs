@@ -237,6 +237,9 @@ impl Summary {
                 h.events, h.scripts_started, h.scripts_ok, h.scripts_failed, h.scripts_timed_out, h.scripts_dropped
             );
         }
+        if h.lua.calls > 0 {
+            line += &format!("; lua hooks {} (errors {}, cut {})", h.lua.calls, h.lua.errors, h.lua.cut);
+        }
         line
     }
 }
@@ -347,6 +350,7 @@ fn start_hooks(cfg: &Config, objects: &Objects) -> (HookHandle, std::sync::mpsc:
         script_timeout: Duration::from_secs(cfg.script_timeout),
         max_scripts: cfg.max_scripts,
         max_queued: 10_000,
+        lua: hooks::lua::LuaConfig { write_dirs: vec![cfg.notifications_dir.clone()], ..Default::default() },
     };
     (hooks::spawn(hc, rx), tx)
 }

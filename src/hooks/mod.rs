@@ -8,6 +8,8 @@
 //! many run at once, a timeout after which a script is killed, every exit status logged, and
 //! every child reaped.
 
+pub mod lua;
+
 use crate::fsutil::write_atomically;
 use crate::log;
 use crate::objects::mavg::{Event, LimitKind, Phase};
@@ -29,6 +31,8 @@ pub struct HookConfig {
     pub max_scripts: usize,
     /// Scripts waiting beyond this are dropped (counted).
     pub max_queued: usize,
+    /// Lua hooks' limits and writable directories.
+    pub lua: lua::LuaConfig,
 }
 
 /// Counters of the hook thread.
@@ -43,6 +47,7 @@ pub struct HookStats {
     pub notifications_written: u64,
     pub notifications_removed: u64,
     pub notification_errors: u64,
+    pub lua: lua::LuaStats,
 }
 
 /// The running hook thread.
@@ -65,6 +70,7 @@ struct Running {
 
 struct Hooks {
     cfg: HookConfig,
+    lua: lua::LuaHooks,
     queue: VecDeque<(PathBuf, Vec<String>, String)>,
     running: Vec<Running>,
     stats: HookStats,
@@ -79,7 +85,9 @@ pub fn spawn(cfg: HookConfig, rx: Receiver<Event>) -> HookHandle {
     let thread = std::thread::Builder::new()
         .name("hooks".into())
         .spawn(move || {
-            let mut h = Hooks { cfg, queue: VecDeque::new(), running: Vec::new(), stats: HookStats::default(), shared };
+            // Lua states are not Send: they are made here, on the hook thread, and stay here.
+            let lua = lua::LuaHooks::new(cfg.lua.clone());
+            let mut h = Hooks { cfg, lua, queue: VecDeque::new(), running: Vec::new(), stats: HookStats::default(), shared };
             h.run(rx);
             h.stats
         })
@@ -130,7 +138,8 @@ impl Hooks {
         self.publish();
     }
 
-    fn publish(&self) {
+    fn publish(&mut self) {
+        self.stats.lua = self.lua.stats.clone();
         let mut s = self.shared.lock();
         if *s != self.stats {
             *s = self.stats.clone();
@@ -156,6 +165,7 @@ impl Hooks {
                     }
                 }
                 if ev.phase == Phase::Start {
+                    self.lua.event(&ev, &file);
                     let kind = if limit.kind == LimitKind::Over { "overlimit" } else { "underlimit" };
                     log::info(&format!(
                         "{kind} {}/{}/{} {}: {} > {}",
@@ -177,6 +187,7 @@ impl Hooks {
                 if let Some(script) = &limit.back2norm_script {
                     self.enqueue(script.clone(), &ev, &file);
                 }
+                self.lua.event(&ev, &file);
                 match std::fs::remove_file(&file) {
                     Ok(()) => self.stats.notifications_removed += 1,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -316,6 +327,7 @@ mod tests {
             script_timeout: Duration::from_millis(timeout_ms),
             max_scripts,
             max_queued: 100,
+            lua: lua::LuaConfig::default(),
         };
         let h = spawn(cfg, rx);
         for k in 0..n {

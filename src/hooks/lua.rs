@@ -1,0 +1,270 @@
+//! Lua alert hooks: functions of an object's `mo.lua`, run in-process on the hook thread.
+//!
+//! Each object with a `mo.lua` gets its own Lua 5.4 state, created on first use on the hook
+//! thread (never on a capture worker). The state is sandboxed: no `io`, `os`, `package`,
+//! `debug`, `load`, `loadfile`, `dofile` or `require`; instead a small `xe` table (logging,
+//! time, atomic file writes restricted to allowed directories, per-object `xe.state`). Every
+//! call has an instruction budget and every state a memory limit: a looping or greedy hook is
+//! cut, counted and logged with the object, the hook and the Lua line, and collection goes on.
+
+use crate::fsutil::write_atomically;
+use crate::log;
+use crate::objects::mavg::{Event, LimitKind, Phase};
+use mlua::{HookTriggers, Lua, LuaOptions, StdLib, Table, Value, VmState};
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+/// Limits and permissions of Lua hooks.
+#[derive(Clone, Debug)]
+pub struct LuaConfig {
+    /// VM instructions one call may run.
+    pub max_instructions: u64,
+    /// Memory one object's state may use.
+    pub max_memory: usize,
+    /// Directories `xe.write_file` and friends may touch (the object's own directory is added).
+    pub write_dirs: Vec<PathBuf>,
+}
+
+impl Default for LuaConfig {
+    fn default() -> Self {
+        LuaConfig { max_instructions: 10_000_000, max_memory: 64 << 20, write_dirs: Vec::new() }
+    }
+}
+
+/// Counters of the Lua hooks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LuaStats {
+    pub calls: u64,
+    pub errors: u64,
+    /// Calls cut at the instruction budget.
+    pub cut: u64,
+}
+
+struct ObjectLua {
+    lua: Lua,
+    budget: Rc<Cell<u64>>,
+}
+
+/// The hook thread's Lua states, one per object directory.
+pub struct LuaHooks {
+    cfg: LuaConfig,
+    states: HashMap<PathBuf, Option<ObjectLua>>,
+    pub stats: LuaStats,
+}
+
+/// How often (in VM instructions) the budget is checked.
+const CHECK_EVERY: u32 = 1000;
+
+impl LuaHooks {
+    pub fn new(cfg: LuaConfig) -> Self {
+        LuaHooks { cfg, states: HashMap::new(), stats: LuaStats::default() }
+    }
+
+    /// Calls the limit's `action-lua` (start) or `back2norm-lua` (back to normal) function, if
+    /// it names one.
+    pub fn event(&mut self, ev: &Event, notification: &Path) {
+        let spec = ev.limit_spec();
+        let func = match ev.phase {
+            Phase::Start => spec.action_lua.as_deref(),
+            Phase::Back2Norm => spec.back2norm_lua.as_deref(),
+            _ => None,
+        };
+        let Some(func) = func else { return };
+        self.stats.calls += 1;
+        let dir = ev.mavg.dir.clone();
+        let budget = self.cfg.max_instructions;
+        let Some(state) = self.state(&dir) else {
+            self.stats.errors += 1;
+            return;
+        };
+        let result = call(state, budget, func, ev, notification);
+        if let Err(e) = result {
+            let text = e.to_string();
+            if text.contains("instruction limit") {
+                self.stats.cut += 1;
+            } else {
+                self.stats.errors += 1;
+            }
+            log::error(&format!("lua hook {}/{}/{} {func}: {text}", ev.mavg.object, ev.mavg.name, spec.name));
+        }
+    }
+
+    /// The object's state, created (and mo.lua run) on first use; `None` when it failed.
+    fn state(&mut self, dir: &Path) -> Option<&ObjectLua> {
+        if !self.states.contains_key(dir) {
+            let made = new_state(&self.cfg, dir).map_err(|e| log::error(&format!("{}/mo.lua: {e}", dir.display()))).ok();
+            self.states.insert(dir.to_path_buf(), made);
+        }
+        self.states.get(dir).and_then(|s| s.as_ref())
+    }
+}
+
+/// A sandboxed state with the `xe` API, after running the object's mo.lua.
+fn new_state(cfg: &LuaConfig, dir: &Path) -> mlua::Result<ObjectLua> {
+    let libs = StdLib::TABLE | StdLib::STRING | StdLib::MATH | StdLib::UTF8 | StdLib::COROUTINE;
+    let lua = Lua::new_with(libs, LuaOptions::default())?;
+    let g = lua.globals();
+    for name in ["load", "loadfile", "dofile", "require", "collectgarbage"] {
+        g.set(name, Value::Nil)?;
+    }
+    let mut dirs = cfg.write_dirs.clone();
+    dirs.push(dir.to_path_buf());
+    g.set("xe", xe_api(&lua, dir, dirs)?)?;
+    lua.set_memory_limit(cfg.max_memory)?;
+    let budget = Rc::new(Cell::new(0u64));
+    let b = budget.clone();
+    lua.set_hook(HookTriggers::new().every_nth_instruction(CHECK_EVERY), move |_, _| {
+        let left = b.get();
+        if left < CHECK_EVERY as u64 {
+            return Err(mlua::Error::runtime("instruction limit reached"));
+        }
+        b.set(left - CHECK_EVERY as u64);
+        Ok(VmState::Continue)
+    })?;
+    let file = dir.join("mo.lua");
+    let code = std::fs::read_to_string(&file).map_err(mlua::Error::external)?;
+    // Running mo.lua itself is bounded too: it may not hang the hook thread.
+    budget.set(cfg.max_instructions);
+    lua.load(code).set_name(format!("@{}", file.display())).exec()?;
+    Ok(ObjectLua { lua, budget })
+}
+
+/// Whether `path` lies in one of `dirs` (no `..` escapes).
+fn allowed(path: &Path, dirs: &[PathBuf]) -> bool {
+    !path.components().any(|c| matches!(c, std::path::Component::ParentDir)) && dirs.iter().any(|d| path.starts_with(d))
+}
+
+fn xe_api(lua: &Lua, dir: &Path, dirs: Vec<PathBuf>) -> mlua::Result<Table> {
+    let xe = lua.create_table()?;
+    let object_dir = dir.display().to_string();
+    xe.set(
+        "log",
+        lua.create_function(move |_, msg: String| {
+            log::info(&format!("lua {object_dir}: {msg}"));
+            Ok(())
+        })?,
+    )?;
+    xe.set(
+        "time",
+        lua.create_function(|_, ()| {
+            Ok(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0))
+        })?,
+    )?;
+    let check = move |path: &str| -> mlua::Result<PathBuf> {
+        let p = PathBuf::from(path);
+        if allowed(&p, &dirs) {
+            Ok(p)
+        } else {
+            Err(mlua::Error::runtime(format!("{path}: not in a directory hooks may write to")))
+        }
+    };
+    let c = check.clone();
+    xe.set(
+        "write_file",
+        lua.create_function(move |_, (path, text): (String, String)| {
+            write_atomically(&c(&path)?, text.as_bytes()).map_err(mlua::Error::external)
+        })?,
+    )?;
+    let c = check.clone();
+    xe.set(
+        "append_file",
+        lua.create_function(move |_, (path, text): (String, String)| {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(c(&path)?).map_err(mlua::Error::external)?;
+            f.write_all(text.as_bytes()).map_err(mlua::Error::external)
+        })?,
+    )?;
+    xe.set(
+        "remove_file",
+        lua.create_function(move |_, path: String| match std::fs::remove_file(check(&path)?) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(mlua::Error::external(e)),
+            _ => Ok(()),
+        })?,
+    )?;
+    xe.set("state", lua.create_table()?)?;
+    xe.set("dir", dir.display().to_string())?;
+    Ok(xe)
+}
+
+/// Builds the event table and calls `func` with a fresh instruction budget.
+fn call(state: &ObjectLua, budget: u64, func: &str, ev: &Event, notification: &Path) -> mlua::Result<()> {
+    let lua = &state.lua;
+    let f: mlua::Function = lua.globals().get(func).map_err(|_| mlua::Error::runtime(format!("no function {func} in mo.lua")))?;
+    let t = lua.create_table()?;
+    let spec = ev.limit_spec();
+    t.set("object", ev.mavg.object.as_str())?;
+    t.set("mavg", ev.mavg.name.as_str())?;
+    t.set("limit", spec.name.as_str())?;
+    t.set("kind", if spec.kind == LimitKind::Over { "overlimit" } else { "underlimit" })?;
+    t.set("phase", if ev.phase == Phase::Start { "start" } else { "back2norm" })?;
+    let keys = lua.create_table()?;
+    let by_name = lua.create_table()?;
+    for (i, (id, value)) in ev.mavg.keys.iter().zip(&ev.keys).enumerate() {
+        keys.set(i + 1, value.as_str())?;
+        let def = id.def();
+        let name = match def.side {
+            crate::fields::Side::Src => format!("src {}", def.names[0]),
+            crate::fields::Side::Dst => format!("dst {}", def.names[0]),
+            crate::fields::Side::None => def.names[0].to_string(),
+        };
+        by_name.set(name, value.as_str())?;
+    }
+    t.set("keys", keys)?;
+    t.set("key", by_name)?;
+    t.set("value", ev.value)?;
+    t.set("threshold", ev.threshold)?;
+    t.set("notification", notification.display().to_string())?;
+    t.set("time", ev.time_ms as f64 / 1000.0)?;
+    t.set("start", ev.start_ms as f64 / 1000.0)?;
+    state.budget.set(budget);
+    f.call::<()>(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(code: &str) -> (ObjectLua, PathBuf) {
+        let d = std::env::temp_dir().join(format!("xe-lua-{}-{}", std::process::id(), code.len()));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("mo.lua"), code).unwrap();
+        (new_state(&LuaConfig { max_instructions: 100_000, max_memory: 4 << 20, write_dirs: vec![] }, &d).unwrap(), d)
+    }
+
+    #[test]
+    fn sandbox_has_no_dangerous_library() {
+        let (s, d) = state("function f() return io, os, package, debug, load, loadfile, dofile, require end");
+        let f: mlua::Function = s.lua.globals().get("f").unwrap();
+        s.budget.set(1000);
+        let vals: mlua::MultiValue = f.call(()).unwrap();
+        assert_eq!(vals.len(), 8);
+        assert!(vals.iter().all(|v| v.is_nil()), "{vals:?}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn loops_are_cut_and_memory_is_bounded() {
+        let (s, d) = state("function spin() while true do end end\nfunction hog() local t = {} for i = 1, 1e9 do t[i] = string.rep('x', 1000) .. i end end");
+        s.budget.set(100_000);
+        let e = s.lua.globals().get::<mlua::Function>("spin").unwrap().call::<()>(()).unwrap_err();
+        assert!(e.to_string().contains("instruction limit"), "{e}");
+        s.budget.set(u64::MAX / 2);
+        let e = s.lua.globals().get::<mlua::Function>("hog").unwrap().call::<()>(()).unwrap_err();
+        assert!(e.to_string().contains("memory"), "{e}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn files_only_in_allowed_directories() {
+        let (s, d) = state("function w(p) xe.write_file(p, 'x') end");
+        let w: mlua::Function = s.lua.globals().get("w").unwrap();
+        s.budget.set(100_000);
+        w.call::<()>(d.join("ok.txt").display().to_string()).unwrap();
+        assert_eq!(std::fs::read_to_string(d.join("ok.txt")).unwrap(), "x");
+        assert!(w.call::<()>("/etc/passwd-xe").is_err());
+        assert!(w.call::<()>(format!("{}/../escape", d.display())).is_err());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}
