@@ -11,7 +11,7 @@
 //! filter    filter language compiled to range tests; IP lists
 //! objects   monitoring objects (mo-dir tree), per-worker fixed windows, shared moving averages
 //! export    merges workers' windows, writes <table>_<time>.sql atomically, retries, db-export
-//! hooks     alert events -> notification files and scripts (bounded, timed out, reaped)
+//! hooks     alert events -> notification files, scripts (bounded, timed out, reaped), Lua
 //! metrics   Prometheus /metrics and a status page, from counters published by every stage
 //! daemon    wiring: one worker thread per capture entry, signals, offline replay, counters
 //! ```

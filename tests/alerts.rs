@@ -311,3 +311,29 @@ fn live_flood_starts_the_script_within_a_second_and_sighup_applies_new_limits() 
     assert!(added > 0, "added counts from the reload on");
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+#[test]
+fn bundled_lua_example_loads_and_runs() {
+    // The example of lua/ as an object's mo.lua: its hooks run on an event.
+    let d = workdir("lua-example");
+    std::fs::create_dir_all(d.join("mo/o")).unwrap();
+    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("lua/examples/alert-log.lua"), d.join("mo/o/mo.lua")).unwrap();
+    std::fs::write(
+        d.join("mo/o/mo.conf"),
+        r#"{"mavg": [{"name": "m", "time": 2, "fields": ["dst host", "octets"],
+             "overlimit": [{"name": "level1", "default": [100000], "back2norm-time": 5,
+                            "action-lua": "on_overlimit", "back2norm-lua": "on_back2norm"}]}]}"#,
+    )
+    .unwrap();
+    std::fs::create_dir_all(d.join("notifications")).unwrap();
+    std::fs::write(d.join("devices.conf"), "[]").unwrap();
+    let conf = d.join("xenoeye.conf");
+    std::fs::write(&conf, r#"{ "capture": [ {"socket": {"port": 2055}} ], "templates": {"db": "t.db"}, "devices": "devices.conf", "mo-dir": "mo", "notifications-dir": "notifications" }"#).unwrap();
+    let err = replay(&conf, &capture(60).0);
+    let log = std::fs::read_to_string(d.join("mo/o/alerts.log")).unwrap_or_else(|e| panic!("{e}: {err}"));
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    assert!(lines[0].ends_with("start o/m/level1 overlimit 10.0.0.9: 150000 (threshold 100000)"), "{log}");
+    assert!(lines[1].ends_with("back2norm o/m/level1 overlimit 10.0.0.9: 0 (threshold 100000)"), "{log}");
+    std::fs::remove_dir_all(&d).unwrap();
+}
