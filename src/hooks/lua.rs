@@ -183,9 +183,43 @@ fn xe_api(lua: &Lua, dir: &Path, dirs: Vec<PathBuf>) -> mlua::Result<Table> {
             _ => Ok(()),
         })?,
     )?;
+    xe.set("run", lua.create_function(|_, (argv, timeout): (Vec<String>, Option<f64>)| Ok(run(&argv, timeout)))?)?;
     xe.set("state", lua.create_table()?)?;
     xe.set("dir", dir.display().to_string())?;
     Ok(xe)
+}
+
+/// Longest a program started by `xe.run` may run (seconds).
+const RUN_MAX_SECONDS: f64 = 60.0;
+
+/// `xe.run({program, arg...}, timeout)`: runs a program directly (no shell), waits at most
+/// `timeout` seconds (default 10, at most 60), returns its exit code, or nil and a reason
+/// (killed at the timeout, could not start, killed by a signal).
+fn run(argv: &[String], timeout: Option<f64>) -> (Option<i32>, Option<String>) {
+    let Some((program, args)) = argv.split_first() else { return (None, Some("empty argv".into())) };
+    let timeout = std::time::Duration::from_secs_f64(timeout.unwrap_or(10.0).clamp(0.0, RUN_MAX_SECONDS));
+    let mut child = match std::process::Command::new(program).args(args).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).spawn() {
+        Ok(c) => c,
+        Err(e) => return (None, Some(format!("{program}: {e}"))),
+    };
+    let started = std::time::Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                return match status.code() {
+                    Some(code) => (Some(code), None),
+                    None => (None, Some(format!("{program}: {status}"))),
+                }
+            }
+            Ok(None) if started.elapsed() >= timeout => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return (None, Some(format!("{program}: killed after {:.1} s", timeout.as_secs_f64())));
+            }
+            Ok(None) => std::thread::sleep(std::time::Duration::from_millis(5)),
+            Err(e) => return (None, Some(format!("{program}: {e}"))),
+        }
+    }
 }
 
 /// Builds the event table and calls `func` with a fresh instruction budget.
@@ -253,6 +287,27 @@ mod tests {
         s.budget.set(u64::MAX / 2);
         let e = s.lua.globals().get::<mlua::Function>("hog").unwrap().call::<()>(()).unwrap_err();
         assert!(e.to_string().contains("memory"), "{e}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn programs_run_without_a_shell_and_are_killed_at_their_timeout() {
+        let (s, d) = state("function r(argv, t) return xe.run(argv, t) end");
+        let r: mlua::Function = s.lua.globals().get("r").unwrap();
+        s.budget.set(100_000);
+        let (code, err): (Option<i32>, Option<String>) = r.call((vec!["/bin/sh", "-c", "exit 3"], 5.0)).unwrap();
+        assert_eq!((code, err), (Some(3), None));
+        let t = std::time::Instant::now();
+        let (code, err): (Option<i32>, Option<String>) = r.call((vec!["/bin/sleep", "30"], 0.2)).unwrap();
+        assert_eq!(code, None);
+        assert!(err.unwrap().contains("killed after 0.2 s"));
+        assert!(t.elapsed() < std::time::Duration::from_secs(5));
+        let (_, err): (Option<i32>, Option<String>) = r.call((vec!["/nonexistent/prog"], 1.0)).unwrap();
+        assert!(err.unwrap().starts_with("/nonexistent/prog:"));
+        // Arguments reach the program as written: a shell would expand `*` into file names.
+        std::fs::write(d.join("a"), "").unwrap();
+        let (code, _): (Option<i32>, Option<String>) = r.call((vec!["/bin/test", "*", "=", "*"], 1.0)).unwrap();
+        assert_eq!(code, Some(0));
         std::fs::remove_dir_all(&d).unwrap();
     }
 
