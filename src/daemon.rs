@@ -340,7 +340,11 @@ const EVENT_QUEUE: usize = 65536;
 
 /// Connects every moving average to a new hook thread; returns the thread and a sender for
 /// the moving averages a reload creates.
-fn start_hooks(cfg: &Config, objects: &Objects) -> (HookHandle, std::sync::mpsc::SyncSender<crate::objects::mavg::Event>) {
+fn start_hooks(
+    cfg: &Config,
+    objects: &Objects,
+    live: &Arc<LiveObjects>,
+) -> (HookHandle, std::sync::mpsc::SyncSender<crate::objects::mavg::Event>) {
     let (tx, rx) = sync_channel(EVENT_QUEUE);
     for m in &objects.mavgs {
         m.set_events(Some(tx.clone()));
@@ -350,7 +354,11 @@ fn start_hooks(cfg: &Config, objects: &Objects) -> (HookHandle, std::sync::mpsc:
         script_timeout: Duration::from_secs(cfg.script_timeout),
         max_scripts: cfg.max_scripts,
         max_queued: 10_000,
-        lua: hooks::lua::LuaConfig { write_dirs: vec![cfg.notifications_dir.clone()], ..Default::default() },
+        lua: hooks::lua::LuaConfig {
+            write_dirs: vec![cfg.notifications_dir.clone()],
+            objects: Some(live.clone()),
+            ..Default::default()
+        },
     };
     (hooks::spawn(hc, rx), tx)
 }
@@ -381,7 +389,7 @@ pub fn replay(cfg: &Config, objects: Arc<Objects>, files: &[PathBuf]) -> Result<
     let (tx, rx) = channel();
     let live = LiveObjects::new(objects.clone());
     let mut pipeline = Pipeline::new(cfg, &live, 0, tx)?;
-    let (hooks, hooks_tx) = start_hooks(cfg, &objects);
+    let (hooks, hooks_tx) = start_hooks(cfg, &objects, &live);
     drop(hooks_tx);
     let exporter = export::spawn(export_config(cfg, 1), rx);
     // Metrics while replaying (a capture read from standard input can be scraped as it comes).
@@ -484,7 +492,7 @@ pub fn run(cfg: &Config, objects: Arc<Objects>) -> Result<Summary, String> {
     }
     let (tx, rx) = channel();
     let live = LiveObjects::new(objects.clone());
-    let (hooks, hooks_tx) = start_hooks(cfg, &objects);
+    let (hooks, hooks_tx) = start_hooks(cfg, &objects, &live);
     let exporter = export::spawn(export_config(cfg, specs.len()), rx);
     let (export_stats, hook_stats) = (exporter.stats.clone(), hooks.stats.clone());
     let mut handles = Vec::new();

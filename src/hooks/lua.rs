@@ -25,11 +25,13 @@ pub struct LuaConfig {
     pub max_memory: usize,
     /// Directories `xe.write_file` and friends may touch (the object's own directory is added).
     pub write_dirs: Vec<PathBuf>,
+    /// The objects in force, for `xe.ext` (extended windows).
+    pub objects: Option<std::sync::Arc<crate::objects::LiveObjects>>,
 }
 
 impl Default for LuaConfig {
     fn default() -> Self {
-        LuaConfig { max_instructions: 10_000_000, max_memory: 64 << 20, write_dirs: Vec::new() }
+        LuaConfig { max_instructions: 10_000_000, max_memory: 64 << 20, write_dirs: Vec::new(), objects: None }
     }
 }
 
@@ -75,7 +77,7 @@ impl LuaHooks {
         self.stats.calls += 1;
         let dir = ev.mavg.dir.clone();
         let budget = self.cfg.max_instructions;
-        let Some(state) = self.state(&dir) else {
+        let Some(state) = self.state(&dir, &ev.mavg.object) else {
             self.stats.errors += 1;
             return;
         };
@@ -92,9 +94,9 @@ impl LuaHooks {
     }
 
     /// The object's state, created (and mo.lua run) on first use; `None` when it failed.
-    fn state(&mut self, dir: &Path) -> Option<&ObjectLua> {
+    fn state(&mut self, dir: &Path, object: &str) -> Option<&ObjectLua> {
         if !self.states.contains_key(dir) {
-            let made = new_state(&self.cfg, dir).map_err(|e| log::error(&format!("{}/mo.lua: {e}", dir.display()))).ok();
+            let made = new_state(&self.cfg, dir, object).map_err(|e| log::error(&format!("{}/mo.lua: {e}", dir.display()))).ok();
             self.states.insert(dir.to_path_buf(), made);
         }
         self.states.get(dir).and_then(|s| s.as_ref())
@@ -102,7 +104,7 @@ impl LuaHooks {
 }
 
 /// A sandboxed state with the `xe` API, after running the object's mo.lua.
-fn new_state(cfg: &LuaConfig, dir: &Path) -> mlua::Result<ObjectLua> {
+fn new_state(cfg: &LuaConfig, dir: &Path, object: &str) -> mlua::Result<ObjectLua> {
     let libs = StdLib::TABLE | StdLib::STRING | StdLib::MATH | StdLib::UTF8 | StdLib::COROUTINE;
     let lua = Lua::new_with(libs, LuaOptions::default())?;
     let g = lua.globals();
@@ -111,7 +113,9 @@ fn new_state(cfg: &LuaConfig, dir: &Path) -> mlua::Result<ObjectLua> {
     }
     let mut dirs = cfg.write_dirs.clone();
     dirs.push(dir.to_path_buf());
-    g.set("xe", xe_api(&lua, dir, dirs)?)?;
+    let xe = xe_api(&lua, dir, dirs)?;
+    xe.set("ext", ext_switch(&lua, object, cfg.objects.clone())?)?;
+    g.set("xe", xe)?;
     lua.set_memory_limit(cfg.max_memory)?;
     let budget = Rc::new(Cell::new(0u64));
     let b = budget.clone();
@@ -189,6 +193,31 @@ fn xe_api(lua: &Lua, dir: &Path, dirs: Vec<PathBuf>) -> mlua::Result<Table> {
     Ok(xe)
 }
 
+/// `xe.ext(name, on)`: switches an extended window (`name` of this object or
+/// `object/name`) on or off. Counted with the limits that hold it: a window is off only when
+/// neither a limit nor this object's Lua holds it.
+fn ext_switch(lua: &Lua, object: &str, objects: Option<std::sync::Arc<crate::objects::LiveObjects>>) -> mlua::Result<mlua::Function> {
+    let object = object.to_string();
+    let held: std::cell::RefCell<std::collections::HashSet<String>> = Default::default();
+    lua.create_function(move |_, (name, on): (String, bool)| {
+        let live = objects.as_ref().ok_or_else(|| mlua::Error::runtime("no objects"))?;
+        let (obj, win) = name.rsplit_once('/').unwrap_or((object.as_str(), name.as_str()));
+        let current = live.get();
+        let w = current.window(obj, win).ok_or_else(|| mlua::Error::runtime(format!("no window {win} in object {obj}")))?;
+        if !w.extended {
+            return Err(mlua::Error::runtime(format!("{obj}/{win} is not an extended window")));
+        }
+        let key = format!("{obj}/{win}");
+        let mut held = held.borrow_mut();
+        if on && held.insert(key.clone()) {
+            w.hold(true);
+        } else if !on && held.remove(&key) {
+            w.hold(false);
+        }
+        Ok(w.is_active())
+    })
+}
+
 /// Longest a program started by `xe.run` may run (seconds).
 const RUN_MAX_SECONDS: f64 = 60.0;
 
@@ -264,7 +293,7 @@ mod tests {
         let d = std::env::temp_dir().join(format!("xe-lua-{}-{}", std::process::id(), code.len()));
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(d.join("mo.lua"), code).unwrap();
-        (new_state(&LuaConfig { max_instructions: 100_000, max_memory: 4 << 20, write_dirs: vec![] }, &d).unwrap(), d)
+        (new_state(&LuaConfig { max_instructions: 100_000, max_memory: 4 << 20, ..Default::default() }, &d, "o").unwrap(), d)
     }
 
     #[test]
@@ -320,6 +349,49 @@ mod tests {
         assert_eq!(std::fs::read_to_string(d.join("ok.txt")).unwrap(), "x");
         assert!(w.call::<()>("/etc/passwd-xe").is_err());
         assert!(w.call::<()>(format!("{}/../escape", d.display())).is_err());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod ext_tests {
+    use super::*;
+    use crate::filter::iplist::IpLists;
+    use crate::objects::{self, LiveObjects};
+
+    #[test]
+    fn hooks_switch_extended_windows() {
+        let d = std::env::temp_dir().join(format!("xe-lua-ext-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("mo/victim")).unwrap();
+        std::fs::write(
+            d.join("mo/victim/mo.conf"),
+            r#"{"fwm": [{"name": "ext", "extended": true, "fields": ["octets", "src host"]}],
+                "mavg": [{"name": "m", "fields": ["dst host", "octets"],
+                          "overlimit": [{"name": "l", "default": [1], "action-lua": "on", "back2norm-lua": "off"}]}]}"#,
+        )
+        .unwrap();
+        std::fs::write(d.join("mo/victim/mo.lua"), "function on(ev) assert(xe.ext('ext', true)) end\nfunction off(ev) assert(not xe.ext('victim/ext', false)) end\n").unwrap();
+        let o = std::sync::Arc::new(objects::load(&d.join("mo"), &IpLists::new()).unwrap());
+        let live = LiveObjects::new(o.clone());
+        let mut hooks = LuaHooks::new(LuaConfig { objects: Some(live), ..Default::default() });
+        let ext = o.window("victim", "ext").unwrap().clone();
+        let event = |phase| Event {
+            phase,
+            mavg: o.mavgs[0].clone(),
+            limit: 0,
+            keys: vec!["10.0.0.9".into()],
+            value: 2.0,
+            threshold: 1.0,
+            time_ms: 0,
+            start_ms: 0,
+        };
+        assert!(!ext.is_active());
+        hooks.event(&event(Phase::Start), Path::new("/n"));
+        assert!(ext.is_active(), "switched on by the start hook");
+        hooks.event(&event(Phase::Back2Norm), Path::new("/n"));
+        assert!(!ext.is_active(), "and off by the back-to-normal hook");
+        assert_eq!(hooks.stats, LuaStats { calls: 2, errors: 0, cut: 0 });
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -85,6 +85,12 @@ pub struct LiveObjects {
     generation: std::sync::atomic::AtomicU64,
 }
 
+impl std::fmt::Debug for LiveObjects {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LiveObjects(generation {})", self.generation())
+    }
+}
+
 impl LiveObjects {
     pub fn new(objects: Arc<Objects>) -> Arc<LiveObjects> {
         Arc::new(LiveObjects { current: parking_lot::Mutex::new(objects), generation: Default::default() })
