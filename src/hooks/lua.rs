@@ -188,6 +188,7 @@ fn xe_api(lua: &Lua, dir: &Path, dirs: Vec<PathBuf>) -> mlua::Result<Table> {
         })?,
     )?;
     xe.set("run", lua.create_function(|_, (argv, timeout): (Vec<String>, Option<f64>)| Ok(run(&argv, timeout)))?)?;
+    xe.set("read_lines", crate::objects::lua_conf::read_lines(lua, dir)?)?;
     xe.set("state", lua.create_table()?)?;
     xe.set("dir", dir.display().to_string())?;
     Ok(xe)

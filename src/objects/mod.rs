@@ -6,6 +6,7 @@
 //! windows. The specs ([`Objects`]) are immutable and shared; each worker runs its own
 //! [`WorkerObjects`] with its own window maps, so matching and aggregating take no lock.
 
+pub mod lua_conf;
 pub mod mavg;
 pub mod rows;
 pub mod table;
@@ -208,7 +209,7 @@ fn scan(mo_dir: &Path, dir: &Path, lists: &IpLists, windows: &mut Vec<Arc<FwmSpe
     subdirs.sort();
     let mut out = Vec::new();
     for sub in subdirs {
-        if sub.join("mo.conf").is_file() {
+        if sub.join("mo.conf").is_file() || sub.join("mo.lua").is_file() {
             if let Some(o) = load_object(mo_dir, &sub, lists, windows, errors) {
                 out.push(o);
             }
@@ -226,16 +227,58 @@ fn load_object(
     windows: &mut Vec<Arc<FwmSpec>>,
     errors: &mut Vec<ConfigError>,
 ) -> Option<ObjectSpec> {
-    let file = dir.join("mo.conf");
     let name = dir.strip_prefix(mo_dir).unwrap_or(dir).to_string_lossy().into_owned();
-    let before = errors.len();
-    let root = match json::parse_file(&file) {
-        Ok(r) => r,
-        Err(e) => {
-            errors.push(e);
+    let (conf, lua) = (dir.join("mo.conf"), dir.join("mo.lua"));
+    // A mo.lua returning a table is the configuration; one returning nothing only has hooks.
+    let lua_root = if lua.is_file() {
+        match lua_conf::evaluate(dir) {
+            Ok(r) => r,
+            Err(e) => {
+                errors.push(e);
+                return None;
+            }
+        }
+    } else {
+        None
+    };
+    let (file, root) = match (lua_root, conf.is_file()) {
+        (Some(_), true) => {
+            let msg = "mo.lua returns a configuration and mo.conf exists too: keep one of them".to_string();
+            errors.push(ConfigError { file: lua, line: 0, col: 0, key: String::new(), msg });
+            return None;
+        }
+        (Some(root), false) => (lua, root),
+        (None, true) => match json::parse_file(&conf) {
+            Ok(r) => (conf, r),
+            Err(e) => {
+                errors.push(e);
+                return None;
+            }
+        },
+        (None, false) => {
+            let msg = "mo.lua returns no configuration and there is no mo.conf".to_string();
+            errors.push(ConfigError { file: lua, line: 0, col: 0, key: String::new(), msg });
             return None;
         }
     };
+    let mut object = object_from(dir, name, &file, &root, lists, windows, errors)?;
+    object.children.extend(scan(mo_dir, dir, lists, windows, errors));
+    Some(object)
+}
+
+/// Builds an object from its configuration tree (from mo.conf or mo.lua); `children` of a
+/// Lua configuration become nested objects named `<object>/<child>`.
+fn object_from(
+    dir: &Path,
+    name: String,
+    file: &Path,
+    root: &Node,
+    lists: &IpLists,
+    windows: &mut Vec<Arc<FwmSpec>>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<ObjectSpec> {
+    let file = file.to_path_buf();
+    let before = errors.len();
     let filter = match root.get("filter") {
         None => Filter::All,
         Some(n) => match n.as_str(&file, "filter") {
@@ -284,7 +327,16 @@ fn load_object(
             }
         }
     }
-    let children = scan(mo_dir, dir, lists, windows, errors);
+    let mut children = Vec::new();
+    for (key, child) in root.get("children").map(|c| c.members()).unwrap_or(&[]) {
+        if key.name.is_empty() || key.name.contains('/') {
+            errors.push(child.error(&file, "children", format!("bad child name \"{}\"", key.name)));
+            continue;
+        }
+        if let Some(c) = object_from(dir, format!("{name}/{}", key.name), &file, child, lists, windows, errors) {
+            children.push(c);
+        }
+    }
     (errors.len() == before).then_some(ObjectSpec { name, dir: dir.to_path_buf(), filter, dump, windows: own, mavgs, children })
 }
 

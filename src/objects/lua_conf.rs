@@ -1,0 +1,131 @@
+//! Monitoring objects defined in Lua: a `mo.lua` that returns a table is the object's
+//! configuration, with the same keys as `mo.conf`, plus `children` (name -> configuration) for
+//! nested objects made in code — e.g. one child per line of a customers file.
+//!
+//! The chunk runs once at load in a sandbox (no `io`, `os`, `load`...; an instruction budget,
+//! so a loop cannot hang start-up; a memory limit), with `xe.log`, `xe.dir` and
+//! `xe.read_lines(path)` (files of the object's directory only). Its result is turned into the
+//! same configuration tree a `mo.conf` gives, so both are validated by one code path; a Lua
+//! error is reported like a configuration error, with the file and line.
+
+use crate::config::json::{Key, Node, Value as JValue};
+use crate::config::ConfigError;
+use mlua::{HookTriggers, Lua, LuaOptions, StdLib, Value, VmState};
+use std::path::Path;
+
+const INSTRUCTIONS: u64 = 50_000_000;
+const MEMORY: usize = 256 << 20;
+
+fn error(file: &Path, line: u32, msg: String) -> ConfigError {
+    ConfigError { file: file.to_path_buf(), line, col: 0, key: String::new(), msg }
+}
+
+/// Runs `<dir>/mo.lua`; returns the configuration it returns (`None` when it returns nothing,
+/// i.e. it only defines hook functions).
+pub fn evaluate(dir: &Path) -> Result<Option<Node>, ConfigError> {
+    let file = dir.join("mo.lua");
+    let code = std::fs::read_to_string(&file).map_err(|e| error(&file, 0, format!("cannot read: {e}")))?;
+    let lua = sandbox(dir).map_err(|e| error(&file, 0, e.to_string()))?;
+    let value: Value = lua.load(code).set_name(format!("@{}", file.display())).eval().map_err(|e| {
+        let text = e.to_string();
+        // Lua reports "@path:LINE: message"; keep the line for the error position.
+        let line = text
+            .split(&format!("{}:", file.display()))
+            .nth(1)
+            .and_then(|rest| rest.split(':').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        error(&file, line, text)
+    })?;
+    match value {
+        Value::Nil => Ok(None),
+        Value::Table(_) => to_node(&value, &file, 0).map(Some),
+        other => Err(error(&file, 0, format!("mo.lua must return a table (the configuration) or nothing, not a {}", other.type_name()))),
+    }
+}
+
+fn sandbox(dir: &Path) -> mlua::Result<Lua> {
+    let libs = StdLib::TABLE | StdLib::STRING | StdLib::MATH | StdLib::UTF8;
+    let lua = Lua::new_with(libs, LuaOptions::default())?;
+    let g = lua.globals();
+    for name in ["load", "loadfile", "dofile", "require", "collectgarbage"] {
+        g.set(name, Value::Nil)?;
+    }
+    let xe = lua.create_table()?;
+    xe.set("dir", dir.display().to_string())?;
+    let shown = dir.display().to_string();
+    xe.set("log", lua.create_function(move |_, msg: String| {
+        crate::log::info(&format!("lua {shown}: {msg}"));
+        Ok(())
+    })?)?;
+    xe.set("read_lines", read_lines(&lua, dir)?)?;
+    g.set("xe", xe)?;
+    lua.set_memory_limit(MEMORY)?;
+    let left = std::cell::Cell::new(INSTRUCTIONS);
+    lua.set_hook(HookTriggers::new().every_nth_instruction(1000), move |_, _| {
+        if left.get() < 1000 {
+            return Err(mlua::Error::runtime("instruction limit reached (a loop in mo.lua?)"));
+        }
+        left.set(left.get() - 1000);
+        Ok(VmState::Continue)
+    })?;
+    Ok(lua)
+}
+
+/// `xe.read_lines(path)`: the lines of a file of the object's directory (relative paths are
+/// taken from it). Shared with the hooks' states, which run the same mo.lua.
+pub fn read_lines(lua: &Lua, dir: &Path) -> mlua::Result<mlua::Function> {
+    let base = dir.to_path_buf();
+    lua.create_function(move |_, path: String| {
+        let p = if Path::new(&path).is_absolute() { std::path::PathBuf::from(&path) } else { base.join(&path) };
+        if !p.starts_with(&base) || p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+            return Err(mlua::Error::runtime(format!("{path}: only files of the object's directory can be read")));
+        }
+        let text = std::fs::read_to_string(&p).map_err(|e| mlua::Error::runtime(format!("{path}: {e}")))?;
+        Ok(text.lines().map(String::from).collect::<Vec<_>>())
+    })
+}
+
+/// A Lua value as a configuration node: sequences become arrays, other tables objects.
+fn to_node(v: &Value, file: &Path, depth: u32) -> Result<Node, ConfigError> {
+    if depth > 64 {
+        return Err(error(file, 0, "configuration nested too deep".into()));
+    }
+    let value = match v {
+        Value::Nil => JValue::Null,
+        Value::Boolean(b) => JValue::Bool(*b),
+        Value::Integer(i) => JValue::Number(i.to_string()),
+        Value::Number(n) if n.fract() == 0.0 && n.abs() < 9e15 => JValue::Number((*n as i64).to_string()),
+        Value::Number(n) => JValue::Number(n.to_string()),
+        Value::String(s) => JValue::String(s.to_str().map_err(|_| error(file, 0, "string is not UTF-8".into()))?.to_string()),
+        Value::Table(t) => {
+            let len = t.raw_len();
+            let pairs: Vec<(Value, Value)> = t.clone().pairs::<Value, Value>().collect::<mlua::Result<_>>().map_err(|e| error(file, 0, e.to_string()))?;
+            if len > 0 && pairs.len() == len {
+                let mut items = Vec::with_capacity(len);
+                for i in 1..=len {
+                    let item: Value = t.raw_get(i).map_err(|e| error(file, 0, e.to_string()))?;
+                    items.push(to_node(&item, file, depth + 1)?);
+                }
+                JValue::Array(items)
+            } else if pairs.is_empty() {
+                JValue::Object(Vec::new())
+            } else {
+                let mut members = Vec::new();
+                for (k, val) in pairs {
+                    let name = match k {
+                        Value::String(s) => s.to_str().map(|s| s.to_string()).unwrap_or_default(),
+                        Value::Integer(i) => i.to_string(),
+                        other => return Err(error(file, 0, format!("a configuration key must be a string, not a {}", other.type_name()))),
+                    };
+                    members.push((Key { name, line: 0, col: 0 }, to_node(&val, file, depth + 1)?));
+                }
+                // Lua tables have no order: sort keys so loading is reproducible.
+                members.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+                JValue::Object(members)
+            }
+        }
+        other => return Err(error(file, 0, format!("a {} cannot be part of a configuration", other.type_name()))),
+    };
+    Ok(Node { value, line: 0, col: 0 })
+}
