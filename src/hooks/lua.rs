@@ -52,7 +52,8 @@ struct ObjectLua {
 /// The hook thread's Lua states, one per object directory.
 pub struct LuaHooks {
     cfg: LuaConfig,
-    states: HashMap<PathBuf, Option<ObjectLua>>,
+    /// Per object directory: mo.lua's modification time and its state (`None`: it failed).
+    states: HashMap<PathBuf, (Option<std::time::SystemTime>, Option<ObjectLua>)>,
     pub stats: LuaStats,
 }
 
@@ -93,13 +94,27 @@ impl LuaHooks {
         }
     }
 
-    /// The object's state, created (and mo.lua run) on first use; `None` when it failed.
+    /// The object's state, created (and mo.lua run) on first use and again when mo.lua changed
+    /// (a reload), carrying `xe.state` over; `None` when it failed.
     fn state(&mut self, dir: &Path, object: &str) -> Option<&ObjectLua> {
-        if !self.states.contains_key(dir) {
-            let made = new_state(&self.cfg, dir, object).map_err(|e| log::error(&format!("{}/mo.lua: {e}", dir.display()))).ok();
-            self.states.insert(dir.to_path_buf(), made);
+        let mtime = std::fs::metadata(dir.join("mo.lua")).and_then(|m| m.modified()).ok();
+        let stale = self.states.get(dir).is_none_or(|(t, _)| *t != mtime);
+        if stale {
+            let old = self.states.remove(dir).and_then(|(_, s)| s);
+            let made = new_state(&self.cfg, dir, object)
+                .and_then(|new| {
+                    if let Some(old) = &old {
+                        carry_state(old, &new)?;
+                    }
+                    Ok(new)
+                })
+                .map_err(|e| log::error(&format!("{}/mo.lua: {e}", dir.display())))
+                .ok();
+            // A changed mo.lua that fails keeps the old functions rather than none.
+            let keep = made.or(old);
+            self.states.insert(dir.to_path_buf(), (mtime, keep));
         }
-        self.states.get(dir).and_then(|s| s.as_ref())
+        self.states.get(dir).and_then(|(_, s)| s.as_ref())
     }
 }
 
@@ -133,6 +148,29 @@ fn new_state(cfg: &LuaConfig, dir: &Path, object: &str) -> mlua::Result<ObjectLu
     budget.set(cfg.max_instructions);
     lua.load(code).set_name(format!("@{}", file.display())).exec()?;
     Ok(ObjectLua { lua, budget })
+}
+
+/// Copies `xe.state` from an old state into a new one (strings, numbers, booleans, nested
+/// tables; functions and userdata do not cross states).
+fn carry_state(old: &ObjectLua, new: &ObjectLua) -> mlua::Result<()> {
+    fn copy(v: Value, into: &Lua, depth: u32) -> mlua::Result<Value> {
+        Ok(match v {
+            Value::String(s) => Value::String(into.create_string(s.as_bytes())?),
+            Value::Table(t) if depth < 32 => {
+                let out = into.create_table()?;
+                for pair in t.pairs::<Value, Value>() {
+                    let (k, v) = pair?;
+                    out.raw_set(copy(k, into, depth + 1)?, copy(v, into, depth + 1)?)?;
+                }
+                Value::Table(out)
+            }
+            Value::Nil | Value::Boolean(_) | Value::Integer(_) | Value::Number(_) => v,
+            _ => Value::Nil,
+        })
+    }
+    let from: Table = old.lua.globals().get::<Table>("xe")?.get("state")?;
+    let copied = copy(Value::Table(from), &new.lua, 0)?;
+    new.lua.globals().get::<Table>("xe")?.set("state", copied)
 }
 
 /// Whether `path` lies in one of `dirs` (no `..` escapes).
@@ -393,6 +431,39 @@ mod ext_tests {
         hooks.event(&event(Phase::Back2Norm), Path::new("/n"));
         assert!(!ext.is_active(), "and off by the back-to-normal hook");
         assert_eq!(hooks.stats, LuaStats { calls: 2, errors: 0, cut: 0 });
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_changed_mo_lua_is_reloaded_keeping_xe_state() {
+        let d = std::env::temp_dir().join(format!("xe-lua-reload-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("mo/o")).unwrap();
+        std::fs::write(
+            d.join("mo/o/mo.conf"),
+            r#"{"mavg": [{"name": "m", "fields": ["dst host", "octets"], "overlimit": [{"name": "l", "default": [1], "action-lua": "on"}]}]}"#,
+        )
+        .unwrap();
+        let write = |body: &str| {
+            std::fs::write(d.join("mo/o/mo.lua"), body).unwrap();
+            // A distinct modification time even on coarse file systems.
+            let t = std::time::SystemTime::now() + std::time::Duration::from_secs(body.len() as u64);
+            std::fs::File::options().write(true).open(d.join("mo/o/mo.lua")).unwrap().set_modified(t).unwrap();
+        };
+        write("function on(ev) xe.state.n = (xe.state.n or 0) + 1; xe.state.tag = {v = 'one'} end");
+        let o = std::sync::Arc::new(objects::load(&d.join("mo"), &IpLists::new()).unwrap());
+        let mut hooks = LuaHooks::new(LuaConfig::default());
+        let ev = Event { phase: Phase::Start, mavg: o.mavgs[0].clone(), limit: 0, keys: vec!["k".into()], value: 2.0, threshold: 1.0, time_ms: 0, start_ms: 0 };
+        hooks.event(&ev, Path::new("/n"));
+        hooks.event(&ev, Path::new("/n"));
+        // The new version writes what it found in xe.state.
+        write(&format!(
+            "function on(ev) xe.write_file(xe.dir .. '/seen', tostring(xe.state.n) .. ' ' .. xe.state.tag.v) end -- v2 {}",
+            "x".repeat(10)
+        ));
+        hooks.event(&ev, Path::new("/n"));
+        assert_eq!(std::fs::read_to_string(d.join("mo/o/seen")).unwrap(), "2 one");
+        assert_eq!(hooks.stats.errors, 0);
         std::fs::remove_dir_all(&d).unwrap();
     }
 }
