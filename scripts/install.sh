@@ -6,7 +6,8 @@
 #                                           version is put beside it as FILE.dist
 #   /var/lib/xenoeye/{mo,exp,expfailed,iplists,notifications,telemsg}
 #   $PREFIX/share/xenoeye/                  fill-db.sh, xe-dbexport-pg.sh, telegram-bot/,
-#                                           examples/ (the guide's objects and IP lists)
+#                                           examples/ (the guide's objects and IP lists),
+#                                           lua/ (the bundled Lua library, lua.lib-dir)
 #   /etc/systemd/system/xenoeye.service, xenoeye-export.{service,timer}
 #   the system user "xenoeye" (when installing into / as root)
 # Environment: DESTDIR (install root, default empty = /), PREFIX (default /usr/local).
@@ -28,6 +29,8 @@ install -m 0755 target/release/xenoeye "$bin/xenoeye"
 install -m 0755 scripts/fill-db.sh scripts/xe-dbexport-pg.sh "$share/"
 install -m 0755 scripts/telegram-bot/*.sh scripts/telegram-bot/*.py "$share/telegram-bot/"
 cp -r conf/mo conf/iplists "$share/examples/"
+install -d "$share/lua"
+cp -r lua/. "$share/lua/"
 install -m 0644 README.md "$DESTDIR$PREFIX/share/doc/xenoeye/README.md"
 
 # Configuration: install when absent or unchanged; keep an operator's edits.

@@ -97,7 +97,7 @@ pub fn request_shutdown() {
 /// Loads what the configuration refers to: IP lists, then monitoring objects.
 pub fn load_objects(cfg: &Config) -> Result<Objects, Vec<ConfigError>> {
     let lists = iplist::load_dir(&cfg.iplists_dir)?;
-    objects::load(&cfg.mo_dir, &lists)
+    objects::load_with(&cfg.mo_dir, &lists, Some(&cfg.lua.lib_dir))
 }
 
 /// What a worker does with each decoded flow: the global dump, then every monitoring object.
@@ -355,9 +355,11 @@ fn start_hooks(
         max_scripts: cfg.max_scripts,
         max_queued: 10_000,
         lua: hooks::lua::LuaConfig {
-            write_dirs: vec![cfg.notifications_dir.clone()],
+            write_dirs: std::iter::once(cfg.notifications_dir.clone()).chain(cfg.lua.write_dirs.iter().cloned()).collect(),
             objects: Some(live.clone()),
-            ..Default::default()
+            lib_dir: Some(cfg.lua.lib_dir.clone()),
+            max_instructions: cfg.lua.max_instructions,
+            max_memory: (cfg.lua.max_memory_m as usize).saturating_mul(1 << 20),
         },
     };
     (hooks::spawn(hc, rx), tx)

@@ -24,6 +24,7 @@ fn installs_the_tree_and_keeps_edited_configs() {
         "usr/local/share/xenoeye/telegram-bot/on-start.sh",
         "usr/local/share/xenoeye/telegram-bot/xe-tele-bot.py",
         "usr/local/share/xenoeye/examples/mo/ingress/mo.conf",
+        "usr/local/share/xenoeye/lua/telegram.lua",
         "usr/local/share/doc/xenoeye/README.md",
         "etc/xenoeye/xenoeye.conf",
         "etc/xenoeye/devices.conf",

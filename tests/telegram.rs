@@ -122,3 +122,62 @@ fn yellow_when_start_and_end_arrive_together_and_id_command() {
     assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0);
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+#[test]
+fn lua_module_writes_the_same_messages_as_the_shell_scripts() {
+    let d = workdir("tg-lua");
+    let shell = d.join("shell");
+    let lua = d.join("lua");
+    std::fs::create_dir_all(&shell).unwrap();
+    std::fs::create_dir_all(&lua).unwrap();
+    // The shell scripts with the argv xenoeye gives them.
+    run_script("on-start.sh", &shell, &ARGV);
+    run_script("on-stop.sh", &shell, &ARGV);
+    // The Lua module from a hook of an object, for the same event, through the collector.
+    std::fs::create_dir_all(d.join("mo/victim")).unwrap();
+    std::fs::write(
+        d.join("mo/victim/mo.conf"),
+        r#"{"mavg": [{"name": "m", "time": 2, "fields": ["dst host", "proto", "octets"],
+             "overlimit": [{"name": "level1", "default": [100000], "back2norm-time": 5,
+                            "action-lua": "on", "back2norm-lua": "off"}]}]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("mo/victim/mo.lua"),
+        format!(
+            "local tg = xe.module('telegram')\ntg.dir = '{}'\nfunction on(ev) tg.on_start(ev) end\nfunction off(ev) tg.on_stop(ev) end\n",
+            lua.display()
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(d.join("notifications")).unwrap();
+    std::fs::write(d.join("devices.conf"), "[]").unwrap();
+    let conf = d.join("xenoeye.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            r#"{{ "capture": [ {{"socket": {{"port": 2055}}}} ], "templates": {{"db": "t.db"}}, "devices": "devices.conf",
+                 "mo-dir": "mo", "notifications-dir": "/var/lib/xenoeye/notifications",
+                 "lua": {{"write-dirs": ["{}"], "lib-dir": "{}"}} }}"#,
+            lua.display(),
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("lua").display()
+        ),
+    )
+    .unwrap();
+    // 10.0.0.9 proto 6: 150,000 B/s against 100,000 at the crossing, then quiet.
+    let t0 = 1_795_756_000_000u64;
+    let flow = |octets| common::CraftedFlow { src: [198, 51, 100, 7], dst: [10, 0, 0, 9], proto: 6, dport: 443, octets, packets: 1 };
+    let frames = vec![common::v9_frame(t0, &[flow(100_000), flow(100_000), flow(100_000)]), common::v9_frame(t0 + 20_000, &[flow(1)])];
+    common::write_pcap(&d.join("c.pcap"), &frames);
+    let out = Command::new(env!("CARGO_BIN_EXE_xenoeye")).arg("-c").arg(&conf).arg("--read-pcap").arg(d.join("c.pcap")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Same file names, same text but for the time stamp.
+    let mask = |s: String| s.split_once("</b>'").map(|(_, rest)| rest.to_string()).unwrap_or(s);
+    for ext in [".n", ".s"] {
+        let name = format!("victim-m-level1-10.0.0.9-6{ext}");
+        let from_shell = mask(std::fs::read_to_string(shell.join(&name)).unwrap());
+        let from_lua = mask(std::fs::read_to_string(lua.join(&name)).unwrap_or_else(|e| panic!("{name}: {e}; {}", String::from_utf8_lossy(&out.stderr))));
+        assert_eq!(from_lua, from_shell.replace("BPS <b>1200000</b>", if ext == ".n" { "BPS <b>1200000</b>" } else { "BPS <b>0</b>" }), "{ext}");
+    }
+    std::fs::remove_dir_all(&d).unwrap();
+}

@@ -41,6 +41,28 @@ pub enum DumpTarget {
     File(PathBuf),
 }
 
+/// The `lua` object of xenoeye.conf.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LuaSettings {
+    /// Directories hooks may write to besides the notifications directory and their object's.
+    pub write_dirs: Vec<PathBuf>,
+    /// Where `xe.module(name)` finds the bundled Lua library.
+    pub lib_dir: PathBuf,
+    pub max_instructions: u64,
+    pub max_memory_m: u64,
+}
+
+impl Default for LuaSettings {
+    fn default() -> Self {
+        LuaSettings {
+            write_dirs: Vec::new(),
+            lib_dir: PathBuf::from("/usr/local/share/xenoeye/lua"),
+            max_instructions: 10_000_000,
+            max_memory_m: 64,
+        }
+    }
+}
+
 /// The validated `xenoeye.conf`.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -65,6 +87,8 @@ pub struct Config {
     pub max_scripts: usize,
     /// Where `/metrics` and the status page are served (`None`: not served).
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Lua hooks: settings of the `lua` object.
+    pub lua: LuaSettings,
     /// Keys present in the file that this version does not use (for a debug message).
     pub ignored_keys: Vec<String>,
 }
@@ -72,7 +96,7 @@ pub struct Config {
 const KNOWN_KEYS: &[&str] = &[
     "capture", "sflow-capture", "rcvbufsize_m", "templates", "debug", "devices", "mo-dir",
     "export-dir", "iplists-dir", "notifications-dir", "db-type", "db-export", "script-timeout",
-    "max-scripts", "metrics-listen",
+    "max-scripts", "metrics-listen", "lua",
 ];
 
 /// Reads and validates `xenoeye.conf` and the devices file it names.
@@ -151,6 +175,7 @@ fn from_node(file: &Path, root: &Node, errors: &mut Vec<ConfigError>) -> Config 
             }
         },
     };
+    let lua = lua_settings(file, base, root.get("lua"), errors);
     let ignored_keys = root
         .members()
         .iter()
@@ -175,8 +200,35 @@ fn from_node(file: &Path, root: &Node, errors: &mut Vec<ConfigError>) -> Config 
         script_timeout,
         max_scripts,
         metrics_listen,
+        lua,
         ignored_keys,
     }
+}
+
+fn lua_settings(file: &Path, base: &Path, node: Option<&Node>, errors: &mut Vec<ConfigError>) -> LuaSettings {
+    let mut s = LuaSettings::default();
+    let Some(n) = node else { return s };
+    if let Err(e) = n.expect_object(file, "lua") {
+        errors.push(e);
+        return s;
+    }
+    if let Some(d) = n.get("write-dirs") {
+        for item in ok_or(d.as_array(file, "lua.write-dirs"), errors, &[]) {
+            if let Ok(p) = item.as_str(file, "lua.write-dirs").map_err(|e| errors.push(e)) {
+                s.write_dirs.push(resolve(base, p));
+            }
+        }
+    }
+    if let Some(d) = n.get("lib-dir") {
+        s.lib_dir = resolve(base, ok_or(d.as_str(file, "lua.lib-dir"), errors, "/usr/local/share/xenoeye/lua"));
+    }
+    if let Some(v) = n.get("max-instructions") {
+        s.max_instructions = ok_or(v.as_u64(file, "lua.max-instructions"), errors, s.max_instructions).max(1000);
+    }
+    if let Some(v) = n.get("max-memory-m") {
+        s.max_memory_m = ok_or(v.as_u64(file, "lua.max-memory-m"), errors, s.max_memory_m).max(1);
+    }
+    s
 }
 
 /// Follows a dotted key path (`templates.db`) through nested objects.

@@ -27,11 +27,13 @@ pub struct LuaConfig {
     pub write_dirs: Vec<PathBuf>,
     /// The objects in force, for `xe.ext` (extended windows).
     pub objects: Option<std::sync::Arc<crate::objects::LiveObjects>>,
+    /// Where `xe.module(name)` finds the bundled library (`<dir>/<name>.lua`).
+    pub lib_dir: Option<PathBuf>,
 }
 
 impl Default for LuaConfig {
     fn default() -> Self {
-        LuaConfig { max_instructions: 10_000_000, max_memory: 64 << 20, write_dirs: Vec::new(), objects: None }
+        LuaConfig { max_instructions: 10_000_000, max_memory: 64 << 20, write_dirs: Vec::new(), objects: None, lib_dir: None }
     }
 }
 
@@ -130,6 +132,7 @@ fn new_state(cfg: &LuaConfig, dir: &Path, object: &str) -> mlua::Result<ObjectLu
     dirs.push(dir.to_path_buf());
     let xe = xe_api(&lua, dir, dirs)?;
     xe.set("ext", ext_switch(&lua, object, cfg.objects.clone())?)?;
+    xe.set("module", crate::objects::lua_conf::module_loader(&lua, cfg.lib_dir.clone())?)?;
     g.set("xe", xe)?;
     lua.set_memory_limit(cfg.max_memory)?;
     let budget = Rc::new(Cell::new(0u64));
@@ -188,6 +191,7 @@ fn xe_api(lua: &Lua, dir: &Path, dirs: Vec<PathBuf>) -> mlua::Result<Table> {
             Ok(())
         })?,
     )?;
+    xe.set("date", lua.create_function(|_, (fmt, t): (String, Option<f64>)| Ok(date(&fmt, t)))?)?;
     xe.set(
         "time",
         lua.create_function(|_, ()| {
@@ -255,6 +259,21 @@ fn ext_switch(lua: &Lua, object: &str, objects: Option<std::sync::Arc<crate::obj
         }
         Ok(w.is_active())
     })
+}
+
+/// `xe.date(format, time)`: local time formatted by strftime (default time: now).
+fn date(fmt: &str, t: Option<f64>) -> String {
+    let t = t.unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0));
+    let Ok(cfmt) = std::ffi::CString::new(fmt) else { return String::new() };
+    let secs = t.floor() as libc::time_t;
+    // SAFETY: localtime_r and strftime write only into the buffers given, of the sizes given.
+    unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        libc::localtime_r(&secs, &mut tm);
+        let mut buf = [0u8; 256];
+        let n = libc::strftime(buf.as_mut_ptr().cast(), buf.len(), cfmt.as_ptr(), &tm);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
 }
 
 /// Longest a program started by `xe.run` may run (seconds).

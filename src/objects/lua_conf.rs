@@ -11,6 +11,7 @@
 use crate::config::json::{Key, Node, Value as JValue};
 use crate::config::ConfigError;
 use mlua::{HookTriggers, Lua, LuaOptions, StdLib, Value, VmState};
+use std::path::PathBuf;
 use std::path::Path;
 
 const INSTRUCTIONS: u64 = 50_000_000;
@@ -22,10 +23,10 @@ fn error(file: &Path, line: u32, msg: String) -> ConfigError {
 
 /// Runs `<dir>/mo.lua`; returns the configuration it returns (`None` when it returns nothing,
 /// i.e. it only defines hook functions).
-pub fn evaluate(dir: &Path) -> Result<Option<Node>, ConfigError> {
+pub fn evaluate(dir: &Path, lib_dir: Option<&Path>) -> Result<Option<Node>, ConfigError> {
     let file = dir.join("mo.lua");
     let code = std::fs::read_to_string(&file).map_err(|e| error(&file, 0, format!("cannot read: {e}")))?;
-    let lua = sandbox(dir).map_err(|e| error(&file, 0, e.to_string()))?;
+    let lua = sandbox(dir, lib_dir).map_err(|e| error(&file, 0, e.to_string()))?;
     let value: Value = lua.load(code).set_name(format!("@{}", file.display())).eval().map_err(|e| {
         let text = e.to_string();
         // Lua reports "@path:LINE: message"; keep the line for the error position.
@@ -44,7 +45,7 @@ pub fn evaluate(dir: &Path) -> Result<Option<Node>, ConfigError> {
     }
 }
 
-fn sandbox(dir: &Path) -> mlua::Result<Lua> {
+fn sandbox(dir: &Path, lib_dir: Option<&Path>) -> mlua::Result<Lua> {
     let libs = StdLib::TABLE | StdLib::STRING | StdLib::MATH | StdLib::UTF8;
     let lua = Lua::new_with(libs, LuaOptions::default())?;
     let g = lua.globals();
@@ -59,6 +60,7 @@ fn sandbox(dir: &Path) -> mlua::Result<Lua> {
         Ok(())
     })?)?;
     xe.set("read_lines", read_lines(&lua, dir)?)?;
+    xe.set("module", module_loader(&lua, lib_dir.map(Path::to_path_buf))?)?;
     g.set("xe", xe)?;
     lua.set_memory_limit(MEMORY)?;
     let left = std::cell::Cell::new(INSTRUCTIONS);
@@ -70,6 +72,28 @@ fn sandbox(dir: &Path) -> mlua::Result<Lua> {
         Ok(VmState::Continue)
     })?;
     Ok(lua)
+}
+
+/// `xe.module(name)`: runs `<lib-dir>/<name>.lua` of the bundled library once in this state
+/// (the sandbox has no `require`) and returns what it returns.
+pub fn module_loader(lua: &Lua, lib_dir: Option<PathBuf>) -> mlua::Result<mlua::Function> {
+    let loaded = lua.create_table()?;
+    lua.create_function(move |lua, name: String| {
+        if let Ok(v) = loaded.get::<Value>(name.as_str()) {
+            if !v.is_nil() {
+                return Ok(v);
+            }
+        }
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            return Err(mlua::Error::runtime(format!("bad module name {name}")));
+        }
+        let dir = lib_dir.as_ref().ok_or_else(|| mlua::Error::runtime("no Lua library directory (lua.lib-dir)"))?;
+        let path = dir.join(format!("{name}.lua"));
+        let code = std::fs::read_to_string(&path).map_err(|e| mlua::Error::runtime(format!("{}: {e}", path.display())))?;
+        let v: Value = lua.load(code).set_name(format!("@{}", path.display())).eval()?;
+        loaded.set(name.as_str(), v.clone())?;
+        Ok(v)
+    })
 }
 
 /// `xe.read_lines(path)`: the lines of a file of the object's directory (relative paths are

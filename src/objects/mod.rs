@@ -120,9 +120,15 @@ pub fn flat_name(name: &str) -> String {
 
 /// Loads every object under `mo_dir` (a missing directory means no objects).
 pub fn load(mo_dir: &Path, lists: &IpLists) -> Result<Objects, Vec<ConfigError>> {
+    load_with(mo_dir, lists, None)
+}
+
+/// [`load`], with the directory of the bundled Lua library for `mo.lua` files (`xe.module`).
+pub fn load_with(mo_dir: &Path, lists: &IpLists, lua_lib: Option<&Path>) -> Result<Objects, Vec<ConfigError>> {
     let mut objects = Objects::default();
     let mut errors = Vec::new();
-    objects.roots = scan(mo_dir, mo_dir, lists, &mut objects.windows, &mut errors);
+    let ctx = LoadCtx { mo_dir, lists, lua_lib };
+    objects.roots = scan(&ctx, mo_dir, &mut objects.windows, &mut errors);
     let windows = objects.windows.clone();
     resolve_ext(&mut objects.roots, &windows, &mut errors);
     collect_mavgs(&objects.roots, &mut objects.mavgs);
@@ -199,9 +205,16 @@ fn collect_mavgs(nodes: &[ObjectSpec], out: &mut Vec<Arc<Mavg>>) {
     }
 }
 
+/// What every object of one load shares.
+struct LoadCtx<'a> {
+    mo_dir: &'a Path,
+    lists: &'a IpLists,
+    lua_lib: Option<&'a Path>,
+}
+
 /// Objects found in the subdirectories of `dir` (recursing through directories without
 /// `mo.conf`, whose objects are then top-level ones at this level).
-fn scan(mo_dir: &Path, dir: &Path, lists: &IpLists, windows: &mut Vec<Arc<FwmSpec>>, errors: &mut Vec<ConfigError>) -> Vec<ObjectSpec> {
+fn scan(ctx: &LoadCtx<'_>, dir: &Path, windows: &mut Vec<Arc<FwmSpec>>, errors: &mut Vec<ConfigError>) -> Vec<ObjectSpec> {
     let mut subdirs: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()).collect(),
         Err(_) => return Vec::new(),
@@ -210,28 +223,22 @@ fn scan(mo_dir: &Path, dir: &Path, lists: &IpLists, windows: &mut Vec<Arc<FwmSpe
     let mut out = Vec::new();
     for sub in subdirs {
         if sub.join("mo.conf").is_file() || sub.join("mo.lua").is_file() {
-            if let Some(o) = load_object(mo_dir, &sub, lists, windows, errors) {
+            if let Some(o) = load_object(ctx, &sub, windows, errors) {
                 out.push(o);
             }
         } else {
-            out.extend(scan(mo_dir, &sub, lists, windows, errors));
+            out.extend(scan(ctx, &sub, windows, errors));
         }
     }
     out
 }
 
-fn load_object(
-    mo_dir: &Path,
-    dir: &Path,
-    lists: &IpLists,
-    windows: &mut Vec<Arc<FwmSpec>>,
-    errors: &mut Vec<ConfigError>,
-) -> Option<ObjectSpec> {
-    let name = dir.strip_prefix(mo_dir).unwrap_or(dir).to_string_lossy().into_owned();
+fn load_object(ctx: &LoadCtx<'_>, dir: &Path, windows: &mut Vec<Arc<FwmSpec>>, errors: &mut Vec<ConfigError>) -> Option<ObjectSpec> {
+    let name = dir.strip_prefix(ctx.mo_dir).unwrap_or(dir).to_string_lossy().into_owned();
     let (conf, lua) = (dir.join("mo.conf"), dir.join("mo.lua"));
     // A mo.lua returning a table is the configuration; one returning nothing only has hooks.
     let lua_root = if lua.is_file() {
-        match lua_conf::evaluate(dir) {
+        match lua_conf::evaluate(dir, ctx.lua_lib) {
             Ok(r) => r,
             Err(e) => {
                 errors.push(e);
@@ -261,8 +268,8 @@ fn load_object(
             return None;
         }
     };
-    let mut object = object_from(dir, name, &file, &root, lists, windows, errors)?;
-    object.children.extend(scan(mo_dir, dir, lists, windows, errors));
+    let mut object = object_from(dir, name, &file, &root, ctx.lists, windows, errors)?;
+    object.children.extend(scan(ctx, dir, windows, errors));
     Some(object)
 }
 
