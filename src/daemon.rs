@@ -340,12 +340,14 @@ const EVENT_QUEUE: usize = 65536;
 
 /// Connects every moving average to a new hook thread; returns the thread and a sender for
 /// the moving averages a reload creates.
+#[allow(clippy::type_complexity)]
 fn start_hooks(
     cfg: &Config,
     objects: &Objects,
     live: &Arc<LiveObjects>,
-) -> (HookHandle, std::sync::mpsc::SyncSender<crate::objects::mavg::Event>) {
+) -> (HookHandle, std::sync::mpsc::SyncSender<crate::objects::mavg::Event>, std::sync::mpsc::SyncSender<export::ExportEvent>) {
     let (tx, rx) = sync_channel(EVENT_QUEUE);
+    let (export_tx, export_rx) = sync_channel(1024);
     for m in &objects.mavgs {
         m.set_events(Some(tx.clone()));
     }
@@ -362,7 +364,7 @@ fn start_hooks(
             max_memory: (cfg.lua.max_memory_m as usize).saturating_mul(1 << 20),
         },
     };
-    (hooks::spawn(hc, rx), tx)
+    (hooks::spawn(hc, rx, Some(export_rx)), tx, export_tx)
 }
 
 /// Disconnects the moving averages and waits for the hook thread's scripts.
@@ -373,13 +375,14 @@ fn stop_hooks(objects: &Objects, hooks: HookHandle) -> Result<HookStats, String>
     hooks.join().map_err(|_| "hook thread panicked".to_string())
 }
 
-fn export_config(cfg: &Config, workers: usize) -> ExportConfig {
+fn export_config(cfg: &Config, workers: usize, lua: std::sync::mpsc::SyncSender<export::ExportEvent>) -> ExportConfig {
     ExportConfig {
         dir: cfg.export_dir.clone(),
         db_export: cfg.db_export.clone(),
         workers,
         retry_every: Duration::from_secs(2),
         final_retry: Duration::from_secs(10),
+        lua: Some(lua),
     }
 }
 
@@ -391,9 +394,9 @@ pub fn replay(cfg: &Config, objects: Arc<Objects>, files: &[PathBuf]) -> Result<
     let (tx, rx) = channel();
     let live = LiveObjects::new(objects.clone());
     let mut pipeline = Pipeline::new(cfg, &live, 0, tx)?;
-    let (hooks, hooks_tx) = start_hooks(cfg, &objects, &live);
+    let (hooks, hooks_tx, export_lua) = start_hooks(cfg, &objects, &live);
     drop(hooks_tx);
-    let exporter = export::spawn(export_config(cfg, 1), rx);
+    let exporter = export::spawn(export_config(cfg, 1, export_lua), rx);
     // Metrics while replaying (a capture read from standard input can be scraped as it comes).
     let snapshot = Arc::new(parking_lot::Mutex::new(metrics::WorkerSnapshot { name: "replay".into(), ..Default::default() }));
     let metrics_thread = start_metrics(cfg, vec![snapshot.clone()], exporter.stats.clone(), hooks.stats.clone(), &live, &REPLAY_DONE)?;
@@ -494,8 +497,8 @@ pub fn run(cfg: &Config, objects: Arc<Objects>) -> Result<Summary, String> {
     }
     let (tx, rx) = channel();
     let live = LiveObjects::new(objects.clone());
-    let (hooks, hooks_tx) = start_hooks(cfg, &objects, &live);
-    let exporter = export::spawn(export_config(cfg, specs.len()), rx);
+    let (hooks, hooks_tx, export_lua) = start_hooks(cfg, &objects, &live);
+    let exporter = export::spawn(export_config(cfg, specs.len(), export_lua), rx);
     let (export_stats, hook_stats) = (exporter.stats.clone(), hooks.stats.clone());
     let mut handles = Vec::new();
     let mut heartbeats = Vec::new();

@@ -147,3 +147,52 @@ fn lua_errors_name_file_and_line_and_loops_do_not_hang() {
     assert!(!ok && err.contains("mo.lua") && err.contains("needs \"src\" or \"dst\""), "{err}");
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+#[test]
+fn export_hook_gets_the_rows_as_exported() {
+    let d = workdir("luaobj-export");
+    setup(&d);
+    std::fs::create_dir_all(d.join("mo/ssh_scanners")).unwrap();
+    std::fs::write(
+        d.join("mo/ssh_scanners/mo.conf"),
+        r#"{ "filter": "src net 192.0.2.0/24 and dst port 22",
+             "fwm": [ {"name": "hosts", "fields": ["packets", "src host", "dst host"], "export-lua": "scanners"} ] }"#,
+    )
+    .unwrap();
+    // Alert when a host of ours contacts at least `n` destinations on ssh in one window.
+    std::fs::write(
+        d.join("mo/ssh_scanners/mo.lua"),
+        r#"
+function scanners(ex)
+  local dsts = {}
+  for _, row in ipairs(ex.rows) do
+    dsts[row.src_host] = (dsts[row.src_host] or 0) + 1
+  end
+  local out = {}
+  for src, n in pairs(dsts) do out[#out + 1] = src .. " " .. n end
+  table.sort(out)
+  xe.write_file(xe.dir .. "/scanners.txt", ex.table .. " " .. #ex.rows .. "\n" .. table.concat(out, "\n") .. "\n")
+end
+"#,
+    )
+    .unwrap();
+    let (ok, err) = run(&d, &["--read-pcap", data_dir().join("exporters/softflowd-v9.pcap").to_str().unwrap()]);
+    assert!(ok, "{err}");
+    // The same from the export file itself.
+    let file = exports(&d).into_iter().find(|(n, _)| n.starts_with("ssh_scanners_hosts_")).unwrap().1;
+    let rows: Vec<&str> = file.lines().filter(|l| l.contains("to_timestamp(")).collect();
+    let mut per_src: std::collections::BTreeMap<String, usize> = Default::default();
+    for r in &rows {
+        let src = r.split('\'').nth(1).unwrap().to_string();
+        *per_src.entry(src).or_default() += 1;
+    }
+    let mut want = format!("ssh_scanners_hosts {}\n", rows.len());
+    for (src, n) in &per_src {
+        want += &format!("{src} {n}\n");
+    }
+    assert!(!per_src.is_empty());
+    let got = std::fs::read_to_string(d.join("mo/ssh_scanners/scanners.txt")).unwrap_or_else(|e| panic!("{e}: {err}"));
+    assert_eq!(got, want);
+    assert!(err.contains("lua hooks 1 (errors 0, cut 0)"), "{err}");
+    std::fs::remove_dir_all(&d).unwrap();
+}

@@ -22,6 +22,16 @@ use parking_lot::Mutex;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// A written window, for the Lua function its `fwm` names in `export-lua`.
+#[derive(Clone, Debug)]
+pub struct ExportEvent {
+    pub spec: Arc<FwmSpec>,
+    /// Window start (unix seconds).
+    pub start: u64,
+    /// The rows as exported (ordered, limited, with the NULL remainder row).
+    pub rows: Vec<(crate::objects::window::Key, crate::objects::window::Aggs)>,
+}
+
 /// What workers send to the export thread.
 pub enum Msg {
     Closed(Vec<Closed>),
@@ -39,6 +49,8 @@ pub struct ExportConfig {
     pub retry_every: Duration,
     /// How long to keep retrying unwritable files at shutdown.
     pub final_retry: Duration,
+    /// Where windows with `export-lua` go (the hook thread).
+    pub lua: Option<std::sync::mpsc::SyncSender<ExportEvent>>,
 }
 
 /// Counters of the export thread.
@@ -50,6 +62,8 @@ pub struct ExportStats {
     /// Files still unwritten when the thread ended (named in the log).
     pub files_lost: u64,
     pub db_export_runs: u64,
+    /// Windows for export-lua dropped because the hook queue was full.
+    pub lua_dropped: u64,
     /// The last files written (newest last), for the status page.
     pub recent: Vec<String>,
 }
@@ -213,8 +227,13 @@ impl Exporter {
             if rows.is_empty() {
                 continue; // an empty window writes no file
             }
+            let rows = rows.export_rows(&spec);
+            if let (Some(tx), Some(_)) = (&self.cfg.lua, &spec.export_lua) {
+                if tx.try_send(ExportEvent { spec: spec.clone(), start, rows: rows.clone() }).is_err() {
+                    self.stats.lua_dropped += 1;
+                }
+            }
             let spec: &FwmSpec = &spec;
-            let rows = rows.export_rows(spec);
             let file = PendingFile {
                 path: self.cfg.dir.join(format!("{}_{}.sql", spec.table, start)),
                 text: sql::render_pg(spec, start, &rows),
@@ -314,6 +333,8 @@ mod tests {
             extended: false,
             active: AtomicBool::new(true),
             holders: Default::default(),
+            export_lua: None,
+            dir: Default::default(),
         })
     }
 
@@ -331,6 +352,7 @@ mod tests {
             workers,
             retry_every: Duration::from_millis(20),
             final_retry: Duration::from_secs(5),
+            lua: None,
         }
     }
 

@@ -88,6 +88,8 @@ mod tests {
             extended: false,
             active: AtomicBool::new(true),
             holders: Default::default(),
+            export_lua: None,
+            dir: Default::default(),
         }
     }
 

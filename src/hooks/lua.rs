@@ -96,6 +96,26 @@ impl LuaHooks {
         }
     }
 
+    /// Calls a window's `export-lua` function with the rows just exported.
+    pub fn export(&mut self, ev: &crate::export::ExportEvent) {
+        let Some(func) = ev.spec.export_lua.clone() else { return };
+        self.stats.calls += 1;
+        let budget = self.cfg.max_instructions;
+        let Some(state) = self.state(&ev.spec.dir, &ev.spec.object) else {
+            self.stats.errors += 1;
+            return;
+        };
+        if let Err(e) = call_export(state, budget, &func, ev) {
+            let text = e.to_string();
+            if text.contains("instruction limit") {
+                self.stats.cut += 1;
+            } else {
+                self.stats.errors += 1;
+            }
+            log::error(&format!("lua export hook {} {func}: {text}", ev.spec.table));
+        }
+    }
+
     /// The object's state, created (and mo.lua run) on first use and again when mo.lua changed
     /// (a reload), carrying `xe.state` over; `None` when it failed.
     fn state(&mut self, dir: &Path, object: &str) -> Option<&ObjectLua> {
@@ -307,6 +327,37 @@ fn run(argv: &[String], timeout: Option<f64>) -> (Option<i32>, Option<String>) {
             Err(e) => return (None, Some(format!("{program}: {e}"))),
         }
     }
+}
+
+/// Calls an export hook: { object, window, table, time, rows = { {column = value, ...}, ... } }
+/// (addresses as text, numbers as integers, NULL keys absent).
+fn call_export(state: &ObjectLua, budget: u64, func: &str, ev: &crate::export::ExportEvent) -> mlua::Result<()> {
+    use crate::objects::window::ColumnSource;
+    let lua = &state.lua;
+    let f: mlua::Function = lua.globals().get(func).map_err(|_| mlua::Error::runtime(format!("no function {func} in mo.lua")))?;
+    let t = lua.create_table()?;
+    t.set("object", ev.spec.object.as_str())?;
+    t.set("window", ev.spec.name.as_str())?;
+    t.set("table", ev.spec.table.as_str())?;
+    t.set("time", ev.start)?;
+    let rows = lua.create_table()?;
+    for (i, (key, sums)) in ev.rows.iter().enumerate() {
+        let row = lua.create_table()?;
+        for c in &ev.spec.columns {
+            match c.source {
+                ColumnSource::Agg(a) => row.set(c.name.as_str(), sums[a])?,
+                ColumnSource::Key(k) => {
+                    if let Some(v) = key.get(k) {
+                        row.set(c.name.as_str(), crate::objects::mavg::format_value(ev.spec.keys[k], v))?;
+                    }
+                }
+            }
+        }
+        rows.set(i + 1, row)?;
+    }
+    t.set("rows", rows)?;
+    state.budget.set(budget);
+    f.call::<()>(t)
 }
 
 /// Builds the event table and calls `func` with a fresh instruction budget.

@@ -79,7 +79,7 @@ struct Hooks {
 
 /// Starts the hook thread; it ends when every event sender is gone and its scripts finished
 /// (or were killed at their timeout).
-pub fn spawn(cfg: HookConfig, rx: Receiver<Event>) -> HookHandle {
+pub fn spawn(cfg: HookConfig, rx: Receiver<Event>, exports: Option<Receiver<crate::export::ExportEvent>>) -> HookHandle {
     let shared = Arc::new(Mutex::new(HookStats::default()));
     let stats = shared.clone();
     let thread = std::thread::Builder::new()
@@ -88,7 +88,7 @@ pub fn spawn(cfg: HookConfig, rx: Receiver<Event>) -> HookHandle {
             // Lua states are not Send: they are made here, on the hook thread, and stay here.
             let lua = lua::LuaHooks::new(cfg.lua.clone());
             let mut h = Hooks { cfg, lua, queue: VecDeque::new(), running: Vec::new(), stats: HookStats::default(), shared };
-            h.run(rx);
+            h.run(rx, exports);
             h.stats
         })
         .expect("spawn hook thread");
@@ -118,18 +118,29 @@ fn whole(v: f64) -> String {
 }
 
 impl Hooks {
-    fn run(&mut self, rx: Receiver<Event>) {
+    fn run(&mut self, rx: Receiver<Event>, exports: Option<Receiver<crate::export::ExportEvent>>) {
         loop {
-            match rx.recv_timeout(Duration::from_millis(50)) {
+            let wait = if exports.is_some() { 20 } else { 50 };
+            match rx.recv_timeout(Duration::from_millis(wait)) {
                 Ok(ev) => self.event(ev),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if let Some(ex) = &exports {
+                while let Ok(e) = ex.try_recv() {
+                    self.lua.export(&e);
+                }
             }
             self.reap();
             self.start_queued();
             self.publish();
         }
-        // Collection has stopped: let what is queued and running finish, within the timeout.
+        // Collection has stopped: the last exports' hooks, then what is queued and running.
+        if let Some(ex) = &exports {
+            while let Ok(e) = ex.recv_timeout(Duration::from_secs(15)) {
+                self.lua.export(&e);
+            }
+        }
         while !self.queue.is_empty() || !self.running.is_empty() {
             self.start_queued();
             std::thread::sleep(Duration::from_millis(20));
@@ -329,7 +340,7 @@ mod tests {
             max_queued: 100,
             lua: lua::LuaConfig::default(),
         };
-        let h = spawn(cfg, rx);
+        let h = spawn(cfg, rx, None);
         for k in 0..n {
             tx.send(start_event(m, k)).unwrap();
         }

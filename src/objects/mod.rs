@@ -311,7 +311,7 @@ fn object_from(
     if let Some(list) = root.get("fwm") {
         let items = list.as_array(&file, "fwm").map_err(|e| errors.push(e)).unwrap_or(&[]);
         for (i, item) in items.iter().enumerate() {
-            match fwm_spec(&file, &name, item, i) {
+            match fwm_spec(&file, &name, dir, item, i) {
                 Ok(spec) if own.iter().any(|w: &Arc<FwmSpec>| w.name == spec.name) => {
                     errors.push(item.error(&file, &format!("fwm[{i}].name"), format!("window \"{}\" defined twice", spec.name)));
                 }
@@ -348,7 +348,7 @@ fn object_from(
 }
 
 /// Validates one `fwm` element.
-fn fwm_spec(file: &Path, object: &str, item: &Node, i: usize) -> Result<FwmSpec, ConfigError> {
+fn fwm_spec(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Result<FwmSpec, ConfigError> {
     let k = |s: &str| format!("fwm[{i}].{s}");
     item.expect_object(file, &format!("fwm[{i}]"))?;
     let name_node = item.get("name").ok_or_else(|| item.error(file, &k("name"), "missing name"))?;
@@ -426,6 +426,8 @@ fn fwm_spec(file: &Path, object: &str, item: &Node, i: usize) -> Result<FwmSpec,
         extended,
         active: AtomicBool::new(!extended),
         holders: Default::default(),
+        export_lua: item.get("export-lua").map(|n| n.as_str(file, &k("export-lua")).map(String::from)).transpose()?,
+        dir: dir.to_path_buf(),
     })
 }
 

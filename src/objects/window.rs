@@ -72,6 +72,10 @@ pub struct FwmSpec {
     pub active: AtomicBool,
     /// Active limits holding this extended window on.
     pub holders: AtomicUsize,
+    /// Lua function of the object's mo.lua called with each export's rows.
+    pub export_lua: Option<String>,
+    /// The object's directory (its mo.lua).
+    pub dir: std::path::PathBuf,
 }
 
 impl FwmSpec {
@@ -222,6 +226,8 @@ mod tests {
             extended: false,
             active: AtomicBool::new(true),
             holders: AtomicUsize::new(0),
+            export_lua: None,
+            dir: Default::default(),
         })
     }
 
