@@ -63,7 +63,9 @@ fn setup(d: &Path) -> std::path::PathBuf {
                             "overlimit": [ {{"name": "level1", "default": [100000], "back2norm-time": 5,
                                             "action-script": "{on}", "back2norm-script": "{off}", "ext": ["ext"],
                                             "action-lua": "on_overlimit", "back2norm-lua": "on_back2norm"}},
-                                          {{"name": "level2", "default": [200000], "back2norm-time": 5, "action-lua": "spin"}} ] }} ] }}"#
+                                          {{"name": "level2", "default": [200000], "back2norm-time": 5, "action-lua": "spin"}},
+                                          {{"name": "level3", "default": [300000], "back2norm-time": 5, "action-lua": "hog"}},
+                                          {{"name": "level4", "default": [400000], "back2norm-time": 5, "action-lua": "slow"}} ] }} ] }}"#
         ),
     )
     .unwrap();
@@ -74,12 +76,17 @@ fn setup(d: &Path) -> std::path::PathBuf {
         r#"
 local function line(ev)
   return table.concat({ev.object, ev.mavg, ev.limit, ev.kind, ev.phase, table.concat(ev.keys, ","),
-    ev.key["dst host"], string.format("%d %d", ev.value, ev.threshold), ev.notification,
+    ev.key["dst host"], ev.field, string.format("%d %d", ev.value, ev.threshold), ev.notification,
     string.format("%.1f %.1f", ev.time, ev.start)}, " ")
 end
 function on_overlimit(ev) xe.append_file(xe.dir .. "/lua.log", line(ev) .. "\n") end
 function on_back2norm(ev) xe.append_file(xe.dir .. "/lua.log", line(ev) .. "\n") end
 function spin(ev) while true do end end
+function hog(ev) local t = {} for i = 1, 1e9 do t[i] = string.rep("x", 4096) .. i end end
+function slow(ev)
+  local code, err = xe.run({"/bin/sleep", "30"}, 0.2)
+  error("sleep ended: " .. tostring(code) .. " " .. tostring(err))
+end
 "#,
     )
     .unwrap();
@@ -166,27 +173,31 @@ fn flood_runs_the_scripts_with_the_documented_argv() {
     assert!(lines[1].starts_with("mem used/avail: 0M/256M ("), "{dump}");
     let mut hosts: Vec<&str> = lines[2..].to_vec();
     hosts.sort();
-    assert_eq!(hosts, (1..=5).map(|h| format!(" '10.0.0.{h}'  :: 1000 (100000 200000 )")).collect::<Vec<_>>(), "{dump}");
+    assert_eq!(hosts, (1..=5).map(|h| format!(" '10.0.0.{h}'  :: 1000 (100000 200000 300000 400000 )")).collect::<Vec<_>>(), "{dump}");
     let adump = std::fs::read_to_string(d.join("mo/victim/m.adump")).unwrap();
     assert!(adump.matches("mem used/avail:").count() >= 25, "one dump every 2 s of capture");
-    assert!(adump.lines().any(|l| l.starts_with(" '10.0.0.9'  :: ") && l.ends_with(" (100000 200000 )")), "{adump}");
+    assert!(adump.lines().any(|l| l.starts_with(" '10.0.0.9'  :: ") && l.ends_with(" (100000 200000 300000 400000 )")), "{adump}");
 
-    // The Lua hooks got the exact event fields; the looping one was cut and counted, and
-    // everything above (scripts, files, exports) is complete all the same.
+    // The Lua hooks got the exact event fields; the looping one was cut, the memory hog and the
+    // one whose program outlived its timeout failed, all counted and logged, and everything
+    // above (scripts, files, exports) is complete all the same.
     let t = T0 / 1000;
     let lua = std::fs::read_to_string(d.join("mo/victim/lua.log")).unwrap_or_else(|e| panic!("{e}: {err}"));
     assert_eq!(
         lua,
         format!(
-            "victim m level1 overlimit start 10.0.0.9 10.0.0.9 150000 100000 {n} {a}.0 {a}.0\n\
-             victim m level1 overlimit back2norm 10.0.0.9 10.0.0.9 0 100000 {n} {b}.0 {a}.0\n",
+            "victim m level1 overlimit start 10.0.0.9 10.0.0.9 octets 150000 100000 {n} {a}.0 {a}.0\n\
+             victim m level1 overlimit back2norm 10.0.0.9 10.0.0.9 octets 0 100000 {n} {b}.0 {a}.0\n",
             n = notif.display(),
             a = t + 20,
             b = t + 40
         )
     );
-    assert!(err.contains("lua hooks 3 (errors 0, cut 1)"), "{err}");
+    assert!(err.contains("lua hooks 5 (errors 2, cut 1)"), "{err}");
     assert!(err.contains("lua hook victim/m/level2 spin: ") && err.contains("instruction limit"), "{err}");
+    assert!(err.contains("lua hook victim/m/level3 hog: ") && err.contains("memory"), "{err}");
+    assert!(err.contains("lua hook victim/m/level4 slow: ") && err.contains("sleep ended: nil /bin/sleep: killed after 0.2 s"), "{err}");
+    assert!(err.contains("mo.lua:"), "errors carry the Lua file and line: {err}");
     std::fs::remove_dir_all(&d).unwrap();
 }
 

@@ -85,6 +85,11 @@ impl LuaHooks {
             return;
         };
         let result = call(state, budget, func, ev, notification);
+        if result.is_err() {
+            // What a failed hook (a memory hog above all) left behind must not starve the next
+            // call of this object's state.
+            let _ = state.lua.gc_collect();
+        }
         if let Err(e) = result {
             let text = e.to_string();
             if text.contains("instruction limit") {
@@ -105,7 +110,11 @@ impl LuaHooks {
             self.stats.errors += 1;
             return;
         };
-        if let Err(e) = call_export(state, budget, &func, ev) {
+        let result = call_export(state, budget, &func, ev);
+        if result.is_err() {
+            let _ = state.lua.gc_collect();
+        }
+        if let Err(e) = result {
             let text = e.to_string();
             if text.contains("instruction limit") {
                 self.stats.cut += 1;
@@ -385,6 +394,12 @@ fn call(state: &ObjectLua, budget: u64, func: &str, ev: &Event, notification: &P
     }
     t.set("keys", keys)?;
     t.set("key", by_name)?;
+    let field = match ev.mavg.aggs.get(ev.field) {
+        Some(crate::objects::window::Agg::Packets) => "packets",
+        Some(crate::objects::window::Agg::Bits) => "bits",
+        _ => "octets",
+    };
+    t.set("field", field)?;
     t.set("value", ev.value)?;
     t.set("threshold", ev.threshold)?;
     t.set("notification", notification.display().to_string())?;
@@ -490,6 +505,7 @@ mod ext_tests {
             mavg: o.mavgs[0].clone(),
             limit: 0,
             keys: vec!["10.0.0.9".into()],
+            field: 0,
             value: 2.0,
             threshold: 1.0,
             time_ms: 0,
@@ -523,7 +539,7 @@ mod ext_tests {
         write("function on(ev) xe.state.n = (xe.state.n or 0) + 1; xe.state.tag = {v = 'one'} end");
         let o = std::sync::Arc::new(objects::load(&d.join("mo"), &IpLists::new()).unwrap());
         let mut hooks = LuaHooks::new(LuaConfig::default());
-        let ev = Event { phase: Phase::Start, mavg: o.mavgs[0].clone(), limit: 0, keys: vec!["k".into()], value: 2.0, threshold: 1.0, time_ms: 0, start_ms: 0 };
+        let ev = Event { phase: Phase::Start, mavg: o.mavgs[0].clone(), limit: 0, keys: vec!["k".into()], field: 0, value: 2.0, threshold: 1.0, time_ms: 0, start_ms: 0 };
         hooks.event(&ev, Path::new("/n"));
         hooks.event(&ev, Path::new("/n"));
         // The new version writes what it found in xe.state.

@@ -324,6 +324,7 @@ mod tests {
             mavg: m.clone(),
             limit: 0,
             keys: vec![std::net::Ipv4Addr::from(key).to_string()],
+            field: 0,
             value: 1500.0,
             threshold: 1000.0,
             time_ms: 0,

@@ -190,6 +190,8 @@ pub struct Event {
     pub limit: usize,
     /// Key values as text, in `fields` order.
     pub keys: Vec<String>,
+    /// Index (in the mavg's aggregable fields) of the field that decided.
+    pub field: usize,
     /// Rate of the aggregable field that decided, and its threshold.
     pub value: f64,
     pub threshold: f64,
@@ -221,7 +223,8 @@ struct LimitState {
     /// Last time the rate was on the limit's side (over for overlimit, under for underlimit).
     last_bad_ms: u64,
     last_notify_ms: u64,
-    /// Value and threshold that decided last.
+    /// Field, value and threshold that decided last.
+    field: usize,
     value: f64,
     threshold: f64,
 }
@@ -485,7 +488,7 @@ impl Mavg {
     pub fn apply(self: &Arc<Self>, p: &Pending) {
         let Pending { key, hash, v, now_ms } = *p;
         let gen = self.gen.load(Ordering::Acquire) as u32;
-        let mut events: [Option<(usize, Phase, f64, f64, u64)>; MAX_LIMITS] = [None; MAX_LIMITS];
+        let mut events: [Option<(usize, Phase, usize, f64, f64, u64)>; MAX_LIMITS] = [None; MAX_LIMITS];
         {
             let cell = &self.shards[Self::shard_of(hash)];
             let mut guard = cell.shard.lock();
@@ -523,40 +526,42 @@ impl Mavg {
                 if spec.kind != LimitKind::Over {
                     continue; // underlimits are found by the sweep
                 }
-                if let Some((value, threshold)) = self.over(&row.n, &thresholds[l]) {
+                if let Some((field, value, threshold)) = self.over(&row.n, &thresholds[l]) {
                     let st = row.limit(l);
                     st.last_bad_ms = now_ms;
-                    st.value = value;
-                    st.threshold = threshold;
+                    (st.field, st.value, st.threshold) = (field, value, threshold);
                     if !st.active {
                         st.active = true;
                         st.start_ms = now_ms;
                         st.last_notify_ms = now_ms;
-                        events[l] = Some((l, Phase::Start, value, threshold, now_ms));
+                        events[l] = Some((l, Phase::Start, field, value, threshold, now_ms));
                     }
                 }
             }
         }
-        for (l, phase, value, threshold, start) in events.into_iter().flatten() {
+        for (l, phase, field, value, threshold, start) in events.into_iter().flatten() {
             self.activate(l, true);
-            self.emit(Event { phase, mavg: self.clone(), limit: l, keys: self.key_text(&key), value, threshold, time_ms: now_ms, start_ms: start });
+            let keys = self.key_text(&key);
+            self.emit(Event { phase, mavg: self.clone(), limit: l, keys, field, value, threshold, time_ms: now_ms, start_ms: start });
         }
     }
 
-    /// The first field whose rate is above its threshold: (rate, threshold).
-    fn over(&self, n: &[f64; 3], thr: &[f64; 3]) -> Option<(f64, f64)> {
+    /// The first field whose rate is above its threshold: (field, rate, threshold).
+    fn over(&self, n: &[f64; 3], thr: &[f64; 3]) -> Option<(usize, f64, f64)> {
         let secs = self.time_ms as f64 / 1000.0;
         (0..self.aggs.len()).find_map(|i| {
             let rate = n[i] / secs;
-            (thr[i].is_finite() && rate > thr[i]).then_some((rate, thr[i]))
+            (thr[i].is_finite() && rate > thr[i]).then_some((i, rate, thr[i]))
         })
     }
 
-    /// For underlimits: every field's rate below its threshold -> (rate of the first, threshold).
-    fn under(&self, n: &[f64; 3], thr: &[f64; 3]) -> Option<(f64, f64)> {
+    /// For underlimits: every field's rate below its threshold -> the first field with a
+    /// threshold: (field, rate, threshold).
+    fn under(&self, n: &[f64; 3], thr: &[f64; 3]) -> Option<(usize, f64, f64)> {
         let secs = self.time_ms as f64 / 1000.0;
         let all = (0..self.aggs.len()).all(|i| !thr[i].is_finite() || n[i] / secs < thr[i]);
-        (all && thr[0].is_finite()).then(|| (n[0] / secs, thr[0]))
+        let first = (0..self.aggs.len()).find(|&i| thr[i].is_finite())?;
+        all.then(|| (first, n[first] / secs, thr[first]))
     }
 
     /// Switches the limit's extended windows on or off (counted: a window stays on while any
@@ -605,15 +610,14 @@ impl Mavg {
                         continue; // nothing holds and nothing starts: no state needed
                     }
                     let st = row.limit(l);
-                    if let Some((value, threshold)) = side {
+                    if let Some((field, value, threshold)) = side {
                         st.last_bad_ms = now_ms;
-                        st.value = value;
-                        st.threshold = threshold;
+                        (st.field, st.value, st.threshold) = (field, value, threshold);
                         if !st.active {
                             st.active = true;
                             st.start_ms = now_ms;
                             st.last_notify_ms = now_ms;
-                            out.push((*key, l, Phase::Start, value, threshold, now_ms));
+                            out.push((*key, l, Phase::Start, field, value, threshold, now_ms));
                         }
                     }
                     if !st.active {
@@ -621,11 +625,11 @@ impl Mavg {
                     }
                     if now_ms.saturating_sub(st.last_bad_ms) >= spec.back2norm_ms && side.is_none() {
                         st.active = false;
-                        let value = n[0] / (self.time_ms as f64 / 1000.0);
-                        out.push((*key, l, Phase::Back2Norm, value, st.threshold, st.start_ms));
+                        let value = n[st.field] / (self.time_ms as f64 / 1000.0);
+                        out.push((*key, l, Phase::Back2Norm, st.field, value, st.threshold, st.start_ms));
                     } else if now_ms.saturating_sub(st.last_notify_ms) >= NOTIFY_EVERY_MS {
                         st.last_notify_ms = now_ms;
-                        out.push((*key, l, Phase::Update, st.value, st.threshold, st.start_ms));
+                        out.push((*key, l, Phase::Update, st.field, st.value, st.threshold, st.start_ms));
                     }
                     any_active |= st.active;
                 }
@@ -639,13 +643,14 @@ impl Mavg {
                 keep
             });
         }
-        for (key, l, phase, value, threshold, start) in out {
+        for (key, l, phase, field, value, threshold, start) in out {
             match phase {
                 Phase::Start => self.activate(l, true),
                 Phase::Back2Norm => self.activate(l, false),
                 Phase::Update | Phase::Dump { .. } => {}
             }
-            self.emit(Event { phase, mavg: self.clone(), limit: l, keys: self.key_text(&key), value, threshold, time_ms: now_ms, start_ms: start });
+            let keys = self.key_text(&key);
+            self.emit(Event { phase, mavg: self.clone(), limit: l, keys, field, value, threshold, time_ms: now_ms, start_ms: start });
         }
         self.dump_if_due(now_ms);
     }
@@ -662,7 +667,8 @@ impl Mavg {
         let append = self.dir.join(format!("{}.a", self.name)).exists();
         if rewrite || append {
             let phase = Phase::Dump { rewrite, append };
-            self.emit(Event { phase, mavg: self.clone(), limit: 0, keys: Vec::new(), value: 0.0, threshold: 0.0, time_ms: now_ms, start_ms: now_ms });
+            let mavg = self.clone();
+            self.emit(Event { phase, mavg, limit: 0, keys: Vec::new(), field: 0, value: 0.0, threshold: 0.0, time_ms: now_ms, start_ms: now_ms });
         }
     }
 
