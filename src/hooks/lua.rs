@@ -553,3 +553,40 @@ mod ext_tests {
         std::fs::remove_dir_all(&d).unwrap();
     }
 }
+
+#[cfg(test)]
+mod library_tests {
+    use super::*;
+    use crate::filter::iplist::IpLists;
+    use crate::objects;
+
+    #[test]
+    fn notify_module_runs_the_program_with_the_action_script_argv() {
+        let d = std::env::temp_dir().join(format!("xe-lua-notify-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("mo/o")).unwrap();
+        std::fs::write(
+            d.join("mo/o/mo.conf"),
+            r#"{"mavg": [{"name": "m", "fields": ["dst host", "proto", "octets"], "overlimit": [{"name": "l", "default": [1], "action-lua": "on"}]}]}"#,
+        )
+        .unwrap();
+        let out = d.join("argv.txt");
+        std::fs::write(
+            d.join("mo/o/mo.lua"),
+            format!(
+                "local n = xe.module('notify')\nn.program = '/bin/sh'\nfunction on(ev)\n  local argv = n.argv(ev)\n  assert(#argv == 9)\n  local code = xe.run({{'/bin/sh', '-c', 'echo \"$@\" > {}', table.unpack(argv)}}, 5)\n  assert(code == 0)\nend\n",
+                out.display()
+            ),
+        )
+        .unwrap();
+        let lib = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("lua");
+        let o = std::sync::Arc::new(objects::load_with(&d.join("mo"), &IpLists::new(), Some(&lib)).unwrap());
+        let mut hooks = LuaHooks::new(LuaConfig { lib_dir: Some(lib), ..Default::default() });
+        let ev = Event { phase: Phase::Start, mavg: o.mavgs[0].clone(), limit: 0, keys: vec!["10.0.0.9".into(), "6".into()], field: 0, value: 1500.4, threshold: 1000.0, time_ms: 0, start_ms: 0 };
+        hooks.event(&ev, Path::new("/n/o-m-l-10.0.0.9-6"));
+        assert_eq!(hooks.stats, LuaStats { calls: 1, errors: 0, cut: 0 });
+        // sh -c 'echo "$@"' sh PROGRAM ARGS...: $0 is the program, "$@" the action-script argv.
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "o m l /n/o-m-l-10.0.0.9-6 10.0.0.9 6 1500 1000\n");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}
