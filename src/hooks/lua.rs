@@ -478,24 +478,31 @@ mod tests {
 }
 
 #[cfg(test)]
-mod ext_tests {
+mod object_tests {
     use super::*;
     use crate::filter::iplist::IpLists;
     use crate::objects::{self, LiveObjects};
 
+    /// A fresh `mo/<object>` directory with this mo.conf and mo.lua; returns the base directory.
+    fn object_dir(tag: &str, object: &str, conf: &str, lua: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("xe-lua-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("mo").join(object)).unwrap();
+        std::fs::write(d.join("mo").join(object).join("mo.conf"), conf).unwrap();
+        std::fs::write(d.join("mo").join(object).join("mo.lua"), lua).unwrap();
+        d
+    }
+
     #[test]
     fn hooks_switch_extended_windows() {
-        let d = std::env::temp_dir().join(format!("xe-lua-ext-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(d.join("mo/victim")).unwrap();
-        std::fs::write(
-            d.join("mo/victim/mo.conf"),
+        let d = object_dir(
+            "ext",
+            "victim",
             r#"{"fwm": [{"name": "ext", "extended": true, "fields": ["octets", "src host"]}],
                 "mavg": [{"name": "m", "fields": ["dst host", "octets"],
                           "overlimit": [{"name": "l", "default": [1], "action-lua": "on", "back2norm-lua": "off"}]}]}"#,
-        )
-        .unwrap();
-        std::fs::write(d.join("mo/victim/mo.lua"), "function on(ev) assert(xe.ext('ext', true)) end\nfunction off(ev) assert(not xe.ext('victim/ext', false)) end\n").unwrap();
+            "function on(ev) assert(xe.ext('ext', true)) end\nfunction off(ev) assert(not xe.ext('victim/ext', false)) end\n",
+        );
         let o = std::sync::Arc::new(objects::load(&d.join("mo"), &IpLists::new()).unwrap());
         let live = LiveObjects::new(o.clone());
         let mut hooks = LuaHooks::new(LuaConfig { objects: Some(live), ..Default::default() });
@@ -552,33 +559,19 @@ mod ext_tests {
         assert_eq!(hooks.stats.errors, 0);
         std::fs::remove_dir_all(&d).unwrap();
     }
-}
-
-#[cfg(test)]
-mod library_tests {
-    use super::*;
-    use crate::filter::iplist::IpLists;
-    use crate::objects;
 
     #[test]
     fn notify_module_runs_the_program_with_the_action_script_argv() {
-        let d = std::env::temp_dir().join(format!("xe-lua-notify-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(d.join("mo/o")).unwrap();
-        std::fs::write(
-            d.join("mo/o/mo.conf"),
+        let out = std::env::temp_dir().join(format!("xe-lua-notify-argv-{}.txt", std::process::id()));
+        let d = object_dir(
+            "notify",
+            "o",
             r#"{"mavg": [{"name": "m", "fields": ["dst host", "proto", "octets"], "overlimit": [{"name": "l", "default": [1], "action-lua": "on"}]}]}"#,
-        )
-        .unwrap();
-        let out = d.join("argv.txt");
-        std::fs::write(
-            d.join("mo/o/mo.lua"),
-            format!(
+            &format!(
                 "local n = xe.module('notify')\nn.program = '/bin/sh'\nfunction on(ev)\n  local argv = n.argv(ev)\n  assert(#argv == 9)\n  local code = xe.run({{'/bin/sh', '-c', 'echo \"$@\" > {}', table.unpack(argv)}}, 5)\n  assert(code == 0)\nend\n",
                 out.display()
             ),
-        )
-        .unwrap();
+        );
         let lib = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("lua");
         let o = std::sync::Arc::new(objects::load_with(&d.join("mo"), &IpLists::new(), Some(&lib)).unwrap());
         let mut hooks = LuaHooks::new(LuaConfig { lib_dir: Some(lib), ..Default::default() });
@@ -587,6 +580,7 @@ mod library_tests {
         assert_eq!(hooks.stats, LuaStats { calls: 1, errors: 0, cut: 0 });
         // sh -c 'echo "$@"' sh PROGRAM ARGS...: $0 is the program, "$@" the action-script argv.
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "o m l /n/o-m-l-10.0.0.9-6 10.0.0.9 6 1500 1000\n");
+        std::fs::remove_file(&out).unwrap();
         std::fs::remove_dir_all(&d).unwrap();
     }
 }
