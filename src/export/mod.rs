@@ -231,6 +231,12 @@ impl Exporter {
             if let (Some(tx), Some(_)) = (&self.cfg.lua, &spec.export_lua) {
                 if tx.try_send(ExportEvent { spec: spec.clone(), start, rows: rows.clone() }).is_err() {
                     self.stats.lua_dropped += 1;
+                    if self.fail_log.allow(Instant::now()) {
+                        log::warn(&format!(
+                            "{}: hook queue full, export-lua call dropped ({} so far)",
+                            spec.table, self.stats.lua_dropped
+                        ));
+                    }
                 }
             }
             let spec: &FwmSpec = &spec;

@@ -341,6 +341,7 @@ pub struct Mavg {
     compiled: RwLock<Compiled>,
     gen: AtomicU64,
     next_dump_ms: AtomicU64,
+    last_drop_log_ms: AtomicU64,
     shards: Vec<ShardCell>,
     pub stats: MavgStats,
     events: Mutex<Option<SyncSender<Event>>>,
@@ -366,7 +367,18 @@ impl Mavg {
         self.stats.events.fetch_add(1, Ordering::Relaxed);
         let sent = self.events.lock().as_ref().map(|tx| tx.try_send(ev).is_ok());
         if sent == Some(false) {
-            self.stats.events_dropped.fetch_add(1, Ordering::Relaxed);
+            let dropped = self.stats.events_dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            // Logged at most every 10 seconds, with the running count.
+            let now = crate::capture::now_ms();
+            let last = self.last_drop_log_ms.load(Ordering::Relaxed);
+            if now.saturating_sub(last) >= 10_000
+                && self.last_drop_log_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+            {
+                crate::log::warn(&format!(
+                    "{}/{}: hook queue full, alert events dropped ({dropped} so far): hooks are too slow",
+                    self.object, self.name
+                ));
+            }
         }
     }
 
@@ -854,6 +866,7 @@ pub fn parse(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Re
         compiled: RwLock::new(compiled),
         gen: AtomicU64::new(0),
         next_dump_ms: AtomicU64::new(0),
+        last_drop_log_ms: AtomicU64::new(0),
         shards: (0..SHARDS).map(|_| ShardCell::default()).collect(),
         stats: MavgStats::default(),
         events: Mutex::new(None),

@@ -175,3 +175,20 @@ fn events_carry_notification_names() {
     let ev = rx.try_recv().unwrap();
     assert_eq!(ev.notification_name(), "obj-mavg1-level1-15.22.13.99-6");
 }
+
+#[test]
+fn a_full_hook_queue_drops_and_counts() {
+    let d = tmp("drops");
+    let file = d.join("mo.conf");
+    let node = json::parse(r#"{"name": "m", "time": 1, "fields": ["dst host", "octets"], "overlimit": [{"name": "l", "default": [10]}]}"#, &file).unwrap();
+    let m = Arc::new(parse(&file, "obj", &d, &node, 0).unwrap());
+    let (tx, rx) = sync_channel(1);
+    m.set_events(Some(tx));
+    for host in 1..=3 {
+        m.update(&flow(host, 1000), T0);
+    }
+    assert_eq!(m.stats.events.load(Ordering::Relaxed), 3);
+    assert_eq!(m.stats.events_dropped.load(Ordering::Relaxed), 2, "the queue holds one");
+    assert_eq!(rx.try_iter().count(), 1);
+    assert_eq!(m.stats.active.load(Ordering::Relaxed), 3, "limits hold whatever the hooks");
+}
