@@ -10,7 +10,8 @@
 use crate::fsutil::write_atomically;
 use crate::log;
 use crate::objects::mavg::{Event, LimitKind, Phase};
-use mlua::{HookTriggers, Lua, LuaOptions, StdLib, Table, Value, VmState};
+use crate::objects::lua_conf::{sandbox, Sandbox};
+use mlua::{Lua, StdLib, Table, Value};
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -58,9 +59,6 @@ pub struct LuaHooks {
     states: HashMap<PathBuf, (Option<std::time::SystemTime>, Option<ObjectLua>)>,
     pub stats: LuaStats,
 }
-
-/// How often (in VM instructions) the budget is checked.
-const CHECK_EVERY: u32 = 1000;
 
 impl LuaHooks {
     pub fn new(cfg: LuaConfig) -> Self {
@@ -151,29 +149,13 @@ impl LuaHooks {
 
 /// A sandboxed state with the `xe` API, after running the object's mo.lua.
 fn new_state(cfg: &LuaConfig, dir: &Path, object: &str) -> mlua::Result<ObjectLua> {
-    let libs = StdLib::TABLE | StdLib::STRING | StdLib::MATH | StdLib::UTF8 | StdLib::COROUTINE;
-    let lua = Lua::new_with(libs, LuaOptions::default())?;
-    let g = lua.globals();
-    for name in ["load", "loadfile", "dofile", "require", "collectgarbage"] {
-        g.set(name, Value::Nil)?;
-    }
+    let Sandbox { lua, budget, xe } = sandbox(dir, cfg.lib_dir.as_deref(), cfg.max_memory)?;
+    // Hooks may also use coroutines; the configuration stage does not need them.
+    lua.load_std_libs(StdLib::COROUTINE)?;
     let mut dirs = cfg.write_dirs.clone();
     dirs.push(dir.to_path_buf());
-    let xe = xe_api(&lua, dir, dirs)?;
+    hook_api(&lua, &xe, dirs)?;
     xe.set("ext", ext_switch(&lua, object, cfg.objects.clone())?)?;
-    xe.set("module", crate::objects::lua_conf::module_loader(&lua, cfg.lib_dir.clone())?)?;
-    g.set("xe", xe)?;
-    lua.set_memory_limit(cfg.max_memory)?;
-    let budget = Rc::new(Cell::new(0u64));
-    let b = budget.clone();
-    lua.set_hook(HookTriggers::new().every_nth_instruction(CHECK_EVERY), move |_, _| {
-        let left = b.get();
-        if left < CHECK_EVERY as u64 {
-            return Err(mlua::Error::runtime("instruction limit reached"));
-        }
-        b.set(left - CHECK_EVERY as u64);
-        Ok(VmState::Continue)
-    })?;
     let file = dir.join("mo.lua");
     let code = std::fs::read_to_string(&file).map_err(mlua::Error::external)?;
     // Running mo.lua itself is bounded too: it may not hang the hook thread.
@@ -210,16 +192,8 @@ fn allowed(path: &Path, dirs: &[PathBuf]) -> bool {
     !path.components().any(|c| matches!(c, std::path::Component::ParentDir)) && dirs.iter().any(|d| path.starts_with(d))
 }
 
-fn xe_api(lua: &Lua, dir: &Path, dirs: Vec<PathBuf>) -> mlua::Result<Table> {
-    let xe = lua.create_table()?;
-    let object_dir = dir.display().to_string();
-    xe.set(
-        "log",
-        lua.create_function(move |_, msg: String| {
-            log::info(&format!("lua {object_dir}: {msg}"));
-            Ok(())
-        })?,
-    )?;
+/// What hooks add to the sandbox's `xe`: time, files in `dirs`, programs, `xe.state`.
+fn hook_api(lua: &Lua, xe: &Table, dirs: Vec<PathBuf>) -> mlua::Result<()> {
     xe.set("date", lua.create_function(|_, (fmt, t): (String, Option<f64>)| Ok(date(&fmt, t)))?)?;
     xe.set(
         "time",
@@ -259,10 +233,8 @@ fn xe_api(lua: &Lua, dir: &Path, dirs: Vec<PathBuf>) -> mlua::Result<Table> {
         })?,
     )?;
     xe.set("run", lua.create_function(|_, (argv, timeout): (Vec<String>, Option<f64>)| Ok(run(&argv, timeout)))?)?;
-    xe.set("read_lines", crate::objects::lua_conf::read_lines(lua, dir)?)?;
     xe.set("state", lua.create_table()?)?;
-    xe.set("dir", dir.display().to_string())?;
-    Ok(xe)
+    Ok(())
 }
 
 /// `xe.ext(name, on)`: switches an extended window (`name` of this object or

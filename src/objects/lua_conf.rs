@@ -10,9 +10,10 @@
 
 use crate::config::json::{Key, Node, Value as JValue};
 use crate::config::ConfigError;
-use mlua::{HookTriggers, Lua, LuaOptions, StdLib, Value, VmState};
-use std::path::PathBuf;
-use std::path::Path;
+use mlua::{HookTriggers, Lua, LuaOptions, StdLib, Table, Value, VmState};
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 const INSTRUCTIONS: u64 = 50_000_000;
 const MEMORY: usize = 256 << 20;
@@ -26,8 +27,9 @@ fn error(file: &Path, line: u32, msg: String) -> ConfigError {
 pub fn evaluate(dir: &Path, lib_dir: Option<&Path>) -> Result<Option<Node>, ConfigError> {
     let file = dir.join("mo.lua");
     let code = std::fs::read_to_string(&file).map_err(|e| error(&file, 0, format!("cannot read: {e}")))?;
-    let lua = sandbox(dir, lib_dir).map_err(|e| error(&file, 0, e.to_string()))?;
-    let value: Value = lua.load(code).set_name(format!("@{}", file.display())).eval().map_err(|e| {
+    let sb = sandbox(dir, lib_dir, MEMORY).map_err(|e| error(&file, 0, e.to_string()))?;
+    sb.budget.set(INSTRUCTIONS);
+    let value: Value = sb.lua.load(code).set_name(format!("@{}", file.display())).eval().map_err(|e| {
         let text = e.to_string();
         // Lua reports "@path:LINE: message"; keep the line for the error position.
         let line = text
@@ -45,7 +47,22 @@ pub fn evaluate(dir: &Path, lib_dir: Option<&Path>) -> Result<Option<Node>, Conf
     }
 }
 
-fn sandbox(dir: &Path, lib_dir: Option<&Path>) -> mlua::Result<Lua> {
+/// A sandboxed Lua 5.4 state, shared by the configuration stage and the hooks.
+pub struct Sandbox {
+    pub lua: Lua,
+    /// Instructions the running chunk or call may still execute.
+    pub budget: Rc<Cell<u64>>,
+    /// The `xe` table (`dir`, `log`, `read_lines`, `module`); the hooks add to it.
+    pub xe: Table,
+}
+
+/// How often (in VM instructions) the budget is checked.
+const CHECK_EVERY: u64 = 1000;
+
+/// A state without `io`, `os`, `package`, `debug`, `load*`, `dofile`, `require` or
+/// `collectgarbage`, with a memory limit and an instruction budget (set `budget` before each
+/// chunk or call), and the `xe` functions every mo.lua may use.
+pub fn sandbox(dir: &Path, lib_dir: Option<&Path>, max_memory: usize) -> mlua::Result<Sandbox> {
     let libs = StdLib::TABLE | StdLib::STRING | StdLib::MATH | StdLib::UTF8;
     let lua = Lua::new_with(libs, LuaOptions::default())?;
     let g = lua.globals();
@@ -61,17 +78,18 @@ fn sandbox(dir: &Path, lib_dir: Option<&Path>) -> mlua::Result<Lua> {
     })?)?;
     xe.set("read_lines", read_lines(&lua, dir)?)?;
     xe.set("module", module_loader(&lua, lib_dir.map(Path::to_path_buf))?)?;
-    g.set("xe", xe)?;
-    lua.set_memory_limit(MEMORY)?;
-    let left = std::cell::Cell::new(INSTRUCTIONS);
-    lua.set_hook(HookTriggers::new().every_nth_instruction(1000), move |_, _| {
-        if left.get() < 1000 {
+    g.set("xe", xe.clone())?;
+    lua.set_memory_limit(max_memory)?;
+    let budget = Rc::new(Cell::new(0u64));
+    let left = budget.clone();
+    lua.set_hook(HookTriggers::new().every_nth_instruction(CHECK_EVERY as u32), move |_, _| {
+        if left.get() < CHECK_EVERY {
             return Err(mlua::Error::runtime("instruction limit reached (a loop in mo.lua?)"));
         }
-        left.set(left.get() - 1000);
+        left.set(left.get() - CHECK_EVERY);
         Ok(VmState::Continue)
     })?;
-    Ok(lua)
+    Ok(Sandbox { lua, budget, xe })
 }
 
 /// `xe.module(name)`: runs `<lib-dir>/<name>.lua` of the bundled library once in this state
