@@ -75,52 +75,52 @@ impl LuaHooks {
             _ => None,
         };
         let Some(func) = func else { return };
-        self.stats.calls += 1;
-        let dir = ev.mavg.dir.clone();
-        let budget = self.cfg.max_instructions;
-        let Some(state) = self.state(&dir, &ev.mavg.object) else {
-            self.stats.errors += 1;
-            return;
-        };
-        let result = call(state, budget, func, ev, notification);
-        if result.is_err() {
-            // What a failed hook (a memory hog above all) left behind must not starve the next
-            // call of this object's state.
-            let _ = state.lua.gc_collect();
-        }
-        if let Err(e) = result {
-            let text = e.to_string();
-            if text.contains("instruction limit") {
-                self.stats.cut += 1;
-            } else {
-                self.stats.errors += 1;
-            }
-            log::error(&format!("lua hook {}/{}/{} {func}: {text}", ev.mavg.object, ev.mavg.name, spec.name));
-        }
+        let label = || format!("lua hook {}/{}/{} {func}", ev.mavg.object, ev.mavg.name, spec.name);
+        self.run(&ev.mavg.dir, &ev.mavg.object, func, label, |lua| event_table(lua, ev, notification));
     }
 
     /// Calls a window's `export-lua` function with the rows just exported.
     pub fn export(&mut self, ev: &crate::export::ExportEvent) {
-        let Some(func) = ev.spec.export_lua.clone() else { return };
+        let Some(func) = ev.spec.export_lua.as_deref() else { return };
+        let label = || format!("lua export hook {} {func}", ev.spec.table);
+        self.run(&ev.spec.dir, &ev.spec.object, func, label, |lua| export_table(lua, ev));
+    }
+
+    /// Calls `func` of the object's mo.lua with the table `argument` builds, under a fresh
+    /// instruction budget; counts the call, and a failure as cut (budget) or error, logged
+    /// after `label`.
+    fn run(
+        &mut self,
+        dir: &Path,
+        object: &str,
+        func: &str,
+        label: impl FnOnce() -> String,
+        argument: impl FnOnce(&Lua) -> mlua::Result<Table>,
+    ) {
         self.stats.calls += 1;
         let budget = self.cfg.max_instructions;
-        let Some(state) = self.state(&ev.spec.dir, &ev.spec.object) else {
+        let Some(state) = self.state(dir, object) else {
             self.stats.errors += 1;
             return;
         };
-        let result = call_export(state, budget, &func, ev);
-        if result.is_err() {
-            let _ = state.lua.gc_collect();
+        let result = (|| {
+            let f: mlua::Function =
+                state.lua.globals().get(func).map_err(|_| mlua::Error::runtime(format!("no function {func} in mo.lua")))?;
+            let t = argument(&state.lua)?;
+            state.budget.set(budget);
+            f.call::<()>(t)
+        })();
+        let Err(e) = result else { return };
+        // What a failed hook (a memory hog above all) left behind must not starve the next
+        // call of this object's state.
+        let _ = state.lua.gc_collect();
+        let text = e.to_string();
+        if text.contains("instruction limit") {
+            self.stats.cut += 1;
+        } else {
+            self.stats.errors += 1;
         }
-        if let Err(e) = result {
-            let text = e.to_string();
-            if text.contains("instruction limit") {
-                self.stats.cut += 1;
-            } else {
-                self.stats.errors += 1;
-            }
-            log::error(&format!("lua export hook {} {func}: {text}", ev.spec.table));
-        }
+        log::error(&format!("{}: {text}", label()));
     }
 
     /// The object's state, created (and mo.lua run) on first use and again when mo.lua changed
@@ -312,10 +312,9 @@ fn run(argv: &[String], timeout: Option<f64>) -> (Option<i32>, Option<String>) {
 
 /// Calls an export hook: { object, window, table, time, rows = { {column = value, ...}, ... } }
 /// (addresses as text, numbers as integers, NULL keys absent).
-fn call_export(state: &ObjectLua, budget: u64, func: &str, ev: &crate::export::ExportEvent) -> mlua::Result<()> {
+/// The argument of an `export-lua` function: the window and its exported rows.
+fn export_table(lua: &Lua, ev: &crate::export::ExportEvent) -> mlua::Result<Table> {
     use crate::objects::window::ColumnSource;
-    let lua = &state.lua;
-    let f: mlua::Function = lua.globals().get(func).map_err(|_| mlua::Error::runtime(format!("no function {func} in mo.lua")))?;
     let t = lua.create_table()?;
     t.set("object", ev.spec.object.as_str())?;
     t.set("window", ev.spec.name.as_str())?;
@@ -337,14 +336,11 @@ fn call_export(state: &ObjectLua, budget: u64, func: &str, ev: &crate::export::E
         rows.set(i + 1, row)?;
     }
     t.set("rows", rows)?;
-    state.budget.set(budget);
-    f.call::<()>(t)
+    Ok(t)
 }
 
-/// Builds the event table and calls `func` with a fresh instruction budget.
-fn call(state: &ObjectLua, budget: u64, func: &str, ev: &Event, notification: &Path) -> mlua::Result<()> {
-    let lua = &state.lua;
-    let f: mlua::Function = lua.globals().get(func).map_err(|_| mlua::Error::runtime(format!("no function {func} in mo.lua")))?;
+/// The argument of an `action-lua` / `back2norm-lua` function: the event.
+fn event_table(lua: &Lua, ev: &Event, notification: &Path) -> mlua::Result<Table> {
     let t = lua.create_table()?;
     let spec = ev.limit_spec();
     t.set("object", ev.mavg.object.as_str())?;
@@ -377,8 +373,7 @@ fn call(state: &ObjectLua, budget: u64, func: &str, ev: &Event, notification: &P
     t.set("notification", notification.display().to_string())?;
     t.set("time", ev.time_ms as f64 / 1000.0)?;
     t.set("start", ev.start_ms as f64 / 1000.0)?;
-    state.budget.set(budget);
-    f.call::<()>(t)
+    Ok(t)
 }
 
 #[cfg(test)]
