@@ -195,12 +195,7 @@ impl Summary {
     fn add(&mut self, d: &Decoder, skipped: u64) {
         self.decode.add(&d.stats);
         for (ip, e) in &d.exporters {
-            let t = self.exporters.entry(*ip).or_default();
-            t.datagrams += e.datagrams;
-            t.bytes += e.bytes;
-            t.flows += e.flows;
-            t.octets += e.octets;
-            t.errors += e.errors;
+            self.exporters.entry(*ip).or_default().add(e);
         }
         self.skipped_frames += skipped;
         self.templates = self.templates.max(d.template_count());

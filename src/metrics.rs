@@ -76,18 +76,10 @@ impl Registry {
                 let _ = writeln!(s, "xenoeye_{name}{labels} {v}");
             }
         };
-        let mut exporters: BTreeMap<IpAddr, ExporterStats> = BTreeMap::new();
+        let exporters = exporter_totals(&snaps);
         let mut total = DecodeStats::default();
         for w in &snaps {
             total.add(&w.decode);
-            for (ip, e) in &w.exporters {
-                let t = exporters.entry(*ip).or_default();
-                t.datagrams += e.datagrams;
-                t.bytes += e.bytes;
-                t.flows += e.flows;
-                t.octets += e.octets;
-                t.errors += e.errors;
-            }
         }
         let per_exporter = |f: fn(&ExporterStats) -> u64| {
             exporters.iter().map(|(ip, e)| (format!("{{exporter=\"{ip}\"}}"), f(e))).collect::<Vec<_>>()
@@ -130,12 +122,7 @@ impl Registry {
                 .filter_map(|w| w.socket_inode.map(|i| (format!("{{worker=\"{}\"}}", esc(&w.name)), drops.get(&i).copied().unwrap_or(0))))
                 .collect(),
         );
-        let mut objects: BTreeMap<String, u64> = BTreeMap::new();
-        for w in &snaps {
-            for (name, n) in &w.objects {
-                *objects.entry(name.clone()).or_insert(0) += n;
-            }
-        }
+        let objects = object_flow_totals(&snaps);
         metric(
             "object_flows_total",
             "counter",
@@ -188,12 +175,7 @@ impl Registry {
     pub fn status_page(&self) -> String {
         let objects = self.live.get();
         let snaps = self.snapshots();
-        let mut flows: BTreeMap<String, u64> = BTreeMap::new();
-        for w in &snaps {
-            for (name, n) in &w.objects {
-                *flows.entry(name.clone()).or_insert(0) += n;
-            }
-        }
+        let flows = object_flow_totals(&snaps);
         let mut s = String::from("<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>xenoeye</title></head><body><h1>xenoeye</h1>");
         let _ = write!(s, "<p>up {} s; <a href=\"/metrics\">metrics</a></p><h2>Monitoring objects</h2><table><tr><th>object</th><th>flows</th></tr>", self.started.elapsed().as_secs());
         for (o, n) in &flows {
@@ -220,21 +202,30 @@ impl Registry {
             let _ = write!(s, "<li>{}</li>", html(f));
         }
         s.push_str("</ul><h2>Exporters</h2><table><tr><th>exporter</th><th>datagrams</th><th>flows</th><th>errors</th></tr>");
-        let mut ex: BTreeMap<IpAddr, (u64, u64, u64)> = BTreeMap::new();
-        for w in &snaps {
-            for (ip, st) in &w.exporters {
-                let t = ex.entry(*ip).or_default();
-                t.0 += st.datagrams;
-                t.1 += st.flows;
-                t.2 += st.errors;
-            }
-        }
-        for (ip, (d, f, er)) in ex {
-            let _ = write!(s, "<tr><td>{ip}</td><td>{d}</td><td>{f}</td><td>{er}</td></tr>");
+        for (ip, e) in exporter_totals(&snaps) {
+            let _ = write!(s, "<tr><td>{ip}</td><td>{}</td><td>{}</td><td>{}</td></tr>", e.datagrams, e.flows, e.errors);
         }
         s.push_str("</table></body></html>\n");
         s
     }
+}
+
+/// Each exporter's counters summed over the workers, in address order.
+fn exporter_totals(snaps: &[WorkerSnapshot]) -> BTreeMap<IpAddr, ExporterStats> {
+    let mut totals: BTreeMap<IpAddr, ExporterStats> = BTreeMap::new();
+    for (ip, e) in snaps.iter().flat_map(|w| &w.exporters) {
+        totals.entry(*ip).or_default().add(e);
+    }
+    totals
+}
+
+/// Flows matched per monitoring object, summed over the workers, in name order.
+fn object_flow_totals(snaps: &[WorkerSnapshot]) -> BTreeMap<String, u64> {
+    let mut totals: BTreeMap<String, u64> = BTreeMap::new();
+    for (name, n) in snaps.iter().flat_map(|w| &w.objects) {
+        *totals.entry(name.clone()).or_insert(0) += n;
+    }
+    totals
 }
 
 fn html(s: &str) -> String {

@@ -135,6 +135,17 @@ pub struct ExporterStats {
     pub errors: u64,
 }
 
+impl ExporterStats {
+    /// Adds another set of counters (of another worker, say) to these.
+    pub fn add(&mut self, other: &ExporterStats) {
+        self.datagrams += other.datagrams;
+        self.bytes += other.bytes;
+        self.flows += other.flows;
+        self.octets += other.octets;
+        self.errors += other.errors;
+    }
+}
+
 /// Bound on distinct exporters tracked by name in the statistics (the rest are summed).
 const MAX_EXPORTER_STATS: usize = 4096;
 
