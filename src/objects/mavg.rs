@@ -530,6 +530,8 @@ impl Mavg {
             }
             let thresholds = &sets[row.thr as usize];
             let dt = now_ms.saturating_sub(row.last_ms);
+            // `decayed(n, dt) + v`, written out: calling the helper here measured ~10% slower
+            // in benches/pipeline (the reset branch no longer folds into the add).
             for (n, v) in row.n.iter_mut().zip(v.iter()).take(self.aggs.len()) {
                 *n = if dt >= self.time_ms { *v } else { *n - dt as f64 / self.time_ms as f64 * *n + v };
             }
@@ -555,6 +557,16 @@ impl Mavg {
             self.activate(l, true);
             let keys = self.key_text(&key);
             self.emit(Event { phase, mavg: self.clone(), limit: l, keys, field, value, threshold, time_ms: now_ms, start_ms: start });
+        }
+    }
+
+    /// `n` after `dt` ms without traffic: `n - dt/T * n`, and 0 once a whole window `T` passed.
+    #[inline]
+    fn decayed(&self, n: f64, dt: u64) -> f64 {
+        if dt >= self.time_ms {
+            0.0
+        } else {
+            n - dt as f64 / self.time_ms as f64 * n
         }
     }
 
@@ -605,7 +617,7 @@ impl Mavg {
                 let dt = now_ms.saturating_sub(row.last_ms);
                 let mut n = row.n;
                 for x in n.iter_mut().take(self.aggs.len()) {
-                    *x = if dt >= self.time_ms { 0.0 } else { *x - dt as f64 / self.time_ms as f64 * *x };
+                    *x = self.decayed(*x, dt);
                 }
                 let mut any_active = false;
                 if row.gen != gen {
@@ -709,7 +721,7 @@ impl Mavg {
             let shard = cell.shard.lock();
             for (key, row) in shard.rows.iter() {
                 let dt = now_ms.saturating_sub(row.last_ms);
-                let n0 = if dt >= self.time_ms { 0.0 } else { row.n[0] - dt as f64 / self.time_ms as f64 * row.n[0] };
+                let n0 = self.decayed(row.n[0], dt);
                 let rate = (n0 / secs).round() as u64;
                 if rate == 0 {
                     continue;
