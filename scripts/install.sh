@@ -6,6 +6,8 @@
 #                                           version is put beside it as FILE.dist
 #   /var/lib/xenoeye/{mo,exp,expfailed,iplists,notifications,telemsg}
 #   $PREFIX/share/xenoeye/                  fill-db.sh, xe-dbexport-pg.sh, telegram-bot/,
+#                                           reports: iana-protocols.sh, mkchart-*, sql/
+#                                           (xe_rep.sql, IANA protocol numbers), grafana/,
 #                                           examples/ (the guide's objects and IP lists),
 #                                           lua/ (the bundled Lua library, lua.lib-dir)
 #   /etc/systemd/system/xenoeye.service, xenoeye-export.{service,timer}
@@ -27,6 +29,11 @@ install -d "$bin" "$share" "$share/telegram-bot" "$share/examples" "$etc" "$unit
 for d in mo exp expfailed iplists notifications telemsg; do install -d "$var/$d"; done
 install -m 0755 target/release/xenoeye "$bin/xenoeye"
 install -m 0755 scripts/fill-db.sh scripts/xe-dbexport-pg.sh "$share/"
+install -m 0755 scripts/iana-protocols.sh scripts/mkchart-* "$share/"
+install -m 0644 scripts/xe_charts.py "$share/"
+install -d "$share/sql"
+install -m 0644 scripts/sql/* "$share/sql/"
+cp -r scripts/grafana "$share/"
 install -m 0755 scripts/telegram-bot/*.sh scripts/telegram-bot/*.py "$share/telegram-bot/"
 cp -r conf/mo conf/iplists "$share/examples/"
 install -d "$share/lua"

@@ -73,7 +73,20 @@ fn charts_dashboards_and_protocol_names() {
     let d = workdir("reports");
     let db = Db::create("reports");
     fill(&db, &d);
-    assert_eq!(db.query("select name from iana_protocols where num in (6, 17) order by num"), vec![vec!["TCP".to_string()], vec!["UDP".to_string()]]);
+    // IANA's registry as shipped: every number 0..=255 once, ranges expanded, no keyword = NULL.
+    let rows = |sql: &str| db.query(sql).into_iter().map(|r| r.join("|")).collect::<Vec<_>>();
+    assert_eq!(rows("select count(*), min(num), max(num), count(distinct num) from iana_protocols"), ["256|0|255|256"]);
+    assert_eq!(
+        rows("select num, coalesce(name, '-'), descr from iana_protocols where num in (0, 6, 17, 56, 61, 150) order by num"),
+        [
+            "0|HOPOPT|IPv6 Hop-by-Hop Option",
+            "6|TCP|Transmission Control",
+            "17|UDP|User Datagram",
+            "56|TLSP|Transport Layer Security Protocol using Kryptonet key management",
+            "61|-|any host internal protocol",
+            "150|-|Unassigned",
+        ]
+    );
 
     let from = "2026-11-27 00:00:00+00";
     let to = "2026-11-28 00:00:00+00";
