@@ -232,8 +232,8 @@ impl Summary {
                 h.events, h.scripts_started, h.scripts_ok, h.scripts_failed, h.scripts_timed_out, h.scripts_dropped
             );
         }
-        if h.lua.calls > 0 {
-            line += &format!("; lua hooks {} (errors {}, cut {})", h.lua.calls, h.lua.errors, h.lua.cut);
+        if h.lua.calls + h.lua.dropped > 0 {
+            line += &format!("; lua hooks {} (errors {}, cut {}, dropped {})", h.lua.calls, h.lua.errors, h.lua.cut, h.lua.dropped);
         }
         line
     }
@@ -358,6 +358,8 @@ fn start_hooks(
             max_instructions: cfg.lua.max_instructions,
             max_memory: (cfg.lua.max_memory_m as usize).saturating_mul(1 << 20),
         },
+        lua_threads: cfg.lua.threads as usize,
+        lua_queue: cfg.lua.queue as usize,
     };
     (hooks::spawn(hc, rx, Some(export_rx)), tx, export_tx)
 }

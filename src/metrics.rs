@@ -166,6 +166,17 @@ impl Registry {
                 ("{outcome=\"dropped\"}".into(), h.scripts_dropped),
             ],
         );
+        metric(
+            "lua_hook_calls_total",
+            "counter",
+            "Lua hook calls (action-lua, back2norm-lua, export-lua) by outcome.",
+            vec![
+                ("{outcome=\"called\"}".into(), h.lua.calls),
+                ("{outcome=\"error\"}".into(), h.lua.errors),
+                ("{outcome=\"cut\"}".into(), h.lua.cut),
+                ("{outcome=\"dropped\"}".into(), h.lua.dropped),
+            ],
+        );
         metric("hook_events_total", "counter", "Alert events handled by the hook thread.", vec![(String::new(), h.events)]);
         metric("uptime_seconds", "gauge", "Seconds since start.", vec![(String::new(), self.started.elapsed().as_secs())]);
         s

@@ -193,7 +193,7 @@ fn flood_runs_the_scripts_with_the_documented_argv() {
             b = t + 40
         )
     );
-    assert!(err.contains("lua hooks 5 (errors 2, cut 1)"), "{err}");
+    assert!(err.contains("lua hooks 5 (errors 2, cut 1, dropped 0)"), "{err}");
     assert!(err.contains("lua hook victim/m/level2 spin: ") && err.contains("instruction limit"), "{err}");
     assert!(err.contains("lua hook victim/m/level3 hog: ") && err.contains("memory"), "{err}");
     assert!(err.contains("lua hook victim/m/level4 slow: ") && err.contains("sleep ended: nil /bin/sleep: killed after 0.2 s"), "{err}");

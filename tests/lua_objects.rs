@@ -193,6 +193,6 @@ end
     assert!(!per_src.is_empty());
     let got = std::fs::read_to_string(d.join("mo/ssh_scanners/scanners.txt")).unwrap_or_else(|e| panic!("{e}: {err}"));
     assert_eq!(got, want);
-    assert!(err.contains("lua hooks 1 (errors 0, cut 0)"), "{err}");
+    assert!(err.contains("lua hooks 1 (errors 0, cut 0, dropped 0)"), "{err}");
     std::fs::remove_dir_all(&d).unwrap();
 }

@@ -50,6 +50,10 @@ pub struct LuaSettings {
     pub lib_dir: PathBuf,
     pub max_instructions: u64,
     pub max_memory_m: u64,
+    /// Threads running Lua hooks.
+    pub threads: u64,
+    /// Lua calls waiting per thread before new ones are dropped.
+    pub queue: u64,
 }
 
 impl Default for LuaSettings {
@@ -59,6 +63,8 @@ impl Default for LuaSettings {
             lib_dir: PathBuf::from("/usr/local/share/xenoeye/lua"),
             max_instructions: 10_000_000,
             max_memory_m: 64,
+            threads: 4,
+            queue: 10_000,
         }
     }
 }
@@ -227,6 +233,12 @@ fn lua_settings(file: &Path, base: &Path, node: Option<&Node>, errors: &mut Vec<
     }
     if let Some(v) = n.get("max-memory-m") {
         s.max_memory_m = ok_or(v.as_u64(file, "lua.max-memory-m"), errors, s.max_memory_m).max(1);
+    }
+    if let Some(v) = n.get("threads") {
+        s.threads = ok_or(v.as_u64(file, "lua.threads"), errors, s.threads).clamp(1, 256);
+    }
+    if let Some(v) = n.get("queue") {
+        s.queue = ok_or(v.as_u64(file, "lua.queue"), errors, s.queue).max(1);
     }
     s
 }

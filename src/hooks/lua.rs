@@ -1,6 +1,7 @@
-//! Lua alert hooks: functions of an object's `mo.lua`, run in-process on the hook thread.
+//! Lua alert hooks: functions of an object's `mo.lua`, run in-process on a Lua hook thread
+//! (see `lua_pool`).
 //!
-//! Each object with a `mo.lua` gets its own Lua 5.4 state, created on first use on the hook
+//! Each object with a `mo.lua` gets its own Lua 5.4 state, created on first use on its Lua
 //! thread (never on a capture worker). The state is sandboxed: no `io`, `os`, `package`,
 //! `debug`, `load`, `loadfile`, `dofile` or `require`; instead a small `xe` table (logging,
 //! time, atomic file writes restricted to allowed directories, per-object `xe.state`). Every
@@ -45,6 +46,8 @@ pub struct LuaStats {
     pub errors: u64,
     /// Calls cut at the instruction budget.
     pub cut: u64,
+    /// Calls not made: their Lua thread's queue was full.
+    pub dropped: u64,
 }
 
 struct ObjectLua {
@@ -52,7 +55,7 @@ struct ObjectLua {
     budget: Rc<Cell<u64>>,
 }
 
-/// The hook thread's Lua states, one per object directory.
+/// One Lua thread's states, one per object directory.
 pub struct LuaHooks {
     cfg: LuaConfig,
     /// Per object directory: mo.lua's modification time and its state (`None`: it failed).
@@ -68,13 +71,8 @@ impl LuaHooks {
     /// Calls the limit's `action-lua` (start) or `back2norm-lua` (back to normal) function, if
     /// it names one.
     pub fn event(&mut self, ev: &Event, notification: &Path) {
+        let Some(func) = hook_function(ev) else { return };
         let spec = ev.limit_spec();
-        let func = match ev.phase {
-            Phase::Start => spec.action_lua.as_deref(),
-            Phase::Back2Norm => spec.back2norm_lua.as_deref(),
-            _ => None,
-        };
-        let Some(func) = func else { return };
         let label = || format!("lua hook {}/{}/{} {func}", ev.mavg.object, ev.mavg.name, spec.name);
         self.run(&ev.mavg.dir, &ev.mavg.object, func, label, |lua| event_table(lua, ev, notification));
     }
@@ -144,6 +142,17 @@ impl LuaHooks {
             self.states.insert(dir.to_path_buf(), (mtime, keep));
         }
         self.states.get(dir).and_then(|(_, s)| s.as_ref())
+    }
+}
+
+/// The Lua function an event calls: the limit's `action-lua` at start, `back2norm-lua` at
+/// back-to-normal.
+pub fn hook_function(ev: &Event) -> Option<&str> {
+    let spec = ev.limit_spec();
+    match ev.phase {
+        Phase::Start => spec.action_lua.as_deref(),
+        Phase::Back2Norm => spec.back2norm_lua.as_deref(),
+        _ => None,
     }
 }
 
@@ -490,7 +499,7 @@ mod object_tests {
         assert!(ext.is_active(), "switched on by the start hook");
         hooks.event(&event(Phase::Back2Norm), Path::new("/n"));
         assert!(!ext.is_active(), "and off by the back-to-normal hook");
-        assert_eq!(hooks.stats, LuaStats { calls: 2, errors: 0, cut: 0 });
+        assert_eq!(hooks.stats, LuaStats { calls: 2, ..LuaStats::default() });
         std::fs::remove_dir_all(&d).unwrap();
     }
 
@@ -544,7 +553,7 @@ mod object_tests {
         let mut hooks = LuaHooks::new(LuaConfig { lib_dir: Some(lib), ..Default::default() });
         let ev = Event { phase: Phase::Start, mavg: o.mavgs[0].clone(), limit: 0, keys: vec!["10.0.0.9".into(), "6".into()], field: 0, value: 1500.4, threshold: 1000.0, time_ms: 0, start_ms: 0 };
         hooks.event(&ev, Path::new("/n/o-m-l-10.0.0.9-6"));
-        assert_eq!(hooks.stats, LuaStats { calls: 1, errors: 0, cut: 0 });
+        assert_eq!(hooks.stats, LuaStats { calls: 1, ..LuaStats::default() });
         // sh -c 'echo "$@"' sh PROGRAM ARGS...: $0 is the program, "$@" the action-script argv.
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "o m l /n/o-m-l-10.0.0.9-6 10.0.0.9 6 1500 1000\n");
         std::fs::remove_file(&out).unwrap();

@@ -9,6 +9,7 @@
 //! every child reaped.
 
 pub mod lua;
+pub mod lua_pool;
 
 use crate::fsutil::write_atomically;
 use crate::log;
@@ -33,6 +34,10 @@ pub struct HookConfig {
     pub max_queued: usize,
     /// Lua hooks' limits and writable directories.
     pub lua: lua::LuaConfig,
+    /// Threads running Lua hooks (each object's hooks always on the same one).
+    pub lua_threads: usize,
+    /// Lua calls waiting per Lua thread beyond which they are dropped (counted).
+    pub lua_queue: usize,
 }
 
 /// Counters of the hook thread.
@@ -70,7 +75,7 @@ struct Running {
 
 struct Hooks {
     cfg: HookConfig,
-    lua: lua::LuaHooks,
+    lua: lua_pool::LuaPool,
     queue: VecDeque<(PathBuf, Vec<String>, String)>,
     running: Vec<Running>,
     stats: HookStats,
@@ -85,8 +90,7 @@ pub fn spawn(cfg: HookConfig, rx: Receiver<Event>, exports: Option<Receiver<crat
     let thread = std::thread::Builder::new()
         .name("hooks".into())
         .spawn(move || {
-            // Lua states are not Send: they are made here, on the hook thread, and stay here.
-            let lua = lua::LuaHooks::new(cfg.lua.clone());
+            let lua = lua_pool::LuaPool::spawn(&cfg.lua, cfg.lua_threads, cfg.lua_queue);
             let mut h = Hooks { cfg, lua, queue: VecDeque::new(), running: Vec::new(), stats: HookStats::default(), shared };
             h.run(rx, exports);
             h.stats
@@ -128,7 +132,7 @@ impl Hooks {
             }
             if let Some(ex) = &exports {
                 while let Ok(e) = ex.try_recv() {
-                    self.lua.export(&e);
+                    self.export(e);
                 }
             }
             self.reap();
@@ -138,9 +142,10 @@ impl Hooks {
         // Collection has stopped: the last exports' hooks, then what is queued and running.
         if let Some(ex) = &exports {
             while let Ok(e) = ex.recv_timeout(Duration::from_secs(15)) {
-                self.lua.export(&e);
+                self.export(e);
             }
         }
+        self.lua.finish();
         while !self.queue.is_empty() || !self.running.is_empty() {
             self.start_queued();
             std::thread::sleep(Duration::from_millis(20));
@@ -150,10 +155,24 @@ impl Hooks {
     }
 
     fn publish(&mut self) {
-        self.stats.lua = self.lua.stats.clone();
+        self.stats.lua = self.lua.stats();
         let mut s = self.shared.lock();
         if *s != self.stats {
             *s = self.stats.clone();
+        }
+    }
+
+    /// Hands a written window to its `export-lua` function, if it names one.
+    fn export(&mut self, e: crate::export::ExportEvent) {
+        if e.spec.export_lua.is_some() {
+            self.lua.submit(lua_pool::LuaJob::Export(e));
+        }
+    }
+
+    /// Hands an event to its Lua function, if its limit names one.
+    fn lua_event(&mut self, ev: &Event, file: &std::path::Path) {
+        if lua::hook_function(ev).is_some() {
+            self.lua.submit(lua_pool::LuaJob::Event(ev.clone(), file.to_path_buf()));
         }
     }
 
@@ -176,7 +195,7 @@ impl Hooks {
                     }
                 }
                 if ev.phase == Phase::Start {
-                    self.lua.event(&ev, &file);
+                    self.lua_event(&ev, &file);
                     let kind = if limit.kind == LimitKind::Over { "overlimit" } else { "underlimit" };
                     log::info(&format!(
                         "{kind} {}/{}/{} {}: {} > {}",
@@ -198,7 +217,7 @@ impl Hooks {
                 if let Some(script) = &limit.back2norm_script {
                     self.enqueue(script.clone(), &ev, &file);
                 }
-                self.lua.event(&ev, &file);
+                self.lua_event(&ev, &file);
                 match std::fs::remove_file(&file) {
                     Ok(()) => self.stats.notifications_removed += 1,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -340,6 +359,8 @@ mod tests {
             max_scripts,
             max_queued: 100,
             lua: lua::LuaConfig::default(),
+            lua_threads: 2,
+            lua_queue: 100,
         };
         let h = spawn(cfg, rx, None);
         for k in 0..n {

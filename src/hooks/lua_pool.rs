@@ -1,0 +1,226 @@
+//! The Lua hook threads: Lua calls run here, not on the hook thread that writes notification
+//! files and starts scripts, so a slow hook (a long loop, a program it waits for) delays
+//! neither the files and scripts of other alerts nor, through a full event queue, collection.
+//!
+//! Every object belongs to one Lua thread (chosen by a hash of its directory): its hooks run
+//! in order and its `xe.state` lives in one Lua state. Each thread has a bounded queue; a job
+//! that does not fit is dropped, counted and logged (at most every 10 seconds) with the
+//! object and the function — the hook thread never waits for Lua.
+
+use super::lua::{LuaConfig, LuaHooks, LuaStats};
+use crate::export::ExportEvent;
+use crate::log;
+use crate::objects::mavg::Event;
+use parking_lot::Mutex;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// One Lua call to make.
+pub enum LuaJob {
+    /// An alert event and its notification file.
+    Event(Event, PathBuf),
+    /// An exported window for its `export-lua` function.
+    Export(ExportEvent),
+}
+
+impl LuaJob {
+    /// The object directory, which picks the thread (and the state) the call runs on.
+    fn dir(&self) -> &Path {
+        match self {
+            LuaJob::Event(ev, _) => &ev.mavg.dir,
+            LuaJob::Export(ev) => &ev.spec.dir,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            LuaJob::Event(ev, _) => format!("{}/{}/{}", ev.mavg.object, ev.mavg.name, ev.limit_spec().name),
+            LuaJob::Export(ev) => format!("{} export of {}", ev.spec.object, ev.spec.table),
+        }
+    }
+}
+
+struct LuaThread {
+    /// `None` once the pool is finishing.
+    jobs: Option<SyncSender<LuaJob>>,
+    stats: Arc<Mutex<LuaStats>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The Lua hook threads and their queues.
+pub struct LuaPool {
+    threads: Vec<LuaThread>,
+    dropped: u64,
+    last_drop_log: Option<Instant>,
+}
+
+impl LuaPool {
+    /// Starts `threads` Lua threads (at least one), each queueing up to `queue` calls.
+    pub fn spawn(cfg: &LuaConfig, threads: usize, queue: usize) -> LuaPool {
+        let threads = (0..threads.max(1))
+            .map(|i| {
+                let (jobs, rx) = sync_channel::<LuaJob>(queue.max(1));
+                let stats = Arc::new(Mutex::new(LuaStats::default()));
+                let published = stats.clone();
+                let cfg = cfg.clone();
+                let thread = std::thread::Builder::new()
+                    .name(format!("lua-{i}"))
+                    .spawn(move || {
+                        // Lua states are not Send: each is made on its thread and stays there.
+                        let mut hooks = LuaHooks::new(cfg);
+                        for job in rx {
+                            match &job {
+                                LuaJob::Event(ev, file) => hooks.event(ev, file),
+                                LuaJob::Export(ev) => hooks.export(ev),
+                            }
+                            *published.lock() = hooks.stats.clone();
+                        }
+                    })
+                    .expect("spawn Lua hook thread");
+                LuaThread { jobs: Some(jobs), stats, thread: Some(thread) }
+            })
+            .collect();
+        LuaPool { threads, dropped: 0, last_drop_log: None }
+    }
+
+    /// Queues a call on its object's thread; a full queue drops it (counted, logged).
+    pub fn submit(&mut self, job: LuaJob) {
+        let t = &self.threads[thread_of(job.dir(), self.threads.len())];
+        let refused = match &t.jobs {
+            Some(jobs) => match jobs.try_send(job) {
+                Ok(()) => None,
+                Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => Some(job),
+            },
+            None => Some(job),
+        };
+        let Some(job) = refused else { return };
+        self.dropped += 1;
+        if self.last_drop_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+            self.last_drop_log = Some(Instant::now());
+            log::warn(&format!("Lua hook queue full: dropped {} ({} dropped so far)", job.describe(), self.dropped));
+        }
+    }
+
+    /// The threads' counters summed, with the calls dropped at a full queue.
+    pub fn stats(&self) -> LuaStats {
+        total(self.dropped, self.threads.iter().map(|t| &t.stats))
+    }
+
+    /// Waits for every queued call to finish (later submissions are dropped).
+    pub fn finish(&mut self) {
+        for t in &mut self.threads {
+            t.jobs = None;
+        }
+        for t in &mut self.threads {
+            if t.thread.take().is_some_and(|h| h.join().is_err()) {
+                log::error("a Lua hook thread panicked");
+            }
+        }
+    }
+}
+
+/// The thread (of `threads`) an object directory's hooks run on.
+fn thread_of(dir: &Path, threads: usize) -> usize {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    dir.hash(&mut h);
+    (h.finish() % threads as u64) as usize
+}
+
+fn total<'a>(dropped: u64, threads: impl IntoIterator<Item = &'a Arc<Mutex<LuaStats>>>) -> LuaStats {
+    let mut sum = LuaStats { dropped, ..LuaStats::default() };
+    for t in threads {
+        let s = t.lock();
+        sum.calls += s.calls;
+        sum.errors += s.errors;
+        sum.cut += s.cut;
+    }
+    sum
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::filter::iplist::IpLists;
+    use crate::objects::{self, mavg::Phase, Objects};
+
+    /// Objects `names` under a fresh mo-dir, each with one limit calling `on` of `lua`.
+    fn objects(tag: &str, names: &[&str], lua: &str) -> (PathBuf, Objects) {
+        let d = std::env::temp_dir().join(format!("xe-luapool-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        for name in names {
+            let o = d.join("mo").join(name);
+            std::fs::create_dir_all(&o).unwrap();
+            let conf = r#"{"mavg": [{"name": "m", "fields": ["dst host", "octets"], "overlimit": [{"name": "l", "default": [1], "action-lua": "on"}]}]}"#;
+            std::fs::write(o.join("mo.conf"), conf).unwrap();
+            std::fs::write(o.join("mo.lua"), lua).unwrap();
+        }
+        let objects = objects::load(&d.join("mo"), &IpLists::new()).unwrap();
+        (d, objects)
+    }
+
+    fn event(objects: &Objects, object: &str, key: &str) -> LuaJob {
+        let m = objects.mavgs.iter().find(|m| m.object == object).unwrap().clone();
+        let ev = Event { phase: Phase::Start, mavg: m, limit: 0, keys: vec![key.into()], field: 0, value: 2.0, threshold: 1.0, time_ms: 0, start_ms: 0 };
+        LuaJob::Event(ev, PathBuf::from("/n"))
+    }
+
+    fn wait_for(what: impl Fn() -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !what() {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    }
+
+    /// Every object's hook appends its key; the object "slow" first waits on a program.
+    const HOOK: &str = r#"
+        function on(ev)
+            if xe.dir:match("/slow$") then xe.run({"sleep", "2"}, 5); xe.write_file(xe.dir .. "/done", "") end
+            xe.append_file(xe.dir .. "/keys", ev.keys[1] .. "\n")
+        end"#;
+
+    #[test]
+    fn a_slow_hook_delays_only_its_own_object_and_order_is_kept() {
+        let names = ["slow", "a", "b", "c", "d", "e", "f", "g"];
+        let (d, objects) = objects("isolate", &names, HOOK);
+        let thread = |name: &str| thread_of(&d.join("mo").join(name), 2);
+        let fast = *names.iter().find(|n| thread(n) != thread("slow")).expect("an object on the other thread");
+        let mut pool = LuaPool::spawn(&LuaConfig::default(), 2, 100);
+        pool.submit(event(&objects, "slow", "s"));
+        for k in 0..50 {
+            pool.submit(event(&objects, fast, &k.to_string()));
+        }
+        let keys = d.join("mo").join(fast).join("keys");
+        let all_fast = || std::fs::read_to_string(&keys).is_ok_and(|t| t.lines().count() == 50);
+        assert!(wait_for(all_fast), "the other thread's hooks ran");
+        assert!(!d.join("mo/slow/done").exists(), "... while the slow hook was still waiting");
+        let expected: String = (0..50).map(|k| format!("{k}\n")).collect();
+        assert_eq!(std::fs::read_to_string(&keys).unwrap(), expected, "one object's hooks run in order");
+        pool.finish();
+        assert!(d.join("mo/slow/done").exists(), "finish waits for running hooks");
+        assert_eq!(pool.stats(), LuaStats { calls: 51, ..LuaStats::default() });
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts() {
+        let (d, objects) = objects("drop", &["slow"], HOOK.replace("xe.run", "xe.write_file(xe.dir .. '/started', ''); xe.run").as_str());
+        let mut pool = LuaPool::spawn(&LuaConfig::default(), 1, 1);
+        pool.submit(event(&objects, "slow", "1"));
+        assert!(wait_for(|| d.join("mo/slow/started").exists()));
+        for k in 2..=5 {
+            pool.submit(event(&objects, "slow", &k.to_string()));
+        }
+        assert_eq!(pool.stats().dropped, 3, "one running, one queued, three dropped");
+        pool.finish();
+        assert_eq!(std::fs::read_to_string(d.join("mo/slow/keys")).unwrap(), "1\n2\n");
+        assert_eq!(pool.stats(), LuaStats { calls: 2, dropped: 3, ..LuaStats::default() });
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}
