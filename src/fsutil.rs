@@ -29,6 +29,20 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     result
 }
 
+/// Rewrites a small file in place (created when missing): the whole text at offset 0 in one
+/// write, then the length cut to it, with no fsync and no new file. For notification files,
+/// rewritten every few seconds while an alert lasts and worthless after a restart: a temporary
+/// file and a rename per write allocate and free an inode each time, which on ext4 held the
+/// hook thread to a few thousand writes per second. A reader sees the old or the new text (at
+/// worst, for an instant, the new text followed by the old one's tail); never an empty file
+/// once it was first written.
+pub fn rewrite_in_place(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(path)?;
+    f.write_all_at(bytes, 0)?;
+    f.set_len(bytes.len() as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,6 +57,20 @@ mod tests {
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
         assert_eq!(std::fs::read_dir(&d).unwrap().count(), 1, "no temporary file left");
         assert!(write_atomically(&d.join("missing/a.sql"), b"x").is_err());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn rewrites_in_place_longer_and_shorter() {
+        let d = std::env::temp_dir().join(format!("xe-fsutil-inplace-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let p = d.join("n");
+        rewrite_in_place(&p, b"10.0.0.1 1500 1000\n").unwrap();
+        rewrite_in_place(&p, b"10.0.0.1 150000 1000\n").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"10.0.0.1 150000 1000\n");
+        rewrite_in_place(&p, b"10.0.0.1 15 1000\n").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"10.0.0.1 15 1000\n", "no tail of the longer text");
+        assert!(rewrite_in_place(&d.join("missing/n"), b"x").is_err());
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -3,9 +3,11 @@
 //! neither the files and scripts of other alerts nor, through a full event queue, collection.
 //!
 //! Every object belongs to one Lua thread (chosen by a hash of its directory): its hooks run
-//! in order and its `xe.state` lives in one Lua state. Each thread has a bounded queue; a job
-//! that does not fit is dropped, counted and logged (at most every 10 seconds) with the
-//! object and the function — the hook thread never waits for Lua.
+//! in order and its `xe.state` lives in one Lua state. Each thread holds a bounded number of
+//! calls; one that does not fit is dropped, counted and logged (at most every 10 seconds) with
+//! the object and the limit — the hook thread never waits for Lua. Calls are handed over in
+//! batches (one per thread each time the hook thread has drained its queue), so a flood costs
+//! one wake-up per batch, not per call.
 
 use super::lua::{LuaConfig, LuaHooks, LuaStats};
 use crate::export::ExportEvent;
@@ -14,7 +16,8 @@ use crate::objects::mavg::Event;
 use parking_lot::Mutex;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,8 +47,12 @@ impl LuaJob {
 }
 
 struct LuaThread {
-    /// `None` once the pool is finishing.
-    jobs: Option<SyncSender<LuaJob>>,
+    /// Batches of calls; `None` once the pool is finishing.
+    jobs: Option<Sender<Vec<LuaJob>>>,
+    /// Calls handed over and not yet returned (running or waiting).
+    pending: Arc<AtomicUsize>,
+    /// Calls collected since the last [`LuaPool::flush`].
+    batch: Vec<LuaJob>,
     stats: Arc<Mutex<LuaStats>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -53,54 +60,48 @@ struct LuaThread {
 /// The Lua hook threads and their queues.
 pub struct LuaPool {
     threads: Vec<LuaThread>,
+    /// Calls a thread may hold (running, waiting or batched) before new ones are dropped.
+    queue: usize,
     dropped: u64,
     last_drop_log: Option<Instant>,
 }
 
 impl LuaPool {
-    /// Starts `threads` Lua threads (at least one), each queueing up to `queue` calls.
+    /// Starts `threads` Lua threads (at least one), each holding up to `queue` calls.
     pub fn spawn(cfg: &LuaConfig, threads: usize, queue: usize) -> LuaPool {
-        let threads = (0..threads.max(1))
-            .map(|i| {
-                let (jobs, rx) = sync_channel::<LuaJob>(queue.max(1));
-                let stats = Arc::new(Mutex::new(LuaStats::default()));
-                let published = stats.clone();
-                let cfg = cfg.clone();
-                let thread = std::thread::Builder::new()
-                    .name(format!("lua-{i}"))
-                    .spawn(move || {
-                        // Lua states are not Send: each is made on its thread and stays there.
-                        let mut hooks = LuaHooks::new(cfg);
-                        for job in rx {
-                            match &job {
-                                LuaJob::Event(ev, file) => hooks.event(ev, file),
-                                LuaJob::Export(ev) => hooks.export(ev),
-                            }
-                            *published.lock() = hooks.stats.clone();
-                        }
-                    })
-                    .expect("spawn Lua hook thread");
-                LuaThread { jobs: Some(jobs), stats, thread: Some(thread) }
-            })
-            .collect();
-        LuaPool { threads, dropped: 0, last_drop_log: None }
+        let threads = (0..threads.max(1)).map(|i| LuaThread::spawn(i, cfg.clone())).collect();
+        LuaPool { threads, queue: queue.max(1), dropped: 0, last_drop_log: None }
     }
 
-    /// Queues a call on its object's thread; a full queue drops it (counted, logged).
+    /// Adds a call to its object's thread's next batch; a thread already holding `queue`
+    /// calls drops it (counted, logged). Nothing runs before [`LuaPool::flush`].
     pub fn submit(&mut self, job: LuaJob) {
-        let t = &self.threads[thread_of(job.dir(), self.threads.len())];
-        let refused = match &t.jobs {
-            Some(jobs) => match jobs.try_send(job) {
-                Ok(()) => None,
-                Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => Some(job),
-            },
-            None => Some(job),
-        };
-        let Some(job) = refused else { return };
+        let n = thread_of(job.dir(), self.threads.len());
+        let t = &mut self.threads[n];
+        if t.jobs.is_some() && t.pending.load(Ordering::Relaxed) + t.batch.len() < self.queue {
+            t.batch.push(job);
+            return;
+        }
         self.dropped += 1;
         if self.last_drop_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
             self.last_drop_log = Some(Instant::now());
             log::warn(&format!("Lua hook queue full: dropped {} ({} dropped so far)", job.describe(), self.dropped));
+        }
+    }
+
+    /// Hands the collected calls to their threads: one wake-up per thread and batch rather
+    /// than per call, which is what lets a flood of events through.
+    pub fn flush(&mut self) {
+        for t in &mut self.threads {
+            if t.batch.is_empty() {
+                continue;
+            }
+            let batch = std::mem::take(&mut t.batch);
+            t.pending.fetch_add(batch.len(), Ordering::Relaxed);
+            if let Some(jobs) = &t.jobs {
+                // The thread only ends when the sender is gone: this cannot fail.
+                let _ = jobs.send(batch);
+            }
         }
     }
 
@@ -111,6 +112,7 @@ impl LuaPool {
 
     /// Waits for every queued call to finish (later submissions are dropped).
     pub fn finish(&mut self) {
+        self.flush();
         for t in &mut self.threads {
             t.jobs = None;
         }
@@ -119,6 +121,33 @@ impl LuaPool {
                 log::error("a Lua hook thread panicked");
             }
         }
+    }
+}
+
+impl LuaThread {
+    fn spawn(i: usize, cfg: LuaConfig) -> LuaThread {
+        let (jobs, rx) = channel::<Vec<LuaJob>>();
+        let stats = Arc::new(Mutex::new(LuaStats::default()));
+        let pending = Arc::new(AtomicUsize::new(0));
+        let (published, done) = (stats.clone(), pending.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("lua-{i}"))
+            .spawn(move || {
+                // Lua states are not Send: each is made on its thread and stays there.
+                let mut hooks = LuaHooks::new(cfg);
+                for batch in rx {
+                    for job in batch {
+                        match &job {
+                            LuaJob::Event(ev, file) => hooks.event(ev, file),
+                            LuaJob::Export(ev) => hooks.export(ev),
+                        }
+                        done.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    *published.lock() = hooks.stats.clone();
+                }
+            })
+            .expect("spawn Lua hook thread");
+        LuaThread { jobs: Some(jobs), pending, batch: Vec::new(), stats, thread: Some(thread) }
     }
 }
 
@@ -196,6 +225,7 @@ mod tests {
         for k in 0..50 {
             pool.submit(event(&objects, fast, &k.to_string()));
         }
+        pool.flush();
         let keys = d.join("mo").join(fast).join("keys");
         let all_fast = || std::fs::read_to_string(&keys).is_ok_and(|t| t.lines().count() == 50);
         assert!(wait_for(all_fast), "the other thread's hooks ran");
@@ -211,13 +241,14 @@ mod tests {
     #[test]
     fn a_full_queue_drops_and_counts() {
         let (d, objects) = objects("drop", &["slow"], HOOK.replace("xe.run", "xe.write_file(xe.dir .. '/started', ''); xe.run").as_str());
-        let mut pool = LuaPool::spawn(&LuaConfig::default(), 1, 1);
+        let mut pool = LuaPool::spawn(&LuaConfig::default(), 1, 2);
         pool.submit(event(&objects, "slow", "1"));
+        pool.flush();
         assert!(wait_for(|| d.join("mo/slow/started").exists()));
         for k in 2..=5 {
             pool.submit(event(&objects, "slow", &k.to_string()));
         }
-        assert_eq!(pool.stats().dropped, 3, "one running, one queued, three dropped");
+        assert_eq!(pool.stats().dropped, 3, "one running, one waiting, three dropped");
         pool.finish();
         assert_eq!(std::fs::read_to_string(d.join("mo/slow/keys")).unwrap(), "1\n2\n");
         assert_eq!(pool.stats(), LuaStats { calls: 2, dropped: 3, ..LuaStats::default() });

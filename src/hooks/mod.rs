@@ -11,7 +11,7 @@
 pub mod lua;
 pub mod lua_pool;
 
-use crate::fsutil::write_atomically;
+use crate::fsutil::{rewrite_in_place, write_atomically};
 use crate::log;
 use crate::objects::mavg::{Event, LimitKind, Phase};
 use parking_lot::Mutex;
@@ -126,7 +126,13 @@ impl Hooks {
         loop {
             let wait = if exports.is_some() { 20 } else { 50 };
             match rx.recv_timeout(Duration::from_millis(wait)) {
-                Ok(ev) => self.event(ev),
+                Ok(ev) => {
+                    self.event(ev);
+                    // A flood: handle what is queued, then hand its Lua calls over at once.
+                    for ev in rx.try_iter().take(1023) {
+                        self.event(ev);
+                    }
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
@@ -135,6 +141,7 @@ impl Hooks {
                     self.export(e);
                 }
             }
+            self.lua.flush();
             self.reap();
             self.start_queued();
             self.publish();
@@ -187,7 +194,7 @@ impl Hooks {
             Phase::Start | Phase::Update => {
                 let mut text = ev.keys.join(" ");
                 text.push_str(&format!(" {} {}\n", whole(ev.value), whole(ev.threshold)));
-                match write_atomically(&file, text.as_bytes()) {
+                match rewrite_in_place(&file, text.as_bytes()) {
                     Ok(()) => self.stats.notifications_written += 1,
                     Err(e) => {
                         self.stats.notification_errors += 1;
