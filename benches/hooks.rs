@@ -79,7 +79,7 @@ fn lua_dispatch(objects: &Objects) -> Duration {
             pool.flush();
         }
     }
-    pool.finish();
+    pool.finish(Duration::from_secs(600));
     let elapsed = start.elapsed();
     assert_eq!(pool.stats(), LuaStats { calls: EVENTS as u64, ..LuaStats::default() });
     elapsed

@@ -355,6 +355,7 @@ fn start_hooks(
             write_dirs: std::iter::once(cfg.notifications_dir.clone()).chain(cfg.lua.write_dirs.iter().cloned()).collect(),
             objects: Some(live.clone()),
             lib_dir: Some(cfg.lua.lib_dir.clone()),
+            stopping: Default::default(),
             max_instructions: cfg.lua.max_instructions,
             max_memory: (cfg.lua.max_memory_m as usize).saturating_mul(1 << 20),
         },

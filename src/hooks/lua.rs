@@ -31,11 +31,21 @@ pub struct LuaConfig {
     pub objects: Option<std::sync::Arc<crate::objects::LiveObjects>>,
     /// Where `xe.module(name)` finds the bundled library (`<dir>/<name>.lua`).
     pub lib_dir: Option<PathBuf>,
+    /// Set when the collector stops and its hooks may no longer wait: `xe.run` kills its
+    /// program and returns at once.
+    pub stopping: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Default for LuaConfig {
     fn default() -> Self {
-        LuaConfig { max_instructions: 10_000_000, max_memory: 64 << 20, write_dirs: Vec::new(), objects: None, lib_dir: None }
+        LuaConfig {
+            max_instructions: 10_000_000,
+            max_memory: 64 << 20,
+            write_dirs: Vec::new(),
+            objects: None,
+            lib_dir: None,
+            stopping: Default::default(),
+        }
     }
 }
 
@@ -163,7 +173,7 @@ fn new_state(cfg: &LuaConfig, dir: &Path, object: &str) -> mlua::Result<ObjectLu
     lua.load_std_libs(StdLib::COROUTINE)?;
     let mut dirs = cfg.write_dirs.clone();
     dirs.push(dir.to_path_buf());
-    hook_api(&lua, &xe, dirs)?;
+    hook_api(&lua, &xe, dirs, cfg.stopping.clone())?;
     xe.set("ext", ext_switch(&lua, object, cfg.objects.clone())?)?;
     let file = dir.join("mo.lua");
     let code = std::fs::read_to_string(&file).map_err(mlua::Error::external)?;
@@ -202,7 +212,7 @@ fn allowed(path: &Path, dirs: &[PathBuf]) -> bool {
 }
 
 /// What hooks add to the sandbox's `xe`: time, files in `dirs`, programs, `xe.state`.
-fn hook_api(lua: &Lua, xe: &Table, dirs: Vec<PathBuf>) -> mlua::Result<()> {
+fn hook_api(lua: &Lua, xe: &Table, dirs: Vec<PathBuf>, stopping: std::sync::Arc<std::sync::atomic::AtomicBool>) -> mlua::Result<()> {
     xe.set("date", lua.create_function(|_, (fmt, t): (String, Option<f64>)| Ok(date(&fmt, t)))?)?;
     xe.set(
         "time",
@@ -241,7 +251,7 @@ fn hook_api(lua: &Lua, xe: &Table, dirs: Vec<PathBuf>) -> mlua::Result<()> {
             _ => Ok(()),
         })?,
     )?;
-    xe.set("run", lua.create_function(|_, (argv, timeout): (Vec<String>, Option<f64>)| Ok(run(&argv, timeout)))?)?;
+    xe.set("run", lua.create_function(move |_, (argv, timeout): (Vec<String>, Option<f64>)| Ok(run(&argv, timeout, &stopping)))?)?;
     xe.set("state", lua.create_table()?)?;
     Ok(())
 }
@@ -292,7 +302,7 @@ const RUN_MAX_SECONDS: f64 = 60.0;
 /// `xe.run({program, arg...}, timeout)`: runs a program directly (no shell), waits at most
 /// `timeout` seconds (default 10, at most 60), returns its exit code, or nil and a reason
 /// (killed at the timeout, could not start, killed by a signal).
-fn run(argv: &[String], timeout: Option<f64>) -> (Option<i32>, Option<String>) {
+fn run(argv: &[String], timeout: Option<f64>, stopping: &std::sync::atomic::AtomicBool) -> (Option<i32>, Option<String>) {
     let Some((program, args)) = argv.split_first() else { return (None, Some("empty argv".into())) };
     let timeout = std::time::Duration::from_secs_f64(timeout.unwrap_or(10.0).clamp(0.0, RUN_MAX_SECONDS));
     let mut child = match std::process::Command::new(program).args(args).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).spawn() {
@@ -308,10 +318,11 @@ fn run(argv: &[String], timeout: Option<f64>) -> (Option<i32>, Option<String>) {
                     None => (None, Some(format!("{program}: {status}"))),
                 }
             }
-            Ok(None) if started.elapsed() >= timeout => {
+            Ok(None) if started.elapsed() >= timeout || stopping.load(std::sync::atomic::Ordering::Relaxed) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return (None, Some(format!("{program}: killed after {:.1} s", timeout.as_secs_f64())));
+                let why = if started.elapsed() >= timeout { format!("killed after {:.1} s", timeout.as_secs_f64()) } else { "killed: collector stopping".into() };
+                return (None, Some(format!("{program}: {why}")));
             }
             Ok(None) => std::thread::sleep(std::time::Duration::from_millis(5)),
             Err(e) => return (None, Some(format!("{program}: {e}"))),

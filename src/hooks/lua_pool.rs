@@ -16,7 +16,7 @@ use crate::objects::mavg::Event;
 use parking_lot::Mutex;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -60,6 +60,8 @@ struct LuaThread {
 /// The Lua hook threads and their queues.
 pub struct LuaPool {
     threads: Vec<LuaThread>,
+    /// Tells the threads to skip what is left, and `xe.run` to stop waiting (see `finish`).
+    stopping: Arc<AtomicBool>,
     /// Calls a thread may hold (running, waiting or batched) before new ones are dropped.
     queue: usize,
     dropped: u64,
@@ -70,7 +72,7 @@ impl LuaPool {
     /// Starts `threads` Lua threads (at least one), each holding up to `queue` calls.
     pub fn spawn(cfg: &LuaConfig, threads: usize, queue: usize) -> LuaPool {
         let threads = (0..threads.max(1)).map(|i| LuaThread::spawn(i, cfg.clone())).collect();
-        LuaPool { threads, queue: queue.max(1), dropped: 0, last_drop_log: None }
+        LuaPool { threads, stopping: cfg.stopping.clone(), queue: queue.max(1), dropped: 0, last_drop_log: None }
     }
 
     /// Adds a call to its object's thread's next batch; a thread already holding `queue`
@@ -110,9 +112,21 @@ impl LuaPool {
         total(self.dropped, self.threads.iter().map(|t| &t.stats))
     }
 
-    /// Waits for every queued call to finish (later submissions are dropped).
-    pub fn finish(&mut self) {
+    /// Lets the queued calls run for at most `grace`; then the calls not started are dropped
+    /// (counted) and running ones stop waiting on programs, so stopping the collector never
+    /// waits on a backlog of slow hooks. Later submissions are dropped.
+    pub fn finish(&mut self, grace: Duration) {
         self.flush();
+        let deadline = Instant::now() + grace;
+        let pending = |p: &LuaPool| p.threads.iter().map(|t| t.pending.load(Ordering::Relaxed)).sum::<usize>();
+        while pending(self) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let left = pending(self);
+        if left > 0 {
+            log::warn(&format!("stopping: {left} Lua hook calls still waiting are dropped"));
+            self.stopping.store(true, Ordering::Relaxed);
+        }
         for t in &mut self.threads {
             t.jobs = None;
         }
@@ -129,7 +143,7 @@ impl LuaThread {
         let (jobs, rx) = channel::<Vec<LuaJob>>();
         let stats = Arc::new(Mutex::new(LuaStats::default()));
         let pending = Arc::new(AtomicUsize::new(0));
-        let (published, done) = (stats.clone(), pending.clone());
+        let (published, done, stopping) = (stats.clone(), pending.clone(), cfg.stopping.clone());
         let thread = std::thread::Builder::new()
             .name(format!("lua-{i}"))
             .spawn(move || {
@@ -138,6 +152,7 @@ impl LuaThread {
                 for batch in rx {
                     for job in batch {
                         match &job {
+                            _ if stopping.load(Ordering::Relaxed) => hooks.stats.dropped += 1,
                             LuaJob::Event(ev, file) => hooks.event(ev, file),
                             LuaJob::Export(ev) => hooks.export(ev),
                         }
@@ -165,6 +180,7 @@ fn total<'a>(dropped: u64, threads: impl IntoIterator<Item = &'a Arc<Mutex<LuaSt
         sum.calls += s.calls;
         sum.errors += s.errors;
         sum.cut += s.cut;
+        sum.dropped += s.dropped;
     }
     sum
 }
@@ -232,7 +248,7 @@ mod tests {
         assert!(!d.join("mo/slow/done").exists(), "... while the slow hook was still waiting");
         let expected: String = (0..50).map(|k| format!("{k}\n")).collect();
         assert_eq!(std::fs::read_to_string(&keys).unwrap(), expected, "one object's hooks run in order");
-        pool.finish();
+        pool.finish(Duration::from_secs(60));
         assert!(d.join("mo/slow/done").exists(), "finish waits for running hooks");
         assert_eq!(pool.stats(), LuaStats { calls: 51, ..LuaStats::default() });
         std::fs::remove_dir_all(&d).unwrap();
@@ -249,9 +265,27 @@ mod tests {
             pool.submit(event(&objects, "slow", &k.to_string()));
         }
         assert_eq!(pool.stats().dropped, 3, "one running, one waiting, three dropped");
-        pool.finish();
+        pool.finish(Duration::from_secs(60));
         assert_eq!(std::fs::read_to_string(d.join("mo/slow/keys")).unwrap(), "1\n2\n");
         assert_eq!(pool.stats(), LuaStats { calls: 2, dropped: 3, ..LuaStats::default() });
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn stopping_does_not_wait_for_a_backlog_of_slow_hooks() {
+        let (d, objects) = objects("stop", &["slow"], HOOK.replace("xe.run", "xe.write_file(xe.dir .. '/started', ''); xe.run").as_str());
+        let mut pool = LuaPool::spawn(&LuaConfig::default(), 1, 100);
+        for k in 0..10 {
+            pool.submit(event(&objects, "slow", &k.to_string()));
+        }
+        pool.flush();
+        assert!(wait_for(|| d.join("mo/slow/started").exists()));
+        let t = Instant::now();
+        pool.finish(Duration::from_millis(200));
+        assert!(t.elapsed() < Duration::from_secs(2), "the running hook's program was killed: {:?}", t.elapsed());
+        // The running call finished (its program killed), the nine waiting were dropped.
+        assert_eq!(std::fs::read_to_string(d.join("mo/slow/keys")).unwrap(), "0\n");
+        assert_eq!(pool.stats(), LuaStats { calls: 1, dropped: 9, ..LuaStats::default() });
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -22,6 +22,9 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// How long a stopping collector lets queued Lua hook calls run before dropping them.
+const LUA_GRACE: Duration = Duration::from_secs(5);
+
 /// Hook settings.
 #[derive(Clone, Debug)]
 pub struct HookConfig {
@@ -152,7 +155,7 @@ impl Hooks {
                 self.export(e);
             }
         }
-        self.lua.finish();
+        self.lua.finish(LUA_GRACE);
         while !self.queue.is_empty() || !self.running.is_empty() {
             self.start_queued();
             std::thread::sleep(Duration::from_millis(20));
