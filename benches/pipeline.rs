@@ -1,5 +1,6 @@
-//! The hot path after the socket, in memory: decode -> filter -> aggregate into fixed windows,
-//! on the standard load test's objects (benches/conf, a copy of ../shared/tools/bench/bench-conf)
+//! The hot path after the socket, in memory: decode -> filter -> aggregate into fixed windows
+//! and moving averages, on the standard load test's objects (benches/conf, a copy of
+//! ../shared/tools/bench/bench-conf) and variants of their moving averages (see VARIANTS),
 //! and the load generator's packets (benches/data). The clock advances as at 66,667 datagrams per
 //! second (2M flows/s), so windows close and restart as they do live. Also: IP-list lookups in a
 //! list of 100,000 prefixes.
@@ -18,36 +19,95 @@ use xenoeye::decode::{Datagram, Decoder};
 use xenoeye::filter::iplist::{parse_network, IpList};
 use xenoeye::filter::ranges::RangeSet;
 
+/// The bench-conf variants: as is, and with its `mavg` arrays rewritten.
+const VARIANTS: [(&str, &str); 4] = [
+    ("nfgen_v9_bench_conf", ""),
+    // The fixed windows alone: what the moving averages cost.
+    ("nfgen_v9_no_mavg", "none"),
+    // Every object with a second moving average with a threshold (issue: at most -10%).
+    ("nfgen_v9_two_mavgs", "two"),
+    // A threshold that busy hosts cross all the time: starts, updates and back-to-normals.
+    ("nfgen_v9_threshold_flood", "flood"),
+];
+
+/// A copy of benches/conf in a temporary directory with every object's `mavg` rewritten.
+fn variant_conf(how: &str) -> std::path::PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/conf");
+    if how.is_empty() {
+        return src.join("xenoeye.conf");
+    }
+    let dir = std::env::temp_dir().join(format!("xe-bench-conf-{how}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    for f in ["xenoeye.conf", "devices.conf", "iplists/my-nets"] {
+        std::fs::create_dir_all(dir.join(f).parent().unwrap()).unwrap();
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    for o in ["ingress", "egress"] {
+        let text = std::fs::read_to_string(src.join("mo").join(o).join("mo.conf")).unwrap();
+        let host = if o == "ingress" { "dst host" } else { "src host" };
+        let (head, _) = text.split_once("\t\"mavg\"").unwrap();
+        let old_mavg = &text[head.len()..text.rfind(']').unwrap() + 1];
+        let second = format!(
+            r#"{{ "name": "pps_by_proto", "time": 5, "fields": ["{host}", "proto", "packets"],
+              "overlimit": [ {{ "name": "level1", "default": [1000000000], "back2norm-time": 10 }} ] }}"#
+        );
+        let mavg = match how {
+            "none" => "\"mavg\": []".to_string(),
+            "two" => old_mavg.replacen("} ] }", &format!("}} ] }},\n\t\t{second}"), 1),
+            "flood" => old_mavg.replace("[1000000000000]", "[400000]"),
+            _ => unreachable!(),
+        };
+        assert_ne!(mavg, old_mavg, "{how}: the mavg array was rewritten");
+        let conf = text.replacen(old_mavg, &mavg, 1);
+        std::fs::create_dir_all(dir.join("mo").join(o)).unwrap();
+        std::fs::write(dir.join("mo").join(o).join("mo.conf"), conf).unwrap();
+    }
+    dir.join("xenoeye.conf")
+}
+
 fn pipeline(c: &mut Criterion) {
-    let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/conf/xenoeye.conf");
-    let cfg = xenoeye::config::load(&conf).unwrap();
-    let objects = Arc::new(load_objects(&cfg).unwrap());
-    assert_eq!(objects.windows.len(), 8);
-    let (tx, rx) = channel();
-    let mut pipeline = Pipeline::new(&cfg, &LiveObjects::new(objects.clone()), 0, tx).unwrap();
-    let mut decoder = Decoder::new(Arc::new(cfg.devices.clone()), None);
     let packets = load("nfgen-v9.bin");
     let exporter = "127.0.0.2".parse().unwrap();
-    // 66,667 datagrams per second: 15 microseconds each, kept in microseconds.
-    let mut now_us: u64 = 1_795_755_180_000_000;
     let mut g = c.benchmark_group("pipeline");
     g.throughput(Throughput::Elements(packets.len() as u64 * 30));
-    g.bench_function("nfgen_v9_bench_conf", |b| {
-        b.iter(|| {
-            for p in &packets {
-                now_us += 15;
-                let t = now_us / 1000;
-                pipeline.tick(t);
-                decoder.decode(&Datagram { bytes: black_box(p), exporter, time_ms: t }, &mut pipeline);
-            }
-            // Closed windows would go to the export thread; here they are dropped.
-            for m in rx.try_iter() {
-                drop(black_box(m));
-            }
-        })
-    });
+    for (name, how) in VARIANTS {
+        let cfg = xenoeye::config::load(&variant_conf(how)).unwrap();
+        let objects = Arc::new(load_objects(&cfg).unwrap());
+        assert_eq!(objects.windows.len(), 8);
+        let mavgs = match how {
+            "none" => 0,
+            "two" => 4,
+            _ => 2,
+        };
+        assert_eq!(objects.mavgs.len(), mavgs, "{name}");
+        let (tx, rx) = channel();
+        let mut pipeline = Pipeline::new(&cfg, &LiveObjects::new(objects.clone()), 0, tx).unwrap();
+        let mut decoder = Decoder::new(Arc::new(cfg.devices.clone()), None);
+        // 66,667 datagrams per second: 15 microseconds each, kept in microseconds.
+        let start_us: u64 = 1_795_755_180_000_000;
+        let mut now_us = start_us;
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                for p in &packets {
+                    now_us += 15;
+                    let t = now_us / 1000;
+                    pipeline.tick(t);
+                    decoder.decode(&Datagram { bytes: black_box(p), exporter, time_ms: t }, &mut pipeline);
+                }
+                // Closed windows would go to the export thread; here they are dropped.
+                for m in rx.try_iter() {
+                    drop(black_box(m));
+                }
+            })
+        });
+        assert_eq!(decoder.stats.total_errors(), 0);
+        // (A quick `--test` run moves the clock too little for any average to build up.)
+        if how == "flood" && now_us - start_us > 20_000_000 {
+            let active: usize = objects.mavgs.iter().map(|m| m.stats.active.load(std::sync::atomic::Ordering::Relaxed)).sum();
+            assert!(active > 1000, "the threshold is crossed: {active} active limits");
+        }
+    }
     g.finish();
-    assert_eq!(decoder.stats.total_errors(), 0);
 }
 
 fn iplist(c: &mut Criterion) {

@@ -96,6 +96,8 @@ pub fn request_shutdown() {
 
 /// Loads what the configuration refers to: IP lists, then monitoring objects.
 pub fn load_objects(cfg: &Config) -> Result<Objects, Vec<ConfigError>> {
+    let workers = cfg.captures.iter().map(|c| if let CaptureSpec::Socket { workers, .. } = c { *workers } else { 1 }).sum();
+    crate::objects::mavg::set_writers(workers);
     let lists = iplist::load_dir(&cfg.iplists_dir)?;
     objects::load_with(&cfg.mo_dir, &lists, Some(&cfg.lua.lib_dir))
 }

@@ -35,7 +35,24 @@ use std::sync::Arc;
 pub const MAX_LIMITS: usize = 4;
 /// Notification files are rewritten this often while a limit holds (milliseconds).
 pub const NOTIFY_EVERY_MS: u64 = 3000;
-const SHARDS: usize = 64;
+/// Threads that update moving averages (the capture workers): how many locks a moving
+/// average's rows are split over follows from it. Set before objects are loaded.
+static WRITERS: AtomicUsize = AtomicUsize::new(1);
+
+/// Declares how many threads will update moving averages made from now on.
+pub fn set_writers(n: usize) {
+    WRITERS.store(n.max(1), Ordering::Relaxed);
+}
+
+/// Shards (locks) per moving average: one for a single writer, which then locks once per
+/// batch of flows (measured: two moving averages per object cost 22% less than with 64
+/// shards); several writers get four shards each so they rarely wait for one another.
+fn shard_count() -> usize {
+    match WRITERS.load(Ordering::Relaxed) {
+        1 => 1,
+        n => (n * 4).next_power_of_two().min(64),
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LimitKind {
@@ -99,6 +116,10 @@ fn compile_thresholds(limits: &[LimitSpec], t: &Thresholds) -> Compiled {
     let mut by_key: HashMap<PackedKey, u32, WordsBuild> = HashMap::default();
     let keys: std::collections::HashSet<PackedKey> = t.per_limit.iter().flat_map(|m| m.keys().copied()).collect();
     for key in keys {
+        if sets.len() == MAX_THRESHOLD_SETS {
+            crate::log::warn(&format!("limits: more than {} keys, the rest use the default", MAX_THRESHOLD_SETS - 1));
+            break;
+        }
         let set = set_of(&|l, spec| t.per_limit.get(l).and_then(|m| m.get(&key)).cloned().unwrap_or_else(|| base(l, spec)));
         by_key.insert(key, sets.len() as u32);
         sets.push(set);
@@ -140,8 +161,10 @@ impl PackedKey {
 }
 
 impl PartialEq for PackedKey {
+    /// Every word, unused ones included (they are zero): no loop bound, no memcmp call.
+    #[inline]
     fn eq(&self, o: &Self) -> bool {
-        self.n == o.n && self.w[..self.n as usize] == o.w[..o.n as usize]
+        self.n == o.n && self.w.iter().zip(&o.w).fold(0, |d, (a, b)| d | (a ^ b)) == 0
     }
 }
 impl Eq for PackedKey {}
@@ -216,9 +239,11 @@ impl Event {
     }
 }
 
+/// A limit's state for one key, kept off the row (boxed) because few keys ever need one.
+/// Whether it is active, and whether the row's last update was over it, live in the row
+/// itself: a flood updates active keys on every flow, and those two bits are all it needs.
 #[derive(Clone, Copy, Debug, Default)]
 struct LimitState {
-    active: bool,
     start_ms: u64,
     /// Last time the rate was on the limit's side (over for overlimit, under for underlimit).
     last_bad_ms: u64,
@@ -236,15 +261,47 @@ struct Row {
     n: [f64; 3],
     /// Thresholds generation `thr` comes from.
     gen: u32,
-    /// Index of the key's threshold set.
+    /// Low 24 bits: index of the key's threshold set. Bit 24 + l: limit l is active. Bit 28 + l:
+    /// the last update (at `last_ms`) was over limit l (its state's `last_bad_ms` and value
+    /// are brought up to date from `n` when the row next drops under it, or at the sweep).
     thr: u32,
     /// Limit states, allocated when a limit first holds for this key.
     limits: Option<Box<[LimitState; MAX_LIMITS]>>,
 }
 
+/// Threshold sets a moving average can have (the rest of `Row::thr` holds flags).
+const MAX_THRESHOLD_SETS: usize = 1 << 24;
+const ACTIVE_BIT: u32 = 24;
+const OVER_BIT: u32 = 28;
+
 impl Row {
     fn limit(&mut self, l: usize) -> &mut LimitState {
         &mut self.limits.get_or_insert_with(|| Box::new([LimitState::default(); MAX_LIMITS]))[l]
+    }
+
+    fn thr(&self) -> usize {
+        (self.thr & (MAX_THRESHOLD_SETS as u32 - 1)) as usize
+    }
+
+    fn set_thr(&mut self, i: u32) {
+        self.thr = (self.thr & !(MAX_THRESHOLD_SETS as u32 - 1)) | i;
+    }
+
+    fn flag(&self, bit: u32, l: usize) -> bool {
+        self.thr & (1 << (bit + l as u32)) != 0
+    }
+
+    fn set_flag(&mut self, bit: u32, l: usize, on: bool) {
+        let mask = 1 << (bit + l as u32);
+        self.thr = if on { self.thr | mask } else { self.thr & !mask };
+    }
+
+    fn active(&self, l: usize) -> bool {
+        self.flag(ACTIVE_BIT, l)
+    }
+
+    fn any_active(&self) -> bool {
+        self.thr & (0xF << ACTIVE_BIT) != 0
     }
 }
 
@@ -266,41 +323,45 @@ struct ShardCell {
 }
 
 /// A worker's queue in front of one moving average: each flow's row is prefetched when the
-/// flow arrives and updated a few flows later (at the latest when the next datagram's clock
-/// tick flushes the queue), so several rows load from memory at once.
+/// flow arrives, and the queue is applied as a batch when full or when the clock moves on (a
+/// new millisecond, before a sweep), so several rows load from memory at once and each shard
+/// is locked once per batch rather than once per flow.
 pub struct Feed {
     pub mavg: Arc<Mavg>,
-    ring: [Option<Pending>; FEED_DEPTH],
-    head: usize,
+    batch: [Pending; FEED_DEPTH],
+    len: usize,
 }
 
-/// Flows waiting for their prefetched row.
+/// A limit that started on a flow: key, limit, phase, field, value, threshold, time.
+type StartEvent = (PackedKey, usize, Phase, usize, f64, f64, u64);
+
+/// Flows per batch.
 const FEED_DEPTH: usize = 16;
 
 impl Feed {
     pub fn new(mavg: Arc<Mavg>) -> Feed {
-        Feed { mavg, ring: [None; FEED_DEPTH], head: 0 }
+        let empty = Pending { key: PackedKey { n: 0, w: [0; MAVG_WORDS] }, hash: 0, v: [0.0; 3], now_ms: 0 };
+        Feed { mavg, batch: [empty; FEED_DEPTH], len: 0 }
     }
 
     #[inline]
     pub fn push(&mut self, flow: &Flow) {
         let p = self.mavg.prepare(flow, flow.time_ms);
         self.mavg.prefetch(&p);
-        if let Some(old) = self.ring[self.head].replace(p) {
-            self.mavg.apply(&old);
+        self.batch[self.len] = p;
+        self.len += 1;
+        if self.len == FEED_DEPTH {
+            self.flush();
         }
-        self.head = (self.head + 1) % FEED_DEPTH;
     }
 
-    /// Applies every waiting flow, oldest first.
+    /// Applies every waiting flow (in arrival order for each key).
+    #[inline]
     pub fn flush(&mut self) {
-        for i in 0..FEED_DEPTH {
-            let slot = (self.head + i) % FEED_DEPTH;
-            if let Some(p) = self.ring[slot].take() {
-                self.mavg.apply(&p);
-            }
+        if self.len > 0 {
+            self.mavg.apply_batch(&self.batch[..self.len]);
+            self.len = 0;
         }
-        self.head = 0;
     }
 }
 
@@ -343,6 +404,8 @@ pub struct Mavg {
     next_dump_ms: AtomicU64,
     last_drop_log_ms: AtomicU64,
     shards: Vec<ShardCell>,
+    /// `shards.len() - 1` (a power of two).
+    shard_mask: usize,
     pub stats: MavgStats,
     events: Mutex<Option<SyncSender<Event>>>,
 }
@@ -385,8 +448,8 @@ impl Mavg {
     /// The shard of a key: middle bits of its hash, because the shard's own hash table takes
     /// its bucket from the low bits and its tag from the top bits (taking either here would make
     /// every key of a shard collide there).
-    fn shard_of(hash: u64) -> usize {
-        (hash >> 40) as usize % SHARDS
+    fn shard_of(&self, hash: u64) -> usize {
+        (hash >> 40) as usize & self.shard_mask
     }
 
     /// Index of a key's threshold set.
@@ -431,7 +494,7 @@ impl Mavg {
     /// active (and hold this configuration's extended windows).
     pub fn adopt(&self, old: &Mavg) -> bool {
         let limits = |m: &Mavg| m.limits.iter().map(|l| (l.name.clone(), l.kind)).collect::<Vec<_>>();
-        if old.keys != self.keys || old.aggs != self.aggs || old.time_ms != self.time_ms || limits(old) != limits(self) {
+        if old.keys != self.keys || old.aggs != self.aggs || old.time_ms != self.time_ms || limits(old) != limits(self) || old.shards.len() != self.shards.len() {
             return false;
         }
         // Rows compare their thresholds generation with this one's: make every row refresh.
@@ -443,10 +506,8 @@ impl Mavg {
             std::mem::swap(&mut a.rows, &mut b.rows);
             a.gen = u32::MAX; // re-read the threshold sets
             for (_, row) in a.rows.iter() {
-                for (l, st) in row.limits.iter().flat_map(|ls| ls.iter()).enumerate() {
-                    if st.active && l < active.len() {
-                        active[l] += 1;
-                    }
+                for (l, n) in active.iter_mut().enumerate() {
+                    *n += row.active(l) as usize;
                 }
             }
             let (base, mask) = a.rows.probe_start();
@@ -486,7 +547,7 @@ impl Mavg {
     /// moved by the time it is used, which costs nothing but the hint).
     #[inline]
     pub fn prefetch(&self, p: &Pending) {
-        let cell = &self.shards[Self::shard_of(p.hash)];
+        let cell = &self.shards[self.shard_of(p.hash)];
         let (base, mask) = (cell.base.load(Ordering::Relaxed), cell.mask.load(Ordering::Relaxed));
         if base != 0 {
             // A slot spans two cache lines: ask for both.
@@ -498,65 +559,123 @@ impl Mavg {
 
     /// Updates the average of a prepared flow and checks its overlimits.
     pub fn apply(self: &Arc<Self>, p: &Pending) {
-        let Pending { key, hash, v, now_ms } = *p;
+        self.apply_batch(std::slice::from_ref(p));
+    }
+
+    /// Updates the averages of prepared flows, locking each shard once: flows are taken shard
+    /// by shard, in arrival order within a shard (so within a key). Events are sent after the
+    /// locks are released.
+    pub fn apply_batch(self: &Arc<Self>, batch: &[Pending]) {
         let gen = self.gen.load(Ordering::Acquire) as u32;
-        let mut events: [Option<(usize, Phase, usize, f64, f64, u64)>; MAX_LIMITS] = [None; MAX_LIMITS];
-        {
-            let cell = &self.shards[Self::shard_of(hash)];
+        let mut events: Vec<StartEvent> = Vec::new();
+        if self.shards.len() == 1 {
+            let cell = &self.shards[0];
+            let mut guard = cell.shard.lock();
+            self.refresh(&mut guard, gen);
+            for p in batch {
+                self.update_row(cell, &mut guard, p, gen, &mut events);
+            }
+            drop(guard);
+            return self.emit_starts(events);
+        }
+        let mut done = 0u64; // bit i: batch[i] applied
+        debug_assert!(batch.len() <= 64);
+        for first in 0..batch.len() {
+            if done & (1 << first) != 0 {
+                continue;
+            }
+            let shard_no = self.shard_of(batch[first].hash);
+            let cell = &self.shards[shard_no];
             let mut guard = cell.shard.lock();
             let shard = &mut *guard;
             self.refresh(shard, gen);
-            let i = match shard.rows.find(&key, hash) {
-                Some(i) => i,
-                None => {
-                    if (self.stats.keys.load(Ordering::Relaxed) + 1) * ROW_BYTES > self.mem_bytes {
-                        self.stats.keys_dropped.fetch_add(1, Ordering::Relaxed);
-                        return;
-                    }
-                    self.stats.keys.fetch_add(1, Ordering::Relaxed);
-                    let row = Row { last_ms: now_ms, n: [0.0; 3], gen, thr: self.threshold_index(&key), limits: None };
-                    let i = shard.rows.insert(key, hash, row);
-                    let (base, mask) = shard.rows.probe_start();
-                    cell.base.store(base, Ordering::Relaxed);
-                    cell.mask.store(mask, Ordering::Relaxed);
-                    i
-                }
-            };
-            let sets = &shard.sets;
-            let row = shard.rows.row_mut(i);
-            if row.gen != gen {
-                row.thr = self.threshold_index(&key);
-                row.gen = gen;
-            }
-            let thresholds = &sets[row.thr as usize];
-            let dt = now_ms.saturating_sub(row.last_ms);
-            // `decayed(n, dt) + v`, written out: calling the helper here measured ~10% slower
-            // in benches/pipeline (the reset branch no longer folds into the add).
-            for (n, v) in row.n.iter_mut().zip(v.iter()).take(self.aggs.len()) {
-                *n = if dt >= self.time_ms { *v } else { *n - dt as f64 / self.time_ms as f64 * *n + v };
-            }
-            row.last_ms = row.last_ms.max(now_ms);
-            for (l, spec) in self.limits.iter().enumerate() {
-                if spec.kind != LimitKind::Over {
-                    continue; // underlimits are found by the sweep
-                }
-                if let Some((field, value, threshold)) = self.over(&row.n, &thresholds[l]) {
-                    let st = row.limit(l);
-                    st.last_bad_ms = now_ms;
-                    (st.field, st.value, st.threshold) = (field, value, threshold);
-                    if !st.active {
-                        st.active = true;
-                        st.start_ms = now_ms;
-                        st.last_notify_ms = now_ms;
-                        events[l] = Some((l, Phase::Start, field, value, threshold, now_ms));
-                    }
+            for (i, p) in batch.iter().enumerate().skip(first) {
+                if done & (1 << i) == 0 && self.shard_of(p.hash) == shard_no {
+                    done |= 1 << i;
+                    self.update_row(cell, shard, p, gen, &mut events);
                 }
             }
         }
-        for (l, phase, field, value, threshold, start) in events.into_iter().flatten() {
+        self.emit_starts(events);
+    }
+
+    /// Sends the limits that started in a batch (after its locks are released).
+    fn emit_starts(self: &Arc<Self>, events: Vec<StartEvent>) {
+        for (key, l, phase, field, value, threshold, now_ms) in events {
             self.activate(l, true);
             let keys = self.key_text(&key);
-            self.emit(Event { phase, mavg: self.clone(), limit: l, keys, field, value, threshold, time_ms: now_ms, start_ms: start });
+            self.emit(Event { phase, mavg: self.clone(), limit: l, keys, field, value, threshold, time_ms: now_ms, start_ms: now_ms });
+        }
+    }
+
+    /// One flow's update of its row (the shard locked); a limit starting is added to `events`.
+    #[inline]
+    fn update_row(&self, cell: &ShardCell, shard: &mut Shard, p: &Pending, gen: u32, events: &mut Vec<StartEvent>) {
+        let Pending { key, hash, v, now_ms } = *p;
+        let i = match shard.rows.find(&key, hash) {
+            Some(i) => i,
+            None => {
+                if (self.stats.keys.load(Ordering::Relaxed) + 1) * ROW_BYTES > self.mem_bytes {
+                    self.stats.keys_dropped.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                self.stats.keys.fetch_add(1, Ordering::Relaxed);
+                let row = Row { last_ms: now_ms, n: [0.0; 3], gen, thr: self.threshold_index(&key), limits: None };
+                let i = shard.rows.insert(key, hash, row);
+                let (base, mask) = shard.rows.probe_start();
+                cell.base.store(base, Ordering::Relaxed);
+                cell.mask.store(mask, Ordering::Relaxed);
+                i
+            }
+        };
+        let sets = &shard.sets;
+        let row = shard.rows.row_mut(i);
+        if row.gen != gen {
+            row.set_thr(self.threshold_index(&key));
+            row.gen = gen;
+        }
+        let thresholds = &sets[row.thr()];
+        let (before_n, before_ms) = (row.n, row.last_ms);
+        let dt = now_ms.saturating_sub(row.last_ms);
+        // `decayed(n, dt) + v`, written out: calling the helper here measured ~10% slower
+        // in benches/pipeline (the reset branch no longer folds into the add).
+        for (n, v) in row.n.iter_mut().zip(v.iter()).take(self.aggs.len()) {
+            *n = if dt >= self.time_ms { *v } else { *n - dt as f64 / self.time_ms as f64 * *n + v };
+        }
+        row.last_ms = row.last_ms.max(now_ms);
+        for (l, spec) in self.limits.iter().enumerate() {
+            if spec.kind != LimitKind::Over {
+                continue; // underlimits are found by the sweep
+            }
+            let over = self.over(&row.n, &thresholds[l]);
+            if over.is_some() && row.active(l) {
+                // Still over: the flag says so; the boxed state is not touched per flow.
+                row.set_flag(OVER_BIT, l, true);
+            } else if let Some((field, value, threshold)) = over {
+                let st = row.limit(l);
+                st.last_bad_ms = now_ms;
+                (st.field, st.value, st.threshold) = (field, value, threshold);
+                st.start_ms = now_ms;
+                st.last_notify_ms = now_ms;
+                row.set_flag(ACTIVE_BIT, l, true);
+                row.set_flag(OVER_BIT, l, true);
+                events.push((key, l, Phase::Start, field, value, threshold, now_ms));
+            } else if row.flag(OVER_BIT, l) {
+                // Just dropped under: record when it was last over, and by how much.
+                self.record_over(row, l, &before_n, before_ms, &thresholds[l]);
+            }
+        }
+    }
+
+    /// Folds the over flag of limit `l` into its boxed state: at `at_ms` the averages were `n`
+    /// and over the thresholds `thr`, so that is when the limit last held, with that rate.
+    fn record_over(&self, row: &mut Row, l: usize, n: &[f64; 3], at_ms: u64, thr: &[f64; 3]) {
+        row.set_flag(OVER_BIT, l, false);
+        let over = self.over(n, thr);
+        let st = row.limit(l);
+        st.last_bad_ms = st.last_bad_ms.max(at_ms);
+        if let Some((field, value, threshold)) = over {
+            (st.field, st.value, st.threshold) = (field, value, threshold);
         }
     }
 
@@ -619,44 +738,47 @@ impl Mavg {
                 for x in n.iter_mut().take(self.aggs.len()) {
                     *x = self.decayed(*x, dt);
                 }
-                let mut any_active = false;
                 if row.gen != gen {
-                    row.thr = self.threshold_index(key);
+                    row.set_thr(self.threshold_index(key));
                     row.gen = gen;
                 }
-                let thresholds = &sets[row.thr as usize];
+                let thresholds = &sets[row.thr()];
                 for (l, spec) in self.limits.iter().enumerate() {
+                    if row.flag(OVER_BIT, l) {
+                        let (at, last) = (row.n, row.last_ms);
+                        self.record_over(row, l, &at, last, &thresholds[l]);
+                    }
                     let side = match spec.kind {
                         LimitKind::Over => self.over(&n, &thresholds[l]),
                         LimitKind::Under => self.under(&n, &thresholds[l]),
                     };
-                    if side.is_none() && row.limits.as_ref().is_none_or(|ls| !ls[l].active) {
+                    if side.is_none() && !row.active(l) {
                         continue; // nothing holds and nothing starts: no state needed
                     }
+                    let active = row.active(l);
                     let st = row.limit(l);
                     if let Some((field, value, threshold)) = side {
                         st.last_bad_ms = now_ms;
                         (st.field, st.value, st.threshold) = (field, value, threshold);
-                        if !st.active {
-                            st.active = true;
+                        if !active {
                             st.start_ms = now_ms;
                             st.last_notify_ms = now_ms;
                             out.push((*key, l, Phase::Start, field, value, threshold, now_ms));
                         }
                     }
-                    if !st.active {
-                        continue;
-                    }
                     if now_ms.saturating_sub(st.last_bad_ms) >= spec.back2norm_ms && side.is_none() {
-                        st.active = false;
                         let value = n[st.field] / (self.time_ms as f64 / 1000.0);
                         out.push((*key, l, Phase::Back2Norm, st.field, value, st.threshold, st.start_ms));
-                    } else if now_ms.saturating_sub(st.last_notify_ms) >= NOTIFY_EVERY_MS {
-                        st.last_notify_ms = now_ms;
-                        out.push((*key, l, Phase::Update, st.field, st.value, st.threshold, st.start_ms));
+                        row.set_flag(ACTIVE_BIT, l, false);
+                    } else {
+                        if active && now_ms.saturating_sub(st.last_notify_ms) >= NOTIFY_EVERY_MS {
+                            st.last_notify_ms = now_ms;
+                            out.push((*key, l, Phase::Update, st.field, st.value, st.threshold, st.start_ms));
+                        }
+                        row.set_flag(ACTIVE_BIT, l, true);
                     }
-                    any_active |= st.active;
                 }
+                let any_active = row.any_active();
                 if !any_active {
                     row.limits = None;
                 }
@@ -718,15 +840,21 @@ impl Mavg {
         );
         let secs = self.time_ms as f64 / 1000.0;
         for cell in &self.shards {
-            let shard = cell.shard.lock();
-            for (key, row) in shard.rows.iter() {
-                let dt = now_ms.saturating_sub(row.last_ms);
-                let n0 = self.decayed(row.n[0], dt);
+            // Copied out under the lock, formatted after: a shard may hold every row, and
+            // the workers wait for its lock.
+            let (rows, sets) = {
+                let shard = cell.shard.lock();
+                let rows: Vec<(PackedKey, u64, f64, usize)> = shard.rows.iter().map(|(k, r)| (*k, r.last_ms, r.n[0], r.thr())).collect();
+                (rows, if shard.sets.is_empty() { self.compiled.read().sets.clone() } else { shard.sets.clone() })
+            };
+            for (key, last_ms, n, thr) in rows {
+                let dt = now_ms.saturating_sub(last_ms);
+                let n0 = self.decayed(n, dt);
                 let rate = (n0 / secs).round() as u64;
                 if rate == 0 {
                     continue;
                 }
-                for (i, k) in self.key_text(key).iter().enumerate() {
+                for (i, k) in self.key_text(&key).iter().enumerate() {
                     let quoted = matches!(self.keys[i].def().kind, Kind::Ipv4 | Kind::Ipv6 | Kind::Addr | Kind::Mac);
                     if quoted {
                         s.push_str(&format!(" '{k}' "));
@@ -735,8 +863,7 @@ impl Mavg {
                     }
                 }
                 s.push_str(&format!(" :: {rate} ("));
-                let sets = if shard.sets.is_empty() { self.compiled.read().sets.clone() } else { shard.sets.clone() };
-                for t in sets[row.thr as usize].iter().take(self.limits.len()) {
+                for t in sets[thr].iter().take(self.limits.len()) {
                     s.push_str(&format!("{} ", t[0] as u64));
                 }
                 s.push_str(")\n");
@@ -879,7 +1006,8 @@ pub fn parse(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Re
         gen: AtomicU64::new(0),
         next_dump_ms: AtomicU64::new(0),
         last_drop_log_ms: AtomicU64::new(0),
-        shards: (0..SHARDS).map(|_| ShardCell::default()).collect(),
+        shards: (0..shard_count()).map(|_| ShardCell::default()).collect(),
+        shard_mask: shard_count() - 1,
         stats: MavgStats::default(),
         events: Mutex::new(None),
     })

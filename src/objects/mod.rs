@@ -454,6 +454,8 @@ pub struct WorkerObjects {
     worker: usize,
     /// Earliest window end (seconds): before it, advancing the clock is one comparison.
     next_deadline: u64,
+    /// Clock (ms) of the last flush of the moving averages' queues.
+    flushed_ms: u64,
     closed: Vec<Closed>,
 }
 
@@ -471,7 +473,7 @@ impl WorkerObjects {
             })
         }
         let roots = specs.roots.iter().map(build).collect::<Result<_, _>>()?;
-        Ok(WorkerObjects { roots, worker, next_deadline: 0, closed: Vec::new() })
+        Ok(WorkerObjects { roots, worker, next_deadline: 0, flushed_ms: 0, closed: Vec::new() })
     }
 
     /// Runs one flow through every object.
@@ -482,12 +484,15 @@ impl WorkerObjects {
         }
     }
 
-    /// Moves the clock (unix ms): first applies the flows waiting for moving averages (so a
-    /// threshold crossing is found before the next datagram is counted), then returns the
-    /// windows that closed.
+    /// Moves the clock (unix ms): first, once per millisecond, applies the flows waiting for
+    /// moving averages (so a threshold crossing is found within a millisecond of collector
+    /// time, and always before a sweep), then returns the windows that closed.
     #[inline]
     pub fn advance(&mut self, now_ms: u64) -> Option<Vec<Closed>> {
-        for_each_node(&mut self.roots, &mut |n| n.mavgs.iter_mut().for_each(mavg::Feed::flush));
+        if now_ms != self.flushed_ms {
+            self.flushed_ms = now_ms;
+            for_each_node(&mut self.roots, &mut |n| n.mavgs.iter_mut().for_each(mavg::Feed::flush));
+        }
         let now = now_ms / 1000;
         if now < self.next_deadline {
             return None;

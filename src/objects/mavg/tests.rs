@@ -95,6 +95,26 @@ fn overlimit_on_the_exact_flow_and_back2norm_after_quiet_time() {
 }
 
 #[test]
+fn the_last_over_flow_between_sweeps_sets_the_back2norm_wait_and_the_reported_rate() {
+    let d = tmp("between");
+    let (m, rx) = mavg(
+        r#"{"name": "m", "time": 1, "fields": ["dst host", "octets"],
+            "overlimit": [{"name": "level1", "default": [1000], "back2norm-time": 5}]}"#,
+        &d,
+    );
+    m.update(&flow(9, 2000), T0); // start
+    m.update(&flow(9, 1500), T0 + 500); // 2000*0.5 + 1500 = 2500: still over
+    m.update(&flow(9, 10), T0 + 600); // 2500*0.9 + 10 = 2260: over, the last time
+    m.update(&flow(9, 1), T0 + 1500); // 2260*0.1 + 1 = 227: under, before any sweep
+    m.sweep(T0 + 3001); // the notification shows the last over rate
+    m.sweep(T0 + 5599);
+    assert_eq!(events(&rx).iter().map(|e| (e.0, e.2, e.3)).collect::<Vec<_>>(), vec![(Phase::Start, 2000, T0), (Phase::Update, 2260, T0 + 3001)]);
+    m.sweep(T0 + 5600); // 5 s after the last over flow (0.6 s)
+    assert_eq!(events(&rx).iter().map(|e| (e.0, e.3)).collect::<Vec<_>>(), vec![(Phase::Back2Norm, T0 + 5600)]);
+    assert_eq!(m.stats.active.load(Ordering::Relaxed), 0);
+}
+
+#[test]
 fn underlimit_found_by_the_sweep() {
     let d = tmp("under");
     let (m, rx) = mavg(
