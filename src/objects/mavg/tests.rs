@@ -35,6 +35,13 @@ fn events(rx: &Receiver<Event>) -> Vec<(Phase, Vec<String>, u64, u64)> {
 
 const T0: u64 = 1_700_000_000_000;
 
+/// A 1-second average of octets per destination host, over 1000 B/s for 5 s of back2norm.
+fn level1_over_1000(tag: &str) -> (Arc<Mavg>, Receiver<Event>) {
+    let conf = r#"{"name": "m", "time": 1, "fields": ["dst host", "octets"],
+        "overlimit": [{"name": "level1", "default": [1000], "back2norm-time": 5}]}"#;
+    mavg(conf, &tmp(tag))
+}
+
 #[test]
 fn formula_matches_direct_computation() {
     let d = tmp("formula");
@@ -56,12 +63,7 @@ fn formula_matches_direct_computation() {
 
 #[test]
 fn overlimit_on_the_exact_flow_and_back2norm_after_quiet_time() {
-    let d = tmp("over");
-    let (m, rx) = mavg(
-        r#"{"name": "m", "time": 1, "fields": ["dst host", "octets"],
-            "overlimit": [{"name": "level1", "default": [1000], "back2norm-time": 5}]}"#,
-        &d,
-    );
+    let (m, rx) = level1_over_1000("over");
     m.update(&flow(7, 600), T0);
     m.update(&flow(7, 300), T0 + 100); // 600*0.9 + 300 = 840 B/s: under
     assert!(events(&rx).is_empty());
@@ -96,12 +98,7 @@ fn overlimit_on_the_exact_flow_and_back2norm_after_quiet_time() {
 
 #[test]
 fn the_last_over_flow_between_sweeps_sets_the_back2norm_wait_and_the_reported_rate() {
-    let d = tmp("between");
-    let (m, rx) = mavg(
-        r#"{"name": "m", "time": 1, "fields": ["dst host", "octets"],
-            "overlimit": [{"name": "level1", "default": [1000], "back2norm-time": 5}]}"#,
-        &d,
-    );
+    let (m, rx) = level1_over_1000("between");
     m.update(&flow(9, 2000), T0); // start
     m.update(&flow(9, 1500), T0 + 500); // 2000*0.5 + 1500 = 2500: still over
     m.update(&flow(9, 10), T0 + 600); // 2500*0.9 + 10 = 2260: over, the last time
