@@ -21,4 +21,10 @@ trap 'scripts/pg-test-server.sh stop "$pgdir"; rm -rf "$pgdir"' EXIT
 port=$((40000 + RANDOM % 20000))
 XE_TEST_PG_URL=$(scripts/pg-test-server.sh start "$pgdir" "$port")
 export XE_TEST_PG_URL
+# Lints first (no warnings allowed), when the toolchain has clippy.
+if cargo clippy --version >/dev/null 2>&1; then
+	cargo clippy --release --locked --all-targets -- -D warnings
+else
+	echo "test.sh: cargo clippy is not installed; lints skipped" >&2
+fi
 cargo test --release --locked "$@"

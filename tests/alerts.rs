@@ -52,7 +52,7 @@ fn setup(d: &Path) -> std::path::PathBuf {
     for sub in ["mo/victim", "exp", "notifications"] {
         std::fs::create_dir_all(d.join(sub)).unwrap();
     }
-    let (on, off) = (script(&d, "on-start.sh"), script(&d, "on-stop.sh"));
+    let (on, off) = (script(d, "on-start.sh"), script(d, "on-stop.sh"));
     std::fs::write(
         d.join("mo/victim/mo.conf"),
         format!(

@@ -111,7 +111,7 @@ fn load(db: &Db, dir: &Path, script_name: &str) {
     assert_eq!(std::fs::read_dir(dir.join("expfailed")).unwrap().count(), 0, "nothing failed");
 }
 
-fn sums<'a>(rows: impl Iterator<Item = (String, u64)>) -> BTreeMap<String, u64> {
+fn sums(rows: impl Iterator<Item = (String, u64)>) -> BTreeMap<String, u64> {
     let mut m = BTreeMap::new();
     for (k, v) in rows {
         *m.entry(k).or_insert(0) += v;

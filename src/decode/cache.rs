@@ -155,7 +155,7 @@ impl TemplateStore {
     pub fn snapshot(&self) -> Vec<(TemplateKey, RawTemplate)> {
         let inner = self.inner.lock();
         let mut v: Vec<_> = inner.map.iter().map(|(k, r)| (*k, r.clone())).collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v.sort_by_key(|a| a.0);
         v
     }
 

@@ -328,7 +328,7 @@ mod tests {
         assert_eq!(els[1], (82, b"eth".to_vec()));
         // Three-byte length form.
         let mut long = vec![6, 255, 1, 0];
-        long.extend(std::iter::repeat(b'x').take(256));
+        long.extend(std::iter::repeat_n(b'x', 256));
         long.extend([0, 22]);
         assert_eq!(t.decode_record(&long, &mut f), Some(long.len()));
         assert_eq!(f.get(FieldId::SrcPort), Some(22));

@@ -100,7 +100,7 @@ fn decoder() -> Decoder {
 fn data_before_template_is_dropped_and_counted() {
     let mut d = decoder();
     let data = set(256, &record([1, 1, 1, 1], [2, 2, 2, 2], 6, 100, 1));
-    let c = run(&mut d, &ipfix(1, &[data.clone()]));
+    let c = run(&mut d, &ipfix(1, std::slice::from_ref(&data)));
     assert!(c.flows.is_empty());
     assert_eq!(d.stats.error(DecodeError::NoTemplate), 1);
     let c = run(&mut d, &ipfix(1, &[set(2, &template_body(256, TPL)), data]));
@@ -300,7 +300,7 @@ fn mutated_valid_datagrams_never_panic() {
             let pos = (rng.next() as usize) % b.len();
             b[pos] = rng.next() as u8;
         }
-        if rng.next() % 4 == 0 {
+        if rng.next().is_multiple_of(4) {
             b.truncate((rng.next() as usize) % b.len());
         }
         let mut c = Collect::default();

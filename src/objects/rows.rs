@@ -174,6 +174,9 @@ fn export_sized<const N: usize>(spec: &FwmSpec, map: PackedTable<N>) -> Vec<(Key
 macro_rules! row_maps {
     ($($variant:ident = $n:literal),*) => {
         /// A window's rows: packed key -> sums, in a map sized to the key.
+        // The variants differ in size by their inline insertion queue; there is one map per
+        // window and worker, and boxing it would add an indirection to every flow.
+        #[allow(clippy::large_enum_variant)]
         pub enum RowMap { $($variant(PackedTable<$n>),)* }
 
         impl RowMap {
