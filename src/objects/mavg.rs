@@ -306,20 +306,25 @@ impl Row {
 }
 
 /// One shard: its rows and its view of the compiled thresholds.
-#[derive(Default)]
 struct Shard {
-    rows: rowtable::RowTable,
+    rows: rowtable::Rows,
     sets: Arc<Vec<ThresholdSet>>,
     gen: u32,
 }
 
 /// A shard behind its lock, with where its slots are (for prefetching without the lock).
-#[derive(Default)]
 struct ShardCell {
     shard: Mutex<Shard>,
     /// Slot array address and index mask, published under the lock after every growth.
     base: AtomicUsize,
     mask: AtomicUsize,
+}
+
+impl ShardCell {
+    fn new(words: usize) -> ShardCell {
+        let shard = Shard { rows: rowtable::Rows::new(words), sets: Arc::default(), gen: 0 };
+        ShardCell { shard: Mutex::new(shard), base: AtomicUsize::new(0), mask: AtomicUsize::new(0) }
+    }
 }
 
 /// A worker's queue in front of one moving average: each flow's row is prefetched when the
@@ -406,6 +411,8 @@ pub struct Mavg {
     shards: Vec<ShardCell>,
     /// `shards.len() - 1` (a power of two).
     shard_mask: usize,
+    /// Bytes per row slot (slots are sized to the key).
+    slot_bytes: usize,
     pub stats: MavgStats,
     events: Mutex<Option<SyncSender<Event>>>,
 }
@@ -505,11 +512,11 @@ impl Mavg {
             let mut b = theirs.shard.lock();
             std::mem::swap(&mut a.rows, &mut b.rows);
             a.gen = u32::MAX; // re-read the threshold sets
-            for (_, row) in a.rows.iter() {
+            a.rows.for_each(|_, row| {
                 for (l, n) in active.iter_mut().enumerate() {
                     *n += row.active(l) as usize;
                 }
-            }
+            });
             let (base, mask) = a.rows.probe_start();
             mine.base.store(base, Ordering::Relaxed);
             mine.mask.store(mask, Ordering::Relaxed);
@@ -551,7 +558,7 @@ impl Mavg {
         let (base, mask) = (cell.base.load(Ordering::Relaxed), cell.mask.load(Ordering::Relaxed));
         if base != 0 {
             // A slot spans two cache lines: ask for both.
-            let addr = base + (p.hash as usize & mask) * std::mem::size_of::<rowtable::Slot>();
+            let addr = base + (p.hash as usize & mask) * self.slot_bytes;
             super::table::prefetch(addr as *const u8);
             super::table::prefetch((addr + 64) as *const u8);
         }
@@ -844,7 +851,8 @@ impl Mavg {
             // the workers wait for its lock.
             let (rows, sets) = {
                 let shard = cell.shard.lock();
-                let rows: Vec<(PackedKey, u64, f64, usize)> = shard.rows.iter().map(|(k, r)| (*k, r.last_ms, r.n[0], r.thr())).collect();
+                let mut rows: Vec<(PackedKey, u64, f64, usize)> = Vec::new();
+                shard.rows.for_each(|k, r| rows.push((k, r.last_ms, r.n[0], r.thr())));
                 (rows, if shard.sets.is_empty() { self.compiled.read().sets.clone() } else { shard.sets.clone() })
             };
             for (key, last_ms, n, thr) in rows {
@@ -990,6 +998,7 @@ pub fn parse(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Re
     let defaults = limits.iter().map(|l| l.default.clone()).collect();
     let thresholds = Thresholds { defaults, per_limit };
     let compiled = compile_thresholds(&limits, &thresholds);
+    let words = layout.words;
     Ok(Mavg {
         object: object.to_string(),
         name,
@@ -1006,7 +1015,8 @@ pub fn parse(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Re
         gen: AtomicU64::new(0),
         next_dump_ms: AtomicU64::new(0),
         last_drop_log_ms: AtomicU64::new(0),
-        shards: (0..shard_count()).map(|_| ShardCell::default()).collect(),
+        shards: (0..shard_count()).map(|_| ShardCell::new(words)).collect(),
+        slot_bytes: rowtable::Rows::slot_bytes(words),
         shard_mask: shard_count() - 1,
         stats: MavgStats::default(),
         events: Mutex::new(None),
