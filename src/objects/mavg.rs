@@ -239,7 +239,8 @@ impl Event {
     }
 }
 
-/// A limit's state for one key, kept off the row (boxed) because few keys ever need one.
+/// A limit's state for one key, kept off the row (in the shard's `limits` map) because few
+/// keys ever need one.
 /// Whether it is active, and whether the row's last update was over it, live in the row
 /// itself: a flood updates active keys on every flow, and those two bits are all it needs.
 #[derive(Clone, Copy, Debug, Default)]
@@ -265,8 +266,14 @@ struct Row {
     /// the last update (at `last_ms`) was over limit l (its state's `last_bad_ms` and value
     /// are brought up to date from `n` when the row next drops under it, or at the sweep).
     thr: u32,
-    /// Limit states, allocated when a limit first holds for this key.
-    limits: Option<Box<[LimitState; MAX_LIMITS]>>,
+}
+
+/// The limit states of the keys that have one (a limit holds, or is waiting for back-to-normal).
+type LimitStates = HashMap<PackedKey, [LimitState; MAX_LIMITS], WordsBuild>;
+
+/// A key's state for limit `l`, made when first needed.
+fn limit_state<'a>(limits: &'a mut LimitStates, key: &PackedKey, l: usize) -> &'a mut LimitState {
+    &mut limits.entry(*key).or_insert([LimitState::default(); MAX_LIMITS])[l]
 }
 
 /// Threshold sets a moving average can have (the rest of `Row::thr` holds flags).
@@ -275,10 +282,6 @@ const ACTIVE_BIT: u32 = 24;
 const OVER_BIT: u32 = 28;
 
 impl Row {
-    fn limit(&mut self, l: usize) -> &mut LimitState {
-        &mut self.limits.get_or_insert_with(|| Box::new([LimitState::default(); MAX_LIMITS]))[l]
-    }
-
     fn thr(&self) -> usize {
         (self.thr & (MAX_THRESHOLD_SETS as u32 - 1)) as usize
     }
@@ -308,6 +311,7 @@ impl Row {
 /// One shard: its rows and its view of the compiled thresholds.
 struct Shard {
     rows: rowtable::Rows,
+    limits: LimitStates,
     sets: Arc<Vec<ThresholdSet>>,
     gen: u32,
 }
@@ -322,7 +326,7 @@ struct ShardCell {
 
 impl ShardCell {
     fn new(words: usize) -> ShardCell {
-        let shard = Shard { rows: rowtable::Rows::new(words), sets: Arc::default(), gen: 0 };
+        let shard = Shard { rows: rowtable::Rows::new(words), limits: LimitStates::default(), sets: Arc::default(), gen: 0 };
         ShardCell { shard: Mutex::new(shard), base: AtomicUsize::new(0), mask: AtomicUsize::new(0) }
     }
 }
@@ -511,6 +515,7 @@ impl Mavg {
             let mut a = mine.shard.lock();
             let mut b = theirs.shard.lock();
             std::mem::swap(&mut a.rows, &mut b.rows);
+            std::mem::swap(&mut a.limits, &mut b.limits);
             a.gen = u32::MAX; // re-read the threshold sets
             a.rows.for_each(|_, row| {
                 for (l, n) in active.iter_mut().enumerate() {
@@ -557,10 +562,13 @@ impl Mavg {
         let cell = &self.shards[self.shard_of(p.hash)];
         let (base, mask) = (cell.base.load(Ordering::Relaxed), cell.mask.load(Ordering::Relaxed));
         if base != 0 {
-            // A slot spans two cache lines: ask for both.
+            // Every cache line the slot spans (one for a line-aligned 64-byte slot).
             let addr = base + (p.hash as usize & mask) * self.slot_bytes;
+            let last = addr + self.slot_bytes - 1;
             super::table::prefetch(addr as *const u8);
-            super::table::prefetch((addr + 64) as *const u8);
+            if last / 64 != addr / 64 {
+                super::table::prefetch(last as *const u8);
+            }
         }
     }
 
@@ -627,7 +635,7 @@ impl Mavg {
                     return;
                 }
                 self.stats.keys.fetch_add(1, Ordering::Relaxed);
-                let row = Row { last_ms: now_ms, n: [0.0; 3], gen, thr: self.threshold_index(&key), limits: None };
+                let row = Row { last_ms: now_ms, n: [0.0; 3], gen, thr: self.threshold_index(&key) };
                 let i = shard.rows.insert(key, hash, row);
                 let (base, mask) = shard.rows.probe_start();
                 cell.base.store(base, Ordering::Relaxed);
@@ -656,10 +664,10 @@ impl Mavg {
             }
             let over = self.over(&row.n, &thresholds[l]);
             if over.is_some() && row.active(l) {
-                // Still over: the flag says so; the boxed state is not touched per flow.
+                // Still over: the flag says so; the key's limit state is not touched per flow.
                 row.set_flag(OVER_BIT, l, true);
             } else if let Some((field, value, threshold)) = over {
-                let st = row.limit(l);
+                let st = limit_state(&mut shard.limits, &key, l);
                 st.last_bad_ms = now_ms;
                 (st.field, st.value, st.threshold) = (field, value, threshold);
                 st.start_ms = now_ms;
@@ -669,17 +677,18 @@ impl Mavg {
                 events.push((key, l, Phase::Start, field, value, threshold, now_ms));
             } else if row.flag(OVER_BIT, l) {
                 // Just dropped under: record when it was last over, and by how much.
-                self.record_over(row, l, &before_n, before_ms, &thresholds[l]);
+                self.record_over(row, &mut shard.limits, &key, l, &before_n, before_ms, &thresholds[l]);
             }
         }
     }
 
-    /// Folds the over flag of limit `l` into its boxed state: at `at_ms` the averages were `n`
+    /// Folds the over flag of limit `l` into the key's state: at `at_ms` the averages were `n`
     /// and over the thresholds `thr`, so that is when the limit last held, with that rate.
-    fn record_over(&self, row: &mut Row, l: usize, n: &[f64; 3], at_ms: u64, thr: &[f64; 3]) {
+    #[allow(clippy::too_many_arguments)]
+    fn record_over(&self, row: &mut Row, limits: &mut LimitStates, key: &PackedKey, l: usize, n: &[f64; 3], at_ms: u64, thr: &[f64; 3]) {
         row.set_flag(OVER_BIT, l, false);
         let over = self.over(n, thr);
-        let st = row.limit(l);
+        let st = limit_state(limits, key, l);
         st.last_bad_ms = st.last_bad_ms.max(at_ms);
         if let Some((field, value, threshold)) = over {
             (st.field, st.value, st.threshold) = (field, value, threshold);
@@ -739,6 +748,7 @@ impl Mavg {
             let shard = &mut *guard;
             self.refresh(shard, gen);
             let sets = shard.sets.clone();
+            let limits = &mut shard.limits;
             shard.rows.retain(|key, row| {
                 let dt = now_ms.saturating_sub(row.last_ms);
                 let mut n = row.n;
@@ -753,7 +763,7 @@ impl Mavg {
                 for (l, spec) in self.limits.iter().enumerate() {
                     if row.flag(OVER_BIT, l) {
                         let (at, last) = (row.n, row.last_ms);
-                        self.record_over(row, l, &at, last, &thresholds[l]);
+                        self.record_over(row, limits, key, l, &at, last, &thresholds[l]);
                     }
                     let side = match spec.kind {
                         LimitKind::Over => self.over(&n, &thresholds[l]),
@@ -763,7 +773,7 @@ impl Mavg {
                         continue; // nothing holds and nothing starts: no state needed
                     }
                     let active = row.active(l);
-                    let st = row.limit(l);
+                    let st = limit_state(limits, key, l);
                     if let Some((field, value, threshold)) = side {
                         st.last_bad_ms = now_ms;
                         (st.field, st.value, st.threshold) = (field, value, threshold);
@@ -787,7 +797,7 @@ impl Mavg {
                 }
                 let any_active = row.any_active();
                 if !any_active {
-                    row.limits = None;
+                    limits.remove(key);
                 }
                 let keep = any_active || dt < idle_forget || has_under;
                 if !keep {

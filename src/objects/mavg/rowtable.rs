@@ -3,8 +3,8 @@
 //! they take the shard's lock.
 //!
 //! A flood updates a random row per flow, so a slot should be one cache line: a slot holds
-//! only the key's own words (not the widest key's), and the common one-address key makes a
-//! 64-byte, line-aligned slot. Whether a slot is used is marked in the top bits of the key's
+//! only the key's own words (not the widest key's), and keys of up to three words (an address,
+//! an address and a port or protocol) make a 64-byte, line-aligned slot. Whether a slot is used is marked in the top bits of the key's
 //! last word (the NULL-bits word, whose low bits only are used).
 
 use super::{PackedKey, Row, MAVG_WORDS};
@@ -95,13 +95,14 @@ macro_rules! slot_types {
     };
 }
 
-// One address + NULL bits: 16 + 48 = 64 bytes, one line. Wider keys pack without padding.
+// Rows are 40 bytes: keys of up to three words (an address and a number + NULL bits) make a
+// 64-byte, line-aligned slot; wider keys pack without padding.
 slot_types! {
     Slot1 = 1, align 64;
     Slot2 = 2, align 64;
-    Slot3 = 3, align 8;
-    Slot4 = 4, align 16;
-    Slot5 = 5, align 8;
+    Slot3 = 3, align 64;
+    Slot4 = 4, align 8;
+    Slot5 = 5, align 16;
 }
 
 /// What the table needs of a slot type.
@@ -121,7 +122,7 @@ pub(super) struct RowTable<S: Slot> {
 impl<S: Slot> RowTable<S> {
     fn with_capacity(cap: usize) -> Self {
         // SAFETY: an all-zero slot is an empty one: last key word 0 (neither occupied nor
-        // removed), zero numbers, and `None` for the boxed limit states (a null pointer).
+        // removed) and a row of plain numbers.
         let slots = unsafe { crate::objects::table::zeroed_vec::<S>(cap.next_power_of_two()) };
         RowTable { slots, len: 0, tombs: 0 }
     }
@@ -235,10 +236,12 @@ mod tests {
 
     #[test]
     fn slots_fit_the_key_and_one_address_is_one_line() {
-        assert_eq!(Rows::slot_bytes(2), 64);
-        assert_eq!(std::mem::align_of::<Slot2>(), 64);
-        assert_eq!(Rows::slot_bytes(3), 72);
-        assert_eq!(Rows::slot_bytes(5), 88);
+        for words in 1..=3 {
+            assert_eq!(Rows::slot_bytes(words), 64, "{words} words");
+        }
+        assert_eq!(std::mem::align_of::<Slot3>(), 64);
+        assert_eq!(Rows::slot_bytes(4), 72);
+        assert_eq!(Rows::slot_bytes(5), 80);
     }
 
     #[test]
