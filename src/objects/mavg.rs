@@ -7,10 +7,12 @@
 //! which no flow can report) is found by a sweep once per second of the collector clock.
 //!
 //! One table per moving average is shared by every worker, so a key seen through several
-//! exporters and workers has one average. The table is split into shards, each behind its own
-//! mutex: a flow locks one shard for a few dozen nanoseconds, and two workers wait for each
-//! other only when their keys hash to the same shard at the same instant. Memory is bounded by
-//! `mem-m`: when full, new keys are counted and not tracked, known ones keep working.
+//! exporters and workers has one average. The table is split into shards (one per table with a
+//! single worker, four per worker otherwise), each behind its own mutex. A worker queues its
+//! flows per moving average ([`Feed`]), prefetching their rows, and applies a batch with one
+//! lock per shard: an atomic operation per flow would cost more than the update itself.
+//! Memory is bounded by `mem-m`: when full, new keys are counted and not tracked, known ones
+//! keep working.
 //!
 //! Crossing a threshold produces an [`Event`] for the hook thread (notification file, scripts)
 //! and switches the limit's extended windows on at once, on the flow path.
