@@ -182,7 +182,7 @@ impl Registry {
         s
     }
 
-    /// The status page: objects, active limits, exporters and export counters.
+    /// The status page: objects, active limits, exports, hooks and exporters.
     pub fn status_page(&self) -> String {
         let objects = self.live.get();
         let snaps = self.snapshots();
@@ -212,7 +212,14 @@ impl Registry {
         for f in e.recent.iter().rev() {
             let _ = write!(s, "<li>{}</li>", html(f));
         }
-        s.push_str("</ul><h2>Exporters</h2><table><tr><th>exporter</th><th>datagrams</th><th>flows</th><th>errors</th></tr>");
+        let h = self.hooks.lock().clone();
+        let _ = write!(
+            s,
+            "</ul><h2>Hooks</h2><p>alert events {}; scripts started {}, ok {}, failed {}, timed out {}, dropped {}; \
+             Lua calls {}, errors {}, cut {}, dropped {}</p>",
+            h.events, h.scripts_started, h.scripts_ok, h.scripts_failed, h.scripts_timed_out, h.scripts_dropped, h.lua.calls, h.lua.errors, h.lua.cut, h.lua.dropped
+        );
+        s.push_str("<h2>Exporters</h2><table><tr><th>exporter</th><th>datagrams</th><th>flows</th><th>errors</th></tr>");
         for (ip, e) in exporter_totals(&snaps) {
             let _ = write!(s, "<tr><td>{ip}</td><td>{}</td><td>{}</td><td>{}</td></tr>", e.datagrams, e.flows, e.errors);
         }

@@ -406,8 +406,10 @@ fn metrics_during_a_replay_from_standard_input() {
     assert_eq!(metric(&page, "xenoeye_datagrams_total{exporter=\"127.0.0.1\"}"), Some(12), "{page}");
     assert_eq!(metric(&page, "xenoeye_flows_total{exporter=\"127.0.0.1\"}"), Some(300));
     assert_eq!(metric(&page, "xenoeye_object_flows_total{object=\"all\"}"), Some(300));
+    assert_eq!(metric(&page, "xenoeye_lua_hook_calls_total{outcome=\"dropped\"}"), Some(0));
     // The window of `all` is written at the end of the replay; before that, none is listed.
-    assert!(http_get(&maddr, "/").unwrap().contains("files 0, rows 0"));
+    let status = http_get(&maddr, "/").unwrap();
+    assert!(status.contains("files 0, rows 0") && status.contains("alert events 0; scripts started 0"), "{status}");
     drop(stdin); // end of the capture: the replay finishes and exits
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
