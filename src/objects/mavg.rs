@@ -343,8 +343,8 @@ pub struct Feed {
     len: usize,
 }
 
-/// A limit that started on a flow: key, limit, phase, field, value, threshold, time.
-type StartEvent = (PackedKey, usize, Phase, usize, f64, f64, u64);
+/// A limit that started on a flow: key, limit, field, value, threshold, time.
+type StartEvent = (PackedKey, usize, usize, f64, f64, u64);
 
 /// Flows per batch.
 const FEED_DEPTH: usize = 16;
@@ -541,7 +541,7 @@ impl Mavg {
     #[inline]
     pub fn update(self: &Arc<Self>, flow: &Flow, now_ms: u64) {
         let p = self.prepare(flow, now_ms);
-        self.apply(&p);
+        self.apply_batch(std::slice::from_ref(&p));
     }
 
     /// Packs a flow's key and values (no lock, no memory of the table touched).
@@ -574,27 +574,12 @@ impl Mavg {
         }
     }
 
-    /// Updates the average of a prepared flow and checks its overlimits.
-    pub fn apply(self: &Arc<Self>, p: &Pending) {
-        self.apply_batch(std::slice::from_ref(p));
-    }
-
     /// Updates the averages of prepared flows, locking each shard once: flows are taken shard
     /// by shard, in arrival order within a shard (so within a key). Events are sent after the
     /// locks are released.
     pub fn apply_batch(self: &Arc<Self>, batch: &[Pending]) {
         let gen = self.gen.load(Ordering::Acquire) as u32;
         let mut events: Vec<StartEvent> = Vec::new();
-        if self.shards.len() == 1 {
-            let cell = &self.shards[0];
-            let mut guard = cell.shard.lock();
-            self.refresh(&mut guard, gen);
-            for p in batch {
-                self.update_row(cell, &mut guard, p, gen, &mut events);
-            }
-            drop(guard);
-            return self.emit_starts(events);
-        }
         let mut done = 0u64; // bit i: batch[i] applied
         debug_assert!(batch.len() <= 64);
         for first in 0..batch.len() {
@@ -618,10 +603,10 @@ impl Mavg {
 
     /// Sends the limits that started in a batch (after its locks are released).
     fn emit_starts(self: &Arc<Self>, events: Vec<StartEvent>) {
-        for (key, l, phase, field, value, threshold, now_ms) in events {
+        for (key, l, field, value, threshold, now_ms) in events {
             self.activate(l, true);
             let keys = self.key_text(&key);
-            self.emit(Event { phase, mavg: self.clone(), limit: l, keys, field, value, threshold, time_ms: now_ms, start_ms: now_ms });
+            self.emit(Event { phase: Phase::Start, mavg: self.clone(), limit: l, keys, field, value, threshold, time_ms: now_ms, start_ms: now_ms });
         }
     }
 
@@ -676,7 +661,7 @@ impl Mavg {
                 st.last_notify_ms = now_ms;
                 row.set_flag(ACTIVE_BIT, l, true);
                 row.set_flag(OVER_BIT, l, true);
-                events.push((key, l, Phase::Start, field, value, threshold, now_ms));
+                events.push((key, l, field, value, threshold, now_ms));
             } else if row.flag(OVER_BIT, l) {
                 // Just dropped under: record when it was last over, and by how much.
                 self.record_over(row, &mut shard.limits, &key, l, &before_n, before_ms, &thresholds[l]);
@@ -1011,6 +996,7 @@ pub fn parse(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Re
     let thresholds = Thresholds { defaults, per_limit };
     let compiled = compile_thresholds(&limits, &thresholds);
     let words = layout.words;
+    let shards = shard_count();
     Ok(Mavg {
         object: object.to_string(),
         name,
@@ -1027,9 +1013,9 @@ pub fn parse(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Re
         gen: AtomicU64::new(0),
         next_dump_ms: AtomicU64::new(0),
         last_drop_log_ms: AtomicU64::new(0),
-        shards: (0..shard_count()).map(|_| ShardCell::new(words)).collect(),
+        shards: (0..shards).map(|_| ShardCell::new(words)).collect(),
         slot_bytes: rowtable::Rows::slot_bytes(words),
-        shard_mask: shard_count() - 1,
+        shard_mask: shards - 1,
         stats: MavgStats::default(),
         events: Mutex::new(None),
     })
