@@ -92,8 +92,14 @@ pub struct Thresholds {
     pub per_limit: Vec<HashMap<PackedKey, Vec<f64>, WordsBuild>>,
 }
 
-/// Every limit's thresholds for one key: [limit][aggregable field]; NaN = no threshold.
-type ThresholdSet = [[f64; 3]; MAX_LIMITS];
+/// Every limit's thresholds for one key, [limit][aggregable field], NaN = no threshold: as
+/// configured (a rate per second, for reports) and in the units of the row's sums (rate times
+/// the window in seconds), which flows are compared with (no division on the flow path).
+#[derive(Clone, Copy, Debug)]
+struct ThresholdSet {
+    rate: [[f64; 3]; MAX_LIMITS],
+    sum: [[f64; 3]; MAX_LIMITS],
+}
 
 /// Thresholds compiled for the flow path: distinct sets, and which keys use which (keys not
 /// listed use set 0, the defaults). A row keeps only the index of its set.
@@ -103,13 +109,14 @@ struct Compiled {
     by_key: HashMap<PackedKey, u32, WordsBuild>,
 }
 
-fn compile_thresholds(limits: &[LimitSpec], t: &Thresholds) -> Compiled {
+fn compile_thresholds(limits: &[LimitSpec], t: &Thresholds, secs: f64) -> Compiled {
     let base = |l: usize, spec: &LimitSpec| t.defaults.get(l).unwrap_or(&spec.default).clone();
     let set_of = |vals: &dyn Fn(usize, &LimitSpec) -> Vec<f64>| {
-        let mut set = [[f64::NAN; 3]; MAX_LIMITS];
+        let mut set = ThresholdSet { rate: [[f64::NAN; 3]; MAX_LIMITS], sum: [[f64::NAN; 3]; MAX_LIMITS] };
         for (l, spec) in limits.iter().enumerate().take(MAX_LIMITS) {
             for (i, v) in vals(l, spec).iter().take(3).enumerate() {
-                set[l][i] = *v;
+                set.rate[l][i] = *v;
+                set.sum[l][i] = *v * secs;
             }
         }
         set
@@ -405,6 +412,8 @@ pub struct Mavg {
     pub layout: KeyLayout,
     pub aggs: Vec<Agg>,
     pub time_ms: u64,
+    /// `1 / time_ms`: the decay multiplies by it (a division would sit on every flow's path).
+    per_ms: f64,
     pub mem_bytes: usize,
     /// Dump interval, seconds.
     pub dump: Option<u64>,
@@ -481,7 +490,7 @@ impl Mavg {
     /// Replaces the thresholds (reload): rows pick them up on their next update; averages and
     /// active limits are kept.
     pub fn set_thresholds(&self, t: Thresholds) {
-        *self.compiled.write() = compile_thresholds(&self.limits, &t);
+        *self.compiled.write() = compile_thresholds(&self.limits, &t, self.secs());
         *self.thresholds.write() = t;
         self.gen.fetch_add(1, Ordering::Release);
     }
@@ -547,9 +556,8 @@ impl Mavg {
     /// Packs a flow's key and values (no lock, no memory of the table touched).
     #[inline]
     pub fn prepare(&self, flow: &Flow, now_ms: u64) -> Pending {
-        let mut words = [0u64; MAX_WORDS];
-        self.layout.pack(flow, &mut words);
-        let key = PackedKey::new(&self.layout, &words);
+        let mut key = PackedKey { n: self.layout.words as u8, w: [0; MAVG_WORDS] };
+        self.layout.pack(flow, &mut key.w);
         let mut v = [0f64; 3];
         for (x, a) in v.iter_mut().zip(&self.aggs) {
             *x = a.of(flow) as f64;
@@ -636,35 +644,37 @@ impl Mavg {
             row.set_thr(self.threshold_index(&key));
             row.gen = gen;
         }
-        let thresholds = &sets[row.thr()];
+        let set = &sets[row.thr()];
         let (before_n, before_ms) = (row.n, row.last_ms);
         let dt = now_ms.saturating_sub(row.last_ms);
         // `decayed(n, dt) + v`, written out: calling the helper here measured ~10% slower
         // in benches/pipeline (the reset branch no longer folds into the add).
+        let decay = dt as f64 * self.per_ms;
         for (n, v) in row.n.iter_mut().zip(v.iter()).take(self.aggs.len()) {
-            *n = if dt >= self.time_ms { *v } else { *n - dt as f64 / self.time_ms as f64 * *n + v };
+            *n = if dt >= self.time_ms { *v } else { *n - decay * *n + v };
         }
         row.last_ms = row.last_ms.max(now_ms);
         for (l, spec) in self.limits.iter().enumerate() {
             if spec.kind != LimitKind::Over {
                 continue; // underlimits are found by the sweep
             }
-            let over = self.over(&row.n, &thresholds[l]);
-            if over.is_some() && row.active(l) {
+            match self.over_field(&row.n, &set.sum[l]) {
                 // Still over: the flag says so; the key's limit state is not touched per flow.
-                row.set_flag(OVER_BIT, l, true);
-            } else if let Some((field, value, threshold)) = over {
-                let st = limit_state(&mut shard.limits, &key, l);
-                st.last_bad_ms = now_ms;
-                (st.field, st.value, st.threshold) = (field, value, threshold);
-                st.start_ms = now_ms;
-                st.last_notify_ms = now_ms;
-                row.set_flag(ACTIVE_BIT, l, true);
-                row.set_flag(OVER_BIT, l, true);
-                events.push((key, l, field, value, threshold, now_ms));
-            } else if row.flag(OVER_BIT, l) {
+                Some(_) if row.active(l) => row.set_flag(OVER_BIT, l, true),
+                Some(field) => {
+                    let (value, threshold) = self.verdict(&row.n, set, l, field);
+                    let st = limit_state(&mut shard.limits, &key, l);
+                    st.last_bad_ms = now_ms;
+                    (st.field, st.value, st.threshold) = (field, value, threshold);
+                    st.start_ms = now_ms;
+                    st.last_notify_ms = now_ms;
+                    row.set_flag(ACTIVE_BIT, l, true);
+                    row.set_flag(OVER_BIT, l, true);
+                    events.push((key, l, field, value, threshold, now_ms));
+                }
                 // Just dropped under: record when it was last over, and by how much.
-                self.record_over(row, &mut shard.limits, &key, l, &before_n, before_ms, &thresholds[l]);
+                None if row.flag(OVER_BIT, l) => self.record_over(row, &mut shard.limits, &key, l, &before_n, before_ms, set),
+                None => {}
             }
         }
     }
@@ -672,9 +682,9 @@ impl Mavg {
     /// Folds the over flag of limit `l` into the key's state: at `at_ms` the averages were `n`
     /// and over the thresholds `thr`, so that is when the limit last held, with that rate.
     #[allow(clippy::too_many_arguments)]
-    fn record_over(&self, row: &mut Row, limits: &mut LimitStates, key: &PackedKey, l: usize, n: &[f64; 3], at_ms: u64, thr: &[f64; 3]) {
+    fn record_over(&self, row: &mut Row, limits: &mut LimitStates, key: &PackedKey, l: usize, n: &[f64; 3], at_ms: u64, set: &ThresholdSet) {
         row.set_flag(OVER_BIT, l, false);
-        let over = self.over(n, thr);
+        let over = self.over(n, set, l);
         let st = limit_state(limits, key, l);
         st.last_bad_ms = st.last_bad_ms.max(at_ms);
         if let Some((field, value, threshold)) = over {
@@ -688,26 +698,42 @@ impl Mavg {
         if dt >= self.time_ms {
             0.0
         } else {
-            n - dt as f64 / self.time_ms as f64 * n
+            n - dt as f64 * self.per_ms * n
         }
     }
 
-    /// The first field whose rate is above its threshold: (field, rate, threshold).
-    fn over(&self, n: &[f64; 3], thr: &[f64; 3]) -> Option<(usize, f64, f64)> {
-        let secs = self.time_ms as f64 / 1000.0;
-        (0..self.aggs.len()).find_map(|i| {
-            let rate = n[i] / secs;
-            (thr[i].is_finite() && rate > thr[i]).then_some((i, rate, thr[i]))
-        })
+    /// The window in seconds (rates are sums divided by it).
+    fn secs(&self) -> f64 {
+        self.time_ms as f64 / 1000.0
     }
 
-    /// For underlimits: every field's rate below its threshold -> the first field with a
-    /// threshold: (field, rate, threshold).
-    fn under(&self, n: &[f64; 3], thr: &[f64; 3]) -> Option<(usize, f64, f64)> {
-        let secs = self.time_ms as f64 / 1000.0;
-        let all = (0..self.aggs.len()).all(|i| !thr[i].is_finite() || n[i] / secs < thr[i]);
-        let first = (0..self.aggs.len()).find(|&i| thr[i].is_finite())?;
-        all.then(|| (first, n[first] / secs, thr[first]))
+    /// The first field whose sum is above its threshold (`sum` from a [`ThresholdSet`]; NaN,
+    /// no threshold, is never exceeded).
+    #[inline]
+    fn over_field(&self, n: &[f64; 3], sum: &[f64; 3]) -> Option<usize> {
+        (0..self.aggs.len()).find(|&i| n[i] > sum[i])
+    }
+
+    /// What a limit reports for `field`: its rate and its threshold as configured.
+    fn verdict(&self, n: &[f64; 3], set: &ThresholdSet, l: usize, field: usize) -> (f64, f64) {
+        (n[field] / self.secs(), set.rate[l][field])
+    }
+
+    /// Overlimit `l` holds: the first field over its threshold, (field, rate, threshold).
+    fn over(&self, n: &[f64; 3], set: &ThresholdSet, l: usize) -> Option<(usize, f64, f64)> {
+        let field = self.over_field(n, &set.sum[l])?;
+        let (value, threshold) = self.verdict(n, set, l, field);
+        Some((field, value, threshold))
+    }
+
+    /// Underlimit `l` holds: every field with a threshold below it -> the first such field,
+    /// (field, rate, threshold).
+    fn under(&self, n: &[f64; 3], set: &ThresholdSet, l: usize) -> Option<(usize, f64, f64)> {
+        let sum = &set.sum[l];
+        let all = (0..self.aggs.len()).all(|i| !sum[i].is_finite() || n[i] < sum[i]);
+        let field = (0..self.aggs.len()).find(|&i| sum[i].is_finite())?;
+        let (value, threshold) = self.verdict(n, set, l, field);
+        all.then_some((field, value, threshold))
     }
 
     /// Switches the limit's extended windows on or off (counted: a window stays on while any
@@ -746,15 +772,15 @@ impl Mavg {
                     row.set_thr(self.threshold_index(key));
                     row.gen = gen;
                 }
-                let thresholds = &sets[row.thr()];
+                let set = &sets[row.thr()];
                 for (l, spec) in self.limits.iter().enumerate() {
                     if row.flag(OVER_BIT, l) {
                         let (at, last) = (row.n, row.last_ms);
-                        self.record_over(row, limits, key, l, &at, last, &thresholds[l]);
+                        self.record_over(row, limits, key, l, &at, last, set);
                     }
                     let side = match spec.kind {
-                        LimitKind::Over => self.over(&n, &thresholds[l]),
-                        LimitKind::Under => self.under(&n, &thresholds[l]),
+                        LimitKind::Over => self.over(&n, set, l),
+                        LimitKind::Under => self.under(&n, set, l),
                     };
                     if side.is_none() && !row.active(l) {
                         continue; // nothing holds and nothing starts: no state needed
@@ -771,7 +797,7 @@ impl Mavg {
                         }
                     }
                     if now_ms.saturating_sub(st.last_bad_ms) >= spec.back2norm_ms && side.is_none() {
-                        let value = n[st.field] / (self.time_ms as f64 / 1000.0);
+                        let value = n[st.field] / self.secs();
                         out.push((*key, l, Phase::Back2Norm, st.field, value, st.threshold, st.start_ms));
                         row.set_flag(ACTIVE_BIT, l, false);
                     } else {
@@ -842,7 +868,7 @@ impl Mavg {
             used,
             self.mem_bytes
         );
-        let secs = self.time_ms as f64 / 1000.0;
+        let secs = self.secs();
         for cell in &self.shards {
             // Copied out under the lock, formatted after: a shard may hold every row, and
             // the workers wait for its lock.
@@ -868,7 +894,7 @@ impl Mavg {
                     }
                 }
                 s.push_str(&format!(" :: {rate} ("));
-                for t in sets[thr].iter().take(self.limits.len()) {
+                for t in sets[thr].rate.iter().take(self.limits.len()) {
                     s.push_str(&format!("{} ", t[0] as u64));
                 }
                 s.push_str(")\n");
@@ -994,7 +1020,7 @@ pub fn parse(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Re
     }
     let defaults = limits.iter().map(|l| l.default.clone()).collect();
     let thresholds = Thresholds { defaults, per_limit };
-    let compiled = compile_thresholds(&limits, &thresholds);
+    let compiled = compile_thresholds(&limits, &thresholds, time as f64);
     let words = layout.words;
     let shards = shard_count();
     Ok(Mavg {
@@ -1005,6 +1031,7 @@ pub fn parse(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Re
         layout,
         aggs,
         time_ms: time * 1000,
+        per_ms: 1.0 / (time * 1000) as f64,
         mem_bytes: (mem_m as usize).saturating_mul(1 << 20),
         dump,
         limits,

@@ -51,9 +51,10 @@ impl KeyLayout {
         self.slots.is_empty()
     }
 
-    /// Packs a flow's key fields into `out` (words past `self.words` are left zero).
+    /// Packs a flow's key fields into `out` (words past `self.words` are left as they are;
+    /// `out` holds at least `self.words`).
     #[inline]
-    pub fn pack(&self, flow: &Flow, out: &mut [u64; MAX_WORDS]) {
+    pub fn pack<const N: usize>(&self, flow: &Flow, out: &mut [u64; N]) {
         let mut nulls = 0u64;
         for (i, &(id, w, wide)) in self.slots.iter().enumerate() {
             match flow.get(id) {
