@@ -2,10 +2,10 @@
 //! key, and ordered and limited for export.
 //!
 //! A busy window holds millions of keys (every external address of a flood), so the size of an
-//! entry decides the speed: a key is packed into exactly as many words as its fields need (one
-//! per field, two for IPv6 addresses and `dev-ip`) plus one word of NULL bits, and the map type
-//! is chosen per window among a few fixed sizes ([`PackedTable`]). A window keyed by one IPv4
-//! address stores 16 bytes of key per row. Integer key fields keep their low 64 bits.
+//! entry decides the speed: a key is packed into as few words as its fields need (see
+//! [`KeyLayout`]), and the map type is chosen per window among a few fixed sizes
+//! ([`PackedTable`]). A window keyed by one IPv4 address stores 8 bytes of key per row. Integer
+//! key fields keep their low 64 bits.
 
 use super::table::PackedTable;
 use super::window::{ColumnSource, FwmSpec};
@@ -22,88 +22,164 @@ pub const MAX_WORDS: usize = 2 * MAX_KEY_FIELDS + 1;
 /// Sums of one row, indexed like `FwmSpec::aggs`.
 pub type Aggs = [u64; 3];
 
-/// Where each key field sits in the packed words.
+/// Where one key field sits in the packed words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Place {
+    id: FieldId,
+    /// First word.
+    word: usize,
+    /// Bit offset in that word (narrow fields share words).
+    shift: u32,
+    /// 32 (IPv4), 48 (MAC), 64 (numbers: their low 64 bits) or 128 (IPv6, `dev-ip`).
+    bits: u32,
+}
+
+/// The top two bits of a key's last word are left to the tables (used / removed marks).
+const TABLE_BITS: u32 = 2;
+
+/// How a key's fields are packed: numbers take a word, IPv6 addresses two, IPv4 and MAC
+/// addresses share words (two IPv4 addresses per word), and the NULL bits (one per field) go in
+/// the last word's spare bits, or in a word of their own when there are none. A key of one
+/// IPv4 address is one word.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyLayout {
-    /// (field, first word, takes two words)
-    slots: Vec<(FieldId, usize, bool)>,
-    /// Words in use, the NULL-bits word included.
+    places: Vec<Place>,
+    /// Word and bit offset of the NULL bits (bit `i` set: field `i` is NULL).
+    nulls_word: usize,
+    nulls_shift: u32,
+    /// Words in use.
     pub words: usize,
+}
+
+/// Bits a key field takes in a packed key.
+fn key_bits(id: FieldId) -> u32 {
+    match id.def().kind {
+        Kind::Ipv4 => 32,
+        Kind::Mac => 48,
+        Kind::Ipv6 | Kind::Addr => 128,
+        Kind::Uint | Kind::Counter => 64,
+    }
+}
+
+/// `bits` low bits set (up to 63).
+fn low_bits(bits: u32) -> u64 {
+    (1u64 << bits) - 1
 }
 
 impl KeyLayout {
     pub fn new(keys: &[FieldId]) -> KeyLayout {
-        let mut slots = Vec::new();
-        let mut w = 0;
-        for &id in keys.iter().take(MAX_KEY_FIELDS) {
-            let wide = matches!(id.def().kind, Kind::Ipv6 | Kind::Addr);
-            slots.push((id, w, wide));
-            w += 1 + wide as usize;
+        let keys = &keys[..keys.len().min(MAX_KEY_FIELDS)];
+        let mut places: Vec<Place> = keys.iter().map(|&id| Place { id, word: 0, shift: 0, bits: key_bits(id) }).collect();
+        // Whole words first, then the narrow fields first-fit into shared words.
+        let mut words = 0;
+        for p in places.iter_mut().filter(|p| p.bits >= 64) {
+            p.word = words;
+            words += p.bits as usize / 64;
         }
-        KeyLayout { slots, words: w + 1 }
+        let mut used: Vec<u32> = Vec::new(); // bits used in each shared word
+        for p in places.iter_mut().filter(|p| p.bits < 64) {
+            let k = used.iter().position(|&u| u + p.bits <= 64).unwrap_or_else(|| {
+                used.push(0);
+                used.len() - 1
+            });
+            (p.word, p.shift) = (words + k, used[k]);
+            used[k] += p.bits;
+        }
+        // The NULL bits go into the shared word with the most room, made the last word.
+        let room = 64 - TABLE_BITS - keys.len() as u32;
+        let roomiest = (0..used.len()).min_by_key(|&k| used[k]).filter(|&k| used[k] <= room);
+        let (nulls_word, nulls_shift) = match roomiest {
+            Some(k) => {
+                let last = used.len() - 1;
+                for p in places.iter_mut().filter(|p| p.bits < 64) {
+                    if p.word == words + k {
+                        p.word = words + last;
+                    } else if p.word == words + last {
+                        p.word = words + k;
+                    }
+                }
+                (words + last, used[k])
+            }
+            None => (words + used.len(), 0),
+        };
+        KeyLayout { places, nulls_word, nulls_shift, words: nulls_word + 1 }
     }
 
     pub fn len(&self) -> usize {
-        self.slots.len()
+        self.places.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.places.is_empty()
     }
 
     /// Packs a flow's key fields into `out` (words past `self.words` are left as they are;
-    /// `out` holds at least `self.words`).
+    /// `out` holds at least `self.words`). No word is cleared first: a shared word's field at
+    /// bit 0 (the first placed there, so the first in key order) overwrites it, the others
+    /// are or-ed in.
     #[inline]
     pub fn pack<const N: usize>(&self, flow: &Flow, out: &mut [u64; N]) {
         let mut nulls = 0u64;
-        for (i, &(id, w, wide)) in self.slots.iter().enumerate() {
-            match flow.get(id) {
-                Some(v) => {
-                    out[w] = v as u64;
-                    if wide {
-                        out[w + 1] = (v >> 64) as u64;
-                    }
-                }
-                None => {
-                    out[w] = 0;
-                    if wide {
-                        out[w + 1] = 0;
-                    }
-                    nulls |= 1 << i;
+        for (i, p) in self.places.iter().enumerate() {
+            let v = flow.get(p.id).unwrap_or_else(|| {
+                nulls |= 1 << i;
+                0
+            });
+            Self::put(out, p, v);
+        }
+        if self.nulls_shift == 0 {
+            out[self.nulls_word] = nulls;
+        } else {
+            out[self.nulls_word] |= nulls << self.nulls_shift;
+        }
+    }
+
+    /// Writes one field's value (see [`KeyLayout::pack`] for the order).
+    #[inline]
+    fn put(out: &mut [u64], p: &Place, v: u128) {
+        match p.bits {
+            128 => {
+                out[p.word] = v as u64;
+                out[p.word + 1] = (v >> 64) as u64;
+            }
+            64 => out[p.word] = v as u64,
+            bits => {
+                let x = (v as u64 & low_bits(bits)) << p.shift;
+                if p.shift == 0 {
+                    out[p.word] = x;
+                } else {
+                    out[p.word] |= x;
                 }
             }
         }
-        out[self.words - 1] = nulls;
     }
 
     /// The i-th key value of packed words, `None` for NULL.
     #[inline]
     pub fn value(&self, words: &[u64], i: usize) -> Option<u128> {
-        let (_, w, wide) = self.slots[i];
-        if words[self.words - 1] & (1 << i) != 0 {
+        if words[self.nulls_word] >> (self.nulls_shift + i as u32) & 1 != 0 {
             return None;
         }
-        Some(words[w] as u128 | if wide { (words[w + 1] as u128) << 64 } else { 0 })
+        let p = &self.places[i];
+        Some(match p.bits {
+            128 => words[p.word] as u128 | (words[p.word + 1] as u128) << 64,
+            64 => words[p.word] as u128,
+            bits => (words[p.word] >> p.shift & low_bits(bits)) as u128,
+        })
     }
 
     /// Unpacks into an export row key.
     pub fn unpack(&self, words: &[u64]) -> Key {
-        Key((0..self.slots.len()).map(|i| self.value(words, i)).collect())
+        Key((0..self.places.len()).map(|i| self.value(words, i)).collect())
     }
 
-    /// Packs explicit values (tests, and the NULL remainder row).
+    /// Packs explicit values (tests, limits files, and the NULL remainder row).
     pub fn pack_values(&self, vals: &[Option<u128>]) -> [u64; MAX_WORDS] {
         let mut out = [0u64; MAX_WORDS];
-        for (i, v) in vals.iter().enumerate().take(self.slots.len()) {
-            let (_, w, wide) = self.slots[i];
-            match v {
-                Some(v) => {
-                    out[w] = *v as u64;
-                    if wide {
-                        out[w + 1] = (*v >> 64) as u64;
-                    }
-                }
-                None => out[self.words - 1] |= 1 << i,
+        for (i, (v, p)) in vals.iter().zip(&self.places).enumerate() {
+            Self::put(&mut out, p, v.unwrap_or(0));
+            if v.is_none() {
+                out[self.nulls_word] |= 1 << (self.nulls_shift + i as u32);
             }
         }
         out
@@ -243,20 +319,54 @@ mod tests {
 
     #[test]
     fn layout_packs_wide_fields_and_nulls() {
+        // IPv6 address: words 0-1; proto: word 2; IPv4 address and NULL bits share word 3.
         let l = KeyLayout::new(&[FieldId::SrcHost, FieldId::DstHost6, FieldId::Proto]);
-        assert_eq!(l.words, 5);
+        assert_eq!(l.words, 4);
         let mut f = Flow::default();
-        f.set(FieldId::SrcHost, 0x01020304);
+        f.set(FieldId::SrcHost, 0xff020304);
         f.set(FieldId::Proto, 6);
         let mut w = [7u64; MAX_WORDS];
         l.pack(&f, &mut w);
-        assert_eq!(&w[..5], &[0x01020304, 0, 0, 6, 0b10]);
-        assert_eq!(l.unpack(&w), Key(vec![Some(0x01020304), None, Some(6)]));
+        assert_eq!(&w[..5], &[0, 0, 6, 0xff020304 | 0b10 << 32, 7], "words past the key untouched");
+        assert_eq!(l.unpack(&w), Key(vec![Some(0xff020304), None, Some(6)]));
+        assert_eq!(&l.pack_values(&[Some(0xff020304), None, Some(6)])[..4], &w[..4]);
         f.set(FieldId::DstHost6, u128::MAX - 1);
         l.pack(&f, &mut w);
         assert_eq!(l.value(&w, 1), Some(u128::MAX - 1));
+        assert_eq!(l.value(&w, 0), Some(0xff020304));
+        // The tables' two marks in the last word's top bits stay free.
+        assert_eq!(w[3] >> 62, 0);
         assert_eq!(KeyLayout::new(&[]).words, 1);
+        assert_eq!(KeyLayout::new(&[FieldId::DstHost]).words, 1);
+        assert_eq!(KeyLayout::new(&[FieldId::SrcHost, FieldId::DstHost]).words, 2, "no room for NULL bits beside two");
+        assert_eq!(KeyLayout::new(&[FieldId::DstHost, FieldId::Proto]).words, 2);
         assert_eq!(KeyLayout::new(&[FieldId::DevIp; MAX_KEY_FIELDS]).words, MAX_WORDS);
+    }
+
+    #[test]
+    fn narrow_fields_share_words_and_keep_their_values() {
+        use FieldId::*;
+        let keys = [SrcHost, DstHost, SrcMac, Proto, BgpNextHop, SrcPort, DstMac, DevIp];
+        let l = KeyLayout::new(&keys);
+        let vals: Vec<Option<u128>> = keys.iter().enumerate().map(|(i, id)| match key_bits(*id) {
+            _ if i == 5 => None,
+            32 => Some(0xffff_fff0 + i as u128),
+            48 => Some(0xffff_ffff_fff0 + i as u128),
+            64 => Some(u64::MAX as u128 - i as u128),
+            _ => Some(u128::MAX - i as u128),
+        }).collect();
+        let w = l.pack_values(&vals);
+        assert_eq!(l.unpack(&w), Key(vals.clone()));
+        assert_eq!(w[l.words - 1] >> 62, 0);
+        let mut f = Flow::default();
+        for (id, v) in keys.iter().zip(&vals) {
+            if let Some(v) = v {
+                f.set(*id, *v);
+            }
+        }
+        let mut packed = [u64::MAX; MAX_WORDS];
+        l.pack(&f, &mut packed);
+        assert_eq!(&packed[..l.words], &w[..l.words]);
     }
 
     #[test]
@@ -270,6 +380,6 @@ mod tests {
         b.add(&l.pack_values(&[None]), &[2, 1, 0]);
         a.merge(b);
         assert_eq!(a.len(), 2);
-        assert!(matches!(a, RowMap::W2(_)));
+        assert!(matches!(a, RowMap::W1(_)), "one IPv4 address and its NULL bit: one word");
     }
 }
