@@ -148,7 +148,7 @@ impl Registry {
             "mavg_memory_bytes",
             "gauge",
             "Memory used per moving average (bounded by mem-m).",
-            mavg_rows(&|m| (m.stats.keys.load(Ordering::Relaxed) * crate::objects::mavg::ROW_BYTES) as u64),
+            mavg_rows(&|m| (m.stats.keys.load(Ordering::Relaxed) * m.key_bytes()) as u64),
         );
         metric("mavg_keys_dropped_total", "counter", "New keys not tracked because mem-m was full.", mavg_rows(&|m| m.stats.keys_dropped.load(Ordering::Relaxed)));
         metric("mavg_active_limits", "gauge", "Overlimits and underlimits holding now.", mavg_rows(&|m| m.stats.active.load(Ordering::Relaxed) as u64));

@@ -105,8 +105,15 @@ struct ThresholdSet {
 /// listed use set 0, the defaults). A row keeps only the index of its set.
 #[derive(Debug, Default)]
 struct Compiled {
-    sets: Arc<Vec<ThresholdSet>>,
+    sets: Vec<ThresholdSet>,
     by_key: HashMap<PackedKey, u32, WordsBuild>,
+}
+
+impl Compiled {
+    /// Index of a key's threshold set.
+    fn index_of(&self, key: &PackedKey) -> u32 {
+        self.by_key.get(key).copied().unwrap_or(0)
+    }
 }
 
 fn compile_thresholds(limits: &[LimitSpec], t: &Thresholds, secs: f64) -> Compiled {
@@ -133,12 +140,12 @@ fn compile_thresholds(limits: &[LimitSpec], t: &Thresholds, secs: f64) -> Compil
         by_key.insert(key, sets.len() as u32);
         sets.push(set);
     }
-    Compiled { sets: Arc::new(sets), by_key }
+    Compiled { sets, by_key }
 }
 
-/// Most words of a moving average's packed key (NULL bits included): four data words, e.g.
-/// two IPv4 addresses and two ports, or one IPv6 address and two numbers. Keeping keys short
-/// keeps rows small, and a flood touches a row per flow.
+/// Most words of a moving average's packed key (NULL bits included), e.g. four numbers, or an
+/// IPv6 address and two numbers. Keeping keys short keeps rows small, and a flood touches a
+/// row per flow.
 pub const MAVG_WORDS: usize = 5;
 
 /// A packed key usable as a map key (the first `n` words count).
@@ -264,13 +271,12 @@ struct LimitState {
     threshold: f64,
 }
 
-/// One key's average: small, because a flood updates a random row per flow.
+/// One key's average, as the moving average works on it (the shard's table keeps it smaller:
+/// only the fields' sums, and the time in 32 bits).
 #[derive(Clone, Debug, Default)]
 struct Row {
     last_ms: u64,
     n: [f64; 3],
-    /// Thresholds generation `thr` comes from.
-    gen: u32,
     /// Low 24 bits: index of the key's threshold set. Bit 24 + l: limit l is active. Bit 28 + l:
     /// the last update (at `last_ms`) was over limit l (its state's `last_bad_ms` and value
     /// are brought up to date from `n` when the row next drops under it, or at the sweep).
@@ -295,8 +301,9 @@ impl Row {
         (self.thr & (MAX_THRESHOLD_SETS as u32 - 1)) as usize
     }
 
-    fn set_thr(&mut self, i: u32) {
-        self.thr = (self.thr & !(MAX_THRESHOLD_SETS as u32 - 1)) | i;
+    /// A row's flags and threshold-set index with the index replaced.
+    fn with_index(thr: u32, i: u32) -> u32 {
+        (thr & !(MAX_THRESHOLD_SETS as u32 - 1)) | i
     }
 
     fn flag(&self, bit: u32, l: usize) -> bool {
@@ -312,17 +319,22 @@ impl Row {
         self.flag(ACTIVE_BIT, l)
     }
 
+    /// Whether limit `l` is active, from a row's flags word.
+    fn is_active(thr: u32, l: usize) -> bool {
+        thr & (1 << (ACTIVE_BIT + l as u32)) != 0
+    }
+
     fn any_active(&self) -> bool {
         self.thr & (0xF << ACTIVE_BIT) != 0
     }
 }
 
-/// One shard: its rows and its view of the compiled thresholds.
+/// One shard: its rows and the thresholds their indexes refer to (replaced together, under
+/// the shard's lock, on reload).
 struct Shard {
     rows: rowtable::Rows,
     limits: LimitStates,
-    sets: Arc<Vec<ThresholdSet>>,
-    gen: u32,
+    compiled: Arc<Compiled>,
 }
 
 /// A shard behind its lock, with where its slots are (for prefetching without the lock).
@@ -334,8 +346,8 @@ struct ShardCell {
 }
 
 impl ShardCell {
-    fn new(words: usize) -> ShardCell {
-        let shard = Shard { rows: rowtable::Rows::new(words), limits: LimitStates::default(), sets: Arc::default(), gen: 0 };
+    fn new(words: usize, sums: usize, compiled: Arc<Compiled>) -> ShardCell {
+        let shard = Shard { rows: rowtable::Rows::new(words, sums), limits: LimitStates::default(), compiled };
         ShardCell { shard: Mutex::new(shard), base: AtomicUsize::new(0), mask: AtomicUsize::new(0) }
     }
 }
@@ -419,8 +431,7 @@ pub struct Mavg {
     pub dump: Option<u64>,
     pub limits: Vec<LimitSpec>,
     pub thresholds: RwLock<Thresholds>,
-    compiled: RwLock<Compiled>,
-    gen: AtomicU64,
+    compiled: RwLock<Arc<Compiled>>,
     next_dump_ms: AtomicU64,
     last_drop_log_ms: AtomicU64,
     shards: Vec<ShardCell>,
@@ -438,10 +449,13 @@ impl std::fmt::Debug for Mavg {
     }
 }
 
-/// Approximate memory of one tracked key (row, map slot and key).
-pub const ROW_BYTES: usize = std::mem::size_of::<Row>() + std::mem::size_of::<PackedKey>() + 16;
-
 impl Mavg {
+    /// Memory one tracked key may take, counted against `mem-m`: its slot, times the slots
+    /// per key of a table just grown (tables grow at 5/8 full, doubling).
+    pub fn key_bytes(&self) -> usize {
+        self.slot_bytes * 16 / 5
+    }
+
     /// Connects the moving average to the hook thread's queue (`None` disconnects: the hook
     /// thread ends once every moving average let go of it).
     pub fn set_events(&self, tx: Option<SyncSender<Event>>) {
@@ -474,25 +488,29 @@ impl Mavg {
         (hash >> 40) as usize & self.shard_mask
     }
 
-    /// Index of a key's threshold set.
-    fn threshold_index(&self, key: &PackedKey) -> u32 {
-        self.compiled.read().by_key.get(key).copied().unwrap_or(0)
+    /// Points a shard's rows at `compiled` (every row's threshold set looked up again);
+    /// returns how many rows hold each limit.
+    fn retarget(&self, shard: &mut Shard, compiled: &Arc<Compiled>) -> [usize; MAX_LIMITS] {
+        let mut active = [0; MAX_LIMITS];
+        shard.rows.for_each_thr(|key, thr| {
+            *thr = Row::with_index(*thr, compiled.index_of(key));
+            for (l, n) in active.iter_mut().enumerate() {
+                *n += Row::is_active(*thr, l) as usize;
+            }
+        });
+        shard.compiled = compiled.clone();
+        active
     }
 
-    /// Brings a shard's view of the thresholds up to generation `gen`.
-    fn refresh(&self, shard: &mut Shard, gen: u32) {
-        if shard.gen != gen || shard.sets.is_empty() {
-            shard.sets = self.compiled.read().sets.clone();
-            shard.gen = gen;
-        }
-    }
-
-    /// Replaces the thresholds (reload): rows pick them up on their next update; averages and
+    /// Replaces the thresholds (reload): every row gets its new ones at once; averages and
     /// active limits are kept.
     pub fn set_thresholds(&self, t: Thresholds) {
-        *self.compiled.write() = compile_thresholds(&self.limits, &t, self.secs());
+        let compiled = Arc::new(compile_thresholds(&self.limits, &t, self.secs()));
+        *self.compiled.write() = compiled.clone();
         *self.thresholds.write() = t;
-        self.gen.fetch_add(1, Ordering::Release);
+        for cell in &self.shards {
+            self.retarget(&mut cell.shard.lock(), &compiled);
+        }
     }
 
     /// Takes the thresholds of a freshly parsed version of this moving average (its mo.conf
@@ -519,26 +537,22 @@ impl Mavg {
         if old.keys != self.keys || old.aggs != self.aggs || old.time_ms != self.time_ms || limits(old) != limits(self) || old.shards.len() != self.shards.len() {
             return false;
         }
-        // Rows compare their thresholds generation with this one's: make every row refresh.
-        self.gen.store(old.gen.load(Ordering::Acquire) + 1, Ordering::Release);
-        let mut active = vec![0usize; self.limits.len()];
+        let compiled = self.compiled.read().clone();
+        let mut active = [0usize; MAX_LIMITS];
         for (mine, theirs) in self.shards.iter().zip(old.shards.iter()) {
             let mut a = mine.shard.lock();
             let mut b = theirs.shard.lock();
             std::mem::swap(&mut a.rows, &mut b.rows);
             std::mem::swap(&mut a.limits, &mut b.limits);
-            a.gen = u32::MAX; // re-read the threshold sets
-            a.rows.for_each(|_, row| {
-                for (l, n) in active.iter_mut().enumerate() {
-                    *n += row.active(l) as usize;
-                }
-            });
+            for (total, n) in active.iter_mut().zip(self.retarget(&mut a, &compiled)) {
+                *total += n;
+            }
             let (base, mask) = a.rows.probe_start();
             mine.base.store(base, Ordering::Relaxed);
             mine.mask.store(mask, Ordering::Relaxed);
         }
         self.stats.keys.store(old.stats.keys.swap(0, Ordering::Relaxed), Ordering::Relaxed);
-        for (l, n) in active.into_iter().enumerate() {
+        for (l, n) in active.into_iter().enumerate().take(self.limits.len()) {
             for _ in 0..n {
                 self.activate(l, true);
             }
@@ -586,7 +600,6 @@ impl Mavg {
     /// by shard, in arrival order within a shard (so within a key). Events are sent after the
     /// locks are released.
     pub fn apply_batch(self: &Arc<Self>, batch: &[Pending]) {
-        let gen = self.gen.load(Ordering::Acquire) as u32;
         let mut events: Vec<StartEvent> = Vec::new();
         let mut done = 0u64; // bit i: batch[i] applied
         debug_assert!(batch.len() <= 64);
@@ -598,11 +611,10 @@ impl Mavg {
             let cell = &self.shards[shard_no];
             let mut guard = cell.shard.lock();
             let shard = &mut *guard;
-            self.refresh(shard, gen);
             for (i, p) in batch.iter().enumerate().skip(first) {
                 if done & (1 << i) == 0 && self.shard_of(p.hash) == shard_no {
                     done |= 1 << i;
-                    self.update_row(cell, shard, p, gen, &mut events);
+                    self.update_row(cell, shard, p, &mut events);
                 }
             }
         }
@@ -620,31 +632,26 @@ impl Mavg {
 
     /// One flow's update of its row (the shard locked); a limit starting is added to `events`.
     #[inline]
-    fn update_row(&self, cell: &ShardCell, shard: &mut Shard, p: &Pending, gen: u32, events: &mut Vec<StartEvent>) {
+    fn update_row(&self, cell: &ShardCell, shard: &mut Shard, p: &Pending, events: &mut Vec<StartEvent>) {
         let Pending { key, hash, v, now_ms } = *p;
         let i = match shard.rows.find(&key, hash) {
             Some(i) => i,
             None => {
-                if (self.stats.keys.load(Ordering::Relaxed) + 1) * ROW_BYTES > self.mem_bytes {
+                if (self.stats.keys.load(Ordering::Relaxed) + 1) * self.key_bytes() > self.mem_bytes {
                     self.stats.keys_dropped.fetch_add(1, Ordering::Relaxed);
                     return;
                 }
                 self.stats.keys.fetch_add(1, Ordering::Relaxed);
-                let row = Row { last_ms: now_ms, n: [0.0; 3], gen, thr: self.threshold_index(&key) };
-                let i = shard.rows.insert(key, hash, row);
+                let row = Row { last_ms: now_ms, n: [0.0; 3], thr: shard.compiled.index_of(&key) };
+                let i = shard.rows.insert(&key, hash, &row);
                 let (base, mask) = shard.rows.probe_start();
                 cell.base.store(base, Ordering::Relaxed);
                 cell.mask.store(mask, Ordering::Relaxed);
                 i
             }
         };
-        let sets = &shard.sets;
-        let row = shard.rows.row_mut(i);
-        if row.gen != gen {
-            row.set_thr(self.threshold_index(&key));
-            row.gen = gen;
-        }
-        let set = &sets[row.thr()];
+        let mut row = shard.rows.load(i, now_ms);
+        let set = &shard.compiled.sets[row.thr()];
         let (before_n, before_ms) = (row.n, row.last_ms);
         let dt = now_ms.saturating_sub(row.last_ms);
         // `decayed(n, dt) + v`, written out: calling the helper here measured ~10% slower
@@ -673,10 +680,11 @@ impl Mavg {
                     events.push((key, l, field, value, threshold, now_ms));
                 }
                 // Just dropped under: record when it was last over, and by how much.
-                None if row.flag(OVER_BIT, l) => self.record_over(row, &mut shard.limits, &key, l, &before_n, before_ms, set),
+                None if row.flag(OVER_BIT, l) => self.record_over(&mut row, &mut shard.limits, &key, l, &before_n, before_ms, set),
                 None => {}
             }
         }
+        shard.rows.store(i, &row);
     }
 
     /// Folds the over flag of limit `l` into the key's state: at `at_ms` the averages were `n`
@@ -754,23 +762,17 @@ impl Mavg {
     pub fn sweep(self: &Arc<Self>, now_ms: u64) {
         let mut out = Vec::new();
         let idle_forget = self.time_ms.saturating_mul(10).max(60_000);
-        let gen = self.gen.load(Ordering::Acquire) as u32;
         let has_under = self.limits.iter().any(|s| s.kind == LimitKind::Under);
         for cell in &self.shards {
             let mut guard = cell.shard.lock();
             let shard = &mut *guard;
-            self.refresh(shard, gen);
-            let sets = shard.sets.clone();
+            let sets = &shard.compiled.sets;
             let limits = &mut shard.limits;
-            shard.rows.retain(|key, row| {
+            shard.rows.retain(now_ms, |key, row| {
                 let dt = now_ms.saturating_sub(row.last_ms);
                 let mut n = row.n;
                 for x in n.iter_mut().take(self.aggs.len()) {
                     *x = self.decayed(*x, dt);
-                }
-                if row.gen != gen {
-                    row.set_thr(self.threshold_index(key));
-                    row.gen = gen;
                 }
                 let set = &sets[row.thr()];
                 for (l, spec) in self.limits.iter().enumerate() {
@@ -860,7 +862,7 @@ impl Mavg {
 
     /// The `.dump` text: time line, memory line, one line per key with a non-zero rate.
     pub fn dump_text(&self, now_ms: u64, time_line: &str) -> String {
-        let used = self.stats.keys.load(Ordering::Relaxed) * ROW_BYTES;
+        let used = self.stats.keys.load(Ordering::Relaxed) * self.key_bytes();
         let mut s = format!(
             "{time_line}\nmem used/avail: {}M/{}M ({}/{} bytes)\n",
             used >> 20,
@@ -875,8 +877,8 @@ impl Mavg {
             let (rows, sets) = {
                 let shard = cell.shard.lock();
                 let mut rows: Vec<(PackedKey, u64, f64, usize)> = Vec::new();
-                shard.rows.for_each(|k, r| rows.push((k, r.last_ms, r.n[0], r.thr())));
-                (rows, if shard.sets.is_empty() { self.compiled.read().sets.clone() } else { shard.sets.clone() })
+                shard.rows.for_each(now_ms, |k, r| rows.push((k, r.last_ms, r.n[0], r.thr())));
+                (rows, shard.compiled.clone())
             };
             for (key, last_ms, n, thr) in rows {
                 let dt = now_ms.saturating_sub(last_ms);
@@ -894,7 +896,7 @@ impl Mavg {
                     }
                 }
                 s.push_str(&format!(" :: {rate} ("));
-                for t in sets[thr].rate.iter().take(self.limits.len()) {
+                for t in sets.sets[thr].rate.iter().take(self.limits.len()) {
                     s.push_str(&format!("{} ", t[0] as u64));
                 }
                 s.push_str(")\n");
@@ -986,7 +988,7 @@ pub fn parse(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Re
         return Err(fields_node.error(file, &k("fields"), "needs at least one of octets, packets, bits"));
     }
     if KeyLayout::new(&keys).words > MAVG_WORDS {
-        return Err(fields_node.error(file, &k("fields"), "too many key fields for a moving average (at most 4 words: an IPv6 address counts 2)"));
+        return Err(fields_node.error(file, &k("fields"), "too many key fields for a moving average (at most 5 words: a number or two IPv4 addresses take one, an IPv6 address two)"));
     }
     let secs = |key: &str, default: u64| -> Result<u64, ConfigError> {
         match item.get(key) {
@@ -1020,9 +1022,11 @@ pub fn parse(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Re
     }
     let defaults = limits.iter().map(|l| l.default.clone()).collect();
     let thresholds = Thresholds { defaults, per_limit };
-    let compiled = compile_thresholds(&limits, &thresholds, time as f64);
+    let compiled = Arc::new(compile_thresholds(&limits, &thresholds, time as f64));
     let words = layout.words;
     let shards = shard_count();
+    let shard_cells = (0..shards).map(|_| ShardCell::new(words, aggs.len(), compiled.clone())).collect();
+    let slot_bytes = rowtable::Rows::slot_bytes(words, aggs.len());
     Ok(Mavg {
         object: object.to_string(),
         name,
@@ -1037,11 +1041,10 @@ pub fn parse(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Re
         limits,
         thresholds: RwLock::new(thresholds),
         compiled: RwLock::new(compiled),
-        gen: AtomicU64::new(0),
         next_dump_ms: AtomicU64::new(0),
         last_drop_log_ms: AtomicU64::new(0),
-        shards: (0..shards).map(|_| ShardCell::new(words)).collect(),
-        slot_bytes: rowtable::Rows::slot_bytes(words),
+        shards: shard_cells,
+        slot_bytes,
         shard_mask: shards - 1,
         stats: MavgStats::default(),
         events: Mutex::new(None),

@@ -1,11 +1,14 @@
 //! The rows of one moving-average shard: open addressing with linear probing over slots
-//! sized to the key, tombstones for removal, and an address that workers can prefetch before
-//! they take the shard's lock.
+//! sized to the key and to the number of averaged fields, tombstones for removal, and an
+//! address that workers can prefetch before they take the shard's lock.
 //!
-//! A flood updates a random row per flow, so a slot should be one cache line: a slot holds
-//! only the key's own words (not the widest key's), and keys of up to three words (an address,
-//! an address and a port or protocol) make a 64-byte, line-aligned slot. Whether a slot is used is marked in the top bits of the key's
-//! last word (the NULL-bits word, whose low bits only are used).
+//! A flood updates a random row per flow, so slots should be small and never straddle cache
+//! lines: a slot holds only the key's own words and one sum per aggregable field, the time of
+//! the last update as the low 32 bits of the unix milliseconds, and the threshold index with
+//! its flags. A key of one IPv4 address (or an address and a protocol) with one field is a
+//! 32-byte slot, two per line; slots up to 64 bytes are line-aligned. Whether a slot is used is
+//! marked in the top bits of the key's last word (left free by the key layout).
+//! The rest of the moving average sees a [`Row`]: slots are loaded into one and stored back.
 
 use super::{PackedKey, Row, MAVG_WORDS};
 
@@ -14,55 +17,90 @@ const OCCUPIED: u64 = 1 << 63;
 /// Set in the last key word of a removed slot (probing goes on past it).
 const TOMB: u64 = 1 << 62;
 
+/// A row as a slot keeps it.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Stored<const A: usize> {
+    n: [f64; A],
+    /// Low 32 bits of the unix milliseconds of the last update: exact while the last update is
+    /// within 2^31 ms (24 days) of the clock, which the sweep ensures ([`RowTable::retain`]).
+    last: u32,
+    thr: u32,
+}
+
+impl<const A: usize> Stored<A> {
+    #[inline]
+    fn load(&self, now_ms: u64) -> Row {
+        let mut n = [0.0; 3];
+        n[..A].copy_from_slice(&self.n);
+        // Signed distance from the clock (a row may be a little ahead of a worker's clock).
+        let ahead = self.last.wrapping_sub(now_ms as u32) as i32;
+        Row { last_ms: now_ms.wrapping_add_signed(ahead as i64), n, thr: self.thr }
+    }
+
+    #[inline]
+    fn store(&mut self, row: &Row) {
+        self.n.copy_from_slice(&row.n[..A]);
+        self.last = row.last_ms as u32;
+        self.thr = row.thr;
+    }
+}
+
 macro_rules! slot_types {
-    ($($name:ident = $n:literal, align $a:literal;)*) => {
+    ($($name:ident = $k:literal words, $a:literal sums, align $al:literal;)*) => {
         $(
-            /// A slot for keys of this many words.
+            /// A slot for keys of this many words and this many averaged fields.
             #[derive(Clone)]
-            #[repr(C, align($a))]
+            #[repr(C, align($al))]
             pub(super) struct $name {
-                key: [u64; $n],
-                row: Row,
+                key: [u64; $k],
+                row: Stored<$a>,
             }
 
             impl Slot for $name {
-                const WORDS: usize = $n;
+                const WORDS: usize = $k;
                 #[inline]
                 fn key(&self) -> &[u64] {
                     &self.key
                 }
                 #[inline]
-                fn parts(&mut self) -> (&mut [u64], &mut Row) {
-                    (&mut self.key, &mut self.row)
+                fn key_mut(&mut self) -> &mut [u64] {
+                    &mut self.key
                 }
-                fn row(&self) -> &Row {
-                    &self.row
+                #[inline]
+                fn load(&self, now_ms: u64) -> Row {
+                    self.row.load(now_ms)
+                }
+                #[inline]
+                fn store(&mut self, row: &Row) {
+                    self.row.store(row)
+                }
+                fn thr_mut(&mut self) -> &mut u32 {
+                    &mut self.row.thr
                 }
             }
         )*
 
-        /// The rows, in a table whose slots fit the moving average's key.
+        /// The rows, in a table whose slots fit the moving average's key and fields.
         pub(super) enum Rows { $($name(RowTable<$name>),)* }
 
         impl Rows {
-            /// A table for keys of `words` words.
-            pub fn new(words: usize) -> Rows {
-                $(if words == $n {
+            /// A table for keys of `words` words and `sums` aggregable fields.
+            pub fn new(words: usize, sums: usize) -> Rows {
+                $(if words == $k && sums == $a {
                     return Rows::$name(RowTable::with_capacity(16));
                 })*
-                unreachable!("moving-average keys have 1..={MAVG_WORDS} words, not {words}")
+                unreachable!("moving-average keys have 1..={MAVG_WORDS} words and 1..=3 fields, not {words}/{sums}")
             }
 
-            /// Bytes of a slot for keys of `words` words (for prefetching).
-            pub fn slot_bytes(words: usize) -> usize {
-                $(if words == $n {
+            /// Bytes of a slot for such keys (for prefetching).
+            pub fn slot_bytes(words: usize, sums: usize) -> usize {
+                $(if words == $k && sums == $a {
                     return std::mem::size_of::<$name>();
                 })*
                 unreachable!()
             }
-        }
 
-        impl Rows {
             /// Address of the slot array and the index mask: for prefetching.
             pub fn probe_start(&self) -> (usize, usize) {
                 match self { $(Rows::$name(t) => t.probe_start(),)* }
@@ -73,44 +111,66 @@ macro_rules! slot_types {
                 match self { $(Rows::$name(t) => t.find(key, hash),)* }
             }
 
-            pub fn insert(&mut self, key: PackedKey, hash: u64, row: Row) -> usize {
-                match self { $(Rows::$name(t) => t.insert(&key, hash, row),)* }
+            pub fn insert(&mut self, key: &PackedKey, hash: u64, row: &Row) -> usize {
+                match self { $(Rows::$name(t) => t.insert(key, hash, row),)* }
+            }
+
+            /// The row in slot `i`, as of the clock `now_ms`.
+            #[inline]
+            pub fn load(&self, i: usize, now_ms: u64) -> Row {
+                match self { $(Rows::$name(t) => t.slots[i].load(now_ms),)* }
             }
 
             #[inline]
-            pub fn row_mut(&mut self, i: usize) -> &mut Row {
-                match self { $(Rows::$name(t) => t.row_mut(i),)* }
+            pub fn store(&mut self, i: usize, row: &Row) {
+                match self { $(Rows::$name(t) => t.slots[i].store(row),)* }
             }
 
-            /// Keeps the rows for which `f` returns true.
-            pub fn retain(&mut self, f: impl FnMut(&PackedKey, &mut Row) -> bool) {
-                match self { $(Rows::$name(t) => t.retain(f),)* }
+            /// Keeps the rows for which `f` returns true (changes `f` makes are kept).
+            pub fn retain(&mut self, now_ms: u64, f: impl FnMut(&PackedKey, &mut Row) -> bool) {
+                match self { $(Rows::$name(t) => t.retain(now_ms, f),)* }
             }
 
             /// Every row with its key.
-            pub fn for_each(&self, f: impl FnMut(PackedKey, &Row)) {
-                match self { $(Rows::$name(t) => t.for_each(f),)* }
+            pub fn for_each(&self, now_ms: u64, f: impl FnMut(PackedKey, &Row)) {
+                match self { $(Rows::$name(t) => t.for_each(now_ms, f),)* }
+            }
+
+            /// Every row's key with its threshold index and flags, which `f` may change.
+            pub fn for_each_thr(&mut self, f: impl FnMut(&PackedKey, &mut u32)) {
+                match self { $(Rows::$name(t) => t.for_each_thr(f),)* }
             }
         }
     };
 }
 
-// Rows are 40 bytes: keys of up to three words (an address and a number + NULL bits) make a
-// 64-byte, line-aligned slot; wider keys pack without padding.
+// Slots of up to 32 bytes are 32-byte aligned (two per line), up to 64 bytes line-aligned.
 slot_types! {
-    Slot1 = 1, align 64;
-    Slot2 = 2, align 64;
-    Slot3 = 3, align 64;
-    Slot4 = 4, align 8;
-    Slot5 = 5, align 16;
+    K1A1 = 1 words, 1 sums, align 32;
+    K1A2 = 1 words, 2 sums, align 32;
+    K1A3 = 1 words, 3 sums, align 64;
+    K2A1 = 2 words, 1 sums, align 32;
+    K2A2 = 2 words, 2 sums, align 64;
+    K2A3 = 2 words, 3 sums, align 64;
+    K3A1 = 3 words, 1 sums, align 64;
+    K3A2 = 3 words, 2 sums, align 64;
+    K3A3 = 3 words, 3 sums, align 64;
+    K4A1 = 4 words, 1 sums, align 64;
+    K4A2 = 4 words, 2 sums, align 64;
+    K4A3 = 4 words, 3 sums, align 64;
+    K5A1 = 5 words, 1 sums, align 64;
+    K5A2 = 5 words, 2 sums, align 64;
+    K5A3 = 5 words, 3 sums, align 8;
 }
 
 /// What the table needs of a slot type.
 pub(super) trait Slot: Clone {
     const WORDS: usize;
     fn key(&self) -> &[u64];
-    fn parts(&mut self) -> (&mut [u64], &mut Row);
-    fn row(&self) -> &Row;
+    fn key_mut(&mut self) -> &mut [u64];
+    fn load(&self, now_ms: u64) -> Row;
+    fn store(&mut self, row: &Row);
+    fn thr_mut(&mut self) -> &mut u32;
 }
 
 pub(super) struct RowTable<S: Slot> {
@@ -156,7 +216,7 @@ impl<S: Slot> RowTable<S> {
     }
 
     /// Inserts a key known to be absent; returns its slot index.
-    fn insert(&mut self, key: &PackedKey, hash: u64, row: Row) -> usize {
+    fn insert(&mut self, key: &PackedKey, hash: u64, row: &Row) -> usize {
         if (self.len + self.tombs + 1) * 8 > self.slots.len() * 5 {
             self.rebuild();
         }
@@ -168,17 +228,13 @@ impl<S: Slot> RowTable<S> {
         if Self::last(&self.slots[i]) & TOMB != 0 {
             self.tombs -= 1;
         }
-        let (k, r) = self.slots[i].parts();
+        let slot = &mut self.slots[i];
+        let k = slot.key_mut();
         k.copy_from_slice(&key.w[..S::WORDS]);
         k[S::WORDS - 1] |= OCCUPIED;
-        *r = row;
+        slot.store(row);
         self.len += 1;
         i
-    }
-
-    #[inline]
-    fn row_mut(&mut self, i: usize) -> &mut Row {
-        self.slots[i].parts().1
     }
 
     /// The key of an occupied slot.
@@ -193,33 +249,59 @@ impl<S: Slot> RowTable<S> {
     fn rebuild(&mut self) {
         let cap = if (self.len + 1) * 2 > self.slots.len() { self.slots.len() * 2 } else { self.slots.len() };
         let old = std::mem::replace(self, RowTable::with_capacity(cap));
-        for mut s in old.slots.into_iter().filter(|s| Self::last(s) & OCCUPIED != 0) {
-            let key = Self::key_of(&s);
-            let row = std::mem::take(s.parts().1);
-            self.insert(&key, key.hash64(), row);
+        for s in old.slots.into_iter().filter(|s| Self::last(s) & OCCUPIED != 0) {
+            let i = self.place(Self::key_of(&s).hash64());
+            self.slots[i] = s;
+            self.len += 1;
         }
     }
 
-    fn retain(&mut self, mut f: impl FnMut(&PackedKey, &mut Row) -> bool) {
+    /// The first free slot for a hash (no growth: for re-placing rows).
+    fn place(&self, hash: u64) -> usize {
+        let mask = self.slots.len() - 1;
+        let mut i = hash as usize & mask;
+        while Self::last(&self.slots[i]) != 0 {
+            i = (i + 1) & mask;
+        }
+        i
+    }
+
+    /// Keeps the rows for which `f` returns true, storing what `f` changed. Also keeps every
+    /// kept row's time within 2^30 ms of the clock (the 32-bit time stays exact): a row idle
+    /// that long has decayed to nothing, and only the age matters then.
+    fn retain(&mut self, now_ms: u64, mut f: impl FnMut(&PackedKey, &mut Row) -> bool) {
+        const MAX_AGE: u64 = 1 << 30;
         for s in self.slots.iter_mut() {
             if Self::last(s) & OCCUPIED == 0 {
                 continue;
             }
             let key = Self::key_of(s);
-            let (k, r) = s.parts();
-            if !f(&key, r) {
+            let mut row = s.load(now_ms);
+            if f(&key, &mut row) {
+                if now_ms.saturating_sub(row.last_ms) > MAX_AGE {
+                    row.last_ms = now_ms - MAX_AGE;
+                }
+                s.store(&row);
+            } else {
+                let k = s.key_mut();
                 k.fill(0);
                 k[S::WORDS - 1] = TOMB;
-                *r = Row::default();
+                s.store(&Row::default());
                 self.len -= 1;
                 self.tombs += 1;
             }
         }
     }
 
-    fn for_each(&self, mut f: impl FnMut(PackedKey, &Row)) {
+    fn for_each_thr(&mut self, mut f: impl FnMut(&PackedKey, &mut u32)) {
+        for s in self.slots.iter_mut().filter(|s| Self::last(s) & OCCUPIED != 0) {
+            f(&Self::key_of(s), s.thr_mut());
+        }
+    }
+
+    fn for_each(&self, now_ms: u64, mut f: impl FnMut(PackedKey, &Row)) {
         for s in self.slots.iter().filter(|s| Self::last(s) & OCCUPIED != 0) {
-            f(Self::key_of(s), s.row());
+            f(Self::key_of(s), &s.load(now_ms));
         }
     }
 }
@@ -235,40 +317,70 @@ mod tests {
     }
 
     #[test]
-    fn slots_fit_the_key_and_one_address_is_one_line() {
-        for words in 1..=3 {
-            assert_eq!(Rows::slot_bytes(words), 64, "{words} words");
+    fn slots_fit_the_key_and_never_straddle_lines() {
+        for words in 1..=MAVG_WORDS {
+            for sums in 1..=3 {
+                let bytes = Rows::slot_bytes(words, sums);
+                let need = words * 8 + sums * 8 + 8;
+                assert!(bytes >= need && (bytes == need || bytes.is_power_of_two()), "{words}/{sums}: {bytes}");
+                assert!(bytes > 64 || 64 % bytes == 0, "{words}/{sums}: {bytes} bytes straddle lines");
+            }
         }
-        assert_eq!(std::mem::align_of::<Slot3>(), 64);
-        assert_eq!(Rows::slot_bytes(4), 72);
-        assert_eq!(Rows::slot_bytes(5), 80);
+        // One IPv4 address (or an address and a protocol) and one field: two slots per line.
+        assert_eq!(Rows::slot_bytes(1, 1), 32);
+        assert_eq!(Rows::slot_bytes(2, 1), 32);
+        assert_eq!(std::mem::align_of::<K2A1>(), 32);
+        assert_eq!(Rows::slot_bytes(3, 1), 64);
     }
 
     #[test]
     fn insert_find_grow_remove() {
+        const NOW: u64 = 1_700_000_000_000;
         for words in 1..=MAVG_WORDS {
-            let mut rows = Rows::new(words);
-            for a in 0..1000u64 {
-                let k = key(words, a);
-                assert_eq!(rows.find(&k, k.hash64()), None);
-                let i = rows.insert(k, k.hash64(), Row { last_ms: a, ..Row::default() });
-                assert_eq!(rows.row_mut(i).last_ms, a);
+            for sums in 1..=3 {
+                let mut rows = Rows::new(words, sums);
+                for a in 0..1000u64 {
+                    let k = key(words, a);
+                    assert_eq!(rows.find(&k, k.hash64()), None);
+                    let row = Row { last_ms: NOW - a, n: [a as f64, 1.0, 2.0], thr: a as u32 };
+                    let i = rows.insert(&k, k.hash64(), &row);
+                    assert_eq!(rows.load(i, NOW).last_ms, NOW - a);
+                }
+                for a in 0..1000u64 {
+                    let k = key(words, a);
+                    let i = rows.find(&k, k.hash64()).unwrap_or_else(|| panic!("{words} words: key {a}"));
+                    let row = rows.load(i, NOW + 5);
+                    assert_eq!((row.last_ms, row.thr, row.n[0]), (NOW - a, a as u32, a as f64));
+                    assert_eq!(&row.n[1..sums], &[1.0, 2.0][..sums - 1]);
+                    assert!(row.n[sums..].iter().all(|x| *x == 0.0), "sums past the fields read as 0");
+                }
+                rows.retain(NOW, |k, r| {
+                    r.n[0] += 0.5;
+                    k.w[0] % 2 == 0
+                });
+                let mut seen = Vec::new();
+                rows.for_each(NOW, |k, r| seen.push((k, r.thr, r.n[0])));
+                seen.sort_by_key(|(_, t, _)| *t);
+                assert_eq!(seen.len(), 500);
+                assert!(seen.iter().all(|(k, t, n)| *k == key(words, *t as u64) && t % 2 == 0 && *n == *t as f64 + 0.5));
+                let odd = key(words, 7);
+                assert_eq!(rows.find(&odd, odd.hash64()), None, "removed");
+                let i = rows.insert(&odd, odd.hash64(), &Row::default());
+                assert_eq!(rows.find(&odd, odd.hash64()), Some(i), "a tombstone is reused");
             }
-            for a in 0..1000u64 {
-                let k = key(words, a);
-                let i = rows.find(&k, k.hash64()).unwrap_or_else(|| panic!("{words} words: key {a}"));
-                assert_eq!(rows.row_mut(i).last_ms, a);
-            }
-            rows.retain(|k, _| k.w[0] % 2 == 0);
-            let mut seen = Vec::new();
-            rows.for_each(|k, r| seen.push((k, r.last_ms)));
-            seen.sort_by_key(|(_, t)| *t);
-            assert_eq!(seen.len(), 500);
-            assert!(seen.iter().all(|(k, t)| *k == key(words, *t) && t % 2 == 0));
-            let odd = key(words, 7);
-            assert_eq!(rows.find(&odd, odd.hash64()), None, "removed");
-            let i = rows.insert(odd, odd.hash64(), Row::default());
-            assert_eq!(rows.find(&odd, odd.hash64()), Some(i), "a tombstone is reused");
         }
+    }
+
+    #[test]
+    fn times_are_exact_around_the_32_bit_wrap_and_old_rows_are_clamped() {
+        let mut rows = Rows::new(2, 1);
+        let k = key(2, 1);
+        let wrap = 5u64 << 32;
+        let i = rows.insert(&k, k.hash64(), &Row { last_ms: wrap - 10, ..Row::default() });
+        assert_eq!(rows.load(i, wrap + 10).last_ms, wrap - 10, "clock just past the wrap");
+        assert_eq!(rows.load(i, wrap - 20).last_ms, wrap - 10, "row ahead of a worker's clock");
+        let later = wrap + (3 << 29); // 1.5 * 2^30 ms idle: still exact, over the clamp
+        rows.retain(later, |_, _| true);
+        assert_eq!(rows.load(i, later).last_ms, later - (1 << 30), "kept within 2^30 ms");
     }
 }

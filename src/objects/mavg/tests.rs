@@ -172,7 +172,8 @@ fn reload_changes_thresholds_and_keeps_averages() {
 fn memory_bound_drops_new_keys_only() {
     let d = tmp("mem");
     let (m, rx) = mavg(r#"{"name": "m", "time": 1, "mem-m": 1, "fields": ["dst host", "octets"], "overlimit": [{"name": "l", "default": [10]}]}"#, &d);
-    let fit = (1 << 20) / ROW_BYTES;
+    let fit = (1 << 20) / m.key_bytes();
+    assert_eq!(m.key_bytes(), 102, "a 32-byte slot, up to 3.2 slots per key");
     for i in 0..fit as u32 + 100 {
         m.update(&flow(i, 1), T0);
     }
