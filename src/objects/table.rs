@@ -132,7 +132,10 @@ impl<const N: usize> PackedTable<N> {
         let mut key = *key;
         key[N - 1] |= OCCUPIED;
         let h = hash_words(&key);
-        prefetch(&self.slots[h as usize & (self.slots.len() - 1)]);
+        let mask = self.slots.len() - 1;
+        // The home slot and the next one: a probe often goes on into the next line.
+        prefetch(&self.slots[h as usize & mask]);
+        prefetch(&self.slots[(h as usize + 1) & mask]);
         if self.npending == PIPELINE {
             let (k, s, h) = self.pending[self.head];
             self.insert(&k, &s, h);
