@@ -346,7 +346,7 @@ mod tests {
 
     fn closed(worker: usize, start: u64, next_start: u64, proto: u128, octets: u64) -> Closed {
         let l = KeyLayout::new(&[FieldId::Proto]);
-        let mut rows = RowMap::new(l.words, 0);
+        let mut rows = RowMap::new(l.words, 1, 0);
         rows.add(&l.pack_values(&[Some(proto)]), &[octets, 0, 0]);
         Closed { spec: spec(), worker, start, next_start, rows }
     }

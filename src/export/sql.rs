@@ -95,7 +95,7 @@ mod tests {
 
     fn rows() -> RowMap {
         let l = KeyLayout::new(&[FieldId::DstHost]);
-        let mut m = RowMap::new(l.words, 0);
+        let mut m = RowMap::new(l.words, 3, 0);
         m.add(&l.pack_values(&[Some(0x91009716)]), &[2686420, 2486, 0]);
         m.add(&l.pack_values(&[Some(0x01020304)]), &[1000, 10, 0]);
         m.add(&l.pack_values(&[Some(0x05060708)]), &[1629220, 2234, 0]);

@@ -226,7 +226,7 @@ fn compare(spec: &FwmSpec, a: (&[u64], &Aggs), b: (&[u64], &Aggs)) -> Ordering {
 
 /// Export order and limit for one map size: sorts (with a `limit`, selects the first rows in
 /// linear time and sorts only those), sums the rest into a row of NULL keys.
-fn export_sized<const N: usize>(spec: &FwmSpec, map: PackedTable<N>) -> Vec<(Key, Aggs)> {
+fn export_sized<const N: usize, const A: usize>(spec: &FwmSpec, map: PackedTable<N, A>) -> Vec<(Key, Aggs)> {
     let mut v: Vec<([u64; N], Aggs)> = map.into_rows().collect();
     let cmp = |a: &([u64; N], Aggs), b: &([u64; N], Aggs)| compare(spec, (&a.0, &a.1), (&b.0, &b.1));
     let mut rest = None;
@@ -249,17 +249,19 @@ fn export_sized<const N: usize>(spec: &FwmSpec, map: PackedTable<N>) -> Vec<(Key
 }
 
 macro_rules! row_maps {
-    ($($variant:ident = $n:literal),*) => {
-        /// A window's rows: packed key -> sums, in a map sized to the key.
+    ($($variant:ident = $n:literal words, $a:literal sums;)*) => {
+        /// A window's rows: packed key -> sums, in a map sized to the key and the sums.
         // The variants differ in size by their inline insertion queue; there is one map per
         // window and worker, and boxing it would add an indirection to every flow.
         #[allow(clippy::large_enum_variant)]
-        pub enum RowMap { $($variant(PackedTable<$n>),)* }
+        pub enum RowMap { $($variant(PackedTable<$n, $a>),)* }
 
         impl RowMap {
-            /// An empty map for keys of `words` words, with room for `capacity` rows.
-            pub fn new(words: usize, capacity: usize) -> RowMap {
-                $(if words <= $n {
+            /// An empty map for keys of `words` words and `sums` aggregable fields, with room
+            /// for `capacity` rows. One field keeps one sum per row, more keep three.
+            pub fn new(words: usize, sums: usize, capacity: usize) -> RowMap {
+                let kept = if sums <= 1 { 1 } else { 3 };
+                $(if words <= $n && kept == $a {
                     return RowMap::$variant(PackedTable::with_capacity(capacity));
                 })*
                 unreachable!("a key has at most {MAX_WORDS} words")
@@ -305,7 +307,12 @@ macro_rules! row_maps {
     };
 }
 
-row_maps!(W1 = 1, W2 = 2, W3 = 3, W4 = 4, W5 = 5, W7 = 7, W9 = 9, W17 = 17);
+row_maps! {
+    W1 = 1 words, 3 sums; W2 = 2 words, 3 sums; W3 = 3 words, 3 sums; W4 = 4 words, 3 sums;
+    W5 = 5 words, 3 sums; W7 = 7 words, 3 sums; W9 = 9 words, 3 sums; W17 = 17 words, 3 sums;
+    W1S1 = 1 words, 1 sums; W2S1 = 2 words, 1 sums; W3S1 = 3 words, 1 sums; W4S1 = 4 words, 1 sums;
+    W5S1 = 5 words, 1 sums; W7S1 = 7 words, 1 sums; W9S1 = 9 words, 1 sums; W17S1 = 17 words, 1 sums;
+}
 
 impl std::fmt::Debug for RowMap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -372,8 +379,8 @@ mod tests {
     #[test]
     fn maps_sum_and_merge() {
         let l = KeyLayout::new(&[FieldId::DstHost]);
-        let mut a = RowMap::new(l.words, 0);
-        let mut b = RowMap::new(l.words, 0);
+        let mut a = RowMap::new(l.words, 3, 0);
+        let mut b = RowMap::new(l.words, 3, 0);
         a.add(&l.pack_values(&[Some(1)]), &[10, 1, 0]);
         a.add(&l.pack_values(&[Some(1)]), &[5, 1, 0]);
         b.add(&l.pack_values(&[Some(1)]), &[1, 1, 0]);
@@ -381,5 +388,17 @@ mod tests {
         a.merge(b);
         assert_eq!(a.len(), 2);
         assert!(matches!(a, RowMap::W1(_)), "one IPv4 address and its NULL bit: one word");
+        // One aggregable field: one sum kept per row, the others read as 0.
+        let mut one = RowMap::new(l.words, 1, 0);
+        assert!(matches!(one, RowMap::W1S1(_)));
+        one.add(&l.pack_values(&[Some(1)]), &[10, 0, 0]);
+        let mut other = RowMap::new(l.words, 1, 0);
+        other.add(&l.pack_values(&[Some(1)]), &[7, 0, 0]);
+        other.add(&l.pack_values(&[Some(2)]), &[3, 0, 0]);
+        one.merge(other);
+        let RowMap::W1S1(t) = one else { unreachable!() };
+        let mut rows: Vec<_> = t.into_rows().map(|(k, s)| (l.unpack(&k), s)).collect();
+        rows.sort_by_key(|(_, s)| s[0]);
+        assert_eq!(rows, vec![(Key(vec![Some(2)]), [3, 0, 0]), (Key(vec![Some(1)]), [17, 0, 0])]);
     }
 }

@@ -17,15 +17,17 @@ const PIPELINE: usize = 8;
 /// Sums of one row.
 pub type Sums = [u64; 3];
 
+/// A row: the key and the window's sums (only as many as it has aggregable fields: a top-N by
+/// address with one field is a 16-byte slot, four per cache line).
 #[derive(Clone, Copy)]
-struct Slot<const N: usize> {
+struct Slot<const N: usize, const A: usize> {
     key: [u64; N],
-    sums: Sums,
+    sums: [u64; A],
 }
 
-/// Packed key -> sums.
-pub struct PackedTable<const N: usize> {
-    slots: Vec<Slot<N>>,
+/// Packed key (`N` words) -> sums (`A` of them kept).
+pub struct PackedTable<const N: usize, const A: usize> {
+    slots: Vec<Slot<N, A>>,
     len: usize,
     pending: [([u64; N], Sums, u64); PIPELINE],
     npending: usize,
@@ -47,7 +49,7 @@ pub fn hash_words(words: &[u64]) -> u64 {
 }
 
 /// An all-zero (all-empty) slot array.
-fn empty_slots<const N: usize>(cap: usize) -> Vec<Slot<N>> {
+fn empty_slots<const N: usize, const A: usize>(cap: usize) -> Vec<Slot<N, A>> {
     // SAFETY: `Slot` is plain u64 arrays, for which all-zero bytes is a valid (empty) value.
     unsafe { zeroed_vec(cap) }
 }
@@ -103,7 +105,7 @@ pub fn prefetch<T>(p: *const T) {
     let _ = p;
 }
 
-impl<const N: usize> PackedTable<N> {
+impl<const N: usize, const A: usize> PackedTable<N, A> {
     /// A table with room for `rows` rows before it grows.
     pub fn with_capacity(rows: usize) -> Self {
         let cap = (rows.max(8) * 8 / 5).next_power_of_two();
@@ -167,7 +169,8 @@ impl<const N: usize> PackedTable<N> {
         loop {
             let slot = &mut self.slots[i];
             if slot.key[N - 1] & OCCUPIED == 0 {
-                *slot = Slot { key: *key, sums: *sums };
+                slot.key = *key;
+                slot.sums.copy_from_slice(&sums[..A]);
                 self.len += 1;
                 return;
             }
@@ -194,13 +197,15 @@ impl<const N: usize> PackedTable<N> {
         }
     }
 
-    /// Every row as (key without the occupied bit, sums).
+    /// Every row as (key without the occupied bit, sums; those not kept are 0).
     pub fn into_rows(mut self) -> impl Iterator<Item = ([u64; N], Sums)> {
         self.flush();
         self.slots.into_iter().filter(|s| s.key[N - 1] & OCCUPIED != 0).map(|s| {
             let mut k = s.key;
             k[N - 1] &= !OCCUPIED;
-            (k, s.sums)
+            let mut sums = [0; 3];
+            sums[..A].copy_from_slice(&s.sums);
+            (k, sums)
         })
     }
 }
@@ -212,7 +217,7 @@ mod tests {
 
     #[test]
     fn agrees_with_a_hash_map_through_growth() {
-        let mut t = PackedTable::<2>::with_capacity(0);
+        let mut t = PackedTable::<2, 3>::with_capacity(0);
         let mut m: HashMap<[u64; 2], Sums> = HashMap::new();
         let mut x = 12345u64;
         for i in 0..200_000u64 {
@@ -232,7 +237,7 @@ mod tests {
 
     #[test]
     fn pending_rows_count_and_all_zero_key() {
-        let mut t = PackedTable::<1>::with_capacity(4);
+        let mut t = PackedTable::<1, 3>::with_capacity(4);
         t.add(&[0], &[5, 0, 0]);
         t.add(&[0], &[6, 0, 0]);
         assert_eq!(t.len(), 1);

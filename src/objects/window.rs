@@ -139,7 +139,7 @@ pub struct Window {
 
 impl Window {
     pub fn new(spec: Arc<FwmSpec>) -> Self {
-        let rows = RowMap::new(spec.layout.words, 0);
+        let rows = RowMap::new(spec.layout.words, spec.aggs.len(), 0);
         Window { spec, start: None, rows, key: [0; MAX_WORDS] }
     }
 
@@ -202,7 +202,7 @@ impl Window {
     fn close(&mut self, start: u64, next_start: u64, worker: usize) -> Closed {
         // The next window starts with room for as many rows as this one had: a busy window does
         // not rehash its way up again every time.
-        let next = RowMap::new(self.spec.layout.words, self.rows.len());
+        let next = RowMap::new(self.spec.layout.words, self.spec.aggs.len(), self.rows.len());
         let rows = std::mem::replace(&mut self.rows, next);
         Closed { spec: self.spec.clone(), worker, start, next_start, rows }
     }
@@ -254,7 +254,7 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!((out[0].start, out[0].next_start), (990, 1080));
         let spec = w.spec.clone();
-        let mut rows = std::mem::replace(&mut out[0].rows, RowMap::new(2, 0)).export_rows(&spec);
+        let mut rows = std::mem::replace(&mut out[0].rows, RowMap::new(2, 3, 0)).export_rows(&spec);
         rows.sort_by_key(|r| r.0.get(0)); // this spec has no columns to order by
         assert_eq!(rows, vec![(Key(vec![Some(1)]), [150, 2, 1200]), (Key(vec![Some(2)]), [7, 1, 56])]);
         w.finish(0, &mut out);
@@ -272,7 +272,7 @@ mod tests {
         s.set_active(true);
         w.add(&flow(1, 20));
         w.finish(0, &mut out);
-        let rows = std::mem::replace(&mut out[0].rows, RowMap::new(1, 0)).export_rows(&s);
+        let rows = std::mem::replace(&mut out[0].rows, RowMap::new(1, 3, 0)).export_rows(&s);
         assert_eq!(rows, vec![(Key(vec![]), [20, 0, 0])]);
     }
 }
