@@ -9,6 +9,7 @@
 pub mod lua_conf;
 pub mod mavg;
 pub mod rows;
+pub mod slots;
 pub mod table;
 pub mod window;
 

@@ -7,6 +7,8 @@
 //! insertion is deferred by a few flows after its slot is prefetched, so several memory accesses
 //! are in flight at once instead of one after the other.
 
+use super::slots::ZeroedSlots;
+
 /// Bit set in the last key word of an occupied slot (the NULL-bits word uses only the low
 /// bits, one per key field).
 const OCCUPIED: u64 = 1 << 63;
@@ -27,7 +29,7 @@ struct Slot<const N: usize, const A: usize> {
 
 /// Packed key (`N` words) -> sums (`A` of them kept).
 pub struct PackedTable<const N: usize, const A: usize> {
-    slots: Vec<Slot<N, A>>,
+    slots: ZeroedSlots<Slot<N, A>>,
     len: usize,
     pending: [([u64; N], Sums, u64); PIPELINE],
     npending: usize,
@@ -49,49 +51,9 @@ pub fn hash_words(words: &[u64]) -> u64 {
 }
 
 /// An all-zero (all-empty) slot array.
-fn empty_slots<const N: usize, const A: usize>(cap: usize) -> Vec<Slot<N, A>> {
+fn empty_slots<const N: usize, const A: usize>(cap: usize) -> ZeroedSlots<Slot<N, A>> {
     // SAFETY: `Slot` is plain u64 arrays, for which all-zero bytes is a valid (empty) value.
-    unsafe { zeroed_vec(cap) }
-}
-
-/// A vector of `n` all-zero elements, from zeroed memory (untouched pages cost nothing until
-/// used). Large ones ask the kernel for transparent huge pages: with random access over
-/// hundreds of megabytes, 4 KiB pages would add a page-table walk to nearly every update.
-///
-/// # Safety
-/// All-zero bytes must be a valid value of `T`.
-pub unsafe fn zeroed_vec<T>(n: usize) -> Vec<T> {
-    let layout = std::alloc::Layout::array::<T>(n).expect("table size fits memory");
-    if layout.size() == 0 {
-        return Vec::new();
-    }
-    // SAFETY: the memory comes from the global allocator with exactly the layout `Vec` uses for
-    // `n` elements, so `Vec` may own and free it; the caller vouches for all-zero elements.
-    unsafe {
-        let p = std::alloc::alloc_zeroed(layout) as *mut T;
-        if p.is_null() {
-            std::alloc::handle_alloc_error(layout);
-        }
-        advise_huge_pages(p as *mut u8, layout.size());
-        Vec::from_raw_parts(p, n, n)
-    }
-}
-
-/// Asks for huge pages on the 2 MiB-aligned part of a large allocation (a hint: ignored where
-/// the kernel does not support it).
-fn advise_huge_pages(p: *mut u8, len: usize) {
-    const HUGE: usize = 2 << 20;
-    if len < 2 * HUGE {
-        return;
-    }
-    let start = (p as usize + HUGE - 1) & !(HUGE - 1);
-    let end = (p as usize + len) & !(HUGE - 1);
-    if end > start {
-        // SAFETY: the range lies inside an allocation we own; madvise only changes paging.
-        unsafe {
-            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
-        }
-    }
+    unsafe { ZeroedSlots::new(cap) }
 }
 
 #[inline]
@@ -188,19 +150,20 @@ impl<const N: usize, const A: usize> PackedTable<N, A> {
         let bigger = empty_slots(self.slots.len() * 2);
         let old = std::mem::replace(&mut self.slots, bigger);
         let mask = self.slots.len() - 1;
-        for s in old.into_iter().filter(|s| s.key[N - 1] & OCCUPIED != 0) {
+        for s in old.iter().filter(|s| s.key[N - 1] & OCCUPIED != 0) {
             let mut i = hash_words(&s.key) as usize & mask;
             while self.slots[i].key[N - 1] & OCCUPIED != 0 {
                 i = (i + 1) & mask;
             }
-            self.slots[i] = s;
+            self.slots[i] = *s;
         }
     }
 
     /// Every row as (key without the occupied bit, sums; those not kept are 0).
     pub fn into_rows(mut self) -> impl Iterator<Item = ([u64; N], Sums)> {
         self.flush();
-        self.slots.into_iter().filter(|s| s.key[N - 1] & OCCUPIED != 0).map(|s| {
+        let slots = self.slots;
+        (0..slots.len()).map(move |i| slots[i]).filter(|s| s.key[N - 1] & OCCUPIED != 0).map(|s| {
             let mut k = s.key;
             k[N - 1] &= !OCCUPIED;
             let mut sums = [0; 3];

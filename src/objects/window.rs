@@ -145,7 +145,7 @@ impl Window {
 
     /// Adds a flow (which the object's filter matched). The worker advances the clock to the
     /// flow's time first, so the window has started.
-    #[inline]
+    #[inline(always)]
     pub fn add(&mut self, flow: &Flow) {
         if !self.spec.is_active() {
             return;

@@ -11,6 +11,7 @@
 //! The rest of the moving average sees a [`Row`]: slots are loaded into one and stored back.
 
 use super::{PackedKey, Row, MAVG_WORDS};
+use crate::objects::slots::ZeroedSlots;
 
 /// Set in the last key word of an occupied slot.
 const OCCUPIED: u64 = 1 << 63;
@@ -174,7 +175,7 @@ pub(super) trait Slot: Clone {
 }
 
 pub(super) struct RowTable<S: Slot> {
-    slots: Vec<S>,
+    slots: ZeroedSlots<S>,
     len: usize,
     tombs: usize,
 }
@@ -183,7 +184,7 @@ impl<S: Slot> RowTable<S> {
     fn with_capacity(cap: usize) -> Self {
         // SAFETY: an all-zero slot is an empty one: last key word 0 (neither occupied nor
         // removed) and a row of plain numbers.
-        let slots = unsafe { crate::objects::table::zeroed_vec::<S>(cap.next_power_of_two()) };
+        let slots = unsafe { ZeroedSlots::<S>::new(cap.next_power_of_two()) };
         RowTable { slots, len: 0, tombs: 0 }
     }
 
@@ -249,9 +250,9 @@ impl<S: Slot> RowTable<S> {
     fn rebuild(&mut self) {
         let cap = if (self.len + 1) * 2 > self.slots.len() { self.slots.len() * 2 } else { self.slots.len() };
         let old = std::mem::replace(self, RowTable::with_capacity(cap));
-        for s in old.slots.into_iter().filter(|s| Self::last(s) & OCCUPIED != 0) {
-            let i = self.place(Self::key_of(&s).hash64());
-            self.slots[i] = s;
+        for s in old.slots.iter().filter(|s| Self::last(s) & OCCUPIED != 0) {
+            let i = self.place(Self::key_of(s).hash64());
+            self.slots[i] = s.clone();
             self.len += 1;
         }
     }
