@@ -761,7 +761,8 @@ impl Mavg {
     /// rewrites notifications, forgets rows that are idle and hold no limit.
     pub fn sweep(self: &Arc<Self>, now_ms: u64) {
         let mut out = Vec::new();
-        let idle_forget = self.time_ms.saturating_mul(10).max(60_000);
+        // Within the age a row's 32-bit time keeps (else rows of a huge `time` would never go).
+        let idle_forget = self.time_ms.saturating_mul(10).clamp(60_000, rowtable::MAX_AGE);
         let has_under = self.limits.iter().any(|s| s.kind == LimitKind::Under);
         for cell in &self.shards {
             let mut guard = cell.shard.lock();

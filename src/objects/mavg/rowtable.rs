@@ -18,6 +18,9 @@ const OCCUPIED: u64 = 1 << 63;
 /// Set in the last key word of a removed slot (probing goes on past it).
 const TOMB: u64 = 1 << 62;
 
+/// The oldest a kept row's time is allowed to be, in ms (see [`RowTable::retain`]).
+pub(super) const MAX_AGE: u64 = 1 << 30;
+
 /// A row as a slot keeps it.
 #[derive(Clone, Copy)]
 #[repr(C)]
@@ -271,7 +274,6 @@ impl<S: Slot> RowTable<S> {
     /// kept row's time within 2^30 ms of the clock (the 32-bit time stays exact): a row idle
     /// that long has decayed to nothing, and only the age matters then.
     fn retain(&mut self, now_ms: u64, mut f: impl FnMut(&PackedKey, &mut Row) -> bool) {
-        const MAX_AGE: u64 = 1 << 30;
         for s in self.slots.iter_mut() {
             if Self::last(s) & OCCUPIED == 0 {
                 continue;

@@ -210,3 +210,17 @@ fn a_full_hook_queue_drops_and_counts() {
     assert_eq!(rx.try_iter().count(), 1);
     assert_eq!(m.stats.active.load(Ordering::Relaxed), 3, "limits hold whatever the hooks");
 }
+
+#[test]
+fn idle_rows_go_even_when_ten_windows_exceed_the_kept_age() {
+    // 10 windows of 200,000 s are beyond the 2^30 ms a row's 32-bit time keeps exactly.
+    let d = tmp("age");
+    let (m, _rx) = mavg(r#"{"name": "m", "time": 200000, "fields": ["dst host", "octets"]}"#, &d);
+    m.update(&flow(1, 100), T0);
+    m.sweep(T0 + 1000);
+    assert_eq!(m.stats.keys.load(Ordering::Relaxed), 1);
+    m.sweep(T0 + (1 << 30) - 1000);
+    assert_eq!(m.stats.keys.load(Ordering::Relaxed), 1, "still within the age");
+    m.sweep(T0 + (1 << 30) + 1000);
+    assert_eq!(m.stats.keys.load(Ordering::Relaxed), 0, "forgotten");
+}
