@@ -167,13 +167,6 @@ impl PackedKey {
         w.copy_from_slice(&words[..MAVG_WORDS]);
         PackedKey { n: layout.words as u8, w }
     }
-
-    /// The words in the layout's full form.
-    fn full(&self) -> [u64; MAX_WORDS] {
-        let mut out = [0u64; MAX_WORDS];
-        out[..MAVG_WORDS].copy_from_slice(&self.w);
-        out
-    }
 }
 
 impl PartialEq for PackedKey {
@@ -307,7 +300,12 @@ impl Row {
     }
 
     fn flag(&self, bit: u32, l: usize) -> bool {
-        self.thr & (1 << (bit + l as u32)) != 0
+        Self::flag_in(self.thr, bit, l)
+    }
+
+    /// Flag `bit + l` of a row's flags word.
+    fn flag_in(thr: u32, bit: u32, l: usize) -> bool {
+        thr & (1 << (bit + l as u32)) != 0
     }
 
     fn set_flag(&mut self, bit: u32, l: usize, on: bool) {
@@ -317,11 +315,6 @@ impl Row {
 
     fn active(&self, l: usize) -> bool {
         self.flag(ACTIVE_BIT, l)
-    }
-
-    /// Whether limit `l` is active, from a row's flags word.
-    fn is_active(thr: u32, l: usize) -> bool {
-        thr & (1 << (ACTIVE_BIT + l as u32)) != 0
     }
 
     fn any_active(&self) -> bool {
@@ -431,7 +424,6 @@ pub struct Mavg {
     pub dump: Option<u64>,
     pub limits: Vec<LimitSpec>,
     pub thresholds: RwLock<Thresholds>,
-    compiled: RwLock<Arc<Compiled>>,
     next_dump_ms: AtomicU64,
     last_drop_log_ms: AtomicU64,
     shards: Vec<ShardCell>,
@@ -495,7 +487,7 @@ impl Mavg {
         shard.rows.for_each_thr(|key, thr| {
             *thr = Row::with_index(*thr, compiled.index_of(key));
             for (l, n) in active.iter_mut().enumerate() {
-                *n += Row::is_active(*thr, l) as usize;
+                *n += Row::flag_in(*thr, ACTIVE_BIT, l) as usize;
             }
         });
         shard.compiled = compiled.clone();
@@ -506,7 +498,6 @@ impl Mavg {
     /// active limits are kept.
     pub fn set_thresholds(&self, t: Thresholds) {
         let compiled = Arc::new(compile_thresholds(&self.limits, &t, self.secs()));
-        *self.compiled.write() = compiled.clone();
         *self.thresholds.write() = t;
         for cell in &self.shards {
             self.retarget(&mut cell.shard.lock(), &compiled);
@@ -537,7 +528,8 @@ impl Mavg {
         if old.keys != self.keys || old.aggs != self.aggs || old.time_ms != self.time_ms || limits(old) != limits(self) || old.shards.len() != self.shards.len() {
             return false;
         }
-        let compiled = self.compiled.read().clone();
+        // This configuration's thresholds (every shard holds the same).
+        let compiled = self.shards[0].shard.lock().compiled.clone();
         let mut active = [0usize; MAX_LIMITS];
         for (mine, theirs) in self.shards.iter().zip(old.shards.iter()) {
             let mut a = mine.shard.lock();
@@ -738,10 +730,12 @@ impl Mavg {
     /// (field, rate, threshold).
     fn under(&self, n: &[f64; 3], set: &ThresholdSet, l: usize) -> Option<(usize, f64, f64)> {
         let sum = &set.sum[l];
-        let all = (0..self.aggs.len()).all(|i| !sum[i].is_finite() || n[i] < sum[i]);
+        if !(0..self.aggs.len()).all(|i| !sum[i].is_finite() || n[i] < sum[i]) {
+            return None;
+        }
         let field = (0..self.aggs.len()).find(|&i| sum[i].is_finite())?;
         let (value, threshold) = self.verdict(n, set, l, field);
-        all.then_some((field, value, threshold))
+        Some((field, value, threshold))
     }
 
     /// Switches the limit's extended windows on or off (counted: a window stays on while any
@@ -854,7 +848,7 @@ impl Mavg {
     /// Key values as text: addresses as addresses, numbers in decimal, NULL as `NULL`.
     pub fn key_text(&self, key: &PackedKey) -> Vec<String> {
         (0..self.keys.len())
-            .map(|i| match self.layout.value(&key.full(), i) {
+            .map(|i| match self.layout.value(&key.w, i) {
                 None => "NULL".into(),
                 Some(v) => format_value(self.keys[i], v),
             })
@@ -1041,7 +1035,6 @@ pub fn parse(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Re
         dump,
         limits,
         thresholds: RwLock::new(thresholds),
-        compiled: RwLock::new(compiled),
         next_dump_ms: AtomicU64::new(0),
         last_drop_log_ms: AtomicU64::new(0),
         shards: shard_cells,

@@ -224,11 +224,7 @@ impl<S: Slot> RowTable<S> {
         if (self.len + self.tombs + 1) * 8 > self.slots.len() * 5 {
             self.rebuild();
         }
-        let mask = self.slots.len() - 1;
-        let mut i = hash as usize & mask;
-        while Self::last(&self.slots[i]) & OCCUPIED != 0 {
-            i = (i + 1) & mask;
-        }
+        let i = self.free_slot(hash);
         if Self::last(&self.slots[i]) & TOMB != 0 {
             self.tombs -= 1;
         }
@@ -254,17 +250,17 @@ impl<S: Slot> RowTable<S> {
         let cap = if (self.len + 1) * 2 > self.slots.len() { self.slots.len() * 2 } else { self.slots.len() };
         let old = std::mem::replace(self, RowTable::with_capacity(cap));
         for s in old.slots.iter().filter(|s| Self::last(s) & OCCUPIED != 0) {
-            let i = self.place(Self::key_of(s).hash64());
+            let i = self.free_slot(Self::key_of(s).hash64());
             self.slots[i] = s.clone();
             self.len += 1;
         }
     }
 
-    /// The first free slot for a hash (no growth: for re-placing rows).
-    fn place(&self, hash: u64) -> usize {
+    /// The first slot on a hash's probe path that is empty or removed (no growth).
+    fn free_slot(&self, hash: u64) -> usize {
         let mask = self.slots.len() - 1;
         let mut i = hash as usize & mask;
-        while Self::last(&self.slots[i]) != 0 {
+        while Self::last(&self.slots[i]) & OCCUPIED != 0 {
             i = (i + 1) & mask;
         }
         i
