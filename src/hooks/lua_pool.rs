@@ -192,8 +192,12 @@ mod tests {
     use crate::objects::{self, mavg::Phase, Objects};
 
     /// Objects `names` under a fresh mo-dir, each with one limit calling `on` of `lua`.
+    fn objects_dir(tag: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("xe-luapool-{tag}-{}", std::process::id()))
+    }
+
     fn objects(tag: &str, names: &[&str], lua: &str) -> (PathBuf, Objects) {
-        let d = std::env::temp_dir().join(format!("xe-luapool-{tag}-{}", std::process::id()));
+        let d = objects_dir(tag);
         let _ = std::fs::remove_dir_all(&d);
         for name in names {
             let o = d.join("mo").join(name);
@@ -232,10 +236,13 @@ mod tests {
 
     #[test]
     fn a_slow_hook_delays_only_its_own_object_and_order_is_kept() {
-        let names = ["slow", "a", "b", "c", "d", "e", "f", "g"];
-        let (d, objects) = objects("isolate", &names, HOOK);
-        let thread = |name: &str| thread_of(&d.join("mo").join(name), 2);
-        let fast = *names.iter().find(|n| thread(n) != thread("slow")).expect("an object on the other thread");
+        // The thread follows the directory's hash, and the directory holds the process id:
+        // name the second object so that it lands on the other thread whatever the id.
+        let mo = objects_dir("isolate").join("mo");
+        let thread = |name: &str| thread_of(&mo.join(name), 2);
+        let fast = (0..).map(|i| format!("fast{i}")).find(|n| thread(n) != thread("slow")).unwrap();
+        let fast = fast.as_str();
+        let (d, objects) = objects("isolate", &["slow", fast], HOOK);
         let mut pool = LuaPool::spawn(&LuaConfig::default(), 2, 100);
         pool.submit(event(&objects, "slow", "s"));
         for k in 0..50 {
