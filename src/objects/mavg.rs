@@ -593,6 +593,21 @@ impl Mavg {
     /// locks are released.
     pub fn apply_batch(self: &Arc<Self>, batch: &[Pending]) {
         let mut events: Vec<StartEvent> = Vec::new();
+        if self.shard_mask == 0 {
+            // One shard (one worker): nothing to group.
+            let cell = &self.shards[0];
+            let mut shard = cell.shard.lock();
+            for p in batch {
+                self.update_row(cell, &mut shard, p, &mut events);
+            }
+        } else {
+            self.apply_by_shard(batch, &mut events);
+        }
+        self.emit_starts(events);
+    }
+
+    /// [`Mavg::apply_batch`] with several shards: one lock per shard the batch touches.
+    fn apply_by_shard(&self, batch: &[Pending], events: &mut Vec<StartEvent>) {
         let mut done = 0u64; // bit i: batch[i] applied
         debug_assert!(batch.len() <= 64);
         for first in 0..batch.len() {
@@ -606,11 +621,10 @@ impl Mavg {
             for (i, p) in batch.iter().enumerate().skip(first) {
                 if done & (1 << i) == 0 && self.shard_of(p.hash) == shard_no {
                     done |= 1 << i;
-                    self.update_row(cell, shard, p, &mut events);
+                    self.update_row(cell, shard, p, events);
                 }
             }
         }
-        self.emit_starts(events);
     }
 
     /// Sends the limits that started in a batch (after its locks are released).
@@ -625,8 +639,8 @@ impl Mavg {
     /// One flow's update of its row (the shard locked); a limit starting is added to `events`.
     #[inline]
     fn update_row(&self, cell: &ShardCell, shard: &mut Shard, p: &Pending, events: &mut Vec<StartEvent>) {
-        let Pending { key, hash, v, now_ms } = *p;
-        let i = match shard.rows.find(&key, hash) {
+        let Pending { ref key, hash, ref v, now_ms } = *p;
+        let i = match shard.rows.find(key, hash) {
             Some(i) => i,
             None => {
                 if (self.stats.keys.load(Ordering::Relaxed) + 1) * self.key_bytes() > self.mem_bytes {
@@ -634,8 +648,8 @@ impl Mavg {
                     return;
                 }
                 self.stats.keys.fetch_add(1, Ordering::Relaxed);
-                let row = Row { last_ms: now_ms, n: [0.0; 3], thr: shard.compiled.index_of(&key) };
-                let i = shard.rows.insert(&key, hash, &row);
+                let row = Row { last_ms: now_ms, n: [0.0; 3], thr: shard.compiled.index_of(key) };
+                let i = shard.rows.insert(key, hash, &row);
                 let (base, mask) = shard.rows.probe_start();
                 cell.base.store(base, Ordering::Relaxed);
                 cell.mask.store(mask, Ordering::Relaxed);
@@ -648,7 +662,7 @@ impl Mavg {
         let dt = now_ms.saturating_sub(row.last_ms);
         // `decayed(n, dt) + v`, written out: calling the helper here measured ~10% slower
         // in benches/pipeline (the reset branch no longer folds into the add).
-        let decay = dt as f64 * self.per_ms;
+        let decay = dt as i64 as f64 * self.per_ms; // dt < 2^63: the cheaper signed conversion
         for (n, v) in row.n.iter_mut().zip(v.iter()).take(self.aggs.len()) {
             *n = if dt >= self.time_ms { *v } else { *n - decay * *n + v };
         }
@@ -662,17 +676,17 @@ impl Mavg {
                 Some(_) if row.active(l) => row.set_flag(OVER_BIT, l, true),
                 Some(field) => {
                     let (value, threshold) = self.verdict(&row.n, set, l, field);
-                    let st = limit_state(&mut shard.limits, &key, l);
+                    let st = limit_state(&mut shard.limits, key, l);
                     st.last_bad_ms = now_ms;
                     (st.field, st.value, st.threshold) = (field, value, threshold);
                     st.start_ms = now_ms;
                     st.last_notify_ms = now_ms;
                     row.set_flag(ACTIVE_BIT, l, true);
                     row.set_flag(OVER_BIT, l, true);
-                    events.push((key, l, field, value, threshold, now_ms));
+                    events.push((*key, l, field, value, threshold, now_ms));
                 }
                 // Just dropped under: record when it was last over, and by how much.
-                None if row.flag(OVER_BIT, l) => self.record_over(&mut row, &mut shard.limits, &key, l, &before_n, before_ms, set),
+                None if row.flag(OVER_BIT, l) => self.record_over(&mut row, &mut shard.limits, key, l, &before_n, before_ms, set),
                 None => {}
             }
         }

@@ -211,8 +211,9 @@ impl<S: Slot> RowTable<S> {
             if last == 0 {
                 return None;
             }
+            // The other words, compared without a loop bound or a length check (both const).
             let k = s.key();
-            if last == want_last && k[..S::WORDS - 1].iter().zip(&key.w).fold(0, |d, (a, b)| d | (a ^ b)) == 0 {
+            if last == want_last && (0..S::WORDS - 1).fold(0, |d, j| d | (k[j] ^ key.w[j])) == 0 {
                 return Some(i);
             }
             i = (i + 1) & mask;
