@@ -257,14 +257,26 @@ fn live_flood_starts_the_script_within_a_second_and_sighup_applies_new_limits() 
         ),
     )
     .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_xenoeye")).arg("-c").arg(&conf).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    // Readiness as systemd gets it: READY=1 comes once the UDP socket is bound (a fixed sleep
+    // here lost the flood on a slow start).
+    let ready = std::os::unix::net::UnixDatagram::bind(d.join("notify.sock")).unwrap();
+    ready.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_xenoeye"))
+        .arg("-c")
+        .arg(&conf)
+        .env("NOTIFY_SOCKET", d.join("notify.sock"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = ready.recv(&mut buf).expect("READY=1 within 30 s");
+    assert!(buf[..n].starts_with(b"READY=1"), "{}", String::from_utf8_lossy(&buf[..n]));
     let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let send = |flows: &[CraftedFlow]| {
         let f = v9_frame(now_ms(), flows);
         tx.send_to(common::Frame::payload(&f), ("127.0.0.1", port)).unwrap();
     };
-    // Wait until the collector is up: a quiet flow makes its notification-free way through.
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // A quiet flow first: it makes its notification-free way through.
     send(&[flow([10, 0, 0, 1], 100)]);
     std::thread::sleep(std::time::Duration::from_millis(200));
 
