@@ -363,15 +363,15 @@ const FEED_DEPTH: usize = 16;
 
 impl Feed {
     pub fn new(mavg: Arc<Mavg>) -> Feed {
-        let empty = Pending { key: PackedKey { n: 0, w: [0; MAVG_WORDS] }, hash: 0, v: [0.0; 3], now_ms: 0 };
-        Feed { mavg, batch: [empty; FEED_DEPTH], len: 0 }
+        Feed { mavg, batch: [Pending::EMPTY; FEED_DEPTH], len: 0 }
     }
 
     #[inline]
     pub fn push(&mut self, flow: &Flow) {
-        let p = self.mavg.prepare(flow, flow.time_ms);
-        self.mavg.prefetch(&p);
-        self.batch[self.len] = p;
+        // Prepared in place: the entry only ever held this average's flows.
+        let p = &mut self.batch[self.len];
+        self.mavg.prepare_into(flow, flow.time_ms, p);
+        self.mavg.prefetch(p);
         self.len += 1;
         if self.len == FEED_DEPTH {
             self.flush();
@@ -388,6 +388,28 @@ impl Feed {
     }
 }
 
+/// A batch's flows of one shard, applied to the shard's table (see [`Mavg::apply_in_shard`]).
+struct BatchUpdate<'a> {
+    mavg: &'a Mavg,
+    cell: &'a ShardCell,
+    limits: &'a mut LimitStates,
+    compiled: &'a Compiled,
+    batch: &'a [Pending],
+    /// Bit i: apply `batch[i]`.
+    which: u64,
+    events: &'a mut Vec<StartEvent>,
+}
+
+impl rowtable::Visit for BatchUpdate<'_> {
+    fn visit<S: rowtable::Slot>(self, table: &mut rowtable::RowTable<S>) {
+        for (i, p) in self.batch.iter().enumerate() {
+            if self.which & (1 << i) != 0 {
+                self.mavg.update_row(self.cell, table, self.limits, self.compiled, p, self.events);
+            }
+        }
+    }
+}
+
 /// A flow prepared for a moving average: its key, hash and values.
 #[derive(Clone, Copy, Debug)]
 pub struct Pending {
@@ -395,6 +417,10 @@ pub struct Pending {
     hash: u64,
     v: [f64; 3],
     now_ms: u64,
+}
+
+impl Pending {
+    const EMPTY: Pending = Pending { key: PackedKey { n: 0, w: [0; MAVG_WORDS] }, hash: 0, v: [0.0; 3], now_ms: 0 };
 }
 
 /// Counters of one moving average.
@@ -562,13 +588,23 @@ impl Mavg {
     /// Packs a flow's key and values (no lock, no memory of the table touched).
     #[inline]
     pub fn prepare(&self, flow: &Flow, now_ms: u64) -> Pending {
-        let mut key = PackedKey { n: self.layout.words as u8, w: [0; MAVG_WORDS] };
-        self.layout.pack(flow, &mut key.w);
-        let mut v = [0f64; 3];
-        for (x, a) in v.iter_mut().zip(&self.aggs) {
+        let mut p = Pending::EMPTY;
+        self.prepare_into(flow, now_ms, &mut p);
+        p
+    }
+
+    /// [`Mavg::prepare`] into a pending entry last prepared by this moving average (or
+    /// empty): the words and values past this average's key and fields are left as they are,
+    /// zero.
+    #[inline]
+    fn prepare_into(&self, flow: &Flow, now_ms: u64, p: &mut Pending) {
+        p.key.n = self.layout.words as u8;
+        self.layout.pack(flow, &mut p.key.w);
+        for (x, a) in p.v.iter_mut().zip(&self.aggs) {
             *x = a.of(flow) as f64;
         }
-        Pending { key, hash: key.hash64(), v, now_ms }
+        p.hash = p.key.hash64();
+        p.now_ms = now_ms;
     }
 
     /// Starts loading the slot a prepared flow will update (a hint; the slot array may have
@@ -593,77 +629,62 @@ impl Mavg {
     /// locks are released.
     pub fn apply_batch(self: &Arc<Self>, batch: &[Pending]) {
         let mut events: Vec<StartEvent> = Vec::new();
+        debug_assert!(!batch.is_empty() && batch.len() <= 64);
+        let all = u64::MAX >> (64 - batch.len());
         if self.shard_mask == 0 {
             // One shard (one worker): nothing to group.
-            let cell = &self.shards[0];
-            let mut shard = cell.shard.lock();
-            for p in batch {
-                self.update_row(cell, &mut shard, p, &mut events);
-            }
+            self.apply_in_shard(0, batch, all, &mut events);
         } else {
-            self.apply_by_shard(batch, &mut events);
+            let mut left = all; // bit i: batch[i] not applied yet
+            while left != 0 {
+                let shard_no = self.shard_of(batch[left.trailing_zeros() as usize].hash);
+                let same = batch.iter().enumerate().filter(|(_, p)| self.shard_of(p.hash) == shard_no);
+                let mine = same.fold(0u64, |m, (i, _)| m | 1 << i) & left;
+                self.apply_in_shard(shard_no, batch, mine, &mut events);
+                left &= !mine;
+            }
         }
         self.emit_starts(events);
     }
 
-    /// [`Mavg::apply_batch`] with several shards: one lock per shard the batch touches.
-    fn apply_by_shard(&self, batch: &[Pending], events: &mut Vec<StartEvent>) {
-        let mut done = 0u64; // bit i: batch[i] applied
-        debug_assert!(batch.len() <= 64);
-        for first in 0..batch.len() {
-            if done & (1 << first) != 0 {
-                continue;
-            }
-            let shard_no = self.shard_of(batch[first].hash);
-            let cell = &self.shards[shard_no];
-            let mut guard = cell.shard.lock();
-            let shard = &mut *guard;
-            for (i, p) in batch.iter().enumerate().skip(first) {
-                if done & (1 << i) == 0 && self.shard_of(p.hash) == shard_no {
-                    done |= 1 << i;
-                    self.update_row(cell, shard, p, events);
-                }
-            }
-        }
+    /// Applies the flows of `batch` selected by `which` (bit i: `batch[i]`), all of shard
+    /// `shard_no`, under its lock, with the shard's slot type known (one dispatch per batch,
+    /// not one per row access).
+    fn apply_in_shard(&self, shard_no: usize, batch: &[Pending], which: u64, events: &mut Vec<StartEvent>) {
+        let cell = &self.shards[shard_no];
+        let mut guard = cell.shard.lock();
+        let Shard { rows, limits, compiled } = &mut *guard;
+        rows.visit(BatchUpdate { mavg: self, cell, limits, compiled, batch, which, events });
     }
 
-    /// Sends the limits that started in a batch (after its locks are released).
-    fn emit_starts(self: &Arc<Self>, events: Vec<StartEvent>) {
-        for (key, l, field, value, threshold, now_ms) in events {
-            self.activate(l, true);
-            let keys = self.key_text(&key);
-            self.emit(Event { phase: Phase::Start, mavg: self.clone(), limit: l, keys, field, value, threshold, time_ms: now_ms, start_ms: now_ms });
-        }
-    }
-
-    /// One flow's update of its row (the shard locked); a limit starting is added to `events`.
-    #[inline]
-    fn update_row(&self, cell: &ShardCell, shard: &mut Shard, p: &Pending, events: &mut Vec<StartEvent>) {
+    /// One flow's update of its row (its shard locked); a limit starting is added to `events`.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn update_row<S: rowtable::Slot>(
+        &self,
+        cell: &ShardCell,
+        table: &mut rowtable::RowTable<S>,
+        limits: &mut LimitStates,
+        compiled: &Compiled,
+        p: &Pending,
+        events: &mut Vec<StartEvent>,
+    ) {
         let Pending { ref key, hash, ref v, now_ms } = *p;
-        let i = match shard.rows.find(key, hash) {
+        let i = match table.find(key, hash) {
             Some(i) => i,
-            None => {
-                if (self.stats.keys.load(Ordering::Relaxed) + 1) * self.key_bytes() > self.mem_bytes {
-                    self.stats.keys_dropped.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-                self.stats.keys.fetch_add(1, Ordering::Relaxed);
-                let row = Row { last_ms: now_ms, n: [0.0; 3], thr: shard.compiled.index_of(key) };
-                let i = shard.rows.insert(key, hash, &row);
-                let (base, mask) = shard.rows.probe_start();
-                cell.base.store(base, Ordering::Relaxed);
-                cell.mask.store(mask, Ordering::Relaxed);
-                i
-            }
+            None => match self.insert_row(cell, table, compiled, key, hash, now_ms) {
+                Some(i) => i,
+                None => return,
+            },
         };
-        let mut row = shard.rows.load(i, now_ms);
-        let set = &shard.compiled.sets[row.thr()];
+        let mut row = table.load(i, now_ms);
+        let set = &compiled.sets[row.thr()];
         let (before_n, before_ms) = (row.n, row.last_ms);
         let dt = now_ms.saturating_sub(row.last_ms);
         // `decayed(n, dt) + v`, written out: calling the helper here measured ~10% slower
         // in benches/pipeline (the reset branch no longer folds into the add).
         let decay = dt as i64 as f64 * self.per_ms; // dt < 2^63: the cheaper signed conversion
-        for (n, v) in row.n.iter_mut().zip(v.iter()).take(self.aggs.len()) {
+        for (n, v) in row.n.iter_mut().zip(v.iter()).take(S::SUMS) {
             *n = if dt >= self.time_ms { *v } else { *n - decay * *n + v };
         }
         row.last_ms = row.last_ms.max(now_ms);
@@ -671,12 +692,13 @@ impl Mavg {
             if spec.kind != LimitKind::Over {
                 continue; // underlimits are found by the sweep
             }
-            match self.over_field(&row.n, &set.sum[l]) {
+            // (over_field with the number of fields known at compile time)
+            match (0..S::SUMS).find(|&f| row.n[f] > set.sum[l][f]) {
                 // Still over: the flag says so; the key's limit state is not touched per flow.
                 Some(_) if row.active(l) => row.set_flag(OVER_BIT, l, true),
                 Some(field) => {
                     let (value, threshold) = self.verdict(&row.n, set, l, field);
-                    let st = limit_state(&mut shard.limits, key, l);
+                    let st = limit_state(limits, key, l);
                     st.last_bad_ms = now_ms;
                     (st.field, st.value, st.threshold) = (field, value, threshold);
                     st.start_ms = now_ms;
@@ -686,11 +708,45 @@ impl Mavg {
                     events.push((*key, l, field, value, threshold, now_ms));
                 }
                 // Just dropped under: record when it was last over, and by how much.
-                None if row.flag(OVER_BIT, l) => self.record_over(&mut row, &mut shard.limits, key, l, &before_n, before_ms, set),
+                None if row.flag(OVER_BIT, l) => self.record_over(&mut row, limits, key, l, &before_n, before_ms, set),
                 None => {}
             }
         }
-        shard.rows.store(i, &row);
+        table.store(i, &row);
+    }
+
+    /// A new key's row, unless the memory bound is reached (then the flow is counted and
+    /// skipped); publishes the slot array's address for prefetching (it may have grown).
+    #[cold]
+    fn insert_row<S: rowtable::Slot>(
+        &self,
+        cell: &ShardCell,
+        table: &mut rowtable::RowTable<S>,
+        compiled: &Compiled,
+        key: &PackedKey,
+        hash: u64,
+        now_ms: u64,
+    ) -> Option<usize> {
+        if (self.stats.keys.load(Ordering::Relaxed) + 1) * self.key_bytes() > self.mem_bytes {
+            self.stats.keys_dropped.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        self.stats.keys.fetch_add(1, Ordering::Relaxed);
+        let row = Row { last_ms: now_ms, n: [0.0; 3], thr: compiled.index_of(key) };
+        let i = table.insert(key, hash, &row);
+        let (base, mask) = table.probe_start();
+        cell.base.store(base, Ordering::Relaxed);
+        cell.mask.store(mask, Ordering::Relaxed);
+        Some(i)
+    }
+
+    /// Sends the limits that started in a batch (after its locks are released).
+    fn emit_starts(self: &Arc<Self>, events: Vec<StartEvent>) {
+        for (key, l, field, value, threshold, now_ms) in events {
+            self.activate(l, true);
+            let keys = self.key_text(&key);
+            self.emit(Event { phase: Phase::Start, mavg: self.clone(), limit: l, keys, field, value, threshold, time_ms: now_ms, start_ms: now_ms });
+        }
     }
 
     /// Folds the over flag of limit `l` into the key's state: at `at_ms` the averages were `n`

@@ -9,6 +9,8 @@
 //! 32-byte slot, two per line; slots up to 64 bytes are line-aligned. Whether a slot is used is
 //! marked in the top bits of the key's last word (left free by the key layout).
 //! The rest of the moving average sees a [`Row`]: slots are loaded into one and stored back.
+//! The per-flow update visits the table with its slot type known ([`Rows::visit`], once per
+//! batch), so a row access is neither a dispatch nor a loop over a runtime number of fields.
 
 use super::{PackedKey, Row, MAVG_WORDS};
 use crate::objects::slots::ZeroedSlots;
@@ -63,6 +65,7 @@ macro_rules! slot_types {
 
             impl Slot for $name {
                 const WORDS: usize = $k;
+                const SUMS: usize = $a;
                 #[inline]
                 fn key(&self) -> &[u64] {
                     &self.key
@@ -105,29 +108,34 @@ macro_rules! slot_types {
                 unreachable!()
             }
 
+            /// Runs `v` on the table with its slot type known: code that visits once per batch
+            /// of flows works on the slots directly, without a dispatch per row access.
+            #[inline]
+            pub fn visit<V: Visit>(&mut self, v: V) {
+                match self { $(Rows::$name(t) => v.visit(t),)* }
+            }
+
             /// Address of the slot array and the index mask: for prefetching.
             pub fn probe_start(&self) -> (usize, usize) {
                 match self { $(Rows::$name(t) => t.probe_start(),)* }
             }
 
+            #[cfg(test)]
             #[inline]
             pub fn find(&self, key: &PackedKey, hash: u64) -> Option<usize> {
                 match self { $(Rows::$name(t) => t.find(key, hash),)* }
             }
 
+            #[cfg(test)]
             pub fn insert(&mut self, key: &PackedKey, hash: u64, row: &Row) -> usize {
                 match self { $(Rows::$name(t) => t.insert(key, hash, row),)* }
             }
 
             /// The row in slot `i`, as of the clock `now_ms`.
+            #[cfg(test)]
             #[inline]
             pub fn load(&self, i: usize, now_ms: u64) -> Row {
                 match self { $(Rows::$name(t) => t.slots[i].load(now_ms),)* }
-            }
-
-            #[inline]
-            pub fn store(&mut self, i: usize, row: &Row) {
-                match self { $(Rows::$name(t) => t.slots[i].store(row),)* }
             }
 
             /// Keeps the rows for which `f` returns true (changes `f` makes are kept).
@@ -170,11 +178,18 @@ slot_types! {
 /// What the table needs of a slot type.
 pub(super) trait Slot: Clone {
     const WORDS: usize;
+    /// Sums kept (the moving average's aggregable fields).
+    const SUMS: usize;
     fn key(&self) -> &[u64];
     fn key_mut(&mut self) -> &mut [u64];
     fn load(&self, now_ms: u64) -> Row;
     fn store(&mut self, row: &Row);
     fn thr_mut(&mut self) -> &mut u32;
+}
+
+/// Work on a [`RowTable`] of whatever slot type (see [`Rows::visit`]).
+pub(super) trait Visit {
+    fn visit<S: Slot>(self, table: &mut RowTable<S>);
 }
 
 pub(super) struct RowTable<S: Slot> {
@@ -191,8 +206,19 @@ impl<S: Slot> RowTable<S> {
         RowTable { slots, len: 0, tombs: 0 }
     }
 
-    fn probe_start(&self) -> (usize, usize) {
+    pub(super) fn probe_start(&self) -> (usize, usize) {
         (self.slots.as_ptr() as usize, self.slots.len() - 1)
+    }
+
+    /// The row in slot `i`, as of the clock `now_ms`.
+    #[inline]
+    pub(super) fn load(&self, i: usize, now_ms: u64) -> Row {
+        self.slots[i].load(now_ms)
+    }
+
+    #[inline]
+    pub(super) fn store(&mut self, i: usize, row: &Row) {
+        self.slots[i].store(row)
     }
 
     fn last(s: &S) -> u64 {
@@ -201,7 +227,7 @@ impl<S: Slot> RowTable<S> {
 
     /// Index of the key's slot, if present.
     #[inline]
-    fn find(&self, key: &PackedKey, hash: u64) -> Option<usize> {
+    pub(super) fn find(&self, key: &PackedKey, hash: u64) -> Option<usize> {
         let mask = self.slots.len() - 1;
         let want_last = key.w[S::WORDS - 1] | OCCUPIED;
         let mut i = hash as usize & mask;
@@ -221,7 +247,7 @@ impl<S: Slot> RowTable<S> {
     }
 
     /// Inserts a key known to be absent; returns its slot index.
-    fn insert(&mut self, key: &PackedKey, hash: u64, row: &Row) -> usize {
+    pub(super) fn insert(&mut self, key: &PackedKey, hash: u64, row: &Row) -> usize {
         if (self.len + self.tombs + 1) * 8 > self.slots.len() * 5 {
             self.rebuild();
         }
