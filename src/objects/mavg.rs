@@ -445,6 +445,8 @@ pub struct Mavg {
     pub time_ms: u64,
     /// `1 / time_ms`: the decay multiplies by it (a division would sit on every flow's path).
     per_ms: f64,
+    /// Bit l: limit l is an overlimit (checked on every flow; underlimits by the sweep).
+    over_mask: u32,
     pub mem_bytes: usize,
     /// Dump interval, seconds.
     pub dump: Option<u64>,
@@ -688,10 +690,10 @@ impl Mavg {
             *n = if dt >= self.time_ms { *v } else { *n - decay * *n + v };
         }
         row.last_ms = row.last_ms.max(now_ms);
-        for (l, spec) in self.limits.iter().enumerate() {
-            if spec.kind != LimitKind::Over {
-                continue; // underlimits are found by the sweep
-            }
+        let mut over = self.over_mask; // underlimits are found by the sweep
+        while over != 0 {
+            let l = over.trailing_zeros() as usize;
+            over &= over - 1;
             // (over_field with the number of fields known at compile time)
             match (0..S::SUMS).find(|&f| row.n[f] > set.sum[l][f]) {
                 // Still over: the flag says so; the key's limit state is not touched per flow.
@@ -1101,6 +1103,7 @@ pub fn parse(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Re
         aggs,
         time_ms: time * 1000,
         per_ms: 1.0 / (time * 1000) as f64,
+        over_mask: limits.iter().enumerate().filter(|(_, l)| l.kind == LimitKind::Over).fold(0, |m, (i, _)| m | 1 << i),
         mem_bytes: (mem_m as usize).saturating_mul(1 << 20),
         dump,
         limits,
