@@ -350,7 +350,9 @@ impl ShardCell {
 /// new millisecond, before a sweep), so several rows load from memory at once and each shard
 /// is locked once per batch rather than once per flow.
 pub struct Feed {
-    pub mavg: Arc<Mavg>,
+    /// Fixed for the queue's life: entries are prepared in place, and only the words and
+    /// fields of this average's key are written (the rest stay zero).
+    mavg: Arc<Mavg>,
     batch: [Pending; FEED_DEPTH],
     len: usize,
 }
