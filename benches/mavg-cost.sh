@@ -15,10 +15,8 @@ src=$1 bin=$(realpath "$2") rounds=${3:-3} n=${4:-900000} rate=${5:-66667}
 variants="none one proto host host-proto"
 t=$(mktemp -d /tmp/xe-mavg-cost.XXXX)
 trap 'rm -rf "$t"' EXIT
-second() { # object key field (dst host / src host), the second mavg's other key fields
-	local keys="\"$1\""
-	[ -n "$2" ] && keys="$2"
-	echo ", { \"name\": \"pps\", \"time\": 5, \"fields\": [$keys, \"packets\"], \"overlimit\": [ { \"name\": \"level1\", \"default\": [1000000000], \"back2norm-time\": 10 } ] }"
+second() { # the second mavg element, keyed by the JSON field list $1
+	echo ", { \"name\": \"pps\", \"time\": 5, \"fields\": [$1, \"packets\"], \"overlimit\": [ { \"name\": \"level1\", \"default\": [1000000000], \"back2norm-time\": 10 } ] }"
 }
 for v in $variants; do
 	cp -r "$src" "$t/$v"
@@ -35,9 +33,9 @@ assert s2 != s; open(p, 'w').write(s2)
 PY
 			;;
 			one) ;;
-			proto) sed -i "s/\(back2norm-time\": 10 } \] }\)$/\1$(second "$host" '"proto"')/" "$conf" ;;
-			host) sed -i "s/\(back2norm-time\": 10 } \] }\)$/\1$(second "$host" '')/" "$conf" ;;
-			host-proto) sed -i "s/\(back2norm-time\": 10 } \] }\)$/\1$(second "$host" "\"$host\", \"proto\"")/" "$conf" ;;
+			proto) sed -i "s/\(back2norm-time\": 10 } \] }\)$/\1$(second '"proto"')/" "$conf" ;;
+			host) sed -i "s/\(back2norm-time\": 10 } \] }\)$/\1$(second "\"$host\"")/" "$conf" ;;
+			host-proto) sed -i "s/\(back2norm-time\": 10 } \] }\)$/\1$(second "\"$host\", \"proto\"")/" "$conf" ;;
 		esac
 	done
 done

@@ -191,11 +191,12 @@ mod tests {
     use crate::filter::iplist::IpLists;
     use crate::objects::{self, mavg::Phase, Objects};
 
-    /// Objects `names` under a fresh mo-dir, each with one limit calling `on` of `lua`.
+    /// Where [`objects`] makes the mo-dir of `tag`.
     fn objects_dir(tag: &str) -> PathBuf {
         std::env::temp_dir().join(format!("xe-luapool-{tag}-{}", std::process::id()))
     }
 
+    /// Objects `names` under a fresh mo-dir, each with one limit calling `on` of `lua`.
     fn objects(tag: &str, names: &[&str], lua: &str) -> (PathBuf, Objects) {
         let d = objects_dir(tag);
         let _ = std::fs::remove_dir_all(&d);

@@ -284,6 +284,13 @@ fn limit_state<'a>(limits: &'a mut LimitStates, key: &PackedKey, l: usize) -> &'
     &mut limits.entry(*key).or_insert([LimitState::default(); MAX_LIMITS])[l]
 }
 
+/// The first of the `fields` sums above its threshold (`sum` from a [`ThresholdSet`]; NaN,
+/// no threshold, is never exceeded). The flow path passes its slot type's constant count.
+#[inline]
+fn over_field(n: &[f64; 3], sum: &[f64; 3], fields: usize) -> Option<usize> {
+    (0..fields).find(|&i| n[i] > sum[i])
+}
+
 /// Threshold sets a moving average can have (the rest of `Row::thr` holds flags).
 const MAX_THRESHOLD_SETS: usize = 1 << 24;
 const ACTIVE_BIT: u32 = 24;
@@ -696,8 +703,7 @@ impl Mavg {
         while over != 0 {
             let l = over.trailing_zeros() as usize;
             over &= over - 1;
-            // (over_field with the number of fields known at compile time)
-            match (0..S::SUMS).find(|&f| row.n[f] > set.sum[l][f]) {
+            match over_field(&row.n, &set.sum[l], S::SUMS) {
                 // Still over: the flag says so; the key's limit state is not touched per flow.
                 Some(_) if row.active(l) => row.set_flag(OVER_BIT, l, true),
                 Some(field) => {
@@ -781,12 +787,6 @@ impl Mavg {
         self.time_ms as f64 / 1000.0
     }
 
-    /// The first field whose sum is above its threshold (`sum` from a [`ThresholdSet`]; NaN,
-    /// no threshold, is never exceeded).
-    #[inline]
-    fn over_field(&self, n: &[f64; 3], sum: &[f64; 3]) -> Option<usize> {
-        (0..self.aggs.len()).find(|&i| n[i] > sum[i])
-    }
 
     /// What a limit reports for `field`: its rate and its threshold as configured.
     fn verdict(&self, n: &[f64; 3], set: &ThresholdSet, l: usize, field: usize) -> (f64, f64) {
@@ -795,7 +795,7 @@ impl Mavg {
 
     /// Overlimit `l` holds: the first field over its threshold, (field, rate, threshold).
     fn over(&self, n: &[f64; 3], set: &ThresholdSet, l: usize) -> Option<(usize, f64, f64)> {
-        let field = self.over_field(n, &set.sum[l])?;
+        let field = over_field(n, &set.sum[l], self.aggs.len())?;
         let (value, threshold) = self.verdict(n, set, l, field);
         Some((field, value, threshold))
     }

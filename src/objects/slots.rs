@@ -46,9 +46,8 @@ impl<T> ZeroedSlots<T> {
             return ZeroedSlots { ptr: NonNull::dangling(), len: n, source: Source::None };
         }
         if layout.size() >= HUGE_PAGE && layout.align() <= HUGE_PAGE {
-            if let Some(ptr) = map_huge(layout.size()) {
-                let len = layout.size().next_multiple_of(HUGE_PAGE);
-                return ZeroedSlots { ptr: ptr.cast(), len: n, source: Source::Mapped(len) };
+            if let Some((ptr, mapped)) = map_huge(layout.size()) {
+                return ZeroedSlots { ptr: ptr.cast(), len: n, source: Source::Mapped(mapped) };
             }
         }
         // SAFETY: the layout has a non-zero size.
@@ -64,8 +63,9 @@ impl<T> ZeroedSlots<T> {
 }
 
 /// Maps `size` bytes (rounded up to whole huge pages) at a huge-page boundary, marked for
-/// transparent huge pages. `None` when the kernel refuses the mapping.
-fn map_huge(size: usize) -> Option<NonNull<u8>> {
+/// transparent huge pages; returns the mapping and its length. `None` when the kernel refuses
+/// the mapping.
+fn map_huge(size: usize) -> Option<(NonNull<u8>, usize)> {
     let len = size.next_multiple_of(HUGE_PAGE);
     // Over-map by one huge page, then cut the unaligned head and the tail off.
     let over = len + HUGE_PAGE;
@@ -90,7 +90,7 @@ fn map_huge(size: usize) -> Option<NonNull<u8>> {
         // A hint: without huge pages the table still works, only slower.
         libc::madvise(start as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
     }
-    NonNull::new(start as *mut u8)
+    NonNull::new(start as *mut u8).map(|p| (p, len))
 }
 
 impl<T> Drop for ZeroedSlots<T> {

@@ -135,7 +135,7 @@ macro_rules! slot_types {
             #[cfg(test)]
             #[inline]
             pub fn load(&self, i: usize, now_ms: u64) -> Row {
-                match self { $(Rows::$name(t) => t.slots[i].load(now_ms),)* }
+                match self { $(Rows::$name(t) => t.load(i, now_ms),)* }
             }
 
             /// Keeps the rows for which `f` returns true (changes `f` makes are kept).
