@@ -6,12 +6,14 @@
 #   proto       plus a second per object: packets per protocol (three keys), with a threshold
 #   host        plus a second: packets per address (the first's keys), with a threshold
 #   host-proto  plus a second: packets per address and protocol, with a threshold
-# usage: benches/mavg-cost.sh BENCH_DIR BIN [ROUNDS] [PACKETS] [RATE_PPS]
+# usage: benches/mavg-cost.sh BENCH_DIR BIN[,BIN...] [ROUNDS] [PACKETS] [RATE_PPS]
 #   BENCH_DIR: the directory holding collector-bench.sh, nfgen.c and bench-conf/
+#   BIN: the collector; several, comma-separated, are run alternately in the same rounds
+#   (an A/B of two builds), each row then named VARIANT@BIN-FILE-NAME.
 # Never run it beside another benchmark: the machine's noise is ±15% between runs; only the
 # ratios within one run mean something.
 set -euo pipefail
-src=$1 bin=$(realpath "$2") rounds=${3:-3} n=${4:-900000} rate=${5:-66667}
+src=$1 bins=$2 rounds=${3:-3} n=${4:-900000} rate=${5:-66667}
 variants="none one proto host host-proto"
 t=$(mktemp -d /tmp/xe-mavg-cost.XXXX)
 trap 'rm -rf "$t"' EXIT
@@ -44,14 +46,21 @@ if [ -n "${DRY:-}" ]; then # DRY=1: show what each variant's objects average, ru
 	exit 0
 fi
 out="$t/results.txt"
+IFS=, read -r -a binlist <<<"$bins"
+names=""
 for r in $(seq "$rounds"); do
 	for v in $variants; do
-		res=$("$t/$v/collector-bench.sh" "$v" "$bin" "$n" "$rate")
-		echo "${res%%$'\n'*}" | tee -a "$out"
-		rm -rf "$(echo "$res" | sed -n 's/^workdir //p')"
+		for b in "${binlist[@]}"; do
+			name=$v
+			[ ${#binlist[@]} -gt 1 ] && name=$v@$(basename "$b")
+			[ "$r" = 1 ] && names="$names $name"
+			res=$("$t/$v/collector-bench.sh" "$name" "$(realpath "$b")" "$n" "$rate")
+			echo "${res%%$'\n'*}" | tee -a "$out"
+			rm -rf "$(echo "$res" | sed -n 's/^workdir //p')"
+		done
 	done
 done
-python3 - "$out" $variants <<'PY'
+python3 - "$out" $names <<'PY'
 import re, statistics, sys
 runs = {}
 for line in open(sys.argv[1]):
@@ -59,8 +68,9 @@ for line in open(sys.argv[1]):
     if m:
         runs.setdefault(m.group(1), []).append(int(m.group(2).replace(',', '')))
 med = {v: statistics.median(x) for v, x in runs.items()}
-print(f"{'variant':<12} {'median flows/cpu-s':>20}  vs one   runs")
+print(f"{'variant':<20} {'median flows/cpu-s':>20}  vs one   runs")
 for v in sys.argv[2:]:
     if v in med:
-        print(f"{v:<12} {med[v]:>20,.0f}  {med[v] / med['one']:6.2f}   {', '.join(f'{x:,}' for x in runs[v])}")
+        one = med['one' + v[v.find('@'):]] if '@' in v else med['one']
+        print(f"{v:<20} {med[v]:>20,.0f}  {med[v] / one:6.2f}   {', '.join(f'{x:,}' for x in runs[v])}")
 PY

@@ -85,6 +85,10 @@ macro_rules! slot_types {
                 fn thr_mut(&mut self) -> &mut u32 {
                     &mut self.row.thr
                 }
+                #[inline]
+                fn parts_mut(&mut self) -> (&mut [f64], &mut u32, &mut u32) {
+                    (&mut self.row.n, &mut self.row.last, &mut self.row.thr)
+                }
             }
         )*
 
@@ -185,6 +189,9 @@ pub(super) trait Slot: Clone {
     fn load(&self, now_ms: u64) -> Row;
     fn store(&mut self, row: &Row);
     fn thr_mut(&mut self) -> &mut u32;
+    /// The stored row in place: its `SUMS` sums, the low 32 bits of its time, its threshold
+    /// index and flags (see [`Row`]).
+    fn parts_mut(&mut self) -> (&mut [f64], &mut u32, &mut u32);
 }
 
 /// Work on a [`RowTable`] of whatever slot type (see [`Rows::visit`]).
@@ -214,6 +221,12 @@ impl<S: Slot> RowTable<S> {
     #[inline]
     pub(super) fn load(&self, i: usize, now_ms: u64) -> Row {
         self.slots[i].load(now_ms)
+    }
+
+    /// Slot `i` itself (see [`Slot::parts_mut`]).
+    #[inline]
+    pub(super) fn slot_mut(&mut self, i: usize) -> &mut S {
+        &mut self.slots[i]
     }
 
     #[inline]

@@ -62,6 +62,18 @@ fn formula_matches_direct_computation() {
 }
 
 #[test]
+fn a_flow_behind_the_rows_time_adds_without_decay_and_keeps_the_time() {
+    // Workers' clocks differ a little: a flow stamped before the row's last update.
+    let d = tmp("behind");
+    let (m, _rx) = mavg(r#"{"name": "m", "time": 10, "fields": ["dst host", "octets"]}"#, &d);
+    m.update(&flow(1, 1000), T0 + 1000);
+    m.update(&flow(1, 500), T0 + 800); // no decay: 1500
+    m.update(&flow(1, 0), T0 + 2000); // decays from T0 + 1000: 1500 - 1000/10000 * 1500 = 1350
+    let dump = m.dump_text(T0 + 2000, "t");
+    assert!(dump.contains(" '0.0.0.1'  :: 135 ("), "{dump}");
+}
+
+#[test]
 fn overlimit_on_the_exact_flow_and_back2norm_after_quiet_time() {
     let (m, rx) = level1_over_1000("over");
     m.update(&flow(7, 600), T0);
