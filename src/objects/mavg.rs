@@ -106,6 +106,10 @@ struct ThresholdSet {
 #[derive(Debug, Default)]
 struct Compiled {
     sets: Vec<ThresholdSet>,
+    /// Per set, per field: the lowest overlimit threshold in sums (infinite when none). A row
+    /// at or under all of them is over no overlimit: the per-flow check is one comparison
+    /// per field, however many overlimits there are.
+    quiet: Vec<[f64; 3]>,
     by_key: HashMap<PackedKey, u32, WordsBuild>,
 }
 
@@ -140,7 +144,20 @@ fn compile_thresholds(limits: &[LimitSpec], t: &Thresholds, secs: f64) -> Compil
         by_key.insert(key, sets.len() as u32);
         sets.push(set);
     }
-    Compiled { sets, by_key }
+    let quiet = sets.iter().map(|set| quiet_bound(limits, set)).collect();
+    Compiled { sets, quiet, by_key }
+}
+
+/// See [`Compiled::quiet`].
+fn quiet_bound(limits: &[LimitSpec], set: &ThresholdSet) -> [f64; 3] {
+    let mut bound = [f64::INFINITY; 3];
+    for (l, _) in limits.iter().enumerate().take(MAX_LIMITS).filter(|(_, spec)| spec.kind == LimitKind::Over) {
+        for (b, sum) in bound.iter_mut().zip(set.sum[l]) {
+            // NaN (no threshold) never wins a min.
+            *b = b.min(sum);
+        }
+    }
+    bound
 }
 
 /// Most words of a moving average's packed key (NULL bits included), e.g. four numbers, or an
@@ -159,7 +176,12 @@ impl PackedKey {
     /// The key's hash (also used to pick its shard).
     #[inline]
     fn hash64(&self) -> u64 {
-        hash_words(&self.w[..self.n as usize])
+        // The usual lengths with a constant bound: no loop.
+        match self.n {
+            1 => hash_words(&self.w[..1]),
+            2 => hash_words(&self.w[..2]),
+            n => hash_words(&self.w[..n as usize]),
+        }
     }
 
     fn new(layout: &KeyLayout, words: &[u64; MAX_WORDS]) -> PackedKey {
@@ -632,10 +654,12 @@ impl Mavg {
         if base != 0 {
             // Every cache line the slot spans (one for a line-aligned 64-byte slot).
             let addr = base + (p.hash as usize & mask) * self.slot_bytes;
-            let last = addr + self.slot_bytes - 1;
             super::table::prefetch(addr as *const u8);
-            if last / 64 != addr / 64 {
-                super::table::prefetch(last as *const u8);
+            if self.slot_bytes > 64 {
+                // Slots up to 64 bytes are aligned to their size: one line. Larger ones span
+                // two or three.
+                super::table::prefetch((addr + self.slot_bytes - 1) as *const u8);
+                super::table::prefetch((addr + 64) as *const u8);
             }
         }
     }
@@ -715,14 +739,9 @@ impl Mavg {
         for ((n, sum), v) in n.iter_mut().zip(sums.iter()).zip(&p.v).take(S::SUMS) {
             *n = self.step(*sum, *v, dt);
         }
-        let set = &compiled.sets[(*thr & INDEX_BITS) as usize];
-        let mut over = self.over_mask;
-        while over != 0 {
-            let l = over.trailing_zeros() as usize;
-            over &= over - 1;
-            if over_field(&n, &set.sum[l], S::SUMS).is_some() {
-                return false;
-            }
+        let quiet = &compiled.quiet[(*thr & INDEX_BITS) as usize];
+        if over_field(&n, quiet, S::SUMS).is_some() {
+            return false;
         }
         sums.copy_from_slice(&n[..S::SUMS]);
         if ahead < 0 {

@@ -109,6 +109,28 @@ fn overlimit_on_the_exact_flow_and_back2norm_after_quiet_time() {
 }
 
 #[test]
+fn each_overlimit_starts_on_its_own_crossing_flow() {
+    // Two overlimits on two fields; "bytes" has no packets threshold. The lower of the two
+    // packets thresholds decides first.
+    let d = tmp("two-limits");
+    let conf = r#"{"name": "m", "time": 1, "fields": ["dst host", "octets", "packets"], "overlimit": [
+        {"name": "bytes", "default": [5000], "back2norm-time": 5},
+        {"name": "pkts", "default": [1000000000, 3], "back2norm-time": 5}]}"#;
+    let (m, rx) = mavg(conf, &d);
+    let started = |rx: &Receiver<Event>| rx.try_iter().map(|e| (e.phase, e.limit_spec().name.clone(), e.value.round() as u64)).collect::<Vec<_>>();
+    for _ in 0..3 {
+        m.update(&flow(5, 100), T0); // 3 packets: at, not over, either threshold
+    }
+    assert!(started(&rx).is_empty());
+    m.update(&flow(5, 100), T0); // the fourth packet
+    assert_eq!(started(&rx), vec![(Phase::Start, "pkts".to_string(), 4)]);
+    m.update(&flow(5, 4600), T0); // 5000 B: at the threshold
+    assert!(started(&rx).is_empty());
+    m.update(&flow(5, 1), T0);
+    assert_eq!(started(&rx), vec![(Phase::Start, "bytes".to_string(), 5001)]);
+}
+
+#[test]
 fn the_last_over_flow_between_sweeps_sets_the_back2norm_wait_and_the_reported_rate() {
     let (m, rx) = level1_over_1000("between");
     m.update(&flow(9, 2000), T0); // start
