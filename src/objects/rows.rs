@@ -44,63 +44,11 @@ const TABLE_BITS: u32 = 2;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyLayout {
     places: Vec<Place>,
-    /// The places as the flow path packs them (see [`Piece`]).
-    pieces: Vec<Piece>,
     /// Word and bit offset of the NULL bits (bit `i` set: field `i` is NULL).
     nulls_word: usize,
     nulls_shift: u32,
-    /// What of the NULL-bits word to keep before or-ing them in: all of it when it holds
-    /// fields too, nothing when it is theirs alone.
-    nulls_keep: u64,
     /// Words in use.
     pub words: usize,
-}
-
-/// One word's worth of a key field, prepared so that packing a flow does the same few
-/// operations, without a branch, for every piece: a 128-bit field is two pieces.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Piece {
-    /// The field's slot among a flow's values, and its presence bit (0 for a field a flow
-    /// never stores: always NULL).
-    slot: usize,
-    present: u64,
-    /// The value's bits 64..128 rather than 0..64.
-    high: bool,
-    word: usize,
-    shift: u32,
-    /// The field's bits, before the shift.
-    mask: u64,
-    /// What of the word to keep before or-ing the piece in: nothing for the first piece
-    /// written to the word, all of it for the others.
-    keep: u64,
-    /// The field's NULL bit, in place in the NULL-bits word.
-    null: u64,
-}
-
-/// The pieces of `places` in order, with the NULL bits at `nulls_shift`.
-fn pieces(places: &[Place], nulls_shift: u32) -> Vec<Piece> {
-    let mut written: Vec<usize> = Vec::new();
-    let mut out = Vec::new();
-    for (i, p) in places.iter().enumerate() {
-        let halves = if p.bits == 128 { 2 } else { 1 };
-        for half in 0..halves {
-            let word = p.word + half;
-            let keep = if written.contains(&word) { u64::MAX } else { 0 };
-            written.push(word);
-            let stored = p.id.is_stored();
-            out.push(Piece {
-                slot: if stored { p.id as usize } else { 0 },
-                present: if stored { 1 << p.id as u32 } else { 0 },
-                high: half == 1,
-                word,
-                shift: p.shift,
-                mask: if p.bits >= 64 { u64::MAX } else { low_bits(p.bits) },
-                keep,
-                null: 1 << (nulls_shift + i as u32),
-            });
-        }
-    }
-    out
 }
 
 /// Bits a key field takes in a packed key.
@@ -154,9 +102,7 @@ impl KeyLayout {
             }
             None => (words + used.len(), 0),
         };
-        let pieces = pieces(&places, nulls_shift);
-        let nulls_keep = if pieces.iter().any(|p| p.word == nulls_word) { u64::MAX } else { 0 };
-        KeyLayout { places, pieces, nulls_word, nulls_shift, nulls_keep, words: nulls_word + 1 }
+        KeyLayout { places, nulls_word, nulls_shift, words: nulls_word + 1 }
     }
 
     pub fn len(&self) -> usize {
@@ -168,32 +114,24 @@ impl KeyLayout {
     }
 
     /// Packs a flow's key fields into `out` (words past `self.words` are left as they are;
-    /// `out` holds at least `self.words`). No word is cleared first: the first piece written
-    /// to a word overwrites it, the others are or-ed in.
-    #[inline(always)]
+    /// `out` holds at least `self.words`). No word is cleared first: a shared word's field at
+    /// bit 0 (the first placed there, so the first in key order) overwrites it, the others
+    /// are or-ed in.
+    #[inline]
     pub fn pack<const N: usize>(&self, flow: &Flow, out: &mut [u64; N]) {
-        // Keys of up to three pieces (most) are packed with the count known: no loop.
-        match self.pieces.len() {
-            0 => self.pack_pieces(&self.pieces[..0], flow, out),
-            1 => self.pack_pieces(&self.pieces[..1], flow, out),
-            2 => self.pack_pieces(&self.pieces[..2], flow, out),
-            3 => self.pack_pieces(&self.pieces[..3], flow, out),
-            _ => self.pack_pieces(&self.pieces, flow, out),
-        }
-    }
-
-    #[inline(always)]
-    fn pack_pieces<const N: usize>(&self, pieces: &[Piece], flow: &Flow, out: &mut [u64; N]) {
-        let present = flow.present_mask();
         let mut nulls = 0u64;
-        for p in pieces {
-            let v = flow.stored_value(p.slot);
-            let v = if p.high { (v >> 64) as u64 } else { v as u64 };
-            let x = if present & p.present != 0 { (v & p.mask) << p.shift } else { 0 };
-            nulls |= if present & p.present != 0 { 0 } else { p.null };
-            out[p.word] = out[p.word] & p.keep | x;
+        for (i, p) in self.places.iter().enumerate() {
+            let v = flow.get(p.id).unwrap_or_else(|| {
+                nulls |= 1 << i;
+                0
+            });
+            Self::put(out, p, v);
         }
-        out[self.nulls_word] = out[self.nulls_word] & self.nulls_keep | nulls;
+        if self.nulls_shift == 0 {
+            out[self.nulls_word] = nulls;
+        } else {
+            out[self.nulls_word] |= nulls << self.nulls_shift;
+        }
     }
 
     /// Writes one field's value (see [`KeyLayout::pack`] for the order).
