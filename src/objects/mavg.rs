@@ -323,12 +323,12 @@ const FLAG_BITS: u32 = !INDEX_BITS;
 
 impl Row {
     fn thr(&self) -> usize {
-        (self.thr & (MAX_THRESHOLD_SETS as u32 - 1)) as usize
+        (self.thr & INDEX_BITS) as usize
     }
 
     /// A row's flags and threshold-set index with the index replaced.
     fn with_index(thr: u32, i: u32) -> u32 {
-        (thr & !(MAX_THRESHOLD_SETS as u32 - 1)) | i
+        (thr & FLAG_BITS) | i
     }
 
     fn flag(&self, bit: u32, l: usize) -> bool {
@@ -637,8 +637,8 @@ impl Mavg {
         p.key.n = self.layout.words as u8;
         self.layout.pack(flow, &mut p.key.w);
         for (x, a) in p.v.iter_mut().zip(&self.aggs) {
-            // Counters stay below 2^63 (the cheaper signed conversion; the clamp is one
-            // instruction).
+            // Counters are far below 2^63: clamped there, the signed conversion serves (it
+            // is cheaper than the unsigned one).
             *x = a.of(flow).min(i64::MAX as u64) as i64 as f64;
         }
         p.hash = p.key.hash64();
@@ -732,8 +732,7 @@ impl Mavg {
             return false;
         }
         let now_ms = p.now_ms;
-        // Signed distance from the clock (a row may be a little ahead of a worker's clock).
-        let ahead = last.wrapping_sub(now_ms as u32) as i32;
+        let ahead = rowtable::ms_ahead(*last, now_ms);
         let dt = if ahead < 0 { -(ahead as i64) as u64 } else { 0 };
         let mut n = [0.0; 3];
         for ((n, sum), v) in n.iter_mut().zip(sums.iter()).zip(&p.v).take(S::SUMS) {

@@ -23,6 +23,14 @@ const TOMB: u64 = 1 << 62;
 /// The oldest a kept row's time is allowed to be, in ms (see [`RowTable::retain`]).
 pub(super) const MAX_AGE: u64 = 1 << 30;
 
+/// How far a row's stored time (`last`, the low 32 bits of the unix milliseconds) is ahead of
+/// the clock `now_ms`: negative when behind, as it usually is (a row may be a little ahead of a
+/// worker's clock).
+#[inline(always)]
+pub(super) fn ms_ahead(last: u32, now_ms: u64) -> i32 {
+    last.wrapping_sub(now_ms as u32) as i32
+}
+
 /// A row as a slot keeps it.
 #[derive(Clone, Copy)]
 #[repr(C)]
@@ -39,9 +47,7 @@ impl<const A: usize> Stored<A> {
     fn load(&self, now_ms: u64) -> Row {
         let mut n = [0.0; 3];
         n[..A].copy_from_slice(&self.n);
-        // Signed distance from the clock (a row may be a little ahead of a worker's clock).
-        let ahead = self.last.wrapping_sub(now_ms as u32) as i32;
-        Row { last_ms: now_ms.wrapping_add_signed(ahead as i64), n, thr: self.thr }
+        Row { last_ms: now_ms.wrapping_add_signed(ms_ahead(self.last, now_ms) as i64), n, thr: self.thr }
     }
 
     #[inline]
