@@ -10,11 +10,12 @@
 #   BENCH_DIR: the directory holding collector-bench.sh, nfgen.c and bench-conf/
 #   BIN: the collector; several, comma-separated, are run alternately in the same rounds
 #   (an A/B of two builds), each row then named VARIANT@BIN-FILE-NAME.
+#   VARIANTS (environment): the variants to run, "one" among them (default: all five).
 # Never run it beside another benchmark: the machine's noise is ±15% between runs; only the
 # ratios within one run mean something.
 set -euo pipefail
 src=$1 bins=$2 rounds=${3:-3} n=${4:-900000} rate=${5:-66667}
-variants="none one proto host host-proto"
+variants=${VARIANTS:-none one proto host host-proto} # VARIANTS="one host": only those ("one" is the base)
 t=$(mktemp -d /tmp/xe-mavg-cost.XXXX)
 trap 'rm -rf "$t"' EXIT
 second() { # the second mavg element, keyed by the JSON field list $1
