@@ -258,3 +258,71 @@ fn idle_rows_go_even_when_ten_windows_exceed_the_kept_age() {
     m.sweep(T0 + (1 << 30) + 1000);
     assert_eq!(m.stats.keys.load(Ordering::Relaxed), 0, "forgotten");
 }
+
+#[test]
+fn random_traffic_starts_the_same_limits_as_a_direct_model() {
+    // A direct model of the formula and of overlimit starts (no sweeps, so a limit once
+    // started stays on), against the moving average on random flows: keys with and without
+    // limits-file thresholds, two overlimits on two fields (one without a packets threshold),
+    // time steps within a window, flows stamped a little behind, and gaps of a whole window.
+    let d = tmp("model");
+    std::fs::write(d.join("b.csv"), "0.0.0.3, 500, 1000000\n0.0.0.4, 1000000, 2\n").unwrap();
+    let conf = r#"{"name": "m", "time": 2, "fields": ["dst host", "octets", "packets"], "overlimit": [
+        {"name": "a", "default": [3000], "back2norm-time": 5},
+        {"name": "b", "default": [1000000, 20], "limits": "b.csv", "back2norm-time": 5}]}"#;
+    let (m, rx) = mavg(conf, &d);
+    let threshold = |key: u32, l: usize| -> [f64; 2] {
+        match (l, key) {
+            (0, _) => [3000.0, f64::NAN],
+            (1, 3) => [500.0, 1_000_000.0],
+            (1, 4) => [1_000_000.0, 2.0],
+            _ => [1_000_000.0, 20.0],
+        }
+    };
+    let secs = 2.0;
+    struct Model {
+        n: [f64; 2],
+        last: u64,
+        on: [bool; 2],
+    }
+    let mut model: HashMap<u32, Model> = HashMap::new();
+    let mut want = Vec::new();
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move |m: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % m
+    };
+    let mut now = T0;
+    for _ in 0..5000 {
+        now = match next(100) {
+            0..=4 => now - 50,       // a flow a little behind the clock
+            5 => now + 2000 + next(3000), // a gap of a window or more: averages restart
+            _ => now + next(40),
+        };
+        let (key, octets, packets) = (1 + next(6) as u32, 1 + next(400), 1 + next(3));
+        let mut f = flow(key, octets as u128);
+        f.set(FieldId::Packets, packets as u128);
+        m.update(&f, now);
+        let e = model.entry(key).or_insert(Model { n: [0.0; 2], last: now, on: [false; 2] });
+        let dt = now.saturating_sub(e.last);
+        for (n, v) in e.n.iter_mut().zip([octets as f64, packets as f64]) {
+            *n = if dt >= 2000 { v } else { *n - dt as f64 * (1.0 / 2000.0) * *n + v };
+        }
+        e.last = e.last.max(now);
+        for l in 0..2 {
+            let thr = threshold(key, l);
+            if let Some(field) = (0..2).find(|&i| e.n[i] > thr[i] * secs).filter(|_| !e.on[l]) {
+                e.on[l] = true;
+                want.push((key, ["a", "b"][l], (e.n[field] / secs).round() as u64, now));
+            }
+        }
+    }
+    let got: Vec<_> = rx
+        .try_iter()
+        .map(|e| (e.keys[0].parse::<std::net::Ipv4Addr>().map(u32::from).unwrap(), if e.limit == 0 { "a" } else { "b" }, e.value.round() as u64, e.time_ms))
+        .collect();
+    assert!(want.len() >= 6, "the traffic crosses thresholds: {want:?}");
+    assert_eq!(got, want);
+}
