@@ -59,6 +59,19 @@ impl Flow {
         self.present |= mask;
     }
 
+    /// Bit `id`: field `id` is present (for code that tests several fields at once).
+    #[inline(always)]
+    pub(crate) fn present_mask(&self) -> u64 {
+        self.present
+    }
+
+    /// The value in slot `slot` (a stored field's id), present or not: what an absent field
+    /// holds is meaningless.
+    #[inline(always)]
+    pub(crate) fn stored_value(&self, slot: usize) -> u128 {
+        self.values[slot]
+    }
+
     #[inline]
     pub fn has(&self, id: FieldId) -> bool {
         id.is_stored() && self.present & (1u64 << id as u32) != 0

@@ -32,6 +32,8 @@ struct Place {
     shift: u32,
     /// 32 (IPv4), 48 (MAC), 64 (numbers: their low 64 bits) or 128 (IPv6, `dev-ip`).
     bits: u32,
+    /// The field's presence bit in a flow (0 for a field flows never store: always NULL).
+    present: u64,
 }
 
 /// The top two bits of a key's last word are left to the tables (used / removed marks).
@@ -69,7 +71,7 @@ fn low_bits(bits: u32) -> u64 {
 impl KeyLayout {
     pub fn new(keys: &[FieldId]) -> KeyLayout {
         let keys = &keys[..keys.len().min(MAX_KEY_FIELDS)];
-        let mut places: Vec<Place> = keys.iter().map(|&id| Place { id, word: 0, shift: 0, bits: key_bits(id) }).collect();
+        let mut places: Vec<Place> = keys.iter().map(|&id| Place { id, word: 0, shift: 0, bits: key_bits(id), present: if id.is_stored() { 1 << id as u32 } else { 0 } }).collect();
         // Whole words first, then the narrow fields first-fit into shared words.
         let mut words = 0;
         for p in places.iter_mut().filter(|p| p.bits >= 64) {
@@ -120,11 +122,14 @@ impl KeyLayout {
     #[inline]
     pub fn pack<const N: usize>(&self, flow: &Flow, out: &mut [u64; N]) {
         let mut nulls = 0u64;
+        let present = flow.present_mask();
         for (i, p) in self.places.iter().enumerate() {
-            let v = flow.get(p.id).unwrap_or_else(|| {
+            let v = if present & p.present != 0 {
+                flow.stored_value(p.id as usize)
+            } else {
                 nulls |= 1 << i;
                 0
-            });
+            };
             Self::put(out, p, v);
         }
         if self.nulls_shift == 0 {
