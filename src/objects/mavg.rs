@@ -321,9 +321,14 @@ const OVER_BIT: u32 = 28;
 const INDEX_BITS: u32 = MAX_THRESHOLD_SETS as u32 - 1;
 const FLAG_BITS: u32 = !INDEX_BITS;
 
+/// The threshold-set index in a row's `thr` word.
+fn set_index(thr: u32) -> usize {
+    (thr & INDEX_BITS) as usize
+}
+
 impl Row {
     fn thr(&self) -> usize {
-        (self.thr & INDEX_BITS) as usize
+        set_index(self.thr)
     }
 
     /// A row's flags and threshold-set index with the index replaced.
@@ -738,7 +743,7 @@ impl Mavg {
         for ((n, sum), v) in n.iter_mut().zip(sums.iter()).zip(&p.v).take(S::SUMS) {
             *n = self.step(*sum, *v, dt);
         }
-        let quiet = &compiled.quiet[(*thr & INDEX_BITS) as usize];
+        let quiet = &compiled.quiet[set_index(*thr)];
         if over_field(&n, quiet, S::SUMS).is_some() {
             return false;
         }
@@ -879,7 +884,6 @@ impl Mavg {
     fn secs(&self) -> f64 {
         self.time_ms as f64 / 1000.0
     }
-
 
     /// What a limit reports for `field`: its rate and its threshold as configured.
     fn verdict(&self, n: &[f64; 3], set: &ThresholdSet, l: usize, field: usize) -> (f64, f64) {

@@ -71,7 +71,7 @@ fn low_bits(bits: u32) -> u64 {
 impl KeyLayout {
     pub fn new(keys: &[FieldId]) -> KeyLayout {
         let keys = &keys[..keys.len().min(MAX_KEY_FIELDS)];
-        let mut places: Vec<Place> = keys.iter().map(|&id| Place { id, word: 0, shift: 0, bits: key_bits(id), present: if id.is_stored() { 1 << id as u32 } else { 0 } }).collect();
+        let mut places: Vec<Place> = keys.iter().map(|&id| Place { id, word: 0, shift: 0, bits: key_bits(id), present: Flow::presence_bit(id) }).collect();
         // Whole words first, then the narrow fields first-fit into shared words.
         let mut words = 0;
         for p in places.iter_mut().filter(|p| p.bits >= 64) {

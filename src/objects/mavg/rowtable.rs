@@ -88,9 +88,6 @@ macro_rules! slot_types {
                 fn store(&mut self, row: &Row) {
                     self.row.store(row)
                 }
-                fn thr_mut(&mut self) -> &mut u32 {
-                    &mut self.row.thr
-                }
                 #[inline]
                 fn parts_mut(&mut self) -> (&mut [f64], &mut u32, &mut u32) {
                     (&mut self.row.n, &mut self.row.last, &mut self.row.thr)
@@ -194,7 +191,6 @@ pub(super) trait Slot: Clone {
     fn key_mut(&mut self) -> &mut [u64];
     fn load(&self, now_ms: u64) -> Row;
     fn store(&mut self, row: &Row);
-    fn thr_mut(&mut self) -> &mut u32;
     /// The stored row in place: its `SUMS` sums, the low 32 bits of its time, its threshold
     /// index and flags (see [`Row`]).
     fn parts_mut(&mut self) -> (&mut [f64], &mut u32, &mut u32);
@@ -340,7 +336,7 @@ impl<S: Slot> RowTable<S> {
 
     fn for_each_thr(&mut self, mut f: impl FnMut(&PackedKey, &mut u32)) {
         for s in self.slots.iter_mut().filter(|s| Self::last(s) & OCCUPIED != 0) {
-            f(&Self::key_of(s), s.thr_mut());
+            f(&Self::key_of(s), s.parts_mut().2);
         }
     }
 
