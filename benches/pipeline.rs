@@ -66,7 +66,12 @@ fn variant_conf(how: &str) -> std::path::PathBuf {
 }
 
 fn pipeline(c: &mut Criterion) {
-    let packets = load("nfgen-v9.bin");
+    // XE_PIPELINE_DATA: another capture in the same format (benches/capture-nfgen.sh), e.g.
+    // 4096 distinct datagrams, whose key sets outgrow the caches as in the load test.
+    let packets = match std::env::var_os("XE_PIPELINE_DATA") {
+        Some(path) => common::load_path(std::path::Path::new(&path)),
+        None => load("nfgen-v9.bin"),
+    };
     let exporter = "127.0.0.2".parse().unwrap();
     let mut g = c.benchmark_group("pipeline");
     g.throughput(Throughput::Elements(packets.len() as u64 * 30));

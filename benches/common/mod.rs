@@ -3,6 +3,12 @@
 
 pub fn load(name: &str) -> Vec<Vec<u8>> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/data").join(name);
+    load_path(&path)
+}
+
+/// Datagrams from a capture in the same format anywhere.
+#[allow(dead_code)]
+pub fn load_path(path: &std::path::Path) -> Vec<Vec<u8>> {
     let bytes = std::fs::read(path).expect("bench data");
     let mut out = Vec::new();
     let mut pos = 0;
