@@ -20,12 +20,14 @@ use xenoeye::filter::iplist::{parse_network, IpList};
 use xenoeye::filter::ranges::RangeSet;
 
 /// The bench-conf variants: as is, and with its `mavg` arrays rewritten.
-const VARIANTS: [(&str, &str); 4] = [
+const VARIANTS: [(&str, &str); 5] = [
     ("nfgen_v9_bench_conf", ""),
     // The fixed windows alone: what the moving averages cost.
     ("nfgen_v9_no_mavg", "none"),
     // Every object with a second moving average with a threshold (issue: at most -10%).
     ("nfgen_v9_two_mavgs", "two"),
+    // The same, the second keyed like the first (by address): the two share a table.
+    ("nfgen_v9_two_mavgs_same_key", "two-same"),
     // A threshold that busy hosts cross all the time: starts, updates and back-to-normals.
     ("nfgen_v9_threshold_flood", "flood"),
 ];
@@ -47,13 +49,14 @@ fn variant_conf(how: &str) -> std::path::PathBuf {
         let host = if o == "ingress" { "dst host" } else { "src host" };
         let (head, _) = text.split_once("\t\"mavg\"").unwrap();
         let old_mavg = &text[head.len()..text.rfind(']').unwrap() + 1];
+        let second_keys = if how == "two-same" { format!(r#""{host}""#) } else { format!(r#""{host}", "proto""#) };
         let second = format!(
-            r#"{{ "name": "pps_by_proto", "time": 5, "fields": ["{host}", "proto", "packets"],
+            r#"{{ "name": "pps", "time": 5, "fields": [{second_keys}, "packets"],
               "overlimit": [ {{ "name": "level1", "default": [1000000000], "back2norm-time": 10 }} ] }}"#
         );
         let mavg = match how {
             "none" => "\"mavg\": []".to_string(),
-            "two" => old_mavg.replacen("} ] }", &format!("}} ] }},\n\t\t{second}"), 1),
+            "two" | "two-same" => old_mavg.replacen("} ] }", &format!("}} ] }},\n\t\t{second}"), 1),
             "flood" => old_mavg.replace("[1000000000000]", "[400000]"),
             _ => unreachable!(),
         };
@@ -81,10 +84,12 @@ fn pipeline(c: &mut Criterion) {
         assert_eq!(objects.windows.len(), 8);
         let mavgs = match how {
             "none" => 0,
-            "two" => 4,
+            "two" | "two-same" => 4,
             _ => 2,
         };
         assert_eq!(objects.mavgs.len(), mavgs, "{name}");
+        let shared = objects.mavgs.iter().filter(|m| m.shares_table()).count();
+        assert_eq!(shared, if how == "two-same" { 4 } else { 0 }, "{name}: averages sharing a table");
         let (tx, rx) = channel();
         let mut pipeline = Pipeline::new(&cfg, &LiveObjects::new(objects.clone()), 0, tx).unwrap();
         let mut decoder = Decoder::new(Arc::new(cfg.devices.clone()), None);

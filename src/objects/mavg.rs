@@ -29,12 +29,14 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 
 /// Most limit elements (`overlimit` and `underlimit` together) per moving average.
 pub const MAX_LIMITS: usize = 4;
+/// Most moving averages sharing one table (see [`share_tables`]).
+pub const MAX_MEMBERS: usize = 2;
 /// Notification files are rewritten this often while a limit holds (milliseconds).
 pub const NOTIFY_EVERY_MS: u64 = 3000;
 /// Threads that update moving averages (the capture workers): how many locks a moving
@@ -359,12 +361,12 @@ impl Row {
     }
 }
 
-/// One shard: its rows and the thresholds their indexes refer to (replaced together, under
-/// the shard's lock, on reload).
+/// One shard: its rows and, per member moving average, its limit states and the thresholds
+/// its rows' indexes refer to (replaced together, under the shard's lock, on reload).
 struct Shard {
     rows: rowtable::Rows,
-    limits: LimitStates,
-    compiled: Arc<Compiled>,
+    limits: Vec<LimitStates>,
+    compiled: Vec<Arc<Compiled>>,
 }
 
 /// A shard behind its lock, with where its slots are (for prefetching without the lock).
@@ -376,9 +378,35 @@ struct ShardCell {
 }
 
 impl ShardCell {
-    fn new(words: usize, sums: usize, compiled: Arc<Compiled>) -> ShardCell {
-        let shard = Shard { rows: rowtable::Rows::new(words, sums), limits: LimitStates::default(), compiled };
+    /// A shard for as many members as `compiled` has thresholds.
+    fn new(words: usize, sums: usize, compiled: Vec<Arc<Compiled>>) -> ShardCell {
+        let limits = compiled.iter().map(|_| LimitStates::default()).collect();
+        let shard = Shard { rows: rowtable::Rows::new(words, sums, compiled.len()), limits, compiled };
         ShardCell { shard: Mutex::new(shard), base: AtomicUsize::new(0), mask: AtomicUsize::new(0) }
+    }
+}
+
+/// The table of one moving average, or of two of one object with the same key fields and as
+/// many averaged fields (see [`share_tables`]): one key lookup and one cache line per flow
+/// serve both.
+struct Group {
+    cells: Vec<ShardCell>,
+    /// Per member, what it is (name, fields, window, limits): a reload takes over the rows of
+    /// a group of the same shape only.
+    shape: Vec<String>,
+    /// Set when a reload took over the previous group's rows (the first member does it, the
+    /// others then take over their own part).
+    adopted: AtomicBool,
+}
+
+impl Group {
+    fn new(words: usize, sums: usize, compiled: Vec<Arc<Compiled>>, shape: Vec<String>) -> Group {
+        let cells = (0..shard_count()).map(|_| ShardCell::new(words, sums, compiled.clone())).collect();
+        Group { cells, shape, adopted: AtomicBool::new(false) }
+    }
+
+    fn members(&self) -> usize {
+        self.shape.len()
     }
 }
 
@@ -387,30 +415,42 @@ impl ShardCell {
 /// new millisecond, before a sweep), so several rows load from memory at once and each shard
 /// is locked once per batch rather than once per flow.
 pub struct Feed {
-    /// Fixed for the queue's life: entries are prepared in place, and only the words and
-    /// fields of this average's key are written (the rest stay zero).
-    mavg: Arc<Mavg>,
+    /// The moving averages of one table (see [`groups`]), fixed for the queue's life: entries
+    /// are prepared in place, and only the words and fields of this table's key are written
+    /// (the rest stay zero).
+    members: Vec<Arc<Mavg>>,
+    /// The same: the first member, and the second if any (the per-flow path reads them).
+    leader: Arc<Mavg>,
+    partner: Option<Arc<Mavg>>,
     batch: [Pending; FEED_DEPTH],
     len: usize,
 }
 
-/// A limit that started on a flow: key, limit, field, value, threshold, time.
-type StartEvent = (PackedKey, usize, usize, f64, f64, u64);
+/// A limit that started on a flow: member, key, limit, field, value, threshold, time.
+type StartEvent = (usize, PackedKey, usize, usize, f64, f64, u64);
+/// What a sweep found for a key: key, limit, phase, field, value, threshold, start time.
+type SweepEvent = (PackedKey, usize, Phase, usize, f64, f64, u64);
 
 /// Flows per batch.
 const FEED_DEPTH: usize = 16;
 
 impl Feed {
-    pub fn new(mavg: Arc<Mavg>) -> Feed {
-        Feed { mavg, batch: [Pending::EMPTY; FEED_DEPTH], len: 0 }
+    /// A queue for a group of moving averages sharing a table (as [`groups`] returns them).
+    pub fn new(members: Vec<Arc<Mavg>>) -> Feed {
+        debug_assert!(!members.is_empty() && members.len() == members[0].group.members());
+        let (leader, partner) = (members[0].clone(), members.get(1).cloned());
+        Feed { members, leader, partner, batch: [Pending::EMPTY; FEED_DEPTH], len: 0 }
     }
 
     #[inline]
     pub fn push(&mut self, flow: &Flow) {
-        // Prepared in place: the entry only ever held this average's flows.
+        // Prepared in place: the entry only ever held this table's flows.
         let p = &mut self.batch[self.len];
-        self.mavg.prepare_into(flow, flow.time_ms, p);
-        self.mavg.prefetch(p);
+        self.leader.prepare_into(flow, flow.time_ms, p);
+        if let Some(partner) = &self.partner {
+            partner.values_into(flow, &mut p.v[1]);
+        }
+        self.leader.prefetch(p);
         self.len += 1;
         if self.len == FEED_DEPTH {
             self.flush();
@@ -421,7 +461,7 @@ impl Feed {
     #[inline]
     pub fn flush(&mut self) {
         if self.len > 0 {
-            self.mavg.apply_batch(&self.batch[..self.len]);
+            Mavg::apply_batch(&self.members, &self.batch[..self.len]);
             self.len = 0;
         }
     }
@@ -429,10 +469,10 @@ impl Feed {
 
 /// A batch's flows of one shard, applied to the shard's table (see [`Mavg::apply_in_shard`]).
 struct BatchUpdate<'a> {
-    mavg: &'a Mavg,
+    members: &'a [Arc<Mavg>],
     cell: &'a ShardCell,
-    limits: &'a mut LimitStates,
-    compiled: &'a Compiled,
+    limits: &'a mut [LimitStates],
+    compiled: &'a [Arc<Compiled>],
     batch: &'a [Pending],
     /// Bit i: apply `batch[i]`.
     which: u64,
@@ -441,25 +481,30 @@ struct BatchUpdate<'a> {
 
 impl rowtable::Visit for BatchUpdate<'_> {
     fn visit<S: rowtable::Slot>(self, table: &mut rowtable::RowTable<S>) {
+        // Each member and its thresholds looked up once per batch, not per flow.
+        let each: [(&Mavg, &Compiled); MAX_MEMBERS] = std::array::from_fn(|m| {
+            let m = m.min(S::MEMBERS - 1);
+            (&*self.members[m], &*self.compiled[m])
+        });
         for (i, p) in self.batch.iter().enumerate() {
             if self.which & (1 << i) != 0 {
-                self.mavg.update_row(self.cell, table, self.limits, self.compiled, p, self.events);
+                Mavg::update_slot(self.members, &each, self.cell, table, self.limits, self.compiled, p, self.events);
             }
         }
     }
 }
 
-/// A flow prepared for a moving average: its key, hash and values.
+/// A flow prepared for a table's moving averages: its key, hash and each member's values.
 #[derive(Clone, Copy, Debug)]
 pub struct Pending {
     key: PackedKey,
     hash: u64,
-    v: [f64; 3],
+    v: [[f64; 3]; MAX_MEMBERS],
     now_ms: u64,
 }
 
 impl Pending {
-    const EMPTY: Pending = Pending { key: PackedKey { n: 0, w: [0; MAVG_WORDS] }, hash: 0, v: [0.0; 3], now_ms: 0 };
+    const EMPTY: Pending = Pending { key: PackedKey { n: 0, w: [0; MAVG_WORDS] }, hash: 0, v: [[0.0; 3]; MAX_MEMBERS], now_ms: 0 };
 }
 
 /// Counters of one moving average.
@@ -493,10 +538,13 @@ pub struct Mavg {
     pub thresholds: RwLock<Thresholds>,
     next_dump_ms: AtomicU64,
     last_drop_log_ms: AtomicU64,
-    shards: Vec<ShardCell>,
-    /// `shards.len() - 1` (a power of two).
+    /// The table, perhaps shared with another moving average of the object; this one's rows
+    /// are member `member`'s.
+    group: Arc<Group>,
+    member: usize,
+    /// `group.cells.len() - 1` (a power of two).
     shard_mask: usize,
-    /// Bytes per row slot (slots are sized to the key).
+    /// Bytes per row slot (slots are sized to the key and to the members).
     slot_bytes: usize,
     pub stats: MavgStats,
     events: Mutex<Option<SyncSender<Event>>>,
@@ -509,10 +557,16 @@ impl std::fmt::Debug for Mavg {
 }
 
 impl Mavg {
-    /// Memory one tracked key may take, counted against `mem-m`: its slot, times the slots
-    /// per key of a table just grown (tables grow at 5/8 full, doubling).
+    /// Memory one tracked key may take, counted against `mem-m`: its slot (this member's
+    /// share of it), times the slots per key of a table just grown (tables grow at 5/8 full,
+    /// doubling).
     pub fn key_bytes(&self) -> usize {
-        self.slot_bytes * 16 / 5
+        self.slot_bytes * 16 / 5 / self.group.members()
+    }
+
+    /// Whether this moving average shares its table with another of its object.
+    pub fn shares_table(&self) -> bool {
+        self.group.members() > 1
     }
 
     /// Connects the moving average to the hook thread's queue (`None` disconnects: the hook
@@ -551,13 +605,13 @@ impl Mavg {
     /// returns how many rows hold each limit.
     fn retarget(&self, shard: &mut Shard, compiled: &Arc<Compiled>) -> [usize; MAX_LIMITS] {
         let mut active = [0; MAX_LIMITS];
-        shard.rows.for_each_thr(|key, thr| {
+        shard.rows.for_each_thr(self.member, |key, thr| {
             *thr = Row::with_index(*thr, compiled.index_of(key));
             for (l, n) in active.iter_mut().enumerate() {
                 *n += Row::flag_in(*thr, ACTIVE_BIT, l) as usize;
             }
         });
-        shard.compiled = compiled.clone();
+        shard.compiled[self.member] = compiled.clone();
         active
     }
 
@@ -566,7 +620,7 @@ impl Mavg {
     pub fn set_thresholds(&self, t: Thresholds) {
         let compiled = Arc::new(compile_thresholds(&self.limits, &t, self.secs()));
         *self.thresholds.write() = t;
-        for cell in &self.shards {
+        for cell in &self.group.cells {
             self.retarget(&mut cell.shard.lock(), &compiled);
         }
     }
@@ -588,27 +642,35 @@ impl Mavg {
     }
 
     /// Takes over the averages of the previous configuration's version of this moving average
-    /// (reload), when its keys, fields, window and limits are the same. Active limits stay
+    /// (reload), when its keys, fields, window and limits are the same, and so is its table's
+    /// sharing (the same members, each the same). The first member of a shared table takes
+    /// over the table; the others, called after it, their own part. Active limits stay
     /// active (and hold this configuration's extended windows).
     pub fn adopt(&self, old: &Mavg) -> bool {
-        let limits = |m: &Mavg| m.limits.iter().map(|l| (l.name.clone(), l.kind)).collect::<Vec<_>>();
-        if old.keys != self.keys || old.aggs != self.aggs || old.time_ms != self.time_ms || limits(old) != limits(self) || old.shards.len() != self.shards.len() {
+        if self.group.shape != old.group.shape || self.member != old.member || self.group.cells.len() != old.group.cells.len() {
+            return false;
+        }
+        if self.member == 0 {
+            for (mine, theirs) in self.group.cells.iter().zip(old.group.cells.iter()) {
+                let mut a = mine.shard.lock();
+                let mut b = theirs.shard.lock();
+                std::mem::swap(&mut a.rows, &mut b.rows);
+                std::mem::swap(&mut a.limits, &mut b.limits);
+                let (base, mask) = a.rows.probe_start();
+                mine.base.store(base, Ordering::Relaxed);
+                mine.mask.store(mask, Ordering::Relaxed);
+            }
+            self.group.adopted.store(true, Ordering::Relaxed);
+        } else if !self.group.adopted.load(Ordering::Relaxed) {
             return false;
         }
         // This configuration's thresholds (every shard holds the same).
-        let compiled = self.shards[0].shard.lock().compiled.clone();
+        let compiled = self.group.cells[0].shard.lock().compiled[self.member].clone();
         let mut active = [0usize; MAX_LIMITS];
-        for (mine, theirs) in self.shards.iter().zip(old.shards.iter()) {
-            let mut a = mine.shard.lock();
-            let mut b = theirs.shard.lock();
-            std::mem::swap(&mut a.rows, &mut b.rows);
-            std::mem::swap(&mut a.limits, &mut b.limits);
-            for (total, n) in active.iter_mut().zip(self.retarget(&mut a, &compiled)) {
+        for cell in &self.group.cells {
+            for (total, n) in active.iter_mut().zip(self.retarget(&mut cell.shard.lock(), &compiled)) {
                 *total += n;
             }
-            let (base, mask) = a.rows.probe_start();
-            mine.base.store(base, Ordering::Relaxed);
-            mine.mask.store(mask, Ordering::Relaxed);
         }
         self.stats.keys.store(old.stats.keys.swap(0, Ordering::Relaxed), Ordering::Relaxed);
         for (l, n) in active.into_iter().enumerate().take(self.limits.len()) {
@@ -619,11 +681,13 @@ impl Mavg {
         true
     }
 
-    /// Adds a flow (which the object's filter matched) at `now_ms`.
+    /// Adds a flow (which the object's filter matched) at `now_ms` (a moving average with a
+    /// table of its own; a shared table's flows go through a [`Feed`]).
     #[inline]
     pub fn update(self: &Arc<Self>, flow: &Flow, now_ms: u64) {
+        debug_assert!(!self.shares_table());
         let p = self.prepare(flow, now_ms);
-        self.apply_batch(std::slice::from_ref(&p));
+        Mavg::apply_batch(std::slice::from_ref(self), std::slice::from_ref(&p));
     }
 
     /// Packs a flow's key and values (no lock, no memory of the table touched).
@@ -641,20 +705,26 @@ impl Mavg {
     fn prepare_into(&self, flow: &Flow, now_ms: u64, p: &mut Pending) {
         p.key.n = self.layout.words as u8;
         self.layout.pack(flow, &mut p.key.w);
-        for (x, a) in p.v.iter_mut().zip(&self.aggs) {
+        self.values_into(flow, &mut p.v[0]);
+        p.hash = p.key.hash64();
+        p.now_ms = now_ms;
+    }
+
+    /// A flow's values of this average's fields.
+    #[inline]
+    fn values_into(&self, flow: &Flow, v: &mut [f64; 3]) {
+        for (x, a) in v.iter_mut().zip(&self.aggs) {
             // Counters are far below 2^63: clamped there, the signed conversion serves (it
             // is cheaper than the unsigned one).
             *x = a.of(flow).min(i64::MAX as u64) as i64 as f64;
         }
-        p.hash = p.key.hash64();
-        p.now_ms = now_ms;
     }
 
     /// Starts loading the slot a prepared flow will update (a hint; the slot array may have
     /// moved by the time it is used, which costs nothing but the hint).
     #[inline]
     pub fn prefetch(&self, p: &Pending) {
-        let cell = &self.shards[self.shard_of(p.hash)];
+        let cell = &self.group.cells[self.shard_of(p.hash)];
         let (base, mask) = (cell.base.load(Ordering::Relaxed), cell.mask.load(Ordering::Relaxed));
         if base != 0 {
             // Every cache line the slot spans (one for a line-aligned 64-byte slot).
@@ -669,70 +739,75 @@ impl Mavg {
         }
     }
 
-    /// Updates the averages of prepared flows, locking each shard once: flows are taken shard
-    /// by shard, in arrival order within a shard (so within a key). Events are sent after the
-    /// locks are released.
-    pub fn apply_batch(self: &Arc<Self>, batch: &[Pending]) {
+    /// Updates the averages of a table's members (as [`groups`] returns them) with prepared
+    /// flows, locking each shard once: flows are taken shard by shard, in arrival order within
+    /// a shard (so within a key). Events are sent after the locks are released.
+    pub fn apply_batch(members: &[Arc<Mavg>], batch: &[Pending]) {
+        let leader = &members[0];
         let mut events: Vec<StartEvent> = Vec::new();
         debug_assert!(!batch.is_empty() && batch.len() <= 64);
         let all = u64::MAX >> (64 - batch.len());
-        if self.shard_mask == 0 {
+        if leader.shard_mask == 0 {
             // One shard (one worker): nothing to group.
-            self.apply_in_shard(0, batch, all, &mut events);
+            Mavg::apply_in_shard(members, 0, batch, all, &mut events);
         } else {
             let mut left = all; // bit i: batch[i] not applied yet
             while left != 0 {
-                let shard_no = self.shard_of(batch[left.trailing_zeros() as usize].hash);
-                let same = batch.iter().enumerate().filter(|(_, p)| self.shard_of(p.hash) == shard_no);
+                let shard_no = leader.shard_of(batch[left.trailing_zeros() as usize].hash);
+                let same = batch.iter().enumerate().filter(|(_, p)| leader.shard_of(p.hash) == shard_no);
                 let mine = same.fold(0u64, |m, (i, _)| m | 1 << i) & left;
-                self.apply_in_shard(shard_no, batch, mine, &mut events);
+                Mavg::apply_in_shard(members, shard_no, batch, mine, &mut events);
                 left &= !mine;
             }
         }
-        self.emit_starts(events);
+        Mavg::emit_starts(members, events);
     }
 
     /// Applies the flows of `batch` selected by `which` (bit i: `batch[i]`), all of shard
     /// `shard_no`, under its lock, with the shard's slot type known (one dispatch per batch,
     /// not one per row access).
-    fn apply_in_shard(&self, shard_no: usize, batch: &[Pending], which: u64, events: &mut Vec<StartEvent>) {
-        let cell = &self.shards[shard_no];
+    fn apply_in_shard(members: &[Arc<Mavg>], shard_no: usize, batch: &[Pending], which: u64, events: &mut Vec<StartEvent>) {
+        let cell = &members[0].group.cells[shard_no];
         let mut guard = cell.shard.lock();
         let Shard { rows, limits, compiled } = &mut *guard;
-        rows.visit(BatchUpdate { mavg: self, cell, limits, compiled, batch, which, events });
+        rows.visit(BatchUpdate { members, cell, limits, compiled, batch, which, events });
     }
 
-    /// One flow's update of its row (its shard locked); a limit starting is added to `events`.
+    /// One flow's update of its slot, every member's row (the shard locked); a limit starting
+    /// is added to `events`.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    fn update_row<S: rowtable::Slot>(
-        &self,
+    fn update_slot<S: rowtable::Slot>(
+        members: &[Arc<Mavg>],
+        each: &[(&Mavg, &Compiled); MAX_MEMBERS],
         cell: &ShardCell,
         table: &mut rowtable::RowTable<S>,
-        limits: &mut LimitStates,
-        compiled: &Compiled,
+        limits: &mut [LimitStates],
+        compiled: &[Arc<Compiled>],
         p: &Pending,
         events: &mut Vec<StartEvent>,
     ) {
         let Pending { ref key, hash, now_ms, .. } = *p;
         let i = match table.find(key, hash) {
             Some(i) => i,
-            None => match self.insert_row(cell, table, compiled, key, hash, now_ms) {
+            None => match members[0].insert_row(members, cell, table, compiled, key, hash, now_ms) {
                 Some(i) => i,
                 None => return,
             },
         };
-        if self.quiet_update(table.slot_mut(i), compiled, p) {
-            return;
+        // The slot type's member count is a constant: no loop is left.
+        for (m, (member, thresholds)) in each.iter().enumerate().take(S::MEMBERS) {
+            if !member.quiet_update(table.slot_mut(i), m, thresholds, p) {
+                member.full_update(table, i, m, &mut limits[m], thresholds, p, events);
+            }
         }
-        self.full_update(table, i, limits, compiled, p, events);
     }
 
-    /// The common update in place: the row has no limit active or over, and stays under every
-    /// overlimit. Returns false, the slot untouched, when that is not so.
+    /// The common update in place of member `m`'s row: it has no limit active or over, and
+    /// stays under every overlimit. Returns false, the slot untouched, when that is not so.
     #[inline(always)]
-    fn quiet_update<S: rowtable::Slot>(&self, slot: &mut S, compiled: &Compiled, p: &Pending) -> bool {
-        let (sums, last, thr) = slot.parts_mut();
+    fn quiet_update<S: rowtable::Slot>(&self, slot: &mut S, m: usize, compiled: &Compiled, p: &Pending) -> bool {
+        let (sums, last, thr) = slot.parts_mut(m);
         if *thr & FLAG_BITS != 0 {
             return false;
         }
@@ -740,7 +815,7 @@ impl Mavg {
         let ahead = rowtable::ms_ahead(*last, now_ms);
         let dt = if ahead < 0 { -(ahead as i64) as u64 } else { 0 };
         let mut n = [0.0; 3];
-        for ((n, sum), v) in n.iter_mut().zip(sums.iter()).zip(&p.v).take(S::SUMS) {
+        for ((n, sum), v) in n.iter_mut().zip(sums.iter()).zip(&p.v[m]).take(S::SUMS) {
             *n = self.step(*sum, *v, dt);
         }
         let quiet = &compiled.quiet[set_index(*thr)];
@@ -754,19 +829,22 @@ impl Mavg {
         true
     }
 
-    /// The update of a row that has a limit active or over, or crosses one now.
+    /// The update of member `m`'s row when it has a limit active or over, or crosses one now.
     #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
     fn full_update<S: rowtable::Slot>(
         &self,
         table: &mut rowtable::RowTable<S>,
         i: usize,
+        m: usize,
         limits: &mut LimitStates,
         compiled: &Compiled,
         p: &Pending,
         events: &mut Vec<StartEvent>,
     ) {
-        let Pending { ref key, ref v, now_ms, .. } = *p;
-        let mut row = table.load(i, now_ms);
+        let Pending { ref key, now_ms, .. } = *p;
+        let v = &p.v[m];
+        let mut row = table.load(i, m, now_ms);
         let set = &compiled.sets[row.thr()];
         let (before_n, before_ms) = (row.n, row.last_ms);
         let dt = now_ms.saturating_sub(row.last_ms);
@@ -781,34 +859,41 @@ impl Mavg {
             match over_field(&row.n, &set.sum[l], S::SUMS) {
                 // Still over: the flag says so; the key's limit state is not touched per flow.
                 Some(_) if row.active(l) => row.set_flag(OVER_BIT, l, true),
-                Some(field) => self.start_over(&mut row, limits, key, l, field, set, now_ms, events),
+                Some(field) => self.start_over(m, &mut row, limits, key, l, field, set, now_ms, events),
                 // Just dropped under: record when it was last over, and by how much.
                 None if row.flag(OVER_BIT, l) => self.record_over(&mut row, limits, key, l, &before_n, before_ms, set),
                 None => {}
             }
         }
-        table.store(i, &row);
+        table.store(i, m, &row);
     }
 
-    /// A new key's row, unless the memory bound is reached (then the flow is counted and
-    /// skipped); publishes the slot array's address for prefetching (it may have grown).
+    /// A new key's rows (one per member of the table), unless the memory bound is reached
+    /// (then the flow is counted and skipped); publishes the slot array's address for
+    /// prefetching (it may have grown). Called on the table's first member.
     #[cold]
+    #[allow(clippy::too_many_arguments)]
     fn insert_row<S: rowtable::Slot>(
         &self,
+        members: &[Arc<Mavg>],
         cell: &ShardCell,
         table: &mut rowtable::RowTable<S>,
-        compiled: &Compiled,
+        compiled: &[Arc<Compiled>],
         key: &PackedKey,
         hash: u64,
         now_ms: u64,
     ) -> Option<usize> {
         if (self.stats.keys.load(Ordering::Relaxed) + 1) * self.key_bytes() > self.mem_bytes {
-            self.stats.keys_dropped.fetch_add(1, Ordering::Relaxed);
+            for member in members {
+                member.stats.keys_dropped.fetch_add(1, Ordering::Relaxed);
+            }
             return None;
         }
-        self.stats.keys.fetch_add(1, Ordering::Relaxed);
-        let row = Row { last_ms: now_ms, n: [0.0; 3], thr: compiled.index_of(key) };
-        let i = table.insert(key, hash, &row);
+        for member in members {
+            member.stats.keys.fetch_add(1, Ordering::Relaxed);
+        }
+        let rows: [Row; MAX_MEMBERS] = std::array::from_fn(|m| Row { last_ms: now_ms, n: [0.0; 3], thr: compiled.get(m).map_or(0, |c| c.index_of(key)) });
+        let i = table.insert(key, hash, &rows[..S::MEMBERS]);
         let (base, mask) = table.probe_start();
         cell.base.store(base, Ordering::Relaxed);
         cell.mask.store(mask, Ordering::Relaxed);
@@ -816,21 +901,22 @@ impl Mavg {
     }
 
     /// Sends the limits that started in a batch (after its locks are released).
-    fn emit_starts(self: &Arc<Self>, events: Vec<StartEvent>) {
-        for (key, l, field, value, threshold, now_ms) in events {
-            self.activate(l, true);
-            let keys = self.key_text(&key);
-            self.emit(Event { phase: Phase::Start, mavg: self.clone(), limit: l, keys, field, value, threshold, time_ms: now_ms, start_ms: now_ms });
+    fn emit_starts(members: &[Arc<Mavg>], events: Vec<StartEvent>) {
+        for (m, key, l, field, value, threshold, now_ms) in events {
+            let member = &members[m];
+            member.activate(l, true);
+            let keys = member.key_text(&key);
+            member.emit(Event { phase: Phase::Start, mavg: member.clone(), limit: l, keys, field, value, threshold, time_ms: now_ms, start_ms: now_ms });
         }
     }
 
-    /// Overlimit `l` starts for the key of `row` (over on `field`) at `now_ms`: its state is
-    /// made and the start queued in `events`. Out of line: rare, and the per-flow loop keeps
-    /// its registers.
+    /// Overlimit `l` starts for the key of `row` (member `m`'s, over on `field`) at `now_ms`:
+    /// its state is made and the start queued in `events`. Out of line: rare, and the per-flow
+    /// loop keeps its registers.
     #[cold]
     #[inline(never)]
     #[allow(clippy::too_many_arguments)]
-    fn start_over(&self, row: &mut Row, limits: &mut LimitStates, key: &PackedKey, l: usize, field: usize, set: &ThresholdSet, now_ms: u64, events: &mut Vec<StartEvent>) {
+    fn start_over(&self, m: usize, row: &mut Row, limits: &mut LimitStates, key: &PackedKey, l: usize, field: usize, set: &ThresholdSet, now_ms: u64, events: &mut Vec<StartEvent>) {
         let (value, threshold) = self.verdict(&row.n, set, l, field);
         let st = limit_state(limits, key, l);
         st.last_bad_ms = now_ms;
@@ -839,7 +925,7 @@ impl Mavg {
         st.last_notify_ms = now_ms;
         row.set_flag(ACTIVE_BIT, l, true);
         row.set_flag(OVER_BIT, l, true);
-        events.push((*key, l, field, value, threshold, now_ms));
+        events.push((m, *key, l, field, value, threshold, now_ms));
     }
 
     /// Folds the over flag of limit `l` into the key's state: at `at_ms` the averages were `n`
@@ -922,71 +1008,95 @@ impl Mavg {
         }
     }
 
-    /// The once-per-second pass: decays idle rows, finds back-to-normal and underlimits,
-    /// rewrites notifications, forgets rows that are idle and hold no limit.
+    /// The once-per-second pass (of a moving average with a table of its own; see
+    /// [`Mavg::sweep_group`]).
     pub fn sweep(self: &Arc<Self>, now_ms: u64) {
-        let mut out = Vec::new();
-        // Within the age a row's 32-bit time keeps (else rows of a huge `time` would never go).
-        let idle_forget = self.time_ms.saturating_mul(10).clamp(60_000, rowtable::MAX_AGE);
-        let has_under = self.limits.iter().any(|s| s.kind == LimitKind::Under);
-        for cell in &self.shards {
+        Mavg::sweep_group(std::slice::from_ref(self), now_ms);
+    }
+
+    /// The once-per-second pass over a table's members (as [`groups`] returns them): decays
+    /// idle rows, finds back-to-normal and underlimits, rewrites notifications, forgets keys
+    /// idle and holding no limit in any member.
+    pub fn sweep_group(members: &[Arc<Mavg>], now_ms: u64) {
+        let mut out: Vec<Vec<SweepEvent>> = members.iter().map(|_| Vec::new()).collect();
+        for cell in &members[0].group.cells {
             let mut guard = cell.shard.lock();
-            let shard = &mut *guard;
-            let sets = &shard.compiled.sets;
-            let limits = &mut shard.limits;
-            shard.rows.retain(now_ms, |key, row| {
-                let dt = now_ms.saturating_sub(row.last_ms);
-                let mut n = row.n;
-                for x in n.iter_mut().take(self.aggs.len()) {
-                    *x = self.decayed(*x, dt);
+            let Shard { rows, limits, compiled } = &mut *guard;
+            rows.retain(now_ms, |key, rows| {
+                let mut keep = false;
+                for (m, member) in members.iter().enumerate() {
+                    keep |= member.sweep_row(key, &mut rows[m], &mut limits[m], &compiled[m].sets, now_ms, &mut out[m]);
                 }
-                let set = &sets[row.thr()];
-                for (l, spec) in self.limits.iter().enumerate() {
-                    if row.flag(OVER_BIT, l) {
-                        let (at, last) = (row.n, row.last_ms);
-                        self.record_over(row, limits, key, l, &at, last, set);
-                    }
-                    let side = match spec.kind {
-                        LimitKind::Over => self.over(&n, set, l),
-                        LimitKind::Under => self.under(&n, set, l),
-                    };
-                    if side.is_none() && !row.active(l) {
-                        continue; // nothing holds and nothing starts: no state needed
-                    }
-                    let active = row.active(l);
-                    let st = limit_state(limits, key, l);
-                    if let Some((field, value, threshold)) = side {
-                        st.last_bad_ms = now_ms;
-                        (st.field, st.value, st.threshold) = (field, value, threshold);
-                        if !active {
-                            st.start_ms = now_ms;
-                            st.last_notify_ms = now_ms;
-                            out.push((*key, l, Phase::Start, field, value, threshold, now_ms));
-                        }
-                    }
-                    if now_ms.saturating_sub(st.last_bad_ms) >= spec.back2norm_ms && side.is_none() {
-                        let value = n[st.field] / self.secs();
-                        out.push((*key, l, Phase::Back2Norm, st.field, value, st.threshold, st.start_ms));
-                        row.set_flag(ACTIVE_BIT, l, false);
-                    } else {
-                        if active && now_ms.saturating_sub(st.last_notify_ms) >= NOTIFY_EVERY_MS {
-                            st.last_notify_ms = now_ms;
-                            out.push((*key, l, Phase::Update, st.field, st.value, st.threshold, st.start_ms));
-                        }
-                        row.set_flag(ACTIVE_BIT, l, true);
-                    }
-                }
-                let any_active = row.any_active();
-                if !any_active {
-                    limits.remove(key);
-                }
-                let keep = any_active || dt < idle_forget || has_under;
                 if !keep {
-                    self.stats.keys.fetch_sub(1, Ordering::Relaxed);
+                    for member in members {
+                        member.stats.keys.fetch_sub(1, Ordering::Relaxed);
+                    }
                 }
                 keep
             });
         }
+        for (member, out) in members.iter().zip(out) {
+            member.emit_sweep(out, now_ms);
+            member.dump_if_due(now_ms);
+        }
+    }
+
+    /// The sweep of one key's row: events go to `out`; returns whether this moving average
+    /// keeps the key (a limit holds, it is not idle long, or an underlimit watches it).
+    fn sweep_row(&self, key: &PackedKey, row: &mut Row, limits: &mut LimitStates, sets: &[ThresholdSet], now_ms: u64, out: &mut Vec<SweepEvent>) -> bool {
+        // Within the age a row's 32-bit time keeps (else rows of a huge `time` would never go).
+        let idle_forget = self.time_ms.saturating_mul(10).clamp(60_000, rowtable::MAX_AGE);
+        let has_under = self.limits.iter().any(|s| s.kind == LimitKind::Under);
+        let dt = now_ms.saturating_sub(row.last_ms);
+        let mut n = row.n;
+        for x in n.iter_mut().take(self.aggs.len()) {
+            *x = self.decayed(*x, dt);
+        }
+        let set = &sets[row.thr()];
+        for (l, spec) in self.limits.iter().enumerate() {
+            if row.flag(OVER_BIT, l) {
+                let (at, last) = (row.n, row.last_ms);
+                self.record_over(row, limits, key, l, &at, last, set);
+            }
+            let side = match spec.kind {
+                LimitKind::Over => self.over(&n, set, l),
+                LimitKind::Under => self.under(&n, set, l),
+            };
+            if side.is_none() && !row.active(l) {
+                continue; // nothing holds and nothing starts: no state needed
+            }
+            let active = row.active(l);
+            let st = limit_state(limits, key, l);
+            if let Some((field, value, threshold)) = side {
+                st.last_bad_ms = now_ms;
+                (st.field, st.value, st.threshold) = (field, value, threshold);
+                if !active {
+                    st.start_ms = now_ms;
+                    st.last_notify_ms = now_ms;
+                    out.push((*key, l, Phase::Start, field, value, threshold, now_ms));
+                }
+            }
+            if now_ms.saturating_sub(st.last_bad_ms) >= spec.back2norm_ms && side.is_none() {
+                let value = n[st.field] / self.secs();
+                out.push((*key, l, Phase::Back2Norm, st.field, value, st.threshold, st.start_ms));
+                row.set_flag(ACTIVE_BIT, l, false);
+            } else {
+                if active && now_ms.saturating_sub(st.last_notify_ms) >= NOTIFY_EVERY_MS {
+                    st.last_notify_ms = now_ms;
+                    out.push((*key, l, Phase::Update, st.field, st.value, st.threshold, st.start_ms));
+                }
+                row.set_flag(ACTIVE_BIT, l, true);
+            }
+        }
+        let any_active = row.any_active();
+        if !any_active {
+            limits.remove(key);
+        }
+        any_active || dt < idle_forget || has_under
+    }
+
+    /// Sends a sweep's events (after the locks are released).
+    fn emit_sweep(self: &Arc<Self>, out: Vec<SweepEvent>, now_ms: u64) {
         for (key, l, phase, field, value, threshold, start) in out {
             match phase {
                 Phase::Start => self.activate(l, true),
@@ -996,7 +1106,6 @@ impl Mavg {
             let keys = self.key_text(&key);
             self.emit(Event { phase, mavg: self.clone(), limit: l, keys, field, value, threshold, time_ms: now_ms, start_ms: start });
         }
-        self.dump_if_due(now_ms);
     }
 
     /// Every `dump` seconds: when `<mavg>.d` (rewrite `<mavg>.dump`) or `<mavg>.a` (append to
@@ -1037,14 +1146,14 @@ impl Mavg {
             self.mem_bytes
         );
         let secs = self.secs();
-        for cell in &self.shards {
+        for cell in &self.group.cells {
             // Copied out under the lock, formatted after: a shard may hold every row, and
             // the workers wait for its lock.
             let (rows, sets) = {
                 let shard = cell.shard.lock();
                 let mut rows: Vec<(PackedKey, u64, f64, usize)> = Vec::new();
-                shard.rows.for_each(now_ms, |k, r| rows.push((k, r.last_ms, r.n[0], r.thr())));
-                (rows, shard.compiled.clone())
+                shard.rows.for_each(now_ms, self.member, |k, r| rows.push((k, r.last_ms, r.n[0], r.thr())));
+                (rows, shard.compiled[self.member].clone())
             };
             for (key, last_ms, n, thr) in rows {
                 let dt = now_ms.saturating_sub(last_ms);
@@ -1190,8 +1299,8 @@ pub fn parse(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Re
     let thresholds = Thresholds { defaults, per_limit };
     let compiled = Arc::new(compile_thresholds(&limits, &thresholds, time as f64));
     let words = layout.words;
-    let shards = shard_count();
-    let shard_cells = (0..shards).map(|_| ShardCell::new(words, aggs.len(), compiled.clone())).collect();
+    let shape = vec![shape_of(&name, &keys, &aggs, time, &limits)];
+    let group = Arc::new(Group::new(words, aggs.len(), vec![compiled], shape));
     let slot_bytes = rowtable::Rows::slot_bytes(words, aggs.len());
     Ok(Mavg {
         object: object.to_string(),
@@ -1209,12 +1318,59 @@ pub fn parse(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Re
         thresholds: RwLock::new(thresholds),
         next_dump_ms: AtomicU64::new(0),
         last_drop_log_ms: AtomicU64::new(0),
-        shards: shard_cells,
+        shard_mask: group.cells.len() - 1,
+        group,
+        member: 0,
         slot_bytes,
-        shard_mask: shards - 1,
         stats: MavgStats::default(),
         events: Mutex::new(None),
     })
+}
+
+/// What a moving average is, for a reload to tell whether a table can be taken over.
+fn shape_of(name: &str, keys: &[FieldId], aggs: &[Agg], time: u64, limits: &[LimitSpec]) -> String {
+    let limits: Vec<_> = limits.iter().map(|l| (l.name.as_str(), l.kind)).collect();
+    format!("{name} {keys:?} {aggs:?} {time} {limits:?}")
+}
+
+/// Lets moving averages of one object (freshly parsed, in mo.conf order) share tables: each
+/// one with the same key fields, as many averaged fields and the same `mem-m` as an earlier
+/// one with a table of its own, when the two rows and the key fit one cache line, joins it.
+/// Every flow of the object updates both, so they hold the same keys: one lookup and one cache
+/// line serve both averages. Each keeps its own window, thresholds, limits and events.
+pub fn share_tables(mavgs: &mut [Mavg]) {
+    for j in 1..mavgs.len() {
+        let (earlier, rest) = mavgs.split_at_mut(j);
+        let b = &mut rest[0];
+        let partner = earlier.iter_mut().find(|a| {
+            !a.shares_table() && a.keys == b.keys && a.aggs.len() == b.aggs.len() && a.mem_bytes == b.mem_bytes && rowtable::Rows::shared_fits(a.layout.words, a.aggs.len())
+        });
+        if let Some(a) = partner {
+            let compiled = |m: &Mavg| m.group.cells[0].shard.lock().compiled[0].clone();
+            let shape = vec![a.group.shape[0].clone(), b.group.shape[0].clone()];
+            let group = Arc::new(Group::new(a.layout.words, a.aggs.len(), vec![compiled(a), compiled(b)], shape));
+            let slot_bytes = rowtable::Rows::slot_bytes_of(a.layout.words, a.aggs.len(), 2).expect("fits");
+            for (member, m) in [&mut *a, &mut *b].into_iter().enumerate() {
+                (m.group, m.member, m.slot_bytes) = (group.clone(), member, slot_bytes);
+            }
+        }
+    }
+}
+
+/// The moving averages of one object by table: each table's members, first member first (what
+/// a [`Feed`] and [`Mavg::sweep_group`] take).
+pub fn groups(mavgs: &[Arc<Mavg>]) -> Vec<Vec<Arc<Mavg>>> {
+    let mut out: Vec<Vec<Arc<Mavg>>> = Vec::new();
+    for m in mavgs {
+        match out.iter_mut().find(|g| Arc::ptr_eq(&g[0].group, &m.group)) {
+            Some(g) => g.push(m.clone()),
+            None => out.push(vec![m.clone()]),
+        }
+    }
+    for g in &mut out {
+        g.sort_by_key(|m| m.member);
+    }
+    out
 }
 
 fn parse_limit(file: &Path, dir: &Path, l: &Node, k: &str, kind: LimitKind, n_aggs: usize) -> Result<LimitSpec, ConfigError> {

@@ -46,6 +46,9 @@ pub struct Objects {
     pub windows: Vec<Arc<FwmSpec>>,
     /// Every moving average of every object.
     pub mavgs: Vec<Arc<Mavg>>,
+    /// The same by table (moving averages of an object may share one, see
+    /// [`mavg::share_tables`]): what the sweep goes through.
+    mavg_groups: Vec<Vec<Arc<Mavg>>>,
     /// Next once-per-second sweep of the moving averages (collector clock, ms).
     next_sweep_ms: AtomicU64,
 }
@@ -68,8 +71,8 @@ impl Objects {
         }
         let next = if due == 0 { now_ms + 1000 } else { (now_ms / 1000 + 1) * 1000 };
         if self.next_sweep_ms.compare_exchange(due, next, Ordering::AcqRel, Ordering::Relaxed).is_ok() && due != 0 {
-            for m in &self.mavgs {
-                m.sweep(now_ms);
+            for g in &self.mavg_groups {
+                Mavg::sweep_group(g, now_ms);
             }
         }
     }
@@ -133,6 +136,7 @@ pub fn load_with(mo_dir: &Path, lists: &IpLists, lua_lib: Option<&Path>) -> Resu
     let windows = objects.windows.clone();
     resolve_ext(&mut objects.roots, &windows, &mut errors);
     collect_mavgs(&objects.roots, &mut objects.mavgs);
+    objects.mavg_groups = mavg::groups(&objects.mavgs);
     if errors.is_empty() {
         Ok(objects)
     } else {
@@ -330,11 +334,13 @@ fn object_from(
         let items = list.as_array(&file, "mavg").map_err(|e| errors.push(e)).unwrap_or(&[]);
         for (i, item) in items.iter().enumerate() {
             match mavg::parse(&file, &name, dir, item, i) {
-                Ok(m) => mavgs.push(Arc::new(m)),
+                Ok(m) => mavgs.push(m),
                 Err(e) => errors.push(e),
             }
         }
     }
+    mavg::share_tables(&mut mavgs);
+    let mavgs = mavgs.into_iter().map(Arc::new).collect();
     let mut children = Vec::new();
     for (key, child) in root.get("children").map(|c| c.members()).unwrap_or(&[]) {
         if key.name.is_empty() || key.name.contains('/') {
@@ -469,7 +475,7 @@ impl WorkerObjects {
                 filter: o.filter.clone(),
                 dumper: Dumper::open(&o.dump)?,
                 windows: o.windows.iter().map(|w| Window::new(w.clone())).collect(),
-                mavgs: o.mavgs.iter().map(|m| mavg::Feed::new(m.clone())).collect(),
+                mavgs: mavg::groups(&o.mavgs).into_iter().map(mavg::Feed::new).collect(),
                 children: o.children.iter().map(build).collect::<Result<_, _>>()?,
             })
         }

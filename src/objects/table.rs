@@ -91,7 +91,8 @@ impl<const N: usize, const A: usize> PackedTable<N, A> {
     }
 
     /// Adds `sums` to the row of `key` (the slot is prefetched now, written a few calls later).
-    #[inline]
+    /// Always inlined, as [`PackedTable::insert`]: see `RowMap::add`.
+    #[inline(always)]
     pub fn add(&mut self, key: &[u64; N], sums: &Sums) {
         let mut key = *key;
         key[N - 1] |= OCCUPIED;
@@ -121,7 +122,7 @@ impl<const N: usize, const A: usize> PackedTable<N, A> {
         self.head = 0;
     }
 
-    #[inline]
+    #[inline(always)]
     fn insert(&mut self, key: &[u64; N], sums: &Sums, h: u64) {
         if (self.len + 1) * 8 > self.slots.len() * 5 {
             self.grow();

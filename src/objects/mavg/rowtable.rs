@@ -8,11 +8,14 @@
 //! its flags. A key of one IPv4 address (or an address and a protocol) with one field is a
 //! 32-byte slot, two per line; slots up to 64 bytes are line-aligned. Whether a slot is used is
 //! marked in the top bits of the key's last word (left free by the key layout).
+//! Two moving averages of one object with the same key fields and as many averaged fields
+//! share a table (when their joint slot fits a line): a slot then holds the key once and a row
+//! per member, and a flow updates both rows in the one cache line it loads.
 //! The rest of the moving average sees a [`Row`]: slots are loaded into one and stored back.
 //! The per-flow update visits the table with its slot type known ([`Rows::visit`], once per
 //! batch), so a row access is neither a dispatch nor a loop over a runtime number of fields.
 
-use super::{PackedKey, Row, MAVG_WORDS};
+use super::{PackedKey, Row, MAVG_WORDS, MAX_MEMBERS};
 use crate::objects::slots::ZeroedSlots;
 
 /// Set in the last key word of an occupied slot.
@@ -59,19 +62,21 @@ impl<const A: usize> Stored<A> {
 }
 
 macro_rules! slot_types {
-    ($($name:ident = $k:literal words, $a:literal sums, align $al:literal;)*) => {
+    ($($name:ident = $k:literal words, $a:literal sums, $m:literal members, align $al:literal;)*) => {
         $(
-            /// A slot for keys of this many words and this many averaged fields.
+            /// A slot for keys of this many words, this many averaged fields, and as many
+            /// moving averages sharing the table.
             #[derive(Clone)]
             #[repr(C, align($al))]
             pub(super) struct $name {
                 key: [u64; $k],
-                row: Stored<$a>,
+                rows: [Stored<$a>; $m],
             }
 
             impl Slot for $name {
                 const WORDS: usize = $k;
                 const SUMS: usize = $a;
+                const MEMBERS: usize = $m;
                 #[inline]
                 fn key(&self) -> &[u64] {
                     &self.key
@@ -81,16 +86,17 @@ macro_rules! slot_types {
                     &mut self.key
                 }
                 #[inline]
-                fn load(&self, now_ms: u64) -> Row {
-                    self.row.load(now_ms)
+                fn load(&self, m: usize, now_ms: u64) -> Row {
+                    self.rows[m].load(now_ms)
                 }
                 #[inline]
-                fn store(&mut self, row: &Row) {
-                    self.row.store(row)
+                fn store(&mut self, m: usize, row: &Row) {
+                    self.rows[m].store(row)
                 }
                 #[inline]
-                fn parts_mut(&mut self) -> (&mut [f64], &mut u32, &mut u32) {
-                    (&mut self.row.n, &mut self.row.last, &mut self.row.thr)
+                fn parts_mut(&mut self, m: usize) -> (&mut [f64], &mut u32, &mut u32) {
+                    let r = &mut self.rows[m];
+                    (&mut r.n, &mut r.last, &mut r.thr)
                 }
             }
         )*
@@ -99,20 +105,21 @@ macro_rules! slot_types {
         pub(super) enum Rows { $($name(RowTable<$name>),)* }
 
         impl Rows {
-            /// A table for keys of `words` words and `sums` aggregable fields.
-            pub fn new(words: usize, sums: usize) -> Rows {
-                $(if words == $k && sums == $a {
+            /// A table for keys of `words` words and `sums` aggregable fields, shared by
+            /// `members` moving averages (see [`Rows::shared_fits`]).
+            pub fn new(words: usize, sums: usize, members: usize) -> Rows {
+                $(if words == $k && sums == $a && members == $m {
                     return Rows::$name(RowTable::with_capacity(16));
                 })*
-                unreachable!("moving-average keys have 1..={MAVG_WORDS} words and 1..=3 fields, not {words}/{sums}")
+                unreachable!("moving-average keys have 1..={MAVG_WORDS} words and 1..=3 fields, not {words}/{sums}/{members}")
             }
 
-            /// Bytes of a slot for such keys (for prefetching).
-            pub fn slot_bytes(words: usize, sums: usize) -> usize {
-                $(if words == $k && sums == $a {
-                    return std::mem::size_of::<$name>();
+            /// Bytes of a slot for such keys (for prefetching), if there is such a slot type.
+            pub fn slot_bytes_of(words: usize, sums: usize, members: usize) -> Option<usize> {
+                $(if words == $k && sums == $a && members == $m {
+                    return Some(std::mem::size_of::<$name>());
                 })*
-                unreachable!()
+                None
             }
 
             /// Runs `v` on the table with its slot type known: code that visits once per batch
@@ -134,52 +141,73 @@ macro_rules! slot_types {
             }
 
             #[cfg(test)]
-            pub fn insert(&mut self, key: &PackedKey, hash: u64, row: &Row) -> usize {
+            pub fn insert(&mut self, key: &PackedKey, hash: u64, row: &[Row]) -> usize {
                 match self { $(Rows::$name(t) => t.insert(key, hash, row),)* }
             }
 
-            /// The row in slot `i`, as of the clock `now_ms`.
+            /// Member `m`'s row in slot `i`, as of the clock `now_ms`.
             #[cfg(test)]
             #[inline]
-            pub fn load(&self, i: usize, now_ms: u64) -> Row {
-                match self { $(Rows::$name(t) => t.load(i, now_ms),)* }
+            pub fn load(&self, i: usize, m: usize, now_ms: u64) -> Row {
+                match self { $(Rows::$name(t) => t.load(i, m, now_ms),)* }
             }
 
-            /// Keeps the rows for which `f` returns true (changes `f` makes are kept).
-            pub fn retain(&mut self, now_ms: u64, f: impl FnMut(&PackedKey, &mut Row) -> bool) {
+            /// Keeps the keys for which `f`, given every member's row, returns true (changes
+            /// `f` makes are kept).
+            pub fn retain(&mut self, now_ms: u64, f: impl FnMut(&PackedKey, &mut [Row]) -> bool) {
                 match self { $(Rows::$name(t) => t.retain(now_ms, f),)* }
             }
 
-            /// Every row with its key.
-            pub fn for_each(&self, now_ms: u64, f: impl FnMut(PackedKey, &Row)) {
-                match self { $(Rows::$name(t) => t.for_each(now_ms, f),)* }
+            /// Member `m`'s every row with its key.
+            pub fn for_each(&self, now_ms: u64, m: usize, f: impl FnMut(PackedKey, &Row)) {
+                match self { $(Rows::$name(t) => t.for_each(now_ms, m, f),)* }
             }
 
-            /// Every row's key with its threshold index and flags, which `f` may change.
-            pub fn for_each_thr(&mut self, f: impl FnMut(&PackedKey, &mut u32)) {
-                match self { $(Rows::$name(t) => t.for_each_thr(f),)* }
+            /// Member `m`'s every row's key with its threshold index and flags, which `f` may
+            /// change.
+            pub fn for_each_thr(&mut self, m: usize, f: impl FnMut(&PackedKey, &mut u32)) {
+                match self { $(Rows::$name(t) => t.for_each_thr(m, f),)* }
             }
         }
     };
 }
 
 // Slots of up to 32 bytes are 32-byte aligned (two per line), up to 64 bytes line-aligned.
+// Shared tables (two members) only where the slot fits a line.
 slot_types! {
-    K1A1 = 1 words, 1 sums, align 32;
-    K1A2 = 1 words, 2 sums, align 32;
-    K1A3 = 1 words, 3 sums, align 64;
-    K2A1 = 2 words, 1 sums, align 32;
-    K2A2 = 2 words, 2 sums, align 64;
-    K2A3 = 2 words, 3 sums, align 64;
-    K3A1 = 3 words, 1 sums, align 64;
-    K3A2 = 3 words, 2 sums, align 64;
-    K3A3 = 3 words, 3 sums, align 64;
-    K4A1 = 4 words, 1 sums, align 64;
-    K4A2 = 4 words, 2 sums, align 64;
-    K4A3 = 4 words, 3 sums, align 64;
-    K5A1 = 5 words, 1 sums, align 64;
-    K5A2 = 5 words, 2 sums, align 64;
-    K5A3 = 5 words, 3 sums, align 8;
+    K1A1 = 1 words, 1 sums, 1 members, align 32;
+    K1A2 = 1 words, 2 sums, 1 members, align 32;
+    K1A3 = 1 words, 3 sums, 1 members, align 64;
+    K2A1 = 2 words, 1 sums, 1 members, align 32;
+    K2A2 = 2 words, 2 sums, 1 members, align 64;
+    K2A3 = 2 words, 3 sums, 1 members, align 64;
+    K3A1 = 3 words, 1 sums, 1 members, align 64;
+    K3A2 = 3 words, 2 sums, 1 members, align 64;
+    K3A3 = 3 words, 3 sums, 1 members, align 64;
+    K4A1 = 4 words, 1 sums, 1 members, align 64;
+    K4A2 = 4 words, 2 sums, 1 members, align 64;
+    K4A3 = 4 words, 3 sums, 1 members, align 64;
+    K5A1 = 5 words, 1 sums, 1 members, align 64;
+    K5A2 = 5 words, 2 sums, 1 members, align 64;
+    K5A3 = 5 words, 3 sums, 1 members, align 8;
+    K1A1x2 = 1 words, 1 sums, 2 members, align 64;
+    K1A2x2 = 1 words, 2 sums, 2 members, align 64;
+    K2A1x2 = 2 words, 1 sums, 2 members, align 64;
+    K2A2x2 = 2 words, 2 sums, 2 members, align 64;
+    K3A1x2 = 3 words, 1 sums, 2 members, align 64;
+    K4A1x2 = 4 words, 1 sums, 2 members, align 64;
+}
+
+impl Rows {
+    /// Bytes of a slot for keys of `words` words and `sums` aggregable fields (one member).
+    pub fn slot_bytes(words: usize, sums: usize) -> usize {
+        Rows::slot_bytes_of(words, sums, 1).expect("a slot type for every single key")
+    }
+
+    /// Whether two moving averages with such keys can share a table (their slot fits a line).
+    pub fn shared_fits(words: usize, sums: usize) -> bool {
+        Rows::slot_bytes_of(words, sums, 2).is_some()
+    }
 }
 
 /// What the table needs of a slot type.
@@ -187,13 +215,16 @@ pub(super) trait Slot: Clone {
     const WORDS: usize;
     /// Sums kept (the moving average's aggregable fields).
     const SUMS: usize;
+    /// Moving averages sharing the table: a row each.
+    const MEMBERS: usize;
     fn key(&self) -> &[u64];
     fn key_mut(&mut self) -> &mut [u64];
-    fn load(&self, now_ms: u64) -> Row;
-    fn store(&mut self, row: &Row);
-    /// The stored row in place: its `SUMS` sums, the low 32 bits of its time, its threshold
-    /// index and flags (see [`Row`]).
-    fn parts_mut(&mut self) -> (&mut [f64], &mut u32, &mut u32);
+    /// Member `m`'s row.
+    fn load(&self, m: usize, now_ms: u64) -> Row;
+    fn store(&mut self, m: usize, row: &Row);
+    /// Member `m`'s stored row in place: its `SUMS` sums, the low 32 bits of its time, its
+    /// threshold index and flags (see [`Row`]).
+    fn parts_mut(&mut self, m: usize) -> (&mut [f64], &mut u32, &mut u32);
 }
 
 /// Work on a [`RowTable`] of whatever slot type (see [`Rows::visit`]).
@@ -219,10 +250,10 @@ impl<S: Slot> RowTable<S> {
         (self.slots.as_ptr() as usize, self.slots.len() - 1)
     }
 
-    /// The row in slot `i`, as of the clock `now_ms`.
+    /// Member `m`'s row in slot `i`, as of the clock `now_ms`.
     #[inline]
-    pub(super) fn load(&self, i: usize, now_ms: u64) -> Row {
-        self.slots[i].load(now_ms)
+    pub(super) fn load(&self, i: usize, m: usize, now_ms: u64) -> Row {
+        self.slots[i].load(m, now_ms)
     }
 
     /// Slot `i` itself (see [`Slot::parts_mut`]).
@@ -232,8 +263,8 @@ impl<S: Slot> RowTable<S> {
     }
 
     #[inline]
-    pub(super) fn store(&mut self, i: usize, row: &Row) {
-        self.slots[i].store(row)
+    pub(super) fn store(&mut self, i: usize, m: usize, row: &Row) {
+        self.slots[i].store(m, row)
     }
 
     fn last(s: &S) -> u64 {
@@ -261,8 +292,9 @@ impl<S: Slot> RowTable<S> {
         }
     }
 
-    /// Inserts a key known to be absent; returns its slot index.
-    pub(super) fn insert(&mut self, key: &PackedKey, hash: u64, row: &Row) -> usize {
+    /// Inserts a key known to be absent with every member's row; returns its slot index.
+    pub(super) fn insert(&mut self, key: &PackedKey, hash: u64, rows: &[Row]) -> usize {
+        debug_assert_eq!(rows.len(), S::MEMBERS);
         if (self.len + self.tombs + 1) * 8 > self.slots.len() * 5 {
             self.rebuild();
         }
@@ -274,7 +306,9 @@ impl<S: Slot> RowTable<S> {
         let k = slot.key_mut();
         k.copy_from_slice(&key.w[..S::WORDS]);
         k[S::WORDS - 1] |= OCCUPIED;
-        slot.store(row);
+        for (m, row) in rows.iter().enumerate() {
+            slot.store(m, row);
+        }
         self.len += 1;
         i
     }
@@ -311,38 +345,43 @@ impl<S: Slot> RowTable<S> {
     /// Keeps the rows for which `f` returns true, storing what `f` changed. Also keeps every
     /// kept row's time within 2^30 ms of the clock (the 32-bit time stays exact): a row idle
     /// that long has decayed to nothing, and only the age matters then.
-    fn retain(&mut self, now_ms: u64, mut f: impl FnMut(&PackedKey, &mut Row) -> bool) {
+    fn retain(&mut self, now_ms: u64, mut f: impl FnMut(&PackedKey, &mut [Row]) -> bool) {
         for s in self.slots.iter_mut() {
             if Self::last(s) & OCCUPIED == 0 {
                 continue;
             }
             let key = Self::key_of(s);
-            let mut row = s.load(now_ms);
-            if f(&key, &mut row) {
-                if now_ms.saturating_sub(row.last_ms) > MAX_AGE {
-                    row.last_ms = now_ms - MAX_AGE;
+            let mut rows: [Row; MAX_MEMBERS] = std::array::from_fn(|m| if m < S::MEMBERS { s.load(m, now_ms) } else { Row::default() });
+            let rows = &mut rows[..S::MEMBERS];
+            if f(&key, rows) {
+                for (m, row) in rows.iter_mut().enumerate() {
+                    if now_ms.saturating_sub(row.last_ms) > MAX_AGE {
+                        row.last_ms = now_ms - MAX_AGE;
+                    }
+                    s.store(m, row);
                 }
-                s.store(&row);
             } else {
                 let k = s.key_mut();
                 k.fill(0);
                 k[S::WORDS - 1] = TOMB;
-                s.store(&Row::default());
+                for m in 0..S::MEMBERS {
+                    s.store(m, &Row::default());
+                }
                 self.len -= 1;
                 self.tombs += 1;
             }
         }
     }
 
-    fn for_each_thr(&mut self, mut f: impl FnMut(&PackedKey, &mut u32)) {
+    fn for_each_thr(&mut self, m: usize, mut f: impl FnMut(&PackedKey, &mut u32)) {
         for s in self.slots.iter_mut().filter(|s| Self::last(s) & OCCUPIED != 0) {
-            f(&Self::key_of(s), s.parts_mut().2);
+            f(&Self::key_of(s), s.parts_mut(m).2);
         }
     }
 
-    fn for_each(&self, now_ms: u64, mut f: impl FnMut(PackedKey, &Row)) {
+    fn for_each(&self, now_ms: u64, m: usize, mut f: impl FnMut(PackedKey, &Row)) {
         for s in self.slots.iter().filter(|s| Self::last(s) & OCCUPIED != 0) {
-            f(Self::key_of(s), &s.load(now_ms));
+            f(Self::key_of(s), &s.load(m, now_ms));
         }
     }
 }
@@ -372,6 +411,41 @@ mod tests {
         assert_eq!(Rows::slot_bytes(2, 1), 32);
         assert_eq!(std::mem::align_of::<K2A1>(), 32);
         assert_eq!(Rows::slot_bytes(3, 1), 64);
+        // Shared by two: one line, where the key and both rows fit it.
+        for words in 1..=MAVG_WORDS {
+            for sums in 1..=3 {
+                let need = words * 8 + 2 * (sums * 8 + 8);
+                assert_eq!(Rows::shared_fits(words, sums), need <= 64, "{words}/{sums}");
+                if let Some(bytes) = Rows::slot_bytes_of(words, sums, 2) {
+                    assert_eq!(bytes, 64, "{words}/{sums}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn members_of_a_shared_table_keep_their_own_rows() {
+        const NOW: u64 = 1_700_000_000_000;
+        let mut rows = Rows::new(1, 1, 2);
+        let row = |n: f64, thr: u32| Row { last_ms: NOW, n: [n, 0.0, 0.0], thr };
+        for a in 0..100u64 {
+            let k = key(1, a);
+            rows.insert(&k, k.hash64(), &[row(a as f64, 1), row(-(a as f64), 2)]);
+        }
+        rows.retain(NOW, |k, r| {
+            r[1].n[0] -= 0.5;
+            k.w[0] < 50
+        });
+        let k = key(1, 7);
+        let i = rows.find(&k, k.hash64()).unwrap();
+        assert_eq!((rows.load(i, 0, NOW).n[0], rows.load(i, 0, NOW).thr), (7.0, 1));
+        assert_eq!((rows.load(i, 1, NOW).n[0], rows.load(i, 1, NOW).thr), (-7.5, 2));
+        let mut seen = 0;
+        rows.for_each(NOW, 1, |k, r| {
+            assert_eq!(r.n[0], -(k.w[0] as f64) - 0.5);
+            seen += 1;
+        });
+        assert_eq!(seen, 50);
     }
 
     #[test]
@@ -379,34 +453,34 @@ mod tests {
         const NOW: u64 = 1_700_000_000_000;
         for words in 1..=MAVG_WORDS {
             for sums in 1..=3 {
-                let mut rows = Rows::new(words, sums);
+                let mut rows = Rows::new(words, sums, 1);
                 for a in 0..1000u64 {
                     let k = key(words, a);
                     assert_eq!(rows.find(&k, k.hash64()), None);
                     let row = Row { last_ms: NOW - a, n: [a as f64, 1.0, 2.0], thr: a as u32 };
-                    let i = rows.insert(&k, k.hash64(), &row);
-                    assert_eq!(rows.load(i, NOW).last_ms, NOW - a);
+                    let i = rows.insert(&k, k.hash64(), std::slice::from_ref(&row));
+                    assert_eq!(rows.load(i, 0, NOW).last_ms, NOW - a);
                 }
                 for a in 0..1000u64 {
                     let k = key(words, a);
                     let i = rows.find(&k, k.hash64()).unwrap_or_else(|| panic!("{words} words: key {a}"));
-                    let row = rows.load(i, NOW + 5);
+                    let row = rows.load(i, 0, NOW + 5);
                     assert_eq!((row.last_ms, row.thr, row.n[0]), (NOW - a, a as u32, a as f64));
                     assert_eq!(&row.n[1..sums], &[1.0, 2.0][..sums - 1]);
                     assert!(row.n[sums..].iter().all(|x| *x == 0.0), "sums past the fields read as 0");
                 }
                 rows.retain(NOW, |k, r| {
-                    r.n[0] += 0.5;
+                    r[0].n[0] += 0.5;
                     k.w[0] % 2 == 0
                 });
                 let mut seen = Vec::new();
-                rows.for_each(NOW, |k, r| seen.push((k, r.thr, r.n[0])));
+                rows.for_each(NOW, 0, |k, r| seen.push((k, r.thr, r.n[0])));
                 seen.sort_by_key(|(_, t, _)| *t);
                 assert_eq!(seen.len(), 500);
                 assert!(seen.iter().all(|(k, t, n)| *k == key(words, *t as u64) && t % 2 == 0 && *n == *t as f64 + 0.5));
                 let odd = key(words, 7);
                 assert_eq!(rows.find(&odd, odd.hash64()), None, "removed");
-                let i = rows.insert(&odd, odd.hash64(), &Row::default());
+                let i = rows.insert(&odd, odd.hash64(), &[Row::default()]);
                 assert_eq!(rows.find(&odd, odd.hash64()), Some(i), "a tombstone is reused");
             }
         }
@@ -414,14 +488,14 @@ mod tests {
 
     #[test]
     fn times_are_exact_around_the_32_bit_wrap_and_old_rows_are_clamped() {
-        let mut rows = Rows::new(2, 1);
+        let mut rows = Rows::new(2, 1, 1);
         let k = key(2, 1);
         let wrap = 5u64 << 32;
-        let i = rows.insert(&k, k.hash64(), &Row { last_ms: wrap - 10, ..Row::default() });
-        assert_eq!(rows.load(i, wrap + 10).last_ms, wrap - 10, "clock just past the wrap");
-        assert_eq!(rows.load(i, wrap - 20).last_ms, wrap - 10, "row ahead of a worker's clock");
+        let i = rows.insert(&k, k.hash64(), &[Row { last_ms: wrap - 10, ..Row::default() }]);
+        assert_eq!(rows.load(i, 0, wrap + 10).last_ms, wrap - 10, "clock just past the wrap");
+        assert_eq!(rows.load(i, 0, wrap - 20).last_ms, wrap - 10, "row ahead of a worker's clock");
         let later = wrap + (3 << 29); // 1.5 * 2^30 ms idle: still exact, over the clamp
         rows.retain(later, |_, _| true);
-        assert_eq!(rows.load(i, later).last_ms, later - (1 << 30), "kept within 2^30 ms");
+        assert_eq!(rows.load(i, 0, later).last_ms, later - (1 << 30), "kept within 2^30 ms");
     }
 }

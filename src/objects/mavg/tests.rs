@@ -35,6 +35,17 @@ fn events(rx: &Receiver<Event>) -> Vec<(Phase, Vec<String>, u64, u64)> {
 
 const T0: u64 = 1_700_000_000_000;
 
+/// Reproducible random numbers: `next(m)` is below `m`.
+fn xorshift(seed: u64) -> impl FnMut(u64) -> u64 {
+    let mut x = seed;
+    move |m| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % m
+    }
+}
+
 /// A 1-second average of octets per destination host, over 1000 B/s for 5 s of back2norm.
 fn level1_over_1000(tag: &str) -> (Arc<Mavg>, Receiver<Event>) {
     let conf = r#"{"name": "m", "time": 1, "fields": ["dst host", "octets"],
@@ -287,13 +298,7 @@ fn random_traffic_starts_the_same_limits_as_a_direct_model() {
     }
     let mut model: HashMap<u32, Model> = HashMap::new();
     let mut want = Vec::new();
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move |m: u64| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x % m
-    };
+    let mut next = xorshift(0x2545_f491_4f6c_dd1d);
     let mut now = T0;
     for _ in 0..5000 {
         now = match next(100) {
@@ -325,4 +330,120 @@ fn random_traffic_starts_the_same_limits_as_a_direct_model() {
         .collect();
     assert!(want.len() >= 6, "the traffic crosses thresholds: {want:?}");
     assert_eq!(got, want);
+}
+
+/// Parses the `mavg` elements of one object and lets them share tables as loading does.
+fn object_mavgs(confs: &[&str], dir: &Path) -> (Vec<Arc<Mavg>>, Vec<Receiver<Event>>) {
+    let file = dir.join("mo.conf");
+    let mut parsed: Vec<Mavg> = confs.iter().enumerate().map(|(i, c)| parse(&file, "obj", dir, &json::parse(c, &file).unwrap(), i).unwrap()).collect();
+    share_tables(&mut parsed);
+    let mut rxs = Vec::new();
+    let mavgs = parsed
+        .into_iter()
+        .map(|m| {
+            let (tx, rx) = sync_channel(100_000);
+            m.set_events(Some(tx));
+            rxs.push(rx);
+            Arc::new(m)
+        })
+        .collect();
+    (mavgs, rxs)
+}
+
+const BPS: &str = r#"{"name": "bps", "time": 2, "fields": ["dst host", "octets"],
+    "overlimit": [{"name": "a", "default": [1500], "back2norm-time": 3}]}"#;
+const PPS: &str = r#"{"name": "pps", "time": 1, "fields": ["dst host", "packets"],
+    "overlimit": [{"name": "b", "default": [15], "back2norm-time": 2}], "underlimit": [{"name": "u", "default": [2]}]}"#;
+
+#[test]
+fn averages_with_the_same_keys_share_a_table_when_it_fits_a_line() {
+    let d = tmp("share");
+    let by_proto = r#"{"name": "p", "fields": ["dst host", "proto", "packets"]}"#;
+    let other_mem = r#"{"name": "q", "mem-m": 5, "fields": ["dst host", "packets"]}"#;
+    let third = r#"{"name": "r", "fields": ["dst host", "bits"]}"#;
+    let wide = r#"{"name": "w", "fields": ["src host", "dst host", "src port", "dst port", "octets", "packets"]}"#;
+    let wide2 = r#"{"name": "w2", "fields": ["src host", "dst host", "src port", "dst port", "octets", "bits"]}"#;
+    let (m, _rx) = object_mavgs(&[BPS, by_proto, PPS, other_mem, third, wide, wide2], &d);
+    let sharing: Vec<(&str, bool, usize)> = m.iter().map(|m| (m.name.as_str(), m.shares_table(), m.member)).collect();
+    assert_eq!(
+        sharing,
+        [("bps", true, 0), ("p", false, 0), ("pps", true, 1), ("q", false, 0), ("r", false, 0), ("w", false, 0), ("w2", false, 0)],
+        "pairs of the same keys, fields count and mem-m; a third stays alone; two-field rows of a 3-word key do not fit a line"
+    );
+    let g = groups(&m);
+    assert_eq!(g.iter().map(|g| g.iter().map(|m| m.name.as_str()).collect::<Vec<_>>()).collect::<Vec<_>>(), [vec!["bps", "pps"], vec!["p"], vec!["q"], vec!["r"], vec!["w"], vec!["w2"]]);
+    assert_eq!(m[0].key_bytes(), 102, "half of a 64-byte slot each, up to 3.2 slots per key");
+}
+
+#[test]
+fn averages_sharing_a_table_behave_as_each_alone() {
+    // The same random flows through two averages sharing a table (by a worker's queue, with
+    // sweeps) and through each alone: the same events, the same dumps, the same keys.
+    let d = tmp("share-model");
+    let (shared, shared_rx) = object_mavgs(&[BPS, PPS], &d);
+    assert!(shared[0].shares_table());
+    let alone: Vec<_> = [BPS, PPS].iter().map(|c| object_mavgs(&[c], &d)).map(|(mut m, mut rx)| (m.remove(0), rx.remove(0))).collect();
+    let mut feed = Feed::new(shared.clone());
+    let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
+    let mut now = T0;
+    let mut next_sweep = T0 + 1000;
+    for _ in 0..20_000 {
+        now += match next(50) {
+            0 => 1500 + next(3000), // quiet for a while: back-to-normal, underlimits
+            _ => next(40),          // each key about 10 flows/s: near the thresholds
+        };
+        if now >= next_sweep {
+            feed.flush();
+            Mavg::sweep_group(&shared, now);
+            for (m, _) in &alone {
+                m.sweep(now);
+            }
+            next_sweep = (now / 1000 + 1) * 1000;
+        }
+        let mut f = flow(1 + next(5) as u32, 1 + next(300) as u128);
+        f.set(FieldId::Packets, 1 + next(2) as u128);
+        f.time_ms = now;
+        feed.push(&f);
+        for (m, _) in &alone {
+            m.update(&f, now);
+        }
+        if next(7) == 0 {
+            feed.flush(); // as a new millisecond does
+        }
+    }
+    feed.flush();
+    let all = |rx: &Receiver<Event>| -> Vec<_> { rx.try_iter().map(|e| (e.phase, e.limit, e.keys.clone(), e.value.to_bits(), e.time_ms, e.start_ms)).collect() };
+    for (i, ((m, rx), (one, one_rx))) in shared.iter().zip(&shared_rx).zip(&alone).enumerate() {
+        let (got, want) = (all(rx), all(one_rx));
+        assert!(want.len() > 50 && want.iter().any(|e| e.0 == Phase::Back2Norm), "member {i}: the traffic starts and ends limits: {}", want.len());
+        if let Some(k) = (0..got.len().max(want.len())).find(|&k| got.get(k) != want.get(k)) {
+            panic!("member {i}: event {k} of {}/{}: {:?} != {:?} (before: {:?})", got.len(), want.len(), got.get(k), want.get(k), &want[k.saturating_sub(3)..k]);
+        }
+        assert_eq!(m.dump_text(now, "t"), one.dump_text(now, "t"), "member {i}");
+        assert_eq!(m.stats.keys.load(Ordering::Relaxed), one.stats.keys.load(Ordering::Relaxed));
+        assert_eq!(m.stats.active.load(Ordering::Relaxed), one.stats.active.load(Ordering::Relaxed));
+    }
+}
+
+#[test]
+fn a_reload_takes_over_a_shared_table_of_the_same_shape_only() {
+    let d = tmp("share-reload");
+    let (old, _rx) = object_mavgs(&[BPS, PPS], &d);
+    let mut feed = Feed::new(old.clone());
+    for i in 0..10u64 {
+        let mut f = flow(7, 1000);
+        f.time_ms = T0 + i;
+        feed.push(&f);
+    }
+    feed.flush();
+    let dumps: Vec<String> = old.iter().map(|m| m.dump_text(T0 + 10, "t")).collect();
+    assert!(dumps[0].contains("'0.0.0.7'  :: 4986 (") && dumps[1].contains("'0.0.0.7'  :: 10 ("), "{dumps:?}");
+    let (new, _rx) = object_mavgs(&[BPS, PPS], &d);
+    assert!(new[0].adopt(&old[0]) && new[1].adopt(&old[1]));
+    assert_eq!(new.iter().map(|m| m.dump_text(T0 + 10, "t")).collect::<Vec<_>>(), dumps, "averages kept");
+    assert_eq!(new[1].stats.keys.load(Ordering::Relaxed), 1);
+    // The second average gone: the first's table is no longer the same shape.
+    let (alone, _rx) = object_mavgs(&[BPS], &d);
+    assert!(!alone[0].adopt(&new[0]), "a shared table is not taken over by a lone average");
+    assert!(!alone[0].dump_text(T0 + 10, "t").contains("0.0.0.7"));
 }
