@@ -9,8 +9,10 @@
 //! One table per moving average is shared by every worker, so a key seen through several
 //! exporters and workers has one average. The table is split into shards (one per table with a
 //! single worker, four per worker otherwise), each behind its own mutex. A worker queues its
-//! flows per moving average ([`Feed`]), prefetching their rows, and applies a batch with one
-//! lock per shard: an atomic operation per flow would cost more than the update itself.
+//! flows per table ([`Feed`]), prefetching their rows, and applies a batch with one lock per
+//! shard: an atomic operation per flow would cost more than the update itself. Two moving
+//! averages of an object with the same key fields share a table ([`share_tables`]): one lookup
+//! and one cache line per flow serve both.
 //! Memory is bounded by `mem-m`: when full, new keys are counted and not tracked, known ones
 //! keep working.
 //!

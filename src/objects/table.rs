@@ -91,7 +91,7 @@ impl<const N: usize, const A: usize> PackedTable<N, A> {
     }
 
     /// Adds `sums` to the row of `key` (the slot is prefetched now, written a few calls later).
-    /// Always inlined, as [`PackedTable::insert`]: see `RowMap::add`.
+    /// Always inlined, as `insert` is: see `RowMap::add`.
     #[inline(always)]
     pub fn add(&mut self, key: &[u64; N], sums: &Sums) {
         let mut key = *key;
