@@ -69,7 +69,6 @@ fn setup(d: &Path) -> std::path::PathBuf {
         ),
     )
     .unwrap();
-    std::fs::write(d.join("devices.conf"), "[]").unwrap();
     // Lua hooks: two that log the event table, one that never returns.
     std::fs::write(
         d.join("mo/victim/mo.lua"),
@@ -93,6 +92,12 @@ end
     // Dump triggers: rewrite m.dump and append to m.adump every 2 s.
     std::fs::write(d.join("mo/victim/m.d"), "").unwrap();
     std::fs::write(d.join("mo/victim/m.a"), "").unwrap();
+    collector_conf(d)
+}
+
+/// xenoeye.conf (and an empty devices.conf) for the objects under `d`/mo; returns its path.
+fn collector_conf(d: &Path) -> std::path::PathBuf {
+    std::fs::write(d.join("devices.conf"), "[]").unwrap();
     let conf = d.join("xenoeye.conf");
     std::fs::write(
         &conf,
@@ -198,6 +203,43 @@ fn flood_runs_the_scripts_with_the_documented_argv() {
     assert!(err.contains("lua hook victim/m/level3 hog: ") && err.contains("memory"), "{err}");
     assert!(err.contains("lua hook victim/m/level4 slow: ") && err.contains("sleep ended: nil /bin/sleep: killed after 0.2 s"), "{err}");
     assert!(err.contains("mo.lua:"), "errors carry the Lua file and line: {err}");
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn two_averages_sharing_a_table_each_alert_with_their_own_scripts() {
+    // Bytes and packets per destination over different windows: the same keys, so one table.
+    let d = workdir("alerts-shared");
+    for sub in ["mo/pair", "exp", "notifications"] {
+        std::fs::create_dir_all(d.join(sub)).unwrap();
+    }
+    let limit = |name: &str, threshold: u64| {
+        let (on, off) = (script(&d, &format!("{name}-start.sh")), script(&d, &format!("{name}-stop.sh")));
+        format!(r#"[ {{"name": "level1", "default": [{threshold}], "back2norm-time": 5, "action-script": "{on}", "back2norm-script": "{off}"}} ]"#)
+    };
+    std::fs::write(
+        d.join("mo/pair/mo.conf"),
+        format!(
+            r#"{{ "filter": "dst net 10.0.0.0/24",
+                 "mavg": [ {{"name": "bps", "time": 2, "fields": ["dst host", "octets"], "overlimit": {bps}}},
+                           {{"name": "pps", "time": 1, "fields": ["dst host", "packets"], "overlimit": {pps}}} ] }}"#,
+            bps = limit("bps", 100_000),
+            pps = limit("pps", 50)
+        ),
+    )
+    .unwrap();
+    let conf = collector_conf(&d);
+    let err = replay(&conf, &capture(60).0);
+    assert!(err.contains("pair: moving averages bps and pps share a table"), "{err}");
+    let log = |name: &str| std::fs::read_to_string(d.join(format!("{name}.sh.log"))).unwrap_or_else(|e| panic!("{name}: {e}: {err}"));
+    let notif = |m: &str| d.join(format!("notifications/pair-{m}-level1-10.0.0.9")).display().to_string();
+    // Bytes: as with a table of its own (the third flow of the first flood datagram crosses).
+    assert_eq!(log("bps-start"), format!("pair bps level1 {} 10.0.0.9 150000 100000\n", notif("bps")));
+    // Packets: ten per 100 ms over 1 s windows (N = 0.9 N + 10 per datagram) crosses 50 on the
+    // eighth flow of the seventh datagram: 0.9 * 46.86 + 8 = 50.2 packets/s.
+    assert_eq!(log("pps-start"), format!("pair pps level1 {} 10.0.0.9 50 50\n", notif("pps")));
+    assert_eq!(log("bps-stop"), format!("pair bps level1 {} 10.0.0.9 0 100000\n", notif("bps")));
+    assert_eq!(log("pps-stop"), format!("pair pps level1 {} 10.0.0.9 0 50\n", notif("pps")));
     std::fs::remove_dir_all(&d).unwrap();
 }
 

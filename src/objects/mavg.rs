@@ -1355,6 +1355,7 @@ pub fn share_tables(mavgs: &mut [Mavg]) {
             for (member, m) in [&mut *a, &mut *b].into_iter().enumerate() {
                 (m.group, m.member, m.slot_bytes) = (group.clone(), member, slot_bytes);
             }
+            crate::log::info(&format!("{}: moving averages {} and {} share a table (the same keys)", a.object, a.name, b.name));
         }
     }
 }
