@@ -402,8 +402,8 @@ struct Group {
 }
 
 impl Group {
-    fn new(words: usize, sums: usize, compiled: Vec<Arc<Compiled>>, shape: Vec<String>) -> Group {
-        let cells = (0..shard_count()).map(|_| ShardCell::new(words, sums, compiled.clone())).collect();
+    fn new(words: usize, sums: usize, compiled: Vec<Arc<Compiled>>, shape: Vec<String>, shards: usize) -> Group {
+        let cells = (0..shards).map(|_| ShardCell::new(words, sums, compiled.clone())).collect();
         Group { cells, shape, adopted: AtomicBool::new(false) }
     }
 
@@ -1302,7 +1302,7 @@ pub fn parse(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Re
     let compiled = Arc::new(compile_thresholds(&limits, &thresholds, time as f64));
     let words = layout.words;
     let shape = vec![shape_of(&name, &keys, &aggs, time, &limits)];
-    let group = Arc::new(Group::new(words, aggs.len(), vec![compiled], shape));
+    let group = Arc::new(Group::new(words, aggs.len(), vec![compiled], shape, shard_count()));
     let slot_bytes = rowtable::Rows::slot_bytes(words, aggs.len());
     Ok(Mavg {
         object: object.to_string(),
@@ -1341,6 +1341,11 @@ fn shape_of(name: &str, keys: &[FieldId], aggs: &[Agg], time: u64, limits: &[Lim
 /// Every flow of the object updates both, so they hold the same keys: one lookup and one cache
 /// line serve both averages. Each keeps its own window, thresholds, limits and events.
 pub fn share_tables(mavgs: &mut [Mavg]) {
+    share_tables_in(mavgs, shard_count());
+}
+
+/// [`share_tables`], shared tables split over `shards` shards.
+fn share_tables_in(mavgs: &mut [Mavg], shards: usize) {
     for j in 1..mavgs.len() {
         let (earlier, rest) = mavgs.split_at_mut(j);
         let b = &mut rest[0];
@@ -1350,10 +1355,10 @@ pub fn share_tables(mavgs: &mut [Mavg]) {
         if let Some(a) = partner {
             let compiled = |m: &Mavg| m.group.cells[0].shard.lock().compiled[0].clone();
             let shape = vec![a.group.shape[0].clone(), b.group.shape[0].clone()];
-            let group = Arc::new(Group::new(a.layout.words, a.aggs.len(), vec![compiled(a), compiled(b)], shape));
+            let group = Arc::new(Group::new(a.layout.words, a.aggs.len(), vec![compiled(a), compiled(b)], shape, shards));
             let slot_bytes = rowtable::Rows::slot_bytes_of(a.layout.words, a.aggs.len(), 2).expect("fits");
             for (member, m) in [&mut *a, &mut *b].into_iter().enumerate() {
-                (m.group, m.member, m.slot_bytes) = (group.clone(), member, slot_bytes);
+                (m.group, m.member, m.slot_bytes, m.shard_mask) = (group.clone(), member, slot_bytes, shards - 1);
             }
             crate::log::info(&format!("{}: moving averages {} and {} share a table (the same keys)", a.object, a.name, b.name));
         }
