@@ -393,6 +393,10 @@ impl ShardCell {
 /// serve both.
 struct Group {
     cells: Vec<ShardCell>,
+    /// `cells.len() - 1` (a power of two).
+    shard_mask: usize,
+    /// Bytes per slot (slots are sized to the key, the averaged fields and the members).
+    slot_bytes: usize,
     /// Per member, what it is (name, fields, window, limits): a reload takes over the rows of
     /// a group of the same shape only.
     shape: Vec<String>,
@@ -402,9 +406,12 @@ struct Group {
 }
 
 impl Group {
+    /// A table for as many members as `compiled` (and `shape`) have, split over `shards`
+    /// shards (a power of two).
     fn new(words: usize, sums: usize, compiled: Vec<Arc<Compiled>>, shape: Vec<String>, shards: usize) -> Group {
+        let slot_bytes = rowtable::Rows::slot_bytes_of(words, sums, compiled.len()).expect("a slot type for the members");
         let cells = (0..shards).map(|_| ShardCell::new(words, sums, compiled.clone())).collect();
-        Group { cells, shape, adopted: AtomicBool::new(false) }
+        Group { cells, shard_mask: shards - 1, slot_bytes, shape, adopted: AtomicBool::new(false) }
     }
 
     fn members(&self) -> usize {
@@ -490,7 +497,7 @@ impl rowtable::Visit for BatchUpdate<'_> {
         });
         for (i, p) in self.batch.iter().enumerate() {
             if self.which & (1 << i) != 0 {
-                Mavg::update_slot(self.members, &each, self.cell, table, self.limits, self.compiled, p, self.events);
+                Mavg::update_slot(&each, self.cell, table, self.limits, p, self.events);
             }
         }
     }
@@ -544,10 +551,6 @@ pub struct Mavg {
     /// are member `member`'s.
     group: Arc<Group>,
     member: usize,
-    /// `group.cells.len() - 1` (a power of two).
-    shard_mask: usize,
-    /// Bytes per row slot (slots are sized to the key and to the members).
-    slot_bytes: usize,
     pub stats: MavgStats,
     events: Mutex<Option<SyncSender<Event>>>,
 }
@@ -563,7 +566,7 @@ impl Mavg {
     /// share of it), times the slots per key of a table just grown (tables grow at 5/8 full,
     /// doubling).
     pub fn key_bytes(&self) -> usize {
-        self.slot_bytes * 16 / 5 / self.group.members()
+        self.group.slot_bytes * 16 / 5 / self.group.members()
     }
 
     /// Whether this moving average shares its table with another of its object.
@@ -600,7 +603,7 @@ impl Mavg {
     /// its bucket from the low bits and its tag from the top bits (taking either here would make
     /// every key of a shard collide there).
     fn shard_of(&self, hash: u64) -> usize {
-        (hash >> 40) as usize & self.shard_mask
+        (hash >> 40) as usize & self.group.shard_mask
     }
 
     /// Points a shard's rows at `compiled` (every row's threshold set looked up again);
@@ -730,12 +733,13 @@ impl Mavg {
         let (base, mask) = (cell.base.load(Ordering::Relaxed), cell.mask.load(Ordering::Relaxed));
         if base != 0 {
             // Every cache line the slot spans (one for a line-aligned 64-byte slot).
-            let addr = base + (p.hash as usize & mask) * self.slot_bytes;
+            let slot_bytes = self.group.slot_bytes;
+            let addr = base + (p.hash as usize & mask) * slot_bytes;
             super::table::prefetch(addr as *const u8);
-            if self.slot_bytes > 64 {
+            if slot_bytes > 64 {
                 // Slots up to 64 bytes are aligned to their size: one line. Larger ones span
                 // two or three.
-                super::table::prefetch((addr + self.slot_bytes - 1) as *const u8);
+                super::table::prefetch((addr + slot_bytes - 1) as *const u8);
                 super::table::prefetch((addr + 64) as *const u8);
             }
         }
@@ -749,7 +753,7 @@ impl Mavg {
         let mut events: Vec<StartEvent> = Vec::new();
         debug_assert!(!batch.is_empty() && batch.len() <= 64);
         let all = u64::MAX >> (64 - batch.len());
-        if leader.shard_mask == 0 {
+        if leader.group.shard_mask == 0 {
             // One shard (one worker): nothing to group.
             Mavg::apply_in_shard(members, 0, batch, all, &mut events);
         } else {
@@ -780,19 +784,17 @@ impl Mavg {
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     fn update_slot<S: rowtable::Slot>(
-        members: &[Arc<Mavg>],
         each: &[(&Mavg, &Compiled); MAX_MEMBERS],
         cell: &ShardCell,
         table: &mut rowtable::RowTable<S>,
         limits: &mut [LimitStates],
-        compiled: &[Arc<Compiled>],
         p: &Pending,
         events: &mut Vec<StartEvent>,
     ) {
         let Pending { ref key, hash, now_ms, .. } = *p;
         let i = match table.find(key, hash) {
             Some(i) => i,
-            None => match members[0].insert_row(members, cell, table, compiled, key, hash, now_ms) {
+            None => match Mavg::insert_row(each, cell, table, key, hash, now_ms) {
                 Some(i) => i,
                 None => return,
             },
@@ -870,31 +872,31 @@ impl Mavg {
         table.store(i, m, &row);
     }
 
-    /// A new key's rows (one per member of the table), unless the memory bound is reached
-    /// (then the flow is counted and skipped); publishes the slot array's address for
-    /// prefetching (it may have grown). Called on the table's first member.
+    /// A new key's rows (one per member of the table, with its thresholds), unless the memory
+    /// bound is reached (then the flow is counted and skipped); publishes the slot array's
+    /// address for prefetching (it may have grown). The members share `mem-m` (see
+    /// [`share_tables`]): the first one's key count decides.
     #[cold]
-    #[allow(clippy::too_many_arguments)]
     fn insert_row<S: rowtable::Slot>(
-        &self,
-        members: &[Arc<Mavg>],
+        each: &[(&Mavg, &Compiled); MAX_MEMBERS],
         cell: &ShardCell,
         table: &mut rowtable::RowTable<S>,
-        compiled: &[Arc<Compiled>],
         key: &PackedKey,
         hash: u64,
         now_ms: u64,
     ) -> Option<usize> {
-        if (self.stats.keys.load(Ordering::Relaxed) + 1) * self.key_bytes() > self.mem_bytes {
-            for member in members {
+        let members = &each[..S::MEMBERS];
+        let first = members[0].0;
+        if (first.stats.keys.load(Ordering::Relaxed) + 1) * first.key_bytes() > first.mem_bytes {
+            for (member, _) in members {
                 member.stats.keys_dropped.fetch_add(1, Ordering::Relaxed);
             }
             return None;
         }
-        for member in members {
+        for (member, _) in members {
             member.stats.keys.fetch_add(1, Ordering::Relaxed);
         }
-        let rows: [Row; MAX_MEMBERS] = std::array::from_fn(|m| Row { last_ms: now_ms, n: [0.0; 3], thr: compiled.get(m).map_or(0, |c| c.index_of(key)) });
+        let rows = each.map(|(_, thresholds)| Row { last_ms: now_ms, n: [0.0; 3], thr: thresholds.index_of(key) });
         let i = table.insert(key, hash, &rows[..S::MEMBERS]);
         let (base, mask) = table.probe_start();
         cell.base.store(base, Ordering::Relaxed);
@@ -1013,6 +1015,7 @@ impl Mavg {
     /// The once-per-second pass (of a moving average with a table of its own; see
     /// [`Mavg::sweep_group`]).
     pub fn sweep(self: &Arc<Self>, now_ms: u64) {
+        debug_assert!(!self.shares_table());
         Mavg::sweep_group(std::slice::from_ref(self), now_ms);
     }
 
@@ -1021,13 +1024,14 @@ impl Mavg {
     /// idle and holding no limit in any member.
     pub fn sweep_group(members: &[Arc<Mavg>], now_ms: u64) {
         let mut out: Vec<Vec<SweepEvent>> = members.iter().map(|_| Vec::new()).collect();
+        let forget: Vec<Option<u64>> = members.iter().map(|m| m.forget_after()).collect();
         for cell in &members[0].group.cells {
             let mut guard = cell.shard.lock();
             let Shard { rows, limits, compiled } = &mut *guard;
             rows.retain(now_ms, |key, rows| {
                 let mut keep = false;
                 for (m, member) in members.iter().enumerate() {
-                    keep |= member.sweep_row(key, &mut rows[m], &mut limits[m], &compiled[m].sets, now_ms, &mut out[m]);
+                    keep |= member.sweep_row(key, &mut rows[m], &mut limits[m], &compiled[m].sets, now_ms, forget[m], &mut out[m]);
                 }
                 if !keep {
                     for member in members {
@@ -1043,12 +1047,19 @@ impl Mavg {
         }
     }
 
-    /// The sweep of one key's row: events go to `out`; returns whether this moving average
-    /// keeps the key (a limit holds, it is not idle long, or an underlimit watches it).
-    fn sweep_row(&self, key: &PackedKey, row: &mut Row, limits: &mut LimitStates, sets: &[ThresholdSet], now_ms: u64, out: &mut Vec<SweepEvent>) -> bool {
-        // Within the age a row's 32-bit time keeps (else rows of a huge `time` would never go).
-        let idle_forget = self.time_ms.saturating_mul(10).clamp(60_000, rowtable::MAX_AGE);
+    /// How long a key idle and holding no limit is kept: 10 windows, at least a minute, and
+    /// within the age a row's 32-bit time keeps (else rows of a huge `time` would never go);
+    /// `None`, for ever, when an underlimit watches for traffic that stopped.
+    fn forget_after(&self) -> Option<u64> {
         let has_under = self.limits.iter().any(|s| s.kind == LimitKind::Under);
+        (!has_under).then(|| self.time_ms.saturating_mul(10).clamp(60_000, rowtable::MAX_AGE))
+    }
+
+    /// The sweep of one key's row: events go to `out`; returns whether this moving average
+    /// keeps the key (a limit holds, or it was not idle for `forget_after`, see
+    /// [`Mavg::forget_after`]).
+    #[allow(clippy::too_many_arguments)]
+    fn sweep_row(&self, key: &PackedKey, row: &mut Row, limits: &mut LimitStates, sets: &[ThresholdSet], now_ms: u64, forget_after: Option<u64>, out: &mut Vec<SweepEvent>) -> bool {
         let dt = now_ms.saturating_sub(row.last_ms);
         let mut n = row.n;
         for x in n.iter_mut().take(self.aggs.len()) {
@@ -1094,7 +1105,7 @@ impl Mavg {
         if !any_active {
             limits.remove(key);
         }
-        any_active || dt < idle_forget || has_under
+        any_active || forget_after.is_none_or(|t| dt < t)
     }
 
     /// Sends a sweep's events (after the locks are released).
@@ -1303,7 +1314,6 @@ pub fn parse(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Re
     let words = layout.words;
     let shape = vec![shape_of(&name, &keys, &aggs, time, &limits)];
     let group = Arc::new(Group::new(words, aggs.len(), vec![compiled], shape, shard_count()));
-    let slot_bytes = rowtable::Rows::slot_bytes(words, aggs.len());
     Ok(Mavg {
         object: object.to_string(),
         name,
@@ -1320,10 +1330,8 @@ pub fn parse(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Re
         thresholds: RwLock::new(thresholds),
         next_dump_ms: AtomicU64::new(0),
         last_drop_log_ms: AtomicU64::new(0),
-        shard_mask: group.cells.len() - 1,
         group,
         member: 0,
-        slot_bytes,
         stats: MavgStats::default(),
         events: Mutex::new(None),
     })
@@ -1356,9 +1364,8 @@ fn share_tables_in(mavgs: &mut [Mavg], shards: usize) {
             let compiled = |m: &Mavg| m.group.cells[0].shard.lock().compiled[0].clone();
             let shape = vec![a.group.shape[0].clone(), b.group.shape[0].clone()];
             let group = Arc::new(Group::new(a.layout.words, a.aggs.len(), vec![compiled(a), compiled(b)], shape, shards));
-            let slot_bytes = rowtable::Rows::slot_bytes_of(a.layout.words, a.aggs.len(), 2).expect("fits");
             for (member, m) in [&mut *a, &mut *b].into_iter().enumerate() {
-                (m.group, m.member, m.slot_bytes, m.shard_mask) = (group.clone(), member, slot_bytes, shards - 1);
+                (m.group, m.member) = (group.clone(), member);
             }
             crate::log::info(&format!("{}: moving averages {} and {} share a table (the same keys)", a.object, a.name, b.name));
         }

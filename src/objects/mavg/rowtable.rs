@@ -200,6 +200,7 @@ slot_types! {
 
 impl Rows {
     /// Bytes of a slot for keys of `words` words and `sums` aggregable fields (one member).
+    #[cfg(test)]
     pub fn slot_bytes(words: usize, sums: usize) -> usize {
         Rows::slot_bytes_of(words, sums, 1).expect("a slot type for every single key")
     }
