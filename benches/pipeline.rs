@@ -79,7 +79,8 @@ fn pipeline(c: &mut Criterion) {
     let mut g = c.benchmark_group("pipeline");
     g.throughput(Throughput::Elements(packets.len() as u64 * 30));
     for (name, how) in VARIANTS {
-        let cfg = xenoeye::config::load(&variant_conf(how)).unwrap();
+        let conf = variant_conf(how);
+        let cfg = xenoeye::config::load(&conf).unwrap();
         let objects = Arc::new(load_objects(&cfg).unwrap());
         assert_eq!(objects.windows.len(), 8);
         let mavgs = match how {
@@ -93,6 +94,10 @@ fn pipeline(c: &mut Criterion) {
         let (tx, rx) = channel();
         let mut pipeline = Pipeline::new(&cfg, &LiveObjects::new(objects.clone()), 0, tx).unwrap();
         let mut decoder = Decoder::new(Arc::new(cfg.devices.clone()), None);
+        if !how.is_empty() {
+            // The rewritten copy is read at loading only.
+            std::fs::remove_dir_all(conf.parent().unwrap()).unwrap();
+        }
         // 66,667 datagrams per second: 15 microseconds each, kept in microseconds.
         let start_us: u64 = 1_795_755_180_000_000;
         let mut now_us = start_us;

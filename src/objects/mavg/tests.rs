@@ -14,10 +14,27 @@ fn mavg(conf: &str, dir: &Path) -> (Arc<Mavg>, Receiver<Event>) {
     (m, rx)
 }
 
-fn tmp(tag: &str) -> PathBuf {
+/// A test's directory, removed when the test ends (passed or not): the suite runs often on
+/// the same machine.
+struct TmpDir(PathBuf);
+
+impl std::ops::Deref for TmpDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TmpDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tmp(tag: &str) -> TmpDir {
     let d = std::env::temp_dir().join(format!("xe-mavg-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
-    d
+    TmpDir(d)
 }
 
 fn flow(dst: u32, octets: u128) -> Flow {
