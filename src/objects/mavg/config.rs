@@ -1,0 +1,199 @@
+//! A `mavg` element of `mo.conf` and its limits files, read into a [`Mavg`]: field lists,
+//! windows, memory bounds, overlimit/underlimit elements with their scripts and extended
+//! windows, and per-key thresholds. Every error names the file, line, column and key.
+
+use super::*;
+
+/// A key value as text.
+pub fn format_value(id: FieldId, v: u128) -> String {
+    match id.def().kind {
+        Kind::Ipv4 => Ipv4Addr::from(v as u32).to_string(),
+        Kind::Ipv6 => Ipv6Addr::from(v).to_string(),
+        Kind::Addr => addr_from_u128(v).to_string(),
+        Kind::Mac => {
+            let b = (v as u64).to_be_bytes();
+            format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[2], b[3], b[4], b[5], b[6], b[7])
+        }
+        Kind::Uint | Kind::Counter => v.to_string(),
+    }
+}
+
+/// Parses a key value as written in a limits file.
+fn parse_value(id: FieldId, text: &str) -> Option<u128> {
+    let text = text.trim();
+    match id.def().kind {
+        Kind::Ipv4 => text.parse::<Ipv4Addr>().ok().map(|a| u32::from(a) as u128),
+        Kind::Ipv6 => text.parse::<Ipv6Addr>().ok().map(u128::from),
+        Kind::Addr => text.parse().ok().map(crate::flow::addr_to_u128),
+        Kind::Mac => {
+            let b: Vec<u8> = text.split(':').filter_map(|h| u8::from_str_radix(h, 16).ok()).collect();
+            (b.len() == 6).then(|| b.iter().fold(0u128, |a, &x| a << 8 | x as u128))
+        }
+        Kind::Uint | Kind::Counter => text.parse().ok(),
+    }
+}
+
+/// Reads a limits file: key fields then thresholds, comma-separated, `#` comments.
+pub fn load_limits(path: &Path, keys: &[FieldId], layout: &KeyLayout, n_aggs: usize) -> Result<HashMap<PackedKey, Vec<f64>, WordsBuild>, ConfigError> {
+    let err = |line: usize, msg: String| ConfigError { file: path.to_path_buf(), line: line as u32, col: 1, key: String::new(), msg };
+    let text = std::fs::read_to_string(path).map_err(|e| err(0, format!("cannot read limits file: {e}")))?;
+    let mut map = HashMap::default();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let parts: Vec<&str> = line.split(',').map(str::trim).collect();
+        if parts.len() != keys.len() + n_aggs {
+            return Err(err(i + 1, format!("expected {} key values and {} thresholds, found {} values", keys.len(), n_aggs, parts.len())));
+        }
+        let mut vals = Vec::new();
+        for (k, p) in keys.iter().zip(&parts) {
+            vals.push(Some(parse_value(*k, p).ok_or_else(|| err(i + 1, format!("\"{p}\" is not a valid {}", k.def().names.first().unwrap_or(&"value"))))?));
+        }
+        let mut thr = Vec::new();
+        for p in &parts[keys.len()..] {
+            thr.push(p.parse::<f64>().map_err(|_| err(i + 1, format!("threshold \"{p}\" is not a number")))?);
+        }
+        map.insert(PackedKey::new(layout, &layout.pack_values(&vals)), thr);
+    }
+    Ok(map)
+}
+
+/// Validates one `mavg` element of an object.
+pub fn parse(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Result<Mavg, ConfigError> {
+    let k = |s: &str| format!("mavg[{i}].{s}");
+    item.expect_object(file, &format!("mavg[{i}]"))?;
+    let name_node = item.get("name").ok_or_else(|| item.error(file, &k("name"), "missing name"))?;
+    let name = name_node.as_str(file, &k("name"))?.to_string();
+    let fields_node = item.get("fields").ok_or_else(|| item.error(file, &k("fields"), "missing fields"))?;
+    let (mut keys, mut aggs) = (Vec::new(), Vec::new());
+    for (j, f) in fields_node.as_array(file, &k("fields"))?.iter().enumerate() {
+        let fk = format!("mavg[{i}].fields[{j}]");
+        let text = f.as_str(file, &fk)?.trim().to_ascii_lowercase();
+        match text.as_str() {
+            "octets" => aggs.push(Agg::Octets),
+            "packets" => aggs.push(Agg::Packets),
+            "bits" => aggs.push(Agg::Bits),
+            _ => match fields::lookup(&text).as_slice() {
+                [id] => keys.push(*id),
+                [a, ..] if a.def().side != Side::None => return Err(f.error(file, &fk, format!("\"{text}\" needs \"src\" or \"dst\""))),
+                _ => return Err(f.error(file, &fk, format!("unknown field \"{text}\""))),
+            },
+        }
+    }
+    if aggs.is_empty() {
+        return Err(fields_node.error(file, &k("fields"), "needs at least one of octets, packets, bits"));
+    }
+    if KeyLayout::new(&keys).words > MAVG_WORDS {
+        return Err(fields_node.error(file, &k("fields"), "too many key fields for a moving average (at most 5 words: a number or two IPv4 addresses take one, an IPv6 address two)"));
+    }
+    let secs = |key: &str, default: u64| -> Result<u64, ConfigError> {
+        match item.get(key) {
+            Some(n) => n.as_u64(file, &k(key)),
+            None => Ok(default),
+        }
+    };
+    let time = secs("time", 5)?;
+    if time == 0 {
+        return Err(item.get("time").unwrap_or(item).error(file, &k("time"), "time must be at least 1 second"));
+    }
+    let mem_m = secs("mem-m", 256)?;
+    let dump = item.get("dump").map(|n| n.as_u64(file, &k("dump"))).transpose()?.filter(|&d| d > 0);
+    let layout = KeyLayout::new(&keys);
+    let mut limits = Vec::new();
+    for (kind, key) in [(LimitKind::Over, "overlimit"), (LimitKind::Under, "underlimit")] {
+        let Some(list) = item.get(key) else { continue };
+        for (j, l) in list.as_array(file, &k(key))?.iter().enumerate() {
+            limits.push(parse_limit(file, dir, l, &format!("mavg[{i}].{key}[{j}]"), kind, aggs.len())?);
+        }
+    }
+    if limits.len() > MAX_LIMITS {
+        return Err(item.error(file, &format!("mavg[{i}]"), format!("at most {MAX_LIMITS} overlimit/underlimit elements")));
+    }
+    let mut per_limit = Vec::new();
+    for l in &limits {
+        per_limit.push(match &l.limits_file {
+            Some(p) => load_limits(p, &keys, &layout, aggs.len())?,
+            None => HashMap::default(),
+        });
+    }
+    let defaults = limits.iter().map(|l| l.default.clone()).collect();
+    let thresholds = Thresholds { defaults, per_limit };
+    let compiled = Arc::new(compile_thresholds(&limits, &thresholds, time as f64));
+    let words = layout.words;
+    let shape = vec![shape_of(&name, &keys, &aggs, time, &limits)];
+    let group = Arc::new(Group::new(words, aggs.len(), vec![compiled], shape, shard_count()));
+    Ok(Mavg {
+        object: object.to_string(),
+        name,
+        dir: dir.to_path_buf(),
+        keys,
+        layout,
+        aggs,
+        time_ms: time * 1000,
+        per_ms: 1.0 / (time * 1000) as f64,
+        over_mask: limits.iter().enumerate().filter(|(_, l)| l.kind == LimitKind::Over).fold(0, |m, (i, _)| m | 1 << i),
+        mem_bytes: (mem_m as usize).saturating_mul(1 << 20),
+        dump,
+        limits,
+        thresholds: RwLock::new(thresholds),
+        next_dump_ms: AtomicU64::new(0),
+        last_drop_log_ms: AtomicU64::new(0),
+        group,
+        member: 0,
+        stats: MavgStats::default(),
+        events: Mutex::new(None),
+    })
+}
+
+/// What a moving average is, for a reload to tell whether a table can be taken over.
+fn shape_of(name: &str, keys: &[FieldId], aggs: &[Agg], time: u64, limits: &[LimitSpec]) -> String {
+    let limits: Vec<_> = limits.iter().map(|l| (l.name.as_str(), l.kind)).collect();
+    format!("{name} {keys:?} {aggs:?} {time} {limits:?}")
+}
+
+fn parse_limit(file: &Path, dir: &Path, l: &Node, k: &str, kind: LimitKind, n_aggs: usize) -> Result<LimitSpec, ConfigError> {
+    let sub = |s: &str| format!("{k}.{s}");
+    l.expect_object(file, k)?;
+    let name = l.get("name").ok_or_else(|| l.error(file, &sub("name"), "missing name"))?.as_str(file, &sub("name"))?.to_string();
+    let mut default = vec![f64::NAN; n_aggs];
+    if let Some(d) = l.get("default") {
+        for (i, v) in d.as_array(file, &sub("default"))?.iter().enumerate().take(n_aggs) {
+            default[i] = v.as_u64(file, &sub("default"))? as f64;
+        }
+    }
+    let path = |key: &str| -> Result<Option<PathBuf>, ConfigError> {
+        match l.get(key) {
+            Some(n) => {
+                let s = n.as_str(file, &sub(key))?;
+                Ok((!s.trim().is_empty()).then(|| crate::config::resolve(dir, s)))
+            }
+            None => Ok(None),
+        }
+    };
+    let text = |key: &str| -> Result<Option<String>, ConfigError> {
+        l.get(key).map(|n| n.as_str(file, &sub(key)).map(String::from)).transpose()
+    };
+    let mut ext_names = Vec::new();
+    if let Some(e) = l.get("ext") {
+        for n in e.as_array(file, &sub("ext"))? {
+            let s = n.as_str(file, &sub("ext"))?;
+            let (o, w) = s.rsplit_once('/').unwrap_or(("", s));
+            ext_names.push((o.to_string(), w.to_string(), n.line, n.col));
+        }
+    }
+    Ok(LimitSpec {
+        name,
+        kind,
+        default,
+        limits_file: path("limits")?,
+        back2norm_ms: l.get("back2norm-time").map(|n| n.as_u64(file, &sub("back2norm-time"))).transpose()?.unwrap_or(0) * 1000,
+        action_script: path("action-script")?,
+        back2norm_script: path("back2norm-script")?,
+        ext_names,
+        ext: Vec::new(),
+        action_lua: text("action-lua")?,
+        back2norm_lua: text("back2norm-lua")?,
+    })
+}

@@ -1,0 +1,190 @@
+//! The once-per-second pass over a moving average's table, and its dumps: idle rows decay,
+//! back-to-normal and underlimits are found (no flow can report traffic that stopped),
+//! notification files are kept fresh, idle keys are forgotten, and the `.dump` / `.adump`
+//! files are asked for. Apart from the per-flow path (the parent module): it runs under each
+//! shard's lock once a second, never per flow.
+
+use super::*;
+
+impl Mavg {
+    /// The once-per-second pass (of a moving average with a table of its own; see
+    /// [`Mavg::sweep_group`]).
+    pub fn sweep(self: &Arc<Self>, now_ms: u64) {
+        debug_assert!(!self.shares_table());
+        Mavg::sweep_group(std::slice::from_ref(self), now_ms);
+    }
+
+    /// The once-per-second pass over a table's members (as [`groups`] returns them): decays
+    /// idle rows, finds back-to-normal and underlimits, rewrites notifications, forgets keys
+    /// idle and holding no limit in any member.
+    pub fn sweep_group(members: &[Arc<Mavg>], now_ms: u64) {
+        let mut out: Vec<Vec<SweepEvent>> = members.iter().map(|_| Vec::new()).collect();
+        let forget: Vec<Option<u64>> = members.iter().map(|m| m.forget_after()).collect();
+        for cell in &members[0].group.cells {
+            let mut guard = cell.shard.lock();
+            let Shard { rows, limits, compiled } = &mut *guard;
+            rows.retain(now_ms, |key, rows| {
+                let mut keep = false;
+                for (m, member) in members.iter().enumerate() {
+                    keep |= member.sweep_row(key, &mut rows[m], &mut limits[m], &compiled[m].sets, now_ms, forget[m], &mut out[m]);
+                }
+                if !keep {
+                    for member in members {
+                        member.stats.keys.fetch_sub(1, Ordering::Relaxed);
+                    }
+                }
+                keep
+            });
+        }
+        for (member, out) in members.iter().zip(out) {
+            member.emit_sweep(out, now_ms);
+            member.dump_if_due(now_ms);
+        }
+    }
+
+    /// How long a key idle and holding no limit is kept: 10 windows, at least a minute, and
+    /// within the age a row's 32-bit time keeps (else rows of a huge `time` would never go);
+    /// `None`, for ever, when an underlimit watches for traffic that stopped.
+    fn forget_after(&self) -> Option<u64> {
+        let has_under = self.limits.iter().any(|s| s.kind == LimitKind::Under);
+        (!has_under).then(|| self.time_ms.saturating_mul(10).clamp(60_000, rowtable::MAX_AGE))
+    }
+
+    /// The sweep of one key's row: events go to `out`; returns whether this moving average
+    /// keeps the key (a limit holds, or it was not idle for `forget_after`, see
+    /// [`Mavg::forget_after`]).
+    #[allow(clippy::too_many_arguments)]
+    fn sweep_row(&self, key: &PackedKey, row: &mut Row, limits: &mut LimitStates, sets: &[ThresholdSet], now_ms: u64, forget_after: Option<u64>, out: &mut Vec<SweepEvent>) -> bool {
+        let dt = now_ms.saturating_sub(row.last_ms);
+        let mut n = row.n;
+        for x in n.iter_mut().take(self.aggs.len()) {
+            *x = self.decayed(*x, dt);
+        }
+        let set = &sets[row.thr()];
+        for (l, spec) in self.limits.iter().enumerate() {
+            if row.flag(OVER_BIT, l) {
+                let (at, last) = (row.n, row.last_ms);
+                self.record_over(row, limits, key, l, &at, last, set);
+            }
+            let side = match spec.kind {
+                LimitKind::Over => self.over(&n, set, l),
+                LimitKind::Under => self.under(&n, set, l),
+            };
+            if side.is_none() && !row.active(l) {
+                continue; // nothing holds and nothing starts: no state needed
+            }
+            let active = row.active(l);
+            let st = limit_state(limits, key, l);
+            if let Some((field, value, threshold)) = side {
+                st.last_bad_ms = now_ms;
+                (st.field, st.value, st.threshold) = (field, value, threshold);
+                if !active {
+                    st.start_ms = now_ms;
+                    st.last_notify_ms = now_ms;
+                    out.push((*key, l, Phase::Start, field, value, threshold, now_ms));
+                }
+            }
+            if now_ms.saturating_sub(st.last_bad_ms) >= spec.back2norm_ms && side.is_none() {
+                let value = n[st.field] / self.secs();
+                out.push((*key, l, Phase::Back2Norm, st.field, value, st.threshold, st.start_ms));
+                row.set_flag(ACTIVE_BIT, l, false);
+            } else {
+                if active && now_ms.saturating_sub(st.last_notify_ms) >= NOTIFY_EVERY_MS {
+                    st.last_notify_ms = now_ms;
+                    out.push((*key, l, Phase::Update, st.field, st.value, st.threshold, st.start_ms));
+                }
+                row.set_flag(ACTIVE_BIT, l, true);
+            }
+        }
+        let any_active = row.any_active();
+        if !any_active {
+            limits.remove(key);
+        }
+        any_active || forget_after.is_none_or(|t| dt < t)
+    }
+
+    /// Sends a sweep's events (after the locks are released).
+    fn emit_sweep(self: &Arc<Self>, out: Vec<SweepEvent>, now_ms: u64) {
+        for (key, l, phase, field, value, threshold, start) in out {
+            match phase {
+                Phase::Start => self.activate(l, true),
+                Phase::Back2Norm => self.activate(l, false),
+                Phase::Update | Phase::Dump { .. } => {}
+            }
+            let keys = self.key_text(&key);
+            self.emit(Event { phase, mavg: self.clone(), limit: l, keys, field, value, threshold, time_ms: now_ms, start_ms: start });
+        }
+    }
+
+    /// Every `dump` seconds: when `<mavg>.d` (rewrite `<mavg>.dump`) or `<mavg>.a` (append to
+    /// `<mavg>.adump`) exists in the object directory, asks the hook thread to write them.
+    fn dump_if_due(self: &Arc<Self>, now_ms: u64) {
+        let Some(every) = self.dump else { return };
+        if now_ms < self.next_dump_ms.load(Ordering::Relaxed) {
+            return;
+        }
+        self.next_dump_ms.store(now_ms + every * 1000, Ordering::Relaxed);
+        let rewrite = self.dir.join(format!("{}.d", self.name)).exists();
+        let append = self.dir.join(format!("{}.a", self.name)).exists();
+        if rewrite || append {
+            let phase = Phase::Dump { rewrite, append };
+            let mavg = self.clone();
+            self.emit(Event { phase, mavg, limit: 0, keys: Vec::new(), field: 0, value: 0.0, threshold: 0.0, time_ms: now_ms, start_ms: now_ms });
+        }
+    }
+
+    /// Key values as text: addresses as addresses, numbers in decimal, NULL as `NULL`.
+    pub fn key_text(&self, key: &PackedKey) -> Vec<String> {
+        (0..self.keys.len())
+            .map(|i| match self.layout.value(&key.w, i) {
+                None => "NULL".into(),
+                Some(v) => format_value(self.keys[i], v),
+            })
+            .collect()
+    }
+
+    /// The `.dump` text: time line, memory line, one line per key with a non-zero rate.
+    pub fn dump_text(&self, now_ms: u64, time_line: &str) -> String {
+        let used = self.stats.keys.load(Ordering::Relaxed) * self.key_bytes();
+        let mut s = format!(
+            "{time_line}\nmem used/avail: {}M/{}M ({}/{} bytes)\n",
+            used >> 20,
+            self.mem_bytes >> 20,
+            used,
+            self.mem_bytes
+        );
+        let secs = self.secs();
+        for cell in &self.group.cells {
+            // Copied out under the lock, formatted after: a shard may hold every row, and
+            // the workers wait for its lock.
+            let (rows, sets) = {
+                let shard = cell.shard.lock();
+                let mut rows: Vec<(PackedKey, u64, f64, usize)> = Vec::new();
+                shard.rows.for_each(now_ms, self.member, |k, r| rows.push((k, r.last_ms, r.n[0], r.thr())));
+                (rows, shard.compiled[self.member].clone())
+            };
+            for (key, last_ms, n, thr) in rows {
+                let dt = now_ms.saturating_sub(last_ms);
+                let n0 = self.decayed(n, dt);
+                let rate = (n0 / secs).round() as u64;
+                if rate == 0 {
+                    continue;
+                }
+                for (i, k) in self.key_text(&key).iter().enumerate() {
+                    let quoted = matches!(self.keys[i].def().kind, Kind::Ipv4 | Kind::Ipv6 | Kind::Addr | Kind::Mac);
+                    if quoted {
+                        s.push_str(&format!(" '{k}' "));
+                    } else {
+                        s.push_str(&format!(" {k} "));
+                    }
+                }
+                s.push_str(&format!(" :: {rate} ("));
+                for t in sets.sets[thr].rate.iter().take(self.limits.len()) {
+                    s.push_str(&format!("{} ", t[0] as u64));
+                }
+                s.push_str(")\n");
+            }
+        }
+        s
+    }
+}
