@@ -152,5 +152,47 @@ fn iplist(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, pipeline, iplist);
+/// The once-per-second sweep of a moving average holding 1,000,000 keys (a flood from spoofed
+/// sources), which a worker runs in its flow path: per key and sweep. All keys quiet (under
+/// the threshold), or one in ten over it.
+fn sweep(c: &mut Criterion) {
+    use xenoeye::fields::FieldId;
+    use xenoeye::flow::Flow;
+    const KEYS: u32 = 1_000_000;
+    const T0: u64 = 1_795_755_180_000;
+    let dir = std::env::temp_dir().join(format!("xe-bench-sweep-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("mo.conf");
+    let mut g = c.benchmark_group("mavg_sweep");
+    g.throughput(Throughput::Elements(KEYS as u64));
+    g.sample_size(20);
+    let conf = r#"{"name": "m", "time": 10, "fields": ["src host", "octets"],
+        "overlimit": [{"name": "l", "default": [1000], "back2norm-time": 10}]}"#;
+    let node = xenoeye::config::json::parse(conf, &file).unwrap();
+    for (name, over_every) in [("quiet", 0), ("one_in_ten_over", 10)] {
+        // Filled when the benchmark runs (not when a filter leaves it out).
+        let mut table = None;
+        g.bench_function(name, |b| {
+            let m = table.get_or_insert_with(|| {
+                let m = Arc::new(xenoeye::objects::mavg::parse(&file, "obj", &dir, &node, 0).unwrap());
+                let mut flow = Flow::default();
+                for k in 0..KEYS {
+                    flow.set(FieldId::SrcHost, k as u128);
+                    let over = over_every != 0 && k % over_every == 0;
+                    flow.set(FieldId::Octets, if over { 100_000 } else { 100 });
+                    m.update(&flow, T0);
+                }
+                assert_eq!(m.stats.keys.load(std::sync::atomic::Ordering::Relaxed), KEYS as usize);
+                m
+            });
+            // Within back2norm-time of the last update and far from forgetting: every sweep
+            // does the same work.
+            b.iter(|| m.sweep(black_box(T0 + 1000)))
+        });
+    }
+    g.finish();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+criterion_group!(benches, pipeline, iplist, sweep);
 criterion_main!(benches);

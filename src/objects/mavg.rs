@@ -550,6 +550,9 @@ pub struct Mavg {
     pub thresholds: RwLock<Thresholds>,
     next_dump_ms: AtomicU64,
     last_drop_log_ms: AtomicU64,
+    /// The thresholds changed since the last sweep (reload): the next one looks at every row,
+    /// not only at those with a limit active or over (see [`Mavg::sweep_group`]).
+    thresholds_changed: AtomicBool,
     /// The table, perhaps shared with another moving average of the object; this one's rows
     /// are member `member`'s.
     group: Arc<Group>,
@@ -620,6 +623,7 @@ impl Mavg {
             }
         });
         shard.compiled[self.member] = compiled.clone();
+        self.thresholds_changed.store(true, Ordering::Relaxed);
         active
     }
 

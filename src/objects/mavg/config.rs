@@ -139,6 +139,7 @@ pub fn parse(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Re
         limits,
         thresholds: RwLock::new(thresholds),
         next_dump_ms: AtomicU64::new(0),
+        thresholds_changed: AtomicBool::new(false),
         last_drop_log_ms: AtomicU64::new(0),
         group,
         member: 0,

@@ -17,16 +17,28 @@ impl Mavg {
     /// The once-per-second pass over a table's members (as [`groups`] returns them): decays
     /// idle rows, finds back-to-normal and underlimits, rewrites notifications, forgets keys
     /// idle and holding no limit in any member.
+    ///
+    /// Most rows of a big table are quiet: no limit active, none over at the last update. For
+    /// a moving average with overlimits only, such a row was under every threshold then and
+    /// has only decayed since, so the sweep has nothing to find in it and only decides whether
+    /// the key is kept ([`quiet_row_kept`]). After the thresholds changed (reload), one sweep
+    /// looks at every row, as a lowered threshold may have put a quiet row over.
     pub fn sweep_group(members: &[Arc<Mavg>], now_ms: u64) {
         let mut out: Vec<Vec<SweepEvent>> = members.iter().map(|_| Vec::new()).collect();
         let forget: Vec<Option<u64>> = members.iter().map(|m| m.forget_after()).collect();
+        // Only with overlimits alone (they are what forget_after is set for) and unchanged
+        // thresholds.
+        let skip_quiet: Vec<Option<u64>> = members.iter().zip(&forget).map(|(m, f)| f.filter(|_| !m.thresholds_changed.swap(false, Ordering::Relaxed))).collect();
         for cell in &members[0].group.cells {
             let mut guard = cell.shard.lock();
             let Shard { rows, limits, compiled } = &mut *guard;
             rows.retain(now_ms, |key, rows| {
                 let mut keep = false;
                 for (m, member) in members.iter().enumerate() {
-                    keep |= member.sweep_row(key, &mut rows[m], &mut limits[m], &compiled[m].sets, now_ms, forget[m], &mut out[m]);
+                    keep |= match skip_quiet[m] {
+                        Some(forget_after) if rows[m].thr & FLAG_BITS == 0 => quiet_row_kept(&rows[m], now_ms, forget_after),
+                        _ => member.sweep_row(key, &mut rows[m], &mut limits[m], &compiled[m].sets, now_ms, forget[m], &mut out[m]),
+                    };
                 }
                 if !keep {
                     for member in members {
@@ -187,4 +199,11 @@ impl Mavg {
         }
         s
     }
+}
+
+/// Whether a quiet row's key is kept (see [`Mavg::sweep_group`]): it holds no limit and no
+/// limit state, so only its idle time decides, as in [`Mavg::sweep_row`].
+#[inline]
+fn quiet_row_kept(row: &Row, now_ms: u64, forget_after: u64) -> bool {
+    now_ms.saturating_sub(row.last_ms) < forget_after
 }

@@ -231,6 +231,63 @@ fn reload_changes_thresholds_and_keeps_averages() {
 }
 
 #[test]
+fn a_lowered_threshold_is_found_by_the_next_sweep_without_a_flow() {
+    // The sweep skips quiet rows while thresholds stay as they are; after a reload it looks at
+    // every row, so a key now over starts its limit without waiting for its next flow.
+    let d = tmp("lowered");
+    let (m, rx) = mavg(r#"{"name": "m", "time": 1, "fields": ["dst host", "octets"], "overlimit": [{"name": "l", "default": [100000], "back2norm-time": 5}]}"#, &d);
+    m.update(&flow(1, 5000), T0);
+    m.update(&flow(2, 500), T0);
+    m.sweep(T0 + 100);
+    assert!(events(&rx).is_empty());
+    m.set_thresholds(Thresholds { defaults: vec![vec![1000.0]], per_limit: vec![HashMap::default()] });
+    m.sweep(T0 + 200);
+    assert_eq!(events(&rx), vec![(Phase::Start, vec!["0.0.0.1".to_string()], 4000, T0 + 200)], "5000 B decayed by a fifth");
+    m.sweep(T0 + 300);
+    assert!(events(&rx).is_empty(), "started once");
+    assert_eq!(m.stats.active.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn sweeps_skipping_quiet_rows_find_what_full_sweeps_find() {
+    // Two copies of a moving average get the same random flows and a sweep every second; the
+    // second is made to look at every row each time (as after a reload). Starts, updates,
+    // back-to-normals (values and times) and the keys kept must be the same.
+    let d = tmp("quiet-sweep");
+    let conf = r#"{"name": "m", "time": 2, "fields": ["dst host", "octets"],
+        "overlimit": [{"name": "a", "default": [2000], "back2norm-time": 3}, {"name": "b", "default": [6000], "back2norm-time": 1}]}"#;
+    let (quick, quick_rx) = mavg(conf, &d);
+    let (full, full_rx) = mavg(conf, &d);
+    let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
+    let (mut now, mut next_sweep) = (T0, T0 + 1000);
+    let (mut got, mut want) = (Vec::new(), Vec::new());
+    for _ in 0..20_000 {
+        now += next(3);
+        // Mostly quiet keys; now and then a burst on a few of them, and idle stretches long
+        // enough for keys to be forgotten (20 s).
+        let octets = if next(50) == 0 { 3000 + next(5000) } else { next(40) };
+        if next(2000) == 0 {
+            now += 25_000;
+        }
+        let f = flow(next(300) as u32, octets as u128);
+        quick.update(&f, now);
+        full.update(&f, now);
+        while next_sweep <= now {
+            full.thresholds_changed.store(true, Ordering::Relaxed);
+            quick.sweep(next_sweep);
+            full.sweep(next_sweep);
+            got.extend(events(&quick_rx));
+            want.extend(events(&full_rx));
+            assert_eq!(quick.stats.keys.load(Ordering::Relaxed), full.stats.keys.load(Ordering::Relaxed), "keys kept at {next_sweep}");
+            next_sweep += 1000;
+        }
+    }
+    let count = |phase: Phase| want.iter().filter(|e| e.0 == phase).count();
+    assert!(count(Phase::Start) > 20 && count(Phase::Back2Norm) > 20 && count(Phase::Update) > 0, "the traffic starts and ends limits: {want:?}");
+    assert_eq!(got, want);
+}
+
+#[test]
 fn memory_bound_drops_new_keys_only() {
     let d = tmp("mem");
     let (m, rx) = mavg(r#"{"name": "m", "time": 1, "mem-m": 1, "fields": ["dst host", "octets"], "overlimit": [{"name": "l", "default": [10]}]}"#, &d);
