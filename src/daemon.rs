@@ -111,6 +111,9 @@ pub struct Pipeline {
     generation: u64,
     worker: usize,
     tx: Sender<Msg>,
+    /// Table slots the moving averages' sweep may still look at before the worker next
+    /// receives (see [`Pipeline::limit_sweep`]); unbounded unless limited.
+    sweep_budget: usize,
 }
 
 impl Pipeline {
@@ -125,6 +128,7 @@ impl Pipeline {
             generation,
             worker,
             tx,
+            sweep_budget: usize::MAX,
         })
     }
 
@@ -138,7 +142,14 @@ impl Pipeline {
         if let Some(closed) = self.objects.advance(now_ms) {
             let _ = self.tx.send(Msg::Closed(closed));
         }
-        self.specs.sweep_if_due(now_ms);
+        self.specs.sweep_if_due(now_ms, &mut self.sweep_budget);
+    }
+
+    /// Lets the sweep look at no more than `slots` table slots until the next call (a live
+    /// worker calls this before each batch it received, so that a big sweep is done a piece
+    /// per batch and the socket is read in between; a replay leaves it unbounded).
+    pub fn limit_sweep(&mut self, slots: usize) {
+        self.sweep_budget = slots;
     }
 
     /// Moves to the configuration a reload put in force.
@@ -530,6 +541,7 @@ pub fn run(cfg: &Config, objects: Arc<Objects>) -> Result<Summary, String> {
                     }
                     match source.fill(&mut batch) {
                         Ok(_) => {
+                            pipeline.limit_sweep(objects::SWEEP_SLOTS_PER_BATCH);
                             process(&batch, &mut decoder, &mut pipeline);
                             // Windows also close while no datagram arrives.
                             pipeline.tick(capture::now_ms());

@@ -1066,6 +1066,7 @@ pub fn groups(mavgs: &[Arc<Mavg>]) -> Vec<Vec<Arc<Mavg>>> {
 }
 
 pub use config::{format_value, load_limits, parse};
+pub use sweep::SweepPass;
 
 mod config;
 mod rowtable;

@@ -51,7 +51,35 @@ pub struct Objects {
     mavg_groups: Vec<Vec<Arc<Mavg>>>,
     /// Next once-per-second sweep of the moving averages (collector clock, ms).
     next_sweep_ms: AtomicU64,
+    /// A sweep is under way (it goes on at every tick of any worker, see
+    /// [`Objects::sweep_if_due`]).
+    sweeping: AtomicBool,
+    sweep: parking_lot::Mutex<SweepState>,
 }
+
+/// Where the sweep under way is: the table (index in `mavg_groups`), its pass, and when the
+/// sweep started (collector clock, ms).
+#[derive(Default)]
+struct SweepState {
+    group: usize,
+    pass: Option<mavg::SweepPass>,
+    started_ms: u64,
+}
+
+impl std::fmt::Debug for SweepState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SweepState(table {})", self.group)
+    }
+}
+
+/// Table slots a live worker sweeps at most per batch of datagrams it received (about 0.7 ms
+/// when the rows are quiet): the sweep of a table of millions of keys is spread over many
+/// batches, so the worker goes back to its socket between pieces instead of leaving
+/// datagrams to pile up (see `Pipeline::limit_sweep`).
+pub const SWEEP_SLOTS_PER_BATCH: usize = 1 << 17;
+/// A sweep still under way this long after it started (collector clock, ms) finishes at the
+/// next tick whatever it takes: batches are few then, and so is traffic.
+const SWEEP_SPREAD_MS: u64 = 500;
 
 impl Objects {
     /// Number of objects in the tree.
@@ -62,19 +90,40 @@ impl Objects {
         self.roots.iter().map(n).sum()
     }
 
-    /// Runs the moving averages' once-per-second sweep when the clock has reached it (any
-    /// worker may call this; one of them does the work).
-    pub fn sweep_if_due(&self, now_ms: u64) {
-        let due = self.next_sweep_ms.load(Ordering::Relaxed);
-        if now_ms < due || self.mavgs.is_empty() {
-            return;
-        }
-        let next = if due == 0 { now_ms + 1000 } else { (now_ms / 1000 + 1) * 1000 };
-        if self.next_sweep_ms.compare_exchange(due, next, Ordering::AcqRel, Ordering::Relaxed).is_ok() && due != 0 {
-            for g in &self.mavg_groups {
-                Mavg::sweep_group(g, now_ms);
+    /// Starts the moving averages' once-per-second sweep when the clock has reached it, and
+    /// goes on with one under way, looking at no more table slots than `budget` allows (and
+    /// taking them off it), unless the sweep started [`SWEEP_SPREAD_MS`] ago. Any worker may
+    /// call this at each tick; one at a time does the work.
+    pub fn sweep_if_due(&self, now_ms: u64, budget: &mut usize) {
+        let mut state = if self.sweeping.load(Ordering::Relaxed) {
+            match self.sweep.try_lock() {
+                Some(s) => s,
+                None => return, // another worker is on it
             }
+        } else {
+            let due = self.next_sweep_ms.load(Ordering::Relaxed);
+            if now_ms < due || self.mavgs.is_empty() {
+                return;
+            }
+            let next = if due == 0 { now_ms + 1000 } else { (now_ms / 1000 + 1) * 1000 };
+            if self.next_sweep_ms.compare_exchange(due, next, Ordering::AcqRel, Ordering::Relaxed).is_err() || due == 0 {
+                return;
+            }
+            let mut s = self.sweep.lock();
+            *s = SweepState { group: 0, pass: None, started_ms: now_ms };
+            self.sweeping.store(true, Ordering::Relaxed);
+            s
+        };
+        let mut unbounded = usize::MAX;
+        let budget = if now_ms.saturating_sub(state.started_ms) >= SWEEP_SPREAD_MS { &mut unbounded } else { budget };
+        while let Some(group) = self.mavg_groups.get(state.group) {
+            if !state.pass.get_or_insert_with(|| mavg::SweepPass::new(group)).step(now_ms, budget) {
+                return;
+            }
+            state.pass = None;
+            state.group += 1;
         }
+        self.sweeping.store(false, Ordering::Relaxed);
     }
 
     /// A window by object name and window name (for `ext` lists: `name` or `object/name`).

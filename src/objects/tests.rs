@@ -151,3 +151,51 @@ fn reload_keeps_windows_that_stay_and_closes_removed_ones() {
     assert_eq!(totals, vec![("a_w".to_string(), 200), ("c_w".to_string(), 100)], "a kept its rows across the reload");
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+#[test]
+fn a_sweep_of_a_big_table_is_spread_over_batches_and_ends_within_a_bound() {
+    let d = tree("sweep", &[("mo/o/mo.conf", r#"{"mavg": [{"name": "m", "time": 1, "fields": ["dst host", "octets"], "overlimit": [{"name": "l", "default": [1000000]}]}]}"#)]);
+    let o = load(&d.join("mo"), &IpLists::new()).unwrap();
+    const T0: u64 = 1_700_000_000_000;
+    let m = &o.mavgs[0];
+    let mut f = Flow::default();
+    for host in 0..200_000u32 {
+        f.set(FieldId::DstHost, host as u128);
+        f.set(FieldId::Octets, 100);
+        m.update(&f, T0);
+    }
+    // 200,000 keys: a table of 2^19 slots, eight pieces of 2^16 (one per batch of datagrams).
+    let keys = || m.stats.keys.load(Ordering::Relaxed);
+    let batch = |now: u64| {
+        let mut budget = 1 << 16;
+        o.sweep_if_due(now, &mut budget); // a tick
+        o.sweep_if_due(now, &mut budget); // more ticks of the batch: nothing left to sweep
+        assert_eq!(budget, 0);
+    };
+    o.sweep_if_due(T0, &mut 1); // the first call only sets the schedule
+    assert!(!o.sweeping.load(Ordering::Relaxed));
+    let forget_all = T0 + 120_000; // the keys are idle past a minute: the sweep forgets them
+    for piece in 1..=8 {
+        batch(forget_all);
+        // An eighth of the slots per piece: about an eighth of the keys (hashed evenly).
+        let left = 200_000 - piece * 25_000;
+        assert!(keys().abs_diff(left) < 2_000, "piece {piece}: {} keys left, about {left}", keys());
+        assert_eq!(o.sweeping.load(Ordering::Relaxed), piece < 8, "piece {piece}");
+    }
+    assert_eq!(keys(), 0);
+    // The next sweep starts at the next second; with batches too few it ends at once when it
+    // has been under way for half a second.
+    for host in 0..200_000u32 {
+        f.set(FieldId::DstHost, host as u128);
+        m.update(&f, forget_all);
+    }
+    let later = forget_all + 120_000;
+    batch(later);
+    assert!(o.sweeping.load(Ordering::Relaxed) && keys() < 200_000);
+    batch(later + 499);
+    assert!(o.sweeping.load(Ordering::Relaxed), "still spread 499 ms in");
+    o.sweep_if_due(later + 500, &mut 0);
+    assert!(!o.sweeping.load(Ordering::Relaxed), "done 500 ms in, whatever the budget");
+    assert_eq!(keys(), 0);
+    std::fs::remove_dir_all(&d).unwrap();
+}

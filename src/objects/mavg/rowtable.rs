@@ -153,9 +153,12 @@ macro_rules! slot_types {
             }
 
             /// Keeps the keys for which `f`, given every member's row, returns true (changes
-            /// `f` makes are kept).
-            pub fn retain(&mut self, now_ms: u64, f: impl FnMut(&PackedKey, &mut [Row]) -> bool) {
-                match self { $(Rows::$name(t) => t.retain(now_ms, f),)* }
+            /// `f` makes are kept), looking at up to `max` slots from slot `from` on; returns
+            /// how many slots it looked at and whether that reached the table's end. (A table
+            /// that grew in between has moved its keys: a pass going on over it may see a key
+            /// twice or miss one.)
+            pub fn retain(&mut self, from: usize, max: usize, now_ms: u64, f: impl FnMut(&PackedKey, &mut [Row]) -> bool) -> (usize, bool) {
+                match self { $(Rows::$name(t) => t.retain(from, max, now_ms, f),)* }
             }
 
             /// Member `m`'s every row with its key.
@@ -343,11 +346,14 @@ impl<S: Slot> RowTable<S> {
         i
     }
 
-    /// Keeps the rows for which `f` returns true, storing what `f` changed. Also keeps every
-    /// kept row's time within 2^30 ms of the clock (the 32-bit time stays exact): a row idle
-    /// that long has decayed to nothing, and only the age matters then.
-    fn retain(&mut self, now_ms: u64, mut f: impl FnMut(&PackedKey, &mut [Row]) -> bool) {
-        for s in self.slots.iter_mut() {
+    /// Keeps the rows of slots `from..from + max` for which `f` returns true, storing what `f`
+    /// changed; returns how many slots that was, and whether it reached the end. Also keeps every kept row's time
+    /// within 2^30 ms of the clock (the 32-bit time stays exact): a row idle that long has
+    /// decayed to nothing, and only the age matters then.
+    fn retain(&mut self, from: usize, max: usize, now_ms: u64, mut f: impl FnMut(&PackedKey, &mut [Row]) -> bool) -> (usize, bool) {
+        // (A table swapped away by a reload may be smaller than where a pass was: done.)
+        let end = from.saturating_add(max).min(self.slots.len()).max(from);
+        for s in self.slots.get_mut(from..end).unwrap_or_default() {
             if Self::last(s) & OCCUPIED == 0 {
                 continue;
             }
@@ -372,6 +378,7 @@ impl<S: Slot> RowTable<S> {
                 self.tombs += 1;
             }
         }
+        (end - from, end >= self.slots.len())
     }
 
     fn for_each_thr(&mut self, m: usize, mut f: impl FnMut(&PackedKey, &mut u32)) {
@@ -433,7 +440,7 @@ mod tests {
             let k = key(1, a);
             rows.insert(&k, k.hash64(), &[row(a as f64, 1), row(-(a as f64), 2)]);
         }
-        rows.retain(NOW, |k, r| {
+        rows.retain(0, usize::MAX, NOW, |k, r| {
             r[1].n[0] -= 0.5;
             k.w[0] < 50
         });
@@ -470,7 +477,7 @@ mod tests {
                     assert_eq!(&row.n[1..sums], &[1.0, 2.0][..sums - 1]);
                     assert!(row.n[sums..].iter().all(|x| *x == 0.0), "sums past the fields read as 0");
                 }
-                rows.retain(NOW, |k, r| {
+                rows.retain(0, usize::MAX, NOW, |k, r| {
                     r[0].n[0] += 0.5;
                     k.w[0] % 2 == 0
                 });
@@ -496,7 +503,7 @@ mod tests {
         assert_eq!(rows.load(i, 0, wrap + 10).last_ms, wrap - 10, "clock just past the wrap");
         assert_eq!(rows.load(i, 0, wrap - 20).last_ms, wrap - 10, "row ahead of a worker's clock");
         let later = wrap + (3 << 29); // 1.5 * 2^30 ms idle: still exact, over the clamp
-        rows.retain(later, |_, _| true);
+        rows.retain(0, usize::MAX, later, |_, _| true);
         assert_eq!(rows.load(i, 0, later).last_ms, later - (1 << 30), "kept within 2^30 ms");
     }
 }

@@ -6,6 +6,79 @@
 
 use super::*;
 
+/// One pass of the once-per-second sweep over a table's members (as [`groups`] returns
+/// them): decays idle rows, finds back-to-normal and underlimits, rewrites notifications,
+/// forgets keys idle and holding no limit in any member, and at its end asks for the dumps.
+/// It may be done in pieces ([`SweepPass::step`]), each under the shard's lock, so a worker
+/// sweeping a table of millions of keys never stops receiving for long.
+///
+/// Most rows of a big table are quiet: no limit active, none over at the last update. For
+/// a moving average with overlimits only, such a row was under every threshold then and has
+/// only decayed since, so the sweep has nothing to find in it and only decides whether the key
+/// is kept ([`quiet_row_kept`]). After the thresholds changed (reload), one pass looks at every
+/// row, as a lowered threshold may have put a quiet row over.
+pub struct SweepPass {
+    members: Vec<Arc<Mavg>>,
+    /// Per member: how long an idle key is kept (see [`Mavg::forget_after`]).
+    forget: Vec<Option<u64>>,
+    /// Per member: the same, when quiet rows need no more look than that (overlimits only,
+    /// thresholds unchanged since the last pass).
+    skip_quiet: Vec<Option<u64>>,
+    /// Where the pass goes on: shard, then slot.
+    shard: usize,
+    slot: usize,
+}
+
+impl SweepPass {
+    pub fn new(members: &[Arc<Mavg>]) -> SweepPass {
+        let forget: Vec<Option<u64>> = members.iter().map(|m| m.forget_after()).collect();
+        let skip_quiet = members.iter().zip(&forget).map(|(m, f)| f.filter(|_| !m.thresholds_changed.swap(false, Ordering::Relaxed))).collect();
+        SweepPass { members: members.to_vec(), forget, skip_quiet, shard: 0, slot: 0 }
+    }
+
+    /// Sweeps at `now_ms` until the pass is complete (returns true) or `budget` slots were
+    /// looked at (taken off `budget`); events are sent after each shard's lock is released.
+    pub fn step(&mut self, now_ms: u64, budget: &mut usize) -> bool {
+        let cells = &self.members[0].group.cells;
+        while self.shard < cells.len() && *budget > 0 {
+            let mut out: Vec<Vec<SweepEvent>> = self.members.iter().map(|_| Vec::new()).collect();
+            let (looked, shard_done) = {
+                let mut guard = cells[self.shard].shard.lock();
+                let Shard { rows, limits, compiled } = &mut *guard;
+                let (members, forget, skip_quiet) = (&self.members, &self.forget, &self.skip_quiet);
+                rows.retain(self.slot, *budget, now_ms, |key, rows| {
+                    let mut keep = false;
+                    for (m, member) in members.iter().enumerate() {
+                        keep |= match skip_quiet[m] {
+                            Some(forget_after) if rows[m].thr & FLAG_BITS == 0 => quiet_row_kept(&rows[m], now_ms, forget_after),
+                            _ => member.sweep_row(key, &mut rows[m], &mut limits[m], &compiled[m].sets, now_ms, forget[m], &mut out[m]),
+                        };
+                    }
+                    if !keep {
+                        for member in members {
+                            member.stats.keys.fetch_sub(1, Ordering::Relaxed);
+                        }
+                    }
+                    keep
+                })
+            };
+            for (member, out) in self.members.iter().zip(out) {
+                member.emit_sweep(out, now_ms);
+            }
+            // An empty shard counts as a slot.
+            *budget = budget.saturating_sub(looked.max(1));
+            (self.shard, self.slot) = if shard_done { (self.shard + 1, 0) } else { (self.shard, self.slot + looked) };
+        }
+        let done = self.shard == cells.len();
+        if done {
+            for member in &self.members {
+                member.dump_if_due(now_ms);
+            }
+        }
+        done
+    }
+}
+
 impl Mavg {
     /// The once-per-second pass (of a moving average with a table of its own; see
     /// [`Mavg::sweep_group`]).
@@ -14,44 +87,11 @@ impl Mavg {
         Mavg::sweep_group(std::slice::from_ref(self), now_ms);
     }
 
-    /// The once-per-second pass over a table's members (as [`groups`] returns them): decays
-    /// idle rows, finds back-to-normal and underlimits, rewrites notifications, forgets keys
-    /// idle and holding no limit in any member.
-    ///
-    /// Most rows of a big table are quiet: no limit active, none over at the last update. For
-    /// a moving average with overlimits only, such a row was under every threshold then and
-    /// has only decayed since, so the sweep has nothing to find in it and only decides whether
-    /// the key is kept ([`quiet_row_kept`]). After the thresholds changed (reload), one sweep
-    /// looks at every row, as a lowered threshold may have put a quiet row over.
+    /// The once-per-second pass over a table's members (as [`groups`] returns them), all at
+    /// once (see [`SweepPass`] for one in pieces).
     pub fn sweep_group(members: &[Arc<Mavg>], now_ms: u64) {
-        let mut out: Vec<Vec<SweepEvent>> = members.iter().map(|_| Vec::new()).collect();
-        let forget: Vec<Option<u64>> = members.iter().map(|m| m.forget_after()).collect();
-        // Only with overlimits alone (they are what forget_after is set for) and unchanged
-        // thresholds.
-        let skip_quiet: Vec<Option<u64>> = members.iter().zip(&forget).map(|(m, f)| f.filter(|_| !m.thresholds_changed.swap(false, Ordering::Relaxed))).collect();
-        for cell in &members[0].group.cells {
-            let mut guard = cell.shard.lock();
-            let Shard { rows, limits, compiled } = &mut *guard;
-            rows.retain(now_ms, |key, rows| {
-                let mut keep = false;
-                for (m, member) in members.iter().enumerate() {
-                    keep |= match skip_quiet[m] {
-                        Some(forget_after) if rows[m].thr & FLAG_BITS == 0 => quiet_row_kept(&rows[m], now_ms, forget_after),
-                        _ => member.sweep_row(key, &mut rows[m], &mut limits[m], &compiled[m].sets, now_ms, forget[m], &mut out[m]),
-                    };
-                }
-                if !keep {
-                    for member in members {
-                        member.stats.keys.fetch_sub(1, Ordering::Relaxed);
-                    }
-                }
-                keep
-            });
-        }
-        for (member, out) in members.iter().zip(out) {
-            member.emit_sweep(out, now_ms);
-            member.dump_if_due(now_ms);
-        }
+        let mut unbounded = usize::MAX;
+        SweepPass::new(members).step(now_ms, &mut unbounded);
     }
 
     /// How long a key idle and holding no limit is kept: 10 windows, at least a minute, and

@@ -288,6 +288,53 @@ fn sweeps_skipping_quiet_rows_find_what_full_sweeps_find() {
 }
 
 #[test]
+fn a_sweep_in_pieces_finds_what_a_whole_sweep_finds() {
+    // Two copies of an object's moving averages (two sharing a table split over 4 shards, one
+    // with a table of its own) get the same random flows; each second one is swept whole, the
+    // other in pieces of 7 slots. Events and keys kept must be the same.
+    let d = tmp("pieces");
+    let confs = [BPS, PPS, r#"{"name": "own", "time": 1, "fields": ["dst host", "proto", "packets"], "overlimit": [{"name": "c", "default": [20], "back2norm-time": 1}]}"#];
+    let (whole, whole_rx) = object_mavgs_sharded(&confs, &d, 4);
+    let (pieces, pieces_rx) = object_mavgs_sharded(&confs, &d, 4);
+    let (mut whole_feeds, mut piece_feeds): (Vec<Feed>, Vec<Feed>) = (groups(&whole).into_iter().map(Feed::new).collect(), groups(&pieces).into_iter().map(Feed::new).collect());
+    let mut next = xorshift(0x1234_5678_9abc_def1);
+    let (mut now, mut next_sweep, mut steps) = (T0, T0 + 1000, 0);
+    let (mut got, mut want) = (Vec::new(), Vec::new());
+    for _ in 0..20_000 {
+        now += next(4);
+        let mut f = flow(next(200) as u32, if next(40) == 0 { 2000 + next(4000) } else { next(50) } as u128);
+        f.set(FieldId::Packets, if next(60) == 0 { 30 } else { 1 });
+        f.time_ms = now;
+        for feed in whole_feeds.iter_mut().chain(piece_feeds.iter_mut()) {
+            feed.push(&f);
+        }
+        while next_sweep <= now {
+            for feed in whole_feeds.iter_mut().chain(piece_feeds.iter_mut()) {
+                feed.flush();
+            }
+            for g in groups(&whole) {
+                Mavg::sweep_group(&g, next_sweep);
+            }
+            for g in groups(&pieces) {
+                let mut pass = SweepPass::new(&g);
+                while !pass.step(next_sweep, &mut 7) {
+                    steps += 1;
+                }
+            }
+            want.extend(whole_rx.iter().flat_map(events));
+            got.extend(pieces_rx.iter().flat_map(events));
+            let keys = |ms: &[Arc<Mavg>]| ms.iter().map(|m| m.stats.keys.load(Ordering::Relaxed)).collect::<Vec<_>>();
+            assert_eq!(keys(&pieces), keys(&whole), "keys kept at {next_sweep}");
+            next_sweep += 1000;
+        }
+    }
+    let starts = want.iter().filter(|e| e.0 == Phase::Start).count();
+    assert!(starts > 30 && want.iter().any(|e| e.0 == Phase::Back2Norm), "limits start and end: {want:?}");
+    assert!(steps > 1000, "swept in pieces: {steps} steps");
+    assert_eq!(got, want);
+}
+
+#[test]
 fn memory_bound_drops_new_keys_only() {
     let d = tmp("mem");
     let (m, rx) = mavg(r#"{"name": "m", "time": 1, "mem-m": 1, "fields": ["dst host", "octets"], "overlimit": [{"name": "l", "default": [10]}]}"#, &d);
