@@ -338,6 +338,9 @@ fn metrics_count_what_was_sent() {
     let f = config(&d, port);
     let text = std::fs::read_to_string(&f).unwrap().replacen('{', &format!("{{ \"metrics-listen\": \"127.0.0.1:{mport}\","), 1);
     std::fs::write(&f, text).unwrap();
+    // A moving average, for the sweep's metrics.
+    std::fs::create_dir_all(d.join("mo/hosts")).unwrap();
+    std::fs::write(d.join("mo/hosts/mo.conf"), r#"{"mavg": [{"name": "m", "fields": ["src host", "octets"], "overlimit": [{"name": "l", "default": [1000000000]}]}]}"#).unwrap();
     let child = bin().arg("-c").arg(&f).stderr(Stdio::piped()).spawn().unwrap();
     let maddr = format!("127.0.0.1:{mport}");
     // The metrics server starts after the sockets are bound: once it answers, nothing is lost.
@@ -370,6 +373,14 @@ fn metrics_count_what_was_sent() {
     assert_eq!(metric(&page, "xenoeye_flow_octets_total{exporter=\"127.0.0.1\"}"), Some(dumped));
     let status = http_get(&maddr, "/").unwrap();
     assert!(status.contains("<td>all</td><td>300</td>") && status.contains("<td>127.0.0.1</td>"), "{status}");
+    // The once-a-second sweep goes on while nothing arrives (at the workers' idle ticks).
+    while metric(&page, "xenoeye_mavg_sweeps_total ").unwrap_or(0) < 2 && Instant::now() < deadline + Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(200));
+        page = http_get(&maddr, "/metrics").unwrap_or_default();
+    }
+    assert!(metric(&page, "xenoeye_mavg_sweeps_total ").unwrap_or(0) >= 2, "{page}");
+    assert!(metric(&page, "xenoeye_mavg_sweep_last_microseconds ").is_some(), "{page}");
+    assert!(metric(&page, "xenoeye_mavg_keys{object=\"hosts\",mavg=\"m\"}").unwrap_or(0) > 0, "{page}");
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait_with_output().unwrap().status.success());
     std::fs::remove_dir_all(&d).unwrap();

@@ -55,6 +55,16 @@ pub struct Objects {
     /// [`Objects::sweep_if_due`]).
     sweeping: AtomicBool,
     sweep: parking_lot::Mutex<SweepState>,
+    pub sweep_stats: SweepStats,
+}
+
+/// What the sweeps cost (for the metrics).
+#[derive(Debug, Default)]
+pub struct SweepStats {
+    /// Passes over every table completed.
+    pub passes: AtomicU64,
+    /// Time the last complete pass spent sweeping, its pieces together (microseconds).
+    pub last_us: AtomicU64,
 }
 
 /// Where the sweep under way is: the table (index in `mavg_groups`), its pass, and when the
@@ -64,6 +74,8 @@ struct SweepState {
     group: usize,
     pass: Option<mavg::SweepPass>,
     started_ms: u64,
+    /// Time spent in this sweep's pieces so far.
+    spent: std::time::Duration,
 }
 
 impl std::fmt::Debug for SweepState {
@@ -110,20 +122,35 @@ impl Objects {
                 return;
             }
             let mut s = self.sweep.lock();
-            *s = SweepState { group: 0, pass: None, started_ms: now_ms };
+            *s = SweepState { started_ms: now_ms, ..SweepState::default() };
             self.sweeping.store(true, Ordering::Relaxed);
             s
         };
         let mut unbounded = usize::MAX;
         let budget = if now_ms.saturating_sub(state.started_ms) >= SWEEP_SPREAD_MS { &mut unbounded } else { budget };
+        if *budget == 0 {
+            return;
+        }
+        let t = std::time::Instant::now();
+        let done = self.sweep_tables(&mut state, now_ms, budget);
+        state.spent += t.elapsed();
+        if done {
+            self.sweep_stats.last_us.store(state.spent.as_micros() as u64, Ordering::Relaxed);
+            self.sweep_stats.passes.fetch_add(1, Ordering::Relaxed);
+            self.sweeping.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// Goes on with the sweep's tables in order; returns true when the last one is done.
+    fn sweep_tables(&self, state: &mut SweepState, now_ms: u64, budget: &mut usize) -> bool {
         while let Some(group) = self.mavg_groups.get(state.group) {
             if !state.pass.get_or_insert_with(|| mavg::SweepPass::new(group)).step(now_ms, budget) {
-                return;
+                return false;
             }
             state.pass = None;
             state.group += 1;
         }
-        self.sweeping.store(false, Ordering::Relaxed);
+        true
     }
 
     /// A window by object name and window name (for `ext` lists: `name` or `object/name`).

@@ -183,6 +183,8 @@ fn a_sweep_of_a_big_table_is_spread_over_batches_and_ends_within_a_bound() {
         assert_eq!(o.sweeping.load(Ordering::Relaxed), piece < 8, "piece {piece}");
     }
     assert_eq!(keys(), 0);
+    assert_eq!(o.sweep_stats.passes.load(Ordering::Relaxed), 1);
+    assert!(o.sweep_stats.last_us.load(Ordering::Relaxed) > 0);
     // The next sweep starts at the next second; with batches too few it ends at once when it
     // has been under way for half a second.
     for host in 0..200_000u32 {
@@ -197,5 +199,6 @@ fn a_sweep_of_a_big_table_is_spread_over_batches_and_ends_within_a_bound() {
     o.sweep_if_due(later + 500, &mut 0);
     assert!(!o.sweeping.load(Ordering::Relaxed), "done 500 ms in, whatever the budget");
     assert_eq!(keys(), 0);
+    assert_eq!(o.sweep_stats.passes.load(Ordering::Relaxed), 2);
     std::fs::remove_dir_all(&d).unwrap();
 }
