@@ -1,6 +1,8 @@
 //! The rows of one moving-average shard: open addressing with linear probing over slots
 //! sized to the key and to the number of averaged fields, tombstones for removal, and an
-//! address that workers can prefetch before they take the shard's lock.
+//! address that workers can prefetch before they take the shard's lock. A table grows without
+//! stopping a worker: its keys move into the new array a few per flow, and that array is made
+//! and faulted in ahead, from the time the table is half full.
 //!
 //! A flood updates a random row per flow, so slots should be small and never straddle cache
 //! lines: a slot holds only the key's own words and one sum per aggregable field, the time of
