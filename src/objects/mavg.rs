@@ -389,6 +389,12 @@ impl ShardCell {
         let shard = Shard { rows: rowtable::Rows::new(words, sums, compiled.len()), limits, compiled };
         ShardCell { shard: Mutex::new(shard), base: AtomicUsize::new(0), mask: AtomicUsize::new(0) }
     }
+
+    /// Publishes where the shard's slot array now is (its `probe_start`), for prefetching.
+    fn publish(&self, (base, mask): (usize, usize)) {
+        self.base.store(base, Ordering::Relaxed);
+        self.mask.store(mask, Ordering::Relaxed);
+    }
 }
 
 /// The table of one moving average, or of two of one object with the same key fields and as
@@ -672,9 +678,7 @@ impl Mavg {
                 let mut b = theirs.shard.lock();
                 std::mem::swap(&mut a.rows, &mut b.rows);
                 std::mem::swap(&mut a.limits, &mut b.limits);
-                let (base, mask) = a.rows.probe_start();
-                mine.base.store(base, Ordering::Relaxed);
-                mine.mask.store(mask, Ordering::Relaxed);
+                mine.publish(a.rows.probe_start());
             }
             self.group.adopted.store(true, Ordering::Relaxed);
         } else if !self.group.adopted.load(Ordering::Relaxed) {
@@ -909,9 +913,7 @@ impl Mavg {
         }
         let rows = each.map(|(_, thresholds)| Row { last_ms: now_ms, n: [0.0; 3], thr: thresholds.index_of(key) });
         let i = table.insert(key, hash, &rows[..S::MEMBERS]);
-        let (base, mask) = table.probe_start();
-        cell.base.store(base, Ordering::Relaxed);
-        cell.mask.store(mask, Ordering::Relaxed);
+        cell.publish(table.probe_start());
         Some(i)
     }
 

@@ -180,8 +180,6 @@ macro_rules! slot_types {
             pub fn retain(&mut self, from: usize, max: usize, now_ms: u64, f: impl FnMut(&PackedKey, &mut [Row]) -> bool) -> (usize, bool) {
                 match self {
                     $(Rows::$name(t) => {
-                        // A growing table's keys move on here too, so that they do without
-                        // flows (keys not moved yet wait for a later pass).
                         t.go_on_moving(max);
                         t.retain(from, max, now_ms, f)
                     })*
@@ -379,15 +377,10 @@ impl<S: Slot> RowTable<S> {
     /// Moves slot `j` of the array being left (an occupied one, of key hash `hash`) into the
     /// table; returns its index there.
     fn move_slot(&mut self, j: usize, hash: u64) -> usize {
+        let i = self.claim_slot(hash);
         let moving = self.moving.as_mut().expect("a table growing");
-        let i = Self::free_slot(&self.slots, hash);
-        if Self::last(&self.slots[i]) & TOMB != 0 {
-            self.tombs -= 1;
-        }
         self.slots[i] = moving.slots[j].clone();
-        let k = moving.slots[j].key_mut();
-        k.fill(0);
-        k[S::WORDS - 1] = TOMB;
+        Self::mark_removed(&mut moving.slots[j]);
         moving.left -= 1;
         if moving.left == 0 {
             self.moving = None;
@@ -429,10 +422,7 @@ impl<S: Slot> RowTable<S> {
         } else if self.len * 2 >= self.slots.len() && std::mem::size_of_val(&*self.slots) >= SPARE_FROM_BYTES {
             self.prepare_growth();
         }
-        let i = Self::free_slot(&self.slots, hash);
-        if Self::last(&self.slots[i]) & TOMB != 0 {
-            self.tombs -= 1;
-        }
+        let i = self.claim_slot(hash);
         let slot = &mut self.slots[i];
         let k = slot.key_mut();
         k.copy_from_slice(&key.w[..S::WORDS]);
@@ -489,14 +479,25 @@ impl<S: Slot> RowTable<S> {
         self.moving = (self.len > 0).then_some(Moving { slots: old, next: 0, left: self.len });
     }
 
-    /// The first slot on a hash's probe path that is empty or removed (no growth).
-    fn free_slot(slots: &[S], hash: u64) -> usize {
-        let mask = slots.len() - 1;
+    /// The first slot on a hash's probe path that is empty or removed (no growth), counted
+    /// as taken: the caller fills it.
+    fn claim_slot(&mut self, hash: u64) -> usize {
+        let mask = self.slots.len() - 1;
         let mut i = hash as usize & mask;
-        while Self::last(&slots[i]) & OCCUPIED != 0 {
+        while Self::last(&self.slots[i]) & OCCUPIED != 0 {
             i = (i + 1) & mask;
         }
+        if Self::last(&self.slots[i]) & TOMB != 0 {
+            self.tombs -= 1;
+        }
         i
+    }
+
+    /// Marks a slot removed: probing goes on past it (its rows are left to the caller).
+    fn mark_removed(s: &mut S) {
+        let k = s.key_mut();
+        k.fill(0);
+        k[S::WORDS - 1] = TOMB;
     }
 
     /// Keeps the rows of slots `from..from + max` for which `f` returns true, storing what `f`
@@ -522,9 +523,7 @@ impl<S: Slot> RowTable<S> {
                     s.store(m, row);
                 }
             } else {
-                let k = s.key_mut();
-                k.fill(0);
-                k[S::WORDS - 1] = TOMB;
+                Self::mark_removed(s);
                 for m in 0..S::MEMBERS {
                     s.store(m, &Row::default());
                 }
