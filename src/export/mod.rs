@@ -13,7 +13,7 @@ pub mod sql;
 use crate::fsutil::write_atomically;
 use crate::log;
 use crate::objects::rows::RowMap;
-use crate::objects::window::{Closed, FwmSpec};
+use crate::objects::window::{Closed, FwmSpec, Spare};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -77,13 +77,22 @@ struct PendingFile {
     rows: usize,
 }
 
+/// A window not yet written: its workers' pieces merged so far.
+struct OpenWindow {
+    /// The latest spec (of the last piece).
+    spec: Arc<FwmSpec>,
+    rows: RowMap,
+    /// Where the map goes, emptied, once written: the spare of the first piece's window.
+    spare: Arc<Spare>,
+}
+
 struct Exporter {
     shared: Arc<Mutex<ExportStats>>,
     cfg: ExportConfig,
     /// Per table, per worker: start of the worker's current window.
     watermarks: HashMap<String, Vec<u64>>,
-    /// Merged rows of windows not yet complete, by (table, start), with the latest spec.
-    open: BTreeMap<(String, u64), (Arc<FwmSpec>, RowMap)>,
+    /// Merged rows of windows not yet complete, by (table, start).
+    open: BTreeMap<(String, u64), OpenWindow>,
     unwritten: VecDeque<PendingFile>,
     stats: ExportStats,
     db_export: Option<Child>,
@@ -186,23 +195,26 @@ impl Exporter {
         }
         match self.open.entry((c.spec.table.clone(), c.start)) {
             std::collections::btree_map::Entry::Vacant(v) => {
-                v.insert((c.spec, c.rows));
+                v.insert(OpenWindow { spec: c.spec, rows: c.rows, spare: c.spare });
             }
             std::collections::btree_map::Entry::Occupied(mut o) => {
-                let (spec, rows) = o.get_mut();
-                if spec.layout != c.spec.layout || spec.aggs != c.spec.aggs {
+                let w = o.get_mut();
+                if w.spec.layout != c.spec.layout || w.spec.aggs != c.spec.aggs {
                     // The table's fields changed at a reload: the new piece starts a new file
                     // at the next window; this piece is counted as lost rather than mixed in.
-                    log::warn(&format!("{}: fields changed at reload; rows of window {} from the old fields dropped", spec.table, c.start));
+                    log::warn(&format!("{}: fields changed at reload; rows of window {} from the old fields dropped", w.spec.table, c.start));
+                    c.spare.give(c.rows);
                     return;
                 }
-                *spec = c.spec;
-                // Merge the smaller piece into the larger one.
+                w.spec = c.spec;
+                // Merge the smaller piece into the larger one; the emptied one goes back to the
+                // piece's window (both have the same fields).
                 let mut piece = c.rows;
-                if piece.len() > rows.len() {
-                    std::mem::swap(rows, &mut piece);
+                if piece.len() > w.rows.len() {
+                    std::mem::swap(&mut w.rows, &mut piece);
                 }
-                rows.merge(piece);
+                w.rows.merge(&mut piece);
+                c.spare.give(piece);
             }
         }
     }
@@ -215,19 +227,20 @@ impl Exporter {
             .filter(|(table, start)| self.watermarks.get(table).is_some_and(|m| m.iter().all(|w| w > start)))
             .cloned()
             .collect();
-        let windows: Vec<_> = ready.into_iter().filter_map(|k| self.open.remove(&k).map(|rows| (k, rows))).collect();
+        let windows: Vec<_> = ready.into_iter().filter_map(|k| self.open.remove(&k).map(|w| (k, w))).collect();
         let any = self.write_windows(windows.into_iter());
         self.run_db_export_after(any);
     }
 
     /// Renders and writes windows; returns whether any file was written.
-    fn write_windows(&mut self, windows: impl Iterator<Item = ((String, u64), (Arc<FwmSpec>, RowMap))>) -> bool {
+    fn write_windows(&mut self, windows: impl Iterator<Item = ((String, u64), OpenWindow)>) -> bool {
         let mut any = false;
-        for ((_, start), (spec, mut rows)) in windows {
-            if rows.is_empty() {
+        for ((_, start), OpenWindow { spec, mut rows, spare }) in windows {
+            let exported = (!rows.is_empty()).then(|| rows.export_rows(&spec));
+            spare.give(rows);
+            let Some(rows) = exported else {
                 continue; // an empty window writes no file
-            }
-            let rows = rows.export_rows(&spec);
+            };
             if let (Some(tx), Some(_)) = (&self.cfg.lua, &spec.export_lua) {
                 if tx.try_send(ExportEvent { spec: spec.clone(), start, rows: rows.clone() }).is_err() {
                     self.stats.lua_dropped += 1;
@@ -348,7 +361,7 @@ mod tests {
         let l = KeyLayout::new(&[FieldId::Proto]);
         let mut rows = RowMap::new(l.words, 1, 0);
         rows.add(&l.pack_values(&[Some(proto)]), &[octets, 0, 0]);
-        Closed { spec: spec(), worker, start, next_start, rows }
+        Closed { spec: spec(), worker, start, next_start, rows, spare: Default::default() }
     }
 
     fn cfg(dir: &std::path::Path, workers: usize) -> ExportConfig {
@@ -377,8 +390,11 @@ mod tests {
         tx.send(Msg::Closed(vec![closed(0, 100, 110, 6, 5)])).unwrap();
         tx.send(Msg::Closed(vec![closed(0, 110, 120, 6, 1)])).unwrap();
         // Worker 1 jumps from 90 to 120: window 100 and 110 complete with worker 0's rows.
-        tx.send(Msg::Closed(vec![closed(1, 90, 120, 17, 7), closed(1, 120, u64::MAX, 6, 2)])).unwrap();
-        tx.send(Msg::Closed(vec![closed(0, 120, u64::MAX, 6, 3)])).unwrap();
+        // Each worker's window keeps a spare: the pieces' maps go back there, emptied.
+        let spares = [Arc::new(Spare::default()), Arc::new(Spare::default())];
+        let with_spare = |c: Closed| Closed { spare: spares[c.worker].clone(), ..c };
+        tx.send(Msg::Closed(vec![closed(1, 90, 120, 17, 7), with_spare(closed(1, 120, u64::MAX, 6, 2))])).unwrap();
+        tx.send(Msg::Closed(vec![with_spare(closed(0, 120, u64::MAX, 6, 3))])).unwrap();
         tx.send(Msg::WorkerDone(0)).unwrap();
         tx.send(Msg::WorkerDone(1)).unwrap();
         let stats = h.join().unwrap();
@@ -388,6 +404,7 @@ mod tests {
         assert!(read(90).contains("( to_timestamp(90),  7 ,  17 );"));
         assert!(read(100).contains("( to_timestamp(100),  5 ,  6 );"));
         assert!(read(120).contains("( to_timestamp(120),  5 ,  6 );"), "both workers' rows summed");
+        assert!(spares.iter().all(|s| s.holds()), "the merged piece's map and the written one given back");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

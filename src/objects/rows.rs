@@ -234,8 +234,8 @@ fn compare(spec: &FwmSpec, a: (&[u64], &Aggs), b: (&[u64], &Aggs)) -> Ordering {
 
 /// Export order and limit for one map size: sorts (with a `limit`, selects the first rows in
 /// linear time and sorts only those), sums the rest into a row of NULL keys.
-fn export_sized<const N: usize, const A: usize>(spec: &FwmSpec, map: PackedTable<N, A>) -> Vec<(Key, Aggs)> {
-    let mut v: Vec<([u64; N], Aggs)> = map.into_rows().collect();
+fn export_sized<const N: usize, const A: usize>(spec: &FwmSpec, map: &mut PackedTable<N, A>) -> Vec<(Key, Aggs)> {
+    let mut v: Vec<([u64; N], Aggs)> = map.rows().collect();
     let cmp = |a: &([u64; N], Aggs), b: &([u64; N], Aggs)| compare(spec, (&a.0, &a.1), (&b.0, &b.1));
     let mut rest = None;
     if let Some(limit) = spec.limit.filter(|&l| l < v.len()) {
@@ -297,21 +297,42 @@ macro_rules! row_maps {
                 self.len() == 0
             }
 
-            /// Adds every row of `other` (another worker's piece of the same window).
-            pub fn merge(&mut self, other: RowMap) {
+            /// Moves every row of `other` (another worker's piece of the same window) into
+            /// this map; `other` is left empty.
+            pub fn merge(&mut self, other: &mut RowMap) {
                 match other {
-                    $(RowMap::$variant(o) => for (k, s) in o.into_rows() {
-                        let mut w = [0u64; MAX_WORDS];
-                        w[..$n].copy_from_slice(&k);
-                        self.add(&w, &s);
-                    },)*
+                    $(RowMap::$variant(o) => {
+                        for (k, s) in o.rows() {
+                            let mut w = [0u64; MAX_WORDS];
+                            w[..$n].copy_from_slice(&k);
+                            self.add(&w, &s);
+                        }
+                        o.clear();
+                    })*
                 }
             }
 
             /// The rows to export: ordered by the window's fields, limited, with the NULL
-            /// remainder row.
-            pub fn export_rows(self, spec: &FwmSpec) -> Vec<(Key, Aggs)> {
-                match self { $(RowMap::$variant(m) => export_sized(spec, m),)* }
+            /// remainder row. The map is left empty.
+            pub fn export_rows(&mut self, spec: &FwmSpec) -> Vec<(Key, Aggs)> {
+                match self {
+                    $(RowMap::$variant(m) => {
+                        let rows = export_sized(spec, m);
+                        m.clear();
+                        rows
+                    })*
+                }
+            }
+
+            /// Empties the map, keeping its memory.
+            pub fn clear(&mut self) {
+                match self { $(RowMap::$variant(m) => m.clear(),)* }
+            }
+
+            /// Whether this map, empty, suits a window (of the same fields) expected to hold
+            /// `rows` rows (see `PackedTable::suits`).
+            pub fn suits(&self, rows: usize) -> bool {
+                match self { $(RowMap::$variant(m) => m.suits(rows),)* }
             }
         }
     };
@@ -429,8 +450,9 @@ mod tests {
         a.add(&l.pack_values(&[Some(1)]), &[5, 1, 0]);
         b.add(&l.pack_values(&[Some(1)]), &[1, 1, 0]);
         b.add(&l.pack_values(&[None]), &[2, 1, 0]);
-        a.merge(b);
+        a.merge(&mut b);
         assert_eq!(a.len(), 2);
+        assert!(b.is_empty(), "merged rows leave their piece");
         assert!(matches!(a, RowMap::W1(_)), "one IPv4 address and its NULL bit: one word");
         // One aggregable field: one sum kept per row, the others read as 0.
         let mut one = RowMap::new(l.words, 1, 0);
@@ -439,9 +461,9 @@ mod tests {
         let mut other = RowMap::new(l.words, 1, 0);
         other.add(&l.pack_values(&[Some(1)]), &[7, 0, 0]);
         other.add(&l.pack_values(&[Some(2)]), &[3, 0, 0]);
-        one.merge(other);
-        let RowMap::W1S1(t) = one else { unreachable!() };
-        let mut rows: Vec<_> = t.into_rows().map(|(k, s)| (l.unpack(&k), s)).collect();
+        one.merge(&mut other);
+        let RowMap::W1S1(mut t) = one else { unreachable!() };
+        let mut rows: Vec<_> = t.rows().map(|(k, s)| (l.unpack(&k), s)).collect();
         rows.sort_by_key(|(_, s)| s[0]);
         assert_eq!(rows, vec![(Key(vec![Some(2)]), [3, 0, 0]), (Key(vec![Some(1)]), [17, 0, 0])]);
     }

@@ -56,6 +56,14 @@ impl<T> ZeroedSlots<T> {
         ZeroedSlots { ptr, len: n, source: Source::Heap(layout) }
     }
 
+    /// Sets every byte back to zero (the array is then as new, its memory already mapped).
+    ///
+    /// Only for element types whose all-zero value is valid, as [`ZeroedSlots::new`] requires.
+    pub fn fill_zero(&mut self) {
+        // SAFETY: `len` elements live at `ptr`; all-zero bytes are a valid `T` (see `new`).
+        unsafe { std::ptr::write_bytes(self.ptr.as_ptr(), 0, self.len) }
+    }
+
     /// Whether the array sits on its own huge-page mapping.
     pub fn is_mapped(&self) -> bool {
         matches!(self.source, Source::Mapped(_))

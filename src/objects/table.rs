@@ -70,14 +70,18 @@ pub fn prefetch<T>(p: *const T) {
 impl<const N: usize, const A: usize> PackedTable<N, A> {
     /// A table with room for `rows` rows before it grows.
     pub fn with_capacity(rows: usize) -> Self {
-        let cap = (rows.max(8) * 8 / 5).next_power_of_two();
         PackedTable {
-            slots: empty_slots(cap),
+            slots: empty_slots(Self::slots_for(rows)),
             len: 0,
             pending: [([0; N], [0; 3], 0); PIPELINE],
             npending: 0,
             head: 0,
         }
+    }
+
+    /// Slots of a table made for `rows` rows (at most 5/8 full).
+    fn slots_for(rows: usize) -> usize {
+        (rows.max(8) * 8 / 5).next_power_of_two()
     }
 
     /// Number of rows (after pending insertions).
@@ -161,16 +165,33 @@ impl<const N: usize, const A: usize> PackedTable<N, A> {
     }
 
     /// Every row as (key without the occupied bit, sums; those not kept are 0).
-    pub fn into_rows(mut self) -> impl Iterator<Item = ([u64; N], Sums)> {
+    pub fn rows(&mut self) -> impl Iterator<Item = ([u64; N], Sums)> + '_ {
         self.flush();
-        let slots = self.slots;
-        (0..slots.len()).map(move |i| slots[i]).filter(|s| s.key[N - 1] & OCCUPIED != 0).map(|s| {
+        self.slots.iter().filter(|s| s.key[N - 1] & OCCUPIED != 0).map(|s| {
             let mut k = s.key;
             k[N - 1] &= !OCCUPIED;
             let mut sums = [0; 3];
             sums[..A].copy_from_slice(&s.sums);
             (k, sums)
         })
+    }
+
+    /// Removes every row and keeps the slot array, whose memory is then already in place for
+    /// the next window (see `Spare` in window.rs).
+    pub fn clear(&mut self) {
+        self.npending = 0;
+        self.head = 0;
+        if self.len > 0 {
+            self.slots.fill_zero();
+            self.len = 0;
+        }
+    }
+
+    /// Whether this table, empty, suits a window expected to hold `rows` rows: it would not
+    /// grow, and is not so much bigger that clearing and probing it would waste time.
+    pub fn suits(&self, rows: usize) -> bool {
+        let want = Self::slots_for(rows);
+        (want..=want * 4).contains(&self.slots.len())
     }
 }
 
@@ -195,8 +216,14 @@ mod tests {
             e[1] += 1;
         }
         assert_eq!(t.len(), m.len());
-        let rows: HashMap<[u64; 2], Sums> = t.into_rows().collect();
+        let rows: HashMap<[u64; 2], Sums> = t.rows().collect();
         assert_eq!(rows, m);
+        // Cleared, the same array takes a new set of rows.
+        t.add(&[1, 2], &[1, 1, 0]);
+        t.clear();
+        assert!(t.is_empty() && t.rows().next().is_none());
+        t.add(&[7, 1], &[3, 1, 0]);
+        assert_eq!(t.rows().collect::<Vec<_>>(), vec![([7, 1], [3, 1, 0])]);
     }
 
     #[test]
@@ -205,6 +232,6 @@ mod tests {
         t.add(&[0], &[5, 0, 0]);
         t.add(&[0], &[6, 0, 0]);
         assert_eq!(t.len(), 1);
-        assert_eq!(t.into_rows().collect::<Vec<_>>(), vec![([0], [11, 0, 0])]);
+        assert_eq!(t.rows().collect::<Vec<_>>(), vec![([0], [11, 0, 0])]);
     }
 }

@@ -146,7 +146,7 @@ fn reload_keeps_windows_that_stay_and_closes_removed_ones() {
     w.advance(1_700_000_001_000);
     w.flow(&f, &rec);
     let mut totals: Vec<(String, u64)> =
-        w.finish().into_iter().map(|c| (c.spec.table.clone(), c.rows.export_rows(&c.spec).iter().map(|r| r.1[0]).sum())).collect();
+        w.finish().into_iter().map(|mut c| (c.spec.table.clone(), c.rows.export_rows(&c.spec).iter().map(|r| r.1[0]).sum())).collect();
     totals.sort();
     assert_eq!(totals, vec![("a_w".to_string(), 200), ("c_w".to_string(), 100)], "a kept its rows across the reload");
     std::fs::remove_dir_all(&d).unwrap();

@@ -4,6 +4,12 @@
 //! passes the window's end, the map is handed to the export thread as a [`Closed`] window and a
 //! new one starts. Windows are aligned to multiples of their length in unix time, so every
 //! worker's pieces of one window share the same start and the export thread can merge them.
+//!
+//! A busy window's map is tens of megabytes written at random, and fresh memory costs a page
+//! fault at its first write: a new map per window stalled the worker for up to 150 ms after
+//! every window start, losing datagrams in a flood. So maps go round: the export thread empties
+//! a written window's map and leaves it in the window's [`Spare`], where the worker takes it
+//! (memory in place, only zeroed) when the window after next starts.
 
 use super::rows::{KeyLayout, RowMap, MAX_WORDS};
 pub use super::rows::{Aggs, Key, MAX_KEY_FIELDS};
@@ -11,6 +17,42 @@ use crate::fields::FieldId;
 use crate::flow::Flow;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+
+/// An emptied map waiting for its window's next start: the export thread leaves it here after
+/// writing (or merging) a closed piece, the worker takes it when its window closes. One per
+/// worker's window; the maps it holds have that window's fields.
+#[derive(Default)]
+pub struct Spare(parking_lot::Mutex<Option<RowMap>>);
+
+impl Spare {
+    /// Leaves an emptied map of this window's fields (the one left before is dropped here,
+    /// off the worker).
+    pub fn give(&self, mut rows: RowMap) {
+        rows.clear();
+        let before = self.0.lock().replace(rows);
+        drop(before);
+    }
+
+    /// The map left, if it suits a window of about `rows` rows (else it stays, until the next
+    /// one given replaces it).
+    fn take_for(&self, rows: usize) -> Option<RowMap> {
+        let mut spare = self.0.lock();
+        spare.as_ref().is_some_and(|m| m.suits(rows)).then(|| spare.take()).flatten()
+    }
+}
+
+#[cfg(test)]
+impl Spare {
+    pub(crate) fn holds(&self) -> bool {
+        self.0.lock().is_some()
+    }
+}
+
+impl std::fmt::Debug for Spare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Spare")
+    }
+}
 
 /// A summed field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,6 +167,8 @@ pub struct Closed {
     /// Start of the worker's next window (`u64::MAX` at shutdown): nothing older will follow.
     pub next_start: u64,
     pub rows: RowMap,
+    /// Where the export thread gives the emptied map back.
+    pub spare: Arc<Spare>,
 }
 
 /// A worker's running window of one `fwm`.
@@ -135,12 +179,13 @@ pub struct Window {
     rows: RowMap,
     /// Packed key of the current flow (reused: no allocation per flow).
     key: [u64; MAX_WORDS],
+    spare: Arc<Spare>,
 }
 
 impl Window {
     pub fn new(spec: Arc<FwmSpec>) -> Self {
         let rows = RowMap::new(spec.layout.words, spec.aggs.len(), 0);
-        Window { spec, start: None, rows, key: [0; MAX_WORDS] }
+        Window { spec, start: None, rows, key: [0; MAX_WORDS], spare: Arc::default() }
     }
 
     /// Adds a flow (which the object's filter matched). The worker advances the clock to the
@@ -171,6 +216,7 @@ impl Window {
         }
         self.start = old.start;
         self.rows = old.rows;
+        self.spare = old.spare;
         None
     }
 
@@ -200,11 +246,15 @@ impl Window {
     }
 
     fn close(&mut self, start: u64, next_start: u64, worker: usize) -> Closed {
-        // The next window starts with room for as many rows as this one had: a busy window does
-        // not rehash its way up again every time.
-        let next = RowMap::new(self.spec.layout.words, self.spec.aggs.len(), self.rows.len());
+        // The next window starts with room for as many rows as this one had (a busy window does
+        // not rehash its way up again every time), in a spare map when there is one that fits.
+        let expected = if next_start == u64::MAX { 0 } else { self.rows.len() };
+        let next = match self.spare.take_for(expected) {
+            Some(map) => map,
+            None => RowMap::new(self.spec.layout.words, self.spec.aggs.len(), expected),
+        };
         let rows = std::mem::replace(&mut self.rows, next);
-        Closed { spec: self.spec.clone(), worker, start, next_start, rows }
+        Closed { spec: self.spec.clone(), worker, start, next_start, rows, spare: self.spare.clone() }
     }
 }
 
@@ -254,12 +304,44 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!((out[0].start, out[0].next_start), (990, 1080));
         let spec = w.spec.clone();
-        let mut rows = std::mem::replace(&mut out[0].rows, RowMap::new(2, 3, 0)).export_rows(&spec);
+        let mut rows = out[0].rows.export_rows(&spec);
         rows.sort_by_key(|r| r.0.get(0)); // this spec has no columns to order by
         assert_eq!(rows, vec![(Key(vec![Some(1)]), [150, 2, 1200]), (Key(vec![Some(2)]), [7, 1, 56])]);
         w.finish(0, &mut out);
         assert_eq!(out[1].next_start, u64::MAX);
         assert!(out[1].rows.is_empty());
+    }
+
+    #[test]
+    fn a_written_map_comes_back_for_the_window_after_next() {
+        let mut w = Window::new(spec(vec![FieldId::DstHost], vec![Agg::Octets], 10));
+        let mut out = Vec::new();
+        let fill = |w: &mut Window, base: u128| (0..1000).for_each(|i| w.add(&flow(base + i, 1)));
+        w.advance(100, 0, &mut out);
+        fill(&mut w, 0);
+        w.advance(110, 0, &mut out); // window 100 closes: no spare yet, a new map
+        let mut first = out.pop().unwrap();
+        assert_eq!(first.rows.export_rows(&w.spec).len(), 1000);
+        // The export thread has written it and gives the map back; the worker takes it when
+        // window 110 closes, and the next window starts empty in it.
+        first.spare.give(first.rows);
+        assert!(w.spare.holds());
+        fill(&mut w, 5000);
+        w.advance(120, 0, &mut out);
+        assert!(!w.spare.holds(), "taken for window 120");
+        assert_eq!(out.pop().unwrap().rows.len(), 1000);
+        assert!(w.rows.is_empty());
+        w.add(&flow(7, 3));
+        w.finish(0, &mut out);
+        assert_eq!(out.pop().unwrap().rows.export_rows(&w.spec), vec![(Key(vec![Some(7)]), [3, 0, 0])]);
+        // A map too small (it would grow) or far too big for the next window stays where it is.
+        w.advance(200, 0, &mut out);
+        for (given, rows) in [(8, 1000), (100_000, 10)] {
+            w.spare.give(RowMap::new(1, 1, given));
+            (0..rows).for_each(|i| w.add(&flow(i, 1)));
+            w.advance(w.deadline().unwrap(), 0, &mut out);
+            assert!(w.spare.holds(), "a map for {given} rows kept for a window of {rows}");
+        }
     }
 
     #[test]
@@ -272,7 +354,7 @@ mod tests {
         s.set_active(true);
         w.add(&flow(1, 20));
         w.finish(0, &mut out);
-        let rows = std::mem::replace(&mut out[0].rows, RowMap::new(1, 3, 0)).export_rows(&s);
+        let rows = out[0].rows.export_rows(&s);
         assert_eq!(rows, vec![(Key(vec![]), [20, 0, 0])]);
     }
 }
