@@ -70,6 +70,55 @@ impl<T> ZeroedSlots<T> {
     }
 }
 
+/// A table's next slot array (twice its size), made before the table needs it and faulted in
+/// a page per new key: fresh memory costs its first write (measured on a virtual machine: 1.8 ms
+/// per megabyte, 115 ms for the 64 MB of a 2-million-slot table), which would otherwise all
+/// come at once right after the growth, as the keys land all over the new array, and stop the
+/// worker for that long. A table makes it when half full and grows at 5/8, so it sees an
+/// eighth of its slots' count in new keys in between: at a page per key the array (at most
+/// 128 bytes per slot of the table) is ready long before it is needed.
+pub struct NextArray<T> {
+    slots: ZeroedSlots<T>,
+    /// Bytes written once so far, from the start.
+    touched: usize,
+}
+
+/// Bytes of the next array faulted in per new key.
+const TOUCH_PER_KEY: usize = 4096;
+/// Tables smaller than this make their next array when they grow (faulting it in is quick).
+const NEXT_ARRAY_FROM_BYTES: usize = 1 << 20;
+
+impl<T> NextArray<T> {
+    /// Whether a table of `slots` holding `len` keys should be making its next array: it is
+    /// half full, and big enough for this to matter.
+    #[inline]
+    pub fn due(len: usize, slots: &ZeroedSlots<T>) -> bool {
+        len * 2 >= slots.len() && std::mem::size_of_val(&**slots) >= NEXT_ARRAY_FROM_BYTES
+    }
+
+    /// Makes the array of `n` slots in `next` if not yet there, and faults in one more page.
+    ///
+    /// # Safety
+    /// As [`ZeroedSlots::new`]: all-zero bytes must be a valid value of `T`.
+    pub unsafe fn prepare(next: &mut Option<Self>, n: usize) {
+        // SAFETY: passed on to the caller.
+        let a = next.get_or_insert_with(|| NextArray { slots: unsafe { ZeroedSlots::new(n) }, touched: 0 });
+        let bytes = std::mem::size_of_val(&*a.slots);
+        if a.touched < bytes {
+            let base = a.slots.as_mut_ptr() as *mut u8;
+            // SAFETY: within the array; a zero byte written over a zero byte changes nothing.
+            unsafe { std::ptr::write_volatile(base.add(a.touched), 0) };
+            a.touched += TOUCH_PER_KEY;
+        }
+    }
+
+    /// The array made for growing into `n` slots, if there is one of that length (one of
+    /// another length stays).
+    pub fn take(next: &mut Option<Self>, n: usize) -> Option<ZeroedSlots<T>> {
+        next.take_if(|a| a.slots.len() == n).map(|a| a.slots)
+    }
+}
+
 /// Maps `size` bytes (rounded up to whole huge pages) at a huge-page boundary, marked for
 /// transparent huge pages; returns the mapping and its length. `None` when the kernel refuses
 /// the mapping.

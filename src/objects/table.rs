@@ -6,8 +6,14 @@
 //! (key and sums together, so one cache miss instead of a control byte and then a bucket), and an
 //! insertion is deferred by a few flows after its slot is prefetched, so several memory accesses
 //! are in flight at once instead of one after the other.
+//!
+//! A table grows (doubles) at 5/8 full without stopping the worker: the rows of the array it
+//! leaves are added into the new one a few per insertion (a window only sums, so a row moved
+//! after its key came back is simply added to it), and the new array is made when the table
+//! is half full and faulted in a page per new key (see [`NextArray`]). Moving all rows at
+//! once into fresh memory stopped the worker 130-430 ms per growth at a flood's start.
 
-use super::slots::ZeroedSlots;
+use super::slots::{NextArray, ZeroedSlots};
 
 /// Bit set in the last key word of an occupied slot (the NULL-bits word uses only the low
 /// bits, one per key field).
@@ -15,6 +21,10 @@ const OCCUPIED: u64 = 1 << 63;
 
 /// How many insertions wait for their prefetched slot.
 const PIPELINE: usize = 8;
+/// Slots of the array a growing table leaves whose rows move per insertion. The new array has
+/// twice the slots and grows again at 5/8 full: it holds at most 5/16 of its slots in moved
+/// rows, and moving 16 slots per insertion is done within 1/32 of its slots' count in new keys.
+const MOVE_PER_INSERT: usize = 16;
 
 /// Sums of one row.
 pub type Sums = [u64; 3];
@@ -27,10 +37,25 @@ struct Slot<const N: usize, const A: usize> {
     sums: [u64; A],
 }
 
+/// The slot array a growing table leaves: the rows before `from` have moved.
+struct Leaving<const N: usize, const A: usize> {
+    slots: ZeroedSlots<Slot<N, A>>,
+    from: usize,
+    /// Rows not yet moved.
+    left: usize,
+}
+
 /// Packed key (`N` words) -> sums (`A` of them kept).
 pub struct PackedTable<const N: usize, const A: usize> {
     slots: ZeroedSlots<Slot<N, A>>,
+    /// Keys in `slots`.
     len: usize,
+    /// Insertions check nothing else until `len` reaches this (the half-full mark where the
+    /// next array is made, or the growth at 5/8).
+    watch: usize,
+    /// While growing: the array left, whose rows move into `slots` a few per insertion.
+    leaving: Option<Leaving<N, A>>,
+    next: Option<NextArray<Slot<N, A>>>,
     pending: [([u64; N], Sums, u64); PIPELINE],
     npending: usize,
     head: usize,
@@ -70,9 +95,13 @@ pub fn prefetch<T>(p: *const T) {
 impl<const N: usize, const A: usize> PackedTable<N, A> {
     /// A table with room for `rows` rows before it grows.
     pub fn with_capacity(rows: usize) -> Self {
+        let slots = empty_slots(Self::slots_for(rows));
         PackedTable {
-            slots: empty_slots(Self::slots_for(rows)),
+            watch: Self::watch_for(0, &slots),
+            slots,
             len: 0,
+            leaving: None,
+            next: None,
             pending: [([0; N], [0; 3], 0); PIPELINE],
             npending: 0,
             head: 0,
@@ -84,10 +113,23 @@ impl<const N: usize, const A: usize> PackedTable<N, A> {
         (rows.max(8) * 8 / 5).next_power_of_two()
     }
 
-    /// Number of rows (after pending insertions).
+    /// Where insertions next need a look at the table's size (see `watch`), for `len` keys.
+    fn watch_for(len: usize, slots: &ZeroedSlots<Slot<N, A>>) -> usize {
+        let grow_at = slots.len() * 5 / 8;
+        if NextArray::due(len, slots) {
+            len + 1 // past half full: a page of the next array per new key
+        } else if NextArray::due(slots.len() / 2, slots) {
+            slots.len() / 2
+        } else {
+            grow_at
+        }
+    }
+
+    /// Number of rows (after pending insertions; rows still in the array being left count
+    /// once each, though some may have come back in the new one: a bound for sizing).
     pub fn len(&mut self) -> usize {
         self.flush();
-        self.len
+        self.len + self.leaving.as_ref().map_or(0, |l| l.left)
     }
 
     pub fn is_empty(&mut self) -> bool {
@@ -128,9 +170,18 @@ impl<const N: usize, const A: usize> PackedTable<N, A> {
 
     #[inline(always)]
     fn insert(&mut self, key: &[u64; N], sums: &Sums, h: u64) {
-        if (self.len + 1) * 8 > self.slots.len() * 5 {
-            self.grow();
+        if self.len >= self.watch {
+            self.on_size();
         }
+        if self.leaving.is_some() {
+            self.move_some(MOVE_PER_INSERT);
+        }
+        self.put(key, sums, h);
+    }
+
+    /// Adds sums to the key's row in `slots` (a new row if absent; no growth).
+    #[inline(always)]
+    fn put(&mut self, key: &[u64; N], sums: &Sums, h: u64) {
         let mask = self.slots.len() - 1;
         let mut i = h as usize & mask;
         loop {
@@ -151,22 +202,54 @@ impl<const N: usize, const A: usize> PackedTable<N, A> {
         }
     }
 
+    /// The table reached its `watch` mark: grows when the next key would pass 5/8 full, else
+    /// faults in a page more of the next array.
+    #[cold]
+    fn on_size(&mut self) {
+        if (self.len + 1) * 8 > self.slots.len() * 5 {
+            self.grow();
+        } else {
+            // SAFETY: all-zero bytes are an empty slot (see `empty_slots`).
+            unsafe { NextArray::prepare(&mut self.next, self.slots.len() * 2) };
+        }
+        self.watch = Self::watch_for(self.len, &self.slots);
+    }
+
+    /// Doubles the slots: the rows move into the new array from now on, a few per insertion
+    /// (an earlier move still under way is finished first).
     fn grow(&mut self) {
-        let bigger = empty_slots(self.slots.len() * 2);
+        self.move_some(usize::MAX);
+        let cap = self.slots.len() * 2;
+        let bigger = NextArray::take(&mut self.next, cap).unwrap_or_else(|| empty_slots(cap));
         let old = std::mem::replace(&mut self.slots, bigger);
-        let mask = self.slots.len() - 1;
-        for s in old.iter().filter(|s| s.key[N - 1] & OCCUPIED != 0) {
-            let mut i = hash_words(&s.key) as usize & mask;
-            while self.slots[i].key[N - 1] & OCCUPIED != 0 {
-                i = (i + 1) & mask;
+        self.leaving = (self.len > 0).then_some(Leaving { slots: old, from: 0, left: self.len });
+        self.len = 0;
+    }
+
+    /// Moves the rows of up to `n` slots of the array being left into `slots`; frees it when
+    /// the last has moved.
+    #[cold]
+    fn move_some(&mut self, n: usize) {
+        let Some(mut leaving) = self.leaving.take() else { return };
+        let end = leaving.from.saturating_add(n).min(leaving.slots.len());
+        for s in &leaving.slots[leaving.from..end] {
+            if s.key[N - 1] & OCCUPIED != 0 {
+                let mut sums = [0; 3];
+                sums[..A].copy_from_slice(&s.sums);
+                self.put(&s.key, &sums, hash_words(&s.key));
+                leaving.left -= 1;
             }
-            self.slots[i] = *s;
+        }
+        leaving.from = end;
+        if leaving.left > 0 {
+            self.leaving = Some(leaving);
         }
     }
 
     /// Every row as (key without the occupied bit, sums; those not kept are 0).
     pub fn rows(&mut self) -> impl Iterator<Item = ([u64; N], Sums)> + '_ {
         self.flush();
+        self.move_some(usize::MAX);
         self.slots.iter().filter(|s| s.key[N - 1] & OCCUPIED != 0).map(|s| {
             let mut k = s.key;
             k[N - 1] &= !OCCUPIED;
@@ -181,10 +264,13 @@ impl<const N: usize, const A: usize> PackedTable<N, A> {
     pub fn clear(&mut self) {
         self.npending = 0;
         self.head = 0;
+        self.leaving = None;
+        self.next = None;
         if self.len > 0 {
             self.slots.fill_zero();
             self.len = 0;
         }
+        self.watch = Self::watch_for(0, &self.slots);
     }
 
     /// Whether this table, empty, suits a window expected to hold `rows` rows: it would not
@@ -205,6 +291,7 @@ mod tests {
         let mut t = PackedTable::<2, 3>::with_capacity(0);
         let mut m: HashMap<[u64; 2], Sums> = HashMap::new();
         let mut x = 12345u64;
+        let (mut seen_moving, mut seen_next, mut looked) = (0, 0, false);
         for i in 0..200_000u64 {
             x ^= x << 13;
             x ^= x >> 7;
@@ -214,7 +301,16 @@ mod tests {
             let e = m.entry(key).or_insert([0; 3]);
             e[0] += i;
             e[1] += 1;
+            seen_moving += t.leaving.is_some() as usize;
+            seen_next += t.next.is_some() as usize;
+            if i > 20_000 && seen_moving > 0 && t.leaving.is_some() && !looked {
+                // Mid-move, a look at every row finishes the move first.
+                looked = true;
+                assert_eq!(t.rows().collect::<HashMap<_, _>>(), m);
+                assert!(t.leaving.is_none());
+            }
         }
+        assert!(looked && seen_moving > 1000 && seen_next > 1000, "growth moved rows a few at a time ({seen_moving}) into an array made ahead ({seen_next})");
         assert_eq!(t.len(), m.len());
         let rows: HashMap<[u64; 2], Sums> = t.rows().collect();
         assert_eq!(rows, m);

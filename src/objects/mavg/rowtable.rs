@@ -18,7 +18,7 @@
 //! batch), so a row access is neither a dispatch nor a loop over a runtime number of fields.
 
 use super::{PackedKey, Row, MAVG_WORDS, MAX_MEMBERS};
-use crate::objects::slots::ZeroedSlots;
+use crate::objects::slots::{NextArray, ZeroedSlots};
 
 /// Set in the last key word of an occupied slot.
 const OCCUPIED: u64 = 1 << 63;
@@ -273,23 +273,9 @@ pub(super) struct RowTable<S: Slot> {
     /// million keys).
     moving: Option<Moving<S>>,
     /// The slot array the table will grow into, made and faulted in a page at a time once the
-    /// table is half full (see [`RowTable::prepare_growth`]).
-    spare: Option<Spare<S>>,
+    /// table is half full.
+    next: Option<NextArray<S>>,
 }
-
-/// A slot array made ahead of growth: its first `touched` bytes have been written once.
-struct Spare<S: Slot> {
-    slots: ZeroedSlots<S>,
-    touched: usize,
-}
-
-/// Bytes of the spare array faulted in per insert: a page. Growth comes at 5/8 full, so
-/// between half and 5/8 full a table sees an eighth of its slots' count in inserts, and the
-/// spare (twice the slots) needs 16 bytes per slot of the table per insert at 32-byte slots:
-/// it is ready long before it is needed.
-const SPARE_TOUCH_PER_INSERT: usize = 4096;
-/// Tables smaller than this get their arrays when they grow (faulting them in is quick).
-const SPARE_FROM_BYTES: usize = 1 << 20;
 
 /// The slot array a growing table is leaving: keys before `next` have moved (or were taken
 /// early, see [`RowTable::find`]); a moved key's slot is marked removed, so the probe paths
@@ -306,7 +292,7 @@ impl<S: Slot> RowTable<S> {
         // SAFETY: an all-zero slot is an empty one: last key word 0 (neither occupied nor
         // removed) and a row of plain numbers.
         let slots = unsafe { ZeroedSlots::<S>::new(cap.next_power_of_two()) };
-        RowTable { slots, len: 0, tombs: 0, moving: None, spare: None }
+        RowTable { slots, len: 0, tombs: 0, moving: None, next: None }
     }
 
     pub(super) fn probe_start(&self) -> (usize, usize) {
@@ -419,7 +405,7 @@ impl<S: Slot> RowTable<S> {
         debug_assert_eq!(rows.len(), S::MEMBERS);
         if (self.len + self.tombs + 1) * 8 > self.slots.len() * 5 {
             self.rebuild();
-        } else if self.len * 2 >= self.slots.len() && std::mem::size_of_val(&*self.slots) >= SPARE_FROM_BYTES {
+        } else if NextArray::due(self.len, &self.slots) {
             self.prepare_growth();
         }
         let i = self.claim_slot(hash);
@@ -442,37 +428,24 @@ impl<S: Slot> RowTable<S> {
         PackedKey { n: S::WORDS as u8, w }
     }
 
-    /// Makes the array the table will grow into, and faults in one more page of it: fresh
-    /// memory costs its first write (measured on a virtual machine: 1.8 ms per megabyte, 115 ms
-    /// for the 64 MB of a 2-million-slot table), which would otherwise all come at once, in
-    /// the batch after the growth, as the moving keys land all over the new array.
+    /// Makes the array the table will grow into, and faults in one more page of it.
     #[cold]
     fn prepare_growth(&mut self) {
-        let cap = self.slots.len() * 2;
         // SAFETY: as in `with_capacity`.
-        let spare = self.spare.get_or_insert_with(|| Spare { slots: unsafe { ZeroedSlots::<S>::new(cap) }, touched: 0 });
-        let bytes = std::mem::size_of_val(&*spare.slots);
-        if spare.touched < bytes {
-            let base = spare.slots.as_mut_ptr() as *mut u8;
-            // SAFETY: within the array; a zero byte in an all-zero (empty) slot changes nothing.
-            unsafe { std::ptr::write_volatile(base.add(spare.touched), 0) };
-            spare.touched += SPARE_TOUCH_PER_INSERT;
-        }
+        unsafe { NextArray::prepare(&mut self.next, self.slots.len() * 2) }
     }
 
-    /// Grows (or just drops tombstones): a new slot array (the spare one when it fits), into
+    /// Grows (or just drops tombstones): a new slot array (the one made ahead when it fits), into
     /// which the keys move a few at a time from now on (an earlier move still under way is
     /// finished first).
     fn rebuild(&mut self) {
         self.move_some(usize::MAX);
         let cap = if (self.len + 1) * 2 > self.slots.len() { self.slots.len() * 2 } else { self.slots.len() };
-        let slots = match self.spare.take() {
-            Some(spare) if spare.slots.len() == cap => spare.slots,
-            other => {
-                self.spare = other; // (a rebuild that only drops tombstones keeps it)
-                // SAFETY: as in `with_capacity`.
-                unsafe { ZeroedSlots::<S>::new(cap) }
-            }
+        // (A rebuild that only drops tombstones keeps the next array.)
+        let slots = match NextArray::take(&mut self.next, cap) {
+            Some(slots) => slots,
+            // SAFETY: as in `with_capacity`.
+            None => unsafe { ZeroedSlots::<S>::new(cap) },
         };
         let old = std::mem::replace(&mut self.slots, slots);
         self.tombs = 0;
