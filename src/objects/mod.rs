@@ -584,7 +584,7 @@ impl WorkerObjects {
         let (worker, closed) = (self.worker, &mut self.closed);
         for_each_window(&mut self.roots, &mut |w| {
             w.advance(now, worker, closed);
-            deadline = deadline.min(w.deadline().unwrap_or(u64::MAX));
+            deadline = deadline.min(w.wake_at().unwrap_or(u64::MAX));
         });
         self.next_deadline = deadline;
         (!self.closed.is_empty()).then(|| std::mem::take(&mut self.closed))

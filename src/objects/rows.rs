@@ -324,6 +324,16 @@ macro_rules! row_maps {
                 }
             }
 
+            /// Whether the map's slots are a mapping of their own (big enough for huge pages).
+            pub fn is_mapped(&self) -> bool {
+                match self { $(RowMap::$variant(m) => m.is_mapped(),)* }
+            }
+
+            /// See `ZeroedSlots::populate_in_background`.
+            pub fn populate_in_background(&self) -> bool {
+                match self { $(RowMap::$variant(m) => m.populate_in_background(),)* }
+            }
+
             /// Empties the map, keeping its memory.
             pub fn clear(&mut self) {
                 match self { $(RowMap::$variant(m) => m.clear(),)* }

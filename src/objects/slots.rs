@@ -7,10 +7,19 @@
 //! for `madvise`d memory, as on Debian, this is what makes them used). Smaller arrays come from
 //! the allocator. All-zero memory is an empty table, and a fresh mapping is zero without being
 //! written, so a big table costs nothing until its pages are touched.
+//!
+//! But that first touch is slow where huge pages must first be assembled (measured on a
+//! virtual machine: 2.7 ms per megabyte for memory never used before, 0.05 ms for huge pages
+//! freed earlier, 0.4 ms on 4 KiB pages), and a worker that writes fresh memory at random
+//! stops receiving for that long. So an array made ahead of its use (a table's next array, a
+//! window's next table) is faulted in by a helper thread with `MADV_POPULATE_WRITE`, which
+//! allocates pages without writing to them: safe beside a worker already using the array.
 
 use std::alloc::Layout;
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 const HUGE_PAGE: usize = 2 << 20;
 
@@ -26,8 +35,27 @@ enum Source {
     /// Nothing allocated (no elements, or zero-sized ones).
     None,
     Heap(Layout),
-    /// An `mmap` of this many bytes.
-    Mapped(usize),
+    /// A mapping of its own, unmapped when the array and the helper faulting it in are done.
+    Mapped(Arc<Mapping>),
+}
+
+/// An `mmap`ed range, unmapped on drop.
+pub struct Mapping {
+    start: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the range is plain memory; who reads or writes it is the owning array's business
+// (the helper thread only asks the kernel to allocate its pages).
+unsafe impl Send for Mapping {}
+// SAFETY: as above; `Mapping` itself has no interior state.
+unsafe impl Sync for Mapping {}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: the range was mapped by `map_huge` and is unmapped once, here.
+        unsafe { libc::munmap(self.start as *mut libc::c_void, self.len) };
+    }
 }
 
 // SAFETY: the array owns its elements like a `Box<[T]>` does.
@@ -47,7 +75,8 @@ impl<T> ZeroedSlots<T> {
         }
         if layout.size() >= HUGE_PAGE && layout.align() <= HUGE_PAGE {
             if let Some((ptr, mapped)) = map_huge(layout.size()) {
-                return ZeroedSlots { ptr: ptr.cast(), len: n, source: Source::Mapped(mapped) };
+                let mapping = Arc::new(Mapping { start: ptr.as_ptr(), len: mapped });
+                return ZeroedSlots { ptr: ptr.cast(), len: n, source: Source::Mapped(mapping) };
             }
         }
         // SAFETY: the layout has a non-zero size.
@@ -64,6 +93,14 @@ impl<T> ZeroedSlots<T> {
         unsafe { std::ptr::write_bytes(self.ptr.as_ptr(), 0, self.len) }
     }
 
+    /// Has a helper thread fault the whole array in, while the caller goes on (and may already
+    /// use it). Returns false when that cannot be done (a small array, a kernel without
+    /// `MADV_POPULATE_WRITE`, the helper busy): the pages then come in at their first write.
+    pub fn populate_in_background(&self) -> bool {
+        let Source::Mapped(m) = &self.source else { return false };
+        !POPULATE_UNSUPPORTED.load(Ordering::Relaxed) && populator().is_some_and(|tx| tx.try_send(m.clone()).is_ok())
+    }
+
     /// Whether the array sits on its own huge-page mapping.
     pub fn is_mapped(&self) -> bool {
         matches!(self.source, Source::Mapped(_))
@@ -71,12 +108,12 @@ impl<T> ZeroedSlots<T> {
 }
 
 /// A table's next slot array (twice its size), made before the table needs it and faulted in
-/// a page per new key: fresh memory costs its first write (measured on a virtual machine: 1.8 ms
-/// per megabyte, 115 ms for the 64 MB of a 2-million-slot table), which would otherwise all
-/// come at once right after the growth, as the keys land all over the new array, and stop the
-/// worker for that long. A table makes it when half full and grows at 5/8, so it sees an
-/// eighth of its slots' count in new keys in between: at a page per key the array (at most
-/// 128 bytes per slot of the table) is ready long before it is needed.
+/// by the helper thread (see the module's doc), or, where it cannot, by the worker a page per
+/// new key: otherwise fresh memory's first writes would all come at once right after the
+/// growth, as the keys land all over the new array, and stop the worker that long. A table
+/// makes it when half full and grows at 5/8, so it sees an eighth of its slots' count in new
+/// keys in between: at a page per key the array (at most 128 bytes per slot of the table) is
+/// ready long before it is needed.
 pub struct NextArray<T> {
     slots: ZeroedSlots<T>,
     /// Bytes written once so far, from the start.
@@ -101,8 +138,13 @@ impl<T> NextArray<T> {
     /// # Safety
     /// As [`ZeroedSlots::new`]: all-zero bytes must be a valid value of `T`.
     pub unsafe fn prepare(next: &mut Option<Self>, n: usize) {
-        // SAFETY: passed on to the caller.
-        let a = next.get_or_insert_with(|| NextArray { slots: unsafe { ZeroedSlots::new(n) }, touched: 0 });
+        let a = next.get_or_insert_with(|| {
+            // SAFETY: passed on to the caller.
+            let slots = unsafe { ZeroedSlots::new(n) };
+            // Faulted in by the helper thread, or else here, a page per new key.
+            let touched = if slots.populate_in_background() { usize::MAX } else { 0 };
+            NextArray { slots, touched }
+        });
         let bytes = std::mem::size_of_val(&*a.slots);
         if a.touched < bytes {
             let base = a.slots.as_mut_ptr() as *mut u8;
@@ -116,6 +158,49 @@ impl<T> NextArray<T> {
     /// another length stays).
     pub fn take(next: &mut Option<Self>, n: usize) -> Option<ZeroedSlots<T>> {
         next.take_if(|a| a.slots.len() == n).map(|a| a.slots)
+    }
+}
+
+/// Set when the kernel refused `MADV_POPULATE_WRITE` (before Linux 5.14): arrays are then
+/// faulted in by their first writes.
+static POPULATE_UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+/// `MADV_POPULATE_WRITE` (Linux 5.14), for a libc crate that lacks it.
+const MADV_POPULATE_WRITE: libc::c_int = 23;
+/// Faulted in per call, so that a mapping given up meanwhile is not faulted in whole.
+const POPULATE_CHUNK: usize = 8 << 20;
+/// Mappings waiting for the helper (more are faulted in by their first writes).
+const POPULATE_QUEUE: usize = 64;
+
+/// The helper thread's queue (started at first use; `None` if it could not start).
+fn populator() -> Option<&'static std::sync::mpsc::SyncSender<Arc<Mapping>>> {
+    static TX: OnceLock<Option<std::sync::mpsc::SyncSender<Arc<Mapping>>>> = OnceLock::new();
+    TX.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Mapping>>(POPULATE_QUEUE);
+        let spawned = std::thread::Builder::new().name("prefault".into()).spawn(move || {
+            for m in rx {
+                populate(&m);
+            }
+        });
+        spawned.ok().map(|_| tx)
+    })
+    .as_ref()
+}
+
+/// Faults a mapping in, a chunk at a time, as long as its array still holds it.
+fn populate(m: &Arc<Mapping>) {
+    let mut at = 0;
+    while at < m.len && Arc::strong_count(m) > 1 {
+        let n = POPULATE_CHUNK.min(m.len - at);
+        // SAFETY: within the mapping, kept alive by `m`; the kernel allocates pages not yet
+        // there and changes no byte of those that are.
+        let rc = unsafe { libc::madvise(m.start.add(at) as *mut libc::c_void, n, MADV_POPULATE_WRITE) };
+        if rc != 0 {
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+                POPULATE_UNSUPPORTED.store(true, Ordering::Relaxed);
+            }
+            return;
+        }
+        at += n;
     }
 }
 
@@ -156,13 +241,10 @@ impl<T> Drop for ZeroedSlots<T> {
         // dropped once; then the memory goes back the way it came.
         unsafe {
             std::ptr::drop_in_place(std::ptr::slice_from_raw_parts_mut(self.ptr.as_ptr(), self.len));
-            match self.source {
-                Source::None => {}
-                Source::Heap(layout) => std::alloc::dealloc(self.ptr.as_ptr() as *mut u8, layout),
-                Source::Mapped(len) => {
-                    libc::munmap(self.ptr.as_ptr() as *mut libc::c_void, len);
-                }
+            if let Source::Heap(layout) = self.source {
+                std::alloc::dealloc(self.ptr.as_ptr() as *mut u8, layout);
             }
+            // (A mapping goes with its last holder.)
         }
     }
 }
@@ -202,5 +284,36 @@ mod tests {
             }
             assert!(a.iter().enumerate().all(|(i, &x)| x == i as u64));
         }
+    }
+
+    /// Pages of the array in memory (`mincore`).
+    fn resident_pages<T>(a: &ZeroedSlots<T>) -> usize {
+        let bytes = std::mem::size_of_val(&**a);
+        let mut v = vec![0u8; bytes.div_ceil(4096)];
+        // SAFETY: the range is the array's (page-aligned: a mapping), `v` has a byte per page.
+        let rc = unsafe { libc::mincore(a.as_ptr() as *mut libc::c_void, bytes, v.as_mut_ptr()) };
+        assert_eq!(rc, 0);
+        v.iter().filter(|&&b| b & 1 != 0).count()
+    }
+
+    #[test]
+    fn a_helper_faults_a_mapped_array_in_without_changing_it() {
+        // SAFETY: zero is a valid u64.
+        let mut a = unsafe { ZeroedSlots::<u64>::new(3 * POPULATE_CHUNK / 8) };
+        a[5] = 7; // written before: kept
+        let pages = std::mem::size_of_val(&*a) / 4096;
+        assert!(resident_pages(&a) < pages);
+        assert!(a.populate_in_background(), "MADV_POPULATE_WRITE needs Linux 5.14");
+        a[pages * 512 - 1] = 9; // written meanwhile: kept
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while resident_pages(&a) < pages && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        assert_eq!(resident_pages(&a), pages);
+        assert_eq!((a[5], a[pages * 512 - 1]), (7, 9));
+        assert_eq!(a.iter().filter(|&&x| x != 0).count(), 2);
+        // An array of the allocator's is left to its first writes.
+        // SAFETY: as above.
+        assert!(!unsafe { ZeroedSlots::<u64>::new(1000) }.populate_in_background());
     }
 }

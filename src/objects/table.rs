@@ -273,6 +273,15 @@ impl<const N: usize, const A: usize> PackedTable<N, A> {
         self.watch = Self::watch_for(0, &self.slots);
     }
 
+    pub fn is_mapped(&self) -> bool {
+        self.slots.is_mapped()
+    }
+
+    /// See [`ZeroedSlots::populate_in_background`].
+    pub fn populate_in_background(&self) -> bool {
+        self.slots.populate_in_background()
+    }
+
     /// Whether this table, empty, suits a window expected to hold `rows` rows: it would not
     /// grow, and is not so much bigger that clearing and probing it would waste time.
     pub fn suits(&self, rows: usize) -> bool {
