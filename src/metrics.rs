@@ -161,6 +161,19 @@ impl Registry {
             "Time the last pass spent sweeping, its pieces together (workers do it between batches).",
             vec![(String::new(), sweeps.last_us.load(Ordering::Relaxed))],
         );
+        use crate::objects::slots::{PREFAULTED_BYTES, PREFAULT_SKIPPED};
+        metric(
+            "prefault_bytes_total",
+            "counter",
+            "Bytes of tables made ahead that the prefault thread faulted in, off the workers.",
+            vec![(String::new(), PREFAULTED_BYTES.load(Ordering::Relaxed))],
+        );
+        metric(
+            "prefault_skipped_total",
+            "counter",
+            "Tables made ahead left to be faulted in at first use (queue full, or a kernel before 5.14).",
+            vec![(String::new(), PREFAULT_SKIPPED.load(Ordering::Relaxed))],
+        );
         let h = self.hooks.lock().clone();
         metric(
             "hook_scripts_total",

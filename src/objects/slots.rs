@@ -18,7 +18,7 @@
 use std::alloc::Layout;
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 const HUGE_PAGE: usize = 2 << 20;
@@ -98,7 +98,11 @@ impl<T> ZeroedSlots<T> {
     /// `MADV_POPULATE_WRITE`, the helper busy): the pages then come in at their first write.
     pub fn populate_in_background(&self) -> bool {
         let Source::Mapped(m) = &self.source else { return false };
-        !POPULATE_UNSUPPORTED.load(Ordering::Relaxed) && populator().is_some_and(|tx| tx.try_send(m.clone()).is_ok())
+        let queued = !POPULATE_UNSUPPORTED.load(Ordering::Relaxed) && populator().is_some_and(|tx| tx.try_send(m.clone()).is_ok());
+        if !queued {
+            PREFAULT_SKIPPED.fetch_add(1, Ordering::Relaxed);
+        }
+        queued
     }
 
     /// Whether the array sits on its own huge-page mapping.
@@ -161,6 +165,12 @@ impl<T> NextArray<T> {
     }
 }
 
+/// Bytes the helper thread faulted in (for metrics).
+pub static PREFAULTED_BYTES: AtomicU64 = AtomicU64::new(0);
+/// Arrays made ahead that were left to their first writes: the helper's queue full, or the
+/// kernel without `MADV_POPULATE_WRITE` (for metrics).
+pub static PREFAULT_SKIPPED: AtomicU64 = AtomicU64::new(0);
+
 /// Set when the kernel refused `MADV_POPULATE_WRITE` (before Linux 5.14): arrays are then
 /// faulted in by their first writes.
 static POPULATE_UNSUPPORTED: AtomicBool = AtomicBool::new(false);
@@ -197,10 +207,12 @@ fn populate(m: &Arc<Mapping>) {
         if rc != 0 {
             if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
                 POPULATE_UNSUPPORTED.store(true, Ordering::Relaxed);
+                PREFAULT_SKIPPED.fetch_add(1, Ordering::Relaxed);
             }
             return;
         }
         at += n;
+        PREFAULTED_BYTES.fetch_add(n as u64, Ordering::Relaxed);
     }
 }
 
@@ -303,6 +315,7 @@ mod tests {
         a[5] = 7; // written before: kept
         let pages = std::mem::size_of_val(&*a) / 4096;
         assert!(resident_pages(&a) < pages);
+        let counted = PREFAULTED_BYTES.load(Ordering::Relaxed);
         assert!(a.populate_in_background(), "MADV_POPULATE_WRITE needs Linux 5.14");
         a[pages * 512 - 1] = 9; // written meanwhile: kept
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -310,6 +323,11 @@ mod tests {
             std::thread::yield_now();
         }
         assert_eq!(resident_pages(&a), pages);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while PREFAULTED_BYTES.load(Ordering::Relaxed) < counted + (pages * 4096) as u64 && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        assert!(PREFAULTED_BYTES.load(Ordering::Relaxed) >= counted + (pages * 4096) as u64, "counted for the metrics");
         assert_eq!((a[5], a[pages * 512 - 1]), (7, 9));
         assert_eq!(a.iter().filter(|&&x| x != 0).count(), 2);
         // An array of the allocator's is left to its first writes.
