@@ -176,8 +176,10 @@ pub static PREFAULT_SKIPPED: AtomicU64 = AtomicU64::new(0);
 static POPULATE_UNSUPPORTED: AtomicBool = AtomicBool::new(false);
 /// `MADV_POPULATE_WRITE` (Linux 5.14), for a libc crate that lacks it.
 const MADV_POPULATE_WRITE: libc::c_int = 23;
-/// Faulted in per call, so that a mapping given up meanwhile is not faulted in whole.
-const POPULATE_CHUNK: usize = 8 << 20;
+/// Faulted in per call: one huge page, so that a mapping given up meanwhile is not faulted in
+/// whole, and a worker's own `mmap` or `munmap` (which wait for the address space while the
+/// kernel populates) waits for one page's fault at most.
+const POPULATE_CHUNK: usize = 2 << 20;
 /// Mappings waiting for the helper (more are faulted in by their first writes).
 const POPULATE_QUEUE: usize = 64;
 
