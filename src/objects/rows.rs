@@ -329,9 +329,9 @@ macro_rules! row_maps {
                 match self { $(RowMap::$variant(m) => m.is_mapped(),)* }
             }
 
-            /// See `ZeroedSlots::populate_in_background`.
-            pub fn populate_in_background(&self) -> bool {
-                match self { $(RowMap::$variant(m) => m.populate_in_background(),)* }
+            /// See `ZeroedSlots::populator`.
+            pub fn populator(&self) -> Option<crate::objects::slots::Populate> {
+                match self { $(RowMap::$variant(m) => m.populator(),)* }
             }
 
             /// Empties the map, keeping its memory.

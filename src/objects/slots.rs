@@ -12,8 +12,11 @@
 //! virtual machine: 2.7 ms per megabyte for memory never used before, 0.05 ms for huge pages
 //! freed earlier, 0.4 ms on 4 KiB pages), and a worker that writes fresh memory at random
 //! stops receiving for that long. So an array made ahead of its use (a table's next array, a
-//! window's next table) is faulted in by a helper thread with `MADV_POPULATE_WRITE`, which
-//! allocates pages without writing to them: safe beside a worker already using the array.
+//! window's next table) is made and faulted in by the memory thread ([`in_background`]) with
+//! `MADV_POPULATE_WRITE`, which allocates pages without writing to them: safe beside a worker
+//! already using the array. That thread also frees the big arrays a worker is done with: while
+//! the kernel faults pages in it holds the address space, and a worker's own `mmap` or
+//! `munmap` waited for it (20-45 ms measured).
 
 use std::alloc::Layout;
 use std::ops::{Deref, DerefMut};
@@ -93,16 +96,13 @@ impl<T> ZeroedSlots<T> {
         unsafe { std::ptr::write_bytes(self.ptr.as_ptr(), 0, self.len) }
     }
 
-    /// Has a helper thread fault the whole array in, while the caller goes on (and may already
-    /// use it). Returns false when that cannot be done (a small array, a kernel without
-    /// `MADV_POPULATE_WRITE`, the helper busy): the pages then come in at their first write.
-    pub fn populate_in_background(&self) -> bool {
-        let Source::Mapped(m) = &self.source else { return false };
-        let queued = !POPULATE_UNSUPPORTED.load(Ordering::Relaxed) && populator().is_some_and(|tx| tx.try_send(m.clone()).is_ok());
-        if !queued {
-            PREFAULT_SKIPPED.fetch_add(1, Ordering::Relaxed);
+    /// What faults this array in when run (see [`Populate`]); `None` for an array of the
+    /// allocator's (small: its pages come in at their first write).
+    pub fn populator(&self) -> Option<Populate> {
+        match &self.source {
+            Source::Mapped(m) => Some(Populate(m.clone())),
+            _ => None,
         }
-        queued
     }
 
     /// Whether the array sits on its own huge-page mapping.
@@ -111,25 +111,26 @@ impl<T> ZeroedSlots<T> {
     }
 }
 
-/// A table's next slot array (twice its size), made before the table needs it and faulted in
-/// by the helper thread (see the module's doc), or, where it cannot, by the worker a page per
-/// new key: otherwise fresh memory's first writes would all come at once right after the
-/// growth, as the keys land all over the new array, and stop the worker that long. A table
-/// makes it when half full and grows at 5/8, so it sees an eighth of its slots' count in new
-/// keys in between: at a page per key the array (at most 128 bytes per slot of the table) is
-/// ready long before it is needed.
-pub struct NextArray<T> {
-    slots: ZeroedSlots<T>,
-    /// Bytes written once so far, from the start.
-    touched: usize,
+/// A table's next slot array (twice its size), made before the table needs it: by the
+/// memory thread, which also faults it in (see the module's doc), or, where it cannot, by the
+/// worker, which then faults it in a page per new key. Otherwise fresh memory's first writes
+/// would all come at once right after the growth, as the keys land all over the new array,
+/// and stop the worker that long. A table makes it when half full and grows at 5/8, so it sees
+/// an eighth of its slots' count in new keys in between: at a page per key the array (at most
+/// 128 bytes per slot of the table) is ready long before it is needed.
+pub enum NextArray<T> {
+    /// Being made and faulted in by the memory thread: there once made.
+    Background { n: usize, made: Arc<parking_lot::Mutex<Option<ZeroedSlots<T>>>> },
+    /// Made here; its first `touched` bytes have been written once.
+    Here { slots: ZeroedSlots<T>, touched: usize },
 }
 
-/// Bytes of the next array faulted in per new key.
+/// Bytes of the next array faulted in per new key, when made here.
 const TOUCH_PER_KEY: usize = 4096;
 /// Tables smaller than this make their next array when they grow (faulting it in is quick).
 const NEXT_ARRAY_FROM_BYTES: usize = 1 << 20;
 
-impl<T> NextArray<T> {
+impl<T: Send + 'static> NextArray<T> {
     /// Whether a table of `slots` holding `len` keys should be making its next array: it is
     /// half full, and big enough for this to matter.
     #[inline]
@@ -137,31 +138,60 @@ impl<T> NextArray<T> {
         len * 2 >= slots.len() && std::mem::size_of_val(&**slots) >= NEXT_ARRAY_FROM_BYTES
     }
 
-    /// Makes the array of `n` slots in `next` if not yet there, and faults in one more page.
+    /// Has the array of `n` slots made in `next` if not yet asked for; when made here, faults
+    /// in one more page of it.
     ///
     /// # Safety
     /// As [`ZeroedSlots::new`]: all-zero bytes must be a valid value of `T`.
     pub unsafe fn prepare(next: &mut Option<Self>, n: usize) {
         let a = next.get_or_insert_with(|| {
-            // SAFETY: passed on to the caller.
-            let slots = unsafe { ZeroedSlots::new(n) };
-            // Faulted in by the helper thread, or else here, a page per new key.
-            let touched = if slots.populate_in_background() { usize::MAX } else { 0 };
-            NextArray { slots, touched }
+            let made = Arc::new(parking_lot::Mutex::new(None));
+            let to = made.clone();
+            // SAFETY (both): passed on to the caller.
+            let queued = in_background(move || {
+                let slots = unsafe { ZeroedSlots::new(n) };
+                let populate = slots.populator();
+                *to.lock() = Some(slots);
+                if let Some(p) = populate {
+                    p.run();
+                }
+            });
+            if queued {
+                return NextArray::Background { n, made };
+            }
+            PREFAULT_SKIPPED.fetch_add(1, Ordering::Relaxed);
+            NextArray::Here { slots: unsafe { ZeroedSlots::new(n) }, touched: 0 }
         });
-        let bytes = std::mem::size_of_val(&*a.slots);
-        if a.touched < bytes {
-            let base = a.slots.as_mut_ptr() as *mut u8;
-            // SAFETY: within the array; a zero byte written over a zero byte changes nothing.
-            unsafe { std::ptr::write_volatile(base.add(a.touched), 0) };
-            a.touched += TOUCH_PER_KEY;
+        if let NextArray::Here { slots, touched } = a {
+            if *touched < std::mem::size_of_val(&**slots) {
+                let base = slots.as_mut_ptr() as *mut u8;
+                // SAFETY: within the array; a zero byte written over a zero byte changes nothing.
+                unsafe { std::ptr::write_volatile(base.add(*touched), 0) };
+                *touched += TOUCH_PER_KEY;
+            }
         }
     }
 
-    /// The array made for growing into `n` slots, if there is one of that length (one of
-    /// another length stays).
+    /// The array made for growing into `n` slots, if it is ready and of that length (one of
+    /// another length stays; one still being made is given up: the table makes its own).
     pub fn take(next: &mut Option<Self>, n: usize) -> Option<ZeroedSlots<T>> {
-        next.take_if(|a| a.slots.len() == n).map(|a| a.slots)
+        match next.take_if(|a| match a {
+            NextArray::Background { n: m, .. } => *m == n,
+            NextArray::Here { slots, .. } => slots.len() == n,
+        })? {
+            NextArray::Background { made, .. } => made.lock().take(),
+            NextArray::Here { slots, .. } => Some(slots),
+        }
+    }
+}
+
+/// Frees an array on the memory thread (a big one's `munmap` waits for the address space,
+/// which the kernel may hold while it faults pages in for another thread), or here when it is
+/// small or the thread is busy.
+pub fn free_in_background<T: Send + 'static>(slots: ZeroedSlots<T>) {
+    if slots.is_mapped() {
+        // (When it cannot be queued, the job, and the array with it, is dropped right here.)
+        in_background(move || drop(slots));
     }
 }
 
@@ -180,41 +210,50 @@ const MADV_POPULATE_WRITE: libc::c_int = 23;
 /// whole, and a worker's own `mmap` or `munmap` (which wait for the address space while the
 /// kernel populates) waits for one page's fault at most.
 const POPULATE_CHUNK: usize = 2 << 20;
-/// Mappings waiting for the helper (more are faulted in by their first writes).
-const POPULATE_QUEUE: usize = 64;
+/// Jobs waiting for the memory thread (more are done by the caller, or not at all).
+const JOB_QUEUE: usize = 64;
 
-/// The helper thread's queue (started at first use; `None` if it could not start).
-fn populator() -> Option<&'static std::sync::mpsc::SyncSender<Arc<Mapping>>> {
-    static TX: OnceLock<Option<std::sync::mpsc::SyncSender<Arc<Mapping>>>> = OnceLock::new();
-    TX.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Mapping>>(POPULATE_QUEUE);
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Runs `job` on the memory thread (started at first use), which makes, faults in and frees
+/// big arrays for the workers. Returns false, and drops the job, when it cannot be queued.
+pub fn in_background(job: impl FnOnce() + Send + 'static) -> bool {
+    static TX: OnceLock<Option<std::sync::mpsc::SyncSender<Job>>> = OnceLock::new();
+    let tx = TX.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(JOB_QUEUE);
         let spawned = std::thread::Builder::new().name("prefault".into()).spawn(move || {
-            for m in rx {
-                populate(&m);
+            for job in rx {
+                job();
             }
         });
         spawned.ok().map(|_| tx)
-    })
-    .as_ref()
+    });
+    tx.as_ref().is_some_and(|tx| tx.try_send(Box::new(job)).is_ok())
 }
 
-/// Faults a mapping in, a chunk at a time, as long as its array still holds it.
-fn populate(m: &Arc<Mapping>) {
-    let mut at = 0;
-    while at < m.len && Arc::strong_count(m) > 1 {
-        let n = POPULATE_CHUNK.min(m.len - at);
-        // SAFETY: within the mapping, kept alive by `m`; the kernel allocates pages not yet
-        // there and changes no byte of those that are.
-        let rc = unsafe { libc::madvise(m.start.add(at) as *mut libc::c_void, n, MADV_POPULATE_WRITE) };
-        if rc != 0 {
-            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
-                POPULATE_UNSUPPORTED.store(true, Ordering::Relaxed);
-                PREFAULT_SKIPPED.fetch_add(1, Ordering::Relaxed);
+/// Faults a mapped array in on the thread that runs it, a chunk at a time, as long as the
+/// array still holds the mapping. `MADV_POPULATE_WRITE` allocates the pages not yet there and
+/// changes no byte of those that are: safe while the array is in use elsewhere.
+pub struct Populate(Arc<Mapping>);
+
+impl Populate {
+    pub fn run(self) {
+        let m = &self.0;
+        let mut at = 0;
+        while at < m.len && Arc::strong_count(m) > 1 && !POPULATE_UNSUPPORTED.load(Ordering::Relaxed) {
+            let n = POPULATE_CHUNK.min(m.len - at);
+            // SAFETY: within the mapping, kept alive by `m`.
+            let rc = unsafe { libc::madvise(m.start.add(at) as *mut libc::c_void, n, MADV_POPULATE_WRITE) };
+            if rc != 0 {
+                if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+                    POPULATE_UNSUPPORTED.store(true, Ordering::Relaxed);
+                    PREFAULT_SKIPPED.fetch_add(1, Ordering::Relaxed);
+                }
+                return;
             }
-            return;
+            at += n;
+            PREFAULTED_BYTES.fetch_add(n as u64, Ordering::Relaxed);
         }
-        at += n;
-        PREFAULTED_BYTES.fetch_add(n as u64, Ordering::Relaxed);
     }
 }
 
@@ -318,7 +357,8 @@ mod tests {
         let pages = std::mem::size_of_val(&*a) / 4096;
         assert!(resident_pages(&a) < pages);
         let counted = PREFAULTED_BYTES.load(Ordering::Relaxed);
-        assert!(a.populate_in_background(), "MADV_POPULATE_WRITE needs Linux 5.14");
+        let populate = a.populator().expect("a mapped array");
+        assert!(in_background(move || populate.run()));
         a[pages * 512 - 1] = 9; // written meanwhile: kept
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while resident_pages(&a) < pages && std::time::Instant::now() < deadline {
@@ -332,8 +372,9 @@ mod tests {
         assert!(PREFAULTED_BYTES.load(Ordering::Relaxed) >= counted + (pages * 4096) as u64, "counted for the metrics");
         assert_eq!((a[5], a[pages * 512 - 1]), (7, 9));
         assert_eq!(a.iter().filter(|&&x| x != 0).count(), 2);
+        assert!(!POPULATE_UNSUPPORTED.load(Ordering::Relaxed), "MADV_POPULATE_WRITE needs Linux 5.14");
         // An array of the allocator's is left to its first writes.
         // SAFETY: as above.
-        assert!(!unsafe { ZeroedSlots::<u64>::new(1000) }.populate_in_background());
+        assert!(unsafe { ZeroedSlots::<u64>::new(1000) }.populator().is_none());
     }
 }

@@ -13,7 +13,7 @@
 //! is half full and faulted in a page per new key (see [`NextArray`]). Moving all rows at
 //! once into fresh memory stopped the worker 130-430 ms per growth at a flood's start.
 
-use super::slots::{NextArray, ZeroedSlots};
+use super::slots::{free_in_background, NextArray, Populate, ZeroedSlots};
 
 /// Bit set in the last key word of an occupied slot (the NULL-bits word uses only the low
 /// bits, one per key field).
@@ -243,6 +243,8 @@ impl<const N: usize, const A: usize> PackedTable<N, A> {
         leaving.from = end;
         if leaving.left > 0 {
             self.leaving = Some(leaving);
+        } else {
+            free_in_background(leaving.slots);
         }
     }
 
@@ -277,9 +279,9 @@ impl<const N: usize, const A: usize> PackedTable<N, A> {
         self.slots.is_mapped()
     }
 
-    /// See [`ZeroedSlots::populate_in_background`].
-    pub fn populate_in_background(&self) -> bool {
-        self.slots.populate_in_background()
+    /// See [`ZeroedSlots::populator`].
+    pub fn populator(&self) -> Option<Populate> {
+        self.slots.populator()
     }
 
     /// Whether this table, empty, suits a window expected to hold `rows` rows: it would not

@@ -18,7 +18,7 @@
 //! batch), so a row access is neither a dispatch nor a loop over a runtime number of fields.
 
 use super::{PackedKey, Row, MAVG_WORDS, MAX_MEMBERS};
-use crate::objects::slots::{NextArray, ZeroedSlots};
+use crate::objects::slots::{free_in_background, NextArray, ZeroedSlots};
 
 /// Set in the last key word of an occupied slot.
 const OCCUPIED: u64 = 1 << 63;
@@ -240,7 +240,7 @@ impl Rows {
 }
 
 /// What the table needs of a slot type.
-pub(super) trait Slot: Clone {
+pub(super) trait Slot: Send + 'static + Clone {
     const WORDS: usize;
     /// Sums kept (the moving average's aggregable fields).
     const SUMS: usize;
@@ -369,7 +369,9 @@ impl<S: Slot> RowTable<S> {
         Self::mark_removed(&mut moving.slots[j]);
         moving.left -= 1;
         if moving.left == 0 {
-            self.moving = None;
+            if let Some(done) = self.moving.take() {
+                free_in_background(done.slots);
+            }
         }
         i
     }
