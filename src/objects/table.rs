@@ -9,9 +9,9 @@
 //!
 //! A table grows (doubles) at 5/8 full without stopping the worker: the rows of the array it
 //! leaves are added into the new one a few per insertion (a window only sums, so a row moved
-//! after its key came back is simply added to it), and the new array is made when the table
-//! is half full and faulted in a page per new key (see [`NextArray`]). Moving all rows at
-//! once into fresh memory stopped the worker 130-430 ms per growth at a flood's start.
+//! after its key came back is simply added to it), and the new array is made ahead, when the
+//! table is half full (see [`NextArray`]). Moving all rows at once into fresh memory stopped
+//! the worker 130-430 ms per growth at a flood's start.
 
 use super::slots::{free_in_background, NextArray, Populate, ZeroedSlots};
 
@@ -212,7 +212,11 @@ impl<const N: usize, const A: usize> PackedTable<N, A> {
             // SAFETY: all-zero bytes are an empty slot (see `empty_slots`).
             unsafe { NextArray::prepare(&mut self.next, self.slots.len() * 2) };
         }
-        self.watch = Self::watch_for(self.len, &self.slots);
+        self.watch = match self.next {
+            // Made elsewhere: nothing to do here until the growth.
+            Some(NextArray::Background { .. }) => self.slots.len() * 5 / 8,
+            _ => Self::watch_for(self.len, &self.slots),
+        };
     }
 
     /// Doubles the slots: the rows move into the new array from now on, a few per insertion

@@ -9,7 +9,9 @@
 //! fault at its first write: a new map per window stalled the worker for up to 150 ms after
 //! every window start, losing datagrams in a flood. So maps go round: the export thread empties
 //! a written window's map and leaves it in the window's [`Spare`], where the worker takes it
-//! (memory in place, only zeroed) when the window after next starts.
+//! (memory in place, only zeroed) when the window after next starts. A window that outgrew
+//! that map (a flood began) has a bigger one made ahead, off the worker
+//! ([`Window::prepare_next`]).
 
 use super::rows::{KeyLayout, RowMap, MAX_WORDS};
 use super::slots;
