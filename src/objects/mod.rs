@@ -104,7 +104,7 @@ impl Objects {
 
     /// Starts the moving averages' once-per-second sweep when the clock has reached it, and
     /// goes on with one under way, looking at no more table slots than `budget` allows (and
-    /// taking them off it), unless the sweep started [`SWEEP_SPREAD_MS`] ago. Any worker may
+    /// taking them off it), unless the sweep started `SWEEP_SPREAD_MS` ago. Any worker may
     /// call this at each tick; one at a time does the work.
     pub fn sweep_if_due(&self, now_ms: u64, budget: &mut usize) {
         let mut state = if self.sweeping.load(Ordering::Relaxed) {

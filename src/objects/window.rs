@@ -11,7 +11,7 @@
 //! a written window's map and leaves it in the window's [`Spare`], where the worker takes it
 //! (memory in place, only zeroed) when the window after next starts. A window that outgrew
 //! that map (a flood began) has a bigger one made ahead, off the worker
-//! ([`Window::prepare_next`]).
+//! (`Window::prepare_next`).
 
 use super::rows::{KeyLayout, RowMap, MAX_WORDS};
 use super::slots;

@@ -15,7 +15,7 @@ use super::*;
 /// Most rows of a big table are quiet: no limit active, none over at the last update. For
 /// a moving average with overlimits only, such a row was under every threshold then and has
 /// only decayed since, so the sweep has nothing to find in it and only decides whether the key
-/// is kept ([`quiet_row_kept`]). After the thresholds changed (reload), one pass looks at every
+/// is kept (`quiet_row_kept`). After the thresholds changed (reload), one pass looks at every
 /// row, as a lowered threshold may have put a quiet row over.
 pub struct SweepPass {
     members: Vec<Arc<Mavg>>,
