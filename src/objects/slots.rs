@@ -149,9 +149,15 @@ impl<T: Send + 'static> NextArray<T> {
             let to = made.clone();
             // SAFETY (both): passed on to the caller.
             let queued = in_background(move || {
+                if Arc::strong_count(&to) == 1 {
+                    return; // the table grew (or went) before this ran
+                }
                 let slots = unsafe { ZeroedSlots::new(n) };
                 let populate = slots.populator();
                 *to.lock() = Some(slots);
+                // Not held while populating: when the table lets the array go (grown without
+                // it), the array goes and the populating stops.
+                drop(to);
                 if let Some(p) = populate {
                     p.run();
                 }

@@ -278,6 +278,9 @@ impl Window {
         }
         let (words, sums, spare) = (self.spec.layout.words, self.spec.aggs.len(), self.spare.clone());
         let queued = slots::in_background(move || {
+            if Arc::strong_count(&spare) == 1 {
+                return; // the window went (reload) before this ran
+            }
             let next = RowMap::new(words, sums, rows * 2);
             let populate = next.populator();
             spare.give(next);
