@@ -329,11 +329,6 @@ macro_rules! row_maps {
                 match self { $(RowMap::$variant(m) => m.is_mapped(),)* }
             }
 
-            /// See `ZeroedSlots::populator`.
-            pub fn populator(&self) -> Option<crate::objects::slots::Populate> {
-                match self { $(RowMap::$variant(m) => m.populator(),)* }
-            }
-
             /// Empties the map, keeping its memory.
             pub fn clear(&mut self) {
                 match self { $(RowMap::$variant(m) => m.clear(),)* }
@@ -343,6 +338,12 @@ macro_rules! row_maps {
             /// `rows` rows (see `PackedTable::suits`).
             pub fn suits(&self, rows: usize) -> bool {
                 match self { $(RowMap::$variant(m) => m.suits(rows),)* }
+            }
+        }
+
+        impl crate::objects::slots::HasSlots for RowMap {
+            fn populator(&self) -> Option<crate::objects::slots::Populate> {
+                match self { $(RowMap::$variant(m) => m.populator(),)* }
             }
         }
     };

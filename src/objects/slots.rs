@@ -146,26 +146,11 @@ impl<T: Send + 'static> NextArray<T> {
     pub unsafe fn prepare(next: &mut Option<Self>, n: usize) {
         let a = next.get_or_insert_with(|| {
             let made = Arc::new(parking_lot::Mutex::new(None));
-            let to = made.clone();
             // SAFETY (both): passed on to the caller.
-            let queued = in_background(move || {
-                if Arc::strong_count(&to) == 1 {
-                    return; // the table grew (or went) before this ran
-                }
-                let slots = unsafe { ZeroedSlots::new(n) };
-                let populate = slots.populator();
-                *to.lock() = Some(slots);
-                // Not held while populating: when the table lets the array go (grown without
-                // it), the array goes and the populating stops.
-                drop(to);
-                if let Some(p) = populate {
-                    p.run();
-                }
-            });
+            let queued = make_in_background(made.clone(), move || unsafe { ZeroedSlots::new(n) }, |to, slots| *to.lock() = Some(slots));
             if queued {
                 return NextArray::Background { n, made };
             }
-            PREFAULT_SKIPPED.fetch_add(1, Ordering::Relaxed);
             NextArray::Here { slots: unsafe { ZeroedSlots::new(n) }, touched: 0 }
         });
         if let NextArray::Here { slots, touched } = a {
@@ -175,6 +160,16 @@ impl<T: Send + 'static> NextArray<T> {
                 unsafe { std::ptr::write_volatile(base.add(*touched), 0) };
                 *touched += TOUCH_PER_KEY;
             }
+        }
+    }
+
+    /// Whether [`NextArray::prepare`] has more to do: the array not asked for yet, or made
+    /// here and not all faulted in (a table need not call it per new key otherwise).
+    pub fn wants_more(next: &Option<Self>) -> bool {
+        match next {
+            None => true,
+            Some(NextArray::Background { .. }) => false,
+            Some(NextArray::Here { slots, touched }) => *touched < std::mem::size_of_val(&**slots),
         }
     }
 
@@ -188,6 +183,46 @@ impl<T: Send + 'static> NextArray<T> {
             NextArray::Background { made, .. } => made.lock().take(),
             NextArray::Here { slots, .. } => Some(slots),
         }
+    }
+}
+
+/// Has the memory thread make an array-holding value with `make`, hand it to `owner` with
+/// `deliver`, then fault the array in: unless `owner`'s last other holder has let it go by then
+/// (the table grew without it, the window went), in which case nothing is made. The job does
+/// not hold the array while faulting it in, so that stops as soon as the owner drops it.
+/// Returns false (counted in `PREFAULT_SKIPPED`) when the job cannot be queued: the caller
+/// then makes its own.
+pub fn make_in_background<O, V>(owner: Arc<O>, make: impl FnOnce() -> V + Send + 'static, deliver: impl FnOnce(&O, V) + Send + 'static) -> bool
+where
+    O: Send + Sync + 'static,
+    V: HasSlots,
+{
+    let queued = in_background(move || {
+        if Arc::strong_count(&owner) == 1 {
+            return;
+        }
+        let v = make();
+        let populate = v.populator();
+        deliver(&owner, v);
+        drop(owner);
+        if let Some(p) = populate {
+            p.run();
+        }
+    });
+    if !queued {
+        PREFAULT_SKIPPED.fetch_add(1, Ordering::Relaxed);
+    }
+    queued
+}
+
+/// A value holding a slot array that [`make_in_background`] can fault in.
+pub trait HasSlots: Send + 'static {
+    fn populator(&self) -> Option<Populate>;
+}
+
+impl<T: Send + 'static> HasSlots for ZeroedSlots<T> {
+    fn populator(&self) -> Option<Populate> {
+        ZeroedSlots::populator(self)
     }
 }
 

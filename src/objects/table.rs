@@ -212,11 +212,7 @@ impl<const N: usize, const A: usize> PackedTable<N, A> {
             // SAFETY: all-zero bytes are an empty slot (see `empty_slots`).
             unsafe { NextArray::prepare(&mut self.next, self.slots.len() * 2) };
         }
-        self.watch = match self.next {
-            // Made elsewhere: nothing to do here until the growth.
-            Some(NextArray::Background { .. }) => self.slots.len() * 5 / 8,
-            _ => Self::watch_for(self.len, &self.slots),
-        };
+        self.watch = if NextArray::wants_more(&self.next) { Self::watch_for(self.len, &self.slots) } else { self.slots.len() * 5 / 8 };
     }
 
     /// Doubles the slots: the rows move into the new array from now on, a few per insertion

@@ -44,8 +44,7 @@ impl Spare {
     /// The map left, if it suits a window of about `rows` rows (else it stays, until the next
     /// one given replaces it).
     fn take_for(&self, rows: usize) -> Option<RowMap> {
-        let mut spare = self.0.lock();
-        spare.as_ref().is_some_and(|m| m.suits(rows)).then(|| spare.take()).flatten()
+        self.0.lock().take_if(|m| m.suits(rows))
     }
 }
 
@@ -276,22 +275,10 @@ impl Window {
         if !self.rows.is_mapped() || self.spare.suits(rows) {
             return;
         }
-        let (words, sums, spare) = (self.spec.layout.words, self.spec.aggs.len(), self.spare.clone());
-        let queued = slots::in_background(move || {
-            if Arc::strong_count(&spare) == 1 {
-                return; // the window went (reload) before this ran
-            }
-            let next = RowMap::new(words, sums, rows * 2);
-            let populate = next.populator();
-            spare.give(next);
-            if let Some(p) = populate {
-                p.run();
-            }
-        });
-        if queued {
+        let (words, sums) = (self.spec.layout.words, self.spec.aggs.len());
+        let make = move || RowMap::new(words, sums, rows * 2);
+        if slots::make_in_background(self.spare.clone(), make, Spare::give) {
             self.look_at = u64::MAX;
-        } else {
-            slots::PREFAULT_SKIPPED.fetch_add(1, Ordering::Relaxed);
         }
     }
 

@@ -272,8 +272,8 @@ pub(super) struct RowTable<S: Slot> {
     /// stops a worker for long (moving them all at once took a quarter of a second at 1.9
     /// million keys).
     moving: Option<Moving<S>>,
-    /// The slot array the table will grow into, made and faulted in a page at a time once the
-    /// table is half full.
+    /// The slot array the table will grow into, made ahead once the table is half full (see
+    /// [`NextArray`]).
     next: Option<NextArray<S>>,
 }
 
@@ -407,7 +407,7 @@ impl<S: Slot> RowTable<S> {
         debug_assert_eq!(rows.len(), S::MEMBERS);
         if (self.len + self.tombs + 1) * 8 > self.slots.len() * 5 {
             self.rebuild();
-        } else if NextArray::due(self.len, &self.slots) {
+        } else if NextArray::due(self.len, &self.slots) && NextArray::wants_more(&self.next) {
             self.prepare_growth();
         }
         let i = self.claim_slot(hash);
@@ -430,7 +430,7 @@ impl<S: Slot> RowTable<S> {
         PackedKey { n: S::WORDS as u8, w }
     }
 
-    /// Makes the array the table will grow into, and faults in one more page of it.
+    /// Has the array the table will grow into made (see [`NextArray::prepare`]).
     #[cold]
     fn prepare_growth(&mut self) {
         // SAFETY: as in `with_capacity`.
