@@ -48,6 +48,27 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Output directories: made at start when missing; a check only says so.
+    let used = |d: &&config::dirs::OutputDir| match d.key {
+        "export-dir" => !objects.windows.is_empty(),
+        "notifications-dir" => !objects.mavgs.is_empty(),
+        _ => true,
+    };
+    let wanted: Vec<_> = cfg.output_dirs.iter().filter(used).cloned().collect();
+    let dirs = config::dirs::prepare(&cfg.file, &wanted, !args.check_config);
+    for w in &dirs.warnings {
+        log::warn(w);
+    }
+    for e in &dirs.errors {
+        log::error(&e.to_string());
+    }
+    if !dirs.errors.is_empty() {
+        return ExitCode::from(2);
+    }
+    for d in &dirs.made {
+        let what = if args.check_config { "does not exist; it will be made at start" } else { "made" };
+        log::info(&format!("directory {} {what}", d.display()));
+    }
     if args.check_config {
         println!(
             "{}: configuration OK ({} monitoring objects, {} fixed windows)",

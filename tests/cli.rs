@@ -119,6 +119,42 @@ fn check_config_names_file_line_column_and_key() {
 }
 
 #[test]
+fn output_directories_are_made_at_start_and_a_blocked_one_stops_it() {
+    let d = workdir("outdirs");
+    let f = config(&d, 2055);
+    std::fs::remove_dir_all(d.join("exp")).unwrap();
+    let text = std::fs::read_to_string(&f).unwrap().replace(r#""export-dir": "exp""#, r#""export-dir": "out/exp", "notifications-dir": "out/notes""#);
+    std::fs::write(&f, &text).unwrap();
+    // A check says what start will make, and makes nothing.
+    let out = bin().arg("-c").arg(&f).arg("--check-config").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("directory {} does not exist; it will be made at start", d.join("out/exp").display())), "{err}");
+    assert!(!d.join("out").exists());
+    // A replay makes them and writes its exports there: the capture's 100 flows in one row.
+    let out = bin().arg("-c").arg(&f).arg("--read-pcap").arg(data_dir().join("exporters/softflowd-v9.pcap")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("directory {} made", d.join("out/exp").display())), "{err}");
+    assert!(err.contains("export files 1, rows 1") && !err.contains("lost"), "{err}");
+    assert!(!d.join("out/notes").exists(), "no moving average: notifications-dir is not used");
+    assert_eq!(std::fs::read_dir(d.join("out/exp")).unwrap().count(), 1);
+    // A file where the directory should be: both a check and a start stop with the key named.
+    std::fs::write(d.join("blocked"), "").unwrap();
+    std::fs::write(&f, text.replace("out/exp", "blocked/exp")).unwrap();
+    let col = std::fs::read_to_string(&f).unwrap().lines().find(|l| l.contains("blocked/exp")).unwrap().find(r#""blocked/exp""#).unwrap() + 1;
+    let line = std::fs::read_to_string(&f).unwrap().lines().position(|l| l.contains("blocked/exp")).unwrap() + 1;
+    for args in [vec!["--check-config"], vec!["--read-pcap", data_dir().join("exporters/softflowd-v9.pcap").to_str().unwrap()]] {
+        let out = bin().arg("-c").arg(&f).args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let want = format!("{}:{line}:{col}: 'export-dir': directory {} does not exist and cannot be made", f.display(), d.join("blocked/exp").display());
+        assert!(err.contains(&want), "{args:?}: {err}\nwanted {want}");
+    }
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
 fn missing_config_file_is_an_error() {
     let out = bin().args(["-c", "/nonexistent/xenoeye.conf", "--check-config"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));

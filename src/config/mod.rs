@@ -6,6 +6,7 @@
 //! so configs of the original with keys we do not use (`clsf-dir`, `geodb`...) keep working.
 //! Relative paths are resolved against the directory of the file that names them.
 
+pub mod dirs;
 pub mod json;
 
 use crate::devices::{Device, Devices};
@@ -97,6 +98,8 @@ pub struct Config {
     pub lua: LuaSettings,
     /// Keys present in the file that this version does not use (for a debug message).
     pub ignored_keys: Vec<String>,
+    /// The directories written to (see [`dirs::prepare`]).
+    pub output_dirs: Vec<dirs::OutputDir>,
 }
 
 const KNOWN_KEYS: &[&str] = &[
@@ -182,6 +185,9 @@ fn from_node(file: &Path, root: &Node, errors: &mut Vec<ConfigError>) -> Config 
         },
     };
     let lua = lua_settings(file, base, root.get("lua"), errors);
+    let export_dir = path_key("export-dir", "/var/lib/xenoeye/exp", errors);
+    let notifications_dir = path_key("notifications-dir", "/var/lib/xenoeye/notifications", errors);
+    let output_dirs = output_dirs(root, &export_dir, &notifications_dir, &templates_db, &dump_flows);
     let ignored_keys = root
         .members()
         .iter()
@@ -198,9 +204,9 @@ fn from_node(file: &Path, root: &Node, errors: &mut Vec<ConfigError>) -> Config 
         devices_file,
         devices,
         mo_dir: path_key("mo-dir", "/var/lib/xenoeye/mo", errors),
-        export_dir: path_key("export-dir", "/var/lib/xenoeye/exp", errors),
+        export_dir,
         iplists_dir: path_key("iplists-dir", "/var/lib/xenoeye/iplists", errors),
-        notifications_dir: path_key("notifications-dir", "/var/lib/xenoeye/notifications", errors),
+        notifications_dir,
         db_type,
         db_export,
         script_timeout,
@@ -208,7 +214,18 @@ fn from_node(file: &Path, root: &Node, errors: &mut Vec<ConfigError>) -> Config 
         metrics_listen,
         lua,
         ignored_keys,
+        output_dirs,
     }
+}
+
+/// The directories the collector writes to, each with the key (and its place) naming it.
+fn output_dirs(root: &Node, export_dir: &Path, notifications_dir: &Path, templates_db: &Path, dump_flows: &DumpTarget) -> Vec<dirs::OutputDir> {
+    let parent = |p: &Path| p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+    let mut out = vec![("export-dir", export_dir.to_path_buf()), ("notifications-dir", notifications_dir.to_path_buf()), ("templates.db", parent(templates_db))];
+    if let DumpTarget::File(f) = dump_flows {
+        out.push(("debug.dump-flows", parent(f)));
+    }
+    out.into_iter().map(|(key, dir)| dirs::OutputDir { key, dir, at: lookup_path(root, key).map(|n| (n.line, n.col)) }).collect()
 }
 
 fn lua_settings(file: &Path, base: &Path, node: Option<&Node>, errors: &mut Vec<ConfigError>) -> LuaSettings {
