@@ -130,9 +130,13 @@ fn lua_module_writes_the_same_messages_as_the_shell_scripts() {
     let lua = d.join("lua");
     std::fs::create_dir_all(&shell).unwrap();
     std::fs::create_dir_all(&lua).unwrap();
-    // The shell scripts with the argv xenoeye gives them.
-    run_script("on-start.sh", &shell, &ARGV);
-    run_script("on-stop.sh", &shell, &ARGV);
+    // The shell scripts with the argv xenoeye gives them (its notifications directory here).
+    let notifications = d.join("notifications");
+    let file = notifications.join("victim-m-level1-10.0.0.9-6");
+    let mut argv = ARGV;
+    argv[3] = file.to_str().unwrap();
+    run_script("on-start.sh", &shell, &argv);
+    run_script("on-stop.sh", &shell, &argv);
     // The Lua module from a hook of an object, for the same event, through the collector.
     std::fs::create_dir_all(d.join("mo/victim")).unwrap();
     std::fs::write(
@@ -150,15 +154,16 @@ fn lua_module_writes_the_same_messages_as_the_shell_scripts() {
         ),
     )
     .unwrap();
-    std::fs::create_dir_all(d.join("notifications")).unwrap();
+    std::fs::create_dir_all(&notifications).unwrap();
     std::fs::write(d.join("devices.conf"), "[]").unwrap();
     let conf = d.join("xenoeye.conf");
     std::fs::write(
         &conf,
         format!(
             r#"{{ "capture": [ {{"socket": {{"port": 2055}}}} ], "templates": {{"db": "t.db"}}, "devices": "devices.conf",
-                 "mo-dir": "mo", "notifications-dir": "/var/lib/xenoeye/notifications",
+                 "mo-dir": "mo", "notifications-dir": "{}",
                  "lua": {{"write-dirs": ["{}"], "lib-dir": "{}"}} }}"#,
+            notifications.display(),
             lua.display(),
             Path::new(env!("CARGO_MANIFEST_DIR")).join("lua").display()
         ),
