@@ -105,8 +105,7 @@ fn pipeline(c: &mut Criterion) {
             b.iter(|| {
                 for p in &packets {
                     now_us += 15;
-                    let t = now_us / 1000;
-                    pipeline.tick(t);
+                    let t = pipeline.tick(now_us / 1000);
                     decoder.decode(&Datagram { bytes: black_box(p), exporter, time_ms: t }, &mut pipeline);
                 }
                 // Closed windows would go to the export thread; here they are dropped.

@@ -18,6 +18,7 @@ use crate::flow::Flow;
 use crate::log;
 use crate::metrics;
 use crate::systemd;
+use crate::objects::clock::MavgClock;
 use crate::objects::{self, LiveObjects, Objects, WorkerObjects};
 use std::sync::mpsc::{channel, sync_channel, Sender};
 use std::collections::HashMap;
@@ -114,6 +115,8 @@ pub struct Pipeline {
     /// Table slots the moving averages' sweep may still look at before the worker next
     /// receives (see [`Pipeline::limit_sweep`]); unbounded unless limited.
     sweep_budget: usize,
+    /// The moving averages' time: the datagrams' without steps back.
+    mavg_clock: MavgClock,
 }
 
 impl Pipeline {
@@ -129,20 +132,32 @@ impl Pipeline {
             worker,
             tx,
             sweep_budget: usize::MAX,
+            mavg_clock: MavgClock::default(),
         })
     }
 
     /// Moves the worker's clock (unix ms): closed windows go to the export thread, and once a
-    /// second the moving averages are swept.
+    /// second the moving averages are swept. Returns the moving averages' time (see
+    /// [`MavgClock`]), which the flows of a datagram received now carry.
     #[inline]
-    pub fn tick(&mut self, now_ms: u64) {
+    pub fn tick(&mut self, now_ms: u64) -> u64 {
         if self.live.generation() != self.generation {
             self.switch();
         }
         if let Some(closed) = self.objects.advance(now_ms) {
             let _ = self.tx.send(Msg::Closed(closed));
         }
-        self.specs.sweep_if_due(now_ms, &mut self.sweep_budget);
+        let (mavg_ms, step) = self.mavg_clock.at(now_ms);
+        if let Some(back) = step {
+            log::warn(&format!(
+                "worker {}: the clock went back {:.1} s; moving averages go on from where they were and return to the clock over {:.0} minutes",
+                self.worker,
+                back as f64 / 1000.0,
+                MavgClock::catch_up_ms(back) as f64 / 60_000.0
+            ));
+        }
+        self.specs.sweep_if_due(mavg_ms, &mut self.sweep_budget);
+        mavg_ms
     }
 
     /// Lets the sweep look at no more than `slots` table slots until the next call (a live
@@ -306,12 +321,13 @@ impl ErrorReporter {
 
 /// Receives decoded flows and the clock of the datagrams they come from.
 pub trait ClockedSink: FlowSink {
-    fn tick(&mut self, now_ms: u64);
+    /// Moves the clock; returns the time the flows of a datagram received now carry.
+    fn tick(&mut self, now_ms: u64) -> u64;
 }
 
 impl ClockedSink for Pipeline {
     #[inline]
-    fn tick(&mut self, now_ms: u64) {
+    fn tick(&mut self, now_ms: u64) -> u64 {
         Pipeline::tick(self, now_ms)
     }
 }
@@ -321,8 +337,8 @@ impl ClockedSink for Pipeline {
 #[inline]
 fn process(batch: &Batch, decoder: &mut Decoder, sink: &mut impl ClockedSink) {
     for (i, m) in batch.meta.iter().enumerate() {
-        sink.tick(m.time_ms);
-        let dg = Datagram { bytes: batch.payload(i), exporter: m.from, time_ms: m.time_ms };
+        let time_ms = sink.tick(m.time_ms);
+        let dg = Datagram { bytes: batch.payload(i), exporter: m.from, time_ms };
         decoder.decode(&dg, sink);
     }
 }

@@ -6,6 +6,7 @@
 //! windows. The specs ([`Objects`]) are immutable and shared; each worker runs its own
 //! [`WorkerObjects`] with its own window maps, so matching and aggregating take no lock.
 
+pub mod clock;
 pub mod lua_conf;
 pub mod mavg;
 pub mod rows;

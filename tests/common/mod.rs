@@ -33,7 +33,9 @@ fn rec(r: &RecordView<'_>, flow: Option<Flow>) -> Rec {
 }
 
 impl xenoeye::daemon::ClockedSink for Record {
-    fn tick(&mut self, _now_ms: u64) {}
+    fn tick(&mut self, now_ms: u64) -> u64 {
+        now_ms
+    }
 }
 
 impl FlowSink for Record {
