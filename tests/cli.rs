@@ -119,7 +119,7 @@ fn check_config_names_file_line_column_and_key() {
 }
 
 #[test]
-fn output_directories_are_made_at_start_and_a_blocked_one_stops_it() {
+fn output_directories_are_made_a_blocked_one_stops_the_start_and_no_file_is_overwritten() {
     let d = workdir("outdirs");
     let f = config(&d, 2055);
     std::fs::remove_dir_all(d.join("exp")).unwrap();
@@ -139,6 +139,16 @@ fn output_directories_are_made_at_start_and_a_blocked_one_stops_it() {
     assert!(err.contains("export files 1, rows 1") && !err.contains("lost"), "{err}");
     assert!(!d.join("out/notes").exists(), "no moving average: notifications-dir is not used");
     assert_eq!(std::fs::read_dir(d.join("out/exp")).unwrap().count(), 1);
+    // The same window written again (as after a restart) goes beside the file not loaded yet.
+    let out = bin().arg("-c").arg(&f).arg("--read-pcap").arg(data_dir().join("exporters/softflowd-v9.pcap")).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is there still (a window closed twice: restart or reload)"));
+    let mut rows: Vec<String> = std::fs::read_dir(d.join("out/exp"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap().lines().filter(|l| l.contains("to_timestamp(")).collect::<String>())
+        .collect();
+    rows.dedup();
+    assert_eq!(rows.len(), 1, "two files, the same window's row in each: {rows:?}");
+    assert_eq!(std::fs::read_dir(d.join("out/exp")).unwrap().count(), 2);
     // A file where the directory should be: both a check and a start stop with the key named.
     std::fs::write(d.join("blocked"), "").unwrap();
     std::fs::write(&f, text.replace("out/exp", "blocked/exp")).unwrap();

@@ -15,7 +15,7 @@ use crate::log;
 use crate::objects::rows::RowMap;
 use crate::objects::window::{Closed, FwmSpec, Spare};
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use parking_lot::Mutex;
@@ -72,9 +72,25 @@ pub struct ExportStats {
 const RECENT: usize = 10;
 
 struct PendingFile {
-    path: PathBuf,
+    /// `<table>_<window start>.sql`, unless a file of that name is there (see [`free_name`]).
+    table: String,
+    start: u64,
     text: String,
     rows: usize,
+}
+
+/// Files tried past the window's own name before one is overwritten after all.
+const MAX_NAME_TRIES: u64 = 1000;
+
+/// The name to write a window's file under: `<table>_<start>.sql`, or when a file of that name
+/// is still there (not loaded yet), the first free `<table>_<start + k>.sql`. A window is
+/// written twice when a restart or a reload closed it early and the same window of the new
+/// process or configuration closed again: overwriting the first file lost its rows whenever the
+/// loader had not taken it yet. The rows keep the window's start as their time; only the name
+/// moves, keeping the form loaders and the original's tools expect.
+fn free_name(dir: &Path, table: &str, start: u64) -> PathBuf {
+    let name = |t: u64| dir.join(format!("{table}_{t}.sql"));
+    (start..start + MAX_NAME_TRIES).map(name).find(|p| std::fs::symlink_metadata(p).is_err()).unwrap_or_else(|| name(start))
 }
 
 /// A window not yet written: its workers' pieces merged so far.
@@ -172,7 +188,7 @@ impl Exporter {
             self.retry();
         }
         for f in &self.unwritten {
-            log::error(&format!("export file {} ({} rows) could not be written and is lost", f.path.display(), f.rows));
+            log::error(&format!("export file {} ({} rows) could not be written and is lost", self.cfg.dir.join(format!("{}_{}.sql", f.table, f.start)).display(), f.rows));
             self.stats.files_lost += 1;
         }
         if let Some(mut child) = self.db_export.take() {
@@ -253,31 +269,31 @@ impl Exporter {
                 }
             }
             let spec: &FwmSpec = &spec;
-            let file = PendingFile {
-                path: self.cfg.dir.join(format!("{}_{}.sql", spec.table, start)),
-                text: sql::render_pg(spec, start, &rows),
-                rows: rows.len(),
-            };
+            let file = PendingFile { table: spec.table.clone(), start, text: sql::render_pg(spec, start, &rows), rows: rows.len() };
             any |= self.write(file);
         }
         any
     }
 
     fn write(&mut self, f: PendingFile) -> bool {
-        match write_atomically(&f.path, f.text.as_bytes()) {
+        let path = free_name(&self.cfg.dir, &f.table, f.start);
+        if path.file_name() != Some(std::ffi::OsStr::new(&format!("{}_{}.sql", f.table, f.start))) {
+            log::info(&format!("{}_{}.sql is there still (a window closed twice: restart or reload); written as {}", f.table, f.start, path.display()));
+        }
+        match write_atomically(&path, f.text.as_bytes()) {
             Ok(()) => {
                 self.stats.files_written += 1;
                 self.stats.rows_written += f.rows as u64;
                 if self.stats.recent.len() == RECENT {
                     self.stats.recent.remove(0);
                 }
-                self.stats.recent.push(f.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+                self.stats.recent.push(path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
                 true
             }
             Err(e) => {
                 self.stats.write_failures += 1;
                 if self.fail_log.allow(Instant::now()) {
-                    log::error(&format!("cannot write {}: {e}; kept in memory, will retry", f.path.display()));
+                    log::error(&format!("cannot write {}: {e}; kept in memory, will retry", path.display()));
                 }
                 self.unwritten.push_back(f);
                 false
@@ -425,6 +441,27 @@ mod tests {
         let stats = h.join().unwrap();
         assert_eq!((stats.files_written, stats.files_lost), (1, 0));
         assert!(std::fs::read_to_string(dir.join("o_w_100.sql")).unwrap().contains("5 ,  6 );"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_window_written_again_never_overwrites_a_file_not_loaded_yet() {
+        let dir = tmp("again");
+        std::fs::create_dir_all(&dir).unwrap();
+        // Window 100 closed early (a restart or reload), then again by the next process; a
+        // file of the window after it (101) is there too.
+        std::fs::write(dir.join("o_w_101.sql"), "next window").unwrap();
+        for octets in [5, 7] {
+            let (tx, rx) = channel();
+            let h = spawn(cfg(&dir, 1), rx);
+            tx.send(Msg::Closed(vec![closed(0, 100, u64::MAX, 6, octets)])).unwrap();
+            tx.send(Msg::WorkerDone(0)).unwrap();
+            assert_eq!(h.join().unwrap().files_written, 1);
+        }
+        let read = |t: u64| std::fs::read_to_string(dir.join(format!("o_w_{t}.sql"))).unwrap();
+        assert!(read(100).contains("( to_timestamp(100),  5 ,  6 );"), "the first is kept");
+        assert_eq!(read(101), "next window");
+        assert!(read(102).contains("( to_timestamp(100),  7 ,  6 );"), "the second under the next free name, rows still at 100");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
