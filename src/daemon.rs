@@ -115,8 +115,11 @@ pub struct Pipeline {
     /// Table slots the moving averages' sweep may still look at before the worker next
     /// receives (see [`Pipeline::limit_sweep`]); unbounded unless limited.
     sweep_budget: usize,
-    /// The moving averages' time: the datagrams' without steps back.
+    /// The moving averages' time: the datagrams' without steps (see [`MavgClock`]).
     mavg_clock: MavgClock,
+    /// Live: when the pipeline started on the monotonic clock, and the last tick's time and
+    /// monotonic ms (read again only when the time changed).
+    monotonic: Option<(Instant, u64, u64)>,
 }
 
 impl Pipeline {
@@ -133,6 +136,7 @@ impl Pipeline {
             tx,
             sweep_budget: usize::MAX,
             mavg_clock: MavgClock::default(),
+            monotonic: None,
         })
     }
 
@@ -147,17 +151,35 @@ impl Pipeline {
         if let Some(closed) = self.objects.advance(now_ms) {
             let _ = self.tx.send(Msg::Closed(closed));
         }
-        let (mavg_ms, step) = self.mavg_clock.at(now_ms);
-        if let Some(back) = step {
+        let mono = self.monotonic_ms(now_ms);
+        let (mavg_ms, step) = self.mavg_clock.at(now_ms, mono);
+        if let Some(step) = step {
             log::warn(&format!(
-                "worker {}: the clock went back {:.1} s; moving averages go on from where they were and return to the clock over {:.0} minutes",
+                "worker {}: the clock {} {:.1} s; moving averages go on from where they were and make it up over {:.0} minutes",
                 self.worker,
-                back as f64 / 1000.0,
-                MavgClock::catch_up_ms(back) as f64 / 60_000.0
+                if step < 0 { "went back" } else { "jumped ahead" },
+                step.unsigned_abs() as f64 / 1000.0,
+                MavgClock::catch_up_ms(step) as f64 / 60_000.0
             ));
         }
         self.specs.sweep_if_due(mavg_ms, &mut self.sweep_budget);
         mavg_ms
+    }
+
+    /// Live: moving averages also follow the monotonic clock, so that a step of the system
+    /// clock either way is told from time that passed (see [`MavgClock`]).
+    pub fn use_monotonic_clock(&mut self) {
+        self.monotonic = Some((Instant::now(), 0, 0));
+    }
+
+    /// The monotonic ms at the tick of time `now_ms` (live only; read once per ms of `now_ms`).
+    #[inline]
+    fn monotonic_ms(&mut self, now_ms: u64) -> Option<u64> {
+        let (start, last_now, mono) = self.monotonic.as_mut()?;
+        if *last_now != now_ms {
+            (*last_now, *mono) = (now_ms, start.elapsed().as_millis() as u64);
+        }
+        Some(*mono)
     }
 
     /// Lets the sweep look at no more than `slots` table slots until the next call (a live
@@ -539,6 +561,7 @@ pub fn run(cfg: &Config, objects: Arc<Objects>) -> Result<Summary, String> {
         snapshots.push(snapshot.clone());
         let mut decoder = Decoder::new(devices.clone(), Some(store.clone()));
         let mut pipeline = Pipeline::new(cfg, &live, worker, tx.clone())?;
+        pipeline.use_monotonic_clock();
         log::info(&format!("listening: {name}"));
         let beat = Arc::new(std::sync::atomic::AtomicU64::new(capture::now_ms()));
         heartbeats.push(beat.clone());
