@@ -431,6 +431,7 @@ fn export_config(cfg: &Config, workers: usize, lua: std::sync::mpsc::SyncSender<
         workers,
         retry_every: Duration::from_secs(2),
         final_retry: Duration::from_secs(10),
+        max_backlog: (cfg.export_backlog_m as usize).saturating_mul(1 << 20),
         lua: Some(lua),
     }
 }

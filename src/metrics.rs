@@ -133,7 +133,8 @@ impl Registry {
         metric("export_files_total", "counter", "Export files written.", vec![(String::new(), e.files_written)]);
         metric("export_rows_total", "counter", "Rows written to export files.", vec![(String::new(), e.rows_written)]);
         metric("export_write_failures_total", "counter", "Failed attempts to write an export file (retried).", vec![(String::new(), e.write_failures)]);
-        metric("export_files_lost_total", "counter", "Export files given up at shutdown.", vec![(String::new(), e.files_lost)]);
+        metric("export_files_lost_total", "counter", "Export files given up (unwritten at shutdown, or the oldest past export-backlog-m).", vec![(String::new(), e.files_lost)]);
+        metric("export_backlog_bytes", "gauge", "Bytes of export files kept in memory until they can be written.", vec![(String::new(), e.backlog_bytes)]);
         metric("db_export_runs_total", "counter", "Runs of the db-export program.", vec![(String::new(), e.db_export_runs)]);
         let objects = self.live.get();
         let mavg_rows = |f: &dyn Fn(&crate::objects::mavg::Mavg) -> u64| {

@@ -92,6 +92,8 @@ pub struct Config {
     pub script_timeout: u64,
     /// Hook scripts running at once.
     pub max_scripts: usize,
+    /// MiB of export files kept in memory while they cannot be written.
+    pub export_backlog_m: u64,
     /// Where `/metrics` and the status page are served (`None`: not served).
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Lua hooks: settings of the `lua` object.
@@ -105,7 +107,7 @@ pub struct Config {
 const KNOWN_KEYS: &[&str] = &[
     "capture", "sflow-capture", "rcvbufsize_m", "templates", "debug", "devices", "mo-dir",
     "export-dir", "iplists-dir", "notifications-dir", "db-type", "db-export", "script-timeout",
-    "max-scripts", "metrics-listen", "lua",
+    "max-scripts", "metrics-listen", "lua", "export-backlog-m",
 ];
 
 /// Reads and validates `xenoeye.conf` and the devices file it names.
@@ -166,6 +168,7 @@ fn from_node(file: &Path, root: &Node, errors: &mut Vec<ConfigError>) -> Config 
         .filter(|s| !s.trim().is_empty())
         .map(|s| resolve(base, s));
     let script_timeout = root.get("script-timeout").map(|n| ok_or(n.as_u64(file, "script-timeout"), errors, 30)).unwrap_or(30).max(1);
+    let export_backlog_m = root.get("export-backlog-m").map(|n| ok_or(n.as_u64(file, "export-backlog-m"), errors, 1024)).unwrap_or(1024).max(1);
     let max_scripts = root.get("max-scripts").map(|n| ok_or(n.as_u64(file, "max-scripts"), errors, 16)).unwrap_or(16).max(1) as usize;
     let metrics_listen = match root.get("metrics-listen") {
         None => None,
@@ -211,6 +214,7 @@ fn from_node(file: &Path, root: &Node, errors: &mut Vec<ConfigError>) -> Config 
         db_export,
         script_timeout,
         max_scripts,
+        export_backlog_m,
         metrics_listen,
         lua,
         ignored_keys,
@@ -426,6 +430,7 @@ mod tests {
         assert_eq!(c.mo_dir, PathBuf::from("/var/lib/xenoeye/mo"));
         assert_eq!(c.db_type, "pg");
         assert_eq!(c.db_export, None);
+        assert_eq!(c.export_backlog_m, 1024);
         assert_eq!(c.ignored_keys.len(), 2);
         std::fs::remove_dir_all(&d).unwrap();
     }

@@ -49,6 +49,9 @@ pub struct ExportConfig {
     pub retry_every: Duration,
     /// How long to keep retrying unwritable files at shutdown.
     pub final_retry: Duration,
+    /// Bytes of unwritten files kept for retrying; past it the oldest are given up (a disk
+    /// full for days must not end in the collector killed for memory).
+    pub max_backlog: usize,
     /// Where windows with `export-lua` go (the hook thread).
     pub lua: Option<std::sync::mpsc::SyncSender<ExportEvent>>,
 }
@@ -59,8 +62,11 @@ pub struct ExportStats {
     pub files_written: u64,
     pub rows_written: u64,
     pub write_failures: u64,
-    /// Files still unwritten when the thread ended (named in the log).
+    /// Files given up: still unwritten when the thread ended, or the oldest of a backlog
+    /// past `max_backlog` (each named in the log).
     pub files_lost: u64,
+    /// Bytes of unwritten files kept for retrying.
+    pub backlog_bytes: u64,
     pub db_export_runs: u64,
     /// Windows for export-lua dropped because the hook queue was full.
     pub lua_dropped: u64,
@@ -110,6 +116,8 @@ struct Exporter {
     /// Merged rows of windows not yet complete, by (table, start).
     open: BTreeMap<(String, u64), OpenWindow>,
     unwritten: VecDeque<PendingFile>,
+    /// Bytes of `unwritten`.
+    backlog: usize,
     stats: ExportStats,
     db_export: Option<Child>,
     fail_log: log::RateLimit,
@@ -143,6 +151,7 @@ pub fn spawn(cfg: ExportConfig, rx: Receiver<Msg>) -> ExportHandle {
                 cfg,
                 open: BTreeMap::new(),
                 unwritten: VecDeque::new(),
+                backlog: 0,
                 stats: ExportStats::default(),
                 db_export: None,
                 fail_log: log::RateLimit::new(Duration::from_secs(10)),
@@ -295,16 +304,37 @@ impl Exporter {
                 if self.fail_log.allow(Instant::now()) {
                     log::error(&format!("cannot write {}: {e}; kept in memory, will retry", path.display()));
                 }
-                self.unwritten.push_back(f);
+                self.keep_for_retry(f);
                 false
             }
         }
+    }
+
+    /// Queues an unwritten file for the next retry; past `max_backlog` bytes, gives up the
+    /// oldest ones (counted and logged) rather than grow without bound.
+    fn keep_for_retry(&mut self, f: PendingFile) {
+        self.backlog += f.text.len();
+        self.unwritten.push_back(f);
+        while self.backlog > self.cfg.max_backlog && self.unwritten.len() > 1 {
+            let Some(old) = self.unwritten.pop_front() else { break };
+            self.backlog -= old.text.len();
+            self.stats.files_lost += 1;
+            log::error(&format!(
+                "export file {} ({} rows) given up: unwritten files past {} MiB",
+                self.cfg.dir.join(format!("{}_{}.sql", old.table, old.start)).display(),
+                old.rows,
+                self.cfg.max_backlog >> 20
+            ));
+        }
+        self.stats.backlog_bytes = self.backlog as u64;
     }
 
     fn retry(&mut self) {
         let mut any = false;
         for _ in 0..self.unwritten.len() {
             let Some(f) = self.unwritten.pop_front() else { break };
+            self.backlog -= f.text.len();
+            self.stats.backlog_bytes = self.backlog as u64;
             any |= self.write(f);
         }
         self.run_db_export_after(any);
@@ -387,6 +417,7 @@ mod tests {
             workers,
             retry_every: Duration::from_millis(20),
             final_retry: Duration::from_secs(5),
+            max_backlog: usize::MAX,
             lua: None,
         }
     }
@@ -462,6 +493,33 @@ mod tests {
         assert!(read(100).contains("( to_timestamp(100),  5 ,  6 );"), "the first is kept");
         assert_eq!(read(101), "next window");
         assert!(read(102).contains("( to_timestamp(100),  7 ,  6 );"), "the second under the next free name, rows still at 100");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_backlog_past_its_bound_gives_up_the_oldest() {
+        let dir = tmp("backlog");
+        let (tx, rx) = channel();
+        // A bound below one file's size: only the newest unwritten file is kept.
+        let mut c = cfg(&dir, 1);
+        c.max_backlog = 1;
+        let h = spawn(c, rx);
+        // The export directory does not exist yet: every write fails and is kept.
+        for start in [100, 110, 120] {
+            tx.send(Msg::Closed(vec![closed(0, start, start + 10, 6, 5)])).unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while h.stats.lock().files_lost < 2 && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        assert_eq!(h.stats.lock().files_lost, 2, "the oldest given up");
+        assert!(h.stats.lock().backlog_bytes > 100, "the newest kept");
+        std::fs::create_dir_all(&dir).unwrap();
+        tx.send(Msg::WorkerDone(0)).unwrap();
+        let stats = h.join().unwrap();
+        assert_eq!((stats.files_written, stats.files_lost, stats.backlog_bytes), (1, 2, 0));
+        let names: Vec<String> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        assert_eq!(names, ["o_w_120.sql"]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
