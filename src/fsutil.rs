@@ -3,6 +3,15 @@
 use std::io::Write;
 use std::path::Path;
 
+/// Whether this process may access `path` in `mode` (`libc::W_OK`, `libc::X_OK`...), as
+/// access(2) says.
+pub fn may_access(path: &Path, mode: libc::c_int) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return false };
+    // SAFETY: a valid NUL-terminated path; access(2) only reads it.
+    unsafe { libc::access(c.as_ptr(), mode) == 0 }
+}
+
 /// Writes `bytes` to `path` so that a reader sees either nothing (or the old file) or the whole
 /// new file: write a hidden temporary file in the same directory, fsync it, rename it over the
 /// target, fsync the directory. A failure removes the temporary file and leaves the target as

@@ -431,3 +431,29 @@ fn the_clock_stepping_back_starts_no_alert_and_loses_no_flow() {
     assert_eq!(total, 500 * 6000);
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+#[test]
+fn check_config_warns_of_a_script_that_cannot_run() {
+    let d = workdir("alerts-scripts");
+    let conf = setup(&d);
+    std::fs::remove_file(d.join("on-start.sh")).unwrap();
+    std::fs::set_permissions(d.join("on-stop.sh"), std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_xenoeye")).arg("-c").arg(&conf).arg("--check-config").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "a warning, not an error: {err}");
+    // Where each value stands in mo.conf (1-based line and column of its opening quote).
+    let mo = d.join("mo/victim/mo.conf");
+    let text = std::fs::read_to_string(&mo).unwrap();
+    let at = |key: &str| {
+        let (i, line) = text.lines().enumerate().find(|(_, l)| l.contains(key)).unwrap();
+        let from = line.find(key).unwrap() + key.len();
+        (i + 1, from + line[from..].find('"').unwrap() + 1)
+    };
+    for (key, path, why) in [("\"action-script\":", "on-start.sh", "does not exist"), ("\"back2norm-script\":", "on-stop.sh", "is not an executable file")] {
+        let (line, col) = at(key);
+        let name = key.trim_matches(|c| c == '"' || c == ':');
+        let want = format!("{}:{line}:{col}: 'mavg[0].overlimit[0].{name}': {} {why}: alerts cannot run it", mo.display(), d.join(path).display());
+        assert!(err.contains(&want), "{err}\nwanted: {want}");
+    }
+    std::fs::remove_dir_all(&d).unwrap();
+}

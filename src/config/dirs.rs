@@ -74,10 +74,7 @@ fn check(dir: &Path, make: bool) -> Result<Option<PathBuf>, String> {
 
 /// Whether this process may create files in `dir`.
 fn writable(dir: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return false };
-    // SAFETY: a valid NUL-terminated path; access(2) only reads it.
-    unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
+    crate::fsutil::may_access(dir, libc::W_OK | libc::X_OK)
 }
 
 fn error(file: &Path, d: &OutputDir, msg: String) -> ConfigError {

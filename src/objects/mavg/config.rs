@@ -173,6 +173,18 @@ fn parse_limit(file: &Path, dir: &Path, l: &Node, k: &str, kind: LimitKind, n_ag
             None => Ok(None),
         }
     };
+    // A script that cannot run is found now, not at the first alert (a warning: it may be
+    // installed after the configuration).
+    let script = |key: &str| -> Result<Option<PathBuf>, ConfigError> {
+        let p = path(key)?;
+        if let (Some(p), Some(n)) = (&p, l.get(key)) {
+            if !(p.is_file() && crate::fsutil::may_access(p, libc::X_OK)) {
+                let why = if p.exists() { "is not an executable file" } else { "does not exist" };
+                crate::log::warn(&n.error(file, &sub(key), format!("{} {why}: alerts cannot run it", p.display())).to_string());
+            }
+        }
+        Ok(p)
+    };
     let text = |key: &str| -> Result<Option<String>, ConfigError> {
         l.get(key).map(|n| n.as_str(file, &sub(key)).map(String::from)).transpose()
     };
@@ -190,8 +202,8 @@ fn parse_limit(file: &Path, dir: &Path, l: &Node, k: &str, kind: LimitKind, n_ag
         default,
         limits_file: path("limits")?,
         back2norm_ms: l.get("back2norm-time").map(|n| n.as_u64(file, &sub("back2norm-time"))).transpose()?.unwrap_or(0) * 1000,
-        action_script: path("action-script")?,
-        back2norm_script: path("back2norm-script")?,
+        action_script: script("action-script")?,
+        back2norm_script: script("back2norm-script")?,
         ext_names,
         ext: Vec::new(),
         action_lua: text("action-lua")?,
