@@ -428,6 +428,7 @@ fn export_config(cfg: &Config, workers: usize, lua: std::sync::mpsc::SyncSender<
     ExportConfig {
         dir: cfg.export_dir.clone(),
         db_export: cfg.db_export.clone(),
+        db_export_timeout: Duration::from_secs(cfg.db_export_timeout),
         workers,
         retry_every: Duration::from_secs(2),
         final_retry: Duration::from_secs(10),

@@ -136,6 +136,7 @@ impl Registry {
         metric("export_files_lost_total", "counter", "Export files given up (unwritten at shutdown, or the oldest past export-backlog-m).", vec![(String::new(), e.files_lost)]);
         metric("export_backlog_bytes", "gauge", "Bytes of export files kept in memory until they can be written.", vec![(String::new(), e.backlog_bytes)]);
         metric("db_export_runs_total", "counter", "Runs of the db-export program.", vec![(String::new(), e.db_export_runs)]);
+        metric("db_export_timeouts_total", "counter", "Runs of the db-export program killed after db-export-timeout.", vec![(String::new(), e.db_export_timeouts)]);
         let objects = self.live.get();
         let mavg_rows = |f: &dyn Fn(&crate::objects::mavg::Mavg) -> u64| {
             objects

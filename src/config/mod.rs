@@ -94,6 +94,8 @@ pub struct Config {
     pub max_scripts: usize,
     /// MiB of export files kept in memory while they cannot be written.
     pub export_backlog_m: u64,
+    /// Seconds a `db-export` run may take before it is killed.
+    pub db_export_timeout: u64,
     /// Where `/metrics` and the status page are served (`None`: not served).
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Lua hooks: settings of the `lua` object.
@@ -107,7 +109,7 @@ pub struct Config {
 const KNOWN_KEYS: &[&str] = &[
     "capture", "sflow-capture", "rcvbufsize_m", "templates", "debug", "devices", "mo-dir",
     "export-dir", "iplists-dir", "notifications-dir", "db-type", "db-export", "script-timeout",
-    "max-scripts", "metrics-listen", "lua", "export-backlog-m",
+    "max-scripts", "metrics-listen", "lua", "export-backlog-m", "db-export-timeout",
 ];
 
 /// Reads and validates `xenoeye.conf` and the devices file it names.
@@ -169,6 +171,7 @@ fn from_node(file: &Path, root: &Node, errors: &mut Vec<ConfigError>) -> Config 
         .map(|s| resolve(base, s));
     let script_timeout = root.get("script-timeout").map(|n| ok_or(n.as_u64(file, "script-timeout"), errors, 30)).unwrap_or(30).max(1);
     let export_backlog_m = root.get("export-backlog-m").map(|n| ok_or(n.as_u64(file, "export-backlog-m"), errors, 1024)).unwrap_or(1024).max(1);
+    let db_export_timeout = root.get("db-export-timeout").map(|n| ok_or(n.as_u64(file, "db-export-timeout"), errors, 300)).unwrap_or(300).max(1);
     let max_scripts = root.get("max-scripts").map(|n| ok_or(n.as_u64(file, "max-scripts"), errors, 16)).unwrap_or(16).max(1) as usize;
     let metrics_listen = match root.get("metrics-listen") {
         None => None,
@@ -215,6 +218,7 @@ fn from_node(file: &Path, root: &Node, errors: &mut Vec<ConfigError>) -> Config 
         script_timeout,
         max_scripts,
         export_backlog_m,
+        db_export_timeout,
         metrics_listen,
         lua,
         ignored_keys,
@@ -430,7 +434,7 @@ mod tests {
         assert_eq!(c.mo_dir, PathBuf::from("/var/lib/xenoeye/mo"));
         assert_eq!(c.db_type, "pg");
         assert_eq!(c.db_export, None);
-        assert_eq!(c.export_backlog_m, 1024);
+        assert_eq!((c.export_backlog_m, c.db_export_timeout), (1024, 300));
         assert_eq!(c.ignored_keys.len(), 2);
         std::fs::remove_dir_all(&d).unwrap();
     }

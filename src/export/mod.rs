@@ -15,6 +15,7 @@ use crate::log;
 use crate::objects::rows::RowMap;
 use crate::objects::window::{Closed, FwmSpec, Spare};
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -44,6 +45,9 @@ pub enum Msg {
 pub struct ExportConfig {
     pub dir: PathBuf,
     pub db_export: Option<PathBuf>,
+    /// A `db-export` run still going after this long is killed (a hung loader held back every
+    /// later round).
+    pub db_export_timeout: Duration,
     pub workers: usize,
     /// How often unwritable files are tried again.
     pub retry_every: Duration,
@@ -68,6 +72,8 @@ pub struct ExportStats {
     /// Bytes of unwritten files kept for retrying.
     pub backlog_bytes: u64,
     pub db_export_runs: u64,
+    /// `db-export` runs killed for running past `db-export-timeout`.
+    pub db_export_timeouts: u64,
     /// Windows for export-lua dropped because the hook queue was full.
     pub lua_dropped: u64,
     /// The last files written (newest last), for the status page.
@@ -119,7 +125,8 @@ struct Exporter {
     /// Bytes of `unwritten`.
     backlog: usize,
     stats: ExportStats,
-    db_export: Option<Child>,
+    /// The `db-export` run going on, and when it started.
+    db_export: Option<(Child, Instant)>,
     fail_log: log::RateLimit,
 }
 
@@ -200,8 +207,10 @@ impl Exporter {
             log::error(&format!("export file {} ({} rows) could not be written and is lost", self.cfg.dir.join(format!("{}_{}.sql", f.table, f.start)).display(), f.rows));
             self.stats.files_lost += 1;
         }
-        if let Some(mut child) = self.db_export.take() {
-            let _ = child.wait();
+        // The last run may finish (within its timeout): it loads this round's files.
+        while self.db_export.is_some() {
+            self.reap_db_export();
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -347,27 +356,36 @@ impl Exporter {
         if self.db_export.is_some() {
             return; // still busy with the previous round; it will pick up these files too
         }
-        match Command::new(&prog).stdin(Stdio::null()).spawn() {
+        // A group of its own: a timeout kills the loader's children (psql) with it.
+        match Command::new(&prog).stdin(Stdio::null()).process_group(0).spawn() {
             Ok(child) => {
                 self.stats.db_export_runs += 1;
-                self.db_export = Some(child);
+                self.db_export = Some((child, Instant::now()));
             }
             Err(e) => log::error(&format!("db-export {}: {e}", prog.display())),
         }
     }
 
+    /// Notes the end of the `db-export` run, or kills it once past its timeout.
     fn reap_db_export(&mut self) {
-        if let Some(child) = &mut self.db_export {
-            match child.try_wait() {
-                Ok(Some(status)) => {
-                    if !status.success() {
-                        log::warn(&format!("db-export exited with {status}"));
-                    }
-                    self.db_export = None;
+        let Some((child, started)) = &mut self.db_export else { return };
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                if !status.success() {
+                    log::warn(&format!("db-export exited with {status}"));
                 }
-                Ok(None) => {}
-                Err(_) => self.db_export = None,
+                self.db_export = None;
             }
+            Ok(None) if started.elapsed() >= self.cfg.db_export_timeout => {
+                // SAFETY: kill(2) on the process group the child leads (see run_db_export_after).
+                unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
+                let _ = child.wait();
+                self.stats.db_export_timeouts += 1;
+                log::error(&format!("db-export still running after {} s: killed (its files stay for the next run)", self.cfg.db_export_timeout.as_secs_f64()));
+                self.db_export = None;
+            }
+            Ok(None) => {}
+            Err(_) => self.db_export = None,
         }
     }
 }
@@ -414,6 +432,7 @@ mod tests {
         ExportConfig {
             dir: dir.to_path_buf(),
             db_export: None,
+            db_export_timeout: Duration::from_secs(300),
             workers,
             retry_every: Duration::from_millis(20),
             final_retry: Duration::from_secs(5),
@@ -520,6 +539,43 @@ mod tests {
         assert_eq!((stats.files_written, stats.files_lost, stats.backlog_bytes), (1, 2, 0));
         let names: Vec<String> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         assert_eq!(names, ["o_w_120.sql"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_hung_db_export_is_killed_and_the_next_round_runs() {
+        let dir = tmp("dbhang");
+        std::fs::create_dir_all(&dir).unwrap();
+        let prog = dir.join("hang.sh");
+        // The first run hangs; later runs list the directory and end.
+        // (The sleep is a child of the shell, as psql is of a loader script: both are killed.)
+        let script = r#"#!/bin/sh
+d=$(dirname "$0")
+if [ ! -e "$d/hung" ]; then touch "$d/hung"; sleep 60; echo survived > "$d/survived"; fi
+ls "$d" > "$d/ran.txt"
+"#;
+        std::fs::write(&prog, script).unwrap();
+        std::fs::set_permissions(&prog, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let (tx, rx) = channel();
+        let mut c = cfg(&dir, 1);
+        c.db_export = Some(prog);
+        c.db_export_timeout = Duration::from_millis(300);
+        let h = spawn(c, rx);
+        tx.send(Msg::Closed(vec![closed(0, 100, 110, 6, 5)])).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while h.stats.lock().db_export_timeouts == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(h.stats.lock().db_export_timeouts, 1);
+        tx.send(Msg::Closed(vec![closed(0, 110, u64::MAX, 6, 5)])).unwrap();
+        tx.send(Msg::WorkerDone(0)).unwrap();
+        let stats = h.join().unwrap();
+        assert_eq!((stats.db_export_runs, stats.db_export_timeouts), (2, 1));
+        let listing = std::fs::read_to_string(dir.join("ran.txt")).unwrap();
+        assert!(listing.contains("o_w_100.sql") && listing.contains("o_w_110.sql"), "the second run sees both rounds' files: {listing}");
+        assert!(!listing.contains("survived"));
+        let sleeping = std::process::Command::new("pgrep").args(["-f", "^sleep 60$"]).output().unwrap();
+        assert!(String::from_utf8_lossy(&sleeping.stdout).trim().is_empty(), "the hung run's child was killed too");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
