@@ -21,6 +21,7 @@
 
 pub mod fields;
 pub mod fsutil;
+pub mod child;
 pub mod flow;
 pub mod config;
 pub mod devices;

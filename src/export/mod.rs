@@ -15,7 +15,6 @@ use crate::log;
 use crate::objects::rows::RowMap;
 use crate::objects::window::{Closed, FwmSpec, Spare};
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -356,8 +355,7 @@ impl Exporter {
         if self.db_export.is_some() {
             return; // still busy with the previous round; it will pick up these files too
         }
-        // A group of its own: a timeout kills the loader's children (psql) with it.
-        match Command::new(&prog).stdin(Stdio::null()).process_group(0).spawn() {
+        match crate::child::spawn(Command::new(&prog).stdin(Stdio::null())) {
             Ok(child) => {
                 self.stats.db_export_runs += 1;
                 self.db_export = Some((child, Instant::now()));
@@ -377,9 +375,7 @@ impl Exporter {
                 self.db_export = None;
             }
             Ok(None) if started.elapsed() >= self.cfg.db_export_timeout => {
-                // SAFETY: kill(2) on the process group the child leads (see run_db_export_after).
-                unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
-                let _ = child.wait();
+                crate::child::kill(child);
                 self.stats.db_export_timeouts += 1;
                 log::error(&format!("db-export still running after {} s: killed (its files stay for the next run)", self.cfg.db_export_timeout.as_secs_f64()));
                 self.db_export = None;

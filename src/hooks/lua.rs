@@ -305,7 +305,7 @@ const RUN_MAX_SECONDS: f64 = 60.0;
 fn run(argv: &[String], timeout: Option<f64>, stopping: &std::sync::atomic::AtomicBool) -> (Option<i32>, Option<String>) {
     let Some((program, args)) = argv.split_first() else { return (None, Some("empty argv".into())) };
     let timeout = std::time::Duration::from_secs_f64(timeout.unwrap_or(10.0).clamp(0.0, RUN_MAX_SECONDS));
-    let mut child = match std::process::Command::new(program).args(args).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).spawn() {
+    let mut child = match crate::child::spawn(std::process::Command::new(program).args(args).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null())) {
         Ok(c) => c,
         Err(e) => return (None, Some(format!("{program}: {e}"))),
     };
@@ -319,8 +319,7 @@ fn run(argv: &[String], timeout: Option<f64>, stopping: &std::sync::atomic::Atom
                 }
             }
             Ok(None) if started.elapsed() >= timeout || stopping.load(std::sync::atomic::Ordering::Relaxed) => {
-                let _ = child.kill();
-                let _ = child.wait();
+                crate::child::kill(&mut child);
                 let why = if started.elapsed() >= timeout { format!("killed after {:.1} s", timeout.as_secs_f64()) } else { "killed: collector stopping".into() };
                 return (None, Some(format!("{program}: {why}")));
             }

@@ -280,7 +280,7 @@ impl Hooks {
     fn start_queued(&mut self) {
         while self.running.len() < self.cfg.max_scripts {
             let Some((script, args, what)) = self.queue.pop_front() else { break };
-            match Command::new(&script).args(&args).stdin(Stdio::null()).stdout(Stdio::null()).spawn() {
+            match crate::child::spawn(Command::new(&script).args(&args).stdin(Stdio::null()).stdout(Stdio::null())) {
                 Ok(child) => {
                     self.stats.scripts_started += 1;
                     self.running.push(Running { child, started: Instant::now(), what });
@@ -308,8 +308,7 @@ impl Hooks {
                 false
             }
             Ok(None) if r.started.elapsed() >= timeout => {
-                let _ = r.child.kill();
-                let _ = r.child.wait();
+                crate::child::kill(&mut r.child);
                 stats.scripts_timed_out += 1;
                 log::warn(&format!("{} killed after {} s", r.what, timeout.as_secs()));
                 false
@@ -401,11 +400,14 @@ mod tests {
 
     #[test]
     fn slow_scripts_are_killed_and_failures_counted() {
-        let (d, m) = setup("slow", "sleep 30");
+        // The sleep is the script's child (as curl would be): it goes with it.
+        let (d, m) = setup("slow", "sleep 31; touch \"$(dirname \"$0\")/survived\"");
         let t = Instant::now();
         let stats = run(&d, &m, 4, 200, 2);
         assert_eq!((stats.scripts_started, stats.scripts_timed_out), (2, 2));
         assert!(t.elapsed() < Duration::from_secs(20), "killed, not waited for");
+        let left = std::process::Command::new("pgrep").args(["-f", "^sleep 31$"]).output().unwrap();
+        assert!(String::from_utf8_lossy(&left.stdout).trim().is_empty(), "the scripts' children were killed too");
         std::fs::remove_dir_all(&d).unwrap();
 
         let (d, m) = setup("fail", "exit 3");
