@@ -387,6 +387,21 @@ const EVENT_QUEUE: usize = 65536;
 /// Connects every moving average to a new hook thread; returns the thread and a sender for
 /// the moving averages a reload creates.
 #[allow(clippy::type_complexity)]
+/// Says which alerts an earlier run left active (see [`hooks::leftover_notifications`]).
+fn warn_of_leftover_notifications(cfg: &Config, objects: &Objects) {
+    let left = hooks::leftover_notifications(&cfg.notifications_dir, &objects.mavgs);
+    if !left.is_empty() {
+        let shown: Vec<&str> = left.iter().take(10).map(String::as_str).collect();
+        log::warn(&format!(
+            "{} notification files in {} are from alerts active before this start: they end only if their keys go over and back again (no back-to-normal script otherwise); check what their action scripts started: {}{}",
+            left.len(),
+            cfg.notifications_dir.display(),
+            shown.join(", "),
+            if left.len() > shown.len() { ", ..." } else { "" }
+        ));
+    }
+}
+
 fn start_hooks(
     cfg: &Config,
     objects: &Objects,
@@ -548,6 +563,7 @@ pub fn run(cfg: &Config, objects: Arc<Objects>) -> Result<Summary, String> {
     }
     let (tx, rx) = channel();
     let live = LiveObjects::new(objects.clone());
+    warn_of_leftover_notifications(cfg, &objects);
     let (hooks, hooks_tx, export_lua) = start_hooks(cfg, &objects, &live);
     let exporter = export::spawn(export_config(cfg, specs.len(), export_lua), rx);
     let (export_stats, hook_stats) = (exporter.stats.clone(), hooks.stats.clone());

@@ -268,13 +268,19 @@ impl Event {
     /// `<notifications-dir>/<object>-<mavg>-<limit>-<key1>-<key2>...` (the directory is added
     /// by the hook thread).
     pub fn notification_name(&self) -> String {
-        let mut s = format!("{}-{}-{}", super::flat_name(&self.mavg.object), self.mavg.name, self.limit_spec().name);
+        let mut s = notification_prefix(&self.mavg, self.limit_spec());
+        s.pop();
         for k in &self.keys {
             s.push('-');
             s.push_str(&k.replace('/', "_"));
         }
         s
     }
+}
+
+/// The start of the notification file names of limit `l` of `m`: `<object>-<mavg>-<limit>-`.
+pub fn notification_prefix(m: &Mavg, l: &LimitSpec) -> String {
+    format!("{}-{}-{}-", super::flat_name(&m.object), m.name, l.name)
 }
 
 /// A limit's state for one key, kept off the row (in the shard's `limits` map) because few
