@@ -7,7 +7,7 @@
 //! traffic summed up without bound and crossed every overlimit (20 s back at 60% of a threshold
 //! started the action scripts of all its levels). Here time never goes back: a step back is
 //! absorbed into an offset, so the averages go on from where they were, and the offset is then
-//! worked off at 1/256 of the time that passes (rates read at most 0.4% high meanwhile), so the
+//! worked off at 1/256 of the time that passes (rates read at most 0.4% off meanwhile), so the
 //! clock returns to the system's (a 20 s step in 85 minutes). Small backward jitter (frames of
 //! a capture slightly out of order) is absorbed the same way and gone within a second or two.
 //! Live, the monotonic clock also tells a step forward from time that passed: a jump ahead
@@ -57,7 +57,7 @@ impl MavgClock {
     /// Live: moves on by the time that passed, and towards the source by at most 1/256 of it.
     fn follow(&mut self, source_ms: u64, passed: u64) -> (u64, i64) {
         let free = self.last + passed;
-        // The source moved by `passed` more this: its step.
+        // How much more than `passed` the source moved: its step.
         let step = self.ahead - (free as i64 - source_ms as i64);
         let budget = self.slew_budget(passed) as i64;
         let towards = (source_ms as i64 - free as i64).clamp(-budget, budget);
