@@ -120,6 +120,8 @@ pub struct Pipeline {
     /// Live: when the pipeline started on the monotonic clock, and the last tick's time and
     /// monotonic ms (read again only when the time changed).
     monotonic: Option<(Instant, u64, u64)>,
+    /// Clock steps taken out (for the metrics).
+    clock_steps: u64,
 }
 
 impl Pipeline {
@@ -137,6 +139,7 @@ impl Pipeline {
             sweep_budget: usize::MAX,
             mavg_clock: MavgClock::default(),
             monotonic: None,
+            clock_steps: 0,
         })
     }
 
@@ -154,6 +157,7 @@ impl Pipeline {
         let mono = self.monotonic_ms(now_ms);
         let (mavg_ms, step) = self.mavg_clock.at(now_ms, mono);
         if let Some(step) = step {
+            self.clock_steps += 1;
             log::warn(&format!(
                 "worker {}: the clock {} {:.1} s; moving averages go on from where they were and make it up over {:.0} minutes",
                 self.worker,
@@ -210,6 +214,7 @@ impl Pipeline {
         s.exporters = decoder.exporters.clone();
         s.templates = decoder.template_count();
         s.objects = objects;
+        s.clock_steps = self.clock_steps;
     }
 
     /// Sends the last windows and says the worker is done.

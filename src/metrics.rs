@@ -29,6 +29,8 @@ pub struct WorkerSnapshot {
     pub objects: Vec<(String, u64)>,
     /// Inode of the worker's UDP socket (kernel drops are read from /proc/net/udp*).
     pub socket_inode: Option<u64>,
+    /// Steps of the system clock (a second or more) the moving averages' clock took out.
+    pub clock_steps: u64,
 }
 
 /// Everything a scrape reads.
@@ -111,6 +113,12 @@ impl Registry {
             "gauge",
             "Templates held, per worker.",
             snaps.iter().map(|w| (format!("{{worker=\"{}\"}}", esc(&w.name)), w.templates as u64)).collect(),
+        );
+        metric(
+            "clock_steps_total",
+            "counter",
+            "Steps of the system clock (1 s or more, either way) taken out of the moving averages' clock, per worker.",
+            snaps.iter().map(|w| (format!("{{worker=\"{}\"}}", esc(&w.name)), w.clock_steps)).collect(),
         );
         let drops = kernel_drops();
         metric(

@@ -444,10 +444,12 @@ fn metrics_during_a_replay_from_standard_input() {
     let text = std::fs::read_to_string(&f).unwrap().replacen('{', &format!("{{ \"metrics-listen\": \"127.0.0.1:{mport}\","), 1);
     std::fs::write(&f, text).unwrap();
     let mut child = bin().arg("-c").arg(&f).args(["--read-pcap", "-"]).stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    // The capture is written into the pipe: header, then three rounds of softflowd's export.
+    // The capture is written into the pipe: header, then three rounds of softflowd's export,
+    // the first stamped 5 s later (so the clock goes back 5 s once).
     let frames = read_frames(&data_dir().join("exporters/softflowd-v9.pcap"));
     let pcap = d.join("rounds.pcap");
-    let rounds: Vec<_> = (0..3).flat_map(|_| frames.iter().map(|f| common::Frame { sec: f.sec, usec: f.usec, data: f.data.clone() })).collect();
+    let later = |r: u32| if r == 0 { 5 } else { 0 };
+    let rounds: Vec<_> = (0..3).flat_map(|r| frames.iter().map(move |f| common::Frame { sec: f.sec + later(r), usec: f.usec, data: f.data.clone() })).collect();
     write_pcap(&pcap, &rounds);
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(&std::fs::read(&pcap).unwrap()).unwrap();
@@ -467,6 +469,7 @@ fn metrics_during_a_replay_from_standard_input() {
     assert_eq!(metric(&page, "xenoeye_flows_total{exporter=\"127.0.0.1\"}"), Some(300));
     assert_eq!(metric(&page, "xenoeye_object_flows_total{object=\"all\"}"), Some(300));
     assert_eq!(metric(&page, "xenoeye_lua_hook_calls_total{outcome=\"dropped\"}"), Some(0));
+    assert_eq!(metric(&page, "xenoeye_clock_steps_total{worker=\"replay\"}"), Some(1));
     // The window of `all` is written at the end of the replay; before that, none is listed.
     let status = http_get(&maddr, "/").unwrap();
     assert!(status.contains("files 0, rows 0") && status.contains("alert events 0; scripts started 0"), "{status}");
