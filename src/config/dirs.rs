@@ -39,9 +39,12 @@ pub fn prepare(file: &Path, dirs: &[OutputDir], make: bool) -> Prepared {
     let mut out = Prepared::default();
     for d in dirs {
         if d.at.is_none() {
-            if let Err(msg) = check(&d.dir, false).and_then(|m| m.map_or(Ok(()), |_| Err(format!("directory {} does not exist", d.dir.display())))) {
-                out.warnings.push(format!("{msg} (\"{}\" is not set: the default)", d.key));
-            }
+            let problem = match usable(&d.dir) {
+                Ok(true) => continue,
+                Ok(false) => format!("directory {} does not exist", d.dir.display()),
+                Err(msg) => msg,
+            };
+            out.warnings.push(format!("{problem} (\"{}\" is not set: the default)", d.key));
             continue;
         }
         match check(&d.dir, make) {
@@ -54,17 +57,25 @@ pub fn prepare(file: &Path, dirs: &[OutputDir], make: bool) -> Prepared {
     out
 }
 
-/// Ok(Some(dir)): made (or to be made); Ok(None): there and writable.
-fn check(dir: &Path, make: bool) -> Result<Option<PathBuf>, String> {
+/// Ok(true): there and writable; Ok(false): not there; Err: there but not usable.
+fn usable(dir: &Path) -> Result<bool, String> {
     match std::fs::metadata(dir) {
         Ok(m) if !m.is_dir() => Err(format!("{} is not a directory", dir.display())),
         Ok(_) if !writable(dir) => Err(format!("directory {} is not writable", dir.display())),
-        Ok(_) => Ok(None),
-        Err(_) if make => match std::fs::create_dir_all(dir) {
+        Ok(_) => Ok(true),
+        Err(_) => Ok(false),
+    }
+}
+
+/// Ok(Some(dir)): made (or to be made); Ok(None): there and writable.
+fn check(dir: &Path, make: bool) -> Result<Option<PathBuf>, String> {
+    match usable(dir)? {
+        true => Ok(None),
+        false if make => match std::fs::create_dir_all(dir) {
             Ok(()) => Ok(Some(dir.to_path_buf())),
             Err(e) => Err(format!("directory {} does not exist and cannot be made: {e}", dir.display())),
         },
-        Err(_) => match dir.ancestors().skip(1).find(|a| a.exists()) {
+        false => match dir.ancestors().skip(1).find(|a| a.exists()) {
             Some(a) if a.is_dir() && writable(a) => Ok(Some(dir.to_path_buf())),
             Some(a) => Err(format!("directory {} does not exist and cannot be made ({} is not a writable directory)", dir.display(), a.display())),
             None => Err(format!("directory {} does not exist", dir.display())),

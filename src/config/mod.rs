@@ -169,10 +169,14 @@ fn from_node(file: &Path, root: &Node, errors: &mut Vec<ConfigError>) -> Config 
         .map(|n| ok_or(n.as_str(file, "db-export"), errors, ""))
         .filter(|s| !s.trim().is_empty())
         .map(|s| resolve(base, s));
-    let script_timeout = root.get("script-timeout").map(|n| ok_or(n.as_u64(file, "script-timeout"), errors, 30)).unwrap_or(30).max(1);
-    let export_backlog_m = root.get("export-backlog-m").map(|n| ok_or(n.as_u64(file, "export-backlog-m"), errors, 1024)).unwrap_or(1024).max(1);
-    let db_export_timeout = root.get("db-export-timeout").map(|n| ok_or(n.as_u64(file, "db-export-timeout"), errors, 300)).unwrap_or(300).max(1);
-    let max_scripts = root.get("max-scripts").map(|n| ok_or(n.as_u64(file, "max-scripts"), errors, 16)).unwrap_or(16).max(1) as usize;
+    // A count of at least 1 (`default` when absent or wrong).
+    let count_key = |key: &str, default: u64, errors: &mut Vec<ConfigError>| -> u64 {
+        root.get(key).map(|n| ok_or(n.as_u64(file, key), errors, default)).unwrap_or(default).max(1)
+    };
+    let script_timeout = count_key("script-timeout", 30, errors);
+    let export_backlog_m = count_key("export-backlog-m", 1024, errors);
+    let db_export_timeout = count_key("db-export-timeout", 300, errors);
+    let max_scripts = count_key("max-scripts", 16, errors) as usize;
     let metrics_listen = match root.get("metrics-listen") {
         None => None,
         Some(n) => match n.as_str(file, "metrics-listen") {

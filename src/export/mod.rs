@@ -90,18 +90,30 @@ struct PendingFile {
     rows: usize,
 }
 
+impl PendingFile {
+    /// `<table>_<t>.sql`: the window's own name at `t` = its start.
+    fn name_at(&self, t: u64) -> String {
+        format!("{}_{t}.sql", self.table)
+    }
+
+    /// The window's own file name.
+    fn name(&self) -> String {
+        self.name_at(self.start)
+    }
+}
+
 /// Files tried past the window's own name before one is overwritten after all.
 const MAX_NAME_TRIES: u64 = 1000;
 
-/// The name to write a window's file under: `<table>_<start>.sql`, or when a file of that name
-/// is still there (not loaded yet), the first free `<table>_<start + k>.sql`. A window is
+/// The path to write a window's file under: its own name, or when a file of that name is
+/// still there (not loaded yet), the first free `<table>_<start + k>.sql`. A window is
 /// written twice when a restart or a reload closed it early and the same window of the new
 /// process or configuration closed again: overwriting the first file lost its rows whenever the
 /// loader had not taken it yet. The rows keep the window's start as their time; only the name
 /// moves, keeping the form loaders and the original's tools expect.
-fn free_name(dir: &Path, table: &str, start: u64) -> PathBuf {
-    let name = |t: u64| dir.join(format!("{table}_{t}.sql"));
-    (start..start + MAX_NAME_TRIES).map(name).find(|p| std::fs::symlink_metadata(p).is_err()).unwrap_or_else(|| name(start))
+fn free_name(dir: &Path, f: &PendingFile) -> PathBuf {
+    let path = |t: u64| dir.join(f.name_at(t));
+    (f.start..f.start + MAX_NAME_TRIES).map(path).find(|p| std::fs::symlink_metadata(p).is_err()).unwrap_or_else(|| path(f.start))
 }
 
 /// A window not yet written: its workers' pieces merged so far.
@@ -120,9 +132,8 @@ struct Exporter {
     watermarks: HashMap<String, Vec<u64>>,
     /// Merged rows of windows not yet complete, by (table, start).
     open: BTreeMap<(String, u64), OpenWindow>,
+    /// Files to retry; their bytes are `stats.backlog_bytes`.
     unwritten: VecDeque<PendingFile>,
-    /// Bytes of `unwritten`.
-    backlog: usize,
     stats: ExportStats,
     /// The `db-export` run going on, and when it started.
     db_export: Option<(Child, Instant)>,
@@ -157,7 +168,6 @@ pub fn spawn(cfg: ExportConfig, rx: Receiver<Msg>) -> ExportHandle {
                 cfg,
                 open: BTreeMap::new(),
                 unwritten: VecDeque::new(),
-                backlog: 0,
                 stats: ExportStats::default(),
                 db_export: None,
                 fail_log: log::RateLimit::new(Duration::from_secs(10)),
@@ -203,7 +213,7 @@ impl Exporter {
             self.retry();
         }
         for f in &self.unwritten {
-            log::error(&format!("export file {} ({} rows) could not be written and is lost", self.cfg.dir.join(format!("{}_{}.sql", f.table, f.start)).display(), f.rows));
+            log::error(&format!("export file {} ({} rows) could not be written and is lost", self.cfg.dir.join(f.name()).display(), f.rows));
             self.stats.files_lost += 1;
         }
         // The last run may finish (within its timeout): it loads this round's files.
@@ -293,9 +303,9 @@ impl Exporter {
     }
 
     fn write(&mut self, f: PendingFile) -> bool {
-        let path = free_name(&self.cfg.dir, &f.table, f.start);
-        if path.file_name() != Some(std::ffi::OsStr::new(&format!("{}_{}.sql", f.table, f.start))) {
-            log::info(&format!("{}_{}.sql is there still (a window closed twice: restart or reload); written as {}", f.table, f.start, path.display()));
+        let path = free_name(&self.cfg.dir, &f);
+        if path != self.cfg.dir.join(f.name()) {
+            log::info(&format!("{} is there still (a window closed twice: restart or reload); written as {}", f.name(), path.display()));
         }
         match write_atomically(&path, f.text.as_bytes()) {
             Ok(()) => {
@@ -321,28 +331,26 @@ impl Exporter {
     /// Queues an unwritten file for the next retry; past `max_backlog` bytes, gives up the
     /// oldest ones (counted and logged) rather than grow without bound.
     fn keep_for_retry(&mut self, f: PendingFile) {
-        self.backlog += f.text.len();
+        self.stats.backlog_bytes += f.text.len() as u64;
         self.unwritten.push_back(f);
-        while self.backlog > self.cfg.max_backlog && self.unwritten.len() > 1 {
+        while self.stats.backlog_bytes > self.cfg.max_backlog as u64 && self.unwritten.len() > 1 {
             let Some(old) = self.unwritten.pop_front() else { break };
-            self.backlog -= old.text.len();
+            self.stats.backlog_bytes -= old.text.len() as u64;
             self.stats.files_lost += 1;
             log::error(&format!(
                 "export file {} ({} rows) given up: unwritten files past {} MiB",
-                self.cfg.dir.join(format!("{}_{}.sql", old.table, old.start)).display(),
+                self.cfg.dir.join(old.name()).display(),
                 old.rows,
                 self.cfg.max_backlog >> 20
             ));
         }
-        self.stats.backlog_bytes = self.backlog as u64;
     }
 
     fn retry(&mut self) {
         let mut any = false;
         for _ in 0..self.unwritten.len() {
             let Some(f) = self.unwritten.pop_front() else { break };
-            self.backlog -= f.text.len();
-            self.stats.backlog_bytes = self.backlog as u64;
+            self.stats.backlog_bytes -= f.text.len() as u64;
             any |= self.write(f);
         }
         self.run_db_export_after(any);
