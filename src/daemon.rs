@@ -19,7 +19,7 @@ use crate::log;
 use crate::metrics;
 use crate::systemd;
 use crate::objects::clock::MavgClock;
-use crate::objects::{self, LiveObjects, Objects, WorkerObjects};
+use crate::objects::{self, mavg, LiveObjects, Objects, WorkerObjects};
 use std::sync::mpsc::{channel, sync_channel, Sender};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -389,24 +389,37 @@ fn start_metrics(
 /// Bound on alert events waiting for the hook thread (more are dropped and counted).
 const EVENT_QUEUE: usize = 65536;
 
-/// Connects every moving average to a new hook thread; returns the thread and a sender for
-/// the moving averages a reload creates.
-#[allow(clippy::type_complexity)]
-/// Says which alerts an earlier run left active (see [`hooks::leftover_notifications`]).
-fn warn_of_leftover_notifications(cfg: &Config, objects: &Objects) {
-    let left = hooks::leftover_notifications(&cfg.notifications_dir, &objects.mavgs);
-    if !left.is_empty() {
-        let shown: Vec<&str> = left.iter().take(10).map(String::as_str).collect();
+/// Takes up the alerts an earlier run left active (see [`mavg::take_up_alerts`]), and says
+/// which notification files could not be.
+fn take_up_alerts(cfg: &Config, objects: &Objects, now_ms: u64) {
+    let done = mavg::take_up_alerts(&cfg.notifications_dir, &objects.mavgs, now_ms);
+    if !done.taken.is_empty() {
+        log::info(&format!(
+            "{} alerts active before this start taken up again (their back2norm scripts run once they end): {}",
+            done.taken.len(),
+            shortened(&done.taken)
+        ));
+    }
+    if !done.left.is_empty() {
+        let shown: Vec<String> = done.left.iter().map(|(name, why)| format!("{name} ({why})")).collect();
         log::warn(&format!(
-            "{} notification files in {} are from alerts active before this start: they end only if their keys go over and back again (no back-to-normal script otherwise); check what their action scripts started: {}{}",
-            left.len(),
+            "{} notification files in {} could not be taken up: nothing will end those alerts; check what their action scripts started, then delete the files: {}",
+            done.left.len(),
             cfg.notifications_dir.display(),
-            shown.join(", "),
-            if left.len() > shown.len() { ", ..." } else { "" }
+            shortened(&shown)
         ));
     }
 }
 
+/// The first ten of a list of names, for a log line.
+fn shortened(names: &[String]) -> String {
+    let shown: Vec<&str> = names.iter().take(10).map(String::as_str).collect();
+    format!("{}{}", shown.join(", "), if names.len() > shown.len() { ", ..." } else { "" })
+}
+
+/// Connects every moving average to a new hook thread; returns the thread and a sender for
+/// the moving averages a reload creates.
+#[allow(clippy::type_complexity)]
 fn start_hooks(
     cfg: &Config,
     objects: &Objects,
@@ -568,7 +581,7 @@ pub fn run(cfg: &Config, objects: Arc<Objects>) -> Result<Summary, String> {
     }
     let (tx, rx) = channel();
     let live = LiveObjects::new(objects.clone());
-    warn_of_leftover_notifications(cfg, &objects);
+    take_up_alerts(cfg, &objects, capture::now_ms());
     let (hooks, hooks_tx, export_lua) = start_hooks(cfg, &objects, &live);
     let exporter = export::spawn(export_config(cfg, specs.len(), export_lua), rx);
     let (export_stats, hook_stats) = (exporter.stats.clone(), hooks.stats.clone());

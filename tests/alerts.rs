@@ -264,6 +264,82 @@ fn wait_lines(path: &Path, n: usize) -> Vec<String> {
     }
 }
 
+/// xenoeye.conf (and an empty devices.conf) for the objects under `d`/mo, listening on
+/// 127.0.0.1:`port`; returns its path.
+fn live_conf(d: &Path, port: u16) -> std::path::PathBuf {
+    std::fs::write(d.join("devices.conf"), "[]").unwrap();
+    let conf = d.join("xenoeye.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            r#"{{ "capture": [ {{"socket": {{"listen-on": "127.0.0.1", "port": {port}}}}} ], "templates": {{"db": "t.db"}},
+                 "devices": "devices.conf", "mo-dir": "mo", "export-dir": "exp", "notifications-dir": "notifications" }}"#
+        ),
+    )
+    .unwrap();
+    conf
+}
+
+/// Starts the collector on `conf` and waits until it is ready, as systemd does: READY=1 comes
+/// once the UDP socket is bound (a fixed sleep here lost the flood on a slow start).
+fn start_live(d: &Path, conf: &Path) -> std::process::Child {
+    let sock = d.join("notify.sock");
+    let _ = std::fs::remove_file(&sock);
+    let ready = std::os::unix::net::UnixDatagram::bind(&sock).unwrap();
+    ready.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_xenoeye"))
+        .arg("-c")
+        .arg(conf)
+        .env("NOTIFY_SOCKET", &sock)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = ready.recv(&mut buf).expect("READY=1 within 30 s");
+    assert!(buf[..n].starts_with(b"READY=1"), "{}", String::from_utf8_lossy(&buf[..n]));
+    child
+}
+
+/// Stops the collector (SIGTERM); returns its log, after checking it exited cleanly.
+fn stop_live(child: std::process::Child) -> String {
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    err
+}
+
+/// Sends flows to the collector on 127.0.0.1:`port`, as one NetFlow v9 datagram stamped now.
+struct Exporter {
+    socket: std::net::UdpSocket,
+    port: u16,
+}
+
+impl Exporter {
+    fn new(port: u16) -> Exporter {
+        Exporter { socket: std::net::UdpSocket::bind("127.0.0.1:0").unwrap(), port }
+    }
+
+    fn send(&self, flows: &[CraftedFlow]) {
+        let f = v9_frame(now_ms(), flows);
+        self.socket.send_to(common::Frame::payload(&f), ("127.0.0.1", self.port)).unwrap();
+    }
+}
+
+/// Octets of the rows of the export files of `table` (names starting with it) in `d`/exp.
+fn exported(d: &Path, table: &str) -> u64 {
+    let mut total = 0;
+    for e in std::fs::read_dir(d.join("exp")).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name().unwrap().to_string_lossy().starts_with(table) {
+            for l in std::fs::read_to_string(&p).unwrap().lines().filter(|l| l.contains("to_timestamp(")) {
+                total += l.split(',').nth(1).unwrap().trim_matches([' ', ')', ';']).parse::<u64>().unwrap();
+            }
+        }
+    }
+    total
+}
+
 #[test]
 fn live_flood_starts_the_script_within_a_second_and_sighup_applies_new_limits() {
     let d = workdir("alerts-live");
@@ -289,36 +365,11 @@ fn live_flood_starts_the_script_within_a_second_and_sighup_applies_new_limits() 
     // An object that a reload removes: its window is written at the reload.
     std::fs::create_dir_all(d.join("mo/gone")).unwrap();
     std::fs::write(d.join("mo/gone/mo.conf"), r#"{"fwm": [{"name": "total", "fields": ["octets"], "time": 3600}]}"#).unwrap();
-    std::fs::write(d.join("devices.conf"), "[]").unwrap();
     let port = free_port();
-    let conf = d.join("xenoeye.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            r#"{{ "capture": [ {{"socket": {{"listen-on": "127.0.0.1", "port": {port}}}}} ], "templates": {{"db": "t.db"}},
-                 "devices": "devices.conf", "mo-dir": "mo", "export-dir": "exp", "notifications-dir": "notifications" }}"#
-        ),
-    )
-    .unwrap();
-    // Readiness as systemd gets it: READY=1 comes once the UDP socket is bound (a fixed sleep
-    // here lost the flood on a slow start).
-    let ready = std::os::unix::net::UnixDatagram::bind(d.join("notify.sock")).unwrap();
-    ready.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_xenoeye"))
-        .arg("-c")
-        .arg(&conf)
-        .env("NOTIFY_SOCKET", d.join("notify.sock"))
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut buf = [0u8; 256];
-    let n = ready.recv(&mut buf).expect("READY=1 within 30 s");
-    assert!(buf[..n].starts_with(b"READY=1"), "{}", String::from_utf8_lossy(&buf[..n]));
-    let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let send = |flows: &[CraftedFlow]| {
-        let f = v9_frame(now_ms(), flows);
-        tx.send_to(common::Frame::payload(&f), ("127.0.0.1", port)).unwrap();
-    };
+    let conf = live_conf(&d, port);
+    let child = start_live(&d, &conf);
+    let exporter = Exporter::new(port);
+    let send = |flows: &[CraftedFlow]| exporter.send(flows);
     // A quiet flow first: it makes its notification-free way through.
     send(&[flow([10, 0, 0, 1], 100)]);
     std::thread::sleep(std::time::Duration::from_millis(200));
@@ -351,30 +402,80 @@ fn live_flood_starts_the_script_within_a_second_and_sighup_applies_new_limits() 
     let started = wait_lines(&d.join("started.log"), 2);
     assert!(started.len() == 2 && started[1].contains(" 10.0.0.8 ") && started[1].ends_with(" 1000"), "{started:?}");
 
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
+    let err = stop_live(child);
     assert!(err.contains("reload: 2 monitoring objects, 1 fixed windows, 1 moving averages (1 kept their averages)"), "{err}");
     // `gone` was written out at the reload with the flows before it; `added` counted 10.0.0.8
     // from the reload on and was written at exit.
-    let exported = |table: &str| -> u64 {
-        let mut total = 0;
-        for e in std::fs::read_dir(d.join("exp")).unwrap() {
-            let p = e.unwrap().path();
-            if p.file_name().unwrap().to_string_lossy().starts_with(table) {
-                for l in std::fs::read_to_string(&p).unwrap().lines().filter(|l| l.contains("to_timestamp(")) {
-                    total += l.split(',').nth(1).unwrap().trim_matches([' ', ')', ';']).parse::<u64>().unwrap();
-                }
-            }
-        }
-        total
-    };
+    let exported = |table: &str| exported(&d, table);
     // Flows to 10.0.0.8 sent before the reload took effect count in `gone`, the rest in `added`.
     let (gone, added) = (exported("gone_total_"), exported("added_total_"));
     let before_reload = gone - (100 + 5 * 10 * 100_000);
     assert_eq!(before_reload + added, sent_to_8, "gone {gone}, added {added}");
     assert!(added > 0, "added counts from the reload on");
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn an_alert_active_at_a_restart_is_taken_up_and_ended_by_the_next_run() {
+    let d = workdir("alerts-restart");
+    for sub in ["mo/victim", "exp", "notifications"] {
+        std::fs::create_dir_all(d.join(sub)).unwrap();
+    }
+    let (on, off) = (script(&d, "on-start.sh"), script(&d, "on-stop.sh"));
+    std::fs::write(
+        d.join("mo/victim/mo.conf"),
+        format!(
+            r#"{{ "filter": "dst net 10.0.0.0/24",
+                 "fwm": [ {{"name": "ext", "extended": true, "fields": ["octets", "dst host"], "time": 3600}} ],
+                 "mavg": [ {{"name": "m", "time": 2, "fields": ["dst host", "octets"],
+                            "overlimit": [ {{"name": "level1", "default": [100000], "back2norm-time": 2,
+                                            "action-script": "{on}", "back2norm-script": "{off}", "ext": ["ext"]}} ] }} ] }}"#
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let conf = live_conf(&d, port);
+    let flood = [flow([10, 0, 0, 9], 100_000); 10];
+    let pause = || std::thread::sleep(std::time::Duration::from_millis(100));
+
+    // First run: a flood (10 MB/s against 100 kB/s), and a stop while it goes on.
+    let child = start_live(&d, &conf);
+    let exporter = Exporter::new(port);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while wait_lines(&d.join("on-start.sh.log"), 0).is_empty() && std::time::Instant::now() < deadline {
+        exporter.send(&flood);
+        pause();
+    }
+    for _ in 0..5 {
+        exporter.send(&flood);
+        pause();
+    }
+    stop_live(child);
+    let notif = d.join("notifications/victim-m-level1-10.0.0.9");
+    let left = std::fs::read_to_string(&notif).expect("the notification stays at a stop");
+    assert!(left.starts_with("10.0.0.9 ") && left.ends_with(" 100000\n"), "{left}");
+    assert!(!d.join("on-stop.sh.log").exists());
+    for e in std::fs::read_dir(d.join("exp")).unwrap() {
+        std::fs::remove_file(e.unwrap().path()).unwrap();
+    }
+
+    // Second run: the flood goes on for a second, then stops.
+    let child = start_live(&d, &conf);
+    let exporter = Exporter::new(port);
+    let mut sent = 0u64;
+    for _ in 0..10 {
+        exporter.send(&flood);
+        sent += 10 * 100_000;
+        pause();
+    }
+    let stopped = wait_lines(&d.join("on-stop.sh.log"), 1);
+    let err = stop_live(child);
+    assert!(err.contains("1 alerts active before this start taken up again (their back2norm scripts run once they end): victim-m-level1-10.0.0.9"), "{err}");
+    assert_eq!(wait_lines(&d.join("on-start.sh.log"), 0).len(), 1, "the action script is not run again: {err}");
+    assert_eq!(stopped, [format!("victim m level1 {} 10.0.0.9 0 100000", notif.display())], "{err}");
+    assert!(!notif.exists(), "removed at back-to-normal");
+    // The extended window was held from the start of the second run: it has the whole flood.
+    assert_eq!(exported(&d, "victim_ext_"), sent, "{err}");
     std::fs::remove_dir_all(&d).unwrap();
 }
 

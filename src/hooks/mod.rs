@@ -13,10 +13,10 @@ pub mod lua_pool;
 
 use crate::fsutil::{rewrite_in_place, write_atomically};
 use crate::log;
-use crate::objects::mavg::{self, Event, LimitKind, Mavg, Phase};
+use crate::objects::mavg::{Event, LimitKind, Phase};
 use parking_lot::Mutex;
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
@@ -87,21 +87,6 @@ struct Hooks {
 
 /// Starts the hook thread; it ends when every event sender is gone and its scripts finished
 /// (or were killed at their timeout).
-/// Notification files of the configured limits already in `dir`: alerts that were active when
-/// an earlier run stopped. This run starts with no averages, so it will not end them (no
-/// back-to-normal script) unless their keys go over again: the operator has to look.
-pub fn leftover_notifications(dir: &Path, mavgs: &[Arc<Mavg>]) -> Vec<String> {
-    let prefixes: Vec<String> = mavgs.iter().flat_map(|m| m.limits.iter().map(|l| mavg::notification_prefix(m, l))).collect();
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| prefixes.iter().any(|p| n.starts_with(p.as_str())))
-        .collect();
-    names.sort();
-    names
-}
-
 pub fn spawn(cfg: HookConfig, rx: Receiver<Event>, exports: Option<Receiver<crate::export::ExportEvent>>) -> HookHandle {
     let shared = Arc::new(Mutex::new(HookStats::default()));
     let stats = shared.clone();
@@ -410,17 +395,6 @@ mod tests {
         let notif = d.join("notifications/o-m-l-0.0.0.3");
         assert!(log.contains(&format!("+ o m l {} 0.0.0.3 1500 1000", notif.display())), "{log}");
         assert_eq!(std::fs::read_to_string(notif).unwrap(), "0.0.0.3 1500 1000\n");
-        std::fs::remove_dir_all(&d).unwrap();
-    }
-
-    #[test]
-    fn notification_files_left_by_an_earlier_run_are_found() {
-        let (d, m) = setup("left", "true");
-        let n = d.join("notifications");
-        for name in ["o-m-l-0.0.0.3", "o-m-l-10.0.0.1", "o-m-other-0.0.0.3", "o-mm-l-1.2.3.4", "telegram.msg"] {
-            std::fs::write(n.join(name), "x").unwrap();
-        }
-        assert_eq!(leftover_notifications(&n, &[m]), ["o-m-l-0.0.0.3", "o-m-l-10.0.0.1"]);
         std::fs::remove_dir_all(&d).unwrap();
     }
 

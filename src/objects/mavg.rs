@@ -268,14 +268,19 @@ impl Event {
     /// `<notifications-dir>/<object>-<mavg>-<limit>-<key1>-<key2>...` (the directory is added
     /// by the hook thread).
     pub fn notification_name(&self) -> String {
-        let mut s = notification_prefix(&self.mavg, self.limit_spec());
-        s.pop();
-        for k in &self.keys {
-            s.push('-');
-            s.push_str(&k.replace('/', "_"));
-        }
-        s
+        notification_name(&self.mavg, self.limit_spec(), &self.keys)
     }
+}
+
+/// The notification file name of limit `l` of `m` for a key's values as text.
+pub fn notification_name(m: &Mavg, l: &LimitSpec, keys: &[String]) -> String {
+    let mut s = notification_prefix(m, l);
+    s.pop();
+    for k in keys {
+        s.push('-');
+        s.push_str(&k.replace('/', "_"));
+    }
+    s
 }
 
 /// The start of the notification file names of limit `l` of `m`: `<object>-<mavg>-<limit>-`.
@@ -1078,9 +1083,11 @@ pub fn groups(mavgs: &[Arc<Mavg>]) -> Vec<Vec<Arc<Mavg>>> {
 }
 
 pub use config::{format_value, load_limits, parse};
+pub use resume::{notification_files, take_up_alerts, TakenUp};
 pub use sweep::SweepPass;
 
 mod config;
+mod resume;
 mod rowtable;
 mod sweep;
 

@@ -18,8 +18,8 @@ pub fn format_value(id: FieldId, v: u128) -> String {
     }
 }
 
-/// Parses a key value as written in a limits file.
-fn parse_value(id: FieldId, text: &str) -> Option<u128> {
+/// Parses a key value as written in a limits file (and by [`format_value`]).
+pub(super) fn parse_value(id: FieldId, text: &str) -> Option<u128> {
     let text = text.trim();
     match id.def().kind {
         Kind::Ipv4 => text.parse::<Ipv4Addr>().ok().map(|a| u32::from(a) as u128),

@@ -136,7 +136,7 @@ macro_rules! slot_types {
                 match self { $(Rows::$name(t) => t.probe_start(),)* }
             }
 
-            #[cfg(test)]
+            /// The slot of a key, if it has one.
             #[inline]
             pub fn find(&mut self, key: &PackedKey, hash: u64) -> Option<usize> {
                 match self { $(Rows::$name(t) => t.find(key, hash),)* }
@@ -153,19 +153,17 @@ macro_rules! slot_types {
                 match self { $(Rows::$name(t) => t.moving.is_some(),)* }
             }
 
-            /// Member 0's row in slot `i` replaced (tests).
-            #[cfg(test)]
-            pub fn store(&mut self, i: usize, row: &Row) {
-                match self { $(Rows::$name(t) => t.store(i, 0, row),)* }
+            /// Member `m`'s row in slot `i` replaced.
+            pub fn store(&mut self, i: usize, m: usize, row: &Row) {
+                match self { $(Rows::$name(t) => t.store(i, m, row),)* }
             }
 
-            #[cfg(test)]
+            /// A new key's slot with a row per member (the key must not be in the table).
             pub fn insert(&mut self, key: &PackedKey, hash: u64, row: &[Row]) -> usize {
                 match self { $(Rows::$name(t) => t.insert(key, hash, row),)* }
             }
 
             /// Member `m`'s row in slot `i`, as of the clock `now_ms`.
-            #[cfg(test)]
             #[inline]
             pub fn load(&self, i: usize, m: usize, now_ms: u64) -> Row {
                 match self { $(Rows::$name(t) => t.load(i, m, now_ms),)* }
@@ -598,7 +596,7 @@ mod tests {
                     let k = key(2, a);
                     let i = rows.find(&k, k.hash64()).unwrap_or_else(|| panic!("key {a} lost"));
                     assert_eq!(rows.load(i, 0, NOW).n[0], v, "key {a}");
-                    rows.store(i, &row(v + 1.0));
+                    rows.store(i, 0, &row(v + 1.0));
                     model.insert(a, v + 1.0);
                 }
                 80..=89 => {

@@ -585,3 +585,82 @@ fn a_reload_takes_over_a_shared_table_of_the_same_shape_only() {
     assert!(!alone[0].adopt(&new[0]), "a shared table is not taken over by a lone average");
     assert!(!alone[0].dump_text(T0 + 10, "t").contains("0.0.0.7"));
 }
+
+/// Notification files in `d`/n, as an earlier run left them: (name, content).
+fn left_files(d: &Path, files: &[(&str, &str)]) -> PathBuf {
+    let n = d.join("n");
+    std::fs::create_dir_all(&n).unwrap();
+    for (name, text) in files {
+        std::fs::write(n.join(name), text).unwrap();
+    }
+    n
+}
+
+#[test]
+fn an_alert_left_active_is_taken_up_and_ends_after_back2norm_time() {
+    let (m, rx) = level1_over_1000("take-up");
+    let n = left_files(
+        &m.dir,
+        &[
+            // Stopped between a rewrite's write and its length cut: the longer text's end.
+            ("obj-m-level1-0.0.0.7", "0.0.0.7 1500 1000\n000\n"),
+            ("obj-m-level1-0.0.0.8", "0.0.0.8 lots 1000\n"),
+            ("obj-m-level1-0.0.0.9", "0.0.0.10 1500 1000\n"),
+            ("obj-m-level2-0.0.0.7", "0.0.0.7 1500 1000\n"),
+            ("obj-mm-level1-0.0.0.7", "0.0.0.7 1500 1000\n"),
+            ("telegram.msg", "x"),
+        ],
+    );
+    assert_eq!(notification_files(&n, std::slice::from_ref(&m)), ["obj-m-level1-0.0.0.7", "obj-m-level1-0.0.0.8", "obj-m-level1-0.0.0.9"]);
+    let done = take_up_alerts(&n, std::slice::from_ref(&m), T0);
+    assert_eq!(done.taken, ["obj-m-level1-0.0.0.7"]);
+    let left: Vec<(&str, &str)> = done.left.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    assert_eq!(left, [("obj-m-level1-0.0.0.8", "\"lots\" is not a number"), ("obj-m-level1-0.0.0.9", "no limit's name for its content is the file's name")]);
+    assert_eq!((m.stats.active.load(Ordering::Relaxed), m.stats.keys.load(Ordering::Relaxed)), (1, 1));
+    assert!(m.dump_text(T0, "t").contains(" '0.0.0.7'  :: 1500 (1000 )"), "the average goes on from the file's rate");
+    assert!(events(&rx).is_empty(), "nothing runs at the take-up: the alert had started");
+    // No traffic: the rate is under the threshold from the first sweep on; the notification
+    // is rewritten at 3 s, and back-to-normal comes 5 s after the take-up.
+    for s in 1..=6 {
+        m.sweep(T0 + s * 1000);
+    }
+    let want = [(Phase::Update, vec!["0.0.0.7".to_string()], 1500, T0 + 3000), (Phase::Back2Norm, vec!["0.0.0.7".to_string()], 0, T0 + 5000)];
+    assert_eq!(events(&rx), want);
+    assert_eq!(m.stats.active.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn a_taken_up_alert_whose_flood_goes_on_does_not_start_again() {
+    let (m, rx) = level1_over_1000("take-up-flood");
+    let n = left_files(&m.dir, &[("obj-m-level1-0.0.0.7", "0.0.0.7 1500 1000\n")]);
+    assert_eq!(take_up_alerts(&n, std::slice::from_ref(&m), T0).taken.len(), 1);
+    // 2000 B/s for 10 s, then quiet.
+    for t in (100..=10_000).step_by(100) {
+        m.update(&flow(7, 200), T0 + t);
+        if t % 1000 == 0 {
+            m.sweep(T0 + t);
+        }
+    }
+    for s in 11..=16 {
+        m.sweep(T0 + s * 1000);
+    }
+    let phases: Vec<(Phase, u64)> = events(&rx).into_iter().map(|e| (e.0, e.3)).collect();
+    let updates = [3000, 6000, 9000, 12_000].map(|t| (Phase::Update, T0 + t));
+    assert_eq!(phases, [&updates[..], &[(Phase::Back2Norm, T0 + 15_000)]].concat(), "no second start; back to normal 5 s after the last time over (10 s)");
+}
+
+#[test]
+fn an_alert_of_the_second_average_of_a_shared_table_is_taken_up_in_its_row() {
+    let d = tmp("take-up-shared");
+    let (m, rx) = object_mavgs(&[BPS, PPS], &d);
+    let n = left_files(&d, &[("obj-pps-b-0.0.0.7", "0.0.0.7 40 15\n")]);
+    assert_eq!(take_up_alerts(&n, &m, T0).taken, ["obj-pps-b-0.0.0.7"]);
+    let active: Vec<usize> = m.iter().map(|m| m.stats.active.load(Ordering::Relaxed)).collect();
+    let keys: Vec<usize> = m.iter().map(|m| m.stats.keys.load(Ordering::Relaxed)).collect();
+    assert_eq!((active, keys), (vec![0, 1], vec![1, 1]), "one key in the shared table, the limit active in the second average's row");
+    assert!(m[1].dump_text(T0, "t").contains(" '0.0.0.7'  :: 40 (15 2 )") && !m[0].dump_text(T0, "t").contains("0.0.0.7"));
+    Mavg::sweep_group(&m, T0 + 2000);
+    let ended: Vec<_> = rx[1].try_iter().filter(|e| e.limit == 0).map(|e| (e.phase, e.time_ms)).collect();
+    assert_eq!(ended, [(Phase::Back2Norm, T0 + 2000)]);
+    assert!(rx[0].try_iter().next().is_none());
+}

@@ -1,0 +1,163 @@
+//! Alerts that were active when the collector last stopped, taken up again at start from their
+//! notification files.
+//!
+//! A stop (an upgrade, a restart, a crash) leaves the notification files of active alerts in
+//! place, and what their action scripts started (a blackhole route, a filter) stays on. A run
+//! that knew nothing of them would never run their back-to-normal scripts unless the keys went
+//! over and back again, and an attack still going on would run the action scripts a second
+//! time. So at start each notification file of a configured limit is read back (key values,
+//! rate, threshold, as the hook thread wrote them) and the key's row is put in its table with
+//! the limit active, its average at the file's rate as of now, and the limit's extended windows
+//! held. From there the sweep treats it as any active alert: the file is rewritten every 3 s
+//! while the rate holds, and once the rate has been on the normal side for `back2norm-time`
+//! (counted from the start: the time the collector was down is not taken for normal traffic)
+//! the back2norm script runs with the usual argv and the file goes. Nothing runs at the
+//! take-up itself: the alert had started.
+
+use super::*;
+use std::time::UNIX_EPOCH;
+
+/// What [`take_up_alerts`] did with the notification files it found.
+#[derive(Debug, Default)]
+pub struct TakenUp {
+    /// The files whose alerts are active again.
+    pub taken: Vec<String>,
+    /// The files that could not be taken up, with why (left as they are).
+    pub left: Vec<(String, String)>,
+}
+
+/// Notification files of the configured limits in `dir` (sorted names): alerts active when an
+/// earlier run stopped.
+pub fn notification_files(dir: &Path, mavgs: &[Arc<Mavg>]) -> Vec<String> {
+    let prefixes: Vec<String> = mavgs.iter().flat_map(|m| m.limits.iter().map(|l| notification_prefix(m, l))).collect();
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| prefixes.iter().any(|p| n.starts_with(p.as_str())))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Takes up the alerts of the notification files in `dir` at `now_ms` (the moving averages'
+/// clock): once per process, before the first flow.
+pub fn take_up_alerts(dir: &Path, mavgs: &[Arc<Mavg>], now_ms: u64) -> TakenUp {
+    let tables = groups(mavgs);
+    let mut out = TakenUp::default();
+    for name in notification_files(dir, mavgs) {
+        let path = dir.join(&name);
+        let read = std::fs::read_to_string(&path).map_err(|e| format!("cannot read it: {e}"));
+        let started = std::fs::metadata(&path).and_then(|md| md.created().or_else(|_| md.modified())).ok();
+        let start_ms = started.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(now_ms, |d| (d.as_millis() as u64).min(now_ms));
+        let result = read.and_then(|text| take_up_file(&tables, &name, &text, start_ms, now_ms));
+        match result {
+            Ok(()) => out.taken.push(name),
+            Err(why) => out.left.push((name, why)),
+        }
+    }
+    out
+}
+
+/// Takes up the alert of one notification file (named `name`, holding `text`) with the limit
+/// whose file it is: the one whose name for the key read from `text` is `name` (so a file
+/// that only starts like another limit's is not mistaken for one of its).
+fn take_up_file(tables: &[Vec<Arc<Mavg>>], name: &str, text: &str, start_ms: u64, now_ms: u64) -> Result<(), String> {
+    let mut why = String::from("no limit's name for its content is the file's name");
+    for members in tables {
+        for (m, mavg) in members.iter().enumerate() {
+            for (l, spec) in mavg.limits.iter().enumerate() {
+                if !name.starts_with(&notification_prefix(mavg, spec)) {
+                    continue;
+                }
+                match mavg.read_notification(text) {
+                    Ok((key, value, threshold)) if notification_name(mavg, spec, &mavg.key_text(&key)) == name => {
+                        return Mavg::take_up(members, m, l, &key, value, threshold, start_ms, now_ms);
+                    }
+                    Ok(_) => {}
+                    Err(e) => why = e,
+                }
+            }
+        }
+    }
+    Err(why)
+}
+
+impl Mavg {
+    /// A notification file's content: the key values, the rate and the threshold, separated
+    /// by spaces, on the first line (a stop between a rewrite's write and its length cut
+    /// leaves the end of the longer text before it on the next).
+    fn read_notification(&self, text: &str) -> Result<(PackedKey, f64, f64), String> {
+        let words: Vec<&str> = text.lines().next().unwrap_or("").split_whitespace().collect();
+        if words.len() != self.keys.len() + 2 {
+            return Err(format!("expected {} key values, a rate and a threshold, found {} words", self.keys.len(), words.len()));
+        }
+        let mut vals = Vec::with_capacity(self.keys.len());
+        for (id, w) in self.keys.iter().zip(&words) {
+            vals.push(match *w {
+                "NULL" => None,
+                _ => Some(config::parse_value(*id, w).ok_or_else(|| format!("\"{w}\" is not a valid {}", id.def().names.first().unwrap_or(&"value")))?),
+            });
+        }
+        let number = |w: &str| w.parse::<f64>().map_err(|_| format!("\"{w}\" is not a number"));
+        let (value, threshold) = (number(words[self.keys.len()])?, number(words[self.keys.len() + 1])?);
+        Ok((PackedKey::new(&self.layout, &self.layout.pack_values(&vals)), value, threshold))
+    }
+
+    /// Makes limit `l` of member `m` of a table (`members`, as [`groups`] gives them) active
+    /// for `key` as of `now_ms`: its row (made if new, within `mem-m`) holds the file's rate
+    /// `value` in the field the file's `threshold` belongs to, its state says the limit was
+    /// last over now and started at `start_ms`, and its extended windows are held.
+    #[allow(clippy::too_many_arguments)]
+    fn take_up(members: &[Arc<Mavg>], m: usize, l: usize, key: &PackedKey, value: f64, threshold: f64, start_ms: u64, now_ms: u64) -> Result<(), String> {
+        let me = &members[m];
+        let hash = key.hash64();
+        let cell = &me.group.cells[me.shard_of(hash)];
+        {
+            let mut guard = cell.shard.lock();
+            let Shard { rows, limits, compiled } = &mut *guard;
+            let i = match rows.find(key, hash) {
+                Some(i) => i,
+                None => {
+                    if (me.stats.keys.load(Ordering::Relaxed) + 1) * me.key_bytes() > me.mem_bytes {
+                        return Err("mem-m is full".into());
+                    }
+                    let new: Vec<Row> = compiled.iter().map(|c| Row { last_ms: now_ms, n: [0.0; 3], thr: c.index_of(key) }).collect();
+                    for member in members {
+                        member.stats.keys.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let i = rows.insert(key, hash, &new);
+                    cell.publish(rows.probe_start());
+                    i
+                }
+            };
+            let mut row = rows.load(i, m, now_ms);
+            if row.active(l) {
+                return Ok(());
+            }
+            let set = &compiled[m].sets[row.thr()];
+            let field = me.field_of_threshold(set, l, threshold);
+            let threshold = if set.rate[l][field].is_finite() { set.rate[l][field] } else { threshold };
+            let dt = now_ms.saturating_sub(row.last_ms);
+            for n in row.n.iter_mut() {
+                *n = me.decayed(*n, dt);
+            }
+            row.n[field] = row.n[field].max(value * me.secs());
+            row.last_ms = row.last_ms.max(now_ms);
+            row.set_flag(ACTIVE_BIT, l, true);
+            rows.store(i, m, &row);
+            let st = limit_state(&mut limits[m], key, l);
+            (st.start_ms, st.last_bad_ms, st.last_notify_ms) = (start_ms, now_ms, now_ms);
+            (st.field, st.value, st.threshold) = (field, value, threshold);
+        }
+        me.activate(l, true);
+        Ok(())
+    }
+
+    /// The averaged field a notification's threshold was for: the one whose threshold (as
+    /// configured now) it is, else the first with a threshold.
+    fn field_of_threshold(&self, set: &ThresholdSet, l: usize, threshold: f64) -> usize {
+        let fields = 0..self.aggs.len();
+        fields.clone().find(|&i| set.rate[l][i].round() == threshold).or_else(|| fields.clone().find(|&i| set.rate[l][i].is_finite())).unwrap_or(0)
+    }
+}
