@@ -652,15 +652,25 @@ fn a_taken_up_alert_whose_flood_goes_on_does_not_start_again() {
 #[test]
 fn an_alert_of_the_second_average_of_a_shared_table_is_taken_up_in_its_row() {
     let d = tmp("take-up-shared");
-    let (m, rx) = object_mavgs(&[BPS, PPS], &d);
+    // Split over 16 shards, as with four workers: the row goes to its key's shard.
+    let (m, rx) = object_mavgs_sharded(&[BPS, PPS], &d, 16);
     let n = left_files(&d, &[("obj-pps-b-0.0.0.7", "0.0.0.7 40 15\n")]);
     assert_eq!(take_up_alerts(&n, &m, T0).taken, ["obj-pps-b-0.0.0.7"]);
     let active: Vec<usize> = m.iter().map(|m| m.stats.active.load(Ordering::Relaxed)).collect();
     let keys: Vec<usize> = m.iter().map(|m| m.stats.keys.load(Ordering::Relaxed)).collect();
     assert_eq!((active, keys), (vec![0, 1], vec![1, 1]), "one key in the shared table, the limit active in the second average's row");
     assert!(m[1].dump_text(T0, "t").contains(" '0.0.0.7'  :: 40 (15 2 )") && !m[0].dump_text(T0, "t").contains("0.0.0.7"));
+    // A flow of the key finds that row (no second one).
+    let mut feed = Feed::new(m.clone());
+    let mut f = flow(7, 100);
+    f.time_ms = T0 + 10;
+    feed.push(&f);
+    feed.flush();
+    assert_eq!(m.iter().map(|m| m.stats.keys.load(Ordering::Relaxed)).collect::<Vec<_>>(), [1, 1]);
+    // Over at that flow (40 packets/s decayed by 1%, plus one), back to normal 2 s later.
     Mavg::sweep_group(&m, T0 + 2000);
+    Mavg::sweep_group(&m, T0 + 3000);
     let ended: Vec<_> = rx[1].try_iter().filter(|e| e.limit == 0).map(|e| (e.phase, e.time_ms)).collect();
-    assert_eq!(ended, [(Phase::Back2Norm, T0 + 2000)]);
+    assert_eq!(ended, [(Phase::Back2Norm, T0 + 3000)]);
     assert!(rx[0].try_iter().next().is_none());
 }
