@@ -570,6 +570,86 @@ fn open_sources(cfg: &Config) -> Result<Vec<WorkerSpec>, String> {
     Ok(out)
 }
 
+/// A running capture worker: its thread (which returns its decoder and the count of what its
+/// source skipped), its heartbeat (unix ms of its last round) and its counters for metrics.
+struct Worker {
+    thread: std::thread::JoinHandle<(Decoder, u64)>,
+    beat: Arc<std::sync::atomic::AtomicU64>,
+    snapshot: Arc<parking_lot::Mutex<metrics::WorkerSnapshot>>,
+}
+
+/// Starts a worker thread receiving from `spec` into `pipeline` until shutdown.
+fn start_worker(spec: WorkerSpec, mut decoder: Decoder, mut pipeline: Pipeline) -> Result<Worker, String> {
+    let WorkerSpec { name, mut source, batch } = spec;
+    let snapshot = Arc::new(parking_lot::Mutex::new(metrics::WorkerSnapshot { name: name.clone(), socket_inode: source.socket_inode(), ..Default::default() }));
+    let beat = Arc::new(std::sync::atomic::AtomicU64::new(capture::now_ms()));
+    log::info(&format!("listening: {name}"));
+    let (my_snapshot, my_beat) = (snapshot.clone(), beat.clone());
+    let thread = std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(move || {
+            let mut batch = Batch::new(batch);
+            let mut limiter = log::RateLimit::new(Duration::from_secs(10));
+            let mut errors = ErrorReporter::new(&name);
+            let mut last_publish = Instant::now();
+            while !SHUTDOWN.load(Ordering::Relaxed) {
+                my_beat.store(capture::now_ms(), Ordering::Relaxed);
+                if last_publish.elapsed() >= Duration::from_millis(500) {
+                    pipeline.publish(&decoder, &my_snapshot);
+                    last_publish = Instant::now();
+                }
+                match source.fill(&mut batch) {
+                    Ok(_) => {
+                        pipeline.limit_sweep(objects::SWEEP_SLOTS_PER_BATCH);
+                        process(&batch, &mut decoder, &mut pipeline);
+                        // Windows also close while no datagram arrives.
+                        pipeline.tick(capture::now_ms());
+                        errors.check(&decoder);
+                    }
+                    Err(e) => {
+                        if limiter.allow(Instant::now()) {
+                            log::error(&format!("{name}: {e}"));
+                        }
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            }
+            pipeline.finish();
+            (decoder, source.skipped())
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(Worker { thread, beat, snapshot })
+}
+
+/// The main thread's work until SIGTERM/SIGINT: reloads on SIGHUP, pets the systemd watchdog
+/// while every worker goes round its loop, saves the templates every 5 seconds.
+fn supervise(cfg: &Config, live: &Arc<LiveObjects>, hooks_tx: &std::sync::mpsc::SyncSender<mavg::Event>, workers: &[Worker], store: &TemplateStore, save_limiter: &mut log::RateLimit) {
+    let watchdog = systemd::watchdog_interval();
+    let mut last_pet = Instant::now();
+    let mut last_save = Instant::now();
+    while !SHUTDOWN.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+        if RELOAD.swap(false, Ordering::SeqCst) {
+            systemd::notify("RELOADING=1");
+            reload(cfg, live, hooks_tx);
+            systemd::notify("READY=1");
+        }
+        // The watchdog is petted only while every worker goes round its loop (each waits at
+        // most 200 ms for datagrams), so a stuck worker gets the service restarted.
+        if watchdog.is_some_and(|w| last_pet.elapsed() >= w) {
+            let now = capture::now_ms();
+            if workers.iter().all(|w| now.saturating_sub(w.beat.load(Ordering::Relaxed)) < 10_000) {
+                systemd::notify("WATCHDOG=1");
+            }
+            last_pet = Instant::now();
+        }
+        if last_save.elapsed() >= Duration::from_secs(5) {
+            save_templates(store, save_limiter);
+            last_save = Instant::now();
+        }
+    }
+}
+
 /// Runs the collector until SIGTERM/SIGINT; returns the counters of the whole run.
 pub fn run(cfg: &Config, objects: Arc<Objects>) -> Result<Summary, String> {
     install_signal_handlers();
@@ -585,91 +665,25 @@ pub fn run(cfg: &Config, objects: Arc<Objects>) -> Result<Summary, String> {
     let (hooks, hooks_tx, export_lua) = start_hooks(cfg, &objects, &live);
     let exporter = export::spawn(export_config(cfg, specs.len(), export_lua), rx);
     let (export_stats, hook_stats) = (exporter.stats.clone(), hooks.stats.clone());
-    let mut handles = Vec::new();
-    let mut heartbeats = Vec::new();
-    let mut snapshots = Vec::new();
-    for (worker, WorkerSpec { name, mut source, batch }) in specs.into_iter().enumerate() {
-        let snapshot = Arc::new(parking_lot::Mutex::new(metrics::WorkerSnapshot {
-            name: name.clone(),
-            socket_inode: source.socket_inode(),
-            ..Default::default()
-        }));
-        snapshots.push(snapshot.clone());
-        let mut decoder = Decoder::new(devices.clone(), Some(store.clone()));
-        let mut pipeline = Pipeline::new(cfg, &live, worker, tx.clone())?;
+    let mut workers = Vec::new();
+    for (no, spec) in specs.into_iter().enumerate() {
+        let decoder = Decoder::new(devices.clone(), Some(store.clone()));
+        let mut pipeline = Pipeline::new(cfg, &live, no, tx.clone())?;
         pipeline.use_monotonic_clock();
-        log::info(&format!("listening: {name}"));
-        let beat = Arc::new(std::sync::atomic::AtomicU64::new(capture::now_ms()));
-        heartbeats.push(beat.clone());
-        let h = std::thread::Builder::new()
-            .name(name.clone())
-            .spawn(move || {
-                let mut batch = Batch::new(batch);
-                let mut limiter = log::RateLimit::new(Duration::from_secs(10));
-                let mut errors = ErrorReporter::new(&name);
-                let mut last_publish = Instant::now();
-                while !SHUTDOWN.load(Ordering::Relaxed) {
-                    beat.store(capture::now_ms(), Ordering::Relaxed);
-                    if last_publish.elapsed() >= Duration::from_millis(500) {
-                        pipeline.publish(&decoder, &snapshot);
-                        last_publish = Instant::now();
-                    }
-                    match source.fill(&mut batch) {
-                        Ok(_) => {
-                            pipeline.limit_sweep(objects::SWEEP_SLOTS_PER_BATCH);
-                            process(&batch, &mut decoder, &mut pipeline);
-                            // Windows also close while no datagram arrives.
-                            pipeline.tick(capture::now_ms());
-                            errors.check(&decoder);
-                        }
-                        Err(e) => {
-                            if limiter.allow(Instant::now()) {
-                                log::error(&format!("{name}: {e}"));
-                            }
-                            std::thread::sleep(Duration::from_millis(100));
-                        }
-                    }
-                }
-                pipeline.finish();
-                (decoder, source.skipped())
-            })
-            .map_err(|e| e.to_string())?;
-        handles.push(h);
+        workers.push(start_worker(spec, decoder, pipeline)?);
     }
     let mut save_limiter = log::RateLimit::new(Duration::from_secs(60));
-    let mut last_save = Instant::now();
+    let snapshots = workers.iter().map(|w| w.snapshot.clone()).collect();
     let metrics_thread = start_metrics(cfg, snapshots, export_stats, hook_stats, &live, &SHUTDOWN)?;
-    let watchdog = systemd::watchdog_interval();
-    let mut last_pet = Instant::now();
-    systemd::notify(&format!("READY=1\nSTATUS={} workers, {} monitoring objects", handles.len(), objects.count()));
-    while !SHUTDOWN.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(100));
-        if RELOAD.swap(false, Ordering::SeqCst) {
-            systemd::notify("RELOADING=1");
-            reload(cfg, &live, &hooks_tx);
-            systemd::notify("READY=1");
-        }
-        // The watchdog is petted only while every worker goes round its loop (each waits at
-        // most 200 ms for datagrams), so a stuck worker gets the service restarted.
-        if watchdog.is_some_and(|w| last_pet.elapsed() >= w) {
-            let now = capture::now_ms();
-            if heartbeats.iter().all(|b| now.saturating_sub(b.load(Ordering::Relaxed)) < 10_000) {
-                systemd::notify("WATCHDOG=1");
-            }
-            last_pet = Instant::now();
-        }
-        if last_save.elapsed() >= Duration::from_secs(5) {
-            save_templates(&store, &mut save_limiter);
-            last_save = Instant::now();
-        }
-    }
+    systemd::notify(&format!("READY=1\nSTATUS={} workers, {} monitoring objects", workers.len(), objects.count()));
+    supervise(cfg, &live, &hooks_tx, &workers, &store, &mut save_limiter);
     systemd::notify("STOPPING=1");
     if let Some(h) = metrics_thread {
         let _ = h.join();
     }
     let mut summary = Summary::default();
-    for h in handles {
-        match h.join() {
+    for w in workers {
+        match w.thread.join() {
             Ok((decoder, skipped)) => summary.add(&decoder, skipped),
             Err(_) => log::error("a capture worker panicked"),
         }
