@@ -162,7 +162,8 @@ impl Registry {
         );
         metric("mavg_keys_dropped_total", "counter", "New keys not tracked because mem-m was full.", mavg_rows(&|m| m.stats.keys_dropped.load(Ordering::Relaxed)));
         metric("mavg_active_limits", "gauge", "Overlimits and underlimits holding now.", mavg_rows(&|m| m.stats.active.load(Ordering::Relaxed) as u64));
-        metric("mavg_events_dropped_total", "counter", "Alert events dropped (hook queue full).", mavg_rows(&|m| m.stats.events_dropped.load(Ordering::Relaxed)));
+        metric("mavg_events_dropped_total", "counter", "Notification rewrites and dumps dropped (hook queue full).", mavg_rows(&|m| m.stats.events_dropped.load(Ordering::Relaxed)));
+        metric("mavg_events_held", "gauge", "Limit starts and ends waiting for room in the hook queue (sent again every second).", mavg_rows(&|m| m.held_events() as u64));
         let sweeps = &objects.sweep_stats;
         metric("mavg_sweeps_total", "counter", "Once-a-second passes over every moving average's table (since the last reload).", vec![(String::new(), sweeps.passes.load(Ordering::Relaxed))]);
         metric(

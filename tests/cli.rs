@@ -427,6 +427,7 @@ fn metrics_count_what_was_sent() {
     assert!(metric(&page, "xenoeye_mavg_sweeps_total ").unwrap_or(0) >= 2, "{page}");
     assert!(metric(&page, "xenoeye_mavg_sweep_last_microseconds ").is_some(), "{page}");
     assert!(metric(&page, "xenoeye_mavg_keys{object=\"hosts\",mavg=\"m\"}").unwrap_or(0) > 0, "{page}");
+    assert_eq!(metric(&page, "xenoeye_mavg_events_held{object=\"hosts\",mavg=\"m\"}"), Some(0), "{page}");
     // Tables this small are never made ahead.
     assert_eq!(metric(&page, "xenoeye_prefault_bytes_total "), Some(0), "{page}");
     assert_eq!(metric(&page, "xenoeye_prefault_skipped_total "), Some(0), "{page}");

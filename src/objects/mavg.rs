@@ -30,18 +30,21 @@ use crate::config::ConfigError;
 use crate::fields::{self, FieldId, Kind, Side};
 use crate::flow::{addr_from_u128, Flow};
 use parking_lot::{Mutex, RwLock};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::SyncSender;
+use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::Arc;
 
 /// Most limit elements (`overlimit` and `underlimit` together) per moving average.
 pub const MAX_LIMITS: usize = 4;
 /// Most moving averages sharing one table (see [`share_tables`]).
 pub const MAX_MEMBERS: usize = 2;
+/// Starts and ends of limits held per moving average while the hook queue is full (see
+/// [`Mavg::emit`]); beyond, they are dropped and counted.
+pub const MAX_HELD_EVENTS: usize = 1 << 18;
 /// Notification files are rewritten this often while a limit holds (milliseconds).
 pub const NOTIFY_EVERY_MS: u64 = 3000;
 /// Threads that update moving averages (the capture workers): how many locks a moving
@@ -580,6 +583,9 @@ pub struct Mavg {
     member: usize,
     pub stats: MavgStats,
     events: Mutex<Option<SyncSender<Event>>>,
+    /// Starts and ends of limits the hook queue had no room for, in order: sent again at
+    /// every sweep (see [`Mavg::emit`]).
+    held: Mutex<VecDeque<Event>>,
 }
 
 impl std::fmt::Debug for Mavg {
@@ -602,27 +608,85 @@ impl Mavg {
     }
 
     /// Connects the moving average to the hook thread's queue (`None` disconnects: the hook
-    /// thread ends once every moving average let go of it).
+    /// thread ends once every moving average let go of it, after the events still held were
+    /// handed to it).
     pub fn set_events(&self, tx: Option<SyncSender<Event>>) {
-        *self.events.lock() = tx;
+        let mut events = self.events.lock();
+        if tx.is_none() {
+            if let Some(old) = events.as_ref() {
+                for ev in self.held.lock().drain(..) {
+                    // Blocking: the hook thread is draining the queue.
+                    let _ = old.send(ev);
+                }
+            }
+        }
+        *events = tx;
     }
 
+    /// Hands an event to the hook thread without ever blocking (a worker may be sending).
+    /// When the queue is full, a start or an end of a limit is held and sent again at the
+    /// next sweeps (an action script that never ran leaves an attack unmitigated, a back2norm
+    /// script that never ran leaves a mitigation on for good); a notification rewrite or a
+    /// dump, which come again anyway, is dropped and counted. While events are held, later
+    /// ones queue behind them, so a key's start and end reach the hooks in order.
     fn emit(self: &Arc<Self>, ev: Event) {
         self.stats.events.fetch_add(1, Ordering::Relaxed);
-        let sent = self.events.lock().as_ref().map(|tx| tx.try_send(ev).is_ok());
-        if sent == Some(false) {
-            let dropped = self.stats.events_dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            // Logged at most every 10 seconds, with the running count.
-            let now = crate::capture::now_ms();
-            let last = self.last_drop_log_ms.load(Ordering::Relaxed);
-            if now.saturating_sub(last) >= 10_000
-                && self.last_drop_log_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
-            {
-                crate::log::warn(&format!(
-                    "{}/{}: hook queue full, alert events dropped ({dropped} so far): hooks are too slow",
-                    self.object, self.name
-                ));
+        let events = self.events.lock();
+        let Some(tx) = events.as_ref() else { return };
+        let mut held = self.held.lock();
+        let ev = if held.is_empty() {
+            match tx.try_send(ev) {
+                Ok(()) => return,
+                Err(TrySendError::Disconnected(_)) => return,
+                Err(TrySendError::Full(ev)) => ev,
             }
+        } else {
+            ev
+        };
+        let must_arrive = matches!(ev.phase, Phase::Start | Phase::Back2Norm);
+        if must_arrive && held.len() < MAX_HELD_EVENTS {
+            held.push_back(ev);
+        } else {
+            self.stats.events_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        let waiting = held.len();
+        drop((held, events));
+        self.log_full_queue(waiting);
+    }
+
+    /// Starts and ends of limits waiting for room in the hook queue.
+    pub fn held_events(&self) -> usize {
+        self.held.lock().len()
+    }
+
+    /// Sends the held events, in order, as far as the hook queue takes them (the sweep calls
+    /// it once a second).
+    fn send_held(&self) {
+        let events = self.events.lock();
+        let Some(tx) = events.as_ref() else { return };
+        let mut held = self.held.lock();
+        while let Some(ev) = held.pop_front() {
+            match tx.try_send(ev) {
+                Ok(()) => {}
+                Err(TrySendError::Full(ev)) => {
+                    held.push_front(ev);
+                    break;
+                }
+                Err(TrySendError::Disconnected(_)) => break,
+            }
+        }
+    }
+
+    /// Says, at most every 10 seconds, that the hook queue is full.
+    fn log_full_queue(&self, waiting: usize) {
+        let now = crate::capture::now_ms();
+        let last = self.last_drop_log_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= 10_000 && self.last_drop_log_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            let dropped = self.stats.events_dropped.load(Ordering::Relaxed);
+            crate::log::warn(&format!(
+                "{}/{}: hook queue full (hooks too slow): {waiting} alert starts/ends held and sent again every second, {dropped} events dropped so far",
+                self.object, self.name
+            ));
         }
     }
 
@@ -678,7 +742,8 @@ impl Mavg {
     /// (reload), when its keys, fields, window and limits are the same, and so is its table's
     /// sharing (the same members, each the same). The first member of a shared table takes
     /// over the table; the others, called after it, their own part. Active limits stay
-    /// active (and hold this configuration's extended windows).
+    /// active (and hold this configuration's extended windows), and alert events held for the
+    /// hook queue move over.
     pub fn adopt(&self, old: &Mavg) -> bool {
         if self.group.shape != old.group.shape || self.member != old.member || self.group.cells.len() != old.group.cells.len() {
             return false;
@@ -709,6 +774,8 @@ impl Mavg {
                 self.activate(l, true);
             }
         }
+        // Starts and ends the hook queue had no room for yet.
+        self.held.lock().extend(old.held.lock().drain(..));
         true
     }
 

@@ -145,6 +145,7 @@ pub fn parse(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Re
         member: 0,
         stats: MavgStats::default(),
         events: Mutex::new(None),
+        held: Mutex::new(VecDeque::new()),
     })
 }
 

@@ -31,6 +31,9 @@ pub struct SweepPass {
 
 impl SweepPass {
     pub fn new(members: &[Arc<Mavg>]) -> SweepPass {
+        for member in members {
+            member.send_held();
+        }
         let forget: Vec<Option<u64>> = members.iter().map(|m| m.forget_after()).collect();
         let skip_quiet = members.iter().zip(&forget).map(|(m, f)| f.filter(|_| !m.thresholds_changed.swap(false, Ordering::Relaxed))).collect();
         SweepPass { members: members.to_vec(), forget, skip_quiet, shard: 0, slot: 0 }

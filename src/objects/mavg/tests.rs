@@ -360,21 +360,74 @@ fn events_carry_notification_names() {
     assert_eq!(ev.notification_name(), "obj-mavg1-level1-15.22.13.99-6");
 }
 
-#[test]
-fn a_full_hook_queue_drops_and_counts() {
-    let d = tmp("drops");
+/// A 1-second average over 10 B/s, 10 s of back2norm.
+const OVER_10: &str = r#"{"name": "m", "time": 1, "fields": ["dst host", "octets"], "overlimit": [{"name": "l", "default": [10], "back2norm-time": 10}]}"#;
+
+/// [`OVER_10`] with a hook queue of one event.
+fn with_queue_of_one(tag: &str) -> (Arc<Mavg>, Receiver<Event>, TmpDir) {
+    let d = tmp(tag);
     let file = d.join("mo.conf");
-    let node = json::parse(r#"{"name": "m", "time": 1, "fields": ["dst host", "octets"], "overlimit": [{"name": "l", "default": [10]}]}"#, &file).unwrap();
-    let m = Arc::new(parse(&file, "obj", &d, &node, 0).unwrap());
+    let m = Arc::new(parse(&file, "obj", &d, &json::parse(OVER_10, &file).unwrap(), 0).unwrap());
     let (tx, rx) = sync_channel(1);
     m.set_events(Some(tx));
+    (m, rx, d)
+}
+
+#[test]
+fn a_full_hook_queue_holds_starts_in_order_and_drops_rewrites() {
+    let (m, rx, _d) = with_queue_of_one("held");
+    let keys_of = |evs: Vec<Event>| evs.into_iter().map(|e| (e.phase, e.keys[0].clone())).collect::<Vec<_>>();
     for host in 1..=3 {
         m.update(&flow(host, 1000), T0);
     }
-    assert_eq!(m.stats.events.load(Ordering::Relaxed), 3);
-    assert_eq!(m.stats.events_dropped.load(Ordering::Relaxed), 2, "the queue holds one");
-    assert_eq!(rx.try_iter().count(), 1);
+    // The hooks do not keep up: 3 s over the limit, every notification rewrite finds the
+    // queue full (the first start still in it, the other two held).
+    for s in 1..=3 {
+        for host in 1..=3 {
+            m.update(&flow(host, 1000), T0 + s * 1000);
+        }
+        m.sweep(T0 + s * 1000);
+    }
+    assert_eq!(m.stats.events.load(Ordering::Relaxed), 6);
+    assert_eq!(m.stats.events_dropped.load(Ordering::Relaxed), 3, "the three rewrites, due at 3 s");
     assert_eq!(m.stats.active.load(Ordering::Relaxed), 3, "limits hold whatever the hooks");
+    // The hooks catch up: each sweep sends what the queue takes, in order.
+    let mut got = Vec::new();
+    for k in 1..=3 {
+        got.extend(rx.try_iter());
+        m.sweep(T0 + 3000 + k * 10);
+    }
+    got.extend(rx.try_iter());
+    let want: Vec<(Phase, String)> = (1..=3).map(|h| (Phase::Start, format!("0.0.0.{h}"))).collect();
+    assert_eq!(keys_of(got), want, "no start lost");
+
+    // Held events move to the moving average a reload puts in place.
+    let (old, rx, d) = with_queue_of_one("held-reload");
+    for host in 1..=3 {
+        old.update(&flow(host, 1000), T0);
+    }
+    let file = d.join("mo.conf");
+    let new = Arc::new(parse(&file, "obj", &d, &json::parse(OVER_10, &file).unwrap(), 0).unwrap());
+    new.set_events(old.events.lock().clone());
+    assert!(new.adopt(&old));
+    drop(old);
+    let mut got: Vec<Event> = Vec::new();
+    for k in 1..=3 {
+        got.extend(rx.try_iter());
+        new.sweep(T0 + k * 10);
+    }
+    got.extend(rx.try_iter());
+    assert_eq!(keys_of(got), want);
+
+    // Events still held when the collector stops are handed over before it lets go.
+    let (m, rx, _d) = with_queue_of_one("held-at-stop");
+    for host in 1..=3 {
+        m.update(&flow(host, 1000), T0);
+    }
+    let hooks = std::thread::spawn(move || rx.iter().collect::<Vec<_>>());
+    m.set_events(None);
+    assert_eq!(keys_of(hooks.join().unwrap()), want);
+    assert_eq!(m.stats.events_dropped.load(Ordering::Relaxed), 0);
 }
 
 #[test]
