@@ -49,29 +49,101 @@ pub fn debug_always(msg: &str) {
     emit(libc::LOG_DEBUG, "", msg);
 }
 
-/// Lets a message through at most once per interval; counts what it held back.
+/// Lets through at most `burst` messages per interval; counts what it held back.
 pub struct RateLimit {
     every: Duration,
-    last: Option<Instant>,
+    burst: u32,
+    /// Start of the current interval, and the messages let through in it.
+    since: Option<Instant>,
+    passed: u32,
     pub suppressed: u64,
 }
 
 impl RateLimit {
+    /// One message per interval.
     pub fn new(every: Duration) -> Self {
-        RateLimit { every, last: None, suppressed: 0 }
+        Self::with_burst(every, 1)
+    }
+
+    /// `burst` messages per interval: single problems are each seen, a flood of them is not.
+    pub fn with_burst(every: Duration, burst: u32) -> Self {
+        RateLimit { every, burst: burst.max(1), since: None, passed: 0, suppressed: 0 }
     }
 
     /// True when a message may be logged now (then `suppressed` tells how many were held back).
     pub fn allow(&mut self, now: Instant) -> bool {
-        match self.last {
+        match self.since {
             Some(t) if now.duration_since(t) < self.every => {
-                self.suppressed += 1;
-                false
+                let room = self.passed < self.burst;
+                self.passed += room as u32;
+                self.suppressed += !room as u64;
+                room
             }
             _ => {
-                self.last = Some(now);
+                (self.since, self.passed) = (Some(now), 1);
                 true
             }
         }
+    }
+
+    /// Logs `msg()` with `log` (say [`warn`]) when allowed now, saying how many like it were
+    /// held back since the last one logged.
+    pub fn log(&mut self, log: fn(&str), msg: impl FnOnce() -> String) {
+        if self.allow(Instant::now()) {
+            let mut text = msg();
+            if self.suppressed > 0 {
+                text.push_str(&format!(" ({} more like this not logged)", self.suppressed));
+                self.suppressed = 0;
+            }
+            log(&text);
+        }
+    }
+
+    /// Logs how many messages about `what` were held back, once their interval is over (or
+    /// `now` when `at_end`), so that a flood that stops is still summed up.
+    pub fn log_held_back(&mut self, log: fn(&str), what: &str, at_end: bool) {
+        let over = self.since.is_none_or(|t| t.elapsed() >= self.every);
+        if self.suppressed > 0 && (over || at_end) {
+            log(&format!("{} more {what} not logged", self.suppressed));
+            (self.suppressed, self.since) = (0, None);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_per_interval_then_counted() {
+        let t0 = Instant::now();
+        let mut r = RateLimit::with_burst(Duration::from_secs(10), 3);
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let got: Vec<bool> = [0, 1, 2, 3, 4, 9_999, 10_000, 10_001].iter().map(|&ms| r.allow(at(ms))).collect();
+        assert_eq!(got, [true, true, true, false, false, false, true, true]);
+        assert_eq!(r.suppressed, 3);
+        let mut one = RateLimit::new(Duration::from_secs(10));
+        assert_eq!([0, 5_000, 10_000].map(|ms| one.allow(at(ms))), [true, false, true]);
+    }
+
+    thread_local! {
+        static LINES: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    fn record(line: &str) {
+        LINES.with(|l| l.borrow_mut().push(line.to_string()));
+    }
+
+    #[test]
+    fn what_was_held_back_is_summed_up() {
+        let mut r = RateLimit::with_burst(Duration::from_secs(3600), 2);
+        for i in 0..5 {
+            r.log(record, || format!("problem {i}"));
+        }
+        r.log_held_back(record, "problems", false);
+        assert_eq!(LINES.with(|l| l.borrow().clone()), ["problem 0", "problem 1"], "the interval is not over");
+        r.log_held_back(record, "problems", true);
+        r.log(record, || "problem 5".into());
+        assert_eq!(LINES.with(|l| l.borrow().clone()), ["problem 0", "problem 1", "3 more problems not logged", "problem 5"]);
     }
 }

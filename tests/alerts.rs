@@ -32,26 +32,31 @@ fn capture(until_s: u64) -> (Vec<Frame>, u64) {
     (frames, flood_octets)
 }
 
+/// An executable shell script at `path`.
+fn write_script(path: &Path, body: &str) {
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}
+
+/// A script `name` in `dir` that appends its argv to `<name>.log`; returns its path.
 fn script(dir: &Path, name: &str) -> String {
     let path = dir.join(name);
-    let log = dir.join(format!("{name}.log"));
-    std::fs::write(
-        &path,
-        format!(
-            "#!/bin/sh\necho \"$@\" >> {log}\n",
-            log = log.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    write_script(&path, &format!("echo \"$@\" >> {}", dir.join(format!("{name}.log")).display()));
     path.display().to_string()
 }
 
-/// A collector set-up with the `victim` object; returns the config file.
-fn setup(d: &Path) -> std::path::PathBuf {
+/// A test's directory with the `victim` object's directory, `exp` and `notifications`.
+fn victim_dirs(tag: &str) -> std::path::PathBuf {
+    let d = workdir(tag);
     for sub in ["mo/victim", "exp", "notifications"] {
         std::fs::create_dir_all(d.join(sub)).unwrap();
     }
+    d
+}
+
+/// A collector set-up with the `victim` object in `d` (made by [`victim_dirs`]); returns the
+/// config file.
+fn setup(d: &Path) -> std::path::PathBuf {
     let (on, off) = (script(d, "on-start.sh"), script(d, "on-stop.sh"));
     std::fs::write(
         d.join("mo/victim/mo.conf"),
@@ -119,7 +124,7 @@ fn replay(conf: &Path, frames: &[Frame]) -> String {
 
 #[test]
 fn notification_file_exists_during_the_flood() {
-    let d = workdir("alerts-during");
+    let d = victim_dirs("alerts-during");
     let conf = setup(&d);
     // The capture stops in the middle of the flood.
     replay(&conf, &capture(25).0);
@@ -136,7 +141,7 @@ fn notification_file_exists_during_the_flood() {
 
 #[test]
 fn flood_runs_the_scripts_with_the_documented_argv() {
-    let d = workdir("alerts");
+    let d = victim_dirs("alerts");
     let conf = setup(&d);
     let (frames, flood_octets) = capture(60);
     let err = replay(&conf, &frames);
@@ -342,14 +347,10 @@ fn exported(d: &Path, table: &str) -> u64 {
 
 #[test]
 fn live_flood_starts_the_script_within_a_second_and_sighup_applies_new_limits() {
-    let d = workdir("alerts-live");
-    for sub in ["mo/victim", "exp", "notifications"] {
-        std::fs::create_dir_all(d.join(sub)).unwrap();
-    }
+    let d = victim_dirs("alerts-live");
     // The script logs the time it started (ms) and its argv.
     let script = d.join("on-start.sh");
-    std::fs::write(&script, format!("#!/bin/sh\necho \"$(date +%s%3N) $@\" >> {}\n", d.join("started.log").display())).unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    write_script(&script, &format!("echo \"$(date +%s%3N) $@\" >> {}", d.join("started.log").display()));
     std::fs::write(d.join("mo/victim/limits.csv"), "# host, bytes/s\n10.0.0.8,100000000\n").unwrap();
     std::fs::write(
         d.join("mo/victim/mo.conf"),
@@ -417,10 +418,7 @@ fn live_flood_starts_the_script_within_a_second_and_sighup_applies_new_limits() 
 
 #[test]
 fn an_alert_active_at_a_restart_is_taken_up_and_ended_by_the_next_run() {
-    let d = workdir("alerts-restart");
-    for sub in ["mo/victim", "exp", "notifications"] {
-        std::fs::create_dir_all(d.join(sub)).unwrap();
-    }
+    let d = victim_dirs("alerts-restart");
     let (on, off) = (script(&d, "on-start.sh"), script(&d, "on-stop.sh"));
     std::fs::write(
         d.join("mo/victim/mo.conf"),
@@ -507,7 +505,7 @@ fn bundled_lua_example_loads_and_runs() {
 
 #[test]
 fn the_clock_stepping_back_starts_no_alert_and_loses_no_flow() {
-    let d = workdir("alerts-step");
+    let d = victim_dirs("alerts-step");
     let conf = setup(&d);
     // 60,000 B/s to 10.0.0.1 (level1 at 100,000): 30 s, then the clock goes back 20 s, 20 s more.
     let steady = |from_ms: u64, tenths: u64| (0..tenths).map(move |t| v9_frame(from_ms + t * 100, &[flow([10, 0, 0, 1], 6000)]));
@@ -534,8 +532,36 @@ fn the_clock_stepping_back_starts_no_alert_and_loses_no_flow() {
 }
 
 #[test]
+fn a_flood_of_failing_scripts_is_logged_in_part_and_summed_up() {
+    let d = victim_dirs("alerts-failing");
+    let failing = d.join("fail.sh");
+    write_script(&failing, "exit 3");
+    std::fs::write(
+        d.join("mo/victim/mo.conf"),
+        format!(
+            r#"{{ "filter": "dst net 10.0.0.0/24",
+                 "mavg": [ {{"name": "m", "time": 2, "fields": ["dst host", "octets"],
+                            "overlimit": [ {{"name": "level1", "default": [1000], "action-script": "{}"}} ] }} ] }}"#,
+            failing.display()
+        ),
+    )
+    .unwrap();
+    let conf = collector_conf(&d);
+    // 50 hosts cross the threshold at once: 50 action scripts, each exiting with 3.
+    let flows: Vec<CraftedFlow> = (1..=50).map(|h| flow([10, 0, 0, h], 100_000)).collect();
+    let err = replay(&conf, &[v9_frame(T0, &flows[..25]), v9_frame(T0 + 1, &flows[25..])]);
+    let logged = err.lines().filter(|l| l.contains("fail.sh victim m level1 ") && l.ends_with("exited with exit status: 3")).count();
+    let summed: usize = err
+        .lines()
+        .find_map(|l| l.strip_suffix(" more script failures not logged"))
+        .map_or(0, |l| l.rsplit(' ').next().unwrap().parse().unwrap());
+    assert!(logged <= 40 && logged + summed == 50, "{logged} logged, {summed} summed up: {err}");
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
 fn check_config_warns_of_a_script_that_cannot_run() {
-    let d = workdir("alerts-scripts");
+    let d = victim_dirs("alerts-scripts");
     let conf = setup(&d);
     std::fs::remove_file(d.join("on-start.sh")).unwrap();
     std::fs::set_permissions(d.join("on-stop.sh"), std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();

@@ -83,6 +83,16 @@ struct Hooks {
     running: Vec<Running>,
     stats: HookStats,
     shared: Arc<Mutex<HookStats>>,
+    /// Problems with notification files and dumps, and with scripts, are logged up to 20 per
+    /// 10 seconds each (a broken script or a full disk during a flood of alerts would
+    /// otherwise log a line per alert).
+    file_problems: log::RateLimit,
+    script_problems: log::RateLimit,
+}
+
+/// See [`Hooks::file_problems`].
+fn problem_limit() -> log::RateLimit {
+    log::RateLimit::with_burst(Duration::from_secs(10), 20)
 }
 
 /// Starts the hook thread; it ends when every event sender is gone and its scripts finished
@@ -94,7 +104,8 @@ pub fn spawn(cfg: HookConfig, rx: Receiver<Event>, exports: Option<Receiver<crat
         .name("hooks".into())
         .spawn(move || {
             let lua = lua_pool::LuaPool::spawn(&cfg.lua, cfg.lua_threads, cfg.lua_queue);
-            let mut h = Hooks { cfg, lua, queue: VecDeque::new(), running: Vec::new(), stats: HookStats::default(), shared };
+            let (file_problems, script_problems) = (problem_limit(), problem_limit());
+            let mut h = Hooks { cfg, lua, queue: VecDeque::new(), running: Vec::new(), stats: HookStats::default(), shared, file_problems, script_problems };
             h.run(rx, exports);
             h.stats
         })
@@ -148,6 +159,7 @@ impl Hooks {
             self.reap();
             self.start_queued();
             self.publish();
+            self.log_held_back(false);
         }
         // Collection has stopped: the last exports' hooks, then what is queued and running.
         if let Some(ex) = &exports {
@@ -162,6 +174,13 @@ impl Hooks {
             self.reap();
         }
         self.publish();
+        self.log_held_back(true);
+    }
+
+    /// Sums up the problems not logged one by one (see [`Hooks::file_problems`]).
+    fn log_held_back(&mut self, at_end: bool) {
+        self.file_problems.log_held_back(log::error, "notification/dump file errors", at_end);
+        self.script_problems.log_held_back(log::warn, "script failures", at_end);
     }
 
     fn publish(&mut self) {
@@ -201,7 +220,7 @@ impl Hooks {
                     Ok(()) => self.stats.notifications_written += 1,
                     Err(e) => {
                         self.stats.notification_errors += 1;
-                        log::error(&format!("notification {}: {e}", file.display()));
+                        self.file_problems.log(log::error, || format!("notification {}: {e}", file.display()));
                     }
                 }
                 if ev.phase == Phase::Start {
@@ -231,7 +250,7 @@ impl Hooks {
                 match std::fs::remove_file(&file) {
                     Ok(()) => self.stats.notifications_removed += 1,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => log::error(&format!("notification {}: {e}", file.display())),
+                    Err(e) => self.file_problems.log(log::error, || format!("notification {}: {e}", file.display())),
                 }
             }
         }
@@ -253,7 +272,7 @@ impl Hooks {
             Ok(())
         })();
         if let Err(e) = result {
-            log::error(&format!("dump of {}/{}: {e}", m.object, m.name));
+            self.file_problems.log(log::error, || format!("dump of {}/{}: {e}", m.object, m.name));
         }
     }
 
@@ -262,6 +281,8 @@ impl Hooks {
     fn enqueue(&mut self, script: PathBuf, ev: &Event, file: &std::path::Path) {
         if self.queue.len() >= self.cfg.max_queued {
             self.stats.scripts_dropped += 1;
+            let (waiting, script) = (self.queue.len(), script.display());
+            self.script_problems.log(log::error, || format!("{waiting} scripts wait to run (max-scripts running): not run: {script} for {}", ev.keys.join(" ")));
             return;
         }
         let mut args = vec![
@@ -287,7 +308,7 @@ impl Hooks {
                 }
                 Err(e) => {
                     self.stats.scripts_failed += 1;
-                    log::error(&format!("cannot run {what}: {e}"));
+                    self.script_problems.log(log::error, || format!("cannot run {what}: {e}"));
                 }
             }
         }
@@ -296,26 +317,26 @@ impl Hooks {
     /// Collects finished scripts (no zombies) and kills those past their timeout.
     fn reap(&mut self) {
         let timeout = self.cfg.script_timeout;
-        let stats = &mut self.stats;
+        let (stats, problems) = (&mut self.stats, &mut self.script_problems);
         self.running.retain_mut(|r| match r.child.try_wait() {
             Ok(Some(status)) => {
                 if status.success() {
                     stats.scripts_ok += 1;
                 } else {
                     stats.scripts_failed += 1;
-                    log::warn(&format!("{} exited with {status}", r.what));
+                    problems.log(log::warn, || format!("{} exited with {status}", r.what));
                 }
                 false
             }
             Ok(None) if r.started.elapsed() >= timeout => {
                 crate::child::kill(&mut r.child);
                 stats.scripts_timed_out += 1;
-                log::warn(&format!("{} killed after {} s", r.what, timeout.as_secs()));
+                problems.log(log::warn, || format!("{} killed after {} s", r.what, timeout.as_secs()));
                 false
             }
             Ok(None) => true,
             Err(e) => {
-                log::error(&format!("{}: {e}", r.what));
+                problems.log(log::error, || format!("{}: {e}", r.what));
                 false
             }
         });
