@@ -71,10 +71,11 @@ fn main() -> ExitCode {
     }
     if args.check_config {
         println!(
-            "{}: configuration OK ({} monitoring objects, {} fixed windows)",
+            "{}: configuration OK ({} monitoring objects, {} fixed windows, {} moving averages)",
             args.config.display(),
             objects.count(),
-            objects.windows.len()
+            objects.windows.len(),
+            objects.mavgs.len()
         );
         return ExitCode::SUCCESS;
     }

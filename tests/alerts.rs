@@ -560,6 +560,48 @@ fn a_flood_of_failing_scripts_is_logged_in_part_and_summed_up() {
 }
 
 #[test]
+fn the_bundled_flood_object_alerts_and_collects_the_flood_sources() {
+    let d = workdir("alerts-bundled");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
+    assert!(Command::new("cp").arg("-r").arg(&src).arg(d.join("conf")).status().unwrap().success());
+    // 10 s of 2 GB/s from five sources to 10.11.12.9 (of the bundled my-nets), then 70 s in
+    // which only traffic that no object matches advances the clock.
+    let sources: Vec<[u8; 4]> = (1..=5).map(|i| [203, 0, 113, i]).collect();
+    let mut frames = Vec::new();
+    let mut flood_octets = 0u64;
+    for tenth in 0..100u64 {
+        let flows: Vec<CraftedFlow> = (0..10).map(|i| CraftedFlow { src: sources[i % 5], dst: [10, 11, 12, 9], proto: 17, dport: 123, octets: 20_000_000, packets: 20_000 }).collect();
+        frames.push(v9_frame(T0 + tenth * 100, &flows));
+        flood_octets += 10 * 20_000_000;
+    }
+    for s in 10..80 {
+        frames.push(v9_frame(T0 + s * 1000, &[flow([198, 51, 100, 1], 100)]));
+    }
+    let err = replay(&d.join("conf/xenoeye.conf"), &frames);
+    assert!(err.contains("overlimit flood/bps/level1 10.11.12.9: "), "{err}");
+    assert!(err.contains("back to normal flood/bps/level1 10.11.12.9"), "{err}");
+    assert_eq!(std::fs::read_dir(d.join("run/notifications")).unwrap().count(), 0, "the notification file is gone");
+    // The extended window: the five sources, from the crossing on (within the first 400 ms).
+    let mut rows: Vec<(String, u64)> = Vec::new();
+    for e in std::fs::read_dir(d.join("run/exp")).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name().unwrap().to_string_lossy().starts_with("flood_sources_") {
+            for l in std::fs::read_to_string(&p).unwrap().lines().filter(|l| l.contains("to_timestamp(")) {
+                let cols: Vec<&str> = l.split(',').map(|c| c.trim()).collect();
+                rows.push((cols[3].trim_matches('\'').to_string(), cols[1].parse().unwrap()));
+            }
+        }
+    }
+    let mut hosts: Vec<&str> = rows.iter().map(|(h, _)| h.as_str()).collect();
+    hosts.sort();
+    hosts.dedup();
+    assert_eq!(hosts, ["203.0.113.1", "203.0.113.2", "203.0.113.3", "203.0.113.4", "203.0.113.5"], "{rows:?}");
+    let collected: u64 = rows.iter().map(|(_, o)| o).sum();
+    assert!(collected <= flood_octets && collected >= flood_octets - 4 * 10 * 20_000_000, "{collected} of {flood_octets}");
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
 fn check_config_warns_of_a_script_that_cannot_run() {
     let d = victim_dirs("alerts-scripts");
     let conf = setup(&d);
