@@ -142,6 +142,7 @@ impl Registry {
         metric("export_rows_total", "counter", "Rows written to export files.", vec![(String::new(), e.rows_written)]);
         metric("export_write_failures_total", "counter", "Failed attempts to write an export file (retried).", vec![(String::new(), e.write_failures)]);
         metric("export_files_lost_total", "counter", "Export files given up (unwritten at shutdown, or the oldest past export-backlog-m).", vec![(String::new(), e.files_lost)]);
+        metric("fwm_folded_total", "counter", "Flows of new keys that full window maps (mem-m) summed into their NULL-key row.", vec![(String::new(), e.folded)]);
         metric("export_backlog_bytes", "gauge", "Bytes of export files kept in memory until they can be written.", vec![(String::new(), e.backlog_bytes)]);
         metric("db_export_runs_total", "counter", "Runs of the db-export program.", vec![(String::new(), e.db_export_runs)]);
         metric("db_export_timeouts_total", "counter", "Runs of the db-export program killed after db-export-timeout.", vec![(String::new(), e.db_export_timeouts)]);

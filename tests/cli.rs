@@ -480,3 +480,38 @@ fn metrics_during_a_replay_from_standard_input() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("flows 300,"));
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+#[test]
+fn a_window_at_its_memory_bound_sums_new_keys_into_the_null_row() {
+    // A spoofed-source flood: 100,000 sources, 1,000 bytes each, into a window by source of
+    // "mem-m": 1 (16-byte rows: 65,536 slots, full at 49,152 keys).
+    let d = workdir("fwm-bound");
+    std::fs::create_dir_all(d.join("mo/spoofed")).unwrap();
+    std::fs::write(d.join("mo/spoofed/mo.conf"), r#"{"fwm": [{"name": "by_src", "fields": ["octets", "src host"], "time": 3600, "mem-m": 1}]}"#).unwrap();
+    let conf = config(&d, 2055);
+    let flows: Vec<common::CraftedFlow> = (0..100_000u32)
+        .map(|i| common::CraftedFlow { src: (0x0a00_0000 + i).to_be_bytes(), dst: [192, 0, 2, 1], proto: 17, dport: 53, octets: 1000, packets: 1 })
+        .collect();
+    let frames: Vec<common::Frame> = flows.chunks(200).map(|c| common::v9_frame(1_795_756_000_000, c)).collect();
+    write_pcap(&d.join("flood.pcap"), &frames);
+    std::fs::write(&conf, std::fs::read_to_string(&conf).unwrap().replace(r#""debug": {"dump-flows": "dump.txt"},"#, "")).unwrap();
+    let out = bin().arg("-c").arg(&conf).arg("--read-pcap").arg(d.join("flood.pcap")).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let file = std::fs::read_dir(d.join("exp")).unwrap().map(|e| e.unwrap().path()).find(|p| p.to_string_lossy().contains("spoofed_by_src_")).unwrap();
+    let rows: Vec<(u64, String)> = std::fs::read_to_string(file)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("to_timestamp("))
+        .map(|l| {
+            let cols: Vec<&str> = l.split(',').map(str::trim).collect();
+            (cols[1].parse().unwrap(), cols[2].trim_end_matches([')', ';', ' ']).to_string())
+        })
+        .collect();
+    assert_eq!(rows.len(), 49_152 + 1, "the rows the bound holds, and the NULL row");
+    assert_eq!(rows.iter().map(|r| r.0).sum::<u64>(), 100_000 * 1000, "every byte counted");
+    let null: Vec<u64> = rows.iter().filter(|r| r.1 == "NULL").map(|r| r.0).collect();
+    assert_eq!(null, [(100_000 - 49_152) * 1000]);
+    assert!(err.contains("spoofed_by_src window 1795755600: a worker's map reached mem-m (1 MiB): 50848 flows of keys not in it were summed into the row whose key fields are NULL"), "{err}");
+    std::fs::remove_dir_all(&d).unwrap();
+}

@@ -75,6 +75,8 @@ pub struct ExportStats {
     pub db_export_timeouts: u64,
     /// Windows for export-lua dropped because the hook queue was full.
     pub lua_dropped: u64,
+    /// Flows of new keys that full window maps (`mem-m`) summed into their NULL-key row.
+    pub folded: u64,
     /// The last files written (newest last), for the status page.
     pub recent: Vec<String>,
 }
@@ -279,6 +281,7 @@ impl Exporter {
     fn write_windows(&mut self, windows: impl Iterator<Item = ((String, u64), OpenWindow)>) -> bool {
         let mut any = false;
         for ((_, start), OpenWindow { spec, mut rows, spare }) in windows {
+            self.tell_folded(&spec, start, rows.folded());
             let exported = (!rows.is_empty()).then(|| rows.export_rows(&spec));
             spare.give(rows);
             let Some(rows) = exported else {
@@ -300,6 +303,18 @@ impl Exporter {
             any |= self.write(file);
         }
         any
+    }
+
+    /// Counts and logs what a window's full maps summed into the NULL-key row.
+    fn tell_folded(&mut self, spec: &FwmSpec, start: u64, folded: u64) {
+        if folded > 0 {
+            self.stats.folded += folded;
+            log::warn(&format!(
+                "{} window {start}: a worker's map reached mem-m ({} MiB): {folded} flows of keys not in it were summed into the row whose key fields are NULL",
+                spec.table,
+                spec.mem_bytes >> 20
+            ));
+        }
     }
 
     fn write(&mut self, f: PendingFile) -> bool {
@@ -418,6 +433,7 @@ mod tests {
             time: 10,
             limit: None,
             extended: false,
+            mem_bytes: usize::MAX,
             active: AtomicBool::new(true),
             holders: Default::default(),
             export_lua: None,

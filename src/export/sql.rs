@@ -86,6 +86,7 @@ mod tests {
             time: 30,
             limit,
             extended: false,
+            mem_bytes: usize::MAX,
             active: AtomicBool::new(true),
             holders: Default::default(),
             export_lua: None,

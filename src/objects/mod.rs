@@ -497,6 +497,10 @@ fn fwm_spec(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Res
         Some(n) => n.as_bool(file, &k("extended"))?,
         None => false,
     };
+    let mem_m = match item.get("mem-m") {
+        Some(n) => n.as_u64(file, &k("mem-m")).and_then(|m| if m == 0 { Err(n.error(file, &k("mem-m"), "mem-m must be at least 1 (MiB)")) } else { Ok(m) })?,
+        None => window::DEFAULT_FWM_MEM_M,
+    };
     Ok(FwmSpec {
         object: object.to_string(),
         table: format!("{}_{}", flat_name(object), name),
@@ -508,6 +512,7 @@ fn fwm_spec(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Res
         time,
         limit,
         extended,
+        mem_bytes: (mem_m as usize).saturating_mul(1 << 20),
         active: AtomicBool::new(!extended),
         holders: Default::default(),
         export_lua: item.get("export-lua").map(|n| n.as_str(file, &k("export-lua")).map(String::from)).transpose()?,

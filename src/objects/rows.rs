@@ -268,11 +268,25 @@ macro_rules! row_maps {
             /// An empty map for keys of `words` words and `sums` aggregable fields, with room
             /// for `capacity` rows. One field keeps one sum per row, more keep three.
             pub fn new(words: usize, sums: usize, capacity: usize) -> RowMap {
+                Self::bounded(words, sums, capacity, usize::MAX, &[0; MAX_WORDS])
+            }
+
+            /// [`RowMap::new`] with the slot array bounded to `max_bytes`: once full, new keys'
+            /// sums go to the row of the packed key `rest` (see `PackedTable::bounded`).
+            pub fn bounded(words: usize, sums: usize, capacity: usize, max_bytes: usize, rest: &[u64; MAX_WORDS]) -> RowMap {
                 let kept = if sums <= 1 { 1 } else { 3 };
                 $(if words <= $n && kept == $a {
-                    return RowMap::$variant(PackedTable::with_capacity(capacity));
+                    let mut r = [0u64; $n];
+                    r.copy_from_slice(&rest[..$n]);
+                    return RowMap::$variant(PackedTable::bounded(capacity, max_bytes, &r));
                 })*
                 unreachable!("a key has at most {MAX_WORDS} words")
+            }
+
+            /// Additions of new keys summed into the rest row since the map was cleared (the
+            /// map was full).
+            pub fn folded(&mut self) -> u64 {
+                match self { $(RowMap::$variant(m) => m.folded(),)* }
             }
 
             /// Adds sums to the row of a packed key. Always inlined: the per-flow loop of an
@@ -298,8 +312,11 @@ macro_rules! row_maps {
             }
 
             /// Moves every row of `other` (another worker's piece of the same window) into
-            /// this map; `other` is left empty.
+            /// this map, its count of folded additions too; `other` is left empty.
             pub fn merge(&mut self, other: &mut RowMap) {
+                // Each worker's piece is bounded; their merge is not (it is bounded by them).
+                let folded = other.folded();
+                match self { $(RowMap::$variant(m) => m.lift_bound(folded),)* }
                 match other {
                     $(RowMap::$variant(o) => {
                         for (k, s) in o.rows() {

@@ -59,7 +59,22 @@ pub struct PackedTable<const N: usize, const A: usize> {
     pending: [([u64; N], Sums, u64); PIPELINE],
     npending: usize,
     head: usize,
+    /// Most slots the array may have now (a power of two; see [`PackedTable::bounded`]), and
+    /// as configured (a merge lifts the bound until the table is cleared).
+    max_slots: usize,
+    bound_slots: usize,
+    /// Set once the array is at `max_slots` and 3/4 full: new keys' sums go to `rest`.
+    full: bool,
+    /// The key new keys' sums go to when full (the window's all-NULL key, occupied bit set).
+    rest: [u64; N],
+    /// Additions of new keys summed into `rest` since the table was last cleared.
+    folded: u64,
 }
+
+/// How full a table at its most slots may get before new keys go to the `rest` row: probes
+/// stay short (linear probing at 3/4 looks at 2.5 slots for a key there, 8.5 for one absent).
+const FULL_NUM: usize = 3;
+const FULL_DEN: usize = 4;
 
 #[inline]
 pub fn hash_words(words: &[u64]) -> u64 {
@@ -95,9 +110,21 @@ pub fn prefetch<T>(p: *const T) {
 impl<const N: usize, const A: usize> PackedTable<N, A> {
     /// A table with room for `rows` rows before it grows.
     pub fn with_capacity(rows: usize) -> Self {
-        let slots = empty_slots(Self::slots_for(rows));
-        PackedTable {
-            watch: Self::watch_for(0, &slots),
+        Self::bounded(rows, usize::MAX, &[0; N])
+    }
+
+    /// A table with room for `rows` rows before it grows (as far as the bound allows), whose
+    /// slot array is bounded to `max_bytes` (at least 64 slots): once it is that big and 3/4
+    /// full, the sums of keys not in the table go to the row of `rest` (a key, packed as the
+    /// others), so the totals stay whole and memory stays bounded whatever a flood sends. Keys
+    /// in the table keep their rows. The bound outlives [`PackedTable::clear`].
+    pub fn bounded(rows: usize, max_bytes: usize, rest: &[u64; N]) -> Self {
+        let max_slots = Self::max_slots_for(max_bytes);
+        let slots = empty_slots(Self::slots_for(rows).min(max_slots));
+        let mut rest = *rest;
+        rest[N - 1] |= OCCUPIED;
+        let mut t = PackedTable {
+            watch: 0,
             slots,
             len: 0,
             leaving: None,
@@ -105,7 +132,44 @@ impl<const N: usize, const A: usize> PackedTable<N, A> {
             pending: [([0; N], [0; 3], 0); PIPELINE],
             npending: 0,
             head: 0,
+            max_slots,
+            bound_slots: max_slots,
+            full: false,
+            rest,
+            folded: 0,
+        };
+        t.watch = t.next_watch();
+        t
+    }
+
+    /// The most slots (a power of two, at least 64) in `max_bytes`.
+    fn max_slots_for(max_bytes: usize) -> usize {
+        let fit = (max_bytes / std::mem::size_of::<Slot<N, A>>()).max(64);
+        if fit > usize::MAX / 4 {
+            return usize::MAX;
         }
+        let p = fit.next_power_of_two();
+        if p > fit {
+            p / 2
+        } else {
+            p
+        }
+    }
+
+    /// Additions summed into the `rest` row since the table was last cleared (pending
+    /// insertions written first).
+    pub fn folded(&mut self) -> u64 {
+        self.flush();
+        self.folded
+    }
+
+    /// Lifts the bound until the next [`PackedTable::clear`] (a merge of bounded pieces) and
+    /// counts `folded` more additions as summed into the rest row.
+    pub fn lift_bound(&mut self, folded: u64) {
+        self.flush();
+        (self.max_slots, self.full) = (usize::MAX, false);
+        self.folded += folded;
+        self.watch = self.next_watch();
     }
 
     /// Slots of a table made for `rows` rows (at most 5/8 full).
@@ -113,11 +177,23 @@ impl<const N: usize, const A: usize> PackedTable<N, A> {
         (rows.max(8) * 8 / 5).next_power_of_two()
     }
 
-    /// Where insertions next need a look at the table's size (see `watch`), for `len` keys.
-    fn watch_for(len: usize, slots: &ZeroedSlots<Slot<N, A>>) -> usize {
+    /// Where insertions next need a look at the table's size (see `watch`): at its most slots
+    /// the 3/4 mark where it is full (never again once full); else, past half full, every new
+    /// key (a page of the next array each, until it is made), or the half-full mark, or the
+    /// growth at 5/8.
+    fn next_watch(&self) -> usize {
+        let (len, slots) = (self.len, &self.slots);
         let grow_at = slots.len() * 5 / 8;
-        if NextArray::due(len, slots) {
-            len + 1 // past half full: a page of the next array per new key
+        if slots.len() >= self.max_slots {
+            if self.full {
+                usize::MAX
+            } else {
+                slots.len() * FULL_NUM / FULL_DEN
+            }
+        } else if !NextArray::wants_more(&self.next) {
+            grow_at
+        } else if NextArray::due(len, slots) {
+            len + 1
         } else if NextArray::due(slots.len() / 2, slots) {
             slots.len() / 2
         } else {
@@ -187,6 +263,10 @@ impl<const N: usize, const A: usize> PackedTable<N, A> {
         loop {
             let slot = &mut self.slots[i];
             if slot.key[N - 1] & OCCUPIED == 0 {
+                if self.full && *key != self.rest {
+                    return self.put_rest(sums);
+                }
+                let slot = &mut self.slots[i];
                 slot.key = *key;
                 slot.sums.copy_from_slice(&sums[..A]);
                 self.len += 1;
@@ -202,17 +282,33 @@ impl<const N: usize, const A: usize> PackedTable<N, A> {
         }
     }
 
-    /// The table reached its `watch` mark: grows when the next key would pass 5/8 full, else
-    /// faults in a page more of the next array.
+    /// A new key's sums, the table full: to the rest row.
+    #[cold]
+    #[inline(never)]
+    fn put_rest(&mut self, sums: &Sums) {
+        self.folded += 1;
+        let rest = self.rest;
+        self.put(&rest, sums, hash_words(&rest));
+    }
+
+    /// The table reached its `watch` mark: grows when the next key would pass 5/8 full (or, at
+    /// its most slots, is full at 3/4), else faults in a page more of the next array.
     #[cold]
     fn on_size(&mut self) {
-        if (self.len + 1) * 8 > self.slots.len() * 5 {
+        if self.slots.len() >= self.max_slots {
+            self.full = (self.len + 1) * FULL_DEN > self.slots.len() * FULL_NUM;
+            self.watch = if self.full { usize::MAX } else { self.slots.len() * FULL_NUM / FULL_DEN };
+            return;
+        }
+        if self.slots.len() >= self.max_slots {
+            self.full = (self.len + 1) * FULL_DEN > self.slots.len() * FULL_NUM;
+        } else if (self.len + 1) * 8 > self.slots.len() * 5 {
             self.grow();
         } else {
             // SAFETY: all-zero bytes are an empty slot (see `empty_slots`).
             unsafe { NextArray::prepare(&mut self.next, self.slots.len() * 2) };
         }
-        self.watch = if NextArray::wants_more(&self.next) { Self::watch_for(self.len, &self.slots) } else { self.slots.len() * 5 / 8 };
+        self.watch = self.next_watch();
     }
 
     /// Doubles the slots: the rows move into the new array from now on, a few per insertion
@@ -268,11 +364,12 @@ impl<const N: usize, const A: usize> PackedTable<N, A> {
         self.head = 0;
         self.leaving = None;
         self.next = None;
+        (self.full, self.folded, self.max_slots) = (false, 0, self.bound_slots);
         if self.len > 0 {
             self.slots.fill_zero();
             self.len = 0;
         }
-        self.watch = Self::watch_for(0, &self.slots);
+        self.watch = self.next_watch();
     }
 
     pub fn is_mapped(&self) -> bool {
@@ -287,8 +384,8 @@ impl<const N: usize, const A: usize> PackedTable<N, A> {
     /// Whether this table, empty, suits a window expected to hold `rows` rows: it would not
     /// grow, and is not so much bigger that clearing and probing it would waste time.
     pub fn suits(&self, rows: usize) -> bool {
-        let want = Self::slots_for(rows);
-        (want..=want * 4).contains(&self.slots.len())
+        let want = Self::slots_for(rows).min(self.bound_slots);
+        self.slots.len() <= self.bound_slots && (want..=want.saturating_mul(4)).contains(&self.slots.len())
     }
 }
 
@@ -331,6 +428,46 @@ mod tests {
         assert!(t.is_empty() && t.rows().next().is_none());
         t.add(&[7, 1], &[3, 1, 0]);
         assert_eq!(t.rows().collect::<Vec<_>>(), vec![([7, 1], [3, 1, 0])]);
+    }
+
+    #[test]
+    fn a_full_table_sums_new_keys_into_the_rest_row_and_keeps_its_size() {
+        // 16-byte slots, 1 MiB: 65,536 slots, full at 49,152 keys.
+        let rest = [u64::MAX >> 2];
+        let mut t = PackedTable::<1, 1>::bounded(0, 1 << 20, &rest);
+        let mut total = 0u64;
+        for k in 0..100_000u64 {
+            t.add(&[k], &[k, 0, 0]);
+            total += k;
+        }
+        // A key in the table keeps its row; one not in it goes to the rest row.
+        t.add(&[5], &[1_000_000, 0, 0]);
+        t.add(&[99_999], &[7, 0, 0]);
+        total += 1_000_007;
+        assert_eq!(t.slots.len(), 65_536, "never grew past the bound");
+        assert_eq!(t.len(), 49_152 + 1, "3/4 full, and the rest row");
+        assert_eq!(t.folded(), 100_000 - 49_152 + 1);
+        let rows: std::collections::HashMap<u64, u64> = t.rows().map(|(k, s)| (k[0], s[0])).collect();
+        assert_eq!(rows.values().sum::<u64>(), total, "every addition counted somewhere");
+        assert_eq!(rows[&5], 1_000_005);
+        let first_out = (0..100_000).find(|k| !rows.contains_key(k)).unwrap();
+        assert!(rows[&rest[0]] >= first_out, "the rest row holds the keys left out");
+        // Cleared (a spare), the bound stays and the count starts again.
+        t.clear();
+        assert_eq!((t.folded(), t.len()), (0, 0));
+        for k in 0..60_000u64 {
+            t.add(&[k], &[1, 0, 0]);
+        }
+        assert_eq!((t.slots.len(), t.folded()), (65_536, 60_000 - 49_152));
+        // A merge lifts the bound until the next clear.
+        t.lift_bound(3);
+        for k in 60_000..100_000u64 {
+            t.add(&[k], &[1, 0, 0]);
+        }
+        assert_eq!(t.folded(), 60_000 - 49_152 + 3);
+        assert!(t.slots.len() > 65_536 && t.len() == 49_152 + 1 + 40_000);
+        t.clear();
+        assert!(!t.suits(10), "an array grown past the bound is not reused");
     }
 
     #[test]

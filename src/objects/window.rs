@@ -117,6 +117,8 @@ pub struct FwmSpec {
     pub time: u64,
     pub limit: Option<usize>,
     pub extended: bool,
+    /// Bound of a worker's map of this window (`mem-m`): see [`FwmSpec::new_map`].
+    pub mem_bytes: usize,
     /// Whether rows are collected now (always for ordinary windows; switched for extended ones).
     pub active: AtomicBool,
     /// Active limits holding this extended window on.
@@ -127,7 +129,19 @@ pub struct FwmSpec {
     pub dir: std::path::PathBuf,
 }
 
+/// `mem-m` of a fixed window when not given (MiB).
+pub const DEFAULT_FWM_MEM_M: u64 = 1024;
+
 impl FwmSpec {
+    /// An empty map for this window's rows, with room for `capacity` rows, its slot array
+    /// bounded to `mem-m`: a flood of new keys (spoofed sources) would otherwise grow it
+    /// until the collector is killed for its memory. Once full, new keys' sums go to the row
+    /// whose key fields are all NULL, as the rows past a `limit` do: totals stay whole.
+    pub fn new_map(&self, capacity: usize) -> RowMap {
+        let rest = self.layout.pack_values(&vec![None; self.layout.len()]);
+        RowMap::bounded(self.layout.words, self.aggs.len(), capacity, self.mem_bytes, &rest)
+    }
+
     #[inline]
     pub fn is_active(&self) -> bool {
         self.active.load(Ordering::Relaxed)
@@ -193,7 +207,7 @@ pub struct Window {
 
 impl Window {
     pub fn new(spec: Arc<FwmSpec>) -> Self {
-        let rows = RowMap::new(spec.layout.words, spec.aggs.len(), 0);
+        let rows = spec.new_map(0);
         Window { spec, start: None, rows, key: [0; MAX_WORDS], spare: Arc::default(), look_at: 0 }
     }
 
@@ -275,8 +289,8 @@ impl Window {
         if !self.rows.is_mapped() || self.spare.suits(rows) {
             return;
         }
-        let (words, sums) = (self.spec.layout.words, self.spec.aggs.len());
-        let make = move || RowMap::new(words, sums, rows * 2);
+        let spec = self.spec.clone();
+        let make = move || spec.new_map(rows * 2);
         if slots::make_in_background(self.spare.clone(), make, Spare::give) {
             self.look_at = u64::MAX;
         }
@@ -295,7 +309,7 @@ impl Window {
         let expected = if next_start == u64::MAX { 0 } else { self.rows.len() };
         let next = match self.spare.take_for(expected) {
             Some(map) => map,
-            None => RowMap::new(self.spec.layout.words, self.spec.aggs.len(), expected),
+            None => self.spec.new_map(expected),
         };
         let rows = std::mem::replace(&mut self.rows, next);
         Closed { spec: self.spec.clone(), worker, start, next_start, rows, spare: self.spare.clone() }
@@ -318,6 +332,7 @@ mod tests {
             time,
             limit: None,
             extended: false,
+            mem_bytes: usize::MAX,
             active: AtomicBool::new(true),
             holders: AtomicUsize::new(0),
             export_lua: None,
