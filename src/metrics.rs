@@ -71,148 +71,14 @@ impl Registry {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let snaps = self.snapshots();
-        let mut s = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, rows: Vec<(String, u64)>| {
-            let _ = writeln!(s, "# HELP xenoeye_{name} {help}\n# TYPE xenoeye_{name} {kind}");
-            for (labels, v) in rows {
-                let _ = writeln!(s, "xenoeye_{name}{labels} {v}");
-            }
-        };
-        let exporters = exporter_totals(&snaps);
-        let mut total = DecodeStats::default();
-        for w in &snaps {
-            total.add(&w.decode);
-        }
-        let per_exporter = |f: fn(&ExporterStats) -> u64| {
-            exporters.iter().map(|(ip, e)| (format!("{{exporter=\"{ip}\"}}"), f(e))).collect::<Vec<_>>()
-        };
-        metric("datagrams_total", "counter", "Datagrams received, per exporter.", per_exporter(|e| e.datagrams));
-        metric("datagram_bytes_total", "counter", "Bytes of datagrams received, per exporter.", per_exporter(|e| e.bytes));
-        metric("flows_total", "counter", "Flows decoded, per exporter.", per_exporter(|e| e.flows));
-        metric("flow_octets_total", "counter", "Octets of the flows decoded (sampling applied), per exporter.", per_exporter(|e| e.octets));
-        metric("exporter_errors_total", "counter", "Decode errors, per exporter.", per_exporter(|e| e.errors));
-        metric(
-            "decode_errors_total",
-            "counter",
-            "Decode errors by reason.",
-            DecodeError::ALL.iter().map(|e| (format!("{{reason=\"{}\"}}", e.name()), total.error(*e))).collect(),
-        );
-        metric("options_records_total", "counter", "Options data records decoded.", vec![(String::new(), total.options_records)]);
-        metric(
-            "template_events_total",
-            "counter",
-            "Template records that were new, changed or withdrawals.",
-            vec![
-                ("{event=\"new\"}".into(), total.templates_new),
-                ("{event=\"changed\"}".into(), total.templates_changed),
-                ("{event=\"withdrawn\"}".into(), total.templates_withdrawn),
-            ],
-        );
-        metric(
-            "templates",
-            "gauge",
-            "Templates held, per worker.",
-            snaps.iter().map(|w| (format!("{{worker=\"{}\"}}", esc(&w.name)), w.templates as u64)).collect(),
-        );
-        metric(
-            "clock_steps_total",
-            "counter",
-            "Steps of the system clock (1 s or more, either way) taken out of the moving averages' clock, per worker.",
-            snaps.iter().map(|w| (format!("{{worker=\"{}\"}}", esc(&w.name)), w.clock_steps)).collect(),
-        );
-        let drops = kernel_drops();
-        metric(
-            "kernel_drops_total",
-            "counter",
-            "Datagrams the kernel dropped on the worker's socket (receive buffer full).",
-            snaps
-                .iter()
-                .filter_map(|w| w.socket_inode.map(|i| (format!("{{worker=\"{}\"}}", esc(&w.name)), drops.get(&i).copied().unwrap_or(0))))
-                .collect(),
-        );
-        let objects = object_flow_totals(&snaps);
-        metric(
-            "object_flows_total",
-            "counter",
-            "Flows matched per monitoring object (since the last reload).",
-            objects.iter().map(|(o, n)| (format!("{{object=\"{}\"}}", esc(o)), *n)).collect(),
-        );
-        let e = self.export.lock().clone();
-        metric("export_files_total", "counter", "Export files written.", vec![(String::new(), e.files_written)]);
-        metric("export_rows_total", "counter", "Rows written to export files.", vec![(String::new(), e.rows_written)]);
-        metric("export_write_failures_total", "counter", "Failed attempts to write an export file (retried).", vec![(String::new(), e.write_failures)]);
-        metric("export_files_lost_total", "counter", "Export files given up (unwritten at shutdown, or the oldest past export-backlog-m).", vec![(String::new(), e.files_lost)]);
-        metric("fwm_folded_total", "counter", "Flows of new keys that full window maps (mem-m) summed into their NULL-key row.", vec![(String::new(), e.folded)]);
-        metric("export_backlog_bytes", "gauge", "Bytes of export files kept in memory until they can be written.", vec![(String::new(), e.backlog_bytes)]);
-        metric("db_export_runs_total", "counter", "Runs of the db-export program.", vec![(String::new(), e.db_export_runs)]);
-        metric("db_export_timeouts_total", "counter", "Runs of the db-export program killed after db-export-timeout.", vec![(String::new(), e.db_export_timeouts)]);
-        let objects = self.live.get();
-        let mavg_rows = |f: &dyn Fn(&crate::objects::mavg::Mavg) -> u64| {
-            objects
-                .mavgs
-                .iter()
-                .map(|m| (format!("{{object=\"{}\",mavg=\"{}\"}}", esc(&m.object), esc(&m.name)), f(m)))
-                .collect::<Vec<_>>()
-        };
-        metric("mavg_keys", "gauge", "Keys tracked per moving average.", mavg_rows(&|m| m.stats.keys.load(Ordering::Relaxed) as u64));
-        metric(
-            "mavg_memory_bytes",
-            "gauge",
-            "Memory used per moving average (bounded by mem-m).",
-            mavg_rows(&|m| (m.stats.keys.load(Ordering::Relaxed) * m.key_bytes()) as u64),
-        );
-        metric("mavg_keys_dropped_total", "counter", "New keys not tracked because mem-m was full.", mavg_rows(&|m| m.stats.keys_dropped.load(Ordering::Relaxed)));
-        metric("mavg_active_limits", "gauge", "Overlimits and underlimits holding now.", mavg_rows(&|m| m.stats.active.load(Ordering::Relaxed) as u64));
-        metric("mavg_events_dropped_total", "counter", "Notification rewrites and dumps dropped (hook queue full).", mavg_rows(&|m| m.stats.events_dropped.load(Ordering::Relaxed)));
-        metric("mavg_events_held", "gauge", "Limit starts and ends waiting for room in the hook queue (sent again every second).", mavg_rows(&|m| m.held_events() as u64));
-        let sweeps = &objects.sweep_stats;
-        metric("mavg_sweeps_total", "counter", "Once-a-second passes over every moving average's table (since the last reload).", vec![(String::new(), sweeps.passes.load(Ordering::Relaxed))]);
-        metric(
-            "mavg_sweep_last_microseconds",
-            "gauge",
-            "Time the last pass spent sweeping, its pieces together (workers do it between batches).",
-            vec![(String::new(), sweeps.last_us.load(Ordering::Relaxed))],
-        );
-        use crate::objects::slots::{PREFAULTED_BYTES, PREFAULT_SKIPPED};
-        metric(
-            "prefault_bytes_total",
-            "counter",
-            "Bytes of tables made ahead that the prefault thread faulted in, off the workers.",
-            vec![(String::new(), PREFAULTED_BYTES.load(Ordering::Relaxed))],
-        );
-        metric(
-            "prefault_skipped_total",
-            "counter",
-            "Tables made ahead left to be faulted in at first use (queue full, or a kernel before 5.14).",
-            vec![(String::new(), PREFAULT_SKIPPED.load(Ordering::Relaxed))],
-        );
-        let h = self.hooks.lock().clone();
-        metric(
-            "hook_scripts_total",
-            "counter",
-            "Hook scripts by outcome.",
-            vec![
-                ("{outcome=\"started\"}".into(), h.scripts_started),
-                ("{outcome=\"ok\"}".into(), h.scripts_ok),
-                ("{outcome=\"failed\"}".into(), h.scripts_failed),
-                ("{outcome=\"timed_out\"}".into(), h.scripts_timed_out),
-                ("{outcome=\"dropped\"}".into(), h.scripts_dropped),
-            ],
-        );
-        metric(
-            "lua_hook_calls_total",
-            "counter",
-            "Lua hook calls (action-lua, back2norm-lua, export-lua) by outcome.",
-            vec![
-                ("{outcome=\"called\"}".into(), h.lua.calls),
-                ("{outcome=\"error\"}".into(), h.lua.errors),
-                ("{outcome=\"cut\"}".into(), h.lua.cut),
-                ("{outcome=\"dropped\"}".into(), h.lua.dropped),
-            ],
-        );
-        metric("hook_events_total", "counter", "Alert events handled by the hook thread.", vec![(String::new(), h.events)]);
-        metric("uptime_seconds", "gauge", "Seconds since start.", vec![(String::new(), self.started.elapsed().as_secs())]);
-        s
+        let mut out = Exposition::default();
+        decode_metrics(&mut out, &snaps);
+        worker_metrics(&mut out, &snaps);
+        export_metrics(&mut out, &self.export.lock().clone());
+        mavg_metrics(&mut out, &self.live.get());
+        hook_metrics(&mut out, &self.hooks.lock().clone());
+        out.one("uptime_seconds", "gauge", "Seconds since start.", self.started.elapsed().as_secs());
+        out.text
     }
 
     /// The status page: objects, active limits, exports, hooks and exporters.
@@ -262,6 +128,121 @@ impl Registry {
 }
 
 /// Each exporter's counters summed over the workers, in address order.
+/// A Prometheus text exposition being written.
+#[derive(Default)]
+struct Exposition {
+    text: String,
+}
+
+impl Exposition {
+    /// A metric with its help and type lines, one sample per (labels, value).
+    fn metric(&mut self, name: &str, kind: &str, help: &str, rows: Vec<(String, u64)>) {
+        let _ = writeln!(self.text, "# HELP xenoeye_{name} {help}\n# TYPE xenoeye_{name} {kind}");
+        for (labels, v) in rows {
+            let _ = writeln!(self.text, "xenoeye_{name}{labels} {v}");
+        }
+    }
+
+    /// A metric of one sample without labels.
+    fn one(&mut self, name: &str, kind: &str, help: &str, value: u64) {
+        self.metric(name, kind, help, vec![(String::new(), value)]);
+    }
+}
+
+/// Per-worker samples (`worker` label) of `f`.
+fn per_worker(snaps: &[WorkerSnapshot], f: impl Fn(&WorkerSnapshot) -> Option<u64>) -> Vec<(String, u64)> {
+    snaps.iter().filter_map(|w| f(w).map(|v| (format!("{{worker=\"{}\"}}", esc(&w.name)), v))).collect()
+}
+
+/// What the decoders counted: per exporter, per error reason, templates.
+fn decode_metrics(out: &mut Exposition, snaps: &[WorkerSnapshot]) {
+    let exporters = exporter_totals(snaps);
+    let mut total = DecodeStats::default();
+    for w in snaps {
+        total.add(&w.decode);
+    }
+    let per_exporter = |f: fn(&ExporterStats) -> u64| exporters.iter().map(|(ip, e)| (format!("{{exporter=\"{ip}\"}}"), f(e))).collect::<Vec<_>>();
+    out.metric("datagrams_total", "counter", "Datagrams received, per exporter.", per_exporter(|e| e.datagrams));
+    out.metric("datagram_bytes_total", "counter", "Bytes of datagrams received, per exporter.", per_exporter(|e| e.bytes));
+    out.metric("flows_total", "counter", "Flows decoded, per exporter.", per_exporter(|e| e.flows));
+    out.metric("flow_octets_total", "counter", "Octets of the flows decoded (sampling applied), per exporter.", per_exporter(|e| e.octets));
+    out.metric("exporter_errors_total", "counter", "Decode errors, per exporter.", per_exporter(|e| e.errors));
+    let reasons = DecodeError::ALL.iter().map(|e| (format!("{{reason=\"{}\"}}", e.name()), total.error(*e))).collect();
+    out.metric("decode_errors_total", "counter", "Decode errors by reason.", reasons);
+    out.one("options_records_total", "counter", "Options data records decoded.", total.options_records);
+    let events = vec![
+        ("{event=\"new\"}".into(), total.templates_new),
+        ("{event=\"changed\"}".into(), total.templates_changed),
+        ("{event=\"withdrawn\"}".into(), total.templates_withdrawn),
+    ];
+    out.metric("template_events_total", "counter", "Template records that were new, changed or withdrawals.", events);
+}
+
+/// Per worker: templates, clock steps, kernel drops; per object: flows matched.
+fn worker_metrics(out: &mut Exposition, snaps: &[WorkerSnapshot]) {
+    out.metric("templates", "gauge", "Templates held, per worker.", per_worker(snaps, |w| Some(w.templates as u64)));
+    let steps = per_worker(snaps, |w| Some(w.clock_steps));
+    out.metric("clock_steps_total", "counter", "Steps of the system clock (1 s or more, either way) taken out of the moving averages' clock, per worker.", steps);
+    let drops = kernel_drops();
+    let dropped = per_worker(snaps, |w| w.socket_inode.map(|i| drops.get(&i).copied().unwrap_or(0)));
+    out.metric("kernel_drops_total", "counter", "Datagrams the kernel dropped on the worker's socket (receive buffer full).", dropped);
+    let objects = object_flow_totals(snaps).iter().map(|(o, n)| (format!("{{object=\"{}\"}}", esc(o)), *n)).collect();
+    out.metric("object_flows_total", "counter", "Flows matched per monitoring object (since the last reload).", objects);
+}
+
+/// The export thread's counters.
+fn export_metrics(out: &mut Exposition, e: &ExportStats) {
+    out.one("export_files_total", "counter", "Export files written.", e.files_written);
+    out.one("export_rows_total", "counter", "Rows written to export files.", e.rows_written);
+    out.one("export_write_failures_total", "counter", "Failed attempts to write an export file (retried).", e.write_failures);
+    out.one("export_files_lost_total", "counter", "Export files given up (unwritten at shutdown, or the oldest past export-backlog-m).", e.files_lost);
+    out.one("fwm_folded_total", "counter", "Flows of new keys that full window maps (mem-m) summed into their NULL-key row.", e.folded);
+    out.one("export_backlog_bytes", "gauge", "Bytes of export files kept in memory until they can be written.", e.backlog_bytes);
+    out.one("db_export_runs_total", "counter", "Runs of the db-export program.", e.db_export_runs);
+    out.one("db_export_timeouts_total", "counter", "Runs of the db-export program killed after db-export-timeout.", e.db_export_timeouts);
+}
+
+/// Per moving average (`object`, `mavg` labels), the sweeps, and the tables made ahead.
+fn mavg_metrics(out: &mut Exposition, objects: &crate::objects::Objects) {
+    let rows = |f: &dyn Fn(&crate::objects::mavg::Mavg) -> u64| {
+        objects.mavgs.iter().map(|m| (format!("{{object=\"{}\",mavg=\"{}\"}}", esc(&m.object), esc(&m.name)), f(m))).collect::<Vec<_>>()
+    };
+    out.metric("mavg_keys", "gauge", "Keys tracked per moving average.", rows(&|m| m.stats.keys.load(Ordering::Relaxed) as u64));
+    out.metric("mavg_memory_bytes", "gauge", "Memory used per moving average (bounded by mem-m).", rows(&|m| (m.stats.keys.load(Ordering::Relaxed) * m.key_bytes()) as u64));
+    out.metric("mavg_keys_dropped_total", "counter", "New keys not tracked because mem-m was full.", rows(&|m| m.stats.keys_dropped.load(Ordering::Relaxed)));
+    out.metric("mavg_active_limits", "gauge", "Overlimits and underlimits holding now.", rows(&|m| m.stats.active.load(Ordering::Relaxed) as u64));
+    out.metric("mavg_events_dropped_total", "counter", "Notification rewrites and dumps dropped (hook queue full).", rows(&|m| m.stats.events_dropped.load(Ordering::Relaxed)));
+    out.metric("mavg_events_held", "gauge", "Limit starts and ends waiting for room in the hook queue (sent again every second).", rows(&|m| m.held_events() as u64));
+    let sweeps = &objects.sweep_stats;
+    out.one("mavg_sweeps_total", "counter", "Once-a-second passes over every moving average's table (since the last reload).", sweeps.passes.load(Ordering::Relaxed));
+    let last = sweeps.last_us.load(Ordering::Relaxed);
+    out.one("mavg_sweep_last_microseconds", "gauge", "Time the last pass spent sweeping, its pieces together (workers do it between batches).", last);
+    use crate::objects::slots::{PREFAULTED_BYTES, PREFAULT_SKIPPED};
+    out.one("prefault_bytes_total", "counter", "Bytes of tables made ahead that the prefault thread faulted in, off the workers.", PREFAULTED_BYTES.load(Ordering::Relaxed));
+    let skipped = PREFAULT_SKIPPED.load(Ordering::Relaxed);
+    out.one("prefault_skipped_total", "counter", "Tables made ahead left to be faulted in at first use (queue full, or a kernel before 5.14).", skipped);
+}
+
+/// The hook thread's counters: scripts and Lua calls by outcome, events.
+fn hook_metrics(out: &mut Exposition, h: &HookStats) {
+    let scripts = vec![
+        ("{outcome=\"started\"}".into(), h.scripts_started),
+        ("{outcome=\"ok\"}".into(), h.scripts_ok),
+        ("{outcome=\"failed\"}".into(), h.scripts_failed),
+        ("{outcome=\"timed_out\"}".into(), h.scripts_timed_out),
+        ("{outcome=\"dropped\"}".into(), h.scripts_dropped),
+    ];
+    out.metric("hook_scripts_total", "counter", "Hook scripts by outcome.", scripts);
+    let lua = vec![
+        ("{outcome=\"called\"}".into(), h.lua.calls),
+        ("{outcome=\"error\"}".into(), h.lua.errors),
+        ("{outcome=\"cut\"}".into(), h.lua.cut),
+        ("{outcome=\"dropped\"}".into(), h.lua.dropped),
+    ];
+    out.metric("lua_hook_calls_total", "counter", "Lua hook calls (action-lua, back2norm-lua, export-lua) by outcome.", lua);
+    out.one("hook_events_total", "counter", "Alert events handled by the hook thread.", h.events);
+}
+
 fn exporter_totals(snaps: &[WorkerSnapshot]) -> BTreeMap<IpAddr, ExporterStats> {
     let mut totals: BTreeMap<IpAddr, ExporterStats> = BTreeMap::new();
     for (ip, e) in snaps.iter().flat_map(|w| &w.exporters) {
