@@ -621,14 +621,39 @@ fn start_worker(spec: WorkerSpec, mut decoder: Decoder, mut pipeline: Pipeline) 
     Ok(Worker { thread, beat, snapshot })
 }
 
+/// The first of the collector's threads that has ended although no stop was asked for (it
+/// panicked: a bug), by name.
+fn stopped_thread(workers: &[Worker], hooks: &HookHandle, exporter: &export::ExportHandle) -> Option<String> {
+    let worker = workers.iter().find(|w| w.thread.is_finished()).map(|w| format!("capture worker {}", w.thread.thread().name().unwrap_or("?")));
+    worker.or_else(|| hooks.is_finished().then(|| "hook thread".to_string())).or_else(|| exporter.is_finished().then(|| "export thread".to_string()))
+}
+
 /// The main thread's work until SIGTERM/SIGINT: reloads on SIGHUP, pets the systemd watchdog
-/// while every worker goes round its loop, saves the templates every 5 seconds.
-fn supervise(cfg: &Config, live: &Arc<LiveObjects>, hooks_tx: &std::sync::mpsc::SyncSender<mavg::Event>, workers: &[Worker], store: &TemplateStore, save_limiter: &mut log::RateLimit) {
+/// while every worker goes round its loop, saves the templates every 5 seconds. A thread
+/// that ended by itself (a panic) stops the collector with an error, so that the service
+/// manager restarts it (open windows of the other workers are written, active alerts taken
+/// up again) rather than leaving it running without capture, alerts or exports. Returns it.
+#[allow(clippy::too_many_arguments)]
+fn supervise(
+    cfg: &Config,
+    live: &Arc<LiveObjects>,
+    hooks_tx: &std::sync::mpsc::SyncSender<mavg::Event>,
+    workers: &[Worker],
+    hooks: &HookHandle,
+    exporter: &export::ExportHandle,
+    store: &TemplateStore,
+    save_limiter: &mut log::RateLimit,
+) -> Option<String> {
     let watchdog = systemd::watchdog_interval();
     let mut last_pet = Instant::now();
     let mut last_save = Instant::now();
     while !SHUTDOWN.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
+        if let Some(what) = stopped_thread(workers, hooks, exporter) {
+            log::error(&format!("the {what} stopped unexpectedly (a bug: please report it with this log); stopping, for the service manager to restart the collector"));
+            request_shutdown();
+            return Some(what);
+        }
         if RELOAD.swap(false, Ordering::SeqCst) {
             systemd::notify("RELOADING=1");
             reload(cfg, live, hooks_tx);
@@ -648,6 +673,7 @@ fn supervise(cfg: &Config, live: &Arc<LiveObjects>, hooks_tx: &std::sync::mpsc::
             last_save = Instant::now();
         }
     }
+    None
 }
 
 /// Runs the collector until SIGTERM/SIGINT; returns the counters of the whole run.
@@ -676,7 +702,7 @@ pub fn run(cfg: &Config, objects: Arc<Objects>) -> Result<Summary, String> {
     let snapshots = workers.iter().map(|w| w.snapshot.clone()).collect();
     let metrics_thread = start_metrics(cfg, snapshots, export_stats, hook_stats, &live, &SHUTDOWN)?;
     systemd::notify(&format!("READY=1\nSTATUS={} workers, {} monitoring objects", workers.len(), objects.count()));
-    supervise(cfg, &live, &hooks_tx, &workers, &store, &mut save_limiter);
+    let stopped = supervise(cfg, &live, &hooks_tx, &workers, &hooks, &exporter, &store, &mut save_limiter);
     systemd::notify("STOPPING=1");
     if let Some(h) = metrics_thread {
         let _ = h.join();
@@ -698,5 +724,75 @@ pub fn run(cfg: &Config, objects: Arc<Objects>) -> Result<Summary, String> {
     }
     summary.hooks = stop_hooks(&live.get(), hooks)?;
     save_templates(&store, &mut save_limiter);
-    Ok(summary)
+    match stopped {
+        Some(what) => Err(format!("stopped because the {what} ended unexpectedly")),
+        None => Ok(summary),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn worker(name: &str, body: fn() -> (Decoder, u64)) -> Worker {
+        let thread = std::thread::Builder::new().name(name.into()).spawn(body).unwrap();
+        Worker { thread, beat: Arc::default(), snapshot: Arc::default() }
+    }
+
+    fn until(f: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !f() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn a_thread_that_ended_by_itself_is_named() {
+        let dir = std::env::temp_dir().join(format!("xe-daemon-stopped-{}", std::process::id()));
+        let (_event_tx, event_rx) = sync_channel(1);
+        let hook_cfg = HookConfig {
+            notifications_dir: dir.clone(),
+            script_timeout: Duration::from_secs(1),
+            max_scripts: 1,
+            max_queued: 1,
+            lua: hooks::lua::LuaConfig::default(),
+            lua_threads: 1,
+            lua_queue: 1,
+        };
+        let hooks = hooks::spawn(hook_cfg, event_rx, None);
+        let (export_tx, export_rx) = channel();
+        let (lua_tx, _lua_rx) = sync_channel(1);
+        let export_cfg = ExportConfig {
+            dir: dir.clone(),
+            db_export: None,
+            db_export_timeout: Duration::from_secs(1),
+            workers: 1,
+            retry_every: Duration::from_secs(1),
+            final_retry: Duration::from_secs(1),
+            max_backlog: 1 << 20,
+            lua: Some(lua_tx),
+        };
+        let exporter = export::spawn(export_cfg, export_rx);
+        static STOP: AtomicBool = AtomicBool::new(false);
+        let idle = || {
+            while !STOP.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            (Decoder::new(Arc::default(), None), 0)
+        };
+        let mut workers = vec![worker("udp *:2055#0", idle)];
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(stopped_thread(&workers, &hooks, &exporter), None, "all running");
+        workers.push(worker("udp *:2055#1", || panic!("a bug")));
+        until(|| workers[1].thread.is_finished());
+        assert_eq!(stopped_thread(&workers, &hooks, &exporter).as_deref(), Some("capture worker udp *:2055#1"));
+        workers.pop();
+        drop(export_tx); // the export thread ends once no worker can send to it
+        until(|| exporter.is_finished());
+        assert_eq!(stopped_thread(&workers, &hooks, &exporter).as_deref(), Some("export thread"));
+        STOP.store(true, Ordering::Relaxed);
+        for w in workers {
+            w.thread.join().unwrap();
+        }
+    }
 }

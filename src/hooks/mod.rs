@@ -65,6 +65,11 @@ pub struct HookHandle {
 }
 
 impl HookHandle {
+    /// Whether the thread has ended.
+    pub fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
+
     pub fn join(self) -> std::thread::Result<HookStats> {
         self.thread.join()
     }
