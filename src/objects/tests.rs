@@ -61,11 +61,15 @@ fn errors_name_file_line_column_and_key() {
             ("mo/b/mo.conf", "{ \"fwm\": [ {\"name\": \"x\", \"fields\": [\"octets\", \"host\"]} ] }"),
             ("mo/c/mo.conf", "{ \"fwm\": [ {\"name\": \"x\", \"fields\": [\"proto\"]} ] }"),
             ("mo/d/mo.conf", "{ \"fwm\": [ {\"name\": \"x\", \"fields\": [\"octets\"], \"time\": \"0\"} ] }"),
+            ("mo/e/mo.conf", "{ \"fwm\": [ {\"name\": \"x\", \"fields\": [\"octets\"], \"mem-m\": 0} ] }"),
+            ("mo/f/mo.conf", "{ \"mavg\": [ {\"name\": \"m\", \"fields\": [\"dst host\", \"octets\"],\n  \"mem-m\": 0} ] }"),
         ],
     );
     let errs = load(&d.join("mo"), &IpLists::new()).unwrap_err();
     let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
-    assert_eq!(text.len(), 4, "{text:?}");
+    assert_eq!(text.len(), 6, "{text:?}");
+    assert!(text[4].contains("'fwm[0].mem-m': mem-m must be at least 1 (MiB)"), "{}", text[4]);
+    assert!(text[5].ends_with("f/mo.conf:2:12: 'mavg[0].mem-m': mem-m must be at least 1 (MiB)"), "{}", text[5]);
     assert!(text[0].ends_with("a/mo.conf:2:18: 'filter': column 5: unknown field (at 'nett')"), "{}", text[0]);
     assert!(text[1].contains("'fwm[0].fields[1]': \"host\" needs \"src\" or \"dst\""), "{}", text[1]);
     assert!(text[2].contains("needs at least one of octets, packets, bits"), "{}", text[2]);

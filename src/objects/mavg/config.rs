@@ -99,6 +99,9 @@ pub fn parse(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Re
         return Err(item.get("time").unwrap_or(item).error(file, &k("time"), "time must be at least 1 second"));
     }
     let mem_m = secs("mem-m", 256)?;
+    if mem_m == 0 {
+        return Err(item.get("mem-m").unwrap_or(item).error(file, &k("mem-m"), "mem-m must be at least 1 (MiB)"));
+    }
     let dump = item.get("dump").map(|n| n.as_u64(file, &k("dump"))).transpose()?.filter(|&d| d > 0);
     let layout = KeyLayout::new(&keys);
     let mut limits = Vec::new();
