@@ -145,15 +145,8 @@ impl<const N: usize, const A: usize> PackedTable<N, A> {
     /// The most slots (a power of two, at least 64) in `max_bytes`.
     fn max_slots_for(max_bytes: usize) -> usize {
         let fit = (max_bytes / std::mem::size_of::<Slot<N, A>>()).max(64);
-        if fit > usize::MAX / 4 {
-            return usize::MAX;
-        }
-        let p = fit.next_power_of_two();
-        if p > fit {
-            p / 2
-        } else {
-            p
-        }
+        // The largest power of two not above `fit`.
+        1 << (usize::BITS - 1 - fit.leading_zeros())
     }
 
     /// Additions summed into the `rest` row since the table was last cleared (pending
