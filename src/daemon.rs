@@ -650,6 +650,11 @@ fn supervise(
     while !SHUTDOWN.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
         if let Some(what) = stopped_thread(workers, hooks, exporter) {
+            // Looked at after the thread was seen ended: a stop asked for meanwhile (SIGTERM
+            // during the sleep) ends the workers, and then the export thread, by design.
+            if SHUTDOWN.load(Ordering::SeqCst) {
+                break;
+            }
             log::error(&format!("the {what} stopped unexpectedly (a bug: please report it with this log); stopping, for the service manager to restart the collector"));
             request_shutdown();
             return Some(what);

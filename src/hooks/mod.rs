@@ -1,8 +1,9 @@
 //! The hook thread: what happens when a limit starts to hold or goes back to normal, off the
 //! flow path.
 //!
-//! Workers put [`Event`]s in a bounded queue (a full queue drops and counts, it never blocks a
-//! worker). This thread writes the notification files (created at start, rewritten every 3
+//! Workers put [`Event`]s in a bounded queue, never blocking on it (when it is full, the
+//! moving averages hold starts and ends and drop rewrites: see `Mavg::emit`). This thread
+//! takes no event while its script queue is full, so no script is dropped. It writes the notification files (created at start, rewritten every 3
 //! seconds while the limit holds, deleted at back-to-normal) and runs the action and
 //! back-to-normal scripts: directly (no shell) with the original's argv, with a bound on how
 //! many run at once, a timeout after which a script is killed, every exit status logged, and
@@ -33,7 +34,7 @@ pub struct HookConfig {
     pub script_timeout: Duration,
     /// Scripts running at once; more wait in a queue.
     pub max_scripts: usize,
-    /// Scripts waiting beyond this are dropped (counted).
+    /// Scripts waiting at most; while that many wait, no event is taken (see `Hooks::run`).
     pub max_queued: usize,
     /// Lua hooks' limits and writable directories.
     pub lua: lua::LuaConfig,
@@ -143,17 +144,30 @@ fn whole(v: f64) -> String {
 impl Hooks {
     fn run(&mut self, rx: Receiver<Event>, exports: Option<Receiver<crate::export::ExportEvent>>) {
         loop {
-            let wait = if exports.is_some() { 20 } else { 50 };
-            match rx.recv_timeout(Duration::from_millis(wait)) {
-                Ok(ev) => {
-                    self.event(ev);
-                    // A flood: handle what is queued, then hand its Lua calls over at once.
-                    for ev in rx.try_iter().take(1023) {
+            let wait = Duration::from_millis(if exports.is_some() { 20 } else { 50 });
+            // While `max_queued` scripts wait, no event is taken: the queue before this thread
+            // fills and the moving averages hold the starts and ends (see `Mavg::emit`), rather
+            // than this thread dropping scripts.
+            if self.queue.len() >= self.cfg.max_queued {
+                std::thread::sleep(wait);
+            } else {
+                match rx.recv_timeout(wait) {
+                    Ok(ev) => {
                         self.event(ev);
+                        // A flood: handle what is queued, then hand its Lua calls over at once.
+                        for _ in 0..1023 {
+                            if self.queue.len() >= self.cfg.max_queued {
+                                break;
+                            }
+                            match rx.try_recv() {
+                                Ok(ev) => self.event(ev),
+                                Err(_) => break,
+                            }
+                        }
                     }
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => break,
                 }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
             }
             if let Some(ex) = &exports {
                 while let Ok(e) = ex.try_recv() {
@@ -285,6 +299,7 @@ impl Hooks {
     /// `object mavg limit notification-file key1 [key2 ...] value threshold`.
     fn enqueue(&mut self, script: PathBuf, ev: &Event, file: &std::path::Path) {
         if self.queue.len() >= self.cfg.max_queued {
+            // Not reached (`run` takes no event then); a bound all the same.
             self.stats.scripts_dropped += 1;
             let (waiting, script) = (self.queue.len(), script.display());
             self.script_problems.log(log::error, || format!("{waiting} scripts wait to run (max-scripts running): not run: {script} for {}", ev.keys.join(" ")));
@@ -421,6 +436,34 @@ mod tests {
         let notif = d.join("notifications/o-m-l-0.0.0.3");
         assert!(log.contains(&format!("+ o m l {} 0.0.0.3 1500 1000", notif.display())), "{log}");
         assert_eq!(std::fs::read_to_string(notif).unwrap(), "0.0.0.3 1500 1000\n");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn scripts_beyond_the_queue_bound_wait_instead_of_being_dropped() {
+        // Room for 2 waiting scripts, 1 running: 12 events are taken as scripts finish.
+        let (d, m) = setup("backlog", &format!("echo \"$*\" >> {0}/log; sleep 0.05", "$(dirname $0)"));
+        let (tx, rx) = sync_channel(100);
+        let cfg = HookConfig {
+            notifications_dir: d.join("notifications"),
+            script_timeout: Duration::from_secs(5),
+            max_scripts: 1,
+            max_queued: 2,
+            lua: lua::LuaConfig::default(),
+            lua_threads: 1,
+            lua_queue: 10,
+        };
+        let h = spawn(cfg, rx, None);
+        for k in 0..12 {
+            tx.send(start_event(&m, k)).unwrap();
+        }
+        drop(tx);
+        let stats = h.join().unwrap();
+        assert_eq!((stats.scripts_started, stats.scripts_ok, stats.scripts_dropped), (12, 12, 0));
+        let log = std::fs::read_to_string(d.join("log")).unwrap();
+        let keys: Vec<&str> = log.lines().map(|l| l.split(' ').nth(4).unwrap()).collect();
+        let want: Vec<String> = (0..12).map(|k| std::net::Ipv4Addr::from(k as u32).to_string()).collect();
+        assert_eq!(keys, want, "in order");
         std::fs::remove_dir_all(&d).unwrap();
     }
 
