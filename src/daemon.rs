@@ -60,13 +60,19 @@ fn reload(cfg: &Config, live: &LiveObjects, hooks_tx: &std::sync::mpsc::SyncSend
     let old = live.get();
     match load_objects(cfg) {
         Ok(new) => {
-            let mut kept = 0;
+            let mut started_anew = Vec::new();
             for m in &new.mavgs {
                 m.set_events(Some(hooks_tx.clone()));
-                if let Some(o) = old.mavgs.iter().find(|o| o.object == m.object && o.name == m.name) {
-                    kept += m.adopt(o) as usize;
+                let old_one = old.mavgs.iter().find(|o| o.object == m.object && o.name == m.name);
+                if !old_one.is_some_and(|o| m.adopt(o)) {
+                    started_anew.push(m.clone());
                 }
             }
+            // Those starting from zero (new, or changed so that their averages could not be
+            // kept) take up the alerts their notification files say are active, as at start:
+            // else a changed moving average would leave its active alerts without an end.
+            take_up_alerts(cfg, &started_anew, capture::now_ms());
+            let kept = new.mavgs.len() - started_anew.len();
             let (n_objects, n_windows, n_mavgs) = (new.count(), new.windows.len(), new.mavgs.len());
             live.replace(Arc::new(new));
             log::info(&format!(
@@ -389,13 +395,14 @@ fn start_metrics(
 /// Bound on alert events waiting for the hook thread (more are dropped and counted).
 const EVENT_QUEUE: usize = 65536;
 
-/// Takes up the alerts an earlier run left active (see [`mavg::take_up_alerts`]), and says
-/// which notification files could not be.
-fn take_up_alerts(cfg: &Config, objects: &Objects, now_ms: u64) {
-    let done = mavg::take_up_alerts(&cfg.notifications_dir, &objects.mavgs, now_ms);
+/// Takes up, for moving averages starting from zero (`mavgs`), the alerts an earlier run or
+/// configuration left active (see [`mavg::take_up_alerts`]), and says which notification
+/// files could not be.
+fn take_up_alerts(cfg: &Config, mavgs: &[Arc<mavg::Mavg>], now_ms: u64) {
+    let done = mavg::take_up_alerts(&cfg.notifications_dir, mavgs, now_ms);
     if !done.taken.is_empty() {
         log::info(&format!(
-            "{} alerts active before this start taken up again (their back2norm scripts run once they end): {}",
+            "{} alerts active before this start or reload taken up again (their back2norm scripts run once they end): {}",
             done.taken.len(),
             shortened(&done.taken)
         ));
@@ -692,7 +699,7 @@ pub fn run(cfg: &Config, objects: Arc<Objects>) -> Result<Summary, String> {
     }
     let (tx, rx) = channel();
     let live = LiveObjects::new(objects.clone());
-    take_up_alerts(cfg, &objects, capture::now_ms());
+    take_up_alerts(cfg, &objects.mavgs, capture::now_ms());
     let (hooks, hooks_tx, export_lua) = start_hooks(cfg, &objects, &live);
     let exporter = export::spawn(export_config(cfg, specs.len(), export_lua), rx);
     let (export_stats, hook_stats) = (exporter.stats.clone(), hooks.stats.clone());

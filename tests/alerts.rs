@@ -417,20 +417,24 @@ fn live_flood_starts_the_script_within_a_second_and_sighup_applies_new_limits() 
 }
 
 #[test]
-fn an_alert_active_at_a_restart_is_taken_up_and_ended_by_the_next_run() {
+fn an_alert_active_at_a_restart_or_a_reload_is_taken_up_and_ended_later() {
     let d = victim_dirs("alerts-restart");
     let (on, off) = (script(&d, "on-start.sh"), script(&d, "on-stop.sh"));
-    std::fs::write(
-        d.join("mo/victim/mo.conf"),
-        format!(
-            r#"{{ "filter": "dst net 10.0.0.0/24",
-                 "fwm": [ {{"name": "ext", "extended": true, "fields": ["octets", "dst host"], "time": 3600}} ],
-                 "mavg": [ {{"name": "m", "time": 2, "fields": ["dst host", "octets"],
-                            "overlimit": [ {{"name": "level1", "default": [100000], "back2norm-time": 2,
-                                            "action-script": "{on}", "back2norm-script": "{off}", "ext": ["ext"]}} ] }} ] }}"#
-        ),
-    )
-    .unwrap();
+    // The moving average's window `time` (a change of it at a reload starts it from zero).
+    let write_conf = |time: u32| {
+        std::fs::write(
+            d.join("mo/victim/mo.conf"),
+            format!(
+                r#"{{ "filter": "dst net 10.0.0.0/24",
+                     "fwm": [ {{"name": "ext", "extended": true, "fields": ["octets", "dst host"], "time": 3600}} ],
+                     "mavg": [ {{"name": "m", "time": {time}, "fields": ["dst host", "octets"],
+                                "overlimit": [ {{"name": "level1", "default": [100000], "back2norm-time": 2,
+                                                "action-script": "{on}", "back2norm-script": "{off}", "ext": ["ext"]}} ] }} ] }}"#
+            ),
+        )
+        .unwrap()
+    };
+    write_conf(2);
     let port = free_port();
     let conf = live_conf(&d, port);
     let flood = [flow([10, 0, 0, 9], 100_000); 10];
@@ -468,12 +472,35 @@ fn an_alert_active_at_a_restart_is_taken_up_and_ended_by_the_next_run() {
     }
     let stopped = wait_lines(&d.join("on-stop.sh.log"), 1);
     let err = stop_live(child);
-    assert!(err.contains("1 alerts active before this start taken up again (their back2norm scripts run once they end): victim-m-level1-10.0.0.9"), "{err}");
+    assert!(err.contains("1 alerts active before this start or reload taken up again (their back2norm scripts run once they end): victim-m-level1-10.0.0.9"), "{err}");
     assert_eq!(wait_lines(&d.join("on-start.sh.log"), 0).len(), 1, "the action script is not run again: {err}");
     assert_eq!(stopped, [format!("victim m level1 {} 10.0.0.9 0 100000", notif.display())], "{err}");
     assert!(!notif.exists(), "removed at back-to-normal");
     // The extended window was held from the start of the second run: it has the whole flood.
     assert_eq!(exported(&d, "victim_ext_"), sent, "{err}");
+
+    // Third run: a flood starts an alert, and a reload changes the moving average (its time),
+    // which then starts from zero: the alert is taken up, so the flood going on after the
+    // reload starts nothing again, and the alert ends once.
+    let child = start_live(&d, &conf);
+    let exporter = Exporter::new(port);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while wait_lines(&d.join("on-start.sh.log"), 0).len() < 2 && std::time::Instant::now() < deadline {
+        exporter.send(&flood);
+        pause();
+    }
+    write_conf(3);
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    for _ in 0..10 {
+        exporter.send(&flood);
+        pause();
+    }
+    let stopped = wait_lines(&d.join("on-stop.sh.log"), 2);
+    let err = stop_live(child);
+    assert!(err.contains("moving averages (0 kept their averages)") && err.contains("1 alerts active before this start or reload taken up again"), "{err}");
+    assert_eq!(wait_lines(&d.join("on-start.sh.log"), 0).len(), 2, "one start in this run: {err}");
+    assert_eq!(stopped.len(), 2, "and one end: {err}");
+    assert!(!notif.exists());
     std::fs::remove_dir_all(&d).unwrap();
 }
 
