@@ -19,8 +19,12 @@
 //! Crossing a threshold produces an [`Event`] for the hook thread (notification file, scripts)
 //! and switches the limit's extended windows on at once, on the flow path.
 //!
+//! Events go to the hook thread without ever blocking a worker; when its queue is full, starts
+//! and ends are held here and offered again at every sweep ([`Mavg::emit`]).
+//!
 //! This file holds the types and the per-flow path; `config` reads a `mavg` element and its
-//! limits files, `sweep` is the once-per-second pass and the dumps, `rowtable` the rows.
+//! limits files, `sweep` is the once-per-second pass and the dumps, `resume` takes up the
+//! alerts an earlier run or configuration left active, `rowtable` the rows.
 
 use super::rows::{KeyLayout, MAX_WORDS};
 use super::table::hash_words;
