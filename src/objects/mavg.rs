@@ -20,7 +20,7 @@
 //! and switches the limit's extended windows on at once, on the flow path.
 //!
 //! Events go to the hook thread without ever blocking a worker; when its queue is full, starts
-//! and ends are held here and offered again at every sweep ([`Mavg::emit`]).
+//! and ends are held here and offered again at every sweep (`Mavg::emit`).
 //!
 //! This file holds the types and the per-flow path; `config` reads a `mavg` element and its
 //! limits files, `sweep` is the once-per-second pass and the dumps, `resume` takes up the
@@ -47,7 +47,7 @@ pub const MAX_LIMITS: usize = 4;
 /// Most moving averages sharing one table (see [`share_tables`]).
 pub const MAX_MEMBERS: usize = 2;
 /// Starts and ends of limits held per moving average while the hook queue is full (see
-/// [`Mavg::emit`]); beyond, they are dropped and counted.
+/// `Mavg::emit`); beyond, they are dropped and counted.
 pub const MAX_HELD_EVENTS: usize = 1 << 18;
 /// Notification files are rewritten this often while a limit holds (milliseconds).
 pub const NOTIFY_EVERY_MS: u64 = 3000;
