@@ -150,12 +150,12 @@ pub struct ExportHandle {
 }
 
 impl ExportHandle {
-    /// Waits for the thread to finish (after every worker said `WorkerDone`).
     /// Whether the thread has ended.
     pub fn is_finished(&self) -> bool {
         self.thread.is_finished()
     }
 
+    /// Waits for the thread to finish (after every worker said `WorkerDone`).
     pub fn join(self) -> std::thread::Result<ExportStats> {
         self.thread.join()
     }

@@ -301,8 +301,6 @@ impl Hooks {
         if self.queue.len() >= self.cfg.max_queued {
             // Not reached (`run` takes no event then); a bound all the same.
             self.stats.scripts_dropped += 1;
-            let (waiting, script) = (self.queue.len(), script.display());
-            self.script_problems.log(log::error, || format!("{waiting} scripts wait to run (max-scripts running): not run: {script} for {}", ev.keys.join(" ")));
             return;
         }
         let mut args = vec![

@@ -983,20 +983,30 @@ impl Mavg {
         now_ms: u64,
     ) -> Option<usize> {
         let members = &each[..S::MEMBERS];
-        let first = members[0].0;
-        if (first.stats.keys.load(Ordering::Relaxed) + 1) * first.key_bytes() > first.mem_bytes {
+        if !members[0].0.has_room_for_key() {
             for (member, _) in members {
                 member.stats.keys_dropped.fetch_add(1, Ordering::Relaxed);
             }
             return None;
         }
-        for (member, _) in members {
-            member.stats.keys.fetch_add(1, Ordering::Relaxed);
-        }
+        Mavg::count_new_key(members.iter().map(|(member, _)| *member));
         let rows = each.map(|(_, thresholds)| Row { last_ms: now_ms, n: [0.0; 3], thr: thresholds.index_of(key) });
         let i = table.insert(key, hash, &rows[..S::MEMBERS]);
         cell.publish(table.probe_start());
         Some(i)
+    }
+
+    /// Whether the table has room for one more key within `mem-m` (the members of a shared
+    /// table hold the same keys and share `mem-m`: any one's count decides).
+    fn has_room_for_key(&self) -> bool {
+        (self.stats.keys.load(Ordering::Relaxed) + 1) * self.key_bytes() <= self.mem_bytes
+    }
+
+    /// Counts a key put in a table, in each of its members.
+    fn count_new_key<'a>(members: impl IntoIterator<Item = &'a Mavg>) {
+        for member in members {
+            member.stats.keys.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Sends the limits that started in a batch (after its locks are released).

@@ -119,13 +119,11 @@ impl Mavg {
             let i = match rows.find(key, hash) {
                 Some(i) => i,
                 None => {
-                    if (me.stats.keys.load(Ordering::Relaxed) + 1) * me.key_bytes() > me.mem_bytes {
+                    if !me.has_room_for_key() {
                         return Err("mem-m is full".into());
                     }
                     let new: Vec<Row> = compiled.iter().map(|c| Row { last_ms: now_ms, n: [0.0; 3], thr: c.index_of(key) }).collect();
-                    for member in members {
-                        member.stats.keys.fetch_add(1, Ordering::Relaxed);
-                    }
+                    Mavg::count_new_key(members.iter().map(|m| &**m));
                     let i = rows.insert(key, hash, &new);
                     cell.publish(rows.probe_start());
                     i

@@ -366,8 +366,7 @@ const OVER_10: &str = r#"{"name": "m", "time": 1, "fields": ["dst host", "octets
 /// [`OVER_10`] with a hook queue of one event.
 fn with_queue_of_one(tag: &str) -> (Arc<Mavg>, Receiver<Event>, TmpDir) {
     let d = tmp(tag);
-    let file = d.join("mo.conf");
-    let m = Arc::new(parse(&file, "obj", &d, &json::parse(OVER_10, &file).unwrap(), 0).unwrap());
+    let (m, _) = mavg(OVER_10, &d);
     let (tx, rx) = sync_channel(1);
     m.set_events(Some(tx));
     (m, rx, d)
@@ -406,8 +405,7 @@ fn a_full_hook_queue_holds_starts_in_order_and_drops_rewrites() {
     for host in 1..=3 {
         old.update(&flow(host, 1000), T0);
     }
-    let file = d.join("mo.conf");
-    let new = Arc::new(parse(&file, "obj", &d, &json::parse(OVER_10, &file).unwrap(), 0).unwrap());
+    let (new, _) = mavg(OVER_10, &d);
     new.set_events(old.events.lock().clone());
     assert!(new.adopt(&old));
     drop(old);
