@@ -71,7 +71,18 @@ fn reload(cfg: &Config, live: &LiveObjects, hooks_tx: &std::sync::mpsc::SyncSend
             // Those starting from zero (new, or changed so that their averages could not be
             // kept) take up the alerts their notification files say are active, as at start:
             // else a changed moving average would leave its active alerts without an end.
-            take_up_alerts(cfg, &started_anew, capture::now_ms());
+            let now_ms = capture::now_ms();
+            let taken = take_up_alerts(cfg, &started_anew, now_ms);
+            // The old configuration's alerts that none of the new took up end now: nothing
+            // would end them later.
+            let ended: Vec<String> = old.mavgs.iter().flat_map(|m| m.retire(&taken, now_ms)).collect();
+            if !ended.is_empty() {
+                log::info(&format!(
+                    "reload: {} alerts of moving averages or limits removed or started anew ended (their back2norm scripts run): {}",
+                    ended.len(),
+                    shortened(&ended)
+                ));
+            }
             let kept = new.mavgs.len() - started_anew.len();
             let (n_objects, n_windows, n_mavgs) = (new.count(), new.windows.len(), new.mavgs.len());
             live.replace(Arc::new(new));
@@ -397,8 +408,8 @@ const EVENT_QUEUE: usize = 65536;
 
 /// Takes up, for moving averages starting from zero (`mavgs`), the alerts an earlier run or
 /// configuration left active (see [`mavg::take_up_alerts`]), and says which notification
-/// files could not be.
-fn take_up_alerts(cfg: &Config, mavgs: &[Arc<mavg::Mavg>], now_ms: u64) {
+/// files could not be; returns the files taken up.
+fn take_up_alerts(cfg: &Config, mavgs: &[Arc<mavg::Mavg>], now_ms: u64) -> Vec<String> {
     let done = mavg::take_up_alerts(&cfg.notifications_dir, mavgs, now_ms);
     if !done.taken.is_empty() {
         log::info(&format!(
@@ -416,6 +427,7 @@ fn take_up_alerts(cfg: &Config, mavgs: &[Arc<mavg::Mavg>], now_ms: u64) {
             shortened(&shown)
         ));
     }
+    done.taken
 }
 
 /// The first ten of a list of names, for a log line.

@@ -329,6 +329,24 @@ impl Exporter {
         let f = v9_frame(now_ms(), flows);
         self.socket.send_to(common::Frame::payload(&f), ("127.0.0.1", self.port)).unwrap();
     }
+
+    /// A flood against 10.0.0.9 (10 MB/s): ten flows of 100,000 bytes every 100 ms, `times`
+    /// times; returns the octets sent.
+    fn flood(&self, times: usize) -> u64 {
+        for _ in 0..times {
+            self.send(&[flow([10, 0, 0, 9], 100_000); 10]);
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        times as u64 * 10 * 100_000
+    }
+
+    /// The flood until the script log `log` has `n` lines (at most 10 s).
+    fn flood_until(&self, log: &Path, n: usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while wait_lines(log, 0).len() < n && std::time::Instant::now() < deadline {
+            self.flood(1);
+        }
+    }
 }
 
 /// Octets of the rows of the export files of `table` (names starting with it) in `d`/exp.
@@ -437,21 +455,12 @@ fn an_alert_active_at_a_restart_or_a_reload_is_taken_up_and_ended_later() {
     write_conf(2);
     let port = free_port();
     let conf = live_conf(&d, port);
-    let flood = [flow([10, 0, 0, 9], 100_000); 10];
-    let pause = || std::thread::sleep(std::time::Duration::from_millis(100));
 
     // First run: a flood (10 MB/s against 100 kB/s), and a stop while it goes on.
     let child = start_live(&d, &conf);
     let exporter = Exporter::new(port);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while wait_lines(&d.join("on-start.sh.log"), 0).is_empty() && std::time::Instant::now() < deadline {
-        exporter.send(&flood);
-        pause();
-    }
-    for _ in 0..5 {
-        exporter.send(&flood);
-        pause();
-    }
+    exporter.flood_until(&d.join("on-start.sh.log"), 1);
+    exporter.flood(5);
     stop_live(child);
     let notif = d.join("notifications/victim-m-level1-10.0.0.9");
     let left = std::fs::read_to_string(&notif).expect("the notification stays at a stop");
@@ -464,12 +473,7 @@ fn an_alert_active_at_a_restart_or_a_reload_is_taken_up_and_ended_later() {
     // Second run: the flood goes on for a second, then stops.
     let child = start_live(&d, &conf);
     let exporter = Exporter::new(port);
-    let mut sent = 0u64;
-    for _ in 0..10 {
-        exporter.send(&flood);
-        sent += 10 * 100_000;
-        pause();
-    }
+    let sent = exporter.flood(10);
     let stopped = wait_lines(&d.join("on-stop.sh.log"), 1);
     let err = stop_live(child);
     assert!(err.contains("1 alerts active before this start or reload taken up again (their back2norm scripts run once they end): victim-m-level1-10.0.0.9"), "{err}");
@@ -484,23 +488,56 @@ fn an_alert_active_at_a_restart_or_a_reload_is_taken_up_and_ended_later() {
     // reload starts nothing again, and the alert ends once.
     let child = start_live(&d, &conf);
     let exporter = Exporter::new(port);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while wait_lines(&d.join("on-start.sh.log"), 0).len() < 2 && std::time::Instant::now() < deadline {
-        exporter.send(&flood);
-        pause();
-    }
+    exporter.flood_until(&d.join("on-start.sh.log"), 2);
     write_conf(3);
     unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
-    for _ in 0..10 {
-        exporter.send(&flood);
-        pause();
-    }
+    exporter.flood(10);
     let stopped = wait_lines(&d.join("on-stop.sh.log"), 2);
     let err = stop_live(child);
     assert!(err.contains("moving averages (0 kept their averages)") && err.contains("1 alerts active before this start or reload taken up again"), "{err}");
     assert_eq!(wait_lines(&d.join("on-start.sh.log"), 0).len(), 2, "one start in this run: {err}");
     assert_eq!(stopped.len(), 2, "and one end: {err}");
     assert!(!notif.exists());
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn a_reload_that_removes_a_moving_average_ends_its_alerts() {
+    let d = victim_dirs("alerts-retired");
+    let (on, off) = (script(&d, "on-start.sh"), script(&d, "on-stop.sh"));
+    let mavg = format!(
+        r#""mavg": [ {{"name": "m", "time": 2, "fields": ["dst host", "octets"],
+                      "overlimit": [ {{"name": "level1", "default": [100000], "back2norm-time": 2,
+                                      "action-script": "{on}", "back2norm-script": "{off}"}} ] }} ]"#
+    );
+    let write_conf = |mavg: &str| {
+        let conf = format!(r#"{{ "filter": "dst net 10.0.0.0/24", "fwm": [ {{"name": "all", "fields": ["octets"], "time": 3600}} ] {mavg} }}"#);
+        std::fs::write(d.join("mo/victim/mo.conf"), conf).unwrap()
+    };
+    write_conf(&format!(", {mavg}"));
+    let port = free_port();
+    let conf = live_conf(&d, port);
+    let child = start_live(&d, &conf);
+    let exporter = Exporter::new(port);
+    exporter.flood_until(&d.join("on-start.sh.log"), 1);
+    let notif = d.join("notifications/victim-m-level1-10.0.0.9");
+    assert!(notif.exists(), "the alert is on");
+    // The moving average goes at a reload while the flood goes on: its alert ends at once,
+    // and the flood after it starts nothing.
+    write_conf("");
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    let stopped = wait_lines(&d.join("on-stop.sh.log"), 1);
+    exporter.flood(10);
+    let err = stop_live(child);
+    assert!(err.contains("reload: 1 alerts of moving averages or limits removed or started anew ended (their back2norm scripts run): victim-m-level1-10.0.0.9"), "{err}");
+    assert_eq!(stopped.len(), 1, "{err}");
+    let prefix = format!("victim m level1 {} 10.0.0.9 ", notif.display());
+    assert!(stopped[0].starts_with(&prefix) && stopped[0].ends_with(" 100000"), "{stopped:?}");
+    let rate: u64 = stopped[0][prefix.len()..].split(' ').next().unwrap().parse().unwrap();
+    assert!(rate > 100_000, "the rate when it ended, still over: {rate}");
+    assert!(!notif.exists(), "the notification goes");
+    assert_eq!(wait_lines(&d.join("on-start.sh.log"), 0).len(), 1, "started once: {err}");
+    assert_eq!(wait_lines(&d.join("on-stop.sh.log"), 0).len(), 1, "ended once: {err}");
     std::fs::remove_dir_all(&d).unwrap();
 }
 

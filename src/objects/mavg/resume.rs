@@ -13,6 +13,12 @@
 //! (counted from the start: the time the collector was down is not taken for normal traffic)
 //! the back2norm script runs with the usual argv and the file goes. Nothing runs at the
 //! take-up itself: the alert had started.
+//!
+//! A reload does the same for the moving averages it starts from zero, and ends the alerts of
+//! those it retires (an object, a `mavg` element or a limit removed, or changed so that its
+//! averages could not be kept) that no moving average of the new configuration took up: their
+//! back2norm scripts run and their files go, as at back-to-normal, since nothing would ever
+//! end them later.
 
 use super::*;
 use std::time::UNIX_EPOCH;
@@ -157,5 +163,85 @@ impl Mavg {
     fn field_of_threshold(&self, set: &ThresholdSet, l: usize, threshold: f64) -> usize {
         let fields = 0..self.aggs.len();
         fields.clone().find(|&i| set.rate[l][i].round() == threshold).or_else(|| fields.clone().find(|&i| set.rate[l][i].is_finite())).unwrap_or(0)
+    }
+
+    /// Ends the active alerts of a moving average a reload retires (the configuration no
+    /// longer has it, or has it changed so that it started from zero), but those whose
+    /// notification files the new configuration took up (`taken`): back2norm events at
+    /// `now_ms`, after any starts and ends still held, so the hook thread runs the
+    /// back2norm scripts and deletes the files. From then on the moving average sends nothing
+    /// (a worker may still feed it for a moment before it takes the new configuration).
+    /// Returns the notification files of the alerts ended.
+    pub fn retire(self: &Arc<Self>, taken: &[String], now_ms: u64) -> Vec<String> {
+        let Some(tx) = self.events.lock().take() else { return Vec::new() };
+        let mut events: Vec<Event> = self.held.lock().drain(..).collect();
+        let mut ended = Vec::new();
+        for cell in &self.group.cells {
+            let mut guard = cell.shard.lock();
+            let Shard { rows, limits, .. } = &mut *guard;
+            rows.retain(0, usize::MAX, now_ms, |key, rows| {
+                self.end_alerts(key, &mut rows[self.member], &mut limits[self.member], now_ms, &mut ended);
+                true
+            });
+        }
+        let mut names = Vec::new();
+        for (key, l, field, value, threshold, start_ms) in ended {
+            let ev = Event { phase: Phase::Back2Norm, mavg: self.clone(), limit: l, keys: self.key_text(&key), field, value, threshold, time_ms: now_ms, start_ms };
+            let name = ev.notification_name();
+            if !taken.contains(&name) {
+                self.activate(l, false);
+                names.push(name);
+                events.push(ev);
+            }
+        }
+        send_in_order(tx, events);
+        names
+    }
+
+    /// The active limits of one key's row (with its limit states), for [`Mavg::retire`]:
+    /// each is switched off and added to `ended` as key, limit, field, rate, threshold, start.
+    fn end_alerts(&self, key: &PackedKey, row: &mut Row, limits: &mut LimitStates, now_ms: u64, ended: &mut Vec<(PackedKey, usize, usize, f64, f64, u64)>) {
+        if !row.any_active() {
+            return;
+        }
+        let dt = now_ms.saturating_sub(row.last_ms);
+        for l in 0..self.limits.len() {
+            if !row.active(l) {
+                continue;
+            }
+            let st = *limit_state(limits, key, l);
+            let rate = self.decayed(row.n[st.field], dt) / self.secs();
+            ended.push((*key, l, st.field, rate, st.threshold, st.start_ms));
+            row.set_flag(ACTIVE_BIT, l, false);
+            row.set_flag(OVER_BIT, l, false);
+        }
+        limits.remove(key);
+    }
+}
+
+/// Hands `events` to the hook thread in order: those its queue has no room for are sent by a
+/// thread of their own, which waits for room (a reload does not wait for slow hooks, and
+/// nothing is dropped).
+fn send_in_order(tx: SyncSender<Event>, events: Vec<Event>) {
+    let mut events = events.into_iter();
+    while let Some(ev) = events.next() {
+        match tx.try_send(ev) {
+            Ok(()) => {}
+            Err(TrySendError::Disconnected(_)) => return,
+            Err(TrySendError::Full(ev)) => {
+                let rest: Vec<Event> = std::iter::once(ev).chain(events).collect();
+                let spawned = std::thread::Builder::new().name("xe-retired".into()).spawn(move || {
+                    for ev in rest {
+                        if tx.send(ev).is_err() {
+                            return;
+                        }
+                    }
+                });
+                if let Err(e) = spawned {
+                    crate::log::error(&format!("cannot start a thread to send the ends of retired alerts: {e}"));
+                }
+                return;
+            }
+        }
     }
 }

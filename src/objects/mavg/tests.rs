@@ -725,3 +725,58 @@ fn an_alert_of_the_second_average_of_a_shared_table_is_taken_up_in_its_row() {
     assert_eq!(ended, [(Phase::Back2Norm, T0 + 3000)]);
     assert!(rx[0].try_iter().next().is_none());
 }
+
+#[test]
+fn a_retired_average_ends_its_alerts_but_those_taken_up_and_then_sends_nothing() {
+    let (m, rx) = level1_over_1000("retire");
+    // Two keys over (2000 B/s), one under.
+    for t in (100..=1000).step_by(100) {
+        for (host, octets) in [(7, 200), (8, 200), (9, 50)] {
+            m.update(&flow(host, octets), T0 + t);
+        }
+    }
+    let started: Vec<(Phase, Vec<String>)> = events(&rx).into_iter().map(|e| (e.0, e.1)).collect();
+    assert_eq!(started, [(Phase::Start, vec!["0.0.0.7".to_string()]), (Phase::Start, vec!["0.0.0.8".to_string()])]);
+    assert_eq!(m.stats.active.load(Ordering::Relaxed), 2);
+    // The new configuration took up 0.0.0.8's alert: only 0.0.0.7's ends, at its rate now
+    // (2000 * (1 - 0.9^10) B/s at 1 s, decayed over 500 ms: 651), with the threshold and
+    // start it had (the 7th flow, 2000 * (1 - 0.9^7) = 1043 B/s, crossed 1000).
+    let taken = ["obj-m-level1-0.0.0.8".to_string()];
+    assert_eq!(m.retire(&taken, T0 + 1500), ["obj-m-level1-0.0.0.7"]);
+    let ended: Vec<Event> = rx.try_iter().collect();
+    assert_eq!(ended.len(), 1);
+    let e = &ended[0];
+    assert_eq!((e.phase, e.keys.clone(), e.value.round() as u64, e.threshold, e.time_ms, e.start_ms), (Phase::Back2Norm, vec!["0.0.0.7".to_string()], 651, 1000.0, T0 + 1500, T0 + 700));
+    assert_eq!(e.notification_name(), "obj-m-level1-0.0.0.7");
+    assert_eq!(m.stats.active.load(Ordering::Relaxed), 1, "0.0.0.8 was left to its new average");
+    // A worker still on the old configuration for a moment: its flows and sweeps reach no hook.
+    for t in (1600..=9000).step_by(100) {
+        m.update(&flow(9, 5000), T0 + t);
+        if t % 1000 == 0 {
+            m.sweep(T0 + t);
+        }
+    }
+    assert!(events(&rx).is_empty());
+    assert!(m.retire(&[], T0 + 9000).is_empty(), "retired once");
+}
+
+#[test]
+fn a_retired_average_sends_its_held_starts_before_the_ends() {
+    let (m, rx, _d) = with_queue_of_one("retire-held");
+    // A start fills the queue; the next two are held.
+    for (host, t) in [(1, 100), (2, 200), (3, 300)] {
+        m.update(&flow(host, 5000), T0 + t);
+    }
+    assert_eq!(m.held_events(), 2);
+    let ended = m.retire(&[], T0 + 400);
+    assert_eq!(ended.len(), 3);
+    // The queue has room for one: the rest reach it from the sending thread as it empties.
+    let got: Vec<(Phase, String)> = (0..6).map(|_| rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap()).map(|e| (e.phase, e.keys[0].clone())).collect();
+    let hosts = ["0.0.0.1", "0.0.0.2", "0.0.0.3"].map(String::from);
+    let starts: Vec<(Phase, String)> = hosts.iter().map(|h| (Phase::Start, h.clone())).collect();
+    assert_eq!(got[..3], starts, "the starts in order");
+    let mut ends = got[3..].to_vec();
+    ends.sort_by(|a, b| a.1.cmp(&b.1));
+    assert_eq!(ends, hosts.map(|h| (Phase::Back2Norm, h)), "then the ends (in table order)");
+    assert_eq!(m.held_events(), 0);
+}
