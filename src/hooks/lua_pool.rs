@@ -38,6 +38,14 @@ impl LuaJob {
         }
     }
 
+    /// The object the call is for (safe to ask of any job, unlike [`LuaJob::describe`]).
+    fn object(&self) -> &str {
+        match self {
+            LuaJob::Event(ev, _) => &ev.mavg.object,
+            LuaJob::Export(ev) => &ev.spec.object,
+        }
+    }
+
     fn describe(&self) -> String {
         match self {
             LuaJob::Event(ev, _) => format!("{}/{}/{}", ev.mavg.object, ev.mavg.name, ev.limit_spec().name),
@@ -151,10 +159,10 @@ impl LuaThread {
                 let mut hooks = LuaHooks::new(cfg);
                 for batch in rx {
                     for job in batch {
-                        match &job {
-                            _ if stopping.load(Ordering::Relaxed) => hooks.stats.dropped += 1,
-                            LuaJob::Event(ev, file) => hooks.event(ev, file),
-                            LuaJob::Export(ev) => hooks.export(ev),
+                        if stopping.load(Ordering::Relaxed) {
+                            hooks.stats.dropped += 1;
+                        } else {
+                            run_contained(&mut hooks, &job);
                         }
                         done.fetch_sub(1, Ordering::Relaxed);
                     }
@@ -163,6 +171,21 @@ impl LuaThread {
             })
             .expect("spawn Lua hook thread");
         LuaThread { jobs: Some(jobs), pending, batch: Vec::new(), stats, thread: Some(thread) }
+    }
+}
+
+/// Makes one call. A panic in it (a bug in the collector's own code, such as an `xe`
+/// function) is counted as an error and logged, and the thread goes on with the next call:
+/// else the thread would end, and every later hook of its objects would be dropped.
+fn run_contained(hooks: &mut LuaHooks, job: &LuaJob) {
+    let call = std::panic::AssertUnwindSafe(|| match job {
+        LuaJob::Event(ev, file) => hooks.event(ev, file),
+        LuaJob::Export(ev) => hooks.export(ev),
+    });
+    if let Err(panic) = std::panic::catch_unwind(call) {
+        hooks.stats.errors += 1;
+        let what = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
+        log::error(&format!("Lua hook call for {} failed with an internal error (please report it): {what}", job.object()));
     }
 }
 
@@ -259,6 +282,25 @@ mod tests {
         pool.finish(Duration::from_secs(60));
         assert!(d.join("mo/slow/done").exists(), "finish waits for running hooks");
         assert_eq!(pool.stats(), LuaStats { calls: 51, ..LuaStats::default() });
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_call_that_panics_is_counted_and_the_thread_goes_on() {
+        let (d, objects) = objects("panic", &["o"], HOOK);
+        let mut pool = LuaPool::spawn(&LuaConfig::default(), 1, 100);
+        // An event of a limit its moving average does not have: the call panics (an
+        // internal error, as a bug in an `xe` function would be).
+        let mut broken = event(&objects, "o", "x");
+        if let LuaJob::Event(ev, _) = &mut broken {
+            ev.limit = 99;
+        }
+        pool.submit(broken);
+        pool.submit(event(&objects, "o", "after"));
+        pool.flush();
+        pool.finish(Duration::from_secs(60));
+        assert_eq!(std::fs::read_to_string(d.join("mo/o/keys")).unwrap(), "after\n", "the next call ran on the same thread");
+        assert_eq!(pool.stats(), LuaStats { calls: 1, errors: 1, ..LuaStats::default() });
         std::fs::remove_dir_all(&d).unwrap();
     }
 
