@@ -56,7 +56,8 @@ fn install_signal_handlers() {
 /// SIGHUP: re-reads IP lists and monitoring objects. Objects, windows and moving averages
 /// that stay keep their rows and averages; new ones start, removed ones are written out. When
 /// the new configuration has errors, only thresholds and limits files are re-read.
-fn reload(cfg: &Config, live: &LiveObjects, hooks_tx: &std::sync::mpsc::SyncSender<crate::objects::mavg::Event>) {
+/// Returns the moving averages it replaced, to be retired once every worker has moved on.
+fn reload(cfg: &Config, live: &LiveObjects, hooks_tx: &std::sync::mpsc::SyncSender<crate::objects::mavg::Event>) -> Option<Retiring> {
     let old = live.get();
     match load_objects(cfg) {
         Ok(new) => {
@@ -71,24 +72,14 @@ fn reload(cfg: &Config, live: &LiveObjects, hooks_tx: &std::sync::mpsc::SyncSend
             // Those starting from zero (new, or changed so that their averages could not be
             // kept) take up the alerts their notification files say are active, as at start:
             // else a changed moving average would leave its active alerts without an end.
-            let now_ms = capture::now_ms();
-            let taken = take_up_alerts(cfg, &started_anew, now_ms);
-            // The old configuration's alerts that none of the new took up end now: nothing
-            // would end them later.
-            let ended: Vec<String> = old.mavgs.iter().flat_map(|m| m.retire(&taken, now_ms)).collect();
-            if !ended.is_empty() {
-                log::info(&format!(
-                    "reload: {} alerts of moving averages or limits removed or started anew ended (their back2norm scripts run): {}",
-                    ended.len(),
-                    shortened(&ended)
-                ));
-            }
+            let taken = take_up_alerts(cfg, &started_anew, capture::now_ms());
             let kept = new.mavgs.len() - started_anew.len();
             let (n_objects, n_windows, n_mavgs) = (new.count(), new.windows.len(), new.mavgs.len());
             live.replace(Arc::new(new));
             log::info(&format!(
                 "reload: {n_objects} monitoring objects, {n_windows} fixed windows, {n_mavgs} moving averages ({kept} kept their averages)"
             ));
+            Some(Retiring { generation: live.generation(), mavgs: old.mavgs.clone(), taken })
         }
         Err(errors) => {
             for e in &errors {
@@ -103,7 +94,42 @@ fn reload(cfg: &Config, live: &LiveObjects, hooks_tx: &std::sync::mpsc::SyncSend
                 old.mavgs.len(),
                 errors.len()
             ));
+            None
         }
+    }
+}
+
+/// The moving averages a reload replaced, with the notification files the new ones took up.
+/// They are retired (see [`mavg::Mavg::retire`]) once every worker has moved to the
+/// configuration of `generation`: until then a worker may still start or end their alerts,
+/// and an alert ended before its start is sent would be an end without a start.
+struct Retiring {
+    generation: u64,
+    mavgs: Vec<Arc<mavg::Mavg>>,
+    taken: Vec<String>,
+}
+
+impl Retiring {
+    /// Ends the alerts of the replaced moving averages that none of the new ones took up:
+    /// nothing would end them later.
+    fn retire(self) {
+        let now_ms = capture::now_ms();
+        let ended: Vec<String> = self.mavgs.iter().flat_map(|m| m.retire(&self.taken, now_ms)).collect();
+        if !ended.is_empty() {
+            log::info(&format!(
+                "reload: {} alerts of moving averages or limits removed or started anew ended (their back2norm scripts run): {}",
+                ended.len(),
+                shortened(&ended)
+            ));
+        }
+    }
+}
+
+/// Retires what earlier reloads replaced, as far as every worker has moved on from it.
+fn retire_replaced(retiring: &mut Vec<Retiring>, workers: &[Worker]) {
+    let on = workers.iter().map(|w| w.generation.load(Ordering::Relaxed)).min().unwrap_or(u64::MAX);
+    while retiring.first().is_some_and(|r| r.generation <= on) {
+        retiring.remove(0).retire();
     }
 }
 
@@ -208,6 +234,11 @@ impl Pipeline {
     /// per batch and the socket is read in between; a replay leaves it unbounded).
     pub fn limit_sweep(&mut self, slots: usize) {
         self.sweep_budget = slots;
+    }
+
+    /// The configuration generation the pipeline works with (see [`LiveObjects::generation`]).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Moves to the configuration a reload put in force.
@@ -594,6 +625,8 @@ fn open_sources(cfg: &Config) -> Result<Vec<WorkerSpec>, String> {
 struct Worker {
     thread: std::thread::JoinHandle<(Decoder, u64)>,
     beat: Arc<std::sync::atomic::AtomicU64>,
+    /// The configuration generation (see [`LiveObjects::generation`]) the worker is on.
+    generation: Arc<std::sync::atomic::AtomicU64>,
     snapshot: Arc<parking_lot::Mutex<metrics::WorkerSnapshot>>,
 }
 
@@ -603,7 +636,8 @@ fn start_worker(spec: WorkerSpec, mut decoder: Decoder, mut pipeline: Pipeline) 
     let snapshot = Arc::new(parking_lot::Mutex::new(metrics::WorkerSnapshot { name: name.clone(), socket_inode: source.socket_inode(), ..Default::default() }));
     let beat = Arc::new(std::sync::atomic::AtomicU64::new(capture::now_ms()));
     log::info(&format!("listening: {name}"));
-    let (my_snapshot, my_beat) = (snapshot.clone(), beat.clone());
+    let generation = Arc::new(std::sync::atomic::AtomicU64::new(pipeline.generation()));
+    let (my_snapshot, my_beat, my_generation) = (snapshot.clone(), beat.clone(), generation.clone());
     let thread = std::thread::Builder::new()
         .name(name.clone())
         .spawn(move || {
@@ -623,6 +657,7 @@ fn start_worker(spec: WorkerSpec, mut decoder: Decoder, mut pipeline: Pipeline) 
                         process(&batch, &mut decoder, &mut pipeline);
                         // Windows also close while no datagram arrives.
                         pipeline.tick(capture::now_ms());
+                        my_generation.store(pipeline.generation(), Ordering::Relaxed);
                         errors.check(&decoder);
                     }
                     Err(e) => {
@@ -637,7 +672,7 @@ fn start_worker(spec: WorkerSpec, mut decoder: Decoder, mut pipeline: Pipeline) 
             (decoder, source.skipped())
         })
         .map_err(|e| e.to_string())?;
-    Ok(Worker { thread, beat, snapshot })
+    Ok(Worker { thread, beat, generation, snapshot })
 }
 
 /// The first of the collector's threads that has ended although no stop was asked for (it
@@ -662,6 +697,7 @@ fn supervise(
     exporter: &export::ExportHandle,
     store: &TemplateStore,
     save_limiter: &mut log::RateLimit,
+    retiring: &mut Vec<Retiring>,
 ) -> Option<String> {
     let watchdog = systemd::watchdog_interval();
     let mut last_pet = Instant::now();
@@ -680,9 +716,10 @@ fn supervise(
         }
         if RELOAD.swap(false, Ordering::SeqCst) {
             systemd::notify("RELOADING=1");
-            reload(cfg, live, hooks_tx);
+            retiring.extend(reload(cfg, live, hooks_tx));
             systemd::notify("READY=1");
         }
+        retire_replaced(retiring, workers);
         // The watchdog is petted only while every worker goes round its loop (each waits at
         // most 200 ms for datagrams), so a stuck worker gets the service restarted.
         if watchdog.is_some_and(|w| last_pet.elapsed() >= w) {
@@ -726,7 +763,8 @@ pub fn run(cfg: &Config, objects: Arc<Objects>) -> Result<Summary, String> {
     let snapshots = workers.iter().map(|w| w.snapshot.clone()).collect();
     let metrics_thread = start_metrics(cfg, snapshots, export_stats, hook_stats, &live, &SHUTDOWN)?;
     systemd::notify(&format!("READY=1\nSTATUS={} workers, {} monitoring objects", workers.len(), objects.count()));
-    let stopped = supervise(cfg, &live, &hooks_tx, &workers, &hooks, &exporter, &store, &mut save_limiter);
+    let mut retiring = Vec::new();
+    let stopped = supervise(cfg, &live, &hooks_tx, &workers, &hooks, &exporter, &store, &mut save_limiter, &mut retiring);
     systemd::notify("STOPPING=1");
     if let Some(h) = metrics_thread {
         let _ = h.join();
@@ -737,6 +775,10 @@ pub fn run(cfg: &Config, objects: Arc<Objects>) -> Result<Summary, String> {
             Ok((decoder, skipped)) => summary.add(&decoder, skipped),
             Err(_) => log::error("a capture worker panicked"),
         }
+    }
+    // The workers are done: what the last reloads replaced can be retired.
+    for r in retiring {
+        r.retire();
     }
     drop(tx);
     drop(hooks_tx);
@@ -760,7 +802,7 @@ mod tests {
 
     fn worker(name: &str, body: fn() -> (Decoder, u64)) -> Worker {
         let thread = std::thread::Builder::new().name(name.into()).spawn(body).unwrap();
-        Worker { thread, beat: Arc::default(), snapshot: Arc::default() }
+        Worker { thread, beat: Arc::default(), generation: Arc::default(), snapshot: Arc::default() }
     }
 
     fn until(f: impl Fn() -> bool) {
@@ -818,5 +860,38 @@ mod tests {
         for w in workers {
             w.thread.join().unwrap();
         }
+    }
+
+    #[test]
+    fn replaced_alerts_end_only_once_every_worker_has_moved_on() {
+        use crate::fields::FieldId;
+        let dir = std::env::temp_dir().join(format!("xe-daemon-retire-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("mo.conf");
+        let conf = r#"{"name": "m", "time": 1, "fields": ["dst host", "octets"], "overlimit": [{"name": "l", "default": [10], "back2norm-time": 10}]}"#;
+        let node = crate::config::json::parse(conf, &file).unwrap();
+        let m = Arc::new(mavg::parse(&file, "obj", &dir, &node, 0).unwrap());
+        let (tx, rx) = sync_channel(10);
+        m.set_events(Some(tx));
+        let mut flow = Flow::default();
+        flow.set(FieldId::DstHost, 7);
+        flow.set(FieldId::Octets, 1000);
+        m.update(&flow, 1_700_000_000_000);
+        assert_eq!(rx.try_iter().map(|e| e.phase).collect::<Vec<_>>(), [mavg::Phase::Start]);
+        let workers = vec![worker("w0", || (Decoder::new(Arc::default(), None), 0)), worker("w1", || (Decoder::new(Arc::default(), None), 0))];
+        let mut retiring = vec![Retiring { generation: 3, mavgs: vec![m.clone()], taken: Vec::new() }];
+        workers[0].generation.store(3, Ordering::Relaxed);
+        workers[1].generation.store(2, Ordering::Relaxed);
+        retire_replaced(&mut retiring, &workers);
+        assert_eq!((retiring.len(), rx.try_iter().count()), (1, 0), "a worker is still on the replaced objects");
+        workers[1].generation.store(3, Ordering::Relaxed);
+        retire_replaced(&mut retiring, &workers);
+        assert!(retiring.is_empty());
+        let ended: Vec<(mavg::Phase, String)> = rx.try_iter().map(|e| (e.phase, e.notification_name())).collect();
+        assert_eq!(ended, [(mavg::Phase::Back2Norm, "obj-m-l-0.0.0.7".to_string())]);
+        for w in workers {
+            w.thread.join().unwrap();
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

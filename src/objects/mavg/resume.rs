@@ -18,7 +18,7 @@
 //! those it retires (an object, a `mavg` element or a limit removed, or changed so that its
 //! averages could not be kept) that no moving average of the new configuration took up: their
 //! back2norm scripts run and their files go, as at back-to-normal, since nothing would ever
-//! end them later.
+//! end them later. That happens once every worker has moved to the new configuration.
 
 use super::*;
 use std::time::UNIX_EPOCH;
@@ -169,9 +169,10 @@ impl Mavg {
     /// longer has it, or has it changed so that it started from zero), but those whose
     /// notification files the new configuration took up (`taken`): back2norm events at
     /// `now_ms`, after any starts and ends still held, so the hook thread runs the
-    /// back2norm scripts and deletes the files. From then on the moving average sends nothing
-    /// (a worker may still feed it for a moment before it takes the new configuration).
-    /// Returns the notification files of the alerts ended.
+    /// back2norm scripts and deletes the files. Called once no worker feeds the moving average
+    /// any more (else a start a worker found, and has yet to send, could arrive after its
+    /// end); from then on it sends nothing. Returns the notification files of the alerts
+    /// ended.
     pub fn retire(self: &Arc<Self>, taken: &[String], now_ms: u64) -> Vec<String> {
         let Some(tx) = self.events.lock().take() else { return Vec::new() };
         let mut events: Vec<Event> = self.held.lock().drain(..).collect();
