@@ -5,8 +5,8 @@
 # changed (averages kept), limit renamed (started anew: the old limit's alerts end), removed
 # (every alert ends). Every 30 s: RSS, threads, open files, unreaped script processes, alerts
 # started and ended, notification files. At the end the traffic stops and the last
-# configuration (the first) stays: once back-to-normal passed, every alert started must have
-# ended (as many back2norm runs as action runs per notification file) and no notification
+# configuration (the first) stays: once back-to-normal passed and the scripts queued behind
+# have run, every alert started must have ended (as many back2norm runs as action runs per notification file) and no notification
 # file may be left.
 # usage: benches/soak-reload.sh BENCH_DIR BIN [SECONDS] [RATE_PPS] [THRESHOLD_BPS]
 #   BENCH_DIR: the directory holding nfgen.c (../shared/tools/bench)
@@ -64,10 +64,15 @@ done
 wait $g2
 variant 0
 kill -HUP $pid
-for i in $(seq 120); do
-	[ -z "$(ls "$w"/notifications)" ] && break
-	sleep 1
+# Done once no notification file is left and the scripts queued behind stopped running.
+last=""
+for i in $(seq 300); do
+	now="$(lines start) $(lines stop)"
+	[ -z "$(ls "$w"/notifications)" ] && [ "$now" = "$last" ] && break
+	last=$now
+	sleep 2
 done
+i=$((i * 2))
 echo "traffic stopped; after ${i}s: starts=$(lines start) ends=$(lines stop) notifications=$(ls "$w"/notifications | wc -l) rss_kb=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)"
 python3 - "$w" <<'PY'
 import collections, sys

@@ -241,6 +241,12 @@ fn hook_metrics(out: &mut Exposition, h: &HookStats) {
     ];
     out.metric("lua_hook_calls_total", "counter", "Lua hook calls (action-lua, back2norm-lua, export-lua) by outcome.", lua);
     out.one("hook_events_total", "counter", "Alert events handled by the hook thread.", h.events);
+    out.one(
+        "hook_events_reconciled_total",
+        "counter",
+        "Alert events that did not match the alert's state: a start of one already on (file rewritten only), an end of one not on (skipped), a rewrite of one not on (started again).",
+        h.events_reconciled,
+    );
 }
 
 fn exporter_totals(snaps: &[WorkerSnapshot]) -> BTreeMap<IpAddr, ExporterStats> {

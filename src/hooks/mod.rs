@@ -16,7 +16,7 @@ use crate::fsutil::{rewrite_in_place, write_atomically};
 use crate::log;
 use crate::objects::mavg::{Event, LimitKind, Phase};
 use parking_lot::Mutex;
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -56,6 +56,9 @@ pub struct HookStats {
     pub notifications_written: u64,
     pub notifications_removed: u64,
     pub notification_errors: u64,
+    /// Events that did not match the alert's state here (see `Hooks::reconcile`): a start
+    /// of an alert already on, an end of one not on, a rewrite of one not on.
+    pub events_reconciled: u64,
     pub lua: lua::LuaStats,
 }
 
@@ -94,6 +97,9 @@ struct Hooks {
     /// otherwise log a line per alert).
     file_problems: log::RateLimit,
     script_problems: log::RateLimit,
+    /// The alerts on, by notification file name: started here (their action script run),
+    /// or on at the start (their files were there), and not ended since.
+    on: HashSet<String>,
 }
 
 /// See [`Hooks::file_problems`].
@@ -111,12 +117,20 @@ pub fn spawn(cfg: HookConfig, rx: Receiver<Event>, exports: Option<Receiver<crat
         .spawn(move || {
             let lua = lua_pool::LuaPool::spawn(&cfg.lua, cfg.lua_threads, cfg.lua_queue);
             let (file_problems, script_problems) = (problem_limit(), problem_limit());
-            let mut h = Hooks { cfg, lua, queue: VecDeque::new(), running: Vec::new(), stats: HookStats::default(), shared, file_problems, script_problems };
+            let on = alerts_on(&cfg.notifications_dir);
+            let mut h = Hooks { cfg, lua, queue: VecDeque::new(), running: Vec::new(), stats: HookStats::default(), shared, file_problems, script_problems, on };
             h.run(rx, exports);
             h.stats
         })
         .expect("spawn hook thread");
     HookHandle { thread, stats }
+}
+
+/// The alerts on when the hook thread starts: one per file in the notifications directory
+/// (left by an earlier run; taken up again by their moving averages, or listed as not).
+fn alerts_on(dir: &std::path::Path) -> HashSet<String> {
+    let names = std::fs::read_dir(dir).into_iter().flatten().filter_map(|e| e.ok()?.file_name().into_string().ok());
+    names.collect()
 }
 
 /// Local time as ctime(3) writes it, without the newline: `Wed Jan 25 23:10:25 2023`.
@@ -224,12 +238,40 @@ impl Hooks {
         }
     }
 
+    /// An alert's event as this thread applies it, so that its action and back2norm runs
+    /// alternate whatever order events of two generations of a moving average arrive in (a
+    /// reload's old and new versions both speak for an alert for a moment, and a backlog
+    /// here makes the notification files lag what the averages know): a start of an alert
+    /// already on only rewrites its file; a rewrite of one not on (ended meanwhile, while
+    /// its average still finds it over) starts it again; an end of one not on is skipped.
+    fn reconcile(&mut self, ev: Event, name: &str) -> Option<Event> {
+        let on = self.on.contains(name);
+        let phase = match (ev.phase, on) {
+            (Phase::Start, true) => Phase::Update,
+            (Phase::Update, false) => Phase::Start,
+            (Phase::Back2Norm, false) => {
+                self.stats.events_reconciled += 1;
+                return None;
+            }
+            _ => return Some(ev),
+        };
+        self.stats.events_reconciled += 1;
+        Some(Event { phase, ..ev })
+    }
+
     fn event(&mut self, ev: Event) {
         self.stats.events += 1;
         if let Phase::Dump { rewrite, append } = ev.phase {
             return self.dump(&ev, rewrite, append);
         }
-        let file = self.cfg.notifications_dir.join(ev.notification_name());
+        let name = ev.notification_name();
+        let Some(ev) = self.reconcile(ev, &name) else { return };
+        match ev.phase {
+            Phase::Start => self.on.insert(name.clone()),
+            Phase::Back2Norm => self.on.remove(&name),
+            _ => false,
+        };
+        let file = self.cfg.notifications_dir.join(name);
         let limit = ev.limit_spec();
         match ev.phase {
             Phase::Start | Phase::Update => {
@@ -374,15 +416,33 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(d.join("notifications")).unwrap();
         let script = d.join("hook.sh");
-        std::fs::write(&script, format!("#!/bin/sh\n{script_body}\n")).unwrap();
-        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        // The back2norm script logs "end KEY" beside what the action script does.
+        let end = d.join("end.sh");
+        for (path, body) in [(&script, script_body), (&end, "echo \"end $5\" >> \"$(dirname \"$0\")/log\"")] {
+            std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        }
         let conf = format!(
-            r#"{{"name": "m", "fields": ["dst host", "octets"], "overlimit": [{{"name": "l", "default": [1], "action-script": "{}"}}]}}"#,
-            script.display()
+            r#"{{"name": "m", "fields": ["dst host", "octets"], "overlimit": [{{"name": "l", "default": [1], "action-script": "{}", "back2norm-script": "{}"}}]}}"#,
+            script.display(),
+            end.display()
         );
         let file = d.join("mo.conf");
         let node = json::parse(&conf, &file).unwrap();
         (d.clone(), Arc::new(mavg::parse(&file, "o", Path::new(&d), &node, 0).unwrap()))
+    }
+
+    /// Settings for a test in `d`: notifications in `d`/notifications, one Lua thread.
+    fn hook_config(d: &Path, script_timeout: Duration, max_scripts: usize, max_queued: usize) -> HookConfig {
+        HookConfig {
+            notifications_dir: d.join("notifications"),
+            script_timeout,
+            max_scripts,
+            max_queued,
+            lua: lua::LuaConfig::default(),
+            lua_threads: 1,
+            lua_queue: 100,
+        }
     }
 
     fn start_event(m: &Arc<Mavg>, key: u32) -> Event {
@@ -401,15 +461,7 @@ mod tests {
 
     fn run(d: &Path, m: &Arc<Mavg>, max_scripts: usize, timeout_ms: u64, n: u32) -> HookStats {
         let (tx, rx) = sync_channel(100);
-        let cfg = HookConfig {
-            notifications_dir: d.join("notifications"),
-            script_timeout: Duration::from_millis(timeout_ms),
-            max_scripts,
-            max_queued: 100,
-            lua: lua::LuaConfig::default(),
-            lua_threads: 2,
-            lua_queue: 100,
-        };
+        let cfg = hook_config(d, Duration::from_millis(timeout_ms), max_scripts, 100);
         let h = spawn(cfg, rx, None);
         for k in 0..n {
             tx.send(start_event(m, k)).unwrap();
@@ -438,19 +490,43 @@ mod tests {
     }
 
     #[test]
+    fn each_alerts_action_and_back2norm_runs_alternate() {
+        let (d, m) = setup("alternate", "echo \"start $5\" >> \"$(dirname \"$0\")/log\"");
+        // 0.0.0.9 was on when the collector stopped: its file is there.
+        std::fs::write(d.join("notifications/o-m-l-0.0.0.9"), "0.0.0.9 1500 1000\n").unwrap();
+        let (tx, rx) = sync_channel(100);
+        let cfg = hook_config(&d, Duration::from_secs(5), 1, 100);
+        let h = spawn(cfg, rx, None);
+        let event = |phase: Phase, key: u32| Event { phase, ..start_event(&m, key) };
+        let events = [
+            event(Phase::Start, 1),
+            event(Phase::Start, 1),     // already on: the file is rewritten, nothing runs
+            event(Phase::Back2Norm, 1),
+            event(Phase::Back2Norm, 1), // not on: skipped
+            event(Phase::Update, 2),    // not on, though its average finds it over: started
+            event(Phase::Update, 2),
+            event(Phase::Start, 9),     // on from the start
+            event(Phase::Back2Norm, 9),
+            event(Phase::Back2Norm, 2),
+        ];
+        for ev in events {
+            tx.send(ev).unwrap();
+        }
+        drop(tx);
+        let stats = h.join().unwrap();
+        let log = std::fs::read_to_string(d.join("log")).unwrap();
+        assert_eq!(log.lines().collect::<Vec<_>>(), ["start 0.0.0.1", "end 0.0.0.1", "start 0.0.0.2", "end 0.0.0.9", "end 0.0.0.2"]);
+        assert_eq!((stats.events, stats.events_reconciled), (9, 4));
+        assert_eq!(std::fs::read_dir(d.join("notifications")).unwrap().count(), 0, "every alert ended, every file gone");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
     fn scripts_beyond_the_queue_bound_wait_instead_of_being_dropped() {
         // Room for 2 waiting scripts, 1 running: 12 events are taken as scripts finish.
         let (d, m) = setup("backlog", &format!("echo \"$*\" >> {0}/log; sleep 0.05", "$(dirname $0)"));
         let (tx, rx) = sync_channel(100);
-        let cfg = HookConfig {
-            notifications_dir: d.join("notifications"),
-            script_timeout: Duration::from_secs(5),
-            max_scripts: 1,
-            max_queued: 2,
-            lua: lua::LuaConfig::default(),
-            lua_threads: 1,
-            lua_queue: 10,
-        };
+        let cfg = hook_config(&d, Duration::from_secs(5), 1, 2);
         let h = spawn(cfg, rx, None);
         for k in 0..12 {
             tx.send(start_event(&m, k)).unwrap();
