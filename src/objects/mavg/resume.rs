@@ -53,7 +53,11 @@ pub fn take_up_alerts(dir: &Path, mavgs: &[Arc<Mavg>], now_ms: u64) -> TakenUp {
     let mut out = TakenUp::default();
     for name in notification_files(dir, mavgs) {
         let path = dir.join(&name);
-        let read = std::fs::read_to_string(&path).map_err(|e| format!("cannot read it: {e}"));
+        let read = match std::fs::read_to_string(&path) {
+            // Gone since the listing: the hook thread ended that alert meanwhile.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            read => read.map_err(|e| format!("cannot read it: {e}")),
+        };
         let started = std::fs::metadata(&path).and_then(|md| md.created().or_else(|_| md.modified())).ok();
         let start_ms = started.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(now_ms, |d| (d.as_millis() as u64).min(now_ms));
         let result = read.and_then(|text| take_up_file(&tables, &name, &text, start_ms, now_ms));
