@@ -20,8 +20,8 @@ use crate::metrics;
 use crate::systemd;
 use crate::objects::clock::MavgClock;
 use crate::objects::{self, mavg, LiveObjects, Objects, WorkerObjects};
-use std::sync::mpsc::{channel, sync_channel, Sender};
-use std::collections::HashMap;
+use std::sync::mpsc::{channel, sync_channel, Sender, SyncSender, TrySendError};
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -110,11 +110,17 @@ struct Retiring {
 }
 
 impl Retiring {
-    /// Ends the alerts of the replaced moving averages that none of the new ones took up:
-    /// nothing would end them later.
-    fn retire(self) {
+    /// Ends the alerts of the replaced moving averages that none of the new ones took up
+    /// (nothing would end them later): their events, after those they still held, go to
+    /// `unsent`.
+    fn retire(self, unsent: &mut VecDeque<mavg::Event>) {
         let now_ms = capture::now_ms();
-        let ended: Vec<String> = self.mavgs.iter().flat_map(|m| m.retire(&self.taken, now_ms)).collect();
+        let mut ended = Vec::new();
+        for m in &self.mavgs {
+            let retired = m.retire(&self.taken, now_ms);
+            ended.extend(retired.ended.iter().map(|e| e.notification_name()));
+            unsent.extend(retired.held.into_iter().chain(retired.ended));
+        }
         if !ended.is_empty() {
             log::info(&format!(
                 "reload: {} alerts of moving averages or limits removed or started anew ended (their back2norm scripts run): {}",
@@ -125,11 +131,44 @@ impl Retiring {
     }
 }
 
-/// Retires what earlier reloads replaced, as far as every worker has moved on from it.
-fn retire_replaced(retiring: &mut Vec<Retiring>, workers: &[Worker]) {
-    let on = workers.iter().map(|w| w.generation.load(Ordering::Relaxed)).min().unwrap_or(u64::MAX);
-    while retiring.first().is_some_and(|r| r.generation <= on) {
-        retiring.remove(0).retire();
+/// The moving averages replaced by reloads and not retired yet, and the events of those
+/// retired that the hook queue had no room for yet.
+#[derive(Default)]
+struct Retirements {
+    waiting: Vec<Retiring>,
+    unsent: VecDeque<mavg::Event>,
+}
+
+impl Retirements {
+    /// Retires what reloads replaced, as far as every worker has moved on from it, and hands
+    /// the events to the hook queue, in order, as far as it has room (the rest wait for the
+    /// next call: the main thread never waits for slow hooks).
+    fn go_on(&mut self, workers: &[Worker], hooks_tx: &SyncSender<mavg::Event>) {
+        let on = workers.iter().map(|w| w.generation.load(Ordering::Relaxed)).min().unwrap_or(u64::MAX);
+        while self.waiting.first().is_some_and(|r| r.generation <= on) {
+            self.waiting.remove(0).retire(&mut self.unsent);
+        }
+        while let Some(ev) = self.unsent.pop_front() {
+            match hooks_tx.try_send(ev) {
+                Ok(()) => {}
+                Err(TrySendError::Full(ev)) => {
+                    self.unsent.push_front(ev);
+                    return;
+                }
+                Err(TrySendError::Disconnected(_)) => return,
+            }
+        }
+    }
+
+    /// At a stop, the workers done: retires the rest and hands every event over, waiting for
+    /// room (the hook thread is draining its queue).
+    fn finish(mut self, hooks_tx: &SyncSender<mavg::Event>) {
+        for r in std::mem::take(&mut self.waiting) {
+            r.retire(&mut self.unsent);
+        }
+        for ev in self.unsent {
+            let _ = hooks_tx.send(ev);
+        }
     }
 }
 
@@ -697,7 +736,7 @@ fn supervise(
     exporter: &export::ExportHandle,
     store: &TemplateStore,
     save_limiter: &mut log::RateLimit,
-    retiring: &mut Vec<Retiring>,
+    retirements: &mut Retirements,
 ) -> Option<String> {
     let watchdog = systemd::watchdog_interval();
     let mut last_pet = Instant::now();
@@ -716,10 +755,10 @@ fn supervise(
         }
         if RELOAD.swap(false, Ordering::SeqCst) {
             systemd::notify("RELOADING=1");
-            retiring.extend(reload(cfg, live, hooks_tx));
+            retirements.waiting.extend(reload(cfg, live, hooks_tx));
             systemd::notify("READY=1");
         }
-        retire_replaced(retiring, workers);
+        retirements.go_on(workers, hooks_tx);
         // The watchdog is petted only while every worker goes round its loop (each waits at
         // most 200 ms for datagrams), so a stuck worker gets the service restarted.
         if watchdog.is_some_and(|w| last_pet.elapsed() >= w) {
@@ -763,8 +802,8 @@ pub fn run(cfg: &Config, objects: Arc<Objects>) -> Result<Summary, String> {
     let snapshots = workers.iter().map(|w| w.snapshot.clone()).collect();
     let metrics_thread = start_metrics(cfg, snapshots, export_stats, hook_stats, &live, &SHUTDOWN)?;
     systemd::notify(&format!("READY=1\nSTATUS={} workers, {} monitoring objects", workers.len(), objects.count()));
-    let mut retiring = Vec::new();
-    let stopped = supervise(cfg, &live, &hooks_tx, &workers, &hooks, &exporter, &store, &mut save_limiter, &mut retiring);
+    let mut retirements = Retirements::default();
+    let stopped = supervise(cfg, &live, &hooks_tx, &workers, &hooks, &exporter, &store, &mut save_limiter, &mut retirements);
     systemd::notify("STOPPING=1");
     if let Some(h) = metrics_thread {
         let _ = h.join();
@@ -777,9 +816,7 @@ pub fn run(cfg: &Config, objects: Arc<Objects>) -> Result<Summary, String> {
         }
     }
     // The workers are done: what the last reloads replaced can be retired.
-    for r in retiring {
-        r.retire();
-    }
+    retirements.finish(&hooks_tx);
     drop(tx);
     drop(hooks_tx);
     summary.export = exporter.join().map_err(|_| "export thread panicked".to_string())?;
@@ -877,18 +914,27 @@ mod tests {
         flow.set(FieldId::DstHost, 7);
         flow.set(FieldId::Octets, 1000);
         m.update(&flow, 1_700_000_000_000);
-        assert_eq!(rx.try_iter().map(|e| e.phase).collect::<Vec<_>>(), [mavg::Phase::Start]);
+        let start = rx.try_recv().unwrap();
+        assert_eq!(start.phase, mavg::Phase::Start);
         let workers = vec![worker("w0", || (Decoder::new(Arc::default(), None), 0)), worker("w1", || (Decoder::new(Arc::default(), None), 0))];
-        let mut retiring = vec![Retiring { generation: 3, mavgs: vec![m.clone()], taken: Vec::new() }];
+        // The hook queue: room for nothing more.
+        let (hooks_tx, hooks_rx) = sync_channel(1);
+        hooks_tx.send(mavg::Event { phase: mavg::Phase::Update, ..start.clone() }).unwrap();
+        let mut retirements = Retirements::default();
+        retirements.waiting.push(Retiring { generation: 3, mavgs: vec![m.clone()], taken: Vec::new() });
         workers[0].generation.store(3, Ordering::Relaxed);
         workers[1].generation.store(2, Ordering::Relaxed);
-        retire_replaced(&mut retiring, &workers);
-        assert_eq!((retiring.len(), rx.try_iter().count()), (1, 0), "a worker is still on the replaced objects");
+        retirements.go_on(&workers, &hooks_tx);
+        assert_eq!((retirements.waiting.len(), retirements.unsent.len()), (1, 0), "a worker is still on the replaced objects");
         workers[1].generation.store(3, Ordering::Relaxed);
-        retire_replaced(&mut retiring, &workers);
-        assert!(retiring.is_empty());
-        let ended: Vec<(mavg::Phase, String)> = rx.try_iter().map(|e| (e.phase, e.notification_name())).collect();
-        assert_eq!(ended, [(mavg::Phase::Back2Norm, "obj-m-l-0.0.0.7".to_string())]);
+        retirements.go_on(&workers, &hooks_tx);
+        assert_eq!((retirements.waiting.len(), retirements.unsent.len()), (0, 1), "retired; its end waits for room");
+        assert_eq!(hooks_rx.try_recv().unwrap().phase, mavg::Phase::Update);
+        retirements.go_on(&workers, &hooks_tx);
+        let ended = hooks_rx.try_recv().unwrap();
+        assert_eq!((ended.phase, ended.notification_name()), (mavg::Phase::Back2Norm, "obj-m-l-0.0.0.7".to_string()));
+        assert!(retirements.unsent.is_empty() && hooks_rx.try_recv().is_err(), "once");
+        assert!(rx.try_recv().is_err(), "nothing through the moving average's own sender");
         for w in workers {
             w.thread.join().unwrap();
         }

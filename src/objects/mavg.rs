@@ -24,7 +24,8 @@
 //!
 //! This file holds the types and the per-flow path; `config` reads a `mavg` element and its
 //! limits files, `sweep` is the once-per-second pass and the dumps, `resume` takes up the
-//! alerts an earlier run or configuration left active, `rowtable` the rows.
+//! alerts an earlier run or configuration left active and ends those of moving averages a
+//! reload retires, `rowtable` the rows.
 
 use super::rows::{KeyLayout, MAX_WORDS};
 use super::table::hash_words;
@@ -1164,7 +1165,7 @@ pub fn groups(mavgs: &[Arc<Mavg>]) -> Vec<Vec<Arc<Mavg>>> {
 }
 
 pub use config::{format_value, load_limits, parse};
-pub use resume::{notification_files, take_up_alerts, TakenUp};
+pub use resume::{notification_files, take_up_alerts, Retired, TakenUp};
 pub use sweep::SweepPass;
 
 mod config;

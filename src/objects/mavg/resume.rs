@@ -32,6 +32,15 @@ pub struct TakenUp {
     pub left: Vec<(String, String)>,
 }
 
+/// What [`Mavg::retire`] leaves for the hook thread, to be sent in this order.
+#[derive(Debug, Default)]
+pub struct Retired {
+    /// Starts and ends the hook queue had no room for yet.
+    pub held: Vec<Event>,
+    /// The back2norm events of the alerts it ended.
+    pub ended: Vec<Event>,
+}
+
 /// Notification files of the configured limits in `dir` (sorted names): alerts active when an
 /// earlier run stopped.
 pub fn notification_files(dir: &Path, mavgs: &[Arc<Mavg>]) -> Vec<String> {
@@ -171,15 +180,17 @@ impl Mavg {
 
     /// Ends the active alerts of a moving average a reload retires (the configuration no
     /// longer has it, or has it changed so that it started from zero), but those whose
-    /// notification files the new configuration took up (`taken`): back2norm events at
-    /// `now_ms`, after any starts and ends still held, so the hook thread runs the
-    /// back2norm scripts and deletes the files. Called once no worker feeds the moving average
+    /// notification files the new configuration took up (`taken`): returns back2norm events
+    /// at `now_ms`, after any starts and ends still held, for the hook thread to run the
+    /// back2norm scripts and delete the files. Called once no worker feeds the moving average
     /// any more (else a start a worker found, and has yet to send, could arrive after its
-    /// end); from then on it sends nothing. Returns the notification files of the alerts
-    /// ended.
-    pub fn retire(self: &Arc<Self>, taken: &[String], now_ms: u64) -> Vec<String> {
-        let Some(tx) = self.events.lock().take() else { return Vec::new() };
-        let mut events: Vec<Event> = self.held.lock().drain(..).collect();
+    /// end); from then on it sends nothing.
+    pub fn retire(self: &Arc<Self>, taken: &[String], now_ms: u64) -> Retired {
+        let mut out = Retired::default();
+        if self.events.lock().take().is_none() {
+            return out;
+        }
+        out.held = self.held.lock().drain(..).collect();
         let mut ended = Vec::new();
         for cell in &self.group.cells {
             let mut guard = cell.shard.lock();
@@ -189,18 +200,14 @@ impl Mavg {
                 true
             });
         }
-        let mut names = Vec::new();
         for (key, l, field, value, threshold, start_ms) in ended {
             let ev = Event { phase: Phase::Back2Norm, mavg: self.clone(), limit: l, keys: self.key_text(&key), field, value, threshold, time_ms: now_ms, start_ms };
-            let name = ev.notification_name();
-            if !taken.contains(&name) {
+            if !taken.contains(&ev.notification_name()) {
                 self.activate(l, false);
-                names.push(name);
-                events.push(ev);
+                out.ended.push(ev);
             }
         }
-        send_in_order(tx, events);
-        names
+        out
     }
 
     /// The active limits of one key's row (with its limit states), for [`Mavg::retire`]:
@@ -221,32 +228,5 @@ impl Mavg {
             row.set_flag(OVER_BIT, l, false);
         }
         limits.remove(key);
-    }
-}
-
-/// Hands `events` to the hook thread in order: those its queue has no room for are sent by a
-/// thread of their own, which waits for room (a reload does not wait for slow hooks, and
-/// nothing is dropped).
-fn send_in_order(tx: SyncSender<Event>, events: Vec<Event>) {
-    let mut events = events.into_iter();
-    while let Some(ev) = events.next() {
-        match tx.try_send(ev) {
-            Ok(()) => {}
-            Err(TrySendError::Disconnected(_)) => return,
-            Err(TrySendError::Full(ev)) => {
-                let rest: Vec<Event> = std::iter::once(ev).chain(events).collect();
-                let spawned = std::thread::Builder::new().name("xe-retired".into()).spawn(move || {
-                    for ev in rest {
-                        if tx.send(ev).is_err() {
-                            return;
-                        }
-                    }
-                });
-                if let Err(e) = spawned {
-                    crate::log::error(&format!("cannot start a thread to send the ends of retired alerts: {e}"));
-                }
-                return;
-            }
-        }
     }
 }
