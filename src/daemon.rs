@@ -70,9 +70,15 @@ fn reload(cfg: &Config, live: &LiveObjects, hooks_tx: &std::sync::mpsc::SyncSend
                 }
             }
             // Those starting from zero (new, or changed so that their averages could not be
-            // kept) take up the alerts their notification files say are active, as at start:
+            // kept) take over the alerts their previous versions have active, or, with no
+            // previous version, take up those their notification files say are, as at start:
             // else a changed moving average would leave its active alerts without an end.
-            let taken = take_up_alerts(cfg, &started_anew, capture::now_ms());
+            let now_ms = capture::now_ms();
+            let (mut taken, orphans) = mavg::take_over_alerts(&old.mavgs, &started_anew, now_ms);
+            if !taken.is_empty() {
+                log::info(&format!("reload: {} active alerts taken over by the new versions of their moving averages: {}", taken.len(), shortened(&taken)));
+            }
+            taken.extend(take_up_alerts(cfg, &orphans, now_ms));
             let kept = new.mavgs.len() - started_anew.len();
             let (n_objects, n_windows, n_mavgs) = (new.count(), new.windows.len(), new.mavgs.len());
             live.replace(Arc::new(new));

@@ -1165,7 +1165,7 @@ pub fn groups(mavgs: &[Arc<Mavg>]) -> Vec<Vec<Arc<Mavg>>> {
 }
 
 pub use config::{format_value, load_limits, parse};
-pub use resume::{notification_files, take_up_alerts, Retired, TakenUp};
+pub use resume::{notification_files, take_over_alerts, take_up_alerts, Retired, TakenUp};
 pub use sweep::SweepPass;
 
 mod config;

@@ -78,6 +78,35 @@ pub fn take_up_alerts(dir: &Path, mavgs: &[Arc<Mavg>], now_ms: u64) -> TakenUp {
     out
 }
 
+/// Takes over, for the moving averages a reload starts from zero (`started_anew`), the alerts
+/// their previous versions (in `old`, same object and name) have active, where both have the
+/// same key fields: each into the limit of the same name and kind, at its rate now, with its
+/// threshold and start. Their memory is what holds, not the files: with the hook thread behind,
+/// a file may still be there for an alert whose end is on its way, or not yet there for one
+/// that started. Returns the notification files taken over, and the moving averages with no
+/// such previous version (whose alerts can only be taken up from their files).
+pub fn take_over_alerts(old: &[Arc<Mavg>], started_anew: &[Arc<Mavg>], now_ms: u64) -> (Vec<String>, Vec<Arc<Mavg>>) {
+    let mut taken = Vec::new();
+    let mut orphans = Vec::new();
+    for members in groups(started_anew) {
+        for (m, new) in members.iter().enumerate() {
+            match old.iter().find(|o| o.object == new.object && o.name == new.name && o.keys == new.keys) {
+                Some(previous) => {
+                    for (key, l, rate, threshold, start_ms) in previous.active_alerts(now_ms) {
+                        let spec = &previous.limits[l];
+                        let Some(l) = new.limits.iter().position(|x| x.name == spec.name && x.kind == spec.kind) else { continue };
+                        if Mavg::take_up(&members, m, l, &key, rate, threshold, start_ms, now_ms).is_ok() {
+                            taken.push(notification_name(new, &new.limits[l], &new.key_text(&key)));
+                        }
+                    }
+                }
+                None => orphans.push(new.clone()),
+            }
+        }
+    }
+    (taken, orphans)
+}
+
 /// Takes up the alert of one notification file (named `name`, holding `text`) with the limit
 /// whose file it is: the one whose name for the key read from `text` is `name` (so a file
 /// that only starts like another limit's is not mistaken for one of its).
@@ -206,6 +235,23 @@ impl Mavg {
                 self.activate(l, false);
                 out.ended.push(ev);
             }
+        }
+        out
+    }
+
+    /// Every active alert: key, limit, rate at `now_ms`, threshold, start.
+    fn active_alerts(&self, now_ms: u64) -> Vec<(PackedKey, usize, f64, f64, u64)> {
+        let mut out = Vec::new();
+        for cell in &self.group.cells {
+            let shard = cell.shard.lock();
+            let limits = &shard.limits[self.member];
+            shard.rows.for_each(now_ms, self.member, |key, row| {
+                for l in (0..self.limits.len()).filter(|&l| row.active(l)) {
+                    let st = limits.get(&key).map_or_else(LimitState::default, |s| s[l]);
+                    let rate = self.decayed(row.n[st.field], now_ms.saturating_sub(row.last_ms)) / self.secs();
+                    out.push((key, l, rate, st.threshold, st.start_ms));
+                }
+            });
         }
         out
     }

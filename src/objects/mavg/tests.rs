@@ -777,3 +777,31 @@ fn a_retired_average_leaves_its_held_starts_before_the_ends() {
     assert_eq!(ends, ["0.0.0.1", "0.0.0.2", "0.0.0.3"].map(|h| (Phase::Back2Norm, h.to_string())), "every alert ends");
     assert_eq!(m.held_events(), 0);
 }
+
+#[test]
+fn a_changed_average_takes_over_the_alerts_its_previous_version_has_on_not_the_files() {
+    let d = tmp("take-over");
+    let conf = |time: u32| format!(r#"{{"name": "m", "time": {time}, "fields": ["dst host", "octets"],
+        "overlimit": [{{"name": "level1", "default": [1000], "back2norm-time": 5}}]}}"#);
+    let file = d.join("mo.conf");
+    let parsed = |text: &str| Arc::new(parse(&file, "obj", &d, &json::parse(text, &file).unwrap(), 0).unwrap());
+    let (old, new) = (parsed(&conf(1)), parsed(&conf(2)));
+    let (tx, rx) = sync_channel(100);
+    old.set_events(Some(tx));
+    for t in (100..=1000).step_by(100) {
+        old.update(&flow(7, 200), T0 + t);
+    }
+    assert_eq!(events(&rx).len(), 1, "0.0.0.7 is on");
+    // Files lag under a hook backlog: 0.0.0.8's end is on its way, 0.0.0.7's start not yet.
+    left_files(&d, &[("obj-m-level1-0.0.0.8", "0.0.0.8 1500 1000\n")]);
+    let (taken, orphans) = take_over_alerts(std::slice::from_ref(&old), std::slice::from_ref(&new), T0 + 1000);
+    assert_eq!((taken.as_slice(), orphans.len()), (["obj-m-level1-0.0.0.7".to_string()].as_slice(), 0));
+    assert_eq!(new.stats.active.load(Ordering::Relaxed), 1);
+    // 2000 * (1 - 0.9^10) B/s in the old average: the new one goes on from it.
+    assert!(new.dump_text(T0 + 1000, "t").contains(" '0.0.0.7'  :: 1303 (1000 )"), "{}", new.dump_text(T0 + 1000, "t"));
+    assert!(old.retire(&taken, T0 + 1000).ended.is_empty(), "the old version ends nothing it handed over");
+    // Another key field: nothing to take over, the files are the only source.
+    let other = parsed(r#"{"name": "m", "fields": ["src host", "octets"], "overlimit": [{"name": "level1", "default": [1000]}]}"#);
+    let (taken, orphans) = take_over_alerts(std::slice::from_ref(&old), std::slice::from_ref(&other), T0 + 1000);
+    assert!(taken.is_empty() && orphans.len() == 1);
+}
