@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Soak test of the alert path under load and reloads: two workers receive the load
 # generator's traffic, a moving average per object with a threshold that a few hundred busy
-# hosts cross, and a SIGHUP every 3 s cycling the moving average through: kept, thresholds
-# changed (averages kept), limit renamed (started anew: the old limit's alerts end), removed
-# (every alert ends). Every 30 s: RSS, threads, open files, unreaped script processes, alerts
+# hosts cross, and a SIGHUP every 3 s cycling the moving average through: thresholds changed
+# (averages kept), its time changed (started anew: its alerts taken over), limit renamed
+# (started anew: the old limit's alerts end), removed (every alert ends), back as first. Every 30 s: RSS, threads, open files, unreaped script processes, alerts
 # started and ended, notification files. At the end the traffic stops and the last
 # configuration (the first) stays: once back-to-normal passed and the scripts queued behind
 # have run, every alert started must have ended (as many back2norm runs as action runs per notification file) and no notification
@@ -30,12 +30,12 @@ for s in start stop; do
 	chmod +x "$w/on-$s.sh"
 done
 # mo.conf of object $1 (addresses on side $2) in variant $3: 0 as first, 1 thresholds doubled,
-# 2 the limit renamed, 3 no moving average.
+# 2 time 6 s instead of 5, 3 the limit renamed, 4 no moving average.
 object() {
-	local lim=level1 t=$thr mavg
-	case $3 in 1) t=$((thr * 2)) ;; 2) lim=level2 ;; esac
-	mavg=", \"mavg\": [ { \"name\": \"m\", \"time\": 5, \"fields\": [\"$2 host\", \"octets\"], \"overlimit\": [ { \"name\": \"$lim\", \"default\": [$t], \"back2norm-time\": 5, \"action-script\": \"$w/on-start.sh\", \"back2norm-script\": \"$w/on-stop.sh\" } ] } ]"
-	[ "$3" = 3 ] && mavg=""
+	local lim=level1 t=$thr time=5 mavg
+	case $3 in 1) t=$((thr * 2)) ;; 2) time=6 ;; 3) lim=level2 ;; esac
+	mavg=", \"mavg\": [ { \"name\": \"m\", \"time\": $time, \"fields\": [\"$2 host\", \"octets\"], \"overlimit\": [ { \"name\": \"$lim\", \"default\": [$t], \"back2norm-time\": 5, \"action-script\": \"$w/on-start.sh\", \"back2norm-script\": \"$w/on-stop.sh\" } ] } ]"
+	[ "$3" = 4 ] && mavg=""
 	echo "{ \"filter\": \"$2 net my-nets\", \"fwm\": [ {\"name\": \"by\", \"fields\": [\"octets desc\", \"$2 host\"], \"limit\": 20, \"time\": 5} ] $mavg }" > "$w/mo/$1/mo.conf"
 }
 variant() { object ingress dst "$1"; object egress src "$1"; }
@@ -52,7 +52,7 @@ g2=$!
 v=0 t=0
 while kill -0 $g1 2>/dev/null; do
 	sleep 3
-	t=$((t + 3)) v=$(((v + 1) % 4))
+	t=$((t + 3)) v=$(((v + 1) % 5))
 	variant $v
 	kill -HUP $pid
 	if [ $((t % 30)) = 0 ]; then
