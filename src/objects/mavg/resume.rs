@@ -32,6 +32,18 @@ pub struct TakenUp {
     pub left: Vec<(String, String)>,
 }
 
+/// An alert that is on, as a take-up or take-over carries it into a moving average.
+struct OnAlert {
+    key: PackedKey,
+    limit: usize,
+    /// Rate per second now, and the threshold it was over.
+    rate: f64,
+    threshold: f64,
+    start_ms: u64,
+    /// When the rate was last on the limit's side: back-to-normal counts from there.
+    last_bad_ms: u64,
+}
+
 /// What [`Mavg::retire`] leaves for the hook thread, to be sent in this order.
 #[derive(Debug, Default)]
 pub struct Retired {
@@ -92,11 +104,12 @@ pub fn take_over_alerts(old: &[Arc<Mavg>], started_anew: &[Arc<Mavg>], now_ms: u
         for (m, new) in members.iter().enumerate() {
             match old.iter().find(|o| o.object == new.object && o.name == new.name && o.keys == new.keys) {
                 Some(previous) => {
-                    for (key, l, rate, threshold, start_ms) in previous.active_alerts(now_ms) {
-                        let spec = &previous.limits[l];
-                        let Some(l) = new.limits.iter().position(|x| x.name == spec.name && x.kind == spec.kind) else { continue };
-                        if Mavg::take_up(&members, m, l, &key, rate, threshold, start_ms, now_ms).is_ok() {
-                            taken.push(notification_name(new, &new.limits[l], &new.key_text(&key)));
+                    for alert in previous.active_alerts(now_ms) {
+                        let spec = &previous.limits[alert.limit];
+                        let Some(limit) = new.limits.iter().position(|x| x.name == spec.name && x.kind == spec.kind) else { continue };
+                        let alert = OnAlert { limit, ..alert };
+                        if Mavg::take_up(&members, m, &alert, now_ms).is_ok() {
+                            taken.push(notification_name(new, &new.limits[limit], &new.key_text(&alert.key)));
                         }
                     }
                 }
@@ -120,7 +133,9 @@ fn take_up_file(tables: &[Vec<Arc<Mavg>>], name: &str, text: &str, start_ms: u64
                 }
                 match mavg.read_notification(text) {
                     Ok((key, value, threshold)) if notification_name(mavg, spec, &mavg.key_text(&key)) == name => {
-                        return Mavg::take_up(members, m, l, &key, value, threshold, start_ms, now_ms);
+                        // The time the collector was down is not taken for normal traffic.
+                        let alert = OnAlert { key, limit: l, rate: value, threshold, start_ms, last_bad_ms: now_ms };
+                        return Mavg::take_up(members, m, &alert, now_ms);
                     }
                     Ok(_) => {}
                     Err(e) => why = e,
@@ -152,12 +167,12 @@ impl Mavg {
         Ok((PackedKey::new(&self.layout, &self.layout.pack_values(&vals)), value, threshold))
     }
 
-    /// Makes limit `l` of member `m` of a table (`members`, as [`groups`] gives them) active
-    /// for `key` as of `now_ms`: its row (made if new, within `mem-m`) holds the file's rate
-    /// `value` in the field the file's `threshold` belongs to, its state says the limit was
-    /// last over now and started at `start_ms`, and its extended windows are held.
-    #[allow(clippy::too_many_arguments)]
-    fn take_up(members: &[Arc<Mavg>], m: usize, l: usize, key: &PackedKey, value: f64, threshold: f64, start_ms: u64, now_ms: u64) -> Result<(), String> {
+    /// Makes `alert`'s limit of member `m` of a table (`members`, as [`groups`] gives them)
+    /// active for its key as of `now_ms`: the key's row (made if new, within `mem-m`) holds
+    /// its rate in the field its threshold belongs to, the limit's state has its start and the
+    /// time it was last over, and the limit's extended windows are held.
+    fn take_up(members: &[Arc<Mavg>], m: usize, alert: &OnAlert, now_ms: u64) -> Result<(), String> {
+        let OnAlert { ref key, limit: l, rate: value, threshold, start_ms, last_bad_ms } = *alert;
         let me = &members[m];
         let hash = key.hash64();
         let cell = &me.group.cells[me.shard_of(hash)];
@@ -193,7 +208,7 @@ impl Mavg {
             row.set_flag(ACTIVE_BIT, l, true);
             rows.store(i, m, &row);
             let st = limit_state(&mut limits[m], key, l);
-            (st.start_ms, st.last_bad_ms, st.last_notify_ms) = (start_ms, now_ms, now_ms);
+            (st.start_ms, st.last_bad_ms, st.last_notify_ms) = (start_ms, last_bad_ms, now_ms);
             (st.field, st.value, st.threshold) = (field, value, threshold);
         }
         me.activate(l, true);
@@ -239,17 +254,19 @@ impl Mavg {
         out
     }
 
-    /// Every active alert: key, limit, rate at `now_ms`, threshold, start.
-    fn active_alerts(&self, now_ms: u64) -> Vec<(PackedKey, usize, f64, f64, u64)> {
+    /// Every alert that is on, with its rate at `now_ms`.
+    fn active_alerts(&self, now_ms: u64) -> Vec<OnAlert> {
         let mut out = Vec::new();
         for cell in &self.group.cells {
             let shard = cell.shard.lock();
             let limits = &shard.limits[self.member];
             shard.rows.for_each(now_ms, self.member, |key, row| {
-                for l in (0..self.limits.len()).filter(|&l| row.active(l)) {
-                    let st = limits.get(&key).map_or_else(LimitState::default, |s| s[l]);
+                for limit in (0..self.limits.len()).filter(|&l| row.active(l)) {
+                    let st = limits.get(&key).map_or_else(LimitState::default, |s| s[limit]);
                     let rate = self.decayed(row.n[st.field], now_ms.saturating_sub(row.last_ms)) / self.secs();
-                    out.push((key, l, rate, st.threshold, st.start_ms));
+                    // Over at its last update (not folded into the state yet): over then.
+                    let last_bad_ms = if row.flag(OVER_BIT, limit) { row.last_ms.max(st.last_bad_ms) } else { st.last_bad_ms };
+                    out.push(OnAlert { key, limit, rate, threshold: st.threshold, start_ms: st.start_ms, last_bad_ms });
                 }
             });
         }

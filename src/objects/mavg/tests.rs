@@ -800,6 +800,18 @@ fn a_changed_average_takes_over_the_alerts_its_previous_version_has_on_not_the_f
     // 2000 * (1 - 0.9^10) B/s in the old average: the new one goes on from it.
     assert!(new.dump_text(T0 + 1000, "t").contains(" '0.0.0.7'  :: 1303 (1000 )"), "{}", new.dump_text(T0 + 1000, "t"));
     assert!(old.retire(&taken, T0 + 1000).ended.is_empty(), "the old version ends nothing it handed over");
+    // Quiet from 1 s on: back to normal 5 s after the alert was last over (1 s), not 5 s after
+    // the take-over (a later one, at 4 s, keeps that).
+    let later = parsed(&conf(3));
+    let (tx, rx) = sync_channel(100);
+    later.set_events(Some(tx));
+    let (taken, _) = take_over_alerts(std::slice::from_ref(&new), std::slice::from_ref(&later), T0 + 4000);
+    assert_eq!(taken, ["obj-m-level1-0.0.0.7"]);
+    for s in 5..=9 {
+        later.sweep(T0 + s * 1000);
+    }
+    let ended: Vec<(Phase, u64)> = events(&rx).into_iter().filter(|e| e.0 == Phase::Back2Norm).map(|e| (e.0, e.3)).collect();
+    assert_eq!(ended, [(Phase::Back2Norm, T0 + 6000)]);
     // Another key field: nothing to take over, the files are the only source.
     let other = parsed(r#"{"name": "m", "fields": ["src host", "octets"], "overlimit": [{"name": "level1", "default": [1000]}]}"#);
     let (taken, orphans) = take_over_alerts(std::slice::from_ref(&old), std::slice::from_ref(&other), T0 + 1000);
