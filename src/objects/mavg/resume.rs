@@ -36,6 +36,8 @@ pub struct TakenUp {
 struct OnAlert {
     key: PackedKey,
     limit: usize,
+    /// The averaged field that decided (a take-up finds it again from the threshold).
+    field: usize,
     /// Rate per second now, and the threshold it was over.
     rate: f64,
     threshold: f64,
@@ -134,7 +136,7 @@ fn take_up_file(tables: &[Vec<Arc<Mavg>>], name: &str, text: &str, start_ms: u64
                 match mavg.read_notification(text) {
                     Ok((key, value, threshold)) if notification_name(mavg, spec, &mavg.key_text(&key)) == name => {
                         // The time the collector was down is not taken for normal traffic.
-                        let alert = OnAlert { key, limit: l, rate: value, threshold, start_ms, last_bad_ms: now_ms };
+                        let alert = OnAlert { key, limit: l, field: 0, rate: value, threshold, start_ms, last_bad_ms: now_ms };
                         return Mavg::take_up(members, m, &alert, now_ms);
                     }
                     Ok(_) => {}
@@ -172,7 +174,7 @@ impl Mavg {
     /// its rate in the field its threshold belongs to, the limit's state has its start and the
     /// time it was last over, and the limit's extended windows are held.
     fn take_up(members: &[Arc<Mavg>], m: usize, alert: &OnAlert, now_ms: u64) -> Result<(), String> {
-        let OnAlert { ref key, limit: l, rate: value, threshold, start_ms, last_bad_ms } = *alert;
+        let OnAlert { ref key, limit: l, rate: value, threshold, start_ms, last_bad_ms, .. } = *alert;
         let me = &members[m];
         let hash = key.hash64();
         let cell = &me.group.cells[me.shard_of(hash)];
@@ -244,10 +246,10 @@ impl Mavg {
                 true
             });
         }
-        for (key, l, field, value, threshold, start_ms) in ended {
-            let ev = Event { phase: Phase::Back2Norm, mavg: self.clone(), limit: l, keys: self.key_text(&key), field, value, threshold, time_ms: now_ms, start_ms };
+        for OnAlert { key, limit, field, rate, threshold, start_ms, .. } in ended {
+            let ev = Event { phase: Phase::Back2Norm, mavg: self.clone(), limit, keys: self.key_text(&key), field, value: rate, threshold, time_ms: now_ms, start_ms };
             if !taken.contains(&ev.notification_name()) {
-                self.activate(l, false);
+                self.activate(limit, false);
                 out.ended.push(ev);
             }
         }
@@ -263,33 +265,35 @@ impl Mavg {
             shard.rows.for_each(now_ms, self.member, |key, row| {
                 for limit in (0..self.limits.len()).filter(|&l| row.active(l)) {
                     let st = limits.get(&key).map_or_else(LimitState::default, |s| s[limit]);
-                    let rate = self.decayed(row.n[st.field], now_ms.saturating_sub(row.last_ms)) / self.secs();
-                    // Over at its last update (not folded into the state yet): over then.
-                    let last_bad_ms = if row.flag(OVER_BIT, limit) { row.last_ms.max(st.last_bad_ms) } else { st.last_bad_ms };
-                    out.push(OnAlert { key, limit, rate, threshold: st.threshold, start_ms: st.start_ms, last_bad_ms });
+                    out.push(self.on_alert(key, row, &st, limit, now_ms));
                 }
             });
         }
         out
     }
 
-    /// The active limits of one key's row (with its limit states), for [`Mavg::retire`]:
-    /// each is switched off and added to `ended` as key, limit, field, rate, threshold, start.
-    fn end_alerts(&self, key: &PackedKey, row: &mut Row, limits: &mut LimitStates, now_ms: u64, ended: &mut Vec<(PackedKey, usize, usize, f64, f64, u64)>) {
+    /// The alerts on in one key's row (with its limit states), for [`Mavg::retire`]: each is
+    /// switched off and added to `ended`.
+    fn end_alerts(&self, key: &PackedKey, row: &mut Row, limits: &mut LimitStates, now_ms: u64, ended: &mut Vec<OnAlert>) {
         if !row.any_active() {
             return;
         }
-        let dt = now_ms.saturating_sub(row.last_ms);
-        for l in 0..self.limits.len() {
-            if !row.active(l) {
+        for limit in 0..self.limits.len() {
+            if !row.active(limit) {
                 continue;
             }
-            let st = *limit_state(limits, key, l);
-            let rate = self.decayed(row.n[st.field], dt) / self.secs();
-            ended.push((*key, l, st.field, rate, st.threshold, st.start_ms));
-            row.set_flag(ACTIVE_BIT, l, false);
-            row.set_flag(OVER_BIT, l, false);
+            ended.push(self.on_alert(*key, row, limit_state(limits, key, limit), limit, now_ms));
+            row.set_flag(ACTIVE_BIT, limit, false);
+            row.set_flag(OVER_BIT, limit, false);
         }
         limits.remove(key);
+    }
+
+    /// Limit `limit` of a key's row, on, with its state `st`, as of `now_ms`.
+    fn on_alert(&self, key: PackedKey, row: &Row, st: &LimitState, limit: usize, now_ms: u64) -> OnAlert {
+        let rate = self.decayed(row.n[st.field], now_ms.saturating_sub(row.last_ms)) / self.secs();
+        // Over at its last update (not folded into the state yet): over then.
+        let last_bad_ms = if row.flag(OVER_BIT, limit) { row.last_ms.max(st.last_bad_ms) } else { st.last_bad_ms };
+        OnAlert { key, limit, field: st.field, rate, threshold: st.threshold, start_ms: st.start_ms, last_bad_ms }
     }
 }
