@@ -654,7 +654,7 @@ fn open_sources(cfg: &Config) -> Result<Vec<WorkerSpec>, String> {
                 }
             }
             CaptureSpec::Pcap { interface, filter } => {
-                let s = pcap_source::open_live(interface, filter).map_err(|e| e.to_string())?;
+                let s = pcap_source::LiveCapture::open(interface, filter).map_err(|e| e.to_string())?;
                 out.push(WorkerSpec { name: format!("pcap {interface}"), source: Box::new(s), batch: 8 });
             }
         }
@@ -676,48 +676,107 @@ struct Worker {
 }
 
 /// Starts a worker thread receiving from `spec` into `pipeline` until shutdown.
-fn start_worker(spec: WorkerSpec, mut decoder: Decoder, mut pipeline: Pipeline) -> Result<Worker, String> {
-    let WorkerSpec { name, mut source, batch } = spec;
-    let snapshot = Arc::new(parking_lot::Mutex::new(metrics::WorkerSnapshot { name: name.clone(), socket_inode: source.socket_inode(), ..Default::default() }));
+fn start_worker(spec: WorkerSpec, decoder: Decoder, pipeline: Pipeline) -> Result<Worker, String> {
+    let snapshot = Arc::new(parking_lot::Mutex::new(metrics::WorkerSnapshot {
+        name: spec.name.clone(),
+        socket_inode: spec.source.socket_inode(),
+        ..Default::default()
+    }));
     let beat = Arc::new(std::sync::atomic::AtomicU64::new(capture::now_ms()));
-    log::info(&format!("listening: {name}"));
+    log::info(&format!("listening: {}", spec.name));
     let generation = Arc::new(std::sync::atomic::AtomicU64::new(pipeline.generation()));
-    let (my_snapshot, my_beat, my_generation) = (snapshot.clone(), beat.clone(), generation.clone());
+    let mut rounds = WorkerRounds::new(spec, decoder, pipeline, Published { beat: beat.clone(), generation: generation.clone(), snapshot: snapshot.clone() });
     let thread = std::thread::Builder::new()
-        .name(name.clone())
+        .name(rounds.name.clone())
         .spawn(move || {
-            let mut batch = Batch::new(batch);
-            let mut limiter = log::RateLimit::new(Duration::from_secs(10));
-            let mut errors = ErrorReporter::new(&name);
-            let mut last_publish = Instant::now();
             while !SHUTDOWN.load(Ordering::Relaxed) {
-                my_beat.store(capture::now_ms(), Ordering::Relaxed);
-                if last_publish.elapsed() >= Duration::from_millis(500) {
-                    pipeline.publish(&decoder, &my_snapshot);
-                    last_publish = Instant::now();
-                }
-                match source.fill(&mut batch) {
-                    Ok(_) => {
-                        pipeline.limit_sweep(objects::SWEEP_SLOTS_PER_BATCH);
-                        process(&batch, &mut decoder, &mut pipeline);
-                        // Windows also close while no datagram arrives.
-                        pipeline.tick(capture::now_ms());
-                        my_generation.store(pipeline.generation(), Ordering::Relaxed);
-                        errors.check(&decoder);
-                    }
-                    Err(e) => {
-                        if limiter.allow(Instant::now()) {
-                            log::error(&format!("{name}: {e}"));
-                        }
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
-                }
+                rounds.round();
             }
-            pipeline.finish();
-            (decoder, source.skipped())
+            rounds.finish()
         })
         .map_err(|e| e.to_string())?;
     Ok(Worker { thread, beat, generation, snapshot })
+}
+
+/// What a worker shows the main thread (see [`Worker`]).
+struct Published {
+    beat: Arc<std::sync::atomic::AtomicU64>,
+    generation: Arc<std::sync::atomic::AtomicU64>,
+    snapshot: Arc<parking_lot::Mutex<metrics::WorkerSnapshot>>,
+}
+
+/// A worker thread's state from one round (a read from its source and what follows) to the
+/// next.
+struct WorkerRounds {
+    name: String,
+    source: Box<dyn capture::Source>,
+    batch: Batch,
+    decoder: Decoder,
+    pipeline: Pipeline,
+    published: Published,
+    last_publish: Instant,
+    failures: log::RateLimit,
+    /// Since when the source fails (`None` while it works).
+    failing_since: Option<Instant>,
+    errors: ErrorReporter,
+}
+
+impl WorkerRounds {
+    fn new(spec: WorkerSpec, decoder: Decoder, pipeline: Pipeline, published: Published) -> Self {
+        let WorkerSpec { name, source, batch } = spec;
+        WorkerRounds {
+            errors: ErrorReporter::new(&name),
+            name,
+            source,
+            batch: Batch::new(batch),
+            decoder,
+            pipeline,
+            published,
+            last_publish: Instant::now(),
+            failures: log::RateLimit::new(Duration::from_secs(10)),
+            failing_since: None,
+        }
+    }
+
+    /// Reads what the source has (waiting a fraction of a second at most) and processes it.
+    /// Windows close, and a reload takes effect, whether datagrams arrive or not, and also
+    /// while the source fails (an interface gone, say): then the failure is logged (once per
+    /// 10 s) and the round waits 100 ms.
+    fn round(&mut self) {
+        self.published.beat.store(capture::now_ms(), Ordering::Relaxed);
+        if self.last_publish.elapsed() >= Duration::from_millis(500) {
+            self.pipeline.publish(&self.decoder, &self.published.snapshot);
+            self.last_publish = Instant::now();
+        }
+        self.pipeline.limit_sweep(objects::SWEEP_SLOTS_PER_BATCH);
+        match self.source.fill(&mut self.batch) {
+            Ok(_) => {
+                if let Some(since) = self.failing_since.take() {
+                    log::info(&format!("{}: works again after {:.1} s of errors", self.name, since.elapsed().as_secs_f64()));
+                    // A new failure is logged at once.
+                    self.failures = log::RateLimit::new(Duration::from_secs(10));
+                }
+                process(&self.batch, &mut self.decoder, &mut self.pipeline);
+                self.errors.check(&self.decoder);
+            }
+            Err(e) => {
+                self.failing_since.get_or_insert_with(Instant::now);
+                if self.failures.allow(Instant::now()) {
+                    log::error(&format!("{}: {e}", self.name));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        self.pipeline.tick(capture::now_ms());
+        self.published.generation.store(self.pipeline.generation(), Ordering::Relaxed);
+    }
+
+    /// At shutdown: the windows go to the export thread; returns the decoder and the count of
+    /// what the source skipped.
+    fn finish(mut self) -> (Decoder, u64) {
+        self.pipeline.finish();
+        (self.decoder, self.source.skipped())
+    }
 }
 
 /// The first of the collector's threads that has ended although no stop was asked for (it
@@ -944,6 +1003,42 @@ mod tests {
         for w in workers {
             w.thread.join().unwrap();
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A source whose every read fails (as a pcap source whose interface went away).
+    struct Failing;
+    impl capture::Source for Failing {
+        fn fill(&mut self, _: &mut Batch) -> std::io::Result<capture::Fill> {
+            Err(std::io::Error::other("interface down"))
+        }
+    }
+
+    #[test]
+    fn a_worker_whose_source_fails_still_takes_up_a_reload() {
+        let dir = std::env::temp_dir().join(format!("xe-daemon-failing-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("mo")).unwrap();
+        let file = dir.join("xenoeye.conf");
+        std::fs::write(&file, r#"{"capture": [], "mo-dir": "mo", "export-dir": "exp", "notifications-dir": "n", "iplists-dir": "mo"}"#).unwrap();
+        let cfg = crate::config::load(&file).unwrap();
+        let live = LiveObjects::new(Arc::new(Objects::default()));
+        let (tx, rx) = channel();
+        let pipeline = Pipeline::new(&cfg, &live, 0, tx).unwrap();
+        let published = Published { beat: Arc::default(), generation: Arc::default(), snapshot: Arc::default() };
+        let spec = WorkerSpec { name: "failing".into(), source: Box::new(Failing), batch: 1 };
+        let mut rounds = WorkerRounds::new(spec, Decoder::new(Arc::default(), None), pipeline, published);
+        rounds.round();
+        assert_eq!(rounds.published.generation.load(Ordering::Relaxed), live.generation());
+        live.replace(Arc::new(Objects::default()));
+        let reloaded = live.generation();
+        assert!(reloaded > 0);
+        rounds.round();
+        // The worker is on the new configuration (so what the reload replaced can be retired)
+        // although it has received nothing.
+        assert_eq!(rounds.published.generation.load(Ordering::Relaxed), reloaded);
+        assert!(rounds.published.beat.load(Ordering::Relaxed) > 0);
+        drop(rounds.finish());
+        drop(rx);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -229,12 +229,18 @@ fn replay_dumps_flows_and_templates_survive_a_restart() {
 /// (the collector may still be starting); bounded to 20 seconds. Returns the rounds sent.
 fn send_until(d: &Path, capture: &Path, port: u16, want: usize) -> usize {
     let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    send_from_until(d, capture, &tx, ([127, 0, 0, 1], port).into(), want)
+}
+
+/// Sends the UDP payloads of `capture` from `tx` to `to`, again every 300 ms until the dump
+/// of `d` has `want` lines (20 s at most); returns how many rounds it took.
+fn send_from_until(d: &Path, capture: &Path, tx: &UdpSocket, to: std::net::SocketAddr, want: usize) -> usize {
     let packets: Vec<Vec<u8>> = read_frames(capture).iter().map(|f| f.payload().to_vec()).collect();
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut rounds = 0;
     while dump_lines(d).len() < want && Instant::now() < deadline {
         for p in &packets {
-            let _ = tx.send_to(p, ("127.0.0.1", port));
+            let _ = tx.send_to(p, to);
         }
         rounds += 1;
         std::thread::sleep(Duration::from_millis(300));
@@ -295,6 +301,101 @@ fn live_pcap_capture_on_loopback() {
     let lines = dump_lines(&d);
     assert!(lines.len() >= 76, "{} flows; {err}", lines.len());
     assert!(lines[0].contains("*dev-ip: 127.0.0.1;"), "{}", lines[0]);
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// A network namespace of the test's own, deleted when dropped.
+struct Netns(String);
+
+impl Netns {
+    /// None where one cannot be made (not root, no iproute2).
+    fn new(tag: &str) -> Option<Netns> {
+        let name = format!("xe-{tag}-{}", std::process::id());
+        let made = Command::new("ip").args(["netns", "add", &name]).status().is_ok_and(|s| s.success());
+        made.then_some(Netns(name))
+    }
+
+    /// Runs `ip ARGS` in the namespace.
+    fn ip(&self, args: &str) {
+        let status = Command::new("ip").arg("-n").arg(&self.0).args(args.split(' ')).status().unwrap();
+        assert!(status.success(), "ip {args}");
+    }
+
+    /// A command run in the namespace.
+    fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.0, program]);
+        c
+    }
+
+    /// A UDP socket of the namespace (made by a thread that joined it: a socket belongs to
+    /// the namespace it was made in).
+    fn udp_socket(&self) -> UdpSocket {
+        let path = format!("/var/run/netns/{}", self.0);
+        std::thread::spawn(move || {
+            let ns = std::fs::File::open(path).unwrap();
+            let joined = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) };
+            assert_eq!(joined, 0, "setns: {}", std::io::Error::last_os_error());
+            UdpSocket::bind("0.0.0.0:0").unwrap()
+        })
+        .join()
+        .unwrap()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// In `ns`: an interface `xeva` (10.99.0.1/24, with a neighbour 10.99.0.3 that datagrams are
+/// sent out to), made anew if it was there.
+fn make_capture_interface(ns: &Netns) {
+    ns.ip("link add xeva type veth peer name xevb");
+    ns.ip("addr add 10.99.0.1/24 dev xeva");
+    ns.ip("link set xeva up");
+    ns.ip("link set xevb up");
+    ns.ip("neigh replace 10.99.0.3 lladdr 02:00:00:00:00:03 dev xeva");
+}
+
+#[test]
+fn live_pcap_capture_goes_on_when_its_interface_is_made_anew() {
+    // Needs root (CI runs as root) for a network namespace of its own and the capture.
+    let Some(ns) = Netns::new("pcap-anew") else {
+        eprintln!("live_pcap_capture_goes_on_when_its_interface_is_made_anew: cannot make a network namespace (not root?); not run");
+        return;
+    };
+    make_capture_interface(&ns);
+    let d = workdir("pcap-anew");
+    let f = config(&d, 2055);
+    let text = std::fs::read_to_string(&f).unwrap().replace(
+        r#"{"socket": {"listen-on": "127.0.0.1", "port": "2055"}}"#,
+        r#"{"pcap": {"interface": "xeva", "filter": "udp and dst port 2055"}}"#,
+    );
+    std::fs::write(&f, text).unwrap();
+    let child = ns.command(env!("CARGO_BIN_EXE_xenoeye")).arg("-c").arg(&f).stderr(Stdio::piped()).spawn().unwrap();
+    let (tx, to) = (ns.udp_socket(), ([10, 99, 0, 3], 2055).into());
+    let capture = data_dir().join("exporters/softflowd-v5.pcap");
+    send_from_until(&d, &capture, &tx, to, 76);
+    let before = dump_lines(&d).len();
+    assert!(before >= 76, "{before} flows before");
+    // The interface is deleted (its capture fails for good) and made again.
+    ns.ip("link del xeva");
+    std::thread::sleep(Duration::from_millis(300));
+    make_capture_interface(&ns);
+    send_from_until(&d, &capture, &tx, to, before + 76);
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let after = dump_lines(&d).len();
+    assert!(after >= before + 76, "{before} flows before, {after} after the interface was made anew; {err}");
+    assert!(err.contains("pcap xeva: ") && err.contains("; the capture is opened again every 1 s"), "{err}");
+    assert!(err.contains("pcap xeva: works again after "), "{err}");
+    // What the collector summed is what it dumped, from both captures.
+    let (exported, dumped) = exported_and_dumped_octets(&d);
+    assert_eq!(exported, dumped);
     std::fs::remove_dir_all(&d).unwrap();
 }
 

@@ -1,6 +1,8 @@
 //! pcap sources: live capture from an interface with a BPF filter, and capture files for
 //! offline replay (`--read-pcap`), where the capture timestamps become the clock. Both read
-//! frames the same way; only opening differs.
+//! frames the same way; only opening differs. A live capture outlives its interface: when the
+//! interface is deleted and made anew (a VLAN, bond or tap interface, a driver reloaded), the
+//! handle bound to the old one fails for good, so it is opened again.
 
 use super::link::udp_payload;
 use super::{Batch, Fill, Source};
@@ -21,7 +23,7 @@ pub struct PcapSource<T: Activated> {
 unsafe impl<T: Activated> Send for PcapSource<T> {}
 
 /// Live capture from an interface (needs root or CAP_NET_RAW).
-pub fn open_live(interface: &str, filter: &str) -> io::Result<PcapSource<pcap::Active>> {
+fn open_live(interface: &str, filter: &str) -> io::Result<PcapSource<pcap::Active>> {
     let err = |e: pcap::Error| io::Error::other(format!("pcap on {interface}: {e}"));
     let mut cap = Capture::from_device(interface)
         .map_err(err)?
@@ -38,6 +40,71 @@ pub fn open_live(interface: &str, filter: &str) -> io::Result<PcapSource<pcap::A
     let linktype = cap.get_datalink().0;
     let fd = std::os::fd::AsRawFd::as_raw_fd(&cap);
     Ok(PcapSource { cap, linktype, skipped: 0, live_fd: Some(fd) })
+}
+
+/// Live capture on an interface that is opened again when it fails (see the module docs).
+pub struct LiveCapture {
+    interface: String,
+    filter: String,
+    /// The open handle; `None` after a failure, until opening again works.
+    cap: Option<PcapSource<pcap::Active>>,
+    /// What earlier handles skipped.
+    skipped_before: u64,
+    /// When opening is tried next, and why the last try failed.
+    next_try: std::time::Instant,
+    last_error: String,
+}
+
+/// How often a failed live capture is opened again.
+const REOPEN_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl LiveCapture {
+    /// Opens the capture (an error now is the caller's: the configuration names an interface
+    /// that cannot be captured on).
+    pub fn open(interface: &str, filter: &str) -> io::Result<LiveCapture> {
+        let cap = open_live(interface, filter)?;
+        let (interface, filter) = (interface.to_string(), filter.to_string());
+        Ok(LiveCapture { interface, filter, cap: Some(cap), skipped_before: 0, next_try: std::time::Instant::now(), last_error: String::new() })
+    }
+
+    /// The open handle, opened again if the last one failed and it is time to try; else
+    /// the reason it is not open.
+    fn handle(&mut self) -> io::Result<&mut PcapSource<pcap::Active>> {
+        if self.cap.is_none() {
+            let now = std::time::Instant::now();
+            if now < self.next_try {
+                return Err(io::Error::other(self.last_error.clone()));
+            }
+            self.next_try = now + REOPEN_EVERY;
+            match open_live(&self.interface, &self.filter) {
+                Ok(cap) => self.cap = Some(cap),
+                Err(e) => {
+                    self.last_error = format!("{e}; trying again every {} s", REOPEN_EVERY.as_secs());
+                    return Err(io::Error::other(self.last_error.clone()));
+                }
+            }
+        }
+        Ok(self.cap.as_mut().expect("opened above"))
+    }
+}
+
+impl Source for LiveCapture {
+    fn fill(&mut self, batch: &mut Batch) -> io::Result<Fill> {
+        batch.meta.clear();
+        let result = self.handle()?.fill(batch);
+        if let Err(e) = &result {
+            // A handle that failed once is dead (its interface gone): closed, to be opened anew.
+            let closed = self.cap.take().expect("filled from it");
+            self.skipped_before += closed.skipped;
+            self.last_error = format!("{e}; the capture is opened again every {} s", REOPEN_EVERY.as_secs());
+            return Err(io::Error::other(self.last_error.clone()));
+        }
+        result
+    }
+
+    fn skipped(&self) -> u64 {
+        self.skipped_before + self.cap.as_ref().map_or(0, |c| c.skipped)
+    }
 }
 
 /// A capture file, read from start to end.
