@@ -642,6 +642,11 @@ fn open_sources(cfg: &Config) -> Result<Vec<WorkerSpec>, String> {
                 for w in 0..*workers {
                     let s = udp::bind(*listen_on, *port, cfg.rcvbufsize_m, *workers > 1)
                         .map_err(|e| format!("cannot listen on {addr} port {port}: {e}"))?;
+                    if w == 0 && s.address_absent() {
+                        log::warn(&format!(
+                            "listen-on {addr}: not an address of this host (yet); listening on port {port} all the same, datagrams arrive once the address is up"
+                        ));
+                    }
                     if let (Some(m), Ok(got)) = (cfg.rcvbufsize_m, s.recv_buffer_size()) {
                         if (got as u64) < m << 20 {
                             log::warn(&format!(

@@ -399,6 +399,76 @@ fn live_pcap_capture_goes_on_when_its_interface_is_made_anew() {
     std::fs::remove_dir_all(&d).unwrap();
 }
 
+/// A child's standard error, read as it comes by a thread of its own.
+struct Stderr {
+    text: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl Stderr {
+    fn of(child: &mut std::process::Child) -> Stderr {
+        use std::io::BufRead;
+        let pipe = std::io::BufReader::new(child.stderr.take().expect("stderr piped"));
+        let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = text.clone();
+        let reader = std::thread::spawn(move || {
+            for line in pipe.lines().map_while(Result::ok) {
+                let mut t = sink.lock().unwrap();
+                t.push_str(&line);
+                t.push('\n');
+            }
+        });
+        Stderr { text, reader }
+    }
+
+    /// Waits (10 s at most) until `what` has been written; returns whether it was.
+    fn wait_for(&self, what: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.text.lock().unwrap().contains(what) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.text.lock().unwrap().contains(what)
+    }
+
+    /// All of it, once the child has ended.
+    fn all(self) -> String {
+        self.reader.join().unwrap();
+        std::sync::Arc::try_unwrap(self.text).unwrap().into_inner().unwrap()
+    }
+}
+
+#[test]
+fn a_socket_listens_on_an_address_the_host_gets_only_later() {
+    // Needs root (CI runs as root) for a network namespace of its own.
+    let Some(ns) = Netns::new("later") else {
+        eprintln!("a_socket_listens_on_an_address_the_host_gets_only_later: cannot make a network namespace (not root?); not run");
+        return;
+    };
+    ns.ip("link set lo up");
+    let d = workdir("later");
+    let f = config(&d, 2055);
+    let text = std::fs::read_to_string(&f).unwrap().replace(r#""listen-on": "127.0.0.1""#, r#""listen-on": "10.99.0.9""#);
+    std::fs::write(&f, text).unwrap();
+    let mut child = ns.command(env!("CARGO_BIN_EXE_xenoeye")).arg("-c").arg(&f).stderr(Stdio::piped()).spawn().unwrap();
+    let stderr = Stderr::of(&mut child);
+    // As at boot, before the interface is configured: the collector starts and says so.
+    assert!(stderr.wait_for("listening: udp 10.99.0.9:2055"), "{}", stderr.all());
+    ns.ip("addr add 10.99.0.9/32 dev lo");
+    let tx = ns.udp_socket();
+    send_from_until(&d, &data_dir().join("exporters/softflowd-v5.pcap"), &tx, ([10, 99, 0, 9], 2055).into(), 76);
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    let err = stderr.all();
+    assert!(status.success(), "{err}");
+    assert!(
+        err.contains("listen-on 10.99.0.9: not an address of this host (yet); listening on port 2055 all the same, datagrams arrive once the address is up"),
+        "{err}"
+    );
+    let lines = dump_lines(&d);
+    assert!(lines.len() >= 76, "{} flows; {err}", lines.len());
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
 #[test]
 fn object_dump_flows_holds_only_its_flows_and_object_errors_fail_the_check() {
     let d = workdir("objdump");

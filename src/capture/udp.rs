@@ -1,5 +1,7 @@
 //! UDP socket source: binds (dual-stack for `"*"`), sets the receive buffer and SO_REUSEPORT,
-//! and reads up to a batch of datagrams per system call with recvmmsg.
+//! and reads up to a batch of datagrams per system call with recvmmsg. A socket for an address
+//! the host does not have (yet: an interface configured after the collector starts at boot)
+//! is bound all the same (IP_FREEBIND) and receives once the address is up.
 
 use super::{now_ms, Batch, Fill, Received, Source};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -14,6 +16,8 @@ pub struct UdpSource {
     addrs: Vec<libc::sockaddr_storage>,
     iovecs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
+    /// Bound to an address the host did not have at the time.
+    address_absent: bool,
 }
 
 // The raw pointers in the recvmmsg headers point into this struct's own vectors and are rebuilt
@@ -26,15 +30,16 @@ pub fn bind(listen_on: Option<IpAddr>, port: u16, rcvbuf_mib: Option<u64>, reuse
         Some(ip) => (SocketAddr::new(ip, port), false),
         None => (SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port), true),
     };
-    let socket = match open(addr, dual, rcvbuf_mib, reuseport) {
+    let (socket, address_absent) = match open(addr, dual, rcvbuf_mib, reuseport) {
         // A host without IPv6 still gets every IPv4 address.
         Err(_) if dual => open(SocketAddr::new(IpAddr::from([0u8; 4]), port), false, rcvbuf_mib, reuseport)?,
         r => r?,
     };
-    Ok(UdpSource { socket, addrs: Vec::new(), iovecs: Vec::new(), hdrs: Vec::new() })
+    Ok(UdpSource { socket, addrs: Vec::new(), iovecs: Vec::new(), hdrs: Vec::new(), address_absent })
 }
 
-fn open(addr: SocketAddr, dual: bool, rcvbuf_mib: Option<u64>, reuseport: bool) -> io::Result<Socket> {
+/// A socket bound to `addr`, and whether the host lacks that address (see the module docs).
+fn open(addr: SocketAddr, dual: bool, rcvbuf_mib: Option<u64>, reuseport: bool) -> io::Result<(Socket, bool)> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if dual {
         socket.set_only_v6(false)?;
@@ -50,8 +55,17 @@ fn open(addr: SocketAddr, dual: bool, rcvbuf_mib: Option<u64>, reuseport: bool) 
         }
     }
     socket.set_read_timeout(Some(Duration::from_millis(200)))?;
-    socket.bind(&SockAddr::from(addr))?;
-    Ok(socket)
+    match socket.bind(&SockAddr::from(addr)) {
+        Err(e) if e.kind() == io::ErrorKind::AddrNotAvailable => {
+            match addr {
+                SocketAddr::V4(_) => socket.set_freebind(true)?,
+                SocketAddr::V6(_) => socket.set_freebind_ipv6(true)?,
+            }
+            socket.bind(&SockAddr::from(addr))?;
+            Ok((socket, true))
+        }
+        r => r.map(|()| (socket, false)),
+    }
 }
 
 /// Above `net.core.rmem_max` the kernel caps SO_RCVBUF; with CAP_NET_ADMIN (root, or the
@@ -73,6 +87,11 @@ fn force_recv_buffer(socket: &Socket, bytes: usize) {
 impl UdpSource {
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.socket.local_addr()?.as_socket().ok_or_else(|| io::Error::other("not an IP socket"))
+    }
+
+    /// Whether the socket was bound to an address the host did not have then.
+    pub fn address_absent(&self) -> bool {
+        self.address_absent
     }
 
     /// The receive buffer the kernel granted, in bytes.
