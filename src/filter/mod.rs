@@ -79,8 +79,7 @@ fn tokenize(s: &str) -> Vec<Token> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut start = 0;
-    for (i, ch) in s.char_indices() {
-        let col = s[..i].chars().count() + 1;
+    for (col, ch) in (1..).zip(s.chars()) {
         if ch.is_whitespace() || ch == '(' || ch == ')' {
             if !cur.is_empty() {
                 out.push(Token { text: std::mem::take(&mut cur), col: start });
@@ -107,7 +106,7 @@ pub fn compile(text: &str, lists: &IpLists) -> Result<Filter, FilterError> {
     if tokens.is_empty() {
         return Ok(Filter::All);
     }
-    let mut p = Parser { t: tokens, pos: 0, lists, end_col: text.chars().count() + 1 };
+    let mut p = Parser { t: tokens, pos: 0, lists, end_col: text.chars().count() + 1, depth: 0 };
     let f = p.expr()?;
     if let Some(t) = p.peek() {
         return Err(p.error_at(t, "unexpected token (a missing 'and'/'or'?)"));
@@ -120,7 +119,12 @@ struct Parser<'a> {
     pos: usize,
     lists: &'a IpLists,
     end_col: usize,
+    /// Parentheses and `not`s open at the current token.
+    depth: usize,
 }
+
+/// How deeply parentheses and `not`s may nest (the parser and the matching recurse that deep).
+const MAX_DEPTH: usize = 100;
 
 fn is_kw(t: &Token, kw: &str) -> bool {
     t.text.eq_ignore_ascii_case(kw)
@@ -170,18 +174,26 @@ impl Parser<'_> {
 
     fn factor(&mut self) -> Result<Filter, FilterError> {
         let Some(t) = self.next() else { return Err(self.error_end("unexpected end of filter")) };
-        if is_kw(&t, "not") {
-            return Ok(Filter::Not(Box::new(self.factor()?)));
+        if !is_kw(&t, "not") && t.text != "(" {
+            return self.primitive(t);
         }
-        if t.text == "(" {
-            let inner = self.expr()?;
-            return match self.next() {
-                Some(c) if c.text == ")" => Ok(inner),
-                Some(c) => Err(self.error_at(&c, "expected ')'")),
-                None => Err(self.error_end("missing ')'")),
-            };
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(self.error_at(&t, &format!("nested too deeply (more than {MAX_DEPTH} levels of parentheses and 'not')")));
         }
-        self.primitive(t)
+        let nested = if is_kw(&t, "not") { self.factor().map(|f| Filter::Not(Box::new(f))) } else { self.parenthesized() };
+        self.depth -= 1;
+        nested
+    }
+
+    /// What follows an opening parenthesis, up to and with its closing one.
+    fn parenthesized(&mut self) -> Result<Filter, FilterError> {
+        let inner = self.expr()?;
+        match self.next() {
+            Some(c) if c.text == ")" => Ok(inner),
+            Some(c) => Err(self.error_at(&c, "expected ')'")),
+            None => Err(self.error_end("missing ')'")),
+        }
     }
 
     fn primitive(&mut self, first: Token) -> Result<Filter, FilterError> {

@@ -113,6 +113,15 @@ fn errors_name_column_and_token() {
     assert_eq!(e("dst net 2001:db8::/32").token, "2001:db8::/32");
     assert_eq!(e("proto").msg, "expected a value");
     assert_eq!(e("port tcp").token, "tcp", "protocol names only for proto");
+    // Nesting is bounded (a filter of 100,000 parentheses overflowed the stack) and columns
+    // are counted in characters.
+    let deep = format!("{}proto 6{}", "(".repeat(100_000), ")".repeat(100_000));
+    let msg = "nested too deeply (more than 100 levels of parentheses and 'not')";
+    assert_eq!(e(&deep), FilterError { col: 101, token: "(".into(), msg: msg.into() });
+    assert_eq!(e(&format!("proto 6 and {}port 80", "not ".repeat(200))), FilterError { col: 13 + 4 * 100, token: "not".into(), msg: msg.into() });
+    let ok = format!("{}proto 6{}", "(".repeat(50), ")".repeat(50));
+    assert!(compile(&format!("{}{ok}", "not ".repeat(50)), &lists()).is_ok());
+    assert_eq!(e("proto 6 and port é").col, 18);
 }
 
 /// A random filter, kept as structure for the reference evaluator.
