@@ -85,6 +85,9 @@ pub fn parse_file(file: &Path) -> Result<Node, ConfigError> {
 
 const MAX_DEPTH: u32 = 128;
 
+/// The longest duration a configuration may give (see [`Node::as_seconds`]).
+pub const MAX_SECONDS: u64 = 366 * 86400;
+
 struct Parser<'a> {
     s: &'a [u8],
     pos: usize,
@@ -318,6 +321,16 @@ impl Node {
         };
         text.parse::<u64>()
             .map_err(|_| self.error(file, key, format!("expected a non-negative integer, found \"{text}\"")))
+    }
+
+    /// A duration in whole seconds, from `min` up to a year (larger ones are mistakes, and
+    /// would overflow the clock arithmetic).
+    pub fn as_seconds(&self, file: &Path, key: &str, min: u64) -> Result<u64, ConfigError> {
+        let secs = self.as_u64(file, key)?;
+        if secs < min || secs > MAX_SECONDS {
+            return Err(self.error(file, key, format!("expected {min} to {MAX_SECONDS} seconds (a year), found {secs}")));
+        }
+        Ok(secs)
     }
 
     pub fn as_bool(&self, file: &Path, key: &str) -> Result<bool, ConfigError> {

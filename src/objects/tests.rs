@@ -63,17 +63,26 @@ fn errors_name_file_line_column_and_key() {
             ("mo/d/mo.conf", "{ \"fwm\": [ {\"name\": \"x\", \"fields\": [\"octets\"], \"time\": \"0\"} ] }"),
             ("mo/e/mo.conf", "{ \"fwm\": [ {\"name\": \"x\", \"fields\": [\"octets\"], \"mem-m\": 0} ] }"),
             ("mo/f/mo.conf", "{ \"mavg\": [ {\"name\": \"m\", \"fields\": [\"dst host\", \"octets\"],\n  \"mem-m\": 0} ] }"),
+            // Durations beyond a year (these overflowed the clock arithmetic).
+            ("mo/g/mo.conf", r#"{"mavg": [{"name": "m", "fields": ["dst host", "octets"], "time": 18446744073709551615}]}"#),
+            ("mo/h/mo.conf", r#"{"mavg": [{"name": "m", "fields": ["dst host", "octets"], "overlimit": [{"name": "l", "default": [1], "back2norm-time": 99999999999}]}]}"#),
         ],
     );
     let errs = load(&d.join("mo"), &IpLists::new()).unwrap_err();
     let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
-    assert_eq!(text.len(), 6, "{text:?}");
+    assert_eq!(text.len(), 8, "{text:?}");
     assert!(text[4].contains("'fwm[0].mem-m': mem-m must be at least 1 (MiB)"), "{}", text[4]);
     assert!(text[5].ends_with("f/mo.conf:2:12: 'mavg[0].mem-m': mem-m must be at least 1 (MiB)"), "{}", text[5]);
     assert!(text[0].ends_with("a/mo.conf:2:18: 'filter': column 5: unknown field (at 'nett')"), "{}", text[0]);
     assert!(text[1].contains("'fwm[0].fields[1]': \"host\" needs \"src\" or \"dst\""), "{}", text[1]);
     assert!(text[2].contains("needs at least one of octets, packets, bits"), "{}", text[2]);
-    assert!(text[3].contains("'fwm[0].time': time must be at least 1 second"), "{}", text[3]);
+    assert!(text[3].contains("'fwm[0].time': expected 1 to 31622400 seconds (a year), found 0"), "{}", text[3]);
+    assert!(text[6].ends_with("g/mo.conf:1:67: 'mavg[0].time': expected 1 to 31622400 seconds (a year), found 18446744073709551615"), "{}", text[6]);
+    assert!(
+        text[7].ends_with("'mavg[0].overlimit[0].back2norm-time': expected 0 to 31622400 seconds (a year), found 99999999999"),
+        "{}",
+        text[7]
+    );
     std::fs::remove_dir_all(&d).unwrap();
 }
 

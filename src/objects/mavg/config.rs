@@ -88,21 +88,12 @@ pub fn parse(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Re
     if KeyLayout::new(&keys).words > MAVG_WORDS {
         return Err(fields_node.error(file, &k("fields"), "too many key fields for a moving average (at most 5 words: a number or two IPv4 addresses take one, an IPv6 address two)"));
     }
-    let secs = |key: &str, default: u64| -> Result<u64, ConfigError> {
-        match item.get(key) {
-            Some(n) => n.as_u64(file, &k(key)),
-            None => Ok(default),
-        }
-    };
-    let time = secs("time", 5)?;
-    if time == 0 {
-        return Err(item.get("time").unwrap_or(item).error(file, &k("time"), "time must be at least 1 second"));
-    }
-    let mem_m = secs("mem-m", 256)?;
+    let time = item.get("time").map(|n| n.as_seconds(file, &k("time"), 1)).transpose()?.unwrap_or(5);
+    let mem_m = item.get("mem-m").map(|n| n.as_u64(file, &k("mem-m"))).transpose()?.unwrap_or(256);
     if mem_m == 0 {
         return Err(item.get("mem-m").unwrap_or(item).error(file, &k("mem-m"), "mem-m must be at least 1 (MiB)"));
     }
-    let dump = item.get("dump").map(|n| n.as_u64(file, &k("dump"))).transpose()?.filter(|&d| d > 0);
+    let dump = item.get("dump").map(|n| n.as_seconds(file, &k("dump"), 0)).transpose()?.filter(|&d| d > 0);
     let layout = KeyLayout::new(&keys);
     let mut limits = Vec::new();
     for (kind, key) in [(LimitKind::Over, "overlimit"), (LimitKind::Under, "underlimit")] {
@@ -205,7 +196,7 @@ fn parse_limit(file: &Path, dir: &Path, l: &Node, k: &str, kind: LimitKind, n_ag
         kind,
         default,
         limits_file: path("limits")?,
-        back2norm_ms: l.get("back2norm-time").map(|n| n.as_u64(file, &sub("back2norm-time"))).transpose()?.unwrap_or(0) * 1000,
+        back2norm_ms: l.get("back2norm-time").map(|n| n.as_seconds(file, &sub("back2norm-time"), 0)).transpose()?.unwrap_or(0) * 1000,
         action_script: script("action-script")?,
         back2norm_script: script("back2norm-script")?,
         ext_names,
