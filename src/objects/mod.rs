@@ -411,6 +411,10 @@ fn object_from(
         let items = list.as_array(&file, "mavg").map_err(|e| errors.push(e)).unwrap_or(&[]);
         for (i, item) in items.iter().enumerate() {
             match mavg::parse(&file, &name, dir, item, i) {
+                // Its notification files, trigger files and reload would be taken for the other's.
+                Ok(m) if mavgs.iter().any(|o: &mavg::Mavg| o.name == m.name) => {
+                    errors.push(item.error(&file, &format!("mavg[{i}].name"), format!("moving average \"{}\" defined twice", m.name)));
+                }
                 Ok(m) => mavgs.push(m),
                 Err(e) => errors.push(e),
             }

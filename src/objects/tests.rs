@@ -87,6 +87,27 @@ fn errors_name_file_line_column_and_key() {
 }
 
 #[test]
+fn names_that_would_share_notification_files_are_errors() {
+    let d = tree(
+        "twice",
+        &[(
+            "mo/x/mo.conf",
+            concat!(
+                r#"{"mavg": [{"name": "m", "fields": ["dst host", "octets"]}, {"name": "m", "fields": ["src host", "packets"]},"#,
+                "\n",
+                r#"{"name": "n", "fields": ["dst host", "octets"], "overlimit": [{"name": "l", "default": [1]}], "underlimit": [{"name": "l", "default": [1]}]}]}"#
+            ),
+        )],
+    );
+    let errs = load(&d.join("mo"), &IpLists::new()).unwrap_err();
+    let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    assert_eq!(text.len(), 2, "{text:?}");
+    assert!(text[0].ends_with("x/mo.conf:1:60: 'mavg[1].name': moving average \"m\" defined twice"), "{}", text[0]);
+    assert!(text[1].ends_with("x/mo.conf:2:110: 'mavg[2].underlimit[0].name': limit \"l\" defined twice in this moving average"), "{}", text[1]);
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
 fn moving_averages_are_the_same_with_one_or_two_workers() {
     use crate::decode::template::{FieldSpec, Template};
     let d = tree(

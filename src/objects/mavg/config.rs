@@ -99,7 +99,13 @@ pub fn parse(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Re
     for (kind, key) in [(LimitKind::Over, "overlimit"), (LimitKind::Under, "underlimit")] {
         let Some(list) = item.get(key) else { continue };
         for (j, l) in list.as_array(file, &k(key))?.iter().enumerate() {
-            limits.push(parse_limit(file, dir, l, &format!("mavg[{i}].{key}[{j}]"), kind, aggs.len())?);
+            let at = format!("mavg[{i}].{key}[{j}]");
+            let limit = parse_limit(file, dir, l, &at, kind, aggs.len())?;
+            // Overlimits and underlimits share the notification files' names.
+            if limits.iter().any(|o: &LimitSpec| o.name == limit.name) {
+                return Err(l.error(file, &format!("{at}.name"), format!("limit \"{}\" defined twice in this moving average", limit.name)));
+            }
+            limits.push(limit);
         }
     }
     if limits.len() > MAX_LIMITS {
