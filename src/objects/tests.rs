@@ -87,7 +87,7 @@ fn errors_name_file_line_column_and_key() {
 }
 
 #[test]
-fn names_that_would_share_notification_files_are_errors() {
+fn names_that_would_share_files_and_fields_given_twice_are_errors() {
     let d = tree(
         "twice",
         &[(
@@ -95,15 +95,19 @@ fn names_that_would_share_notification_files_are_errors() {
             concat!(
                 r#"{"mavg": [{"name": "m", "fields": ["dst host", "octets"]}, {"name": "m", "fields": ["src host", "packets"]},"#,
                 "\n",
-                r#"{"name": "n", "fields": ["dst host", "octets"], "overlimit": [{"name": "l", "default": [1]}], "underlimit": [{"name": "l", "default": [1]}]}]}"#
+                r#"{"name": "n", "fields": ["dst host", "octets"], "overlimit": [{"name": "l", "default": [1]}], "underlimit": [{"name": "l", "default": [1]}]},"#,
+                "\n",
+                r#"{"name": "p", "fields": ["octets", "bits", "Packets", "packets ", "dst host"]}]}"#
             ),
         )],
     );
     let errs = load(&d.join("mo"), &IpLists::new()).unwrap_err();
     let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
-    assert_eq!(text.len(), 2, "{text:?}");
+    assert_eq!(text.len(), 3, "{text:?}");
     assert!(text[0].ends_with("x/mo.conf:1:60: 'mavg[1].name': moving average \"m\" defined twice"), "{}", text[0]);
     assert!(text[1].ends_with("x/mo.conf:2:110: 'mavg[2].underlimit[0].name': limit \"l\" defined twice in this moving average"), "{}", text[1]);
+    // Four aggregable fields (two given twice) found no slot type and panicked at load.
+    assert!(text[2].ends_with("x/mo.conf:3:55: 'mavg[3].fields[3]': \"packets\" given twice"), "{}", text[2]);
     std::fs::remove_dir_all(&d).unwrap();
 }
 

@@ -68,9 +68,15 @@ pub fn parse(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Re
     let name = name_node.as_str(file, &k("name"))?.to_string();
     let fields_node = item.get("fields").ok_or_else(|| item.error(file, &k("fields"), "missing fields"))?;
     let (mut keys, mut aggs) = (Vec::new(), Vec::new());
-    for (j, f) in fields_node.as_array(file, &k("fields"))?.iter().enumerate() {
+    let items = fields_node.as_array(file, &k("fields"))?;
+    for (j, f) in items.iter().enumerate() {
         let fk = format!("mavg[{i}].fields[{j}]");
         let text = f.as_str(file, &fk)?.trim().to_ascii_lowercase();
+        let given_before = |g: &Node| g.as_str(file, &fk).is_ok_and(|t| t.trim().eq_ignore_ascii_case(&text));
+        if items[..j].iter().any(given_before) {
+            // Each field is a slot's column: at most the three aggregable ones, and a key once.
+            return Err(f.error(file, &fk, format!("\"{text}\" given twice")));
+        }
         match text.as_str() {
             "octets" => aggs.push(Agg::Octets),
             "packets" => aggs.push(Agg::Packets),
