@@ -53,7 +53,12 @@ pub fn load_limits(path: &Path, keys: &[FieldId], layout: &KeyLayout, n_aggs: us
         }
         let mut thr = Vec::new();
         for p in &parts[keys.len()..] {
-            thr.push(p.parse::<f64>().map_err(|_| err(i + 1, format!("threshold \"{p}\" is not a number")))?);
+            // NaN would never compare (the limit silently off for the key), a negative one
+            // always: a generated file's mistake. "inf" is a key's overlimit never crossed.
+            match p.parse::<f64>() {
+                Ok(t) if t >= 0.0 => thr.push(t),
+                _ => return Err(err(i + 1, format!("threshold \"{p}\" is not a number of 0 or more"))),
+            }
         }
         map.insert(PackedKey::new(layout, &layout.pack_values(&vals)), thr);
     }

@@ -213,6 +213,12 @@ fn limits_file_overrides_the_default() {
     std::fs::write(d.join("limits1.csv"), "0.0.0.1,6\n").unwrap();
     let e = load_limits(&d.join("limits1.csv"), &m.keys, &m.layout, 1).unwrap_err();
     assert_eq!(e.line, 1);
+    // Thresholds are numbers of 0 or more ("inf": never crossed).
+    for bad in ["NaN", "-5", "lots"] {
+        std::fs::write(d.join("limits1.csv"), format!("0.0.0.1,6,inf\n# ok so far\n0.0.0.2,6,{bad}\n")).unwrap();
+        let e = load_limits(&d.join("limits1.csv"), &m.keys, &m.layout, 1).unwrap_err();
+        assert_eq!((e.line, e.msg), (3, format!("threshold \"{bad}\" is not a number of 0 or more")));
+    }
 }
 
 #[test]
