@@ -3,8 +3,8 @@
 # corpus from the real captures in DATA_DIR, and keeps the corpus in fuzz/corpus/TARGET
 # between runs (crashes land in fuzz/artifacts/TARGET, with the command to reproduce them).
 # usage: fuzz/run.sh TARGET [SECONDS] [DATA_DIR]
-#   TARGET: decode (datagrams), filter (filter text) or mo_conf (an object's mo.conf,
-#   seeded with the bundled and the tests' ones); SECONDS default 600;
+#   TARGET: decode (datagrams), filter (filter text), mo_conf (an object's mo.conf,
+#   seeded with the bundled and the tests' ones) or limits (a limits file); SECONDS default 600;
 #   DATA_DIR: the captures (default tests/data: softflowd's, logstash's and telegraf's).
 #   FUZZ_DEBUG=1: build with debug assertions (overflow and unchecked-index checks).
 # The machine's one toolchain is stable: RUSTC_BOOTSTRAP=1 lets cargo-fuzz pass its
@@ -25,6 +25,10 @@ elif [ "$target" = mo_conf ]; then
 	mkdir -p target/seeds-mo
 	find ../conf ../tests -name mo.conf | while read -r f; do cp "$f" "target/seeds-mo/$(echo "$f" | tr / _)"; done
 	seeds=(target/seeds-mo)
+elif [ "$target" = limits ]; then
+	mkdir -p target/seeds-limits
+	printf '10.0.0.1, 2001:db8::1, 00:0c:29:70:86:09, 6, 100, 2000 # a host\n# comment\n10.0.0.2,::,00:00:00:00:00:01,17,inf,0\n' > target/seeds-limits/one
+	seeds=(target/seeds-limits)
 fi
 debug=()
 [ -n "${FUZZ_DEBUG:-}" ] && debug=(--debug-assertions)

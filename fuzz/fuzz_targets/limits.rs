@@ -1,0 +1,31 @@
+//! A limits file (key values then thresholds per line, as scripts often generate them), read
+//! at start and at every SIGHUP: loads, or is an error naming the file and the line.
+#![no_main]
+use std::path::PathBuf;
+use xenoeye::filter::iplist::IpLists;
+
+/// An object whose moving average's limit reads `limits.csv`, keyed by a field of each kind.
+fn mo_dir() -> &'static PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let base = std::env::temp_dir().join(format!("xe-fuzz-limits-{}", std::process::id()));
+        std::fs::create_dir_all(base.join("x")).unwrap();
+        let conf = r#"{"mavg": [{"name": "m", "fields": ["src host", "dst host6", "src mac", "proto", "octets", "packets"],
+            "overlimit": [{"name": "l", "default": [1, 1], "limits": "limits.csv"}]}]}"#;
+        std::fs::write(base.join("x/mo.conf"), conf).unwrap();
+        base
+    })
+}
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let dir = mo_dir();
+    let file = dir.join("x/limits.csv");
+    std::fs::write(&file, data).unwrap();
+    if let Err(errors) = xenoeye::objects::load(dir, &IpLists::new()) {
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].file, file, "{errors:?}");
+        let lines = data.split(|&b| b == b'\n').count() as u32;
+        // Line 0: the file as a whole (not UTF-8).
+        assert!(errors[0].line <= lines, "{errors:?}");
+    }
+});
