@@ -164,8 +164,13 @@ impl Mavg {
                 _ => Some(config::parse_value(*id, w).ok_or_else(|| format!("\"{w}\" is not a valid {}", id.def().names.first().unwrap_or(&"value")))?),
             });
         }
-        let number = |w: &str| w.parse::<f64>().map_err(|_| format!("\"{w}\" is not a number"));
-        let (value, threshold) = (number(words[self.keys.len()])?, number(words[self.keys.len() + 1])?);
+        // A rate of NaN or infinity (a file edited by hand) would make the average NaN: an
+        // alert that never ends.
+        let number = |w: &str, finite: bool| match w.parse::<f64>() {
+            Ok(x) if x >= 0.0 && (x.is_finite() || !finite) => Ok(x),
+            _ => Err(format!("\"{w}\" is not a number of 0 or more")),
+        };
+        let (value, threshold) = (number(words[self.keys.len()], true)?, number(words[self.keys.len() + 1], false)?);
         Ok((PackedKey::new(&self.layout, &self.layout.pack_values(&vals)), value, threshold))
     }
 

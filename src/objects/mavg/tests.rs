@@ -660,6 +660,8 @@ fn an_alert_left_active_is_taken_up_and_ends_after_back2norm_time() {
         &m.dir,
         &[
             // Stopped between a rewrite's write and its length cut: the longer text's end.
+            ("obj-m-level1-0.0.0.5", "0.0.0.5 inf 1000\n"),
+            ("obj-m-level1-0.0.0.6", "0.0.0.6 nan 1000\n"),
             ("obj-m-level1-0.0.0.7", "0.0.0.7 1500 1000\n000\n"),
             ("obj-m-level1-0.0.0.8", "0.0.0.8 lots 1000\n"),
             ("obj-m-level1-0.0.0.9", "0.0.0.10 1500 1000\n"),
@@ -668,11 +670,19 @@ fn an_alert_left_active_is_taken_up_and_ends_after_back2norm_time() {
             ("telegram.msg", "x"),
         ],
     );
-    assert_eq!(notification_files(&n, std::slice::from_ref(&m)), ["obj-m-level1-0.0.0.7", "obj-m-level1-0.0.0.8", "obj-m-level1-0.0.0.9"]);
+    let ours = ["obj-m-level1-0.0.0.5", "obj-m-level1-0.0.0.6", "obj-m-level1-0.0.0.7", "obj-m-level1-0.0.0.8", "obj-m-level1-0.0.0.9"];
+    assert_eq!(notification_files(&n, std::slice::from_ref(&m)), ours);
     let done = take_up_alerts(&n, std::slice::from_ref(&m), T0);
     assert_eq!(done.taken, ["obj-m-level1-0.0.0.7"]);
     let left: Vec<(&str, &str)> = done.left.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-    assert_eq!(left, [("obj-m-level1-0.0.0.8", "\"lots\" is not a number"), ("obj-m-level1-0.0.0.9", "no limit's name for its content is the file's name")]);
+    let not_a_rate = |file, w: &str| (file, format!("\"{w}\" is not a number of 0 or more"));
+    let want = [
+        not_a_rate("obj-m-level1-0.0.0.5", "inf"),
+        not_a_rate("obj-m-level1-0.0.0.6", "nan"),
+        not_a_rate("obj-m-level1-0.0.0.8", "lots"),
+        ("obj-m-level1-0.0.0.9", "no limit's name for its content is the file's name".to_string()),
+    ];
+    assert_eq!(left, want.iter().map(|(f, m)| (*f, m.as_str())).collect::<Vec<_>>());
     assert_eq!((m.stats.active.load(Ordering::Relaxed), m.stats.keys.load(Ordering::Relaxed)), (1, 1));
     assert!(m.dump_text(T0, "t").contains(" '0.0.0.7'  :: 1500 (1000 )"), "the average goes on from the file's rate");
     assert!(events(&rx).is_empty(), "nothing runs at the take-up: the alert had started");
