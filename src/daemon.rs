@@ -150,7 +150,7 @@ impl Retirements {
     /// the events to the hook queue, in order, as far as it has room (the rest wait for the
     /// next call: the main thread never waits for slow hooks).
     fn go_on(&mut self, workers: &[Worker], hooks_tx: &SyncSender<mavg::Event>) {
-        let on = workers.iter().map(|w| w.generation.load(Ordering::Relaxed)).min().unwrap_or(u64::MAX);
+        let on = workers.iter().map(|w| w.published.generation.load(Ordering::Relaxed)).min().unwrap_or(u64::MAX);
         while self.waiting.first().is_some_and(|r| r.generation <= on) {
             self.waiting.remove(0).retire(&mut self.unsent);
         }
@@ -671,13 +671,10 @@ fn open_sources(cfg: &Config) -> Result<Vec<WorkerSpec>, String> {
 }
 
 /// A running capture worker: its thread (which returns its decoder and the count of what its
-/// source skipped), its heartbeat (unix ms of its last round) and its counters for metrics.
+/// source skipped) and what it shows the main thread.
 struct Worker {
     thread: std::thread::JoinHandle<(Decoder, u64)>,
-    beat: Arc<std::sync::atomic::AtomicU64>,
-    /// The configuration generation (see [`LiveObjects::generation`]) the worker is on.
-    generation: Arc<std::sync::atomic::AtomicU64>,
-    snapshot: Arc<parking_lot::Mutex<metrics::WorkerSnapshot>>,
+    published: Published,
 }
 
 /// Starts a worker thread receiving from `spec` into `pipeline` until shutdown.
@@ -690,7 +687,8 @@ fn start_worker(spec: WorkerSpec, decoder: Decoder, pipeline: Pipeline) -> Resul
     let beat = Arc::new(std::sync::atomic::AtomicU64::new(capture::now_ms()));
     log::info(&format!("listening: {}", spec.name));
     let generation = Arc::new(std::sync::atomic::AtomicU64::new(pipeline.generation()));
-    let mut rounds = WorkerRounds::new(spec, decoder, pipeline, Published { beat: beat.clone(), generation: generation.clone(), snapshot: snapshot.clone() });
+    let published = Published { beat, generation, snapshot };
+    let mut rounds = WorkerRounds::new(spec, decoder, pipeline, published.clone());
     let thread = std::thread::Builder::new()
         .name(rounds.name.clone())
         .spawn(move || {
@@ -700,10 +698,13 @@ fn start_worker(spec: WorkerSpec, decoder: Decoder, pipeline: Pipeline) -> Resul
             rounds.finish()
         })
         .map_err(|e| e.to_string())?;
-    Ok(Worker { thread, beat, generation, snapshot })
+    Ok(Worker { thread, published })
 }
 
-/// What a worker shows the main thread (see [`Worker`]).
+/// What a worker shows the main thread: its heartbeat (unix ms of its last round), the
+/// configuration generation (see [`LiveObjects::generation`]) it is on, and its counters for
+/// metrics.
+#[derive(Clone, Default)]
 struct Published {
     beat: Arc<std::sync::atomic::AtomicU64>,
     generation: Arc<std::sync::atomic::AtomicU64>,
@@ -833,7 +834,7 @@ fn supervise(
         // most 200 ms for datagrams), so a stuck worker gets the service restarted.
         if watchdog.is_some_and(|w| last_pet.elapsed() >= w) {
             let now = capture::now_ms();
-            if workers.iter().all(|w| now.saturating_sub(w.beat.load(Ordering::Relaxed)) < 10_000) {
+            if workers.iter().all(|w| now.saturating_sub(w.published.beat.load(Ordering::Relaxed)) < 10_000) {
                 systemd::notify("WATCHDOG=1");
             }
             last_pet = Instant::now();
@@ -869,7 +870,7 @@ pub fn run(cfg: &Config, objects: Arc<Objects>) -> Result<Summary, String> {
         workers.push(start_worker(spec, decoder, pipeline)?);
     }
     let mut save_limiter = log::RateLimit::new(Duration::from_secs(60));
-    let snapshots = workers.iter().map(|w| w.snapshot.clone()).collect();
+    let snapshots = workers.iter().map(|w| w.published.snapshot.clone()).collect();
     let metrics_thread = start_metrics(cfg, snapshots, export_stats, hook_stats, &live, &SHUTDOWN)?;
     systemd::notify(&format!("READY=1\nSTATUS={} workers, {} monitoring objects", workers.len(), objects.count()));
     let mut retirements = Retirements::default();
@@ -909,7 +910,7 @@ mod tests {
 
     fn worker(name: &str, body: fn() -> (Decoder, u64)) -> Worker {
         let thread = std::thread::Builder::new().name(name.into()).spawn(body).unwrap();
-        Worker { thread, beat: Arc::default(), generation: Arc::default(), snapshot: Arc::default() }
+        Worker { thread, published: Published::default() }
     }
 
     fn until(f: impl Fn() -> bool) {
@@ -992,11 +993,11 @@ mod tests {
         hooks_tx.send(mavg::Event { phase: mavg::Phase::Update, ..start.clone() }).unwrap();
         let mut retirements = Retirements::default();
         retirements.waiting.push(Retiring { generation: 3, mavgs: vec![m.clone()], taken: Vec::new() });
-        workers[0].generation.store(3, Ordering::Relaxed);
-        workers[1].generation.store(2, Ordering::Relaxed);
+        workers[0].published.generation.store(3, Ordering::Relaxed);
+        workers[1].published.generation.store(2, Ordering::Relaxed);
         retirements.go_on(&workers, &hooks_tx);
         assert_eq!((retirements.waiting.len(), retirements.unsent.len()), (1, 0), "a worker is still on the replaced objects");
-        workers[1].generation.store(3, Ordering::Relaxed);
+        workers[1].published.generation.store(3, Ordering::Relaxed);
         retirements.go_on(&workers, &hooks_tx);
         assert_eq!((retirements.waiting.len(), retirements.unsent.len()), (0, 1), "retired; its end waits for room");
         assert_eq!(hooks_rx.try_recv().unwrap().phase, mavg::Phase::Update);
@@ -1029,7 +1030,7 @@ mod tests {
         let live = LiveObjects::new(Arc::new(Objects::default()));
         let (tx, rx) = channel();
         let pipeline = Pipeline::new(&cfg, &live, 0, tx).unwrap();
-        let published = Published { beat: Arc::default(), generation: Arc::default(), snapshot: Arc::default() };
+        let published = Published::default();
         let spec = WorkerSpec { name: "failing".into(), source: Box::new(Failing), batch: 1 };
         let mut rounds = WorkerRounds::new(spec, Decoder::new(Arc::default(), None), pipeline, published);
         rounds.round();
