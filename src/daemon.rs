@@ -907,6 +907,7 @@ pub fn run(cfg: &Config, objects: Arc<Objects>) -> Result<Summary, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testdir::TestDir;
 
     fn worker(name: &str, body: fn() -> (Decoder, u64)) -> Worker {
         let thread = std::thread::Builder::new().name(name.into()).spawn(body).unwrap();
@@ -922,10 +923,10 @@ mod tests {
 
     #[test]
     fn a_thread_that_ended_by_itself_is_named() {
-        let dir = std::env::temp_dir().join(format!("xe-daemon-stopped-{}", std::process::id()));
+        let dir = TestDir::new("daemon-stopped");
         let (_event_tx, event_rx) = sync_channel(1);
         let hook_cfg = HookConfig {
-            notifications_dir: dir.clone(),
+            notifications_dir: dir.to_path_buf(),
             script_timeout: Duration::from_secs(1),
             max_scripts: 1,
             max_queued: 1,
@@ -937,7 +938,7 @@ mod tests {
         let (export_tx, export_rx) = channel();
         let (lua_tx, _lua_rx) = sync_channel(1);
         let export_cfg = ExportConfig {
-            dir: dir.clone(),
+            dir: dir.to_path_buf(),
             db_export: None,
             db_export_timeout: Duration::from_secs(1),
             workers: 1,
@@ -973,8 +974,7 @@ mod tests {
     #[test]
     fn replaced_alerts_end_only_once_every_worker_has_moved_on() {
         use crate::fields::FieldId;
-        let dir = std::env::temp_dir().join(format!("xe-daemon-retire-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = TestDir::new("daemon-retire");
         let file = dir.join("mo.conf");
         let conf = r#"{"name": "m", "time": 1, "fields": ["dst host", "octets"], "overlimit": [{"name": "l", "default": [10], "back2norm-time": 10}]}"#;
         let node = crate::config::json::parse(conf, &file).unwrap();
@@ -1009,7 +1009,6 @@ mod tests {
         for w in workers {
             w.thread.join().unwrap();
         }
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// A source whose every read fails (as a pcap source whose interface went away).
@@ -1022,7 +1021,7 @@ mod tests {
 
     #[test]
     fn a_worker_whose_source_fails_still_takes_up_a_reload() {
-        let dir = std::env::temp_dir().join(format!("xe-daemon-failing-{}", std::process::id()));
+        let dir = TestDir::new("daemon-failing");
         std::fs::create_dir_all(dir.join("mo")).unwrap();
         let file = dir.join("xenoeye.conf");
         std::fs::write(&file, r#"{"capture": [], "mo-dir": "mo", "export-dir": "exp", "notifications-dir": "n", "iplists-dir": "mo"}"#).unwrap();
@@ -1045,6 +1044,5 @@ mod tests {
         assert!(rounds.published.beat.load(Ordering::Relaxed) > 0);
         drop(rounds.finish());
         drop(rx);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

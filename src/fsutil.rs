@@ -55,24 +55,22 @@ pub fn rewrite_in_place(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testdir::TestDir;
 
     #[test]
     fn replaces_whole_file_and_reports_missing_directory() {
-        let d = std::env::temp_dir().join(format!("xe-fsutil-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
+        let d = TestDir::new("fsutil");
         let p = d.join("a.sql");
         write_atomically(&p, b"one").unwrap();
         write_atomically(&p, b"two").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
         assert_eq!(std::fs::read_dir(&d).unwrap().count(), 1, "no temporary file left");
         assert!(write_atomically(&d.join("missing/a.sql"), b"x").is_err());
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
     fn rewrites_in_place_longer_and_shorter() {
-        let d = std::env::temp_dir().join(format!("xe-fsutil-inplace-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
+        let d = TestDir::new("fsutil-inplace");
         let p = d.join("n");
         rewrite_in_place(&p, b"10.0.0.1 1500 1000\n").unwrap();
         rewrite_in_place(&p, b"10.0.0.1 150000 1000\n").unwrap();
@@ -80,6 +78,5 @@ mod tests {
         rewrite_in_place(&p, b"10.0.0.1 15 1000\n").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"10.0.0.1 15 1000\n", "no tail of the longer text");
         assert!(rewrite_in_place(&d.join("missing/n"), b"x").is_err());
-        std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -36,3 +36,5 @@ pub mod metrics;
 pub mod log;
 pub mod systemd;
 pub mod daemon;
+#[doc(hidden)]
+pub mod testdir;

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{v9_frame, workdir, write_pcap, CraftedFlow, Frame};
+use common::{v9_frame, workdir, write_pcap, CraftedFlow, Frame, TestDir};
 use std::path::Path;
 use std::process::Command;
 
@@ -46,7 +46,7 @@ fn script(dir: &Path, name: &str) -> String {
 }
 
 /// A test's directory with the `victim` object's directory, `exp` and `notifications`.
-fn victim_dirs(tag: &str) -> std::path::PathBuf {
+fn victim_dirs(tag: &str) -> TestDir {
     let d = workdir(tag);
     for sub in ["mo/victim", "exp", "notifications"] {
         std::fs::create_dir_all(d.join(sub)).unwrap();
@@ -136,7 +136,6 @@ fn notification_file_exists_during_the_flood() {
     assert_eq!((f.len(), f[0], f[2]), (3, "10.0.0.9", "100000"), "{text}");
     assert!(f[1].parse::<u64>().unwrap() > 1_000_000, "{text}");
     assert!(std::fs::read_to_string(d.join("on-stop.sh.log")).is_err(), "no back-to-normal yet");
-    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]
@@ -209,7 +208,6 @@ fn flood_runs_the_scripts_with_the_documented_argv() {
     assert!(err.contains("lua hook victim/m/level3 hog: ") && err.contains("memory"), "{err}");
     assert!(err.contains("lua hook victim/m/level4 slow: ") && err.contains("sleep ended: nil /bin/sleep: killed after 0.2 s"), "{err}");
     assert!(err.contains("mo.lua:"), "errors carry the Lua file and line: {err}");
-    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]
@@ -246,7 +244,6 @@ fn two_averages_sharing_a_table_each_alert_with_their_own_scripts() {
     assert_eq!(log("pps-start"), format!("pair pps level1 {} 10.0.0.9 50 50\n", notif("pps")));
     assert_eq!(log("bps-stop"), format!("pair bps level1 {} 10.0.0.9 0 100000\n", notif("bps")));
     assert_eq!(log("pps-stop"), format!("pair pps level1 {} 10.0.0.9 0 50\n", notif("pps")));
-    std::fs::remove_dir_all(&d).unwrap();
 }
 
 fn free_port() -> u16 {
@@ -431,7 +428,6 @@ fn live_flood_starts_the_script_within_a_second_and_sighup_applies_new_limits() 
     let before_reload = gone - (100 + 5 * 10 * 100_000);
     assert_eq!(before_reload + added, sent_to_8, "gone {gone}, added {added}");
     assert!(added > 0, "added counts from the reload on");
-    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]
@@ -499,7 +495,6 @@ fn an_alert_active_at_a_restart_or_a_reload_is_taken_up_and_ended_later() {
     assert_eq!(wait_lines(&d.join("on-start.sh.log"), 0).len(), 2, "one start in this run: {err}");
     assert_eq!(stopped.len(), 2, "and one end: {err}");
     assert!(!notif.exists());
-    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]
@@ -539,7 +534,6 @@ fn a_reload_that_removes_a_moving_average_ends_its_alerts() {
     assert!(!notif.exists(), "the notification goes");
     assert_eq!(wait_lines(&d.join("on-start.sh.log"), 0).len(), 1, "started once: {err}");
     assert_eq!(wait_lines(&d.join("on-stop.sh.log"), 0).len(), 1, "ended once: {err}");
-    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]
@@ -565,7 +559,6 @@ fn bundled_lua_example_loads_and_runs() {
     assert_eq!(lines.len(), 2, "{log}");
     assert!(lines[0].ends_with("start o/m/level1 overlimit 10.0.0.9: 150000 (threshold 100000)"), "{log}");
     assert!(lines[1].ends_with("back2norm o/m/level1 overlimit 10.0.0.9: 0 (threshold 100000)"), "{log}");
-    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]
@@ -593,7 +586,6 @@ fn the_clock_stepping_back_starts_no_alert_and_loses_no_flow() {
         .map(|row| row.split(',').nth(1).unwrap().trim().trim_end_matches(");").trim().parse::<u64>().unwrap())
         .sum();
     assert_eq!(total, 500 * 6000);
-    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]
@@ -621,7 +613,6 @@ fn a_flood_of_failing_scripts_is_logged_in_part_and_summed_up() {
         .find_map(|l| l.strip_suffix(" more script failures not logged"))
         .map_or(0, |l| l.rsplit(' ').next().unwrap().parse().unwrap());
     assert!(logged <= 40 && logged + summed == 50, "{logged} logged, {summed} summed up: {err}");
-    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]
@@ -663,7 +654,6 @@ fn the_bundled_flood_object_alerts_and_collects_the_flood_sources() {
     assert_eq!(hosts, ["203.0.113.1", "203.0.113.2", "203.0.113.3", "203.0.113.4", "203.0.113.5"], "{rows:?}");
     let collected: u64 = rows.iter().map(|(_, o)| o).sum();
     assert!(collected <= flood_octets && collected >= flood_octets - 4 * 10 * 20_000_000, "{collected} of {flood_octets}");
-    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]
@@ -689,5 +679,4 @@ fn check_config_warns_of_a_script_that_cannot_run() {
         let want = format!("{}:{line}:{col}: 'mavg[0].overlimit[0].{name}': {} {why}: alerts cannot run it", mo.display(), d.join(path).display());
         assert!(err.contains(&want), "{err}\nwanted: {want}");
     }
-    std::fs::remove_dir_all(&d).unwrap();
 }

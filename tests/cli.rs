@@ -95,7 +95,6 @@ fn bundled_objects_export_the_guide_tables() {
         assert!(spam.contains(host), "{host}: {spam}");
     }
     assert!(d.join("run/templates.tkvdb").exists());
-    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]
@@ -115,7 +114,6 @@ fn check_config_names_file_line_column_and_key() {
     let out = bin().arg("-c").arg(&f).arg("--check-config").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("{}:1:16:", f.display())));
-    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]
@@ -161,7 +159,6 @@ fn output_directories_are_made_a_blocked_one_stops_the_start_and_no_file_is_over
         let want = format!("{}:{line}:{col}: 'export-dir': directory {} does not exist and cannot be made", f.display(), d.join("blocked/exp").display());
         assert!(err.contains(&want), "{args:?}: {err}\nwanted {want}");
     }
-    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]
@@ -222,7 +219,6 @@ fn replay_dumps_flows_and_templates_survive_a_restart() {
     assert_eq!(dump_lines(&d).len(), 0);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no_template"));
     assert!(decoded_without_templates > 0 && decoded_without_templates <= 100, "{decoded_without_templates}");
-    std::fs::remove_dir_all(&d).unwrap();
 }
 
 /// Sends a capture's datagrams to `port` round after round until the dump holds `want` lines
@@ -270,7 +266,6 @@ fn live_udp_until_sigterm() {
     let (exported, dumped) = exported_and_dumped_octets(&d);
     assert_eq!(exported, dumped);
     assert!(exported > 0);
-    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]
@@ -301,7 +296,6 @@ fn live_pcap_capture_on_loopback() {
     let lines = dump_lines(&d);
     assert!(lines.len() >= 76, "{} flows; {err}", lines.len());
     assert!(lines[0].contains("*dev-ip: 127.0.0.1;"), "{}", lines[0]);
-    std::fs::remove_dir_all(&d).unwrap();
 }
 
 /// A network namespace of the test's own, deleted when dropped.
@@ -396,7 +390,6 @@ fn live_pcap_capture_goes_on_when_its_interface_is_made_anew() {
     // What the collector summed is what it dumped, from both captures.
     let (exported, dumped) = exported_and_dumped_octets(&d);
     assert_eq!(exported, dumped);
-    std::fs::remove_dir_all(&d).unwrap();
 }
 
 /// A child's standard error, read as it comes by a thread of its own.
@@ -466,7 +459,6 @@ fn a_socket_listens_on_an_address_the_host_gets_only_later() {
     );
     let lines = dump_lines(&d);
     assert!(lines.len() >= 76, "{} flows; {err}", lines.len());
-    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]
@@ -488,7 +480,6 @@ fn object_dump_flows_holds_only_its_flows_and_object_errors_fail_the_check() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("mo/ssh/mo.conf:1:28: 'filter': column 16: unexpected end of filter"), "{err}");
-    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]
@@ -530,7 +521,6 @@ fn tells_systemd_ready_reloading_watchdog_and_stopping() {
     }
     assert_eq!(last, "STOPPING=1");
     assert!(child.wait_with_output().unwrap().status.success());
-    std::fs::remove_dir_all(&d).unwrap();
 }
 
 /// GET a path from a local HTTP server.
@@ -604,7 +594,6 @@ fn metrics_count_what_was_sent() {
     assert_eq!(metric(&page, "xenoeye_prefault_skipped_total "), Some(0), "{page}");
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait_with_output().unwrap().status.success());
-    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]
@@ -649,7 +638,6 @@ fn metrics_during_a_replay_from_standard_input() {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("flows 300,"));
-    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]
@@ -684,5 +672,4 @@ fn a_window_at_its_memory_bound_sums_new_keys_into_the_null_row() {
     let null: Vec<u64> = rows.iter().filter(|r| r.1 == "NULL").map(|r| r.0).collect();
     assert_eq!(null, [(100_000 - 49_152) * 1000]);
     assert!(err.contains("spoofed_by_src window 1795755600: a worker's map reached mem-m (1 MiB): 50848 flows of keys not in it were summed into the row whose key fields are NULL"), "{err}");
-    std::fs::remove_dir_all(&d).unwrap();
 }

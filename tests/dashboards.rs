@@ -23,13 +23,11 @@ fn shipped_dashboards_match_grafanas_schema_and_mistakes_are_named() {
     let json = std::fs::read_to_string(&shipped).unwrap();
     let broken = json.replacen("\"refresh\"", "\"refersh\"", 1).replacen("\"drawStyle\": \"bars\"", "\"drawStyle\": \"bar\"", 1);
     assert_ne!(broken, json);
-    let dir = std::env::temp_dir().join(format!("xe-dashboards-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = xenoeye::testdir::TestDir::new("dashboards");
     let bad = dir.join("typo.json");
     std::fs::write(&bad, broken).unwrap();
     let (ok, text) = check(&[&bad]);
     assert!(!ok, "{text}");
     assert!(text.contains("typo.check.ts") && text.contains("'\"refersh\"' does not exist in type 'Dashboard'"), "{text}");
     assert!(text.contains("Type '\"bar\"' is not assignable to type '\"bars\" | \"line\" | \"points\" | undefined'"), "{text}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -69,8 +69,6 @@ fn lua_object_exports_byte_identical_to_mo_conf() {
     let (ea, eb) = (exports(&a), exports(&b));
     assert_eq!(ea.len(), 3);
     assert_eq!(ea, eb, "byte-identical export files");
-    std::fs::remove_dir_all(&a).unwrap();
-    std::fs::remove_dir_all(&b).unwrap();
 }
 
 #[test]
@@ -124,7 +122,6 @@ return { filter = "dst net 192.0.2.0/24", fwm = { { name = "all", fields = { "oc
     assert_eq!(sum("ingress_alpha_all_"), want[0]);
     assert_eq!(sum("ingress_beta_all_"), want[1]);
     assert_eq!(sum("ingress_all_"), all, "the parent sees all of 192.0.2.0/24");
-    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]
@@ -145,7 +142,6 @@ fn lua_errors_name_file_and_line_and_loops_do_not_hang() {
     std::fs::write(d.join("mo/ingress/mo.lua"), "return { fwm = { { name = 'x', fields = { 'octets', 'host' } } } }\n").unwrap();
     let (ok, err) = run(&d, &["--check-config"]);
     assert!(!ok && err.contains("mo.lua") && err.contains("needs \"src\" or \"dst\""), "{err}");
-    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]
@@ -194,5 +190,4 @@ end
     let got = std::fs::read_to_string(d.join("mo/ssh_scanners/scanners.txt")).unwrap_or_else(|e| panic!("{e}: {err}"));
     assert_eq!(got, want);
     assert!(err.contains("lua hooks 1 (errors 0, cut 0, dropped 0)"), "{err}");
-    std::fs::remove_dir_all(&d).unwrap();
 }

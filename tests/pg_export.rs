@@ -183,7 +183,6 @@ fn reports_from_postgresql_equal_the_truth() {
     load(&db, &dir, "xe-dbexport-pg.sh");
     let after: u64 = db.query("select sum(octets) from ingress_all")[0][0].parse().unwrap();
     assert_eq!(after, 2 * before[0][0].parse::<u64>().unwrap());
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -205,5 +204,4 @@ fn a_file_that_fails_to_load_moves_to_the_fail_directory_whole() {
     assert_eq!(failed.len(), 2, "both egress_all windows failed: {failed:?}");
     assert_eq!(db.query("select count(*) from egress_all"), vec![vec!["0".to_string()]], "nothing half-loaded");
     assert!(!db.query("select count(*) from ingress_all").is_empty());
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -104,7 +104,6 @@ fn red_then_green_reply() {
     assert!(green[0].contains("\\ud83d\\udfe2 Overlimit is over at") && green[0].contains("\"reply_to_message_id\": 101"), "{}", green[0]);
     assert!(green[1].contains("\"chat_id\": \"222\"") && green[1].contains("\"reply_to_message_id\": 102"), "{}", green[1]);
     assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0, "every message file consumed");
-    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]
@@ -120,7 +119,6 @@ fn yellow_when_start_and_end_arrive_together_and_id_command() {
     assert!(msgs[0].contains("\\nOverlimit is over at"), "{}", msgs[0]);
     assert!(msgs[2].contains("\"chat_id\": 333") && msgs[2].contains("Chat id: 333"), "{}", msgs[2]);
     assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0);
-    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]
@@ -184,5 +182,4 @@ fn lua_module_writes_the_same_messages_as_the_shell_scripts() {
         let from_lua = mask(std::fs::read_to_string(lua.join(&name)).unwrap_or_else(|e| panic!("{name}: {e}; {}", String::from_utf8_lossy(&out.stderr))));
         assert_eq!(from_lua, from_shell.replace("BPS <b>1200000</b>", if ext == ".n" { "BPS <b>1200000</b>" } else { "BPS <b>0</b>" }), "{ext}");
     }
-    std::fs::remove_dir_all(&d).unwrap();
 }

@@ -96,12 +96,10 @@ fn error(file: &Path, d: &OutputDir, msg: String) -> ConfigError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testdir::TestDir;
 
-    fn tmpdir(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("xe-dirs-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    fn tmpdir(tag: &str) -> TestDir {
+        TestDir::new(&format!("dirs-{tag}"))
     }
 
     fn out(key: &'static str, dir: PathBuf, at: Option<(u32, u32)>) -> OutputDir {
@@ -111,7 +109,7 @@ mod tests {
     #[test]
     fn missing_directories_are_made_only_when_asked() {
         let d = tmpdir("make");
-        let dirs = [out("export-dir", d.join("a/exp"), Some((3, 17))), out("notifications-dir", d.join("n"), Some((4, 1))), out("templates.db", d.clone(), Some((5, 1)))];
+        let dirs = [out("export-dir", d.join("a/exp"), Some((3, 17))), out("notifications-dir", d.join("n"), Some((4, 1))), out("templates.db", d.to_path_buf(), Some((5, 1)))];
         let checked = prepare(&d.join("x.conf"), &dirs, false);
         assert!(checked.errors.is_empty(), "{:?}", checked.errors);
         assert_eq!(checked.made, vec![d.join("a/exp"), d.join("n")]);
@@ -122,7 +120,6 @@ mod tests {
         assert!(d.join("a/exp").is_dir() && d.join("n").is_dir());
         let again = prepare(&d.join("x.conf"), &dirs, true);
         assert!(again.made.is_empty() && again.errors.is_empty() && again.warnings.is_empty());
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
@@ -145,14 +142,13 @@ mod tests {
             assert_eq!(text[1], format!("{}:4:2: 'notifications-dir': {why}", conf.display()));
             assert!(p.made.is_empty());
         }
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
     fn default_directories_are_not_made_and_only_warned_about() {
         let d = tmpdir("default");
         std::fs::write(d.join("f"), "x").unwrap();
-        let dirs = [out("export-dir", d.join("exp"), None), out("notifications-dir", d.join("f"), None), out("templates.db", d.clone(), None)];
+        let dirs = [out("export-dir", d.join("exp"), None), out("notifications-dir", d.join("f"), None), out("templates.db", d.to_path_buf(), None)];
         let p = prepare(&d.join("x.conf"), &dirs, true);
         assert!(p.errors.is_empty() && p.made.is_empty(), "{p:?}");
         assert_eq!(
@@ -163,6 +159,5 @@ mod tests {
             ]
         );
         assert!(!d.join("exp").exists());
-        std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -398,6 +398,7 @@ pub fn load_devices(file: &Path) -> Result<Devices, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testdir::TestDir;
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
         let p = dir.join(name);
@@ -405,10 +406,8 @@ mod tests {
         p
     }
 
-    fn tmpdir(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("xe-cfg-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    fn tmpdir(tag: &str) -> TestDir {
+        TestDir::new(&format!("cfg-{tag}"))
     }
 
     #[test]
@@ -440,7 +439,6 @@ mod tests {
         assert_eq!(c.db_export, None);
         assert_eq!((c.export_backlog_m, c.db_export_timeout), (1024, 300));
         assert_eq!(c.ignored_keys.len(), 2);
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
@@ -460,7 +458,6 @@ mod tests {
             text[1],
             format!("{}:4:29: 'capture[1].socket.listen-on': \"1.2.3\" is not an IP address or \"*\"", f.display())
         );
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
@@ -471,6 +468,5 @@ mod tests {
         assert_eq!((e.line, e.key.as_str()), (2, "[0].sampling-rate"));
         let f = write(&d, "devices.conf", "[ {\"ip\": \"nope\"} ]");
         assert_eq!(load_devices(&f).unwrap_err().key, "[0].ip");
-        std::fs::remove_dir_all(&d).unwrap();
     }
 }

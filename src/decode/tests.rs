@@ -1,6 +1,7 @@
 //! Decoder tests on crafted datagrams: the cases real captures rarely show on demand.
 
 use super::*;
+use crate::testdir::TestDir;
 use crate::devices::Device;
 
 /// Collects decoded flows (and options records) for assertions.
@@ -228,8 +229,7 @@ fn netflow5_header_sampling() {
 
 #[test]
 fn templates_survive_a_restart() {
-    let dir = std::env::temp_dir().join(format!("xe-tpl-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TestDir::new("tpl");
     let path = dir.join("templates.db");
     let _ = std::fs::remove_file(&path);
     {
@@ -250,7 +250,6 @@ fn templates_survive_a_restart() {
     assert_eq!(c.flows[0].get(FieldId::SrcHost), Some(0x09090909));
     let c = run(&mut d, &ipfix(3, &[set(400, &[0, 1, 0, 2])]));
     assert_eq!(c.flows[0].get(FieldId::DstPort), Some(2));
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// A small deterministic generator for the property tests (no dependency needed for this).

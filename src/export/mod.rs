@@ -417,6 +417,7 @@ impl Exporter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testdir::TestDir;
     use crate::fields::FieldId;
     use crate::objects::rows::KeyLayout;
     use crate::objects::window::{Agg, Column, ColumnSource};
@@ -466,9 +467,10 @@ mod tests {
         }
     }
 
-    fn tmp(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("xe-export-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
+    /// A test's directory, not made yet: a test makes it when it wants exports to succeed.
+    fn tmp(tag: &str) -> TestDir {
+        let d = TestDir::new(&format!("export-{tag}"));
+        std::fs::remove_dir(&d).unwrap();
         d
     }
 
@@ -496,7 +498,6 @@ mod tests {
         assert!(read(100).contains("( to_timestamp(100),  5 ,  6 );"));
         assert!(read(120).contains("( to_timestamp(120),  5 ,  6 );"), "both workers' rows summed");
         assert!(spares.iter().all(|s| s.holds()), "the merged piece's map and the written one given back");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -516,7 +517,6 @@ mod tests {
         let stats = h.join().unwrap();
         assert_eq!((stats.files_written, stats.files_lost), (1, 0));
         assert!(std::fs::read_to_string(dir.join("o_w_100.sql")).unwrap().contains("5 ,  6 );"));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -537,7 +537,6 @@ mod tests {
         assert!(read(100).contains("( to_timestamp(100),  5 ,  6 );"), "the first is kept");
         assert_eq!(read(101), "next window");
         assert!(read(102).contains("( to_timestamp(100),  7 ,  6 );"), "the second under the next free name, rows still at 100");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -564,7 +563,6 @@ mod tests {
         assert_eq!((stats.files_written, stats.files_lost, stats.backlog_bytes), (1, 2, 0));
         let names: Vec<String> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         assert_eq!(names, ["o_w_120.sql"]);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -601,7 +599,6 @@ ls "$d" > "$d/ran.txt"
         assert!(!listing.contains("survived"));
         let sleeping = std::process::Command::new("pgrep").args(["-f", "^sleep 60$"]).output().unwrap();
         assert!(String::from_utf8_lossy(&sleeping.stdout).trim().is_empty(), "the hung run's child was killed too");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -635,6 +632,5 @@ ls "$d" > "$d/ran.txt"
         assert_eq!(stats.db_export_runs, 1);
         let listing = std::fs::read_to_string(dir.join("ran.txt")).unwrap();
         assert!(listing.contains("o_w_100.sql"), "the program ran after the file was written: {listing}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -94,11 +94,11 @@ pub fn load_dir(dir: &Path) -> Result<IpLists, Vec<ConfigError>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testdir::TestDir;
 
     #[test]
     fn mixed_list_with_comments_and_errors() {
-        let d = std::env::temp_dir().join(format!("xe-iplist-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
+        let d = TestDir::new("iplist");
         std::fs::write(d.join("bogon"), "# comment\n\n10.0.0.0/8\n 192.0.2.1 # host\n::1/128\nfc00::/7\n").unwrap();
         let l = load_file(&d.join("bogon")).unwrap();
         assert!(l.v4.contains(0x0A010203));
@@ -110,6 +110,5 @@ mod tests {
         let e = load_file(&d.join("bad")).unwrap_err();
         assert_eq!((e.line, e.col), (2, 3));
         assert_eq!(load_dir(&d).unwrap_err().len(), 1);
-        std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -398,35 +398,33 @@ fn event_table(lua: &Lua, ev: &Event, notification: &Path) -> mlua::Result<Table
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testdir::TestDir;
 
-    fn state(code: &str) -> (ObjectLua, PathBuf) {
-        let d = std::env::temp_dir().join(format!("xe-lua-{}-{}", std::process::id(), code.len()));
-        std::fs::create_dir_all(&d).unwrap();
+    fn state(code: &str) -> (ObjectLua, TestDir) {
+        let d = TestDir::new(&format!("lua-{}", code.len()));
         std::fs::write(d.join("mo.lua"), code).unwrap();
         (new_state(&LuaConfig { max_instructions: 100_000, max_memory: 4 << 20, ..Default::default() }, &d, "o").unwrap(), d)
     }
 
     #[test]
     fn sandbox_has_no_dangerous_library() {
-        let (s, d) = state("function f() return io, os, package, debug, load, loadfile, dofile, require end");
+        let (s, _d) = state("function f() return io, os, package, debug, load, loadfile, dofile, require end");
         let f: mlua::Function = s.lua.globals().get("f").unwrap();
         s.budget.set(1000);
         let vals: mlua::MultiValue = f.call(()).unwrap();
         assert_eq!(vals.len(), 8);
         assert!(vals.iter().all(|v| v.is_nil()), "{vals:?}");
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
     fn loops_are_cut_and_memory_is_bounded() {
-        let (s, d) = state("function spin() while true do end end\nfunction hog() local t = {} for i = 1, 1e9 do t[i] = string.rep('x', 1000) .. i end end");
+        let (s, _d) = state("function spin() while true do end end\nfunction hog() local t = {} for i = 1, 1e9 do t[i] = string.rep('x', 1000) .. i end end");
         s.budget.set(100_000);
         let e = s.lua.globals().get::<mlua::Function>("spin").unwrap().call::<()>(()).unwrap_err();
         assert!(e.to_string().contains("instruction limit"), "{e}");
         s.budget.set(u64::MAX / 2);
         let e = s.lua.globals().get::<mlua::Function>("hog").unwrap().call::<()>(()).unwrap_err();
         assert!(e.to_string().contains("memory"), "{e}");
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
@@ -447,7 +445,6 @@ mod tests {
         std::fs::write(d.join("a"), "").unwrap();
         let (code, _): (Option<i32>, Option<String>) = r.call((vec!["/bin/test", "*", "=", "*"], 1.0)).unwrap();
         assert_eq!(code, Some(0));
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
@@ -459,7 +456,6 @@ mod tests {
         assert_eq!(std::fs::read_to_string(d.join("ok.txt")).unwrap(), "x");
         assert!(w.call::<()>("/etc/passwd-xe").is_err());
         assert!(w.call::<()>(format!("{}/../escape", d.display())).is_err());
-        std::fs::remove_dir_all(&d).unwrap();
     }
 }
 
@@ -468,11 +464,11 @@ mod object_tests {
     use super::*;
     use crate::filter::iplist::IpLists;
     use crate::objects::{self, LiveObjects};
+    use crate::testdir::TestDir;
 
     /// A fresh `mo/<object>` directory with this mo.conf and mo.lua; returns the base directory.
-    fn object_dir(tag: &str, object: &str, conf: &str, lua: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("xe-lua-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
+    fn object_dir(tag: &str, object: &str, conf: &str, lua: &str) -> TestDir {
+        let d = TestDir::new(&format!("lua-{tag}"));
         std::fs::create_dir_all(d.join("mo").join(object)).unwrap();
         std::fs::write(d.join("mo").join(object).join("mo.conf"), conf).unwrap();
         std::fs::write(d.join("mo").join(object).join("mo.lua"), lua).unwrap();
@@ -510,13 +506,11 @@ mod object_tests {
         hooks.event(&event(Phase::Back2Norm), Path::new("/n"));
         assert!(!ext.is_active(), "and off by the back-to-normal hook");
         assert_eq!(hooks.stats, LuaStats { calls: 2, ..LuaStats::default() });
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
     fn a_changed_mo_lua_is_reloaded_keeping_xe_state() {
-        let d = std::env::temp_dir().join(format!("xe-lua-reload-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
+        let d = TestDir::new("lua-reload");
         std::fs::create_dir_all(d.join("mo/o")).unwrap();
         std::fs::write(
             d.join("mo/o/mo.conf"),
@@ -543,12 +537,12 @@ mod object_tests {
         hooks.event(&ev, Path::new("/n"));
         assert_eq!(std::fs::read_to_string(d.join("mo/o/seen")).unwrap(), "2 one");
         assert_eq!(hooks.stats.errors, 0);
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
     fn notify_module_runs_the_program_with_the_action_script_argv() {
-        let out = std::env::temp_dir().join(format!("xe-lua-notify-argv-{}.txt", std::process::id()));
+        let argv_dir = TestDir::new("lua-notify-argv");
+        let out = argv_dir.join("argv.txt");
         let d = object_dir(
             "notify",
             "o",
@@ -566,7 +560,5 @@ mod object_tests {
         assert_eq!(hooks.stats, LuaStats { calls: 1, ..LuaStats::default() });
         // sh -c 'echo "$@"' sh PROGRAM ARGS...: $0 is the program, "$@" the action-script argv.
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "o m l /n/o-m-l-10.0.0.9-6 10.0.0.9 6 1500 1000\n");
-        std::fs::remove_file(&out).unwrap();
-        std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -213,6 +213,7 @@ mod tests {
     use super::*;
     use crate::filter::iplist::IpLists;
     use crate::objects::{self, mavg::Phase, Objects};
+    use crate::testdir::TestDir;
 
     /// Where [`objects`] makes the mo-dir of `tag`.
     fn objects_dir(tag: &str) -> PathBuf {
@@ -220,9 +221,9 @@ mod tests {
     }
 
     /// Objects `names` under a fresh mo-dir, each with one limit calling `on` of `lua`.
-    fn objects(tag: &str, names: &[&str], lua: &str) -> (PathBuf, Objects) {
-        let d = objects_dir(tag);
-        let _ = std::fs::remove_dir_all(&d);
+    fn objects(tag: &str, names: &[&str], lua: &str) -> (TestDir, Objects) {
+        let d = TestDir::new(&format!("luapool-{tag}"));
+        assert_eq!(d.path(), objects_dir(tag));
         for name in names {
             let o = d.join("mo").join(name);
             std::fs::create_dir_all(&o).unwrap();
@@ -282,7 +283,6 @@ mod tests {
         pool.finish(Duration::from_secs(60));
         assert!(d.join("mo/slow/done").exists(), "finish waits for running hooks");
         assert_eq!(pool.stats(), LuaStats { calls: 51, ..LuaStats::default() });
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
@@ -301,7 +301,6 @@ mod tests {
         pool.finish(Duration::from_secs(60));
         assert_eq!(std::fs::read_to_string(d.join("mo/o/keys")).unwrap(), "after\n", "the next call ran on the same thread");
         assert_eq!(pool.stats(), LuaStats { calls: 1, errors: 1, ..LuaStats::default() });
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
@@ -318,7 +317,6 @@ mod tests {
         pool.finish(Duration::from_secs(60));
         assert_eq!(std::fs::read_to_string(d.join("mo/slow/keys")).unwrap(), "1\n2\n");
         assert_eq!(pool.stats(), LuaStats { calls: 2, dropped: 3, ..LuaStats::default() });
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
@@ -336,6 +334,5 @@ mod tests {
         // The running call finished (its program killed), the nine waiting were dropped.
         assert_eq!(std::fs::read_to_string(d.join("mo/slow/keys")).unwrap(), "0\n");
         assert_eq!(pool.stats(), LuaStats { calls: 1, dropped: 9, ..LuaStats::default() });
-        std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -410,10 +410,10 @@ mod tests {
     use crate::objects::mavg::{self, Mavg};
     use std::path::Path;
     use std::sync::mpsc::sync_channel;
+    use crate::testdir::TestDir;
 
-    fn setup(tag: &str, script_body: &str) -> (PathBuf, Arc<Mavg>) {
-        let d = std::env::temp_dir().join(format!("xe-hooks-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
+    fn setup(tag: &str, script_body: &str) -> (TestDir, Arc<Mavg>) {
+        let d = TestDir::new(&format!("hooks-{tag}"));
         std::fs::create_dir_all(d.join("notifications")).unwrap();
         let script = d.join("hook.sh");
         // The back2norm script logs "end KEY" beside what the action script does.
@@ -429,7 +429,8 @@ mod tests {
         );
         let file = d.join("mo.conf");
         let node = json::parse(&conf, &file).unwrap();
-        (d.clone(), Arc::new(mavg::parse(&file, "o", Path::new(&d), &node, 0).unwrap()))
+        let mavg = Arc::new(mavg::parse(&file, "o", &d, &node, 0).unwrap());
+        (d, mavg)
     }
 
     /// Settings for a test in `d`: notifications in `d`/notifications, one Lua thread.
@@ -486,7 +487,6 @@ mod tests {
         let notif = d.join("notifications/o-m-l-0.0.0.3");
         assert!(log.contains(&format!("+ o m l {} 0.0.0.3 1500 1000", notif.display())), "{log}");
         assert_eq!(std::fs::read_to_string(notif).unwrap(), "0.0.0.3 1500 1000\n");
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
@@ -518,7 +518,6 @@ mod tests {
         assert_eq!(log.lines().collect::<Vec<_>>(), ["start 0.0.0.1", "end 0.0.0.1", "start 0.0.0.2", "end 0.0.0.9", "end 0.0.0.2"]);
         assert_eq!((stats.events, stats.events_reconciled), (9, 4));
         assert_eq!(std::fs::read_dir(d.join("notifications")).unwrap().count(), 0, "every alert ended, every file gone");
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
@@ -538,7 +537,6 @@ mod tests {
         let keys: Vec<&str> = log.lines().map(|l| l.split(' ').nth(4).unwrap()).collect();
         let want: Vec<String> = (0..12).map(|k| std::net::Ipv4Addr::from(k as u32).to_string()).collect();
         assert_eq!(keys, want, "in order");
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
@@ -551,11 +549,9 @@ mod tests {
         assert!(t.elapsed() < Duration::from_secs(20), "killed, not waited for");
         let left = std::process::Command::new("pgrep").args(["-f", "^sleep 31$"]).output().unwrap();
         assert!(String::from_utf8_lossy(&left.stdout).trim().is_empty(), "the scripts' children were killed too");
-        std::fs::remove_dir_all(&d).unwrap();
 
         let (d, m) = setup("fail", "exit 3");
         let stats = run(&d, &m, 4, 5000, 3);
         assert_eq!((stats.scripts_started, stats.scripts_failed, stats.scripts_ok), (3, 3, 0));
-        std::fs::remove_dir_all(&d).unwrap();
     }
 }

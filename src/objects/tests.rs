@@ -3,10 +3,10 @@
 use super::*;
 use crate::fields::FieldId;
 use crate::filter::iplist::load_dir;
+use crate::testdir::TestDir;
 
-fn tree(tag: &str, files: &[(&str, &str)]) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("xe-mo-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
+fn tree(tag: &str, files: &[(&str, &str)]) -> TestDir {
+    let d = TestDir::new(&format!("mo-{tag}"));
     for (path, text) in files {
         let p = d.join(path);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -49,7 +49,6 @@ fn guide_ingress_object_with_nested_child() {
     let ext = o.window("ingress", "ext").unwrap();
     assert!(ext.extended && !ext.is_active());
     assert_eq!(ext.columns[3].name, "tcp_flags");
-    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]
@@ -83,7 +82,6 @@ fn errors_name_file_line_column_and_key() {
         "{}",
         text[7]
     );
-    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]
@@ -108,7 +106,6 @@ fn names_that_would_share_files_and_fields_given_twice_are_errors() {
     assert!(text[1].ends_with("x/mo.conf:2:110: 'mavg[2].underlimit[0].name': limit \"l\" defined twice in this moving average"), "{}", text[1]);
     // Four aggregable fields (two given twice) found no slot type and panicked at load.
     assert!(text[2].ends_with("x/mo.conf:3:55: 'mavg[3].fields[3]': \"packets\" given twice"), "{}", text[2]);
-    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]
@@ -153,7 +150,6 @@ fn moving_averages_are_the_same_with_one_or_two_workers() {
     assert_eq!(sorted(&one), sorted(&two));
     assert!(one_events > 0);
     assert_eq!(one_events, two_events);
-    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]
@@ -187,7 +183,6 @@ fn reload_keeps_windows_that_stay_and_closes_removed_ones() {
         w.finish().into_iter().map(|mut c| (c.spec.table.clone(), c.rows.export_rows(&c.spec).iter().map(|r| r.1[0]).sum())).collect();
     totals.sort();
     assert_eq!(totals, vec![("a_w".to_string(), 200), ("c_w".to_string(), 100)], "a kept its rows across the reload");
-    std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]
@@ -238,5 +233,4 @@ fn a_sweep_of_a_big_table_is_spread_over_batches_and_ends_within_a_bound() {
     assert!(!o.sweeping.load(Ordering::Relaxed), "done 500 ms in, whatever the budget");
     assert_eq!(keys(), 0);
     assert_eq!(o.sweep_stats.passes.load(Ordering::Relaxed), 2);
-    std::fs::remove_dir_all(&d).unwrap();
 }

@@ -8,6 +8,7 @@ use xenoeye::decode::template::FieldSpec;
 use xenoeye::decode::{Decoder, FlowSink, RecordView};
 use xenoeye::devices::Devices;
 use xenoeye::flow::Flow;
+pub use xenoeye::testdir::TestDir;
 
 /// A decoded record: data (with its flow) or options, and its elements.
 pub struct Rec {
@@ -97,12 +98,9 @@ pub fn write_pcap(path: &Path, frames: &[Frame]) {
     }
 }
 
-/// A fresh empty directory under the system temp directory.
-pub fn workdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("xe-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh empty directory under the system temp directory, removed when the test passes.
+pub fn workdir(tag: &str) -> TestDir {
+    TestDir::new(tag)
 }
 
 /// A flow for crafted NetFlow v9 datagrams.

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::config::json;
+use crate::testdir::TestDir;
 use std::sync::mpsc::{sync_channel, Receiver};
 
 fn mavg(conf: &str, dir: &Path) -> (Arc<Mavg>, Receiver<Event>) {
@@ -14,27 +15,8 @@ fn mavg(conf: &str, dir: &Path) -> (Arc<Mavg>, Receiver<Event>) {
     (m, rx)
 }
 
-/// A test's directory, removed when the test ends (passed or not): the suite runs often on
-/// the same machine.
-struct TmpDir(PathBuf);
-
-impl std::ops::Deref for TmpDir {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TmpDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn tmp(tag: &str) -> TmpDir {
-    let d = std::env::temp_dir().join(format!("xe-mavg-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    TmpDir(d)
+fn tmp(tag: &str) -> TestDir {
+    TestDir::new(&format!("mavg-{tag}"))
 }
 
 fn flow(dst: u32, octets: u128) -> Flow {
@@ -64,10 +46,12 @@ fn xorshift(seed: u64) -> impl FnMut(u64) -> u64 {
 }
 
 /// A 1-second average of octets per destination host, over 1000 B/s for 5 s of back2norm.
-fn level1_over_1000(tag: &str) -> (Arc<Mavg>, Receiver<Event>) {
+fn level1_over_1000(tag: &str) -> (Arc<Mavg>, Receiver<Event>, TestDir) {
     let conf = r#"{"name": "m", "time": 1, "fields": ["dst host", "octets"],
         "overlimit": [{"name": "level1", "default": [1000], "back2norm-time": 5}]}"#;
-    mavg(conf, &tmp(tag))
+    let d = tmp(tag);
+    let (m, rx) = mavg(conf, &d);
+    (m, rx, d)
 }
 
 #[test]
@@ -103,7 +87,7 @@ fn a_flow_behind_the_rows_time_adds_without_decay_and_keeps_the_time() {
 
 #[test]
 fn overlimit_on_the_exact_flow_and_back2norm_after_quiet_time() {
-    let (m, rx) = level1_over_1000("over");
+    let (m, rx, _d) = level1_over_1000("over");
     m.update(&flow(7, 600), T0);
     m.update(&flow(7, 300), T0 + 100); // 600*0.9 + 300 = 840 B/s: under
     assert!(events(&rx).is_empty());
@@ -160,7 +144,7 @@ fn each_overlimit_starts_on_its_own_crossing_flow() {
 
 #[test]
 fn the_last_over_flow_between_sweeps_sets_the_back2norm_wait_and_the_reported_rate() {
-    let (m, rx) = level1_over_1000("between");
+    let (m, rx, _d) = level1_over_1000("between");
     m.update(&flow(9, 2000), T0); // start
     m.update(&flow(9, 1500), T0 + 500); // 2000*0.5 + 1500 = 2500: still over
     m.update(&flow(9, 10), T0 + 600); // 2500*0.9 + 10 = 2260: over, the last time
@@ -370,7 +354,7 @@ fn events_carry_notification_names() {
 const OVER_10: &str = r#"{"name": "m", "time": 1, "fields": ["dst host", "octets"], "overlimit": [{"name": "l", "default": [10], "back2norm-time": 10}]}"#;
 
 /// [`OVER_10`] with a hook queue of one event.
-fn with_queue_of_one(tag: &str) -> (Arc<Mavg>, Receiver<Event>, TmpDir) {
+fn with_queue_of_one(tag: &str) -> (Arc<Mavg>, Receiver<Event>, TestDir) {
     let d = tmp(tag);
     let (m, _) = mavg(OVER_10, &d);
     let (tx, rx) = sync_channel(1);
@@ -655,7 +639,7 @@ fn left_files(d: &Path, files: &[(&str, &str)]) -> PathBuf {
 
 #[test]
 fn an_alert_left_active_is_taken_up_and_ends_after_back2norm_time() {
-    let (m, rx) = level1_over_1000("take-up");
+    let (m, rx, _d) = level1_over_1000("take-up");
     let n = left_files(
         &m.dir,
         &[
@@ -698,7 +682,7 @@ fn an_alert_left_active_is_taken_up_and_ends_after_back2norm_time() {
 
 #[test]
 fn a_taken_up_alert_whose_flood_goes_on_does_not_start_again() {
-    let (m, rx) = level1_over_1000("take-up-flood");
+    let (m, rx, _d) = level1_over_1000("take-up-flood");
     let n = left_files(&m.dir, &[("obj-m-level1-0.0.0.7", "0.0.0.7 1500 1000\n")]);
     assert_eq!(take_up_alerts(&n, std::slice::from_ref(&m), T0).taken.len(), 1);
     // 2000 B/s for 10 s, then quiet.
@@ -744,7 +728,7 @@ fn an_alert_of_the_second_average_of_a_shared_table_is_taken_up_in_its_row() {
 
 #[test]
 fn a_retired_average_ends_its_alerts_but_those_taken_up_and_then_sends_nothing() {
-    let (m, rx) = level1_over_1000("retire");
+    let (m, rx, _d) = level1_over_1000("retire");
     // Two keys over (2000 B/s), one under.
     for t in (100..=1000).step_by(100) {
         for (host, octets) in [(7, 200), (8, 200), (9, 50)] {
