@@ -90,7 +90,7 @@ impl LiveCapture {
 
 impl Source for LiveCapture {
     fn fill(&mut self, batch: &mut Batch) -> io::Result<Fill> {
-        batch.meta.clear();
+        batch.meta.clear(); // empty also when no capture could be opened
         let result = self.handle()?.fill(batch);
         if let Err(e) = &result {
             // A handle that failed once is dead (its interface gone): closed, to be opened anew.

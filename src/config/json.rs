@@ -333,6 +333,12 @@ impl Node {
         Ok(secs)
     }
 
+    /// This object's duration `name` (see [`Node::as_seconds`]), `default` when absent;
+    /// `key` names it in an error.
+    pub fn seconds_or(&self, name: &str, file: &Path, key: &str, min: u64, default: u64) -> Result<u64, ConfigError> {
+        self.get(name).map_or(Ok(default), |n| n.as_seconds(file, key, min))
+    }
+
     pub fn as_bool(&self, file: &Path, key: &str) -> Result<bool, ConfigError> {
         match &self.value {
             Value::Bool(b) => Ok(*b),

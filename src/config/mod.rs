@@ -124,6 +124,38 @@ pub fn load(file: &Path) -> Result<Config, Vec<ConfigError>> {
     }
 }
 
+/// The devices file's sampling rates; none when the file is absent from its default path
+/// (`named`: the configuration gave the path).
+fn devices_or_default(devices_file: &Path, named: bool, errors: &mut Vec<ConfigError>) -> Devices {
+    match load_devices(devices_file) {
+        Ok(d) => d,
+        Err(e) if !named && e.line == 0 => Devices::default(),
+        Err(e) => {
+            errors.push(e);
+            Devices::default()
+        }
+    }
+}
+
+/// `metrics-listen`: ADDRESS:PORT, or none (absent or empty).
+fn metrics_listen(file: &Path, node: Option<&Node>, errors: &mut Vec<ConfigError>) -> Option<std::net::SocketAddr> {
+    let n = node?;
+    match n.as_str(file, "metrics-listen") {
+        Ok("") => None,
+        Ok(a) => match a.parse::<std::net::SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                errors.push(n.error(file, "metrics-listen", format!("\"{a}\" is not ADDRESS:PORT (e.g. 127.0.0.1:9657)")));
+                None
+            }
+        },
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+    }
+}
+
 /// Collects an error and returns a fallback, so one pass reports every problem.
 fn ok_or<T>(r: Result<T, ConfigError>, errors: &mut Vec<ConfigError>, fallback: T) -> T {
     r.unwrap_or_else(|e| {
@@ -150,14 +182,7 @@ fn from_node(file: &Path, root: &Node, errors: &mut Vec<ConfigError>) -> Config 
     let templates_db = path_key("templates.db", "/var/lib/xenoeye/templates.tkvdb", errors);
     let dump_flows = dump_target(file, base, lookup_path(root, "debug.dump-flows"), "debug.dump-flows", errors);
     let devices_file = path_key("devices", "/etc/xenoeye/devices.conf", errors);
-    let devices = match load_devices(&devices_file) {
-        Ok(d) => d,
-        Err(e) if root.get("devices").is_none() && e.line == 0 => Devices::default(), // default path absent
-        Err(e) => {
-            errors.push(e);
-            Devices::default()
-        }
-    };
+    let devices = devices_or_default(&devices_file, root.get("devices").is_some(), errors);
     let db_type = root.get("db-type").map(|n| ok_or(n.as_str(file, "db-type"), errors, "pg").to_string());
     let db_type = db_type.unwrap_or_else(|| "pg".into());
     if db_type != "pg" {
@@ -177,23 +202,7 @@ fn from_node(file: &Path, root: &Node, errors: &mut Vec<ConfigError>) -> Config 
     let export_backlog_m = count_key("export-backlog-m", 1024, errors);
     let db_export_timeout = count_key("db-export-timeout", 300, errors);
     let max_scripts = count_key("max-scripts", 16, errors) as usize;
-    let metrics_listen = match root.get("metrics-listen") {
-        None => None,
-        Some(n) => match n.as_str(file, "metrics-listen") {
-            Ok("") => None,
-            Ok(a) => match a.parse::<std::net::SocketAddr>() {
-                Ok(addr) => Some(addr),
-                Err(_) => {
-                    errors.push(n.error(file, "metrics-listen", format!("\"{a}\" is not ADDRESS:PORT (e.g. 127.0.0.1:9657)")));
-                    None
-                }
-            },
-            Err(e) => {
-                errors.push(e);
-                None
-            }
-        },
-    };
+    let metrics_listen = metrics_listen(file, root.get("metrics-listen"), errors);
     let lua = lua_settings(file, base, root.get("lua"), errors);
     let export_dir = path_key("export-dir", "/var/lib/xenoeye/exp", errors);
     let notifications_dir = path_key("notifications-dir", "/var/lib/xenoeye/notifications", errors);

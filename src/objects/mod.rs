@@ -483,7 +483,7 @@ fn fwm_spec(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Res
     if keys.len() > MAX_KEY_FIELDS {
         return Err(fields_node.error(file, &k("fields"), format!("at most {MAX_KEY_FIELDS} key fields")));
     }
-    let time = item.get("time").map(|n| n.as_seconds(file, &k("time"), 1)).transpose()?.unwrap_or(30);
+    let time = item.seconds_or("time", file, &k("time"), 1, 30)?;
     let limit = match item.get("limit") {
         Some(n) => Some(n.as_u64(file, &k("limit"))? as usize),
         None => None,

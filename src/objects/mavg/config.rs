@@ -72,53 +72,21 @@ pub fn parse(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Re
     let name_node = item.get("name").ok_or_else(|| item.error(file, &k("name"), "missing name"))?;
     let name = name_node.as_str(file, &k("name"))?.to_string();
     let fields_node = item.get("fields").ok_or_else(|| item.error(file, &k("fields"), "missing fields"))?;
-    let (mut keys, mut aggs) = (Vec::new(), Vec::new());
-    let items = fields_node.as_array(file, &k("fields"))?;
-    for (j, f) in items.iter().enumerate() {
-        let fk = format!("mavg[{i}].fields[{j}]");
-        let text = f.as_str(file, &fk)?.trim().to_ascii_lowercase();
-        let given_before = |g: &Node| g.as_str(file, &fk).is_ok_and(|t| t.trim().eq_ignore_ascii_case(&text));
-        if items[..j].iter().any(given_before) {
-            // Each field is a slot's column: at most the three aggregable ones, and a key once.
-            return Err(f.error(file, &fk, format!("\"{text}\" given twice")));
-        }
-        match text.as_str() {
-            "octets" => aggs.push(Agg::Octets),
-            "packets" => aggs.push(Agg::Packets),
-            "bits" => aggs.push(Agg::Bits),
-            _ => match fields::lookup(&text).as_slice() {
-                [id] => keys.push(*id),
-                [a, ..] if a.def().side != Side::None => return Err(f.error(file, &fk, format!("\"{text}\" needs \"src\" or \"dst\""))),
-                _ => return Err(f.error(file, &fk, format!("unknown field \"{text}\""))),
-            },
-        }
-    }
+    let (keys, aggs) = parse_fields(file, fields_node, i)?;
     if aggs.is_empty() {
         return Err(fields_node.error(file, &k("fields"), "needs at least one of octets, packets, bits"));
     }
     if KeyLayout::new(&keys).words > MAVG_WORDS {
         return Err(fields_node.error(file, &k("fields"), "too many key fields for a moving average (at most 5 words: a number or two IPv4 addresses take one, an IPv6 address two)"));
     }
-    let time = item.get("time").map(|n| n.as_seconds(file, &k("time"), 1)).transpose()?.unwrap_or(5);
+    let time = item.seconds_or("time", file, &k("time"), 1, 5)?;
     let mem_m = item.get("mem-m").map(|n| n.as_u64(file, &k("mem-m"))).transpose()?.unwrap_or(256);
     if mem_m == 0 {
         return Err(item.get("mem-m").unwrap_or(item).error(file, &k("mem-m"), "mem-m must be at least 1 (MiB)"));
     }
-    let dump = item.get("dump").map(|n| n.as_seconds(file, &k("dump"), 0)).transpose()?.filter(|&d| d > 0);
+    let dump = Some(item.seconds_or("dump", file, &k("dump"), 0, 0)?).filter(|&d| d > 0);
     let layout = KeyLayout::new(&keys);
-    let mut limits = Vec::new();
-    for (kind, key) in [(LimitKind::Over, "overlimit"), (LimitKind::Under, "underlimit")] {
-        let Some(list) = item.get(key) else { continue };
-        for (j, l) in list.as_array(file, &k(key))?.iter().enumerate() {
-            let at = format!("mavg[{i}].{key}[{j}]");
-            let limit = parse_limit(file, dir, l, &at, kind, aggs.len())?;
-            // Overlimits and underlimits share the notification files' names.
-            if limits.iter().any(|o: &LimitSpec| o.name == limit.name) {
-                return Err(l.error(file, &format!("{at}.name"), format!("limit \"{}\" defined twice in this moving average", limit.name)));
-            }
-            limits.push(limit);
-        }
-    }
+    let limits = parse_limits(file, dir, item, i, aggs.len())?;
     if limits.len() > MAX_LIMITS {
         return Err(item.error(file, &format!("mavg[{i}]"), format!("at most {MAX_LIMITS} overlimit/underlimit elements")));
     }
@@ -158,6 +126,50 @@ pub fn parse(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Re
         events: Mutex::new(None),
         held: Mutex::new(VecDeque::new()),
     })
+}
+
+/// The `fields` of `mavg[i]`: key fields, then the averaged ones (octets, packets, bits).
+fn parse_fields(file: &Path, fields_node: &Node, i: usize) -> Result<(Vec<FieldId>, Vec<Agg>), ConfigError> {
+    let (mut keys, mut aggs) = (Vec::new(), Vec::new());
+    let items = fields_node.as_array(file, &format!("mavg[{i}].fields"))?;
+    for (j, f) in items.iter().enumerate() {
+        let fk = format!("mavg[{i}].fields[{j}]");
+        let text = f.as_str(file, &fk)?.trim().to_ascii_lowercase();
+        let given_before = |g: &Node| g.as_str(file, &fk).is_ok_and(|t| t.trim().eq_ignore_ascii_case(&text));
+        if items[..j].iter().any(given_before) {
+            // Each field is a slot's column: at most the three aggregable ones, and a key once.
+            return Err(f.error(file, &fk, format!("\"{text}\" given twice")));
+        }
+        match text.as_str() {
+            "octets" => aggs.push(Agg::Octets),
+            "packets" => aggs.push(Agg::Packets),
+            "bits" => aggs.push(Agg::Bits),
+            _ => match fields::lookup(&text).as_slice() {
+                [id] => keys.push(*id),
+                [a, ..] if a.def().side != Side::None => return Err(f.error(file, &fk, format!("\"{text}\" needs \"src\" or \"dst\""))),
+                _ => return Err(f.error(file, &fk, format!("unknown field \"{text}\""))),
+            },
+        }
+    }
+    Ok((keys, aggs))
+}
+
+/// The `overlimit` and `underlimit` elements of `mavg[i]`, overlimits first; names unique.
+fn parse_limits(file: &Path, dir: &Path, item: &Node, i: usize, n_aggs: usize) -> Result<Vec<LimitSpec>, ConfigError> {
+    let mut limits = Vec::new();
+    for (kind, key) in [(LimitKind::Over, "overlimit"), (LimitKind::Under, "underlimit")] {
+        let Some(list) = item.get(key) else { continue };
+        for (j, l) in list.as_array(file, &format!("mavg[{i}].{key}"))?.iter().enumerate() {
+            let at = format!("mavg[{i}].{key}[{j}]");
+            let limit = parse_limit(file, dir, l, &at, kind, n_aggs)?;
+            // Overlimits and underlimits share the notification files' names.
+            if limits.iter().any(|o: &LimitSpec| o.name == limit.name) {
+                return Err(l.error(file, &format!("{at}.name"), format!("limit \"{}\" defined twice in this moving average", limit.name)));
+            }
+            limits.push(limit);
+        }
+    }
+    Ok(limits)
 }
 
 /// What a moving average is, for a reload to tell whether a table can be taken over.
@@ -213,7 +225,7 @@ fn parse_limit(file: &Path, dir: &Path, l: &Node, k: &str, kind: LimitKind, n_ag
         kind,
         default,
         limits_file: path("limits")?,
-        back2norm_ms: l.get("back2norm-time").map(|n| n.as_seconds(file, &sub("back2norm-time"), 0)).transpose()?.unwrap_or(0) * 1000,
+        back2norm_ms: l.seconds_or("back2norm-time", file, &sub("back2norm-time"), 0, 0)? * 1000,
         action_script: script("action-script")?,
         back2norm_script: script("back2norm-script")?,
         ext_names,
