@@ -142,6 +142,20 @@ fn lua_errors_name_file_and_line_and_loops_do_not_hang() {
     std::fs::write(d.join("mo/ingress/mo.lua"), "return { fwm = { { name = 'x', fields = { 'octets', 'host' } } } }\n").unwrap();
     let (ok, err) = run(&d, &["--check-config"]);
     assert!(!ok && err.contains("mo.lua") && err.contains("needs \"src\" or \"dst\""), "{err}");
+    // One table in two places is fine; a table in itself, or one placed twice at each of 40
+    // levels (2^40 values), is an error, not a hang.
+    let shared = "local f = { 'src host', 'octets' }\nreturn { fwm = { { name = 'a', fields = f }, { name = 'b', fields = f } } }\n";
+    std::fs::write(d.join("mo/ingress/mo.lua"), shared).unwrap();
+    let (ok, err) = run(&d, &["--check-config"]);
+    assert!(ok, "{err}");
+    for (lua, want) in [
+        ("local t = { 'x' }\nt[2] = t\nreturn { fwm = t }\n", "a table of the configuration holds itself"),
+        ("local t = { 1 }\nfor i = 1, 40 do t = { t, t } end\nreturn { fwm = t }\n", "the configuration holds more than 2000000 values"),
+    ] {
+        std::fs::write(d.join("mo/ingress/mo.lua"), lua).unwrap();
+        let (ok, err) = run(&d, &["--check-config"]);
+        assert!(!ok && err.contains(&format!("{}:0:0: {want}", file.display())), "{err}");
+    }
 }
 
 #[test]

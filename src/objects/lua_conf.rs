@@ -42,7 +42,7 @@ pub fn evaluate(dir: &Path, lib_dir: Option<&Path>) -> Result<Option<Node>, Conf
     })?;
     match value {
         Value::Nil => Ok(None),
-        Value::Table(_) => to_node(&value, &file, 0).map(Some),
+        Value::Table(_) => ToNode { file: &file, values: 0, path: Vec::new() }.node(&value).map(Some),
         other => Err(error(&file, 0, format!("mo.lua must return a table (the configuration) or nothing, not a {}", other.type_name()))),
     }
 }
@@ -128,46 +128,76 @@ pub fn read_lines(lua: &Lua, dir: &Path) -> mlua::Result<mlua::Function> {
     })
 }
 
-/// A Lua value as a configuration node: sequences become arrays, other tables objects.
-fn to_node(v: &Value, file: &Path, depth: u32) -> Result<Node, ConfigError> {
-    if depth > 64 {
-        return Err(error(file, 0, "configuration nested too deep".into()));
-    }
-    let value = match v {
-        Value::Nil => JValue::Null,
-        Value::Boolean(b) => JValue::Bool(*b),
-        Value::Integer(i) => JValue::Number(i.to_string()),
-        Value::Number(n) if n.fract() == 0.0 && n.abs() < 9e15 => JValue::Number((*n as i64).to_string()),
-        Value::Number(n) => JValue::Number(n.to_string()),
-        Value::String(s) => JValue::String(s.to_str().map_err(|_| error(file, 0, "string is not UTF-8".into()))?.to_string()),
-        Value::Table(t) => {
-            let len = t.raw_len();
-            let pairs: Vec<(Value, Value)> = t.clone().pairs::<Value, Value>().collect::<mlua::Result<_>>().map_err(|e| error(file, 0, e.to_string()))?;
-            if len > 0 && pairs.len() == len {
-                let mut items = Vec::with_capacity(len);
-                for i in 1..=len {
-                    let item: Value = t.raw_get(i).map_err(|e| error(file, 0, e.to_string()))?;
-                    items.push(to_node(&item, file, depth + 1)?);
-                }
-                JValue::Array(items)
-            } else if pairs.is_empty() {
-                JValue::Object(Vec::new())
-            } else {
-                let mut members = Vec::new();
-                for (k, val) in pairs {
-                    let name = match k {
-                        Value::String(s) => s.to_str().map(|s| s.to_string()).unwrap_or_default(),
-                        Value::Integer(i) => i.to_string(),
-                        other => return Err(error(file, 0, format!("a configuration key must be a string, not a {}", other.type_name()))),
-                    };
-                    members.push((Key { name, line: 0, col: 0 }, to_node(&val, file, depth + 1)?));
-                }
-                // Lua tables have no order: sort keys so loading is reproducible.
-                members.sort_by(|a, b| a.0.name.cmp(&b.0.name));
-                JValue::Object(members)
-            }
+/// Most values a configuration returned by mo.lua may hold. One table placed twice at every
+/// level of a few dozen counts as billions of values: without a bound, their conversion would
+/// hang the start or a reload.
+const MAX_VALUES: usize = 2_000_000;
+/// Deepest nesting of a returned configuration.
+const MAX_NESTING: usize = 64;
+
+/// Turns a Lua value into a configuration node: sequences become arrays, other tables objects.
+struct ToNode<'a> {
+    file: &'a Path,
+    /// Values converted so far.
+    values: usize,
+    /// The tables from the top to the one being converted (a table met again on this path
+    /// holds itself).
+    path: Vec<*const std::ffi::c_void>,
+}
+
+impl ToNode<'_> {
+    fn node(&mut self, v: &Value) -> Result<Node, ConfigError> {
+        self.values += 1;
+        if self.values > MAX_VALUES {
+            return Err(error(self.file, 0, format!("the configuration holds more than {MAX_VALUES} values (one table placed in it many times over?)")));
         }
-        other => return Err(error(file, 0, format!("a {} cannot be part of a configuration", other.type_name()))),
-    };
-    Ok(Node { value, line: 0, col: 0 })
+        let value = match v {
+            Value::Nil => JValue::Null,
+            Value::Boolean(b) => JValue::Bool(*b),
+            Value::Integer(i) => JValue::Number(i.to_string()),
+            Value::Number(n) if n.fract() == 0.0 && n.abs() < 9e15 => JValue::Number((*n as i64).to_string()),
+            Value::Number(n) => JValue::Number(n.to_string()),
+            Value::String(s) => JValue::String(s.to_str().map_err(|_| error(self.file, 0, "string is not UTF-8".into()))?.to_string()),
+            Value::Table(t) => {
+                if self.path.contains(&t.to_pointer()) {
+                    return Err(error(self.file, 0, "a table of the configuration holds itself".into()));
+                }
+                if self.path.len() >= MAX_NESTING {
+                    return Err(error(self.file, 0, "configuration nested too deep".into()));
+                }
+                self.path.push(t.to_pointer());
+                let value = self.table(t)?;
+                self.path.pop();
+                value
+            }
+            other => return Err(error(self.file, 0, format!("a {} cannot be part of a configuration", other.type_name()))),
+        };
+        Ok(Node { value, line: 0, col: 0 })
+    }
+
+    fn table(&mut self, t: &Table) -> Result<JValue, ConfigError> {
+        let file = self.file;
+        let len = t.raw_len();
+        let pairs: Vec<(Value, Value)> = t.clone().pairs::<Value, Value>().collect::<mlua::Result<_>>().map_err(|e| error(file, 0, e.to_string()))?;
+        if len > 0 && pairs.len() == len {
+            let mut items = Vec::with_capacity(len);
+            for i in 1..=len {
+                let item: Value = t.raw_get(i).map_err(|e| error(file, 0, e.to_string()))?;
+                items.push(self.node(&item)?);
+            }
+            return Ok(JValue::Array(items));
+        }
+        let mut members = Vec::new();
+        for (k, val) in pairs {
+            let name = match k {
+                Value::String(s) => s.to_str().map(|s| s.to_string()).unwrap_or_default(),
+                Value::Integer(i) => i.to_string(),
+                other => return Err(error(file, 0, format!("a configuration key must be a string, not a {}", other.type_name()))),
+            };
+            members.push((Key { name, line: 0, col: 0 }, self.node(&val)?));
+        }
+        // Lua tables have no order: sort keys so loading is reproducible.
+        members.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        Ok(JValue::Object(members))
+    }
 }
