@@ -12,11 +12,11 @@ use crate::objects::LiveObjects;
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What one worker last published.
 #[derive(Clone, Debug, Default)]
@@ -270,8 +270,20 @@ fn html(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
+/// How long a client has to send its request and to take the answer, and the longest request
+/// head it may send. A scrape is one small request; a client that sends more or sends it
+/// slowly (a port scanner, a stuck proxy, a slowloris) is cut off, so that it cannot hold the
+/// metrics thread, which serves one client at a time, for longer.
+const CLIENT_TIME: Duration = Duration::from_secs(5);
+const MAX_REQUEST_HEAD: usize = 8192;
+
 /// Serves `/metrics` and `/` until `stop` is set. Returns the bound address.
 pub fn serve(addr: SocketAddr, reg: Arc<Registry>, stop: &'static AtomicBool) -> std::io::Result<(SocketAddr, std::thread::JoinHandle<()>)> {
+    serve_clients(addr, reg, stop, CLIENT_TIME)
+}
+
+/// [`serve`], each client given `client_time`.
+fn serve_clients(addr: SocketAddr, reg: Arc<Registry>, stop: &'static AtomicBool, client_time: Duration) -> std::io::Result<(SocketAddr, std::thread::JoinHandle<()>)> {
     let listener = TcpListener::bind(addr)?;
     listener.set_nonblocking(true)?;
     let local = listener.local_addr()?;
@@ -279,33 +291,111 @@ pub fn serve(addr: SocketAddr, reg: Arc<Registry>, stop: &'static AtomicBool) ->
         while !stop.load(Ordering::Relaxed) {
             match listener.accept() {
                 Ok((stream, _)) => {
-                    let _ = stream.set_nonblocking(false);
-                    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-                    let _ = answer(stream, &reg);
+                    let _ = answer(stream, &reg, client_time);
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(50)),
-                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)), // WouldBlock: no client yet
             }
         }
     })?;
     Ok((local, h))
 }
 
-fn answer(mut stream: std::net::TcpStream, reg: &Registry) -> std::io::Result<()> {
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut request = String::new();
-    reader.read_line(&mut request)?;
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h)? == 0 || h.trim().is_empty() {
-            break;
-        }
-    }
-    let path = request.split_whitespace().nth(1).unwrap_or("/");
+fn answer(mut stream: TcpStream, reg: &Registry, client_time: Duration) -> std::io::Result<()> {
+    let deadline = Instant::now() + client_time;
+    stream.set_nonblocking(false)?;
+    stream.set_write_timeout(Some(client_time))?;
+    let head = read_request_head(&mut stream, deadline)?;
+    let path = head.split_whitespace().nth(1).unwrap_or("/");
     let (status, ctype, body) = match path {
         "/metrics" => ("200 OK", "text/plain; version=0.0.4", reg.render()),
         "/" => ("200 OK", "text/html; charset=utf-8", reg.status_page()),
         _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
     };
     write!(stream, "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+}
+
+/// The request line and headers, up to the blank line that ends them or the client's end of
+/// sending; an error when they take past `deadline` or exceed [`MAX_REQUEST_HEAD`].
+fn read_request_head(stream: &mut TcpStream, deadline: Instant) -> std::io::Result<String> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        stream.set_read_timeout(Some(left))?;
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+        if head.len() > MAX_REQUEST_HEAD {
+            return Err(std::io::Error::other("request head too long"));
+        }
+    }
+    Ok(String::from_utf8_lossy(&head).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::filter::iplist::IpLists;
+    use crate::testdir::TestDir;
+    use std::io::ErrorKind;
+
+    /// A server (clients given 300 ms) over no workers and no objects.
+    fn server() -> (SocketAddr, TestDir) {
+        let d = TestDir::new("metrics-clients");
+        let objects = crate::objects::load(&d, &IpLists::new()).unwrap();
+        let reg = Registry {
+            workers: Vec::new(),
+            export: Default::default(),
+            hooks: Default::default(),
+            live: LiveObjects::new(Arc::new(objects)),
+            started: Instant::now(),
+        };
+        let stop: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
+        let (addr, _thread) = serve_clients("127.0.0.1:0".parse().unwrap(), Arc::new(reg), stop, Duration::from_millis(300)).unwrap();
+        (addr, d)
+    }
+
+    /// A scrape's answer, waited for at most 3 s.
+    fn scrape(addr: SocketAddr) -> String {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn a_client_that_sends_slowly_or_endlessly_is_cut_off_and_the_next_is_answered() {
+        let (addr, _d) = server();
+        assert!(scrape(addr).contains("xenoeye_uptime_seconds"));
+        // A byte every 50 ms for 5 s, never ending its request: cut off at 300 ms.
+        let mut slow = TcpStream::connect(addr).unwrap();
+        let dribble = std::thread::spawn(move || {
+            for _ in 0..100 {
+                if slow.write_all(b"x").is_err() {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            false
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        let answer = scrape(addr);
+        assert!(answer.starts_with("HTTP/1.1 200 OK") && answer.contains("xenoeye_uptime_seconds"), "{answer}");
+        assert!(dribble.join().unwrap(), "the slow client's connection was closed");
+        // A request line that never ends: closed once past 8 KiB, answered nothing.
+        let mut endless = TcpStream::connect(addr).unwrap();
+        endless.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let sent = (0..64).try_for_each(|_| endless.write_all(&[b'a'; 1024]));
+        let mut rest = Vec::new();
+        let read = endless.read_to_end(&mut rest);
+        assert!(sent.is_err() || matches!(read, Ok(0)) || read.is_err_and(|e| e.kind() == ErrorKind::ConnectionReset), "{rest:?}");
+        assert!(scrape(addr).contains("xenoeye_uptime_seconds"));
+    }
 }
