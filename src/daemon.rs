@@ -640,9 +640,10 @@ fn open_sources(cfg: &Config) -> Result<Vec<WorkerSpec>, String> {
             CaptureSpec::Socket { listen_on, port, workers } => {
                 let addr = listen_on.map(|a| a.to_string()).unwrap_or_else(|| "*".into());
                 for w in 0..*workers {
-                    let s = udp::bind(*listen_on, *port, cfg.rcvbufsize_m, *workers > 1)
+                    let mut s = udp::bind(*listen_on, *port, cfg.rcvbufsize_m, *workers > 1)
                         .map_err(|e| format!("cannot listen on {addr} port {port}: {e}"))?;
                     if w == 0 && s.address_absent() {
+                        s.watch_address(Instant::now());
                         log::warn(&format!(
                             "listen-on {addr}: not an address of this host (yet); listening on port {port} all the same, datagrams arrive once the address is up"
                         ));
@@ -764,6 +765,11 @@ impl WorkerRounds {
                 }
                 process(&self.batch, &mut self.decoder, &mut self.pipeline);
                 self.errors.check(&self.decoder);
+                match self.source.notice(Instant::now()) {
+                    Some(capture::Notice::Info(text)) => log::info(&format!("{}: {text}", self.name)),
+                    Some(capture::Notice::Warn(text)) => log::warn(&format!("{}: {text}", self.name)),
+                    None => {}
+                }
             }
             Err(e) => {
                 self.failing_since.get_or_insert_with(Instant::now);

@@ -447,6 +447,8 @@ fn a_socket_listens_on_an_address_the_host_gets_only_later() {
     // As at boot, before the interface is configured: the collector starts and says so.
     assert!(stderr.wait_for("listening: udp 10.99.0.9:2055"), "{}", stderr.all());
     ns.ip("addr add 10.99.0.9/32 dev lo");
+    // ... and says when the address is up (it looks once a second).
+    assert!(stderr.wait_for("udp 10.99.0.9:2055#0: listen-on 10.99.0.9: the address is on this host now"), "{}", stderr.all());
     let tx = ns.udp_socket();
     send_from_until(&d, &data_dir().join("exporters/softflowd-v5.pcap"), &tx, ([10, 99, 0, 9], 2055).into(), 76);
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };

@@ -81,6 +81,18 @@ pub trait Source: Send {
     fn socket_inode(&self) -> Option<u64> {
         None
     }
+    /// A change in the source's circumstances to tell the operator of (asked once per read;
+    /// `now` is the worker's clock).
+    fn notice(&mut self, _now: std::time::Instant) -> Option<Notice> {
+        None
+    }
+}
+
+/// What a source has to say for the log.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Notice {
+    Info(String),
+    Warn(String),
 }
 
 /// The current time in unix milliseconds.

@@ -1,14 +1,16 @@
 //! UDP socket source: binds (dual-stack for `"*"`), sets the receive buffer and SO_REUSEPORT,
 //! and reads up to a batch of datagrams per system call with recvmmsg. A socket for an address
 //! the host does not have (yet: an interface configured after the collector starts at boot)
-//! is bound all the same (IP_FREEBIND) and receives once the address is up.
+//! is bound all the same (IP_FREEBIND) and receives once the address is up; the source then
+//! watches for the address, says when it is up, and says again every 10 minutes while it is
+//! not (a mistyped address would otherwise receive nothing, silently, for ever).
 
-use super::{now_ms, Batch, Fill, Received, Source};
+use super::{now_ms, Batch, Fill, Notice, Received, Source};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A bound UDP socket.
 pub struct UdpSource {
@@ -18,7 +20,21 @@ pub struct UdpSource {
     hdrs: Vec<libc::mmsghdr>,
     /// Bound to an address the host did not have at the time.
     address_absent: bool,
+    /// Watching for that address to come up (see [`UdpSource::watch_address`]).
+    watch: Option<AddressWatch>,
 }
+
+/// An absent address watched for.
+struct AddressWatch {
+    ip: IpAddr,
+    since: Instant,
+    next_check: Instant,
+    last_warning: Instant,
+}
+
+/// How often an absent address is looked for, and how often its absence is told again.
+const ADDRESS_CHECK_EVERY: Duration = Duration::from_secs(1);
+const ADDRESS_WARN_EVERY: Duration = Duration::from_secs(600);
 
 // The raw pointers in the recvmmsg headers point into this struct's own vectors and are rebuilt
 // before every call; nothing is shared between threads.
@@ -35,7 +51,7 @@ pub fn bind(listen_on: Option<IpAddr>, port: u16, rcvbuf_mib: Option<u64>, reuse
         Err(_) if dual => open(SocketAddr::new(IpAddr::from([0u8; 4]), port), false, rcvbuf_mib, reuseport)?,
         r => r?,
     };
-    Ok(UdpSource { socket, addrs: Vec::new(), iovecs: Vec::new(), hdrs: Vec::new(), address_absent })
+    Ok(UdpSource { socket, addrs: Vec::new(), iovecs: Vec::new(), hdrs: Vec::new(), address_absent, watch: None })
 }
 
 /// A socket bound to `addr`, and whether the host lacks that address (see the module docs).
@@ -94,9 +110,45 @@ impl UdpSource {
         self.address_absent
     }
 
+    /// Has [`Source::notice`] tell when the absent address (the caller warned of it at `now`)
+    /// comes up, and repeat every 10 minutes that it has not. One of several sockets on the
+    /// same address and port is enough.
+    pub fn watch_address(&mut self, now: Instant) {
+        if let (true, Ok(addr)) = (self.address_absent, self.local_addr()) {
+            self.watch = Some(AddressWatch { ip: addr.ip(), since: now, next_check: now, last_warning: now });
+        }
+    }
+
     /// The receive buffer the kernel granted, in bytes.
     pub fn recv_buffer_size(&self) -> io::Result<usize> {
         self.socket.recv_buffer_size()
+    }
+}
+
+/// Whether the host has `ip` (a socket can be bound to it without IP_FREEBIND).
+fn address_present(ip: IpAddr) -> bool {
+    let Ok(socket) = Socket::new(Domain::for_address(SocketAddr::new(ip, 0)), Type::DGRAM, Some(Protocol::UDP)) else { return false };
+    socket.bind(&SockAddr::from(SocketAddr::new(ip, 0))).is_ok()
+}
+
+impl AddressWatch {
+    /// What to tell at `now`, given whether the address is there then; None: nothing yet.
+    fn notice(&mut self, now: Instant, present: impl FnOnce(IpAddr) -> bool) -> Option<(bool, Notice)> {
+        if now < self.next_check {
+            return None;
+        }
+        self.next_check = now + ADDRESS_CHECK_EVERY;
+        let waited = now.duration_since(self.since).as_secs();
+        if present(self.ip) {
+            let text = format!("listen-on {}: the address is on this host now ({waited} s after the start); datagrams arrive", self.ip);
+            return Some((true, Notice::Info(text)));
+        }
+        if now.duration_since(self.last_warning) < ADDRESS_WARN_EVERY {
+            return None;
+        }
+        self.last_warning = now;
+        let text = format!("listen-on {}: still not an address of this host after {} min: nothing arrives until it is (mistyped?)", self.ip, waited / 60);
+        Some((false, Notice::Warn(text)))
     }
 }
 
@@ -105,6 +157,15 @@ impl Source for UdpSource {
         use std::os::unix::fs::MetadataExt;
         // /proc/self/fd/N is the socket itself: its inode is the one /proc/net/udp lists.
         std::fs::metadata(format!("/proc/self/fd/{}", self.socket.as_raw_fd())).ok().map(|m| m.ino())
+    }
+
+    fn notice(&mut self, now: Instant) -> Option<Notice> {
+        let (up, notice) = self.watch.as_mut()?.notice(now, address_present)?;
+        if up {
+            self.watch = None;
+            self.address_absent = false;
+        }
+        Some(notice)
     }
 
     fn fill(&mut self, batch: &mut Batch) -> io::Result<Fill> {
@@ -165,6 +226,31 @@ fn sockaddr_ip(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> IpAddr
 mod tests {
     use super::*;
     use std::net::UdpSocket;
+
+    #[test]
+    fn an_absent_address_is_looked_for_every_second_and_its_absence_told_every_ten_minutes() {
+        // TEST-NET-3: on no host. Bound all the same (IP_FREEBIND), nothing added to the host.
+        let mut src = bind(Some("203.0.113.5".parse().unwrap()), 0, None, false).unwrap();
+        assert!(src.address_absent());
+        assert!(!address_present("203.0.113.5".parse().unwrap()) && address_present("127.0.0.1".parse().unwrap()));
+        let t0 = Instant::now();
+        assert_eq!(src.notice(t0), None, "not watched unless asked");
+        src.watch_address(t0);
+        let watch = src.watch.as_mut().unwrap();
+        let mut looked = 0;
+        let mut at = |s: u64, present: bool| watch.notice(t0 + Duration::from_secs(s), |_| { looked += 1; present });
+        assert!(at(0, false).is_none() && at(599, false).is_none());
+        let warn = "listen-on 203.0.113.5: still not an address of this host after 10 min: nothing arrives until it is (mistyped?)";
+        assert_eq!(at(600, false), Some((false, Notice::Warn(warn.into()))));
+        assert!(at(600, false).is_none() && at(601, false).is_none() && at(1199, false).is_none());
+        assert!(matches!(at(1200, false), Some((false, Notice::Warn(_)))));
+        let up = "listen-on 203.0.113.5: the address is on this host now (1201 s after the start); datagrams arrive";
+        assert_eq!(at(1201, true), Some((true, Notice::Info(up.into()))));
+        assert_eq!(looked, 7, "looked at most once a second (not twice at 600 s)");
+        // The real check through the source: still absent, nothing to say for ten minutes.
+        assert_eq!(src.notice(t0 + Duration::from_secs(5)), None);
+        assert!(src.address_absent());
+    }
 
     #[test]
     fn receives_a_batch_from_loopback() {
