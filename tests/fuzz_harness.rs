@@ -4,6 +4,7 @@
 
 mod common;
 #[path = "../fuzz/src/lib.rs"]
+#[allow(dead_code)] // what only the fuzz targets use (fuzz_dir)
 mod fuzz;
 
 use common::{data_dir, replay};

@@ -7,14 +7,9 @@ use xenoeye::filter::iplist::IpLists;
 /// An object whose moving average's limit reads `limits.csv`, keyed by a field of each kind.
 fn mo_dir() -> &'static PathBuf {
     static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| {
-        let base = std::env::temp_dir().join(format!("xe-fuzz-limits-{}", std::process::id()));
-        std::fs::create_dir_all(base.join("x")).unwrap();
-        let conf = r#"{"mavg": [{"name": "m", "fields": ["src host", "dst host6", "src mac", "proto", "octets", "packets"],
+    let conf = r#"{"mavg": [{"name": "m", "fields": ["src host", "dst host6", "src mac", "proto", "octets", "packets"],
             "overlimit": [{"name": "l", "default": [1, 1], "limits": "limits.csv"}]}]}"#;
-        std::fs::write(base.join("x/mo.conf"), conf).unwrap();
-        base
-    })
+    DIR.get_or_init(|| xenoeye_fuzz::fuzz_dir("limits", &[("x/mo.conf", conf)]))
 }
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {

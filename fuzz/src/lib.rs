@@ -3,7 +3,9 @@
 //! through the collector short of the tables: decoding, the dump line, filters.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
+use xenoeye::decode::cache::TemplateStore;
 use xenoeye::decode::{Datagram, Decoder, FlowSink, RecordView};
 use xenoeye::devices::Devices;
 use xenoeye::filter::{self, iplist::IpLists, Filter};
@@ -68,15 +70,24 @@ impl FlowSink for Consume {
     }
 }
 
+/// The exporter every fuzz datagram comes from.
+pub const EXPORTER: [u8; 4] = [192, 0, 2, 7];
+
 /// Decodes each datagram of a fuzz input in turn with one decoder (as from one exporter),
 /// checking the decoder's own counts against what reached the sink; returns the flows.
 pub fn decode_all(data: &[u8]) -> u64 {
-    let mut decoder = Decoder::new(Arc::new(Devices::default()), None);
+    decode_with(datagrams(data), None)
+}
+
+/// [`decode_all`] for datagrams already split, by a decoder whose templates come from `store`
+/// (as after a restart).
+pub fn decode_with<'a>(datagrams: impl Iterator<Item = &'a [u8]>, store: Option<Arc<TemplateStore>>) -> u64 {
+    let mut decoder = Decoder::new(Arc::new(Devices::default()), store);
     static FILTERS: std::sync::OnceLock<Vec<Filter>> = std::sync::OnceLock::new();
     let mut sink = Consume { filters: FILTERS.get_or_init(filters), line: String::new(), flows: 0, matched: 0 };
-    let exporter: IpAddr = [192, 0, 2, 7].into();
+    let exporter: IpAddr = EXPORTER.into();
     let mut sent = 0;
-    for (i, bytes) in datagrams(data).enumerate() {
+    for (i, bytes) in datagrams.enumerate() {
         decoder.decode(&Datagram { bytes, exporter, time_ms: 1_700_000_000_000 + i as u64 * 10 }, &mut sink);
         sent += 1;
     }
@@ -95,4 +106,30 @@ pub fn payloads(path: &std::path::Path) -> Vec<Vec<u8>> {
         out.extend((0..batch.meta.len()).map(|i| batch.payload(i).to_vec()));
     }
     out
+}
+
+/// A directory of this fuzz run's own, `xe-fuzz-TAG-PID` under the system temp directory, made
+/// with these files (path relative to it, content) in it. A target makes it once and has each
+/// input replace one of its files.
+pub fn fuzz_dir(tag: &str, files: &[(&str, &str)]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("xe-fuzz-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    for (path, text) in files {
+        let p = dir.join(path);
+        std::fs::create_dir_all(p.parent().expect("a file in the directory")).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Loads the objects under `dir` as at start or a reload: they load, or the errors (at least
+/// one) each name a file under `dir`.
+pub fn load_objects_or_errors_in(dir: &std::path::Path) {
+    if let Err(errors) = xenoeye::objects::load(dir, &IpLists::new()) {
+        assert!(!errors.is_empty());
+        for e in errors {
+            assert!(e.file.starts_with(dir), "{e:?}");
+        }
+    }
 }
