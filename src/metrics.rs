@@ -270,71 +270,113 @@ fn html(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
-/// How long a client has to send its request and to take the answer, and the longest request
-/// head it may send. A scrape is one small request; a client that sends more or sends it
-/// slowly (a port scanner, a stuck proxy, a slowloris) is cut off, so that it cannot hold the
-/// metrics thread, which serves one client at a time, for longer.
+/// How long a client has to send its request and to take the answer, the longest request head
+/// it may send, and how many are served at once. A scrape is one small request; a client that
+/// sends more or sends it slowly (a stalled proxy, a slowloris) is cut off, and idle
+/// connections (a scanner's) wait beside the others rather than in front of them, the oldest
+/// closed when too many are open.
 const CLIENT_TIME: Duration = Duration::from_secs(5);
 const MAX_REQUEST_HEAD: usize = 8192;
+const MAX_CLIENTS: usize = 64;
 
 /// Serves `/metrics` and `/` until `stop` is set. Returns the bound address.
 pub fn serve(addr: SocketAddr, reg: Arc<Registry>, stop: &'static AtomicBool) -> std::io::Result<(SocketAddr, std::thread::JoinHandle<()>)> {
     serve_clients(addr, reg, stop, CLIENT_TIME)
 }
 
-/// [`serve`], each client given `client_time`.
+/// [`serve`], each client given `client_time`. One thread, every socket non-blocking: each
+/// round takes new connections, reads what came, answers the requests that are whole and
+/// writes what the sockets take.
 fn serve_clients(addr: SocketAddr, reg: Arc<Registry>, stop: &'static AtomicBool, client_time: Duration) -> std::io::Result<(SocketAddr, std::thread::JoinHandle<()>)> {
     let listener = TcpListener::bind(addr)?;
     listener.set_nonblocking(true)?;
     let local = listener.local_addr()?;
     let h = std::thread::Builder::new().name("metrics".into()).spawn(move || {
+        let mut clients: Vec<Client> = Vec::new();
         while !stop.load(Ordering::Relaxed) {
-            match listener.accept() {
-                Ok((stream, _)) => {
-                    let _ = answer(stream, &reg, client_time);
+            while let Ok((stream, _)) = listener.accept() {
+                if stream.set_nonblocking(true).is_ok() {
+                    clients.push(Client { stream, deadline: Instant::now() + client_time, head: Vec::new(), answer: None });
                 }
-                Err(_) => std::thread::sleep(Duration::from_millis(50)), // WouldBlock: no client yet
+                if clients.len() > MAX_CLIENTS {
+                    clients.remove(0);
+                }
             }
+            let now = Instant::now();
+            clients.retain_mut(|c| c.step(&reg, now));
+            std::thread::sleep(Duration::from_millis(if clients.is_empty() { 50 } else { 5 }));
         }
     })?;
     Ok((local, h))
 }
 
-fn answer(mut stream: TcpStream, reg: &Registry, client_time: Duration) -> std::io::Result<()> {
-    let deadline = Instant::now() + client_time;
-    stream.set_nonblocking(false)?;
-    stream.set_write_timeout(Some(client_time))?;
-    let head = read_request_head(&mut stream, deadline)?;
+/// A connection being served.
+struct Client {
+    stream: TcpStream,
+    /// When it is closed, answered or not.
+    deadline: Instant,
+    /// The request line and headers so far.
+    head: Vec<u8>,
+    /// The answer, once the request is whole, and how much of it the socket took.
+    answer: Option<(Vec<u8>, usize)>,
+}
+
+impl Client {
+    /// Reads what came and writes what the socket takes; false once the client is done with
+    /// (answered, gone, past its deadline, or its request too long).
+    fn step(&mut self, reg: &Registry, now: Instant) -> bool {
+        if now >= self.deadline {
+            return false;
+        }
+        if self.answer.is_none() {
+            match self.read() {
+                Some(true) => self.answer = Some((answer(reg, &String::from_utf8_lossy(&self.head)), 0)),
+                Some(false) => return true, // more to come
+                None => return false,
+            }
+        }
+        let (out, sent) = self.answer.as_mut().expect("answered above");
+        while *sent < out.len() {
+            match self.stream.write(&out[*sent..]) {
+                Ok(n) => *sent += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+                Err(_) => return false,
+            }
+        }
+        let _ = self.stream.shutdown(std::net::Shutdown::Write);
+        false
+    }
+
+    /// Reads what the socket has: Some(true) once the head is whole (its blank line, or the
+    /// client's end of sending), Some(false) while it is not, None on an error or a head past
+    /// [`MAX_REQUEST_HEAD`].
+    fn read(&mut self) -> Option<bool> {
+        let mut buf = [0u8; 1024];
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) if self.head.is_empty() => return None, // connected and gone
+                Ok(0) => return Some(true),
+                Ok(n) => self.head.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => return None,
+            }
+            if self.head.len() > MAX_REQUEST_HEAD {
+                return None;
+            }
+        }
+        Some(self.head.windows(4).any(|w| w == b"\r\n\r\n") || self.head.windows(2).any(|w| w == b"\n\n"))
+    }
+}
+
+/// The HTTP answer to a request head.
+fn answer(reg: &Registry, head: &str) -> Vec<u8> {
     let path = head.split_whitespace().nth(1).unwrap_or("/");
     let (status, ctype, body) = match path {
         "/metrics" => ("200 OK", "text/plain; version=0.0.4", reg.render()),
         "/" => ("200 OK", "text/html; charset=utf-8", reg.status_page()),
         _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
     };
-    write!(stream, "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
-}
-
-/// The request line and headers, up to the blank line that ends them or the client's end of
-/// sending; an error when they take past `deadline` or exceed [`MAX_REQUEST_HEAD`].
-fn read_request_head(stream: &mut TcpStream, deadline: Instant) -> std::io::Result<String> {
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(std::io::ErrorKind::TimedOut.into());
-        }
-        stream.set_read_timeout(Some(left))?;
-        let n = stream.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        head.extend_from_slice(&buf[..n]);
-        if head.len() > MAX_REQUEST_HEAD {
-            return Err(std::io::Error::other("request head too long"));
-        }
-    }
-    Ok(String::from_utf8_lossy(&head).into_owned())
+    format!("HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).into_bytes()
 }
 
 #[cfg(test)]
@@ -371,9 +413,19 @@ mod tests {
     }
 
     #[test]
-    fn a_client_that_sends_slowly_or_endlessly_is_cut_off_and_the_next_is_answered() {
+    fn idle_slow_or_endless_clients_do_not_hold_up_a_scrape() {
         let (addr, _d) = server();
         assert!(scrape(addr).contains("xenoeye_uptime_seconds"));
+        // 70 connections that send nothing (more than are kept): a scrape is answered at
+        // once beside them, not after their 300 ms each; the oldest are closed.
+        let idle: Vec<TcpStream> = (0..70).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        std::thread::sleep(Duration::from_millis(50));
+        let answer = scrape(addr);
+        assert!(answer.starts_with("HTTP/1.1 200 OK") && answer.contains("xenoeye_uptime_seconds"), "{answer}");
+        let mut first = &idle[0];
+        first.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        assert_eq!(first.read(&mut [0u8; 16]).unwrap(), 0, "the oldest idle connection closed");
+        drop(idle);
         // A byte every 50 ms for 5 s, never ending its request: cut off at 300 ms.
         let mut slow = TcpStream::connect(addr).unwrap();
         let dribble = std::thread::spawn(move || {
