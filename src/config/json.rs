@@ -339,6 +339,16 @@ impl Node {
         self.get(name).map_or(Ok(default), |n| n.as_seconds(file, key, min))
     }
 
+    /// This object's memory bound `name` in MiB (at least 1), `default` when absent; `key`
+    /// names it in an error.
+    pub fn mib_or(&self, name: &str, file: &Path, key: &str, default: u64) -> Result<u64, ConfigError> {
+        let Some(n) = self.get(name) else { return Ok(default) };
+        match n.as_u64(file, key)? {
+            0 => Err(n.error(file, key, format!("{name} must be at least 1 (MiB)"))),
+            mib => Ok(mib),
+        }
+    }
+
     pub fn as_bool(&self, file: &Path, key: &str) -> Result<bool, ConfigError> {
         match &self.value {
             Value::Bool(b) => Ok(*b),

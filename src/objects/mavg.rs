@@ -29,10 +29,10 @@
 
 use super::rows::{KeyLayout, MAX_WORDS};
 use super::table::hash_words;
-use super::window::{Agg, FwmSpec};
+use super::window::{Agg, FieldRef, FwmSpec};
 use crate::config::json::Node;
 use crate::config::ConfigError;
-use crate::fields::{self, FieldId, Kind, Side};
+use crate::fields::{FieldId, Kind};
 use crate::flow::{addr_from_u128, Flow};
 use parking_lot::{Mutex, RwLock};
 use std::collections::{HashMap, VecDeque};

@@ -18,14 +18,13 @@ use crate::config::json::{self, Node};
 use crate::config::{dump_target, ConfigError, DumpTarget};
 use crate::decode::RecordView;
 use crate::dump::Dumper;
-use crate::fields::{self, Side};
 use crate::filter::{self, iplist::IpLists, Filter};
 use crate::flow::Flow;
 use std::path::{Path, PathBuf};
 use mavg::Mavg;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use window::{Agg, Closed, Column, ColumnSource, FwmSpec, Window, MAX_KEY_FIELDS};
+use window::{Closed, Column, ColumnSource, FieldRef, FwmSpec, Window, MAX_KEY_FIELDS};
 
 /// One monitoring object as configured.
 #[derive(Debug)]
@@ -453,22 +452,14 @@ fn fwm_spec(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Res
             Some(base) => (base.trim().to_string(), true),
             None => (text.clone(), false),
         };
-        let source = match field.as_str() {
-            "octets" => agg(&mut aggs, Agg::Octets),
-            "packets" => agg(&mut aggs, Agg::Packets),
-            "bits" => agg(&mut aggs, Agg::Bits),
-            _ => {
-                let ids = fields::lookup(&field);
-                match ids.as_slice() {
-                    [id] => {
-                        keys.push(*id);
-                        ColumnSource::Key(keys.len() - 1)
-                    }
-                    [a, ..] if a.def().side != Side::None => {
-                        return Err(f.error(file, &fk, format!("\"{field}\" needs \"src\" or \"dst\"")));
-                    }
-                    _ => return Err(f.error(file, &fk, format!("unknown field \"{field}\""))),
-                }
+        let source = match FieldRef::parse(&field).map_err(|why| f.error(file, &fk, why))? {
+            FieldRef::Agg(a) => {
+                aggs.push(a);
+                ColumnSource::Agg(aggs.len() - 1)
+            }
+            FieldRef::Key(id) => {
+                keys.push(id);
+                ColumnSource::Key(keys.len() - 1)
             }
         };
         let col = field.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect::<String>();
@@ -492,10 +483,7 @@ fn fwm_spec(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Res
         Some(n) => n.as_bool(file, &k("extended"))?,
         None => false,
     };
-    let mem_m = match item.get("mem-m") {
-        Some(n) => n.as_u64(file, &k("mem-m")).and_then(|m| if m == 0 { Err(n.error(file, &k("mem-m"), "mem-m must be at least 1 (MiB)")) } else { Ok(m) })?,
-        None => window::DEFAULT_FWM_MEM_M,
-    };
+    let mem_m = item.mib_or("mem-m", file, &k("mem-m"), window::DEFAULT_FWM_MEM_M)?;
     Ok(FwmSpec {
         object: object.to_string(),
         table: format!("{}_{}", flat_name(object), name),
@@ -515,10 +503,6 @@ fn fwm_spec(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Res
     })
 }
 
-fn agg(aggs: &mut Vec<Agg>, a: Agg) -> ColumnSource {
-    aggs.push(a);
-    ColumnSource::Agg(aggs.len() - 1)
-}
 
 /// One object in a worker: its windows and dump, and its children.
 struct Running {

@@ -83,6 +83,30 @@ impl Agg {
     }
 }
 
+/// What an entry of a `fields` list (of a window or a moving average) names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FieldRef {
+    Agg(Agg),
+    Key(FieldId),
+}
+
+impl FieldRef {
+    /// An entry, lowercased and trimmed (a window's " desc" taken off); the error says why it
+    /// names nothing.
+    pub fn parse(text: &str) -> Result<FieldRef, String> {
+        match text {
+            "octets" => Ok(FieldRef::Agg(Agg::Octets)),
+            "packets" => Ok(FieldRef::Agg(Agg::Packets)),
+            "bits" => Ok(FieldRef::Agg(Agg::Bits)),
+            _ => match crate::fields::lookup(text).as_slice() {
+                [id] => Ok(FieldRef::Key(*id)),
+                [a, ..] if a.def().side != crate::fields::Side::None => Err(format!("\"{text}\" needs \"src\" or \"dst\"")),
+                _ => Err(format!("unknown field \"{text}\"")),
+            },
+        }
+    }
+}
+
 /// One column of the exported table, in the order of `fields`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Column {

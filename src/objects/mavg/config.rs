@@ -80,10 +80,7 @@ pub fn parse(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Re
         return Err(fields_node.error(file, &k("fields"), "too many key fields for a moving average (at most 5 words: a number or two IPv4 addresses take one, an IPv6 address two)"));
     }
     let time = item.seconds_or("time", file, &k("time"), 1, 5)?;
-    let mem_m = item.get("mem-m").map(|n| n.as_u64(file, &k("mem-m"))).transpose()?.unwrap_or(256);
-    if mem_m == 0 {
-        return Err(item.get("mem-m").unwrap_or(item).error(file, &k("mem-m"), "mem-m must be at least 1 (MiB)"));
-    }
+    let mem_m = item.mib_or("mem-m", file, &k("mem-m"), 256)?;
     let dump = Some(item.seconds_or("dump", file, &k("dump"), 0, 0)?).filter(|&d| d > 0);
     let layout = KeyLayout::new(&keys);
     let limits = parse_limits(file, dir, item, i, aggs.len())?;
@@ -140,15 +137,9 @@ fn parse_fields(file: &Path, fields_node: &Node, i: usize) -> Result<(Vec<FieldI
             // Each field is a slot's column: at most the three aggregable ones, and a key once.
             return Err(f.error(file, &fk, format!("\"{text}\" given twice")));
         }
-        match text.as_str() {
-            "octets" => aggs.push(Agg::Octets),
-            "packets" => aggs.push(Agg::Packets),
-            "bits" => aggs.push(Agg::Bits),
-            _ => match fields::lookup(&text).as_slice() {
-                [id] => keys.push(*id),
-                [a, ..] if a.def().side != Side::None => return Err(f.error(file, &fk, format!("\"{text}\" needs \"src\" or \"dst\""))),
-                _ => return Err(f.error(file, &fk, format!("unknown field \"{text}\""))),
-            },
+        match FieldRef::parse(&text).map_err(|why| f.error(file, &fk, why))? {
+            FieldRef::Agg(a) => aggs.push(a),
+            FieldRef::Key(id) => keys.push(id),
         }
     }
     Ok((keys, aggs))
