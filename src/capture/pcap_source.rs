@@ -2,7 +2,10 @@
 //! offline replay (`--read-pcap`), where the capture timestamps become the clock. Both read
 //! frames the same way; only opening differs. A live capture outlives its interface: when the
 //! interface is deleted and made anew (a VLAN, bond or tap interface, a driver reloaded), the
-//! handle bound to the old one fails for good, so it is opened again.
+//! handle bound to the old one fails for good, so it is opened again. The handle does not
+//! always fail: when the interface is made anew quickly, it may stay silent instead, bound to
+//! an interface that is gone. So the interface's index is also checked once a second, and a
+//! changed one is taken as a failure too.
 
 use super::link::udp_payload;
 use super::{Batch, Fill, Source};
@@ -53,6 +56,17 @@ pub struct LiveCapture {
     /// When opening is tried next, and why the last try failed.
     next_try: std::time::Instant,
     last_error: String,
+    /// The interface's index when the handle was opened (0: none, as for "any"), and when it
+    /// is compared with the current one next.
+    ifindex: u32,
+    next_index_check: std::time::Instant,
+}
+
+/// The index of the interface named `name`; 0 when there is none.
+fn interface_index(name: &str) -> u32 {
+    let Ok(c) = std::ffi::CString::new(name) else { return 0 };
+    // SAFETY: a NUL-terminated string that outlives the call.
+    unsafe { libc::if_nametoindex(c.as_ptr()) }
 }
 
 /// How often a failed live capture is opened again.
@@ -63,8 +77,37 @@ impl LiveCapture {
     /// that cannot be captured on).
     pub fn open(interface: &str, filter: &str) -> io::Result<LiveCapture> {
         let cap = open_live(interface, filter)?;
-        let (interface, filter) = (interface.to_string(), filter.to_string());
-        Ok(LiveCapture { interface, filter, cap: Some(cap), skipped_before: 0, next_try: std::time::Instant::now(), last_error: String::new() })
+        let now = std::time::Instant::now();
+        Ok(LiveCapture {
+            ifindex: interface_index(interface),
+            interface: interface.to_string(),
+            filter: filter.to_string(),
+            cap: Some(cap),
+            skipped_before: 0,
+            next_try: now,
+            last_error: String::new(),
+            next_index_check: now + REOPEN_EVERY,
+        })
+    }
+
+    /// Closes the handle after a failure, to be opened again; the error to report.
+    fn close(&mut self, why: String) -> io::Error {
+        if let Some(closed) = self.cap.take() {
+            self.skipped_before += closed.skipped;
+        }
+        self.last_error = format!("{why}; the capture is opened again every {} s", REOPEN_EVERY.as_secs());
+        io::Error::other(self.last_error.clone())
+    }
+
+    /// Whether the open handle's interface was deleted or made anew since (checked once a
+    /// second).
+    fn interface_replaced(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        if self.ifindex == 0 || self.cap.is_none() || now < self.next_index_check {
+            return false;
+        }
+        self.next_index_check = now + REOPEN_EVERY;
+        interface_index(&self.interface) != self.ifindex
     }
 
     /// The open handle, opened again if the last one failed and it is time to try; else
@@ -76,8 +119,13 @@ impl LiveCapture {
                 return Err(io::Error::other(self.last_error.clone()));
             }
             self.next_try = now + REOPEN_EVERY;
+            let ifindex = interface_index(&self.interface);
             match open_live(&self.interface, &self.filter) {
-                Ok(cap) => self.cap = Some(cap),
+                Ok(cap) => {
+                    self.cap = Some(cap);
+                    self.ifindex = ifindex;
+                    self.next_index_check = now + REOPEN_EVERY;
+                }
                 Err(e) => {
                     self.last_error = format!("{e}; trying again every {} s", REOPEN_EVERY.as_secs());
                     return Err(io::Error::other(self.last_error.clone()));
@@ -91,15 +139,12 @@ impl LiveCapture {
 impl Source for LiveCapture {
     fn fill(&mut self, batch: &mut Batch) -> io::Result<Fill> {
         batch.meta.clear(); // empty also when no capture could be opened
-        let result = self.handle()?.fill(batch);
-        if let Err(e) = &result {
-            // A handle that failed once is dead (its interface gone): closed, to be opened anew.
-            let closed = self.cap.take().expect("filled from it");
-            self.skipped_before += closed.skipped;
-            self.last_error = format!("{e}; the capture is opened again every {} s", REOPEN_EVERY.as_secs());
-            return Err(io::Error::other(self.last_error.clone()));
+        if self.interface_replaced() {
+            let why = format!("pcap on {}: the interface was deleted or made anew", self.interface);
+            return Err(self.close(why));
         }
-        result
+        // A handle that failed once is dead (its interface gone): closed, to be opened anew.
+        self.handle()?.fill(batch).map_err(|e| self.close(e.to_string()))
     }
 
     fn skipped(&self) -> u64 {
