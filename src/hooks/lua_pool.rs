@@ -215,15 +215,8 @@ mod tests {
     use crate::objects::{self, mavg::Phase, Objects};
     use crate::testdir::TestDir;
 
-    /// Where [`objects`] makes the mo-dir of `tag`.
-    fn objects_dir(tag: &str) -> PathBuf {
-        std::env::temp_dir().join(format!("xe-luapool-{tag}-{}", std::process::id()))
-    }
-
-    /// Objects `names` under a fresh mo-dir, each with one limit calling `on` of `lua`.
-    fn objects(tag: &str, names: &[&str], lua: &str) -> (TestDir, Objects) {
-        let d = TestDir::new(&format!("luapool-{tag}"));
-        assert_eq!(d.path(), objects_dir(tag));
+    /// Objects `names` under `d`/mo, each with one limit calling `on` of `lua`.
+    fn objects(d: &TestDir, names: &[&str], lua: &str) -> Objects {
         for name in names {
             let o = d.join("mo").join(name);
             std::fs::create_dir_all(&o).unwrap();
@@ -231,8 +224,7 @@ mod tests {
             std::fs::write(o.join("mo.conf"), conf).unwrap();
             std::fs::write(o.join("mo.lua"), lua).unwrap();
         }
-        let objects = objects::load(&d.join("mo"), &IpLists::new()).unwrap();
-        (d, objects)
+        objects::load(&d.join("mo"), &IpLists::new()).unwrap()
     }
 
     fn event(objects: &Objects, object: &str, key: &str) -> LuaJob {
@@ -263,11 +255,12 @@ mod tests {
     fn a_slow_hook_delays_only_its_own_object_and_order_is_kept() {
         // The thread follows the directory's hash, and the directory holds the process id:
         // name the second object so that it lands on the other thread whatever the id.
-        let mo = objects_dir("isolate").join("mo");
+        let d = TestDir::new("luapool-isolate");
+        let mo = d.join("mo");
         let thread = |name: &str| thread_of(&mo.join(name), 2);
         let fast = (0..).map(|i| format!("fast{i}")).find(|n| thread(n) != thread("slow")).unwrap();
         let fast = fast.as_str();
-        let (d, objects) = objects("isolate", &["slow", fast], HOOK);
+        let objects = objects(&d, &["slow", fast], HOOK);
         let mut pool = LuaPool::spawn(&LuaConfig::default(), 2, 100);
         pool.submit(event(&objects, "slow", "s"));
         for k in 0..50 {
@@ -287,7 +280,8 @@ mod tests {
 
     #[test]
     fn a_call_that_panics_is_counted_and_the_thread_goes_on() {
-        let (d, objects) = objects("panic", &["o"], HOOK);
+        let d = TestDir::new("luapool-panic");
+        let objects = objects(&d, &["o"], HOOK);
         let mut pool = LuaPool::spawn(&LuaConfig::default(), 1, 100);
         // An event of a limit its moving average does not have: the call panics (an
         // internal error, as a bug in an `xe` function would be).
@@ -305,7 +299,8 @@ mod tests {
 
     #[test]
     fn a_full_queue_drops_and_counts() {
-        let (d, objects) = objects("drop", &["slow"], HOOK.replace("xe.run", "xe.write_file(xe.dir .. '/started', ''); xe.run").as_str());
+        let d = TestDir::new("luapool-drop");
+        let objects = objects(&d, &["slow"], HOOK.replace("xe.run", "xe.write_file(xe.dir .. '/started', ''); xe.run").as_str());
         let mut pool = LuaPool::spawn(&LuaConfig::default(), 1, 2);
         pool.submit(event(&objects, "slow", "1"));
         pool.flush();
@@ -321,7 +316,8 @@ mod tests {
 
     #[test]
     fn stopping_does_not_wait_for_a_backlog_of_slow_hooks() {
-        let (d, objects) = objects("stop", &["slow"], HOOK.replace("xe.run", "xe.write_file(xe.dir .. '/started', ''); xe.run").as_str());
+        let d = TestDir::new("luapool-stop");
+        let objects = objects(&d, &["slow"], HOOK.replace("xe.run", "xe.write_file(xe.dir .. '/started', ''); xe.run").as_str());
         let mut pool = LuaPool::spawn(&LuaConfig::default(), 1, 100);
         for k in 0..10 {
             pool.submit(event(&objects, "slow", &k.to_string()));

@@ -388,37 +388,10 @@ fn object_from(
         },
     };
     let dump = dump_target(&file, dir, root.get("debug").and_then(|d| d.get("dump-flows")), "debug.dump-flows", errors);
-    let mut own = Vec::new();
-    if let Some(list) = root.get("fwm") {
-        let items = list.as_array(&file, "fwm").map_err(|e| errors.push(e)).unwrap_or(&[]);
-        for (i, item) in items.iter().enumerate() {
-            match fwm_spec(&file, &name, dir, item, i) {
-                Ok(spec) if own.iter().any(|w: &Arc<FwmSpec>| w.name == spec.name) => {
-                    errors.push(item.error(&file, &format!("fwm[{i}].name"), format!("window \"{}\" defined twice", spec.name)));
-                }
-                Ok(spec) => {
-                    let spec = Arc::new(spec);
-                    windows.push(spec.clone());
-                    own.push(spec);
-                }
-                Err(e) => errors.push(e),
-            }
-        }
-    }
-    let mut mavgs = Vec::new();
-    if let Some(list) = root.get("mavg") {
-        let items = list.as_array(&file, "mavg").map_err(|e| errors.push(e)).unwrap_or(&[]);
-        for (i, item) in items.iter().enumerate() {
-            match mavg::parse(&file, &name, dir, item, i) {
-                // Its notification files, trigger files and reload would be taken for the other's.
-                Ok(m) if mavgs.iter().any(|o: &mavg::Mavg| o.name == m.name) => {
-                    errors.push(item.error(&file, &format!("mavg[{i}].name"), format!("moving average \"{}\" defined twice", m.name)));
-                }
-                Ok(m) => mavgs.push(m),
-                Err(e) => errors.push(e),
-            }
-        }
-    }
+    let own: Vec<Arc<FwmSpec>> = named_elements(&file, root, "fwm", "window", errors, |item, i| fwm_spec(&file, &name, dir, item, i).map(Arc::new), |w| &w.name);
+    windows.extend(own.iter().cloned());
+    // Two moving averages of one name would take each other's notification and trigger files.
+    let mut mavgs = named_elements(&file, root, "mavg", "moving average", errors, |item, i| mavg::parse(&file, &name, dir, item, i), |m| &m.name);
     mavg::share_tables(&mut mavgs);
     let mavgs = mavgs.into_iter().map(Arc::new).collect();
     let mut children = Vec::new();
@@ -432,6 +405,33 @@ fn object_from(
         }
     }
     (errors.len() == before).then_some(ObjectSpec { name, dir: dir.to_path_buf(), filter, dump, windows: own, mavgs, children })
+}
+
+/// The elements of the list `key` (`fwm`, `mavg`) that `parse` takes, each name (`name_of`)
+/// given once; what fails is added to `errors` (a second element of a name as "WHAT \"NAME\"
+/// defined twice").
+fn named_elements<T>(
+    file: &Path,
+    root: &Node,
+    key: &str,
+    what: &str,
+    errors: &mut Vec<ConfigError>,
+    parse: impl Fn(&Node, usize) -> Result<T, ConfigError>,
+    name_of: impl Fn(&T) -> &str,
+) -> Vec<T> {
+    let mut out: Vec<T> = Vec::new();
+    let Some(list) = root.get(key) else { return out };
+    let items = list.as_array(file, key).map_err(|e| errors.push(e)).unwrap_or(&[]);
+    for (i, item) in items.iter().enumerate() {
+        match parse(item, i) {
+            Ok(e) if out.iter().any(|o| name_of(o) == name_of(&e)) => {
+                errors.push(item.error(file, &format!("{key}[{i}].name"), format!("{what} \"{}\" defined twice", name_of(&e))));
+            }
+            Ok(e) => out.push(e),
+            Err(e) => errors.push(e),
+        }
+    }
+    out
 }
 
 /// Validates one `fwm` element.

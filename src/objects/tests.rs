@@ -5,6 +5,12 @@ use crate::fields::FieldId;
 use crate::filter::iplist::load_dir;
 use crate::testdir::TestDir;
 
+/// The errors loading `d`/mo gives, as the collector prints them (it must fail).
+fn load_errors(d: &Path) -> Vec<String> {
+    let errs = load(&d.join("mo"), &IpLists::new()).unwrap_err();
+    errs.iter().map(|e| e.to_string()).collect()
+}
+
 fn tree(tag: &str, files: &[(&str, &str)]) -> TestDir {
     let d = TestDir::new(&format!("mo-{tag}"));
     for (path, text) in files {
@@ -67,8 +73,7 @@ fn errors_name_file_line_column_and_key() {
             ("mo/h/mo.conf", r#"{"mavg": [{"name": "m", "fields": ["dst host", "octets"], "overlimit": [{"name": "l", "default": [1], "back2norm-time": 99999999999}]}]}"#),
         ],
     );
-    let errs = load(&d.join("mo"), &IpLists::new()).unwrap_err();
-    let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    let text = load_errors(&d);
     assert_eq!(text.len(), 8, "{text:?}");
     assert!(text[4].contains("'fwm[0].mem-m': mem-m must be at least 1 (MiB)"), "{}", text[4]);
     assert!(text[5].ends_with("f/mo.conf:2:12: 'mavg[0].mem-m': mem-m must be at least 1 (MiB)"), "{}", text[5]);
@@ -99,8 +104,7 @@ fn names_that_would_share_files_and_fields_given_twice_are_errors() {
             ),
         )],
     );
-    let errs = load(&d.join("mo"), &IpLists::new()).unwrap_err();
-    let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    let text = load_errors(&d);
     assert_eq!(text.len(), 3, "{text:?}");
     assert!(text[0].ends_with("x/mo.conf:1:60: 'mavg[1].name': moving average \"m\" defined twice"), "{}", text[0]);
     assert!(text[1].ends_with("x/mo.conf:2:110: 'mavg[2].underlimit[0].name': limit \"l\" defined twice in this moving average"), "{}", text[1]);
