@@ -18,21 +18,19 @@ target=$1 secs=${2:-600} data=${3:-../tests/data}
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
 mkdir -p "corpus/$target"
 seeds=()
-if [ "$target" = decode ]; then
+if [ "$target" = decode ] || [ "$target" = templates ]; then
+	# From the real captures: their datagrams (decode), or the templates file each leaves
+	# followed by its first datagrams (templates).
 	cargo build --release --bin seed --target-dir target/seed
-	captures=$(find "$data" -name '*.pcap' | sort)
-	# shellcheck disable=SC2086
-	target/seed/release/seed target/seeds $captures
-	seeds=(target/seeds)
+	how=()
+	[ "$target" = templates ] && how=(--templates)
+	# shellcheck disable=SC2046
+	target/seed/release/seed "${how[@]}" "target/seeds-$target" $(find "$data" -name '*.pcap' | sort)
+	seeds=("target/seeds-$target")
 elif [ "$target" = mo_conf ]; then
 	mkdir -p target/seeds-mo
 	find ../conf ../tests -name mo.conf | while read -r f; do cp "$f" "target/seeds-mo/$(echo "$f" | tr / _)"; done
 	seeds=(target/seeds-mo)
-elif [ "$target" = templates ]; then
-	cargo build --release --bin seed --target-dir target/seed
-	# shellcheck disable=SC2046
-	target/seed/release/seed --templates target/seeds-templates $(find "$data" -name '*.pcap' | sort)
-	seeds=(target/seeds-templates)
 elif [ "$target" = config ]; then
 	mkdir -p target/seeds-config
 	find ../conf ../tests -name xenoeye.conf | while read -r f; do
