@@ -168,6 +168,29 @@ fn missing_config_file_is_an_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/xenoeye.conf"));
 }
 
+#[test]
+fn a_device_or_fifo_given_as_a_file_is_an_error_not_a_hang() {
+    let d = workdir("notfile");
+    let f = config(&d, 2055);
+    let text = std::fs::read_to_string(&f).unwrap();
+    // `timeout`: with the old reads this test would hang, not fail.
+    let check = || {
+        let out = Command::new("timeout").arg("30").arg(env!("CARGO_BIN_EXE_xenoeye")).arg("-c").arg(&f).arg("--check-config").output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "an error, and in time");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    std::fs::write(&f, text.replace(r#""devices": "devices.conf""#, r#""devices": "/dev/zero""#)).unwrap();
+    let err = check();
+    assert!(err.contains("/dev/zero:0:0: cannot read: a device, not a regular file"), "{err}");
+    // An object's mo.conf made a FIFO that no one writes.
+    std::fs::write(&f, &text).unwrap();
+    let mo = d.join("mo/all/mo.conf");
+    std::fs::remove_file(&mo).unwrap();
+    assert!(Command::new("mkfifo").arg(&mo).status().unwrap().success());
+    let err = check();
+    assert!(err.contains(&format!("{}:0:0: cannot read: a FIFO, not a regular file", mo.display())), "{err}");
+}
+
 /// True when a v9 datagram holds a template flowset (id 0).
 fn has_v9_template(p: &[u8]) -> bool {
     let mut pos = 20;

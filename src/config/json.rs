@@ -73,7 +73,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Node, ConfigError> {
 
 /// Reads and parses a file.
 pub fn parse_file(file: &Path) -> Result<Node, ConfigError> {
-    let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
+    let text = crate::fsutil::read_input_text(file).map_err(|e| ConfigError {
         file: file.to_path_buf(),
         line: 0,
         col: 0,

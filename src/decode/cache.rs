@@ -135,7 +135,7 @@ impl TemplateStore {
         let mut warning = None;
         let mut map = HashMap::new();
         if let Some(p) = path {
-            match std::fs::read(p) {
+            match crate::fsutil::read_input(p) {
                 Ok(bytes) => match decode_file(&bytes) {
                     Some(m) => map = m,
                     None => warning = Some(format!("{}: not a template file or damaged; ignored", p.display())),

@@ -51,7 +51,7 @@ pub fn load_file(path: &Path) -> Result<IpList, ConfigError> {
         key: String::new(),
         msg,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| err(0, 0, format!("cannot read: {e}")))?;
+    let text = crate::fsutil::read_input_text(path).map_err(|e| err(0, 0, format!("cannot read: {e}")))?;
     let (mut v4, mut v6) = (Vec::new(), Vec::new());
     for (i, raw) in text.lines().enumerate() {
         let line = raw.split('#').next().unwrap_or("").trim();
@@ -73,7 +73,7 @@ pub fn load_dir(dir: &Path) -> Result<IpLists, Vec<ConfigError>> {
     let mut lists = IpLists::new();
     let Ok(entries) = std::fs::read_dir(dir) else { return Ok(lists) };
     let mut errors = Vec::new();
-    let mut paths: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_file()).collect();
+    let mut paths: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| !p.is_dir()).collect();
     paths.sort();
     for p in paths {
         let Some(name) = p.file_name().and_then(|n| n.to_str()).filter(|n| !n.starts_with('.')) else { continue };
@@ -110,5 +110,10 @@ mod tests {
         let e = load_file(&d.join("bad")).unwrap_err();
         assert_eq!((e.line, e.col), (2, 3));
         assert_eq!(load_dir(&d).unwrap_err().len(), 1);
+        // A list that is not a regular file is an error naming it, not a list left out.
+        assert!(std::process::Command::new("mkfifo").arg(d.join("fifo")).status().unwrap().success());
+        let errors = load_dir(&d).unwrap_err();
+        assert_eq!(errors.len(), 2);
+        assert_eq!((errors[1].file.clone(), errors[1].msg.as_str()), (d.join("fifo"), "cannot read: a FIFO, not a regular file"));
     }
 }

@@ -176,7 +176,7 @@ fn new_state(cfg: &LuaConfig, dir: &Path, object: &str) -> mlua::Result<ObjectLu
     hook_api(&lua, &xe, dirs, cfg.stopping.clone())?;
     xe.set("ext", ext_switch(&lua, object, cfg.objects.clone())?)?;
     let file = dir.join("mo.lua");
-    let code = std::fs::read_to_string(&file).map_err(mlua::Error::external)?;
+    let code = crate::fsutil::read_input_text(&file).map_err(mlua::Error::external)?;
     // Running mo.lua itself is bounded too: it may not hang the hook thread.
     budget.set(cfg.max_instructions);
     lua.load(code).set_name(format!("@{}", file.display())).exec()?;

@@ -26,7 +26,7 @@ fn error(file: &Path, line: u32, msg: String) -> ConfigError {
 /// i.e. it only defines hook functions).
 pub fn evaluate(dir: &Path, lib_dir: Option<&Path>) -> Result<Option<Node>, ConfigError> {
     let file = dir.join("mo.lua");
-    let code = std::fs::read_to_string(&file).map_err(|e| error(&file, 0, format!("cannot read: {e}")))?;
+    let code = crate::fsutil::read_input_text(&file).map_err(|e| error(&file, 0, format!("cannot read: {e}")))?;
     let sb = sandbox(dir, lib_dir, MEMORY).map_err(|e| error(&file, 0, e.to_string()))?;
     sb.budget.set(INSTRUCTIONS);
     let value: Value = sb.lua.load(code).set_name(format!("@{}", file.display())).eval().map_err(|e| {
@@ -107,7 +107,7 @@ pub fn module_loader(lua: &Lua, lib_dir: Option<PathBuf>) -> mlua::Result<mlua::
         }
         let dir = lib_dir.as_ref().ok_or_else(|| mlua::Error::runtime("no Lua library directory (lua.lib-dir)"))?;
         let path = dir.join(format!("{name}.lua"));
-        let code = std::fs::read_to_string(&path).map_err(|e| mlua::Error::runtime(format!("{}: {e}", path.display())))?;
+        let code = crate::fsutil::read_input_text(&path).map_err(|e| mlua::Error::runtime(format!("{}: {e}", path.display())))?;
         let v: Value = lua.load(code).set_name(format!("@{}", path.display())).eval()?;
         loaded.set(name.as_str(), v.clone())?;
         Ok(v)
@@ -123,7 +123,7 @@ pub fn read_lines(lua: &Lua, dir: &Path) -> mlua::Result<mlua::Function> {
         if !p.starts_with(&base) || p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
             return Err(mlua::Error::runtime(format!("{path}: only files of the object's directory can be read")));
         }
-        let text = std::fs::read_to_string(&p).map_err(|e| mlua::Error::runtime(format!("{path}: {e}")))?;
+        let text = crate::fsutil::read_input_text(&p).map_err(|e| mlua::Error::runtime(format!("{path}: {e}")))?;
         Ok(text.lines().map(String::from).collect::<Vec<_>>())
     })
 }

@@ -303,7 +303,7 @@ fn scan(ctx: &LoadCtx<'_>, dir: &Path, windows: &mut Vec<Arc<FwmSpec>>, errors: 
     subdirs.sort();
     let mut out = Vec::new();
     for sub in subdirs {
-        if sub.join("mo.conf").is_file() || sub.join("mo.lua").is_file() {
+        if named(&sub.join("mo.conf")) || named(&sub.join("mo.lua")) {
             if let Some(o) = load_object(ctx, &sub, windows, errors) {
                 out.push(o);
             }
@@ -314,11 +314,18 @@ fn scan(ctx: &LoadCtx<'_>, dir: &Path, windows: &mut Vec<Arc<FwmSpec>>, errors: 
     out
 }
 
+/// Whether something of that name is there, of whatever kind: a mo.conf that is a FIFO or a
+/// dangling link makes its directory an object whose reading fails with the reason, rather
+/// than a directory silently without objects.
+fn named(p: &Path) -> bool {
+    p.symlink_metadata().is_ok()
+}
+
 fn load_object(ctx: &LoadCtx<'_>, dir: &Path, windows: &mut Vec<Arc<FwmSpec>>, errors: &mut Vec<ConfigError>) -> Option<ObjectSpec> {
     let name = dir.strip_prefix(ctx.mo_dir).unwrap_or(dir).to_string_lossy().into_owned();
     let (conf, lua) = (dir.join("mo.conf"), dir.join("mo.lua"));
     // A mo.lua returning a table is the configuration; one returning nothing only has hooks.
-    let lua_root = if lua.is_file() {
+    let lua_root = if named(&lua) {
         match lua_conf::evaluate(dir, ctx.lua_lib) {
             Ok(r) => r,
             Err(e) => {
@@ -329,7 +336,7 @@ fn load_object(ctx: &LoadCtx<'_>, dir: &Path, windows: &mut Vec<Arc<FwmSpec>>, e
     } else {
         None
     };
-    let (file, root) = match (lua_root, conf.is_file()) {
+    let (file, root) = match (lua_root, named(&conf)) {
         (Some(_), true) => {
             let msg = "mo.lua returns a configuration and mo.conf exists too: keep one of them".to_string();
             errors.push(ConfigError { file: lua, line: 0, col: 0, key: String::new(), msg });

@@ -36,7 +36,7 @@ pub(super) fn parse_value(id: FieldId, text: &str) -> Option<u128> {
 /// Reads a limits file: key fields then thresholds, comma-separated, `#` comments.
 pub fn load_limits(path: &Path, keys: &[FieldId], layout: &KeyLayout, n_aggs: usize) -> Result<HashMap<PackedKey, Vec<f64>, WordsBuild>, ConfigError> {
     let err = |line: usize, msg: String| ConfigError { file: path.to_path_buf(), line: line as u32, col: 1, key: String::new(), msg };
-    let text = std::fs::read_to_string(path).map_err(|e| err(0, format!("cannot read limits file: {e}")))?;
+    let text = crate::fsutil::read_input_text(path).map_err(|e| err(0, format!("cannot read limits file: {e}")))?;
     let mut map = HashMap::default();
     for (i, raw) in text.lines().enumerate() {
         let line = raw.split('#').next().unwrap_or("").trim();

@@ -76,7 +76,7 @@ pub fn take_up_alerts(dir: &Path, mavgs: &[Arc<Mavg>], now_ms: u64) -> TakenUp {
     let mut out = TakenUp::default();
     for name in notification_files(dir, mavgs) {
         let path = dir.join(&name);
-        let read = match std::fs::read_to_string(&path) {
+        let read = match crate::fsutil::read_input_text(&path) {
             // Gone since the listing: the hook thread ended that alert meanwhile.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             read => read.map_err(|e| format!("cannot read it: {e}")),
