@@ -284,9 +284,13 @@ pub fn serve(addr: SocketAddr, reg: Arc<Registry>, stop: &'static AtomicBool) ->
     serve_clients(addr, reg, stop, CLIENT_TIME)
 }
 
+/// How long the server waits at most before it looks at its stop flag again.
+const STOP_CHECK: Duration = Duration::from_millis(50);
+
 /// [`serve`], each client given `client_time`. One thread, every socket non-blocking: each
-/// round takes new connections, reads what came, answers the requests that are whole and
-/// writes what the sockets take.
+/// round waits (poll(2)) until a connection comes, a client's socket can go on or a client's
+/// time is up, then takes new connections, reads what came, answers the requests that are
+/// whole and writes what the sockets take.
 fn serve_clients(addr: SocketAddr, reg: Arc<Registry>, stop: &'static AtomicBool, client_time: Duration) -> std::io::Result<(SocketAddr, std::thread::JoinHandle<()>)> {
     let listener = TcpListener::bind(addr)?;
     listener.set_nonblocking(true)?;
@@ -294,20 +298,50 @@ fn serve_clients(addr: SocketAddr, reg: Arc<Registry>, stop: &'static AtomicBool
     let h = std::thread::Builder::new().name("metrics".into()).spawn(move || {
         let mut clients: Vec<Client> = Vec::new();
         while !stop.load(Ordering::Relaxed) {
-            while let Ok((stream, _)) = listener.accept() {
-                if stream.set_nonblocking(true).is_ok() {
-                    clients.push(Client { stream, deadline: Instant::now() + client_time, head: Vec::new(), answer: None });
-                }
-                if clients.len() > MAX_CLIENTS {
-                    clients.remove(0);
+            loop {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        if stream.set_nonblocking(true).is_ok() {
+                            clients.push(Client { stream, deadline: Instant::now() + client_time, head: Vec::new(), answer: None });
+                        }
+                        if clients.len() > MAX_CLIENTS {
+                            clients.remove(0);
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        // Out of file descriptors, say: the connection stays queued and the
+                        // listener readable, so wait rather than poll again at once.
+                        std::thread::sleep(STOP_CHECK);
+                        break;
+                    }
                 }
             }
             let now = Instant::now();
             clients.retain_mut(|c| c.step(&reg, now));
-            std::thread::sleep(Duration::from_millis(if clients.is_empty() { 50 } else { 5 }));
+            wait_for_any(&listener, &clients, STOP_CHECK);
         }
     })?;
     Ok((local, h))
+}
+
+/// Waits until the listener has a connection, a client's socket is ready for what the client
+/// waits for (its request, or room for its answer), a client's deadline passes, or `most`
+/// has passed.
+fn wait_for_any(listener: &TcpListener, clients: &[Client], most: Duration) {
+    use std::os::fd::AsRawFd;
+    let watch = |fd: i32, events: i16| libc::pollfd { fd, events, revents: 0 };
+    let mut fds = Vec::with_capacity(clients.len() + 1);
+    fds.push(watch(listener.as_raw_fd(), libc::POLLIN));
+    for c in clients {
+        fds.push(watch(c.stream.as_raw_fd(), if c.answer.is_some() { libc::POLLOUT } else { libc::POLLIN }));
+    }
+    let now = Instant::now();
+    let wait = clients.iter().map(|c| c.deadline.saturating_duration_since(now)).fold(most, Duration::min);
+    // Rounded up: a deadline is never polled for in a busy loop of zero-millisecond waits.
+    let ms = wait.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: `fds` is a valid array of `fds.len()` pollfd entries for the call's duration.
+    unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
 }
 
 /// A connection being served.
