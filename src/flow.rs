@@ -133,6 +133,21 @@ pub fn addr_to_u128(ip: IpAddr) -> u128 {
     }
 }
 
+/// A MAC address as written in filters and limits files, six hex pairs separated by `:` or
+/// `-` (`00:1b:21:0a:0b:0c`), as the number a flow stores.
+pub fn parse_mac(text: &str) -> Option<u128> {
+    let mut v = 0u128;
+    let mut parts = 0;
+    for part in text.split([':', '-']) {
+        if part.is_empty() || part.len() > 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        v = v << 8 | u8::from_str_radix(part, 16).ok()? as u128;
+        parts += 1;
+    }
+    (parts == 6).then_some(v)
+}
+
 /// Inverse of [`addr_to_u128`].
 pub fn addr_from_u128(v: u128) -> IpAddr {
     let v6 = Ipv6Addr::from(v);
@@ -145,6 +160,17 @@ pub fn addr_from_u128(v: u128) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mac_addresses_are_six_hex_pairs() {
+        assert_eq!(parse_mac("00:0c:29:70:86:09"), Some(0x000c_2970_8609));
+        assert_eq!(parse_mac("00-0C-29-70-86-9"), Some(0x000c_2970_8609));
+        // Seven parts one of which is not hex (was read as the other six in limits files),
+        // signs, long parts, empty parts, five parts.
+        for bad in ["00:0c:29:70:86:09:zz", "+0:0c:29:70:86:09", "000:0c:29:70:86:09", "00::29:70:86:09", "00:0c:29:70:86", ""] {
+            assert_eq!(parse_mac(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn set_get_clear() {

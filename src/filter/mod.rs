@@ -231,69 +231,62 @@ impl Parser<'_> {
         Ok(Filter::Test { fields: ids, set: Arc::new(RangeSet::new(ranges)) })
     }
 
+    /// Adds the ranges a value token stands for, read as of the field's kind.
     fn value(&self, t: &Token, field: FieldId, out: &mut Vec<(u128, u128)>) -> Result<(), FilterError> {
-        let text = t.text.as_str();
-        let kind = field.def().kind;
-        match kind {
-            Kind::Ipv4 | Kind::Ipv6 | Kind::Addr => {
-                if let Some((v6, lo, hi)) = parse_network(text) {
-                    return match (kind, v6) {
-                        (Kind::Ipv4, false) | (Kind::Ipv6, true) => {
-                            out.push((lo, hi));
-                            Ok(())
-                        }
-                        (Kind::Addr, false) => {
-                            out.push((lo | V4_MAPPED, hi | V4_MAPPED));
-                            Ok(())
-                        }
-                        (Kind::Addr, true) => {
-                            out.push((lo, hi));
-                            Ok(())
-                        }
-                        (Kind::Ipv4, true) => Err(self.error_at(t, "an IPv6 network for an IPv4 field (use net6/host6)")),
-                        _ => Err(self.error_at(t, "an IPv4 network for an IPv6 field (use net/host)")),
-                    };
-                }
-                let Some(list) = self.lists.get(text) else {
-                    return Err(self.error_at(t, "not an address, network or IP list name"));
-                };
-                match kind {
-                    Kind::Ipv4 => out.extend_from_slice(list.v4.ranges()),
-                    Kind::Ipv6 => out.extend_from_slice(list.v6.ranges()),
-                    _ => {
-                        out.extend(list.v4.ranges().iter().map(|&(lo, hi)| (lo | V4_MAPPED, hi | V4_MAPPED)));
-                        out.extend_from_slice(list.v6.ranges());
-                    }
-                }
-                Ok(())
-            }
+        match field.def().kind {
+            kind @ (Kind::Ipv4 | Kind::Ipv6 | Kind::Addr) => self.address_value(t, kind, out),
             Kind::Mac => {
-                let bytes: Vec<u8> = text.split([':', '-']).filter_map(|h| u8::from_str_radix(h, 16).ok()).collect();
-                if bytes.len() != 6 || text.split([':', '-']).count() != 6 {
-                    return Err(self.error_at(t, "not a MAC address"));
-                }
-                let v = bytes.iter().fold(0u128, |a, &b| a << 8 | b as u128);
+                let v = crate::flow::parse_mac(&t.text).ok_or_else(|| self.error_at(t, "not a MAC address"))?;
                 out.push((v, v));
                 Ok(())
             }
             Kind::Uint | Kind::Counter => {
-                if let Some(p) = protocol_number(text).filter(|_| field == FieldId::Proto) {
-                    out.push((p, p));
-                    return Ok(());
-                }
-                let (lo, hi) = match text.split_once('-') {
-                    Some((a, b)) => (parse_int(a), parse_int(b)),
-                    None => (parse_int(text), parse_int(text)),
-                };
-                match (lo, hi) {
-                    (Some(lo), Some(hi)) if lo <= hi => {
-                        out.push((lo, hi));
-                        Ok(())
-                    }
-                    (Some(_), Some(_)) => Err(self.error_at(t, "empty range (low end above high end)")),
-                    _ => Err(self.error_at(t, "not a number or range")),
-                }
+                out.push(self.number_value(t, field)?);
+                Ok(())
             }
+        }
+    }
+
+    /// An address, a network or an IP list's networks (of the IP version the field holds).
+    fn address_value(&self, t: &Token, kind: Kind, out: &mut Vec<(u128, u128)>) -> Result<(), FilterError> {
+        let text = t.text.as_str();
+        if let Some((v6, lo, hi)) = parse_network(text) {
+            out.push(match (kind, v6) {
+                (Kind::Ipv4, false) | (Kind::Ipv6, true) | (Kind::Addr, true) => (lo, hi),
+                (Kind::Addr, false) => (lo | V4_MAPPED, hi | V4_MAPPED),
+                (Kind::Ipv4, true) => return Err(self.error_at(t, "an IPv6 network for an IPv4 field (use net6/host6)")),
+                _ => return Err(self.error_at(t, "an IPv4 network for an IPv6 field (use net/host)")),
+            });
+            return Ok(());
+        }
+        let Some(list) = self.lists.get(text) else {
+            return Err(self.error_at(t, "not an address, network or IP list name"));
+        };
+        match kind {
+            Kind::Ipv4 => out.extend_from_slice(list.v4.ranges()),
+            Kind::Ipv6 => out.extend_from_slice(list.v6.ranges()),
+            _ => {
+                out.extend(list.v4.ranges().iter().map(|&(lo, hi)| (lo | V4_MAPPED, hi | V4_MAPPED)));
+                out.extend_from_slice(list.v6.ranges());
+            }
+        }
+        Ok(())
+    }
+
+    /// A number, a range `low-high`, or (for `proto`) a protocol name.
+    fn number_value(&self, t: &Token, field: FieldId) -> Result<(u128, u128), FilterError> {
+        let text = t.text.as_str();
+        if let Some(p) = protocol_number(text).filter(|_| field == FieldId::Proto) {
+            return Ok((p, p));
+        }
+        let (lo, hi) = match text.split_once('-') {
+            Some((a, b)) => (parse_int(a), parse_int(b)),
+            None => (parse_int(text), parse_int(text)),
+        };
+        match (lo, hi) {
+            (Some(lo), Some(hi)) if lo <= hi => Ok((lo, hi)),
+            (Some(_), Some(_)) => Err(self.error_at(t, "empty range (low end above high end)")),
+            _ => Err(self.error_at(t, "not a number or range")),
         }
     }
 }

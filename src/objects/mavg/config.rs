@@ -25,10 +25,7 @@ pub(super) fn parse_value(id: FieldId, text: &str) -> Option<u128> {
         Kind::Ipv4 => text.parse::<Ipv4Addr>().ok().map(|a| u32::from(a) as u128),
         Kind::Ipv6 => text.parse::<Ipv6Addr>().ok().map(u128::from),
         Kind::Addr => text.parse().ok().map(crate::flow::addr_to_u128),
-        Kind::Mac => {
-            let b: Vec<u8> = text.split(':').filter_map(|h| u8::from_str_radix(h, 16).ok()).collect();
-            (b.len() == 6).then(|| b.iter().fold(0u128, |a, &x| a << 8 | x as u128))
-        }
+        Kind::Mac => crate::flow::parse_mac(text),
         Kind::Uint | Kind::Counter => text.parse().ok(),
     }
 }
