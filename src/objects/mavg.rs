@@ -830,7 +830,7 @@ impl Mavg {
         let cell = &self.group.cells[self.shard_of(p.hash)];
         let (base, mask) = (cell.base.load(Ordering::Relaxed), cell.mask.load(Ordering::Relaxed));
         if base != 0 {
-            // Every cache line the slot spans (one for a line-aligned 64-byte slot).
+            // Every cache line the slot spans (one for slots up to 64 bytes).
             let slot_bytes = self.group.slot_bytes;
             let addr = base + (p.hash as usize & mask) * slot_bytes;
             super::table::prefetch(addr as *const u8);
@@ -839,6 +839,10 @@ impl Mavg {
                 // two or three.
                 super::table::prefetch((addr + slot_bytes - 1) as *const u8);
                 super::table::prefetch((addr + 64) as *const u8);
+            } else {
+                // And the next line: a key not in its home line is most often in the next
+                // (see `RowTable::home`); a miss there cost as much as the rest of the update.
+                super::table::prefetch(((addr | 63) + 1) as *const u8);
             }
         }
     }

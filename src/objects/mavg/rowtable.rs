@@ -244,6 +244,8 @@ pub(super) trait Slot: Send + 'static + Clone {
     const SUMS: usize;
     /// Moving averages sharing the table: a row each.
     const MEMBERS: usize;
+    /// Slots per cache line (1 for slots of a line or more).
+    const PER_LINE: usize = if std::mem::size_of::<Self>() < 64 { 64 / std::mem::size_of::<Self>() } else { 1 };
     fn key(&self) -> &[u64];
     fn key_mut(&mut self) -> &mut [u64];
     /// Member `m`'s row.
@@ -314,6 +316,14 @@ impl<S: Slot> RowTable<S> {
         self.slots[i].store(m, row)
     }
 
+    /// The first slot of a hash's probe path: the first slot of the cache line holding slot
+    /// `hash & mask`, so that the line the prefetch loaded is searched whole before the next
+    /// one (prefetched with it, see `Mavg::prefetch`) is needed.
+    #[inline(always)]
+    fn home(hash: u64, mask: usize) -> usize {
+        hash as usize & mask & !(S::PER_LINE - 1)
+    }
+
     fn last(s: &S) -> u64 {
         s.key()[S::WORDS - 1]
     }
@@ -333,7 +343,7 @@ impl<S: Slot> RowTable<S> {
     fn probe(slots: &[S], key: &PackedKey, hash: u64) -> Option<usize> {
         let mask = slots.len() - 1;
         let want_last = key.w[S::WORDS - 1] | OCCUPIED;
-        let mut i = hash as usize & mask;
+        let mut i = Self::home(hash, mask);
         loop {
             let s = &slots[i];
             let last = Self::last(s);
@@ -456,7 +466,7 @@ impl<S: Slot> RowTable<S> {
     /// as taken: the caller fills it.
     fn claim_slot(&mut self, hash: u64) -> usize {
         let mask = self.slots.len() - 1;
-        let mut i = hash as usize & mask;
+        let mut i = Self::home(hash, mask);
         while Self::last(&self.slots[i]) & OCCUPIED != 0 {
             i = (i + 1) & mask;
         }
@@ -549,6 +559,7 @@ mod tests {
         assert_eq!(Rows::slot_bytes(2, 1), 32);
         assert_eq!(std::mem::align_of::<K2A1>(), 32);
         assert_eq!(Rows::slot_bytes(3, 1), 64);
+        assert_eq!((K1A1::PER_LINE, K2A1::PER_LINE, K1A3::PER_LINE), (2, 2, 1));
         // Shared by two: one line, where the key and both rows fit it.
         for words in 1..=MAVG_WORDS {
             for sums in 1..=3 {
@@ -655,6 +666,21 @@ mod tests {
             seen += 1;
         });
         assert_eq!(seen, 50);
+    }
+
+    #[test]
+    fn a_probe_starts_at_the_first_slot_of_its_line() {
+        // Two slots a line: a key whose hash points at a line's second slot goes to the first
+        // when it is free, and to the second when not; a third key of that line goes on to
+        // the next line.
+        let mut table = RowTable::<K1A1>::with_capacity(64);
+        let row = [Row::default()];
+        let first = table.insert(&key(1, 1), 5, &row);
+        let second = table.insert(&key(1, 2), 4, &row);
+        let third = table.insert(&key(1, 3), 5, &row);
+        assert_eq!((first, second, third), (4, 5, 6));
+        assert_eq!(table.find(&key(1, 3), 5), Some(6));
+        assert_eq!(table.find(&key(1, 4), 4), None);
     }
 
     #[test]
