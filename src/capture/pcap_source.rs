@@ -76,18 +76,29 @@ impl LiveCapture {
     /// Opens the capture (an error now is the caller's: the configuration names an interface
     /// that cannot be captured on).
     pub fn open(interface: &str, filter: &str) -> io::Result<LiveCapture> {
-        let cap = open_live(interface, filter)?;
         let now = std::time::Instant::now();
-        Ok(LiveCapture {
-            ifindex: interface_index(interface),
+        let mut capture = LiveCapture {
             interface: interface.to_string(),
             filter: filter.to_string(),
-            cap: Some(cap),
+            cap: None,
             skipped_before: 0,
             next_try: now,
             last_error: String::new(),
-            next_index_check: now + REOPEN_EVERY,
-        })
+            ifindex: 0,
+            next_index_check: now,
+        };
+        capture.open_handle(now)?;
+        Ok(capture)
+    }
+
+    /// Opens the handle, noting the interface's index (read first: an interface replaced
+    /// meanwhile shows at the next check).
+    fn open_handle(&mut self, now: std::time::Instant) -> io::Result<()> {
+        let ifindex = interface_index(&self.interface);
+        self.cap = Some(open_live(&self.interface, &self.filter)?);
+        self.ifindex = ifindex;
+        self.next_index_check = now + REOPEN_EVERY;
+        Ok(())
     }
 
     /// Closes the handle after a failure, to be opened again; the error to report.
@@ -119,17 +130,9 @@ impl LiveCapture {
                 return Err(io::Error::other(self.last_error.clone()));
             }
             self.next_try = now + REOPEN_EVERY;
-            let ifindex = interface_index(&self.interface);
-            match open_live(&self.interface, &self.filter) {
-                Ok(cap) => {
-                    self.cap = Some(cap);
-                    self.ifindex = ifindex;
-                    self.next_index_check = now + REOPEN_EVERY;
-                }
-                Err(e) => {
-                    self.last_error = format!("{e}; trying again every {} s", REOPEN_EVERY.as_secs());
-                    return Err(io::Error::other(self.last_error.clone()));
-                }
+            if let Err(e) = self.open_handle(now) {
+                self.last_error = format!("{e}; trying again every {} s", REOPEN_EVERY.as_secs());
+                return Err(io::Error::other(self.last_error.clone()));
             }
         }
         Ok(self.cap.as_mut().expect("opened above"))
