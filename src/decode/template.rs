@@ -108,11 +108,20 @@ impl Template {
             let rec = data.get(..len)?;
             for &(off, l, id) in &self.ops {
                 let (off, l) = (off as usize, l as usize);
-                debug_assert!(off + l <= rec.len());
-                // SAFETY: compile() built `ops` from the element lengths, so every element lies
-                // within the first `fixed_len` bytes, and `rec` has exactly that length.
-                let bytes = unsafe { rec.get_unchecked(off..off + l) };
-                flow.put(id, read_be(bytes));
+                debug_assert!((1..=16).contains(&l) && off + l <= rec.len());
+                let value = if l <= 8 && off + 8 <= data.len() {
+                    // Eight bytes from the element's start (the rest is the next elements or
+                    // records), the element's own bytes shifted down: no branch on its length,
+                    // which changes from element to element.
+                    // SAFETY: `off + 8 <= data.len()` was just checked.
+                    let word = unsafe { data.get_unchecked(off..off + 8) };
+                    (u64::from_be_bytes(word.try_into().expect("eight bytes")) >> (64 - 8 * l)) as u128
+                } else {
+                    // SAFETY: compile() built `ops` from the element lengths, so every element
+                    // lies within the first `fixed_len` bytes, and `rec` has exactly that length.
+                    read_be(unsafe { rec.get_unchecked(off..off + l) })
+                };
+                flow.put(id, value);
             }
             flow.mark(self.ops_mask);
             return Some(len);
@@ -314,6 +323,30 @@ mod tests {
         assert_eq!(f.get(FieldId::Octets), Some(256));
         assert_eq!(f.get(FieldId::Proto), Some(17));
         assert_eq!(t.decode_record(&rec[..10], &mut f), None);
+    }
+
+    #[test]
+    fn every_element_length_reads_the_same_with_or_without_bytes_after_the_record() {
+        // Counters in reduced-size encoding of 1 to 8 bytes (the eight-byte read), 16 bytes,
+        // and an IPv6 address, each followed by a one-byte protocol.
+        for l in (1..=8).chain([16]) {
+            let t = Template::compile(vec![spec(1, l), spec(27, 16), spec(4, 1)], 0, false).unwrap();
+            let mut rec: Vec<u8> = (1..=l as u8).collect();
+            rec.extend((0..16).map(|i| 0x20 + i as u8));
+            rec.push(6);
+            let want = rec[..l as usize].iter().fold(0u128, |a, &b| a << 8 | b as u128);
+            let v6 = u128::from_be_bytes(rec[l as usize..l as usize + 16].try_into().unwrap());
+            // The record alone, then followed by another record's bytes (the usual case).
+            let mut followed = rec.clone();
+            followed.extend([0xFF; 24]);
+            for data in [&rec[..], &followed[..]] {
+                let mut f = Flow::default();
+                assert_eq!(t.decode_record(data, &mut f), Some(rec.len()), "{l} bytes");
+                assert_eq!(f.get(FieldId::Octets), Some(want), "{l} bytes");
+                assert_eq!(f.get(FieldId::SrcHost6), Some(v6), "{l} bytes");
+                assert_eq!(f.get(FieldId::Proto), Some(6), "{l} bytes");
+            }
+        }
     }
 
     #[test]
