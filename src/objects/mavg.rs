@@ -832,7 +832,7 @@ impl Mavg {
         if base != 0 {
             // Every cache line the slot spans (one for slots up to 64 bytes).
             let slot_bytes = self.group.slot_bytes;
-            let addr = base + (p.hash as usize & mask) * slot_bytes;
+            let addr = base + rowtable::home_slot(p.hash, mask, slot_bytes) * slot_bytes;
             super::table::prefetch(addr as *const u8);
             if slot_bytes > 64 {
                 // Slots up to 64 bytes are aligned to their size: one line. Larger ones span
@@ -841,7 +841,9 @@ impl Mavg {
                 super::table::prefetch((addr + 64) as *const u8);
             } else {
                 // And the next line: a key not in its home line is most often in the next
-                // (see `RowTable::home`); a miss there cost as much as the rest of the update.
+                // (see `rowtable::home_slot`); a miss there cost as much as the rest of the
+                // update. (An array from the allocator may start mid-line: its home "line"
+                // then spans two, both loaded.)
                 super::table::prefetch(((addr | 63) + 1) as *const u8);
             }
         }

@@ -237,6 +237,16 @@ impl Rows {
     }
 }
 
+/// The first slot of a hash's probe path in an array of `mask + 1` slots of `slot_bytes`: the
+/// first slot of the cache line holding slot `hash & mask` (slots up to 64 bytes are aligned
+/// to their size), so that the line the prefetch loaded is searched whole before the next
+/// one (prefetched with it, see `Mavg::prefetch`) is needed.
+#[inline(always)]
+pub(super) fn home_slot(hash: u64, mask: usize, slot_bytes: usize) -> usize {
+    let per_line = if slot_bytes < 64 { 64 / slot_bytes } else { 1 };
+    hash as usize & mask & !(per_line - 1)
+}
+
 /// What the table needs of a slot type.
 pub(super) trait Slot: Send + 'static + Clone {
     const WORDS: usize;
@@ -244,8 +254,6 @@ pub(super) trait Slot: Send + 'static + Clone {
     const SUMS: usize;
     /// Moving averages sharing the table: a row each.
     const MEMBERS: usize;
-    /// Slots per cache line (1 for slots of a line or more).
-    const PER_LINE: usize = if std::mem::size_of::<Self>() < 64 { 64 / std::mem::size_of::<Self>() } else { 1 };
     fn key(&self) -> &[u64];
     fn key_mut(&mut self) -> &mut [u64];
     /// Member `m`'s row.
@@ -316,12 +324,9 @@ impl<S: Slot> RowTable<S> {
         self.slots[i].store(m, row)
     }
 
-    /// The first slot of a hash's probe path: the first slot of the cache line holding slot
-    /// `hash & mask`, so that the line the prefetch loaded is searched whole before the next
-    /// one (prefetched with it, see `Mavg::prefetch`) is needed.
     #[inline(always)]
     fn home(hash: u64, mask: usize) -> usize {
-        hash as usize & mask & !(S::PER_LINE - 1)
+        home_slot(hash, mask, std::mem::size_of::<S>())
     }
 
     fn last(s: &S) -> u64 {
@@ -559,7 +564,8 @@ mod tests {
         assert_eq!(Rows::slot_bytes(2, 1), 32);
         assert_eq!(std::mem::align_of::<K2A1>(), 32);
         assert_eq!(Rows::slot_bytes(3, 1), 64);
-        assert_eq!((K1A1::PER_LINE, K2A1::PER_LINE, K1A3::PER_LINE), (2, 2, 1));
+        // A probe starts at the first slot of its line: two 32-byte slots a line, one of 64.
+        assert_eq!((home_slot(5, 63, 32), home_slot(4, 63, 32), home_slot(5, 63, 64), home_slot(69, 63, 32)), (4, 4, 5, 4));
         // Shared by two: one line, where the key and both rows fit it.
         for words in 1..=MAVG_WORDS {
             for sums in 1..=3 {
