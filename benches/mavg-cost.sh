@@ -11,6 +11,10 @@
 #   BIN: the collector; several, comma-separated, are run alternately in the same rounds
 #   (an A/B of two builds), each row then named VARIANT@BIN-FILE-NAME.
 #   VARIANTS (environment): the variants to run, "one" among them (default: all five).
+#   REPLAY=N (environment): instead of the load test over UDP, each round replays (--read-pcap)
+#   the load generator's 4,096 datagrams repeated N times (N x 122,880 flows), timed by the
+#   CPU the collector used: no kernel receive path and no sender beside it, so the flow path
+#   alone and steadier (A/B of a change to it: 12 rounds of REPLAY=40 take about two minutes).
 # Never run it beside another benchmark: the machine's noise is ±15% between runs; only the
 # ratios within one run mean something.
 set -euo pipefail
@@ -46,6 +50,54 @@ if [ -n "${DRY:-}" ]; then # DRY=1: show what each variant's objects average, ru
 	for v in $variants; do echo "$v:"; sed -s -n '/"mavg"/,$p' "$t/$v"/bench-conf/mo/*/mo.conf | grep -o '"mavg": \[\]\|"fields": \[[^]]*\]' | sed 's/^/  /'; done
 	exit 0
 fi
+if [ -n "${REPLAY:-}" ]; then
+	# The load generator's datagrams, captured once, written as a pcap REPLAY times over.
+	"$(dirname "$0")/capture-nfgen.sh" "$src/nfgen.c" "$t/nfgen.bin" 4096 >/dev/null
+	python3 - "$t/nfgen.bin" "$t/replay.pcap" "$REPLAY" <<'PY'
+import struct, sys
+data, out, times = open(sys.argv[1], 'rb').read(), open(sys.argv[2], 'wb'), int(sys.argv[3])
+grams, pos = [], 0
+while pos < len(data):
+    n = struct.unpack('>H', data[pos:pos + 2])[0]
+    grams.append(data[pos + 2:pos + 2 + n])
+    pos += 2 + n
+def checksum(h):
+    s = sum(struct.unpack('!10H', h))
+    s = (s >> 16) + (s & 0xffff)
+    return ~(s + (s >> 16)) & 0xffff
+out.write(struct.pack('<IHHiIII', 0xa1b2c3d4, 2, 4, 0, 0, 65535, 1))  # Ethernet frames
+for i in range(times * len(grams)):
+    g = grams[i % len(grams)]
+    ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 28 + len(g), i & 0xffff, 0, 64, 17, 0, bytes([127, 0, 0, 2]), bytes([127, 0, 0, 1]))
+    frame = bytes(12) + b'\x08\x00' + ip[:10] + struct.pack('!H', checksum(ip)) + ip[12:] + struct.pack('!HHHH', 40000, 2055, 8 + len(g), 0) + g
+    us = 1_795_755_180_000_000 + i * 15  # 66,667 datagrams per second
+    out.write(struct.pack('<IIII', us // 10**6, us % 10**6, len(frame), len(frame)) + frame)
+PY
+fi
+# One round of variant directory $1 with collector $2, named $3: a line as collector-bench.sh
+# prints it (name, CPU, flows per CPU-second, loss).
+round() {
+	if [ -z "${REPLAY:-}" ]; then
+		"$1/collector-bench.sh" "$3" "$(realpath "$2")" "$n" "$rate"
+		return
+	fi
+	local w
+	w=$(mktemp -d /tmp/xebench-replay.XXXX)
+	cp -r "$1/bench-conf/mo" "$1/bench-conf/iplists" "$1/bench-conf/devices.conf" "$w/"
+	mkdir -p "$w/exp" "$w/notifications"
+	sed -e "s#@W@#$w#g" -e "s#@PORT@#2055#g" "$1/bench-conf/xenoeye.conf.in" > "$w/xenoeye.conf"
+	python3 - "$3" "$2" "$w/xenoeye.conf" "$t/replay.pcap" "$((REPLAY * 4096 * 30))" <<'PY'
+import re, resource, subprocess, sys
+name, binary, conf, pcap, sent = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+run = subprocess.run([binary, '-c', conf, '--read-pcap', pcap], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+cpu = usage.ru_utime + usage.ru_stime
+m = re.search(r'flows (\d+),', run.stderr)
+got = int(m.group(1)) if m and run.returncode == 0 else 0
+print(f"{name}: replay; cpu {cpu:.2f} s; {int(got / cpu) if cpu else 0:,} flows per cpu-second; flows counted {got:,}/{sent:,} (loss {100.0 * (1 - got / sent):.2f}%)")
+PY
+	echo "workdir $w"
+}
 out="$t/results.txt"
 IFS=, read -r -a binlist <<<"$bins"
 names=""
@@ -55,7 +107,7 @@ for r in $(seq "$rounds"); do
 			name=$v
 			[ ${#binlist[@]} -gt 1 ] && name=$v@$(basename "$b")
 			[ "$r" = 1 ] && names="$names $name"
-			res=$("$t/$v/collector-bench.sh" "$name" "$(realpath "$b")" "$n" "$rate")
+			res=$(round "$t/$v" "$b" "$name")
 			echo "${res%%$'\n'*}" | tee -a "$out"
 			rm -rf "$(echo "$res" | sed -n 's/^workdir //p')"
 		done
