@@ -278,14 +278,13 @@ fn html(s: &str) -> String {
 const CLIENT_TIME: Duration = Duration::from_secs(5);
 const MAX_REQUEST_HEAD: usize = 8192;
 const MAX_CLIENTS: usize = 64;
+/// How long the server waits at most before it looks at its stop flag again.
+const STOP_CHECK: Duration = Duration::from_millis(50);
 
 /// Serves `/metrics` and `/` until `stop` is set. Returns the bound address.
 pub fn serve(addr: SocketAddr, reg: Arc<Registry>, stop: &'static AtomicBool) -> std::io::Result<(SocketAddr, std::thread::JoinHandle<()>)> {
     serve_clients(addr, reg, stop, CLIENT_TIME)
 }
-
-/// How long the server waits at most before it looks at its stop flag again.
-const STOP_CHECK: Duration = Duration::from_millis(50);
 
 /// [`serve`], each client given `client_time`. One thread, every socket non-blocking: each
 /// round waits (poll(2)) until a connection comes, a client's socket can go on or a client's
@@ -298,31 +297,37 @@ fn serve_clients(addr: SocketAddr, reg: Arc<Registry>, stop: &'static AtomicBool
     let h = std::thread::Builder::new().name("metrics".into()).spawn(move || {
         let mut clients: Vec<Client> = Vec::new();
         while !stop.load(Ordering::Relaxed) {
-            loop {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        if stream.set_nonblocking(true).is_ok() {
-                            clients.push(Client { stream, deadline: Instant::now() + client_time, head: Vec::new(), answer: None });
-                        }
-                        if clients.len() > MAX_CLIENTS {
-                            clients.remove(0);
-                        }
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(_) => {
-                        // Out of file descriptors, say: the connection stays queued and the
-                        // listener readable, so wait rather than poll again at once.
-                        std::thread::sleep(STOP_CHECK);
-                        break;
-                    }
-                }
-            }
+            take_connections(&listener, &mut clients, client_time);
             let now = Instant::now();
             clients.retain_mut(|c| c.step(&reg, now));
             wait_for_any(&listener, &clients, STOP_CHECK);
         }
     })?;
     Ok((local, h))
+}
+
+/// Adds the connections waiting on the listener to `clients`, each given `client_time`; beyond
+/// [`MAX_CLIENTS`], the oldest is closed.
+fn take_connections(listener: &TcpListener, clients: &mut Vec<Client>, client_time: Duration) {
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                if stream.set_nonblocking(true).is_ok() {
+                    clients.push(Client { stream, deadline: Instant::now() + client_time, head: Vec::new(), answer: None });
+                }
+                if clients.len() > MAX_CLIENTS {
+                    clients.remove(0);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            Err(_) => {
+                // Out of file descriptors, say: the connection stays queued and the listener
+                // readable, so wait rather than poll again at once.
+                std::thread::sleep(STOP_CHECK);
+                return;
+            }
+        }
+    }
 }
 
 /// Waits until the listener has a connection, a client's socket is ready for what the client

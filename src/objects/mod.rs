@@ -510,7 +510,6 @@ fn fwm_spec(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Res
     })
 }
 
-
 /// One object in a worker: its windows and dump, and its children.
 struct Running {
     name: String,
