@@ -275,6 +275,36 @@ impl Decoder {
         }
     }
 
+    /// Walks the sets (v9: flowsets) of one v9 datagram or IPFIX message, from its end of
+    /// header to its end: templates, options templates, and data sets decoded with their
+    /// template. A set whose length does not fit ends the walk (counted); zero fill after the
+    /// last set (seen from Palo Alto) ends it quietly.
+    pub(super) fn sets(&mut self, wire: Wire, dg: &Datagram<'_>, domain: u32, sets: &[u8], sink: &mut impl FlowSink) {
+        let (first_template_set, version) = match wire {
+            Wire::V9 => (0, 9),
+            Wire::Ipfix => (2, 10),
+        };
+        let mut pos = 0;
+        while sets.len() - pos >= 4 {
+            let set_id = template::be16(sets, pos).unwrap_or(0);
+            let len = template::be16(sets, pos + 2).unwrap_or(0) as usize;
+            if len == 0 && set_id == 0 {
+                break;
+            }
+            if len < 4 || pos + len > sets.len() {
+                self.error(DecodeError::BadSet);
+                break;
+            }
+            let body = &sets[pos + 4..pos + len];
+            if set_id == first_template_set || set_id == first_template_set + 1 {
+                self.template_set(wire, set_id == first_template_set + 1, dg.exporter, domain, body);
+            } else if set_id >= 256 {
+                self.data_set(version, TemplateKey { exporter: dg.exporter, domain, id: set_id }, body, dg.time_ms, sink);
+            } // else reserved
+            pos += len;
+        }
+    }
+
     /// Handles every template record of a (options) template set.
     fn template_set(&mut self, wire: Wire, options: bool, exporter: IpAddr, domain: u32, body: &[u8]) {
         // Shortest record header: id + count (+ scope count/length for options templates).

@@ -308,3 +308,23 @@ fn mutated_valid_datagrams_never_panic() {
     assert!(d.stats.flows > 0, "some mutations keep records decodable");
     assert!(d.stats.total_errors() > 0, "and some are counted as errors");
 }
+
+#[test]
+fn both_wires_walk_sets_alike_skipping_reserved_ones_and_stopping_at_zero_fill() {
+    type Message = fn(u32, &[Vec<u8>]) -> Vec<u8>;
+    for (wire, template_set, message) in [(Wire::V9, 0, v9 as Message), (Wire::Ipfix, 2, ipfix)] {
+        let reserved = set(if wire == Wire::V9 { 2 } else { 1 }, &[0xff; 8]);
+        let data = set(256, &record([1, 1, 1, 1], [2, 2, 2, 2], 6, 100, 1));
+        let fill = vec![0u8; 8];
+        let mut d = decoder();
+        let c = run(&mut d, &message(7, &[set(template_set, &template_body(256, TPL)), reserved, data.clone(), fill]));
+        assert_eq!(c.flows.len(), 1, "{wire:?}");
+        assert_eq!(d.stats.total_errors(), 0, "{wire:?}");
+        // A set running past the end: counted; the sets before it decoded.
+        let mut cut = set(256, &record([3, 3, 3, 3], [4, 4, 4, 4], 17, 5, 1));
+        cut[3] += 4;
+        let c = run(&mut d, &message(7, &[data, cut]));
+        assert_eq!(c.flows.len(), 1, "{wire:?}");
+        assert_eq!(d.stats.error(DecodeError::BadSet), 1, "{wire:?}");
+    }
+}
