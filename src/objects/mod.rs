@@ -24,7 +24,8 @@ use std::path::{Path, PathBuf};
 use mavg::Mavg;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use window::{Closed, Column, ColumnSource, FieldRef, FwmSpec, Window, MAX_KEY_FIELDS};
+use crate::fields::FieldId;
+use window::{Agg, Closed, Column, ColumnSource, FieldRef, FwmSpec, Window, MAX_KEY_FIELDS};
 
 /// One monitoring object as configured.
 #[derive(Debug)]
@@ -441,18 +442,14 @@ fn named_elements<T>(
     out
 }
 
-/// Validates one `fwm` element.
-fn fwm_spec(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Result<FwmSpec, ConfigError> {
-    let k = |s: &str| format!("fwm[{i}].{s}");
-    item.expect_object(file, &format!("fwm[{i}]"))?;
-    let name_node = item.get("name").ok_or_else(|| item.error(file, &k("name"), "missing name"))?;
-    let name = name_node.as_str(file, &k("name"))?.to_string();
-    if name.is_empty() || name.contains('/') {
-        return Err(name_node.error(file, &k("name"), "a window name must be non-empty and without '/'"));
-    }
-    let fields_node = item.get("fields").ok_or_else(|| item.error(file, &k("fields"), "missing fields"))?;
+/// Columns, key fields, summed fields: see [`fwm_columns`].
+type WindowFields = (Vec<Column>, Vec<FieldId>, Vec<Agg>);
+
+/// A window's `fields` as export columns in their order, with its key fields and its summed
+/// fields (each column says which of the two it is, and where).
+fn fwm_columns(file: &Path, fields_node: &Node, i: usize) -> Result<WindowFields, ConfigError> {
     let (mut columns, mut keys, mut aggs) = (Vec::new(), Vec::new(), Vec::new());
-    for (j, f) in fields_node.as_array(file, &k("fields"))?.iter().enumerate() {
+    for (j, f) in fields_node.as_array(file, &format!("fwm[{i}].fields"))?.iter().enumerate() {
         let fk = format!("fwm[{i}].fields[{j}]");
         let text = f.as_str(file, &fk)?.trim().to_ascii_lowercase();
         let (field, desc) = match text.strip_suffix(" desc") {
@@ -475,6 +472,20 @@ fn fwm_spec(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Res
         }
         columns.push(Column { name: col, source, desc });
     }
+    Ok((columns, keys, aggs))
+}
+
+/// Validates one `fwm` element.
+fn fwm_spec(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Result<FwmSpec, ConfigError> {
+    let k = |s: &str| format!("fwm[{i}].{s}");
+    item.expect_object(file, &format!("fwm[{i}]"))?;
+    let name_node = item.get("name").ok_or_else(|| item.error(file, &k("name"), "missing name"))?;
+    let name = name_node.as_str(file, &k("name"))?.to_string();
+    if name.is_empty() || name.contains('/') {
+        return Err(name_node.error(file, &k("name"), "a window name must be non-empty and without '/'"));
+    }
+    let fields_node = item.get("fields").ok_or_else(|| item.error(file, &k("fields"), "missing fields"))?;
+    let (columns, keys, aggs) = fwm_columns(file, fields_node, i)?;
     if aggs.is_empty() {
         return Err(fields_node.error(file, &k("fields"), "needs at least one of octets, packets, bits"));
     }
