@@ -246,6 +246,62 @@ fn two_averages_sharing_a_table_each_alert_with_their_own_scripts() {
     assert_eq!(log("pps-stop"), format!("pair pps level1 {} 10.0.0.9 0 50\n", notif("pps")));
 }
 
+/// An uplink's traffic: 10.0.0.2 gets 10,000 bytes at every whole second (its average never
+/// below 5,000 B/s), 10.0.0.1 gets 1,000 bytes every 100 ms at .05, .15, ... s, except from
+/// 20 s to 30 s (the drop). `until_s` cuts the capture short.
+fn uplink_capture(until_s: u64) -> Vec<Frame> {
+    let mut frames: Vec<Frame> = (0..=until_s).map(|s| v9_frame(T0 + s * 1000, &[flow([10, 0, 0, 2], 10_000)])).collect();
+    let busy = (0..200).chain(300..until_s * 10).filter(|&t| t < until_s * 10);
+    frames.extend(busy.map(|tenth| v9_frame(T0 + tenth * 100 + 50, &[flow([10, 0, 0, 1], 1000)])));
+    frames.sort_by_key(|f| (f.sec, f.usec));
+    frames
+}
+
+#[test]
+fn a_traffic_drop_starts_an_underlimit_and_its_return_ends_it() {
+    let d = victim_dirs("alerts-under");
+    let (on, off) = (script(&d, "on-start.sh"), script(&d, "on-stop.sh"));
+    std::fs::write(
+        d.join("mo/victim/mo.conf"),
+        format!(
+            r#"{{ "filter": "dst net 10.0.0.0/24",
+                 "mavg": [ {{"name": "m", "time": 2, "fields": ["dst host", "octets"],
+                            "underlimit": [ {{"name": "drop", "default": [2000], "back2norm-time": 3,
+                                             "action-script": "{on}", "back2norm-script": "{off}"}} ] }} ] }}"#
+        ),
+    )
+    .unwrap();
+    let conf = collector_conf(&d);
+    let notif = d.join("notifications/victim-m-drop-10.0.0.1");
+
+    // Cut during the drop. The sweeps run at whole seconds (at the datagram of 10.0.0.2, before
+    // its flow). At 21 s the last flow (19.95 s) is 1.05 s old: 10.0.0.1's sum, 20,000 in the
+    // steady state, decayed to 9,500 (4,750 B/s). At 22 s it is a whole window old: 0 B/s.
+    replay(&conf, &uplink_capture(27));
+    assert_eq!(std::fs::read_to_string(&notif).unwrap(), "10.0.0.1 0 2000\n");
+    assert_eq!(std::fs::read_dir(d.join("notifications")).unwrap().count(), 1, "10.0.0.2 never under");
+    std::fs::remove_file(&notif).unwrap();
+    std::fs::remove_file(d.join("on-start.sh.log")).unwrap();
+
+    let err = replay(&conf, &uplink_capture(46));
+    let started = std::fs::read_to_string(d.join("on-start.sh.log")).unwrap();
+    assert_eq!(started, format!("victim m drop {} 10.0.0.1 0 2000\n", notif.display()), "ran once, this argv");
+    assert!(err.contains("underlimit victim/m/drop 10.0.0.1: 0 < 2000"), "{err}");
+    // Last under at the 30 s sweep (the traffic comes back at 30.05 s); back to normal at the
+    // first sweep 3 s later, with the rate then: 30 flows of 1,000 bytes 100 ms apart over a
+    // 2 s window (the first one starting the sum anew), decayed for the 50 ms to 33 s.
+    let mut n = 0.0f64;
+    for i in 0..30 {
+        n = if i == 0 { 1000.0 } else { n - 0.05 * n + 1000.0 };
+    }
+    let rate = ((n - 0.025 * n) / 2.0).round();
+    assert_eq!(rate, 7657.0, "the direct computation");
+    let stopped = std::fs::read_to_string(d.join("on-stop.sh.log")).unwrap_or_else(|e| panic!("{e}: {err}"));
+    assert_eq!(stopped, format!("victim m drop {} 10.0.0.1 {rate} 2000\n", notif.display()), "ran once, this argv");
+    assert!(err.contains("back to normal victim/m/drop 10.0.0.1"), "{err}");
+    assert!(!notif.exists(), "the notification file is removed at back-to-normal");
+}
+
 fn free_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

@@ -272,48 +272,54 @@ impl Hooks {
             _ => false,
         };
         let file = self.cfg.notifications_dir.join(name);
-        let limit = ev.limit_spec();
         match ev.phase {
-            Phase::Start | Phase::Update => {
-                let mut text = ev.keys.join(" ");
-                text.push_str(&format!(" {} {}\n", whole(ev.value), whole(ev.threshold)));
-                match rewrite_in_place(&file, text.as_bytes()) {
-                    Ok(()) => self.stats.notifications_written += 1,
-                    Err(e) => {
-                        self.stats.notification_errors += 1;
-                        self.file_problems.log(log::error, || format!("notification {}: {e}", file.display()));
-                    }
-                }
-                if ev.phase == Phase::Start {
-                    self.lua_event(&ev, &file);
-                    let kind = if limit.kind == LimitKind::Over { "overlimit" } else { "underlimit" };
-                    log::info(&format!(
-                        "{kind} {}/{}/{} {}: {} > {}",
-                        ev.mavg.object,
-                        ev.mavg.name,
-                        limit.name,
-                        ev.keys.join(" "),
-                        whole(ev.value),
-                        whole(ev.threshold)
-                    ));
-                    if let Some(script) = &limit.action_script {
-                        self.enqueue(script.clone(), &ev, &file);
-                    }
-                }
+            Phase::Start => {
+                self.write_notification(&ev, &file);
+                self.started(&ev, &file);
             }
+            Phase::Update => self.write_notification(&ev, &file),
+            Phase::Back2Norm => self.back_to_normal(&ev, &file),
             Phase::Dump { .. } => {}
-            Phase::Back2Norm => {
-                log::info(&format!("back to normal {}/{}/{} {}", ev.mavg.object, ev.mavg.name, limit.name, ev.keys.join(" ")));
-                if let Some(script) = &limit.back2norm_script {
-                    self.enqueue(script.clone(), &ev, &file);
-                }
-                self.lua_event(&ev, &file);
-                match std::fs::remove_file(&file) {
-                    Ok(()) => self.stats.notifications_removed += 1,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => self.file_problems.log(log::error, || format!("notification {}: {e}", file.display())),
-                }
+        }
+    }
+
+    /// Writes (or rewrites) an alert's notification file: its keys, value and threshold.
+    fn write_notification(&mut self, ev: &Event, file: &std::path::Path) {
+        let text = format!("{} {} {}\n", ev.keys.join(" "), whole(ev.value), whole(ev.threshold));
+        match rewrite_in_place(file, text.as_bytes()) {
+            Ok(()) => self.stats.notifications_written += 1,
+            Err(e) => {
+                self.stats.notification_errors += 1;
+                self.file_problems.log(log::error, || format!("notification {}: {e}", file.display()));
             }
+        }
+    }
+
+    /// An alert started: logged, its Lua hook called and its action script queued.
+    fn started(&mut self, ev: &Event, file: &std::path::Path) {
+        let limit = ev.limit_spec();
+        self.lua_event(ev, file);
+        let (kind, relation) = if limit.kind == LimitKind::Over { ("overlimit", ">") } else { ("underlimit", "<") };
+        let (m, keys) = (&ev.mavg, ev.keys.join(" "));
+        log::info(&format!("{kind} {}/{}/{} {keys}: {} {relation} {}", m.object, m.name, limit.name, whole(ev.value), whole(ev.threshold)));
+        if let Some(script) = &limit.action_script {
+            self.enqueue(script.clone(), ev, file);
+        }
+    }
+
+    /// An alert ended: logged, its back-to-normal script queued, its Lua hook called and its
+    /// notification file deleted.
+    fn back_to_normal(&mut self, ev: &Event, file: &std::path::Path) {
+        let limit = ev.limit_spec();
+        log::info(&format!("back to normal {}/{}/{} {}", ev.mavg.object, ev.mavg.name, limit.name, ev.keys.join(" ")));
+        if let Some(script) = &limit.back2norm_script {
+            self.enqueue(script.clone(), ev, file);
+        }
+        self.lua_event(ev, file);
+        match std::fs::remove_file(file) {
+            Ok(()) => self.stats.notifications_removed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => self.file_problems.log(log::error, || format!("notification {}: {e}", file.display())),
         }
     }
 
