@@ -302,6 +302,38 @@ fn a_traffic_drop_starts_an_underlimit_and_its_return_ends_it() {
     assert!(!notif.exists(), "the notification file is removed at back-to-normal");
 }
 
+#[test]
+fn a_full_mem_m_skips_new_keys_with_a_warning_and_known_keys_still_alert() {
+    let d = victim_dirs("alerts-mem-m");
+    let on = script(&d, "on-start.sh");
+    std::fs::write(
+        d.join("mo/victim/mo.conf"),
+        format!(
+            r#"{{ "filter": "dst net 10.0.0.0/16",
+                 "mavg": [ {{"name": "m", "time": 2, "mem-m": 1, "fields": ["dst host", "octets"],
+                            "overlimit": [ {{"name": "level1", "default": [50000], "action-script": "{on}"}} ] }} ] }}"#
+        ),
+    )
+    .unwrap();
+    // 1 MiB holds 10,280 keys of 102 bytes (README: a 32-byte slot, 3.2 slots per key).
+    // 10,400 addresses of 200 bytes each in the first 200 ms: the last 120 are not tracked.
+    let hosts: Vec<[u8; 4]> = (0..10_400u32).map(|i| [10, 0, (i >> 8) as u8, i as u8]).collect();
+    let mut frames: Vec<Frame> = hosts.chunks(60).enumerate().map(|(i, c)| v9_frame(T0 + i as u64, &c.iter().map(|&h| flow(h, 200)).collect::<Vec<_>>())).collect();
+    // The sweep at 1 s warns. At 1.5 s a flood to the first address (tracked) and to the last
+    // (not tracked).
+    frames.push(v9_frame(T0 + 1000, &[flow(hosts[1], 200)]));
+    frames.push(v9_frame(T0 + 1500, &[flow(hosts[0], 1_000_000), flow(hosts[10_399], 1_000_000)]));
+    let err = replay(&collector_conf(&d), &frames);
+    assert!(
+        err.contains("victim/m: mem-m (1 MiB) full with 10280 keys: 120 flows of new keys not tracked since the last warning (120 in all); known keys go on"),
+        "{err}"
+    );
+    // 10.0.0.0: 200 bytes at 0 ms, decayed over 1.5 s of a 2 s window, plus 1,000,000.
+    let started = std::fs::read_to_string(d.join("on-start.sh.log")).unwrap_or_else(|e| panic!("{e}: {err}"));
+    let notif = d.join("notifications/victim-m-level1-10.0.0.0");
+    assert_eq!(started, format!("victim m level1 {} 10.0.0.0 500025 50000\n", notif.display()), "only the tracked key");
+}
+
 fn free_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

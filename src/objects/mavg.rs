@@ -558,6 +558,14 @@ pub struct MavgStats {
     pub active: AtomicUsize,
 }
 
+/// Whether a warning last given at `last` (wall clock, ms) may be given again now: every 10
+/// seconds at most (a flood would otherwise log a line per flow or per sweep). If so, `last`
+/// becomes now.
+fn warn_due(last: &AtomicU64) -> bool {
+    let (now, was) = (crate::capture::now_ms(), last.load(Ordering::Relaxed));
+    now.saturating_sub(was) >= 10_000 && last.compare_exchange(was, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+}
+
 /// A moving average with its thresholds and its shared table.
 pub struct Mavg {
     pub object: String,
@@ -578,7 +586,12 @@ pub struct Mavg {
     pub limits: Vec<LimitSpec>,
     pub thresholds: RwLock<Thresholds>,
     next_dump_ms: AtomicU64,
+    /// When the warnings of a full hook queue and of a full `mem-m` were last given (wall
+    /// clock, ms: see [`warn_due`]).
     last_drop_log_ms: AtomicU64,
+    last_full_log_ms: AtomicU64,
+    /// `stats.keys_dropped` when the last `mem-m` warning was given.
+    keys_dropped_told: AtomicU64,
     /// The thresholds changed since the last sweep (reload): the next one looks at every row,
     /// not only at those with a limit active or over (see [`Mavg::sweep_group`]).
     thresholds_changed: AtomicBool,
@@ -684,13 +697,28 @@ impl Mavg {
 
     /// Says, at most every 10 seconds, that the hook queue is full.
     fn log_full_queue(&self, waiting: usize) {
-        let now = crate::capture::now_ms();
-        let last = self.last_drop_log_ms.load(Ordering::Relaxed);
-        if now.saturating_sub(last) >= 10_000 && self.last_drop_log_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+        if warn_due(&self.last_drop_log_ms) {
             let dropped = self.stats.events_dropped.load(Ordering::Relaxed);
             crate::log::warn(&format!(
                 "{}/{}: hook queue full (hooks too slow): {waiting} alert starts/ends held and sent again every second, {dropped} events dropped so far",
                 self.object, self.name
+            ));
+        }
+    }
+
+    /// Warns of flows of new keys skipped because `mem-m` was full since the last warning
+    /// (the sweep calls it once a second; a warning every 10 s at most).
+    fn log_keys_dropped(&self) {
+        let (total, told) = (self.stats.keys_dropped.load(Ordering::Relaxed), self.keys_dropped_told.load(Ordering::Relaxed));
+        if total > told && warn_due(&self.last_full_log_ms) {
+            self.keys_dropped_told.store(total, Ordering::Relaxed);
+            crate::log::warn(&format!(
+                "{}/{}: mem-m ({} MiB) full with {} keys: {} flows of new keys not tracked since the last warning ({total} in all); known keys go on",
+                self.object,
+                self.name,
+                self.mem_bytes >> 20,
+                self.stats.keys.load(Ordering::Relaxed),
+                total - told
             ));
         }
     }

@@ -114,6 +114,8 @@ pub fn parse(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Re
         next_dump_ms: AtomicU64::new(0),
         thresholds_changed: AtomicBool::new(false),
         last_drop_log_ms: AtomicU64::new(0),
+        last_full_log_ms: AtomicU64::new(0),
+        keys_dropped_told: AtomicU64::new(0),
         group,
         member: 0,
         stats: MavgStats::default(),

@@ -1,8 +1,8 @@
 //! The once-per-second pass over a moving average's table, and its dumps: idle rows decay,
 //! back-to-normal and underlimits are found (no flow can report traffic that stopped),
-//! notification files are kept fresh, idle keys are forgotten, and the `.dump` / `.adump`
-//! files are asked for. Apart from the per-flow path (the parent module): it runs under each
-//! shard's lock once a second, never per flow.
+//! notification files are kept fresh, idle keys are forgotten, the `.dump` / `.adump`
+//! files are asked for, and a full `mem-m` is warned of. Apart from the per-flow path (the
+//! parent module): it runs under each shard's lock once a second, never per flow.
 
 use super::*;
 
@@ -33,6 +33,7 @@ impl SweepPass {
     pub fn new(members: &[Arc<Mavg>]) -> SweepPass {
         for member in members {
             member.send_held();
+            member.log_keys_dropped();
         }
         let forget: Vec<Option<u64>> = members.iter().map(|m| m.forget_after()).collect();
         let skip_quiet = members.iter().zip(&forget).map(|(m, f)| f.filter(|_| !m.thresholds_changed.swap(false, Ordering::Relaxed))).collect();
