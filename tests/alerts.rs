@@ -334,6 +334,50 @@ fn a_full_mem_m_skips_new_keys_with_a_warning_and_known_keys_still_alert() {
     assert_eq!(started, format!("victim m level1 {} 10.0.0.0 500025 50000\n", notif.display()), "only the tracked key");
 }
 
+#[test]
+fn an_alert_switches_on_another_objects_extended_window_named_object_slash_name() {
+    let d = victim_dirs("alerts-ext-other");
+    std::fs::create_dir_all(d.join("mo/forensics")).unwrap();
+    std::fs::write(
+        d.join("mo/forensics/mo.conf"),
+        r#"{ "filter": "dst net 10.0.0.0/24",
+             "fwm": [ {"name": "talkers", "extended": true, "fields": ["octets", "src host", "dst host"], "time": 10} ] }"#,
+    )
+    .unwrap();
+    let victim = |ext: &str| {
+        let text = format!(
+            r#"{{ "filter": "dst net 10.0.0.0/24",
+                 "mavg": [ {{"name": "m", "time": 2, "fields": ["dst host", "octets"],
+                            "overlimit": [ {{"name": "level1", "default": [100000], "back2norm-time": 5,
+                                            "ext": ["{ext}"]}} ] }} ] }}"#
+        );
+        std::fs::write(d.join("mo/victim/mo.conf"), text).unwrap();
+    };
+    let conf = collector_conf(&d);
+
+    // A window that is not there: the error names the file, line, column and key.
+    victim("nosuch/talkers");
+    let out = Command::new(env!("CARGO_BIN_EXE_xenoeye")).arg("-c").arg(&conf).arg("--check-config").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let file = d.join("mo/victim/mo.conf");
+    assert!(err.contains(&format!("{}:4:53: 'mavg[0].overlimit[0].ext[0]': no window \"talkers\" in object \"nosuch\"", file.display())), "{err}");
+
+    // The flood of `capture`: the other object's window has rows only while the alert holds,
+    // from the flood datagram after the crossing one (as for an object's own window).
+    victim("forensics/talkers");
+    let (frames, flood_octets) = capture(60);
+    replay(&conf, &frames);
+    let mut files: Vec<String> = std::fs::read_dir(d.join("exp")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).filter(|n| n.starts_with("forensics_talkers_")).collect();
+    files.sort();
+    assert_eq!(files, vec![format!("forensics_talkers_{}.sql", T0 / 1000 + 20)]);
+    let text = std::fs::read_to_string(d.join("exp").join(&files[0])).unwrap();
+    let rows: Vec<&str> = text.lines().filter(|l| l.contains("to_timestamp(")).collect();
+    assert_eq!(rows.len(), 1, "one talker: {text}");
+    assert!(rows[0].contains("'198.51.100.7'") && rows[0].contains("'10.0.0.9'"), "{text}");
+    assert_eq!(rows[0].split(',').nth(1).unwrap().trim().parse::<u64>().unwrap(), flood_octets - 1_000_000);
+}
+
 fn free_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

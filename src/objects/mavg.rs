@@ -88,13 +88,26 @@ pub struct LimitSpec {
     pub back2norm_ms: u64,
     pub action_script: Option<PathBuf>,
     pub back2norm_script: Option<PathBuf>,
-    /// Extended windows switched on while the limit holds (`name` or `object/name`, with the
-    /// position in mo.conf), resolved after every object is loaded.
-    pub ext_names: Vec<(String, String, u32, u32)>,
+    /// Extended windows switched on while the limit holds, as written: resolved into `ext`
+    /// once every object is loaded.
+    pub ext_names: Vec<ExtName>,
     pub ext: Vec<Arc<FwmSpec>>,
     /// Lua handlers (used by the Lua hooks; kept for them).
     pub action_lua: Option<String>,
     pub back2norm_lua: Option<String>,
+}
+
+/// An `ext` entry: `name` (the object's own window; `object` empty) or `object/name`, and
+/// where it is written (file, line, column, key path) for the error when there is no such
+/// window.
+#[derive(Clone, Debug)]
+pub struct ExtName {
+    pub object: String,
+    pub window: String,
+    pub file: PathBuf,
+    pub line: u32,
+    pub col: u32,
+    pub key: String,
 }
 
 /// Thresholds: the defaults and the per-key ones from `limits` files, swapped as a whole on

@@ -257,20 +257,19 @@ pub fn reload_thresholds(objects: &Objects) -> Vec<ConfigError> {
 /// `object/name`: another object's), now that every window is known.
 fn resolve_ext(nodes: &mut [ObjectSpec], windows: &[Arc<FwmSpec>], errors: &mut Vec<ConfigError>) {
     for o in nodes.iter_mut() {
-        let file = o.dir.join("mo.conf");
         for m in o.mavgs.iter_mut() {
             let Some(m) = Arc::get_mut(m) else { continue };
             for l in m.limits.iter_mut() {
-                for (obj, name, line, col) in &l.ext_names {
-                    let obj = if obj.is_empty() { o.name.as_str() } else { obj.as_str() };
-                    match windows.iter().find(|w| w.object == obj && w.name == *name) {
+                for e in &l.ext_names {
+                    let object = if e.object.is_empty() { o.name.as_str() } else { e.object.as_str() };
+                    match windows.iter().find(|w| w.object == object && w.name == e.window) {
                         Some(w) => l.ext.push(w.clone()),
                         None => errors.push(ConfigError {
-                            file: file.clone(),
-                            line: *line,
-                            col: *col,
-                            key: format!("{}.{}.ext", m.name, l.name),
-                            msg: format!("no window \"{name}\" in object \"{obj}\""),
+                            file: e.file.clone(),
+                            line: e.line,
+                            col: e.col,
+                            key: e.key.clone(),
+                            msg: format!("no window \"{}\" in object \"{object}\"", e.window),
                         }),
                     }
                 }

@@ -204,10 +204,12 @@ fn parse_limit(file: &Path, dir: &Path, l: &Node, k: &str, kind: LimitKind, n_ag
     };
     let mut ext_names = Vec::new();
     if let Some(e) = l.get("ext") {
-        for n in e.as_array(file, &sub("ext"))? {
-            let s = n.as_str(file, &sub("ext"))?;
-            let (o, w) = s.rsplit_once('/').unwrap_or(("", s));
-            ext_names.push((o.to_string(), w.to_string(), n.line, n.col));
+        for (j, n) in e.as_array(file, &sub("ext"))?.iter().enumerate() {
+            let key = sub(&format!("ext[{j}]"));
+            let s = n.as_str(file, &key)?;
+            let (object, window) = s.rsplit_once('/').unwrap_or(("", s));
+            let (object, window) = (object.to_string(), window.to_string());
+            ext_names.push(ExtName { object, window, file: file.to_path_buf(), line: n.line, col: n.col, key });
         }
     }
     Ok(LimitSpec {
