@@ -362,6 +362,20 @@ fn an_alert_switches_on_another_objects_extended_window_named_object_slash_name(
     assert_eq!(out.status.code(), Some(2), "{err}");
     let file = d.join("mo/victim/mo.conf");
     assert!(err.contains(&format!("{}:4:53: 'mavg[0].overlimit[0].ext[0]': no window \"talkers\" in object \"nosuch\"", file.display())), "{err}");
+    // An ordinary window: a warning (it is always on).
+    std::fs::write(d.join("mo/forensics/mo.conf"), r#"{ "filter": "dst net 10.0.0.0/24", "fwm": [ {"name": "talkers", "fields": ["octets", "dst host"]} ] }"#).unwrap();
+    victim("forensics/talkers");
+    let out = Command::new(env!("CARGO_BIN_EXE_xenoeye")).arg("-c").arg(&conf).arg("--check-config").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "a warning, not an error: {err}");
+    let want = "4:53: 'mavg[0].overlimit[0].ext[0]': window \"talkers\" of object \"forensics\" is not \"extended\": it collects all the time, alerts change nothing";
+    assert!(err.contains(&format!("{}:{want}", file.display())), "{err}");
+    std::fs::write(
+        d.join("mo/forensics/mo.conf"),
+        r#"{ "filter": "dst net 10.0.0.0/24",
+             "fwm": [ {"name": "talkers", "extended": true, "fields": ["octets", "src host", "dst host"], "time": 10} ] }"#,
+    )
+    .unwrap();
 
     // The flood of `capture`: the other object's window has rows only while the alert holds,
     // from the flood datagram after the crossing one (as for an object's own window).

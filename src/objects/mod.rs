@@ -262,15 +262,17 @@ fn resolve_ext(nodes: &mut [ObjectSpec], windows: &[Arc<FwmSpec>], errors: &mut 
             for l in m.limits.iter_mut() {
                 for e in &l.ext_names {
                     let object = if e.object.is_empty() { o.name.as_str() } else { e.object.as_str() };
+                    let at = |msg: String| ConfigError { file: e.file.clone(), line: e.line, col: e.col, key: e.key.clone(), msg };
                     match windows.iter().find(|w| w.object == object && w.name == e.window) {
-                        Some(w) => l.ext.push(w.clone()),
-                        None => errors.push(ConfigError {
-                            file: e.file.clone(),
-                            line: e.line,
-                            col: e.col,
-                            key: e.key.clone(),
-                            msg: format!("no window \"{}\" in object \"{object}\"", e.window),
-                        }),
+                        Some(w) => {
+                            if !w.extended {
+                                // Harmless (ordinary windows are always on), but not what was meant.
+                                let why = format!("window \"{}\" of object \"{object}\" is not \"extended\": it collects all the time, alerts change nothing", e.window);
+                                crate::log::warn(&at(why).to_string());
+                            }
+                            l.ext.push(w.clone());
+                        }
+                        None => errors.push(at(format!("no window \"{}\" in object \"{object}\"", e.window))),
                     }
                 }
             }
