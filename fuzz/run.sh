@@ -13,8 +13,9 @@
 # The machine's one toolchain is stable: RUSTC_BOOTSTRAP=1 lets cargo-fuzz pass its
 # coverage flags; no sanitizer is needed for the safe code (and ASan needs nightly).
 set -euo pipefail
-cd "$(dirname "$0")"
-target=$1 secs=${2:-600} data=${3:-../tests/data}
+here=$(cd "$(dirname "$0")" && pwd)
+target=$1 secs=${2:-600} data=$(realpath "${3:-$here/../tests/data}") # DATA_DIR from where it was called
+cd "$here"
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
 mkdir -p "corpus/$target"
 seeds=()
