@@ -226,6 +226,12 @@ impl Decoder {
 
     /// Handles one template record; returns how many bytes it took (0: stop parsing the set).
     fn template_record(&mut self, wire: Wire, options: bool, exporter: IpAddr, domain: u32, b: &[u8]) -> usize {
+        // Resent unchanged (the common case): a byte comparison, nothing parsed or allocated.
+        if let Some((id, len)) = template::template_extent(wire, options, b) {
+            if self.templates.is_same(&TemplateKey { exporter, domain, id }, &b[..len]) {
+                return len;
+            }
+        }
         let Some(rec) = parse_template_record(wire, options, b) else { return 0 };
         let key = TemplateKey { exporter, domain, id: rec.id };
         match rec.template {
@@ -253,11 +259,8 @@ impl Decoder {
                 0
             }
             Some(Ok(tpl)) => {
-                let bytes = &b[..rec.raw_len];
-                if self.templates.is_same(&key, bytes) {
-                    return rec.raw_len;
-                }
-                let raw = RawTemplate { wire, options, bytes: bytes.to_vec() };
+                // (Not the same as the one held: that returned above.)
+                let raw = RawTemplate { wire, options, bytes: b[..rec.raw_len].to_vec() };
                 match self.templates.insert(key, tpl, raw.clone()) {
                     Insert::New => self.stats.templates_new += 1,
                     Insert::Changed => self.stats.templates_changed += 1,

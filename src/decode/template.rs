@@ -239,55 +239,60 @@ pub struct TemplateRecord {
 /// Parses one template or options-template record at the start of `b`.
 /// Returns `None` when not even the record header fits (end of set or padding).
 pub fn parse_template_record(wire: Wire, options: bool, b: &[u8]) -> Option<TemplateRecord> {
+    let head = record_head(wire, options, b)?;
+    let Some(n) = head.specs else {
+        return Some(TemplateRecord { id: head.id, template: None, raw_len: 4 });
+    };
+    let mut fields = Vec::with_capacity(n.min(MAX_FIELDS));
+    let Some(used) = walk_specs(wire, b, head.start, n, |f| fields.push(f)) else {
+        return Some(TemplateRecord { id: head.id, template: Some(Err(TemplateError::Truncated)), raw_len: b.len() });
+    };
+    Some(TemplateRecord { id: head.id, template: Some(Template::compile(fields, head.scope, options)), raw_len: used })
+}
+
+/// A template record complete at the start of `b` (not a withdrawal): its id and length,
+/// found without building anything, so that a template resent unchanged (exporters resend
+/// theirs every few datagrams) costs a byte comparison and no allocation.
+pub fn template_extent(wire: Wire, options: bool, b: &[u8]) -> Option<(u16, usize)> {
+    let head = record_head(wire, options, b)?;
+    let end = walk_specs(wire, b, head.start, head.specs?, |_| {})?;
+    Some((head.id, end))
+}
+
+/// The fixed part of a template record.
+struct RecordHead {
+    id: u16,
+    /// Where the element specifiers start.
+    start: usize,
+    /// How many there are; `None` for an IPFIX withdrawal (field count 0).
+    specs: Option<usize>,
+    /// Scope fields of an options template.
+    scope: u16,
+}
+
+/// Reads the fixed part of a record; `None` when it does not fit.
+fn record_head(wire: Wire, options: bool, b: &[u8]) -> Option<RecordHead> {
     let id = be16(b, 0)?;
     let count = be16(b, 2)?;
-    match (wire, options) {
-        (Wire::V9, false) | (Wire::Ipfix, false) => {
-            if wire == Wire::Ipfix && count == 0 {
-                return Some(TemplateRecord { id, template: None, raw_len: 4 });
-            }
-            let (fields, used) = match parse_specs(wire, b, 4, count as usize) {
-                Some(x) => x,
-                None => return Some(truncated(id, b.len())),
-            };
-            Some(TemplateRecord { id, template: Some(Template::compile(fields, 0, false)), raw_len: used })
-        }
+    let withdrawal = RecordHead { id, start: 4, specs: None, scope: 0 };
+    Some(match (wire, options) {
+        (Wire::Ipfix, _) if count == 0 => withdrawal,
+        (_, false) => RecordHead { id, start: 4, specs: Some(count as usize), scope: 0 },
         (Wire::V9, true) => {
             // v9 options template: scope length and option length are in bytes (RFC 3954 §6.1).
-            let scope_len = count as usize;
-            let opt_len = be16(b, 4)? as usize;
-            let n = scope_len / 4 + opt_len / 4;
-            let (fields, used) = match parse_specs(wire, b, 6, n) {
-                Some(x) => x,
-                None => return Some(truncated(id, b.len())),
-            };
-            let tpl = Template::compile(fields, (scope_len / 4) as u16, true);
-            Some(TemplateRecord { id, template: Some(tpl), raw_len: used })
+            let (scope_len, opt_len) = (count as usize, be16(b, 4)? as usize);
+            RecordHead { id, start: 6, specs: Some(scope_len / 4 + opt_len / 4), scope: (scope_len / 4) as u16 }
         }
-        (Wire::Ipfix, true) => {
-            if count == 0 {
-                return Some(TemplateRecord { id, template: None, raw_len: 4 });
-            }
-            let scope = be16(b, 4)?;
-            let (fields, used) = match parse_specs(wire, b, 6, count as usize) {
-                Some(x) => x,
-                None => return Some(truncated(id, b.len())),
-            };
-            Some(TemplateRecord { id, template: Some(Template::compile(fields, scope, true)), raw_len: used })
-        }
-    }
+        (Wire::Ipfix, true) => RecordHead { id, start: 6, specs: Some(count as usize), scope: be16(b, 4)? },
+    })
 }
 
-fn truncated(id: u16, len: usize) -> TemplateRecord {
-    TemplateRecord { id, template: Some(Err(TemplateError::Truncated)), raw_len: len }
-}
-
-/// Parses `n` element specifiers starting at `pos`; returns them and the end position.
-fn parse_specs(wire: Wire, b: &[u8], mut pos: usize, n: usize) -> Option<(Vec<FieldSpec>, usize)> {
+/// Walks `n` element specifiers starting at `pos`, handing each to `each`; returns the end
+/// position, or `None` when they do not fit (or are too many).
+fn walk_specs(wire: Wire, b: &[u8], mut pos: usize, n: usize, mut each: impl FnMut(FieldSpec)) -> Option<usize> {
     if n > MAX_FIELDS {
         return None;
     }
-    let mut fields = Vec::with_capacity(n);
     for _ in 0..n {
         let raw_ie = be16(b, pos)?;
         let len = be16(b, pos + 2)?;
@@ -299,9 +304,9 @@ fn parse_specs(wire: Wire, b: &[u8], mut pos: usize, n: usize) -> Option<(Vec<Fi
         } else {
             (raw_ie, 0)
         };
-        fields.push(FieldSpec { ie, pen, len, field: None });
+        each(FieldSpec { ie, pen, len, field: None });
     }
-    Some((fields, pos))
+    Some(pos)
 }
 
 #[cfg(test)]

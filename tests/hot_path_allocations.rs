@@ -1,0 +1,117 @@
+//! The hot path (decode -> filter -> fixed windows and moving averages with thresholds)
+//! allocates nothing per flow once its tables hold the keys: counted by this test binary's
+//! allocator, on the load test's objects (benches/conf) with a second moving average of its
+//! own key per object, fed the load generator's datagrams (benches/data).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::mpsc::channel;
+use std::sync::Arc;
+use xenoeye::daemon::{load_objects, Pipeline};
+use xenoeye::decode::{Datagram, Decoder};
+use xenoeye::objects::LiveObjects;
+
+#[path = "../benches/common/mod.rs"]
+mod bench_data;
+
+thread_local! {
+    /// Allocations made by this thread (other threads, such as the one faulting in tables
+    /// ahead, are not the flow path).
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+struct Counting;
+
+fn count() {
+    let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+}
+
+// SAFETY: every call is passed on to the system allocator unchanged; counting touches only a
+// thread-local Cell that needs no allocation and no destructor.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count();
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count();
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count();
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static COUNTING: Counting = Counting;
+
+fn allocations() -> u64 {
+    ALLOCATIONS.with(|n| n.get())
+}
+
+/// A copy of benches/conf in `dir` whose objects have a second moving average with a
+/// threshold, keyed by address and protocol (a table of its own).
+fn two_averages_conf(dir: &std::path::Path) -> std::path::PathBuf {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/conf");
+    for f in ["xenoeye.conf", "devices.conf", "iplists/my-nets"] {
+        std::fs::create_dir_all(dir.join(f).parent().unwrap()).unwrap();
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    for (o, host) in [("ingress", "dst host"), ("egress", "src host")] {
+        let text = std::fs::read_to_string(src.join("mo").join(o).join("mo.conf")).unwrap();
+        let second = format!(
+            r#"}} ] }}, {{ "name": "pps", "time": 5, "fields": ["{host}", "proto", "packets"],
+              "overlimit": [ {{ "name": "level1", "default": [1000000000], "back2norm-time": 10 }} ] }}"#
+        );
+        let conf = text.replacen("} ] }", &second, 1);
+        assert_ne!(conf, text);
+        std::fs::create_dir_all(dir.join("mo").join(o)).unwrap();
+        std::fs::write(dir.join("mo").join(o).join("mo.conf"), conf).unwrap();
+    }
+    dir.join("xenoeye.conf")
+}
+
+#[test]
+fn the_flow_path_allocates_nothing_per_flow_once_the_keys_are_known() {
+    let dir = std::env::temp_dir().join(format!("xe-hot-path-allocations-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cfg = xenoeye::config::load(&two_averages_conf(&dir)).unwrap();
+    // NetFlow v9 and IPFIX, each with the template in every 64th datagram.
+    for capture in ["nfgen-v9.bin", "nfgen-v10.bin"] {
+        let objects = Arc::new(load_objects(&cfg).unwrap());
+        assert_eq!((objects.windows.len(), objects.mavgs.len()), (8, 4));
+        assert!(objects.mavgs.iter().all(|m| !m.shares_table()), "each average has a table of its own");
+        let (tx, _rx) = channel();
+        let mut pipeline = Pipeline::new(&cfg, &LiveObjects::new(objects.clone()), 0, tx).unwrap();
+        let mut decoder = Decoder::new(Arc::new(cfg.devices.clone()), None);
+        let packets = bench_data::load(capture);
+        let exporter = "127.0.0.2".parse().unwrap();
+        // 15 us apart (66,667 datagrams per second), all within one second and one window: no
+        // window closes and no sweep runs, only flows.
+        let mut now_us: u64 = 1_795_755_180_000_000;
+        let mut pass = |pipeline: &mut Pipeline, decoder: &mut Decoder| {
+            for p in &packets {
+                now_us += 15;
+                let t = pipeline.tick(now_us / 1000);
+                decoder.decode(&Datagram { bytes: p, exporter, time_ms: t }, pipeline);
+            }
+        };
+        let keys = || -> usize { objects.mavgs.iter().map(|m| m.stats.keys.load(std::sync::atomic::Ordering::Relaxed)).sum() };
+        // The keys go into the tables (they grow), the template is learnt.
+        pass(&mut pipeline, &mut decoder);
+        pass(&mut pipeline, &mut decoder);
+        let (keys_known, flows, before) = (keys(), decoder.stats.flows, allocations());
+        pass(&mut pipeline, &mut decoder);
+        let (flows, allocated) = (decoder.stats.flows - flows, allocations() - before);
+        assert_eq!(flows, packets.len() as u64 * 30, "{capture}: every flow decoded");
+        assert_eq!(decoder.stats.total_errors(), 0, "{capture}");
+        assert_eq!(decoder.stats.templates_new, 1, "{capture}: the template, resent unchanged");
+        assert!(keys_known > 10_000 && keys() == keys_known, "{capture}: the averages hold the keys");
+        assert_eq!(allocated, 0, "{capture}: allocations for {flows} flows");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
