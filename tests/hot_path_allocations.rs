@@ -1,7 +1,8 @@
-//! The hot path (decode -> filter -> fixed windows and moving averages with thresholds)
-//! allocates nothing per flow once its tables hold the keys: counted by this test binary's
-//! allocator, on the load test's objects (benches/conf) with a second moving average of its
-//! own key per object, fed the load generator's datagrams (benches/data).
+//! The hot path (receive -> decode -> filter -> fixed windows and moving averages with
+//! thresholds) allocates nothing per flow once its tables hold the keys: counted by this test
+//! binary's allocator, on the load test's objects (benches/conf) with a second moving average
+//! of its own key per object, fed the load generator's datagrams (benches/data), in memory
+//! and through a UDP socket.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -75,6 +76,40 @@ fn two_averages_conf(dir: &std::path::Path) -> std::path::PathBuf {
     dir.join("xenoeye.conf")
 }
 
+/// The load test's objects with two moving averages each, a worker's pipeline and decoder.
+struct Worker {
+    objects: Arc<xenoeye::objects::Objects>,
+    pipeline: Pipeline,
+    decoder: Decoder,
+    /// Where closed windows would go to the export thread (none closes here).
+    _exports: std::sync::mpsc::Receiver<xenoeye::export::Msg>,
+}
+
+impl Worker {
+    fn new(cfg: &xenoeye::config::Config) -> Worker {
+        let objects = Arc::new(load_objects(cfg).unwrap());
+        assert_eq!((objects.windows.len(), objects.mavgs.len()), (8, 4));
+        assert!(objects.mavgs.iter().all(|m| !m.shares_table()), "each average has a table of its own");
+        let (tx, _exports) = channel();
+        let pipeline = Pipeline::new(cfg, &LiveObjects::new(objects.clone()), 0, tx).unwrap();
+        Worker { objects, pipeline, decoder: Decoder::new(Arc::new(cfg.devices.clone()), None), _exports }
+    }
+
+    /// Decodes and aggregates one datagram at `now_ms`.
+    fn datagram(&mut self, bytes: &[u8], exporter: std::net::IpAddr, now_ms: u64) {
+        let t = self.pipeline.tick(now_ms);
+        self.decoder.decode(&Datagram { bytes, exporter, time_ms: t }, &mut self.pipeline);
+    }
+
+    fn keys(&self) -> usize {
+        self.objects.mavgs.iter().map(|m| m.stats.keys.load(std::sync::atomic::Ordering::Relaxed)).sum()
+    }
+}
+
+/// A unix time in ms at the start of a second and of a 5 s window: the tests stay within
+/// it, so no window closes and no sweep runs, only flows.
+const T0_MS: u64 = 1_795_755_180_000;
+
 #[test]
 fn the_flow_path_allocates_nothing_per_flow_once_the_keys_are_known() {
     let dir = std::env::temp_dir().join(format!("xe-hot-path-allocations-{}", std::process::id()));
@@ -82,36 +117,74 @@ fn the_flow_path_allocates_nothing_per_flow_once_the_keys_are_known() {
     let cfg = xenoeye::config::load(&two_averages_conf(&dir)).unwrap();
     // NetFlow v9 and IPFIX, each with the template in every 64th datagram.
     for capture in ["nfgen-v9.bin", "nfgen-v10.bin"] {
-        let objects = Arc::new(load_objects(&cfg).unwrap());
-        assert_eq!((objects.windows.len(), objects.mavgs.len()), (8, 4));
-        assert!(objects.mavgs.iter().all(|m| !m.shares_table()), "each average has a table of its own");
-        let (tx, _rx) = channel();
-        let mut pipeline = Pipeline::new(&cfg, &LiveObjects::new(objects.clone()), 0, tx).unwrap();
-        let mut decoder = Decoder::new(Arc::new(cfg.devices.clone()), None);
+        let mut w = Worker::new(&cfg);
         let packets = bench_data::load(capture);
         let exporter = "127.0.0.2".parse().unwrap();
-        // 15 us apart (66,667 datagrams per second), all within one second and one window: no
-        // window closes and no sweep runs, only flows.
-        let mut now_us: u64 = 1_795_755_180_000_000;
-        let mut pass = |pipeline: &mut Pipeline, decoder: &mut Decoder| {
+        // 15 us apart (66,667 datagrams per second).
+        let mut now_us = T0_MS * 1000;
+        let mut pass = |w: &mut Worker| {
             for p in &packets {
                 now_us += 15;
-                let t = pipeline.tick(now_us / 1000);
-                decoder.decode(&Datagram { bytes: p, exporter, time_ms: t }, pipeline);
+                w.datagram(p, exporter, now_us / 1000);
             }
         };
-        let keys = || -> usize { objects.mavgs.iter().map(|m| m.stats.keys.load(std::sync::atomic::Ordering::Relaxed)).sum() };
         // The keys go into the tables (they grow), the template is learnt.
-        pass(&mut pipeline, &mut decoder);
-        pass(&mut pipeline, &mut decoder);
-        let (keys_known, flows, before) = (keys(), decoder.stats.flows, allocations());
-        pass(&mut pipeline, &mut decoder);
-        let (flows, allocated) = (decoder.stats.flows - flows, allocations() - before);
+        pass(&mut w);
+        pass(&mut w);
+        let (keys, flows, before) = (w.keys(), w.decoder.stats.flows, allocations());
+        pass(&mut w);
+        let (flows, allocated) = (w.decoder.stats.flows - flows, allocations() - before);
         assert_eq!(flows, packets.len() as u64 * 30, "{capture}: every flow decoded");
-        assert_eq!(decoder.stats.total_errors(), 0, "{capture}");
-        assert_eq!(decoder.stats.templates_new, 1, "{capture}: the template, resent unchanged");
-        assert!(keys_known > 10_000 && keys() == keys_known, "{capture}: the averages hold the keys");
+        assert_eq!(w.decoder.stats.total_errors(), 0, "{capture}");
+        assert_eq!(w.decoder.stats.templates_new, 1, "{capture}: the template, resent unchanged");
+        assert!(keys > 10_000 && w.keys() == keys, "{capture}: the averages hold the keys");
         assert_eq!(allocated, 0, "{capture}: allocations for {flows} flows");
     }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn receiving_over_udp_allocates_nothing_per_datagram() {
+    use xenoeye::capture::{udp, Batch, Source};
+    let dir = std::env::temp_dir().join(format!("xe-hot-path-allocations-udp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cfg = xenoeye::config::load(&two_averages_conf(&dir)).unwrap();
+    let mut w = Worker::new(&cfg);
+    let packets = bench_data::load("nfgen-v9.bin");
+    let mut source = udp::bind(Some("127.0.0.1".parse().unwrap()), 0, Some(8), false).unwrap();
+    let to = source.local_addr().unwrap();
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut batch = Batch::new(64);
+    // Sends 32 datagrams at a time (not counted), then receives, decodes and aggregates them
+    // (counted); returns the allocations counted.
+    let mut pass = |w: &mut Worker| -> u64 {
+        let mut counted = 0;
+        for chunk in packets.chunks(32) {
+            for p in chunk {
+                sender.send_to(p, to).unwrap();
+            }
+            let (mut got, mut empty) = (0, 0);
+            while got < chunk.len() {
+                let before = allocations();
+                source.fill(&mut batch).unwrap();
+                for (i, m) in batch.meta.iter().enumerate() {
+                    w.datagram(batch.payload(i), m.from, T0_MS);
+                }
+                counted += allocations() - before;
+                got += batch.meta.len();
+                empty += batch.meta.is_empty() as u32;
+                assert!(empty < 50, "datagrams lost on loopback: {got} of {}", chunk.len());
+            }
+        }
+        counted
+    };
+    pass(&mut w);
+    pass(&mut w);
+    let (keys, flows) = (w.keys(), w.decoder.stats.flows);
+    let allocated = pass(&mut w);
+    let flows = w.decoder.stats.flows - flows;
+    assert_eq!(flows, packets.len() as u64 * 30, "every flow received and decoded");
+    assert!(keys > 10_000 && w.keys() == keys, "the averages hold the keys");
+    assert_eq!(allocated, 0, "allocations for {} datagrams, {flows} flows", packets.len());
     std::fs::remove_dir_all(&dir).unwrap();
 }
