@@ -139,6 +139,19 @@ fn the_flow_path_allocates_nothing_per_flow_once_the_keys_are_known() {
         assert_eq!(w.decoder.stats.templates_new, 1, "{capture}: the template, resent unchanged");
         assert!(keys > 10_000 && w.keys() == keys, "{capture}: the averages hold the keys");
         assert_eq!(allocated, 0, "{capture}: allocations for {flows} flows");
+
+        // Data from an exporter whose template is not known (yet): counted, nothing allocated
+        // (past the exporter's first datagram, which makes its counters).
+        let stranger = "127.0.0.3".parse().unwrap();
+        let data_only: Vec<&Vec<u8>> = packets.iter().enumerate().filter(|(i, _)| i % 64 != 0).map(|(_, p)| p).collect();
+        w.datagram(data_only[0], stranger, T0_MS + 100);
+        let before = allocations();
+        for p in &data_only[1..] {
+            w.datagram(p, stranger, T0_MS + 100);
+        }
+        let allocated = allocations() - before;
+        assert_eq!(w.decoder.stats.error(xenoeye::decode::DecodeError::NoTemplate), data_only.len() as u64, "{capture}");
+        assert_eq!(allocated, 0, "{capture}: allocations for {} datagrams without a template", data_only.len() - 1);
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
