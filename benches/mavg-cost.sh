@@ -121,9 +121,13 @@ for line in open(sys.argv[1]):
     if m:
         runs.setdefault(m.group(1), []).append(int(m.group(2).replace(',', '')))
 med = {v: statistics.median(x) for v, x in runs.items()}
-print(f"{'variant':<20} {'median flows/cpu-s':>20}  vs one   runs")
+# "vs one": the ratio of the medians; "by round": the median of each round's ratio to "one"
+# of the same binary (the two ran minutes apart at most, so a slow spell of the machine
+# touches both; steadier when the rounds drift).
+print(f"{'variant':<20} {'median flows/cpu-s':>20}  vs one  by round   runs")
 for v in sys.argv[2:]:
     if v in med:
-        one = med['one' + v[v.find('@'):]] if '@' in v else med['one']
-        print(f"{v:<20} {med[v]:>20,.0f}  {med[v] / one:6.2f}   {', '.join(f'{x:,}' for x in runs[v])}")
+        base = 'one' + v[v.find('@'):] if '@' in v else 'one'
+        by_round = statistics.median(a / b for a, b in zip(runs[v], runs[base]))
+        print(f"{v:<20} {med[v]:>20,.0f}  {med[v] / med[base]:6.2f}  {by_round:8.2f}   {', '.join(f'{x:,}' for x in runs[v])}")
 PY
