@@ -45,6 +45,18 @@ fn script(dir: &Path, name: &str) -> String {
     path.display().to_string()
 }
 
+/// The `victim` object in `d` (made by [`victim_dirs`]): bytes per destination over 2 s, one
+/// overlimit `level1` at `threshold` B/s running `script`.
+fn victim_over(d: &Path, threshold: u64, script: &Path) {
+    let conf = format!(
+        r#"{{ "filter": "dst net 10.0.0.0/24",
+             "mavg": [ {{"name": "m", "time": 2, "fields": ["dst host", "octets"],
+                        "overlimit": [ {{"name": "level1", "default": [{threshold}], "action-script": "{}"}} ] }} ] }}"#,
+        script.display()
+    );
+    std::fs::write(d.join("mo/victim/mo.conf"), conf).unwrap();
+}
+
 /// A test's directory with the `victim` object's directory, `exp` and `notifications`.
 fn victim_dirs(tag: &str) -> TestDir {
     let d = workdir(tag);
@@ -415,13 +427,20 @@ fn wait_lines(path: &Path, n: usize) -> Vec<String> {
 /// xenoeye.conf (and an empty devices.conf) for the objects under `d`/mo, listening on
 /// 127.0.0.1:`port`; returns its path.
 fn live_conf(d: &Path, port: u16) -> std::path::PathBuf {
+    live_conf_on(d, &[port])
+}
+
+/// [`live_conf`] with a capture worker per port.
+fn live_conf_on(d: &Path, ports: &[u16]) -> std::path::PathBuf {
     std::fs::write(d.join("devices.conf"), "[]").unwrap();
     let conf = d.join("xenoeye.conf");
+    let sockets: Vec<String> = ports.iter().map(|p| format!(r#"{{"socket": {{"listen-on": "127.0.0.1", "port": {p}}}}}"#)).collect();
     std::fs::write(
         &conf,
         format!(
-            r#"{{ "capture": [ {{"socket": {{"listen-on": "127.0.0.1", "port": {port}}}}} ], "templates": {{"db": "t.db"}},
-                 "devices": "devices.conf", "mo-dir": "mo", "export-dir": "exp", "notifications-dir": "notifications" }}"#
+            r#"{{ "capture": [ {} ], "templates": {{"db": "t.db"}},
+                 "devices": "devices.conf", "mo-dir": "mo", "export-dir": "exp", "notifications-dir": "notifications" }}"#,
+            sockets.join(", ")
         ),
     )
     .unwrap();
@@ -504,6 +523,35 @@ fn exported(d: &Path, table: &str) -> u64 {
         }
     }
     total
+}
+
+#[test]
+fn one_average_per_key_whatever_worker_its_flows_come_through() {
+    // Two capture workers (a socket each), an exporter on each. A flow of 160,000 bytes
+    // alone makes 80,000 B/s over the 2 s window, under the 120,000 threshold; the same from
+    // both exporters within a moment crosses it, as the two workers update one average.
+    let d = victim_dirs("alerts-two-workers");
+    let script = d.join("on-start.sh");
+    write_script(&script, &format!("echo \"$@\" >> {}", d.join("started.log").display()));
+    victim_over(&d, 120_000, &script);
+    let ports = [free_port(), free_port()];
+    let child = start_live(&d, &live_conf_on(&d, &ports));
+    let (a, b) = (Exporter::new(ports[0]), Exporter::new(ports[1]));
+    a.send(&[flow([10, 0, 0, 7], 160_000)]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    a.send(&[flow([10, 0, 0, 9], 160_000)]);
+    b.send(&[flow([10, 0, 0, 9], 160_000)]);
+    let started = wait_lines(&d.join("started.log"), 1);
+    let err = stop_live(child);
+    for p in ports {
+        assert!(err.contains(&format!("listening: udp 127.0.0.1:{p}")), "a worker per socket: {err}");
+    }
+    assert_eq!(started.len(), 1, "only 10.0.0.9 crossed: {started:?}\n{err}");
+    let notif = d.join("notifications/victim-m-level1-10.0.0.9");
+    let prefix = format!("victim m level1 {} 10.0.0.9 ", notif.display());
+    let value: u64 = started[0].strip_prefix(&prefix).and_then(|rest| rest.strip_suffix(" 120000")).unwrap_or_else(|| panic!("{}", started[0])).parse().unwrap();
+    // Both flows, the first decayed by the moment between them: at most 160,000 B/s.
+    assert!((120_000..=160_000).contains(&value), "{value}");
 }
 
 #[test]
@@ -739,16 +787,7 @@ fn a_flood_of_failing_scripts_is_logged_in_part_and_summed_up() {
     let d = victim_dirs("alerts-failing");
     let failing = d.join("fail.sh");
     write_script(&failing, "exit 3");
-    std::fs::write(
-        d.join("mo/victim/mo.conf"),
-        format!(
-            r#"{{ "filter": "dst net 10.0.0.0/24",
-                 "mavg": [ {{"name": "m", "time": 2, "fields": ["dst host", "octets"],
-                            "overlimit": [ {{"name": "level1", "default": [1000], "action-script": "{}"}} ] }} ] }}"#,
-            failing.display()
-        ),
-    )
-    .unwrap();
+    victim_over(&d, 1000, &failing);
     let conf = collector_conf(&d);
     // 50 hosts cross the threshold at once: 50 action scripts, each exiting with 3.
     let flows: Vec<CraftedFlow> = (1..=50).map(|h| flow([10, 0, 0, h], 100_000)).collect();
