@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{v9_frame, workdir, write_pcap, CraftedFlow, Frame, TestDir};
+use common::{http_get, metric, v9_frame, workdir, write_pcap, CraftedFlow, Frame, TestDir};
 use std::path::Path;
 use std::process::Command;
 
@@ -535,14 +535,29 @@ fn one_average_per_key_whatever_worker_its_flows_come_through() {
     write_script(&script, &format!("echo \"$@\" >> {}", d.join("started.log").display()));
     victim_over(&d, 120_000, &script);
     let ports = [free_port(), free_port()];
-    let child = start_live(&d, &live_conf_on(&d, &ports));
+    let conf = live_conf_on(&d, &ports);
+    // With the metrics endpoint: the alert is counted there too.
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let text = std::fs::read_to_string(&conf).unwrap().replacen("{ ", &format!(r#"{{ "metrics-listen": "{metrics}", "#), 1);
+    std::fs::write(&conf, text).unwrap();
+    let child = start_live(&d, &conf);
     let (a, b) = (Exporter::new(ports[0]), Exporter::new(ports[1]));
     a.send(&[flow([10, 0, 0, 7], 160_000)]);
     std::thread::sleep(std::time::Duration::from_millis(300));
     a.send(&[flow([10, 0, 0, 9], 160_000)]);
     b.send(&[flow([10, 0, 0, 9], 160_000)]);
     let started = wait_lines(&d.join("started.log"), 1);
+    // Counters are published twice a second.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut page = String::new();
+    while metric(&page, "xenoeye_hook_scripts_total{outcome=\"ok\"}") != Some(1) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        page = http_get(&metrics, "/metrics").unwrap_or_default();
+    }
     let err = stop_live(child);
+    assert_eq!(metric(&page, "xenoeye_hook_scripts_total{outcome=\"ok\"}"), Some(1), "{page}");
+    assert_eq!(metric(&page, "xenoeye_mavg_active_limits{object=\"victim\",mavg=\"m\"}"), Some(1), "{page}");
+    assert_eq!(metric(&page, "xenoeye_mavg_keys{object=\"victim\",mavg=\"m\"}"), Some(2), "{page}");
     for p in ports {
         assert!(err.contains(&format!("listening: udp 127.0.0.1:{p}")), "a worker per socket: {err}");
     }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{data_dir, read_frames, workdir, write_pcap};
+use common::{data_dir, http_get, metric, read_frames, workdir, write_pcap};
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -556,20 +556,6 @@ fn tells_systemd_ready_reloading_watchdog_and_stopping() {
     }
     assert_eq!(last, "STOPPING=1");
     assert!(child.wait_with_output().unwrap().status.success());
-}
-
-/// GET a path from a local HTTP server.
-fn http_get(addr: &str, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out.split_once("\r\n\r\n")?.1.to_string())
-}
-
-fn metric(page: &str, name: &str) -> Option<u64> {
-    page.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 #[test]
