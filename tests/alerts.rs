@@ -279,8 +279,15 @@ fn a_traffic_drop_starts_an_underlimit_and_its_return_ends_it() {
             r#"{{ "filter": "dst net 10.0.0.0/24",
                  "mavg": [ {{"name": "m", "time": 2, "fields": ["dst host", "octets"],
                             "underlimit": [ {{"name": "drop", "default": [2000], "back2norm-time": 3,
-                                             "action-script": "{on}", "back2norm-script": "{off}"}} ] }} ] }}"#
+                                             "action-script": "{on}", "back2norm-script": "{off}",
+                                             "action-lua": "hook", "back2norm-lua": "hook"}} ] }} ] }}"#
         ),
+    )
+    .unwrap();
+    // The Lua hooks log what they are told.
+    std::fs::write(
+        d.join("mo/victim/mo.lua"),
+        r#"function hook(ev) xe.append_file(xe.dir .. "/lua.log", string.format("%s %s %s %.0f %.0f\n", ev.kind, ev.phase, ev.key["dst host"], ev.value, ev.threshold)) end"#,
     )
     .unwrap();
     let conf = collector_conf(&d);
@@ -294,6 +301,7 @@ fn a_traffic_drop_starts_an_underlimit_and_its_return_ends_it() {
     assert_eq!(std::fs::read_dir(d.join("notifications")).unwrap().count(), 1, "10.0.0.2 never under");
     std::fs::remove_file(&notif).unwrap();
     std::fs::remove_file(d.join("on-start.sh.log")).unwrap();
+    std::fs::remove_file(d.join("mo/victim/lua.log")).unwrap();
 
     let err = replay(&conf, &uplink_capture(46));
     let started = std::fs::read_to_string(d.join("on-start.sh.log")).unwrap();
@@ -312,6 +320,8 @@ fn a_traffic_drop_starts_an_underlimit_and_its_return_ends_it() {
     assert_eq!(stopped, format!("victim m drop {} 10.0.0.1 {rate} 2000\n", notif.display()), "ran once, this argv");
     assert!(err.contains("back to normal victim/m/drop 10.0.0.1"), "{err}");
     assert!(!notif.exists(), "the notification file is removed at back-to-normal");
+    let lua = std::fs::read_to_string(d.join("mo/victim/lua.log")).unwrap();
+    assert_eq!(lua, format!("underlimit start 10.0.0.1 0 2000\nunderlimit back2norm 10.0.0.1 {rate} 2000\n"), "the Lua hooks");
 }
 
 #[test]
