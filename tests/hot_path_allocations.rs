@@ -1,8 +1,8 @@
 //! The hot path (receive -> decode -> filter -> fixed windows and moving averages with
 //! thresholds) allocates nothing per flow once its tables hold the keys: counted by this test
 //! binary's allocator, on the load test's objects (benches/conf) with a second moving average
-//! of its own key per object, fed the load generator's datagrams (benches/data), in memory
-//! and through a UDP socket.
+//! of its own key per object, fed the load generator's datagrams (benches/data), in memory,
+//! through a UDP socket and from a capture file.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -14,6 +14,7 @@ use xenoeye::objects::LiveObjects;
 
 #[path = "../benches/common/mod.rs"]
 mod bench_data;
+mod common;
 
 thread_local! {
     /// Allocations made by this thread (other threads, such as the one faulting in tables
@@ -199,5 +200,42 @@ fn receiving_over_udp_allocates_nothing_per_datagram() {
     assert_eq!(flows, packets.len() as u64 * 30, "every flow received and decoded");
     assert!(keys > 10_000 && w.keys() == keys, "the averages hold the keys");
     assert_eq!(allocated, 0, "allocations for {} datagrams, {flows} flows", packets.len());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn reading_a_capture_file_allocates_nothing_per_datagram() {
+    use xenoeye::capture::{pcap_source, Batch, Fill, Source};
+    let dir = std::env::temp_dir().join(format!("xe-hot-path-allocations-pcap-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cfg = xenoeye::config::load(&two_averages_conf(&dir)).unwrap();
+    let mut w = Worker::new(&cfg);
+    let packets = bench_data::load("nfgen-v9.bin");
+    // The datagrams three times over, as Ethernet frames: two passes to learn the keys, the
+    // third counted.
+    let frames: Vec<common::Frame> = (0..3).flat_map(|_| packets.iter()).map(|p| common::Frame { sec: (T0_MS / 1000) as u32, usec: 0, data: common::udp_frame(p) }).collect();
+    let pcap = dir.join("three-passes.pcap");
+    common::write_pcap(&pcap, &frames);
+    let mut source = pcap_source::open_file(&pcap).unwrap();
+    let mut batch = Batch::new(64);
+    let (mut seen, mut counted, mut flows) = (0, 0, 0);
+    loop {
+        let counting = seen >= 2 * packets.len();
+        let before = (allocations(), w.decoder.stats.flows);
+        if source.fill(&mut batch).unwrap() == Fill::End {
+            break;
+        }
+        for (i, m) in batch.meta.iter().enumerate() {
+            w.datagram(batch.payload(i), m.from, T0_MS);
+        }
+        seen += batch.meta.len();
+        if counting {
+            counted += allocations() - before.0;
+            flows += w.decoder.stats.flows - before.1;
+        }
+    }
+    assert_eq!(seen, 3 * packets.len());
+    assert_eq!(flows, packets.len() as u64 * 30, "the third pass: every flow");
+    assert_eq!(counted, 0, "allocations for {} datagrams read from a capture file", packets.len());
     std::fs::remove_dir_all(&dir).unwrap();
 }
