@@ -111,11 +111,17 @@ impl Worker {
 /// it, so no window closes and no sweep runs, only flows.
 const T0_MS: u64 = 1_795_755_180_000;
 
+/// The configuration of [`two_averages_conf`] in a test directory (removed when the test
+/// passes).
+fn two_averages(tag: &str) -> (common::TestDir, xenoeye::config::Config) {
+    let dir = common::workdir(tag);
+    let cfg = xenoeye::config::load(&two_averages_conf(&dir)).unwrap();
+    (dir, cfg)
+}
+
 #[test]
 fn the_flow_path_allocates_nothing_per_flow_once_the_keys_are_known() {
-    let dir = std::env::temp_dir().join(format!("xe-hot-path-allocations-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let cfg = xenoeye::config::load(&two_averages_conf(&dir)).unwrap();
+    let (_dir, cfg) = two_averages("hot-path-allocations");
     // NetFlow v9 and IPFIX, each with the template in every 64th datagram.
     for capture in ["nfgen-v9.bin", "nfgen-v10.bin"] {
         let mut w = Worker::new(&cfg);
@@ -154,15 +160,12 @@ fn the_flow_path_allocates_nothing_per_flow_once_the_keys_are_known() {
         assert_eq!(w.decoder.stats.error(xenoeye::decode::DecodeError::NoTemplate), data_only.len() as u64, "{capture}");
         assert_eq!(allocated, 0, "{capture}: allocations for {} datagrams without a template", data_only.len() - 1);
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn receiving_over_udp_allocates_nothing_per_datagram() {
     use xenoeye::capture::{udp, Batch, Source};
-    let dir = std::env::temp_dir().join(format!("xe-hot-path-allocations-udp-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let cfg = xenoeye::config::load(&two_averages_conf(&dir)).unwrap();
+    let (_dir, cfg) = two_averages("hot-path-allocations-udp");
     let mut w = Worker::new(&cfg);
     let packets = bench_data::load("nfgen-v9.bin");
     let mut source = udp::bind(Some("127.0.0.1".parse().unwrap()), 0, Some(8), false).unwrap();
@@ -200,15 +203,12 @@ fn receiving_over_udp_allocates_nothing_per_datagram() {
     assert_eq!(flows, packets.len() as u64 * 30, "every flow received and decoded");
     assert!(keys > 10_000 && w.keys() == keys, "the averages hold the keys");
     assert_eq!(allocated, 0, "allocations for {} datagrams, {flows} flows", packets.len());
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn reading_a_capture_file_allocates_nothing_per_datagram() {
     use xenoeye::capture::{pcap_source, Batch, Fill, Source};
-    let dir = std::env::temp_dir().join(format!("xe-hot-path-allocations-pcap-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let cfg = xenoeye::config::load(&two_averages_conf(&dir)).unwrap();
+    let (dir, cfg) = two_averages("hot-path-allocations-pcap");
     let mut w = Worker::new(&cfg);
     let packets = bench_data::load("nfgen-v9.bin");
     // The datagrams three times over, as Ethernet frames: two passes to learn the keys, the
@@ -237,5 +237,4 @@ fn reading_a_capture_file_allocates_nothing_per_datagram() {
     assert_eq!(seen, 3 * packets.len());
     assert_eq!(flows, packets.len() as u64 * 30, "the third pass: every flow");
     assert_eq!(counted, 0, "allocations for {} datagrams read from a capture file", packets.len());
-    std::fs::remove_dir_all(&dir).unwrap();
 }
