@@ -453,9 +453,9 @@ impl ClockedSink for Pipeline {
 }
 
 /// Feeds every datagram of a batch through the decoder into the pipeline, moving the clock to
-/// each datagram's time first.
+/// each datagram's time first: what a worker does with each batch its source fills.
 #[inline]
-fn process(batch: &Batch, decoder: &mut Decoder, sink: &mut impl ClockedSink) {
+pub fn process(batch: &Batch, decoder: &mut Decoder, sink: &mut impl ClockedSink) {
     for (i, m) in batch.meta.iter().enumerate() {
         let time_ms = sink.tick(m.time_ms);
         let dg = Datagram { bytes: batch.payload(i), exporter: m.from, time_ms };

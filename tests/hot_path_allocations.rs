@@ -102,6 +102,15 @@ impl Worker {
         self.decoder.decode(&Datagram { bytes, exporter, time_ms: t }, &mut self.pipeline);
     }
 
+    /// What a worker does with a batch its source filled ([`xenoeye::daemon::process`]), the
+    /// clock held at [`T0_MS`] (a live source stamps the wall clock).
+    fn batch(&mut self, batch: &mut xenoeye::capture::Batch) {
+        for m in batch.meta.iter_mut() {
+            m.time_ms = T0_MS;
+        }
+        xenoeye::daemon::process(batch, &mut self.decoder, &mut self.pipeline);
+    }
+
     fn keys(&self) -> usize {
         self.objects.mavgs.iter().map(|m| m.stats.keys.load(std::sync::atomic::Ordering::Relaxed)).sum()
     }
@@ -184,9 +193,7 @@ fn receiving_over_udp_allocates_nothing_per_datagram() {
             while got < chunk.len() {
                 let before = allocations();
                 source.fill(&mut batch).unwrap();
-                for (i, m) in batch.meta.iter().enumerate() {
-                    w.datagram(batch.payload(i), m.from, T0_MS);
-                }
+                w.batch(&mut batch);
                 counted += allocations() - before;
                 got += batch.meta.len();
                 empty += batch.meta.is_empty() as u32;
@@ -225,9 +232,7 @@ fn reading_a_capture_file_allocates_nothing_per_datagram() {
         if source.fill(&mut batch).unwrap() == Fill::End {
             break;
         }
-        for (i, m) in batch.meta.iter().enumerate() {
-            w.datagram(batch.payload(i), m.from, T0_MS);
-        }
+        w.batch(&mut batch);
         seen += batch.meta.len();
         if counting {
             counted += allocations() - before.0;
