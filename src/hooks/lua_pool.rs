@@ -48,7 +48,7 @@ impl LuaJob {
 
     fn describe(&self) -> String {
         match self {
-            LuaJob::Event(ev, _) => format!("{}/{}/{}", ev.mavg.object, ev.mavg.name, ev.limit_spec().name),
+            LuaJob::Event(ev, _) => ev.limit_path(),
             LuaJob::Export(ev) => format!("{} export of {}", ev.spec.object, ev.spec.table),
         }
     }

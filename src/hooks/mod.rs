@@ -300,8 +300,7 @@ impl Hooks {
         let limit = ev.limit_spec();
         self.lua_event(ev, file);
         let (kind, relation) = if limit.kind == LimitKind::Over { ("overlimit", ">") } else { ("underlimit", "<") };
-        let (m, keys) = (&ev.mavg, ev.keys.join(" "));
-        log::info(&format!("{kind} {}/{}/{} {keys}: {} {relation} {}", m.object, m.name, limit.name, whole(ev.value), whole(ev.threshold)));
+        log::info(&format!("{kind} {} {}: {} {relation} {}", ev.limit_path(), ev.keys.join(" "), whole(ev.value), whole(ev.threshold)));
         if let Some(script) = &limit.action_script {
             self.enqueue(script.clone(), ev, file);
         }
@@ -310,9 +309,8 @@ impl Hooks {
     /// An alert ended: logged, its back-to-normal script queued, its Lua hook called and its
     /// notification file deleted.
     fn back_to_normal(&mut self, ev: &Event, file: &std::path::Path) {
-        let limit = ev.limit_spec();
-        log::info(&format!("back to normal {}/{}/{} {}", ev.mavg.object, ev.mavg.name, limit.name, ev.keys.join(" ")));
-        if let Some(script) = &limit.back2norm_script {
+        log::info(&format!("back to normal {} {}", ev.limit_path(), ev.keys.join(" ")));
+        if let Some(script) = &ev.limit_spec().back2norm_script {
             self.enqueue(script.clone(), ev, file);
         }
         self.lua_event(ev, file);

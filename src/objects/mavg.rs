@@ -286,6 +286,11 @@ impl Event {
         &self.mavg.limits[self.limit]
     }
 
+    /// `object/mavg/limit`, as the log names an alert's limit.
+    pub fn limit_path(&self) -> String {
+        format!("{}/{}/{}", self.mavg.object, self.mavg.name, self.limit_spec().name)
+    }
+
     /// `<notifications-dir>/<object>-<mavg>-<limit>-<key1>-<key2>...` (the directory is added
     /// by the hook thread).
     pub fn notification_name(&self) -> String {
