@@ -98,16 +98,13 @@ pub struct LimitSpec {
 }
 
 /// An `ext` entry: `name` (the object's own window; `object` empty) or `object/name`, and
-/// where it is written (file, line, column, key path) for the error when there is no such
-/// window.
+/// where it is written, for the error or warning about it once every window is known.
 #[derive(Clone, Debug)]
 pub struct ExtName {
     pub object: String,
     pub window: String,
-    pub file: PathBuf,
-    pub line: u32,
-    pub col: u32,
-    pub key: String,
+    /// File, line, column and key of the entry (its message is left empty).
+    pub at: ConfigError,
 }
 
 /// Thresholds: the defaults and the per-key ones from `limits` files, swapped as a whole on

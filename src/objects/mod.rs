@@ -262,7 +262,7 @@ fn resolve_ext(nodes: &mut [ObjectSpec], windows: &[Arc<FwmSpec>], errors: &mut 
             for l in m.limits.iter_mut() {
                 for e in &l.ext_names {
                     let object = if e.object.is_empty() { o.name.as_str() } else { e.object.as_str() };
-                    let at = |msg: String| ConfigError { file: e.file.clone(), line: e.line, col: e.col, key: e.key.clone(), msg };
+                    let at = |msg: String| ConfigError { msg, ..e.at.clone() };
                     match windows.iter().find(|w| w.object == object && w.name == e.window) {
                         Some(w) => {
                             if !w.extended {

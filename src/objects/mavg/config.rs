@@ -209,7 +209,7 @@ fn parse_limit(file: &Path, dir: &Path, l: &Node, k: &str, kind: LimitKind, n_ag
             let s = n.as_str(file, &key)?;
             let (object, window) = s.rsplit_once('/').unwrap_or(("", s));
             let (object, window) = (object.to_string(), window.to_string());
-            ext_names.push(ExtName { object, window, file: file.to_path_buf(), line: n.line, col: n.col, key });
+            ext_names.push(ExtName { object, window, at: n.error(file, &key, "") });
         }
     }
     Ok(LimitSpec {
