@@ -125,6 +125,12 @@ fn collector_conf(d: &Path) -> std::path::PathBuf {
     conf
 }
 
+/// `xenoeye --check-config` on `conf`: its exit status and its log.
+fn check_config(conf: &Path) -> (std::process::ExitStatus, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_xenoeye")).arg("-c").arg(conf).arg("--check-config").output().unwrap();
+    (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
 fn replay(conf: &Path, frames: &[Frame]) -> String {
     let pcap = conf.with_file_name("capture.pcap");
     write_pcap(&pcap, frames);
@@ -379,17 +385,15 @@ fn an_alert_switches_on_another_objects_extended_window_named_object_slash_name(
 
     // A window that is not there: the error names the file, line, column and key.
     victim("nosuch/talkers");
-    let out = Command::new(env!("CARGO_BIN_EXE_xenoeye")).arg("-c").arg(&conf).arg("--check-config").output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let (status, err) = check_config(&conf);
+    assert_eq!(status.code(), Some(2), "{err}");
     let file = d.join("mo/victim/mo.conf");
     assert!(err.contains(&format!("{}:4:53: 'mavg[0].overlimit[0].ext[0]': no window \"talkers\" in object \"nosuch\"", file.display())), "{err}");
     // An ordinary window: a warning (it is always on).
     std::fs::write(d.join("mo/forensics/mo.conf"), r#"{ "filter": "dst net 10.0.0.0/24", "fwm": [ {"name": "talkers", "fields": ["octets", "dst host"]} ] }"#).unwrap();
     victim("forensics/talkers");
-    let out = Command::new(env!("CARGO_BIN_EXE_xenoeye")).arg("-c").arg(&conf).arg("--check-config").output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "a warning, not an error: {err}");
+    let (status, err) = check_config(&conf);
+    assert!(status.success(), "a warning, not an error: {err}");
     let want = "4:53: 'mavg[0].overlimit[0].ext[0]': window \"talkers\" of object \"forensics\" is not \"extended\": it collects all the time, alerts change nothing";
     assert!(err.contains(&format!("{}:{want}", file.display())), "{err}");
     std::fs::write(
@@ -872,9 +876,8 @@ fn check_config_warns_of_a_script_that_cannot_run() {
     let conf = setup(&d);
     std::fs::remove_file(d.join("on-start.sh")).unwrap();
     std::fs::set_permissions(d.join("on-stop.sh"), std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_xenoeye")).arg("-c").arg(&conf).arg("--check-config").output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "a warning, not an error: {err}");
+    let (status, err) = check_config(&conf);
+    assert!(status.success(), "a warning, not an error: {err}");
     // Where each value stands in mo.conf (1-based line and column of its opening quote).
     let mo = d.join("mo/victim/mo.conf");
     let text = std::fs::read_to_string(&mo).unwrap();
