@@ -274,9 +274,8 @@ struct RecordHead {
 fn record_head(wire: Wire, options: bool, b: &[u8]) -> Option<RecordHead> {
     let id = be16(b, 0)?;
     let count = be16(b, 2)?;
-    let withdrawal = RecordHead { id, start: 4, specs: None, scope: 0 };
     Some(match (wire, options) {
-        (Wire::Ipfix, _) if count == 0 => withdrawal,
+        (Wire::Ipfix, _) if count == 0 => RecordHead { id, start: 4, specs: None, scope: 0 },
         (_, false) => RecordHead { id, start: 4, specs: Some(count as usize), scope: 0 },
         (Wire::V9, true) => {
             // v9 options template: scope length and option length are in bytes (RFC 3954 §6.1).
