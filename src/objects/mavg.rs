@@ -22,7 +22,8 @@
 //! Events go to the hook thread without ever blocking a worker; when its queue is full, starts
 //! and ends are held here and offered again at every sweep (`Mavg::emit`).
 //!
-//! This file holds the types and the per-flow path; `config` reads a `mavg` element and its
+//! This file holds the types, thresholds, events and what a reload changes; `feed` is the
+//! per-flow path (queueing, batches, the row update), `config` reads a `mavg` element and its
 //! limits files, `sweep` is the once-per-second pass and the dumps, `resume` takes up the
 //! alerts an earlier run or configuration left active and ends those of moving averages a
 //! reload retires, `rowtable` the rows.
@@ -33,7 +34,7 @@ use super::window::{Agg, FieldRef, FwmSpec};
 use crate::config::json::Node;
 use crate::config::ConfigError;
 use crate::fields::{FieldId, Kind};
-use crate::flow::{addr_from_u128, Flow};
+use crate::flow::addr_from_u128;
 use parking_lot::{Mutex, RwLock};
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
@@ -462,106 +463,8 @@ impl Group {
     }
 }
 
-/// A worker's queue in front of one moving average: each flow's row is prefetched when the
-/// flow arrives, and the queue is applied as a batch when full or when the clock moves on (a
-/// new millisecond, before a sweep), so several rows load from memory at once and each shard
-/// is locked once per batch rather than once per flow.
-pub struct Feed {
-    /// The moving averages of one table (see [`groups`]), fixed for the queue's life: entries
-    /// are prepared in place, and only the words and fields of this table's key are written
-    /// (the rest stay zero).
-    members: Vec<Arc<Mavg>>,
-    /// The same: the first member, and the second if any (the per-flow path reads them).
-    leader: Arc<Mavg>,
-    partner: Option<Arc<Mavg>>,
-    batch: [Pending; FEED_DEPTH],
-    len: usize,
-}
-
-/// A limit that started on a flow: member, key, limit, field, value, threshold, time.
-type StartEvent = (usize, PackedKey, usize, usize, f64, f64, u64);
 /// What a sweep found for a key: key, limit, phase, field, value, threshold, start time.
 type SweepEvent = (PackedKey, usize, Phase, usize, f64, f64, u64);
-
-/// Flows per batch.
-const FEED_DEPTH: usize = 16;
-/// Slots of a growing table's previous array whose keys move per flow applied (a table of a
-/// million keys has moved within about 130,000 flows, a few hundred nanoseconds each).
-const MOVE_SLOTS_PER_FLOW: usize = 16;
-
-impl Feed {
-    /// A queue for a group of moving averages sharing a table (as [`groups`] returns them).
-    pub fn new(members: Vec<Arc<Mavg>>) -> Feed {
-        debug_assert!(!members.is_empty() && members.len() == members[0].group.members());
-        let (leader, partner) = (members[0].clone(), members.get(1).cloned());
-        Feed { members, leader, partner, batch: [Pending::EMPTY; FEED_DEPTH], len: 0 }
-    }
-
-    #[inline]
-    pub fn push(&mut self, flow: &Flow) {
-        // Prepared in place: the entry only ever held this table's flows.
-        let p = &mut self.batch[self.len];
-        self.leader.prepare_into(flow, flow.time_ms, p);
-        if let Some(partner) = &self.partner {
-            partner.values_into(flow, &mut p.v[1]);
-        }
-        self.leader.prefetch(p);
-        self.len += 1;
-        if self.len == FEED_DEPTH {
-            self.flush();
-        }
-    }
-
-    /// Applies every waiting flow (in arrival order for each key).
-    #[inline]
-    pub fn flush(&mut self) {
-        if self.len > 0 {
-            Mavg::apply_batch(&self.members, &self.batch[..self.len]);
-            self.len = 0;
-        }
-    }
-}
-
-/// A batch's flows of one shard, applied to the shard's table (see [`Mavg::apply_in_shard`]).
-struct BatchUpdate<'a> {
-    members: &'a [Arc<Mavg>],
-    cell: &'a ShardCell,
-    limits: &'a mut [LimitStates],
-    compiled: &'a [Arc<Compiled>],
-    batch: &'a [Pending],
-    /// Bit i: apply `batch[i]`.
-    which: u64,
-    events: &'a mut Vec<StartEvent>,
-}
-
-impl rowtable::Visit for BatchUpdate<'_> {
-    fn visit<S: rowtable::Slot>(self, table: &mut rowtable::RowTable<S>) {
-        // Each member and its thresholds looked up once per batch, not per flow.
-        let each: [(&Mavg, &Compiled); MAX_MEMBERS] = std::array::from_fn(|m| {
-            let m = m.min(S::MEMBERS - 1);
-            (&*self.members[m], &*self.compiled[m])
-        });
-        table.go_on_moving(MOVE_SLOTS_PER_FLOW * self.batch.len());
-        for (i, p) in self.batch.iter().enumerate() {
-            if self.which & (1 << i) != 0 {
-                Mavg::update_slot(&each, self.cell, table, self.limits, p, self.events);
-            }
-        }
-    }
-}
-
-/// A flow prepared for a table's moving averages: its key, hash and each member's values.
-#[derive(Clone, Copy, Debug)]
-pub struct Pending {
-    key: PackedKey,
-    hash: u64,
-    v: [[f64; 3]; MAX_MEMBERS],
-    now_ms: u64,
-}
-
-impl Pending {
-    const EMPTY: Pending = Pending { key: PackedKey { n: 0, w: [0; MAVG_WORDS] }, hash: 0, v: [[0.0; 3]; MAX_MEMBERS], now_ms: 0 };
-}
 
 /// Counters of one moving average.
 #[derive(Debug, Default)]
@@ -827,225 +730,6 @@ impl Mavg {
         true
     }
 
-    /// Adds a flow (which the object's filter matched) at `now_ms` (a moving average with a
-    /// table of its own; a shared table's flows go through a [`Feed`]).
-    #[inline]
-    pub fn update(self: &Arc<Self>, flow: &Flow, now_ms: u64) {
-        debug_assert!(!self.shares_table());
-        let p = self.prepare(flow, now_ms);
-        Mavg::apply_batch(std::slice::from_ref(self), std::slice::from_ref(&p));
-    }
-
-    /// Packs a flow's key and values (no lock, no memory of the table touched).
-    #[inline]
-    pub fn prepare(&self, flow: &Flow, now_ms: u64) -> Pending {
-        let mut p = Pending::EMPTY;
-        self.prepare_into(flow, now_ms, &mut p);
-        p
-    }
-
-    /// [`Mavg::prepare`] into a pending entry last prepared by this moving average (or
-    /// empty): the words and values past this average's key and fields are left as they are,
-    /// zero.
-    #[inline]
-    fn prepare_into(&self, flow: &Flow, now_ms: u64, p: &mut Pending) {
-        p.key.n = self.layout.words as u8;
-        self.layout.pack(flow, &mut p.key.w);
-        self.values_into(flow, &mut p.v[0]);
-        p.hash = p.key.hash64();
-        p.now_ms = now_ms;
-    }
-
-    /// A flow's values of this average's fields.
-    #[inline]
-    fn values_into(&self, flow: &Flow, v: &mut [f64; 3]) {
-        for (x, a) in v.iter_mut().zip(&self.aggs) {
-            // Counters are far below 2^63: clamped there, the signed conversion serves (it
-            // is cheaper than the unsigned one).
-            *x = a.of(flow).min(i64::MAX as u64) as i64 as f64;
-        }
-    }
-
-    /// Starts loading the slot a prepared flow will update (a hint; the slot array may have
-    /// moved by the time it is used, which costs nothing but the hint).
-    #[inline]
-    pub fn prefetch(&self, p: &Pending) {
-        let cell = &self.group.cells[self.shard_of(p.hash)];
-        let (base, mask) = (cell.base.load(Ordering::Relaxed), cell.mask.load(Ordering::Relaxed));
-        if base != 0 {
-            // Every cache line the slot spans (one for slots up to 64 bytes).
-            let slot_bytes = self.group.slot_bytes;
-            let addr = base + rowtable::home_slot(p.hash, mask, slot_bytes) * slot_bytes;
-            super::table::prefetch(addr as *const u8);
-            if slot_bytes > 64 {
-                // Slots up to 64 bytes are aligned to their size: one line. Larger ones span
-                // two or three.
-                super::table::prefetch((addr + slot_bytes - 1) as *const u8);
-                super::table::prefetch((addr + 64) as *const u8);
-            } else {
-                // And the next line: a key not in its home line is most often in the next
-                // (see `rowtable::home_slot`); a miss there cost as much as the rest of the
-                // update. (An array from the allocator may start mid-line: its home "line"
-                // then spans two, both loaded.)
-                super::table::prefetch(((addr | 63) + 1) as *const u8);
-            }
-        }
-    }
-
-    /// Updates the averages of a table's members (as [`groups`] returns them) with prepared
-    /// flows, locking each shard once: flows are taken shard by shard, in arrival order within
-    /// a shard (so within a key). Events are sent after the locks are released.
-    pub fn apply_batch(members: &[Arc<Mavg>], batch: &[Pending]) {
-        let leader = &members[0];
-        let mut events: Vec<StartEvent> = Vec::new();
-        debug_assert!(!batch.is_empty() && batch.len() <= 64);
-        let all = u64::MAX >> (64 - batch.len());
-        if leader.group.shard_mask == 0 {
-            // One shard (one worker): nothing to group.
-            Mavg::apply_in_shard(members, 0, batch, all, &mut events);
-        } else {
-            let mut left = all; // bit i: batch[i] not applied yet
-            while left != 0 {
-                let shard_no = leader.shard_of(batch[left.trailing_zeros() as usize].hash);
-                let same = batch.iter().enumerate().filter(|(_, p)| leader.shard_of(p.hash) == shard_no);
-                let mine = same.fold(0u64, |m, (i, _)| m | 1 << i) & left;
-                Mavg::apply_in_shard(members, shard_no, batch, mine, &mut events);
-                left &= !mine;
-            }
-        }
-        Mavg::emit_starts(members, events);
-    }
-
-    /// Applies the flows of `batch` selected by `which` (bit i: `batch[i]`), all of shard
-    /// `shard_no`, under its lock, with the shard's slot type known (one dispatch per batch,
-    /// not one per row access).
-    fn apply_in_shard(members: &[Arc<Mavg>], shard_no: usize, batch: &[Pending], which: u64, events: &mut Vec<StartEvent>) {
-        let cell = &members[0].group.cells[shard_no];
-        let mut guard = cell.shard.lock();
-        let Shard { rows, limits, compiled } = &mut *guard;
-        rows.visit(BatchUpdate { members, cell, limits, compiled, batch, which, events });
-    }
-
-    /// One flow's update of its slot, every member's row (the shard locked); a limit starting
-    /// is added to `events`.
-    #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    fn update_slot<S: rowtable::Slot>(
-        each: &[(&Mavg, &Compiled); MAX_MEMBERS],
-        cell: &ShardCell,
-        table: &mut rowtable::RowTable<S>,
-        limits: &mut [LimitStates],
-        p: &Pending,
-        events: &mut Vec<StartEvent>,
-    ) {
-        let Pending { ref key, hash, now_ms, .. } = *p;
-        let i = match table.find(key, hash) {
-            Some(i) => i,
-            None => match Mavg::insert_row(each, cell, table, key, hash, now_ms) {
-                Some(i) => i,
-                None => return,
-            },
-        };
-        // The slot type's member count is a constant: no loop is left.
-        for (m, (member, thresholds)) in each.iter().enumerate().take(S::MEMBERS) {
-            if !member.quiet_update(table.slot_mut(i), m, thresholds, p) {
-                member.full_update(table, i, m, &mut limits[m], thresholds, p, events);
-            }
-        }
-    }
-
-    /// The common update in place of member `m`'s row: it has no limit active or over, and
-    /// stays under every overlimit. Returns false, the slot untouched, when that is not so.
-    #[inline(always)]
-    fn quiet_update<S: rowtable::Slot>(&self, slot: &mut S, m: usize, compiled: &Compiled, p: &Pending) -> bool {
-        let (sums, last, thr) = slot.parts_mut(m);
-        if *thr & FLAG_BITS != 0 {
-            return false;
-        }
-        let now_ms = p.now_ms;
-        let ahead = rowtable::ms_ahead(*last, now_ms);
-        let dt = if ahead < 0 { -(ahead as i64) as u64 } else { 0 };
-        let mut n = [0.0; 3];
-        for ((n, sum), v) in n.iter_mut().zip(sums.iter()).zip(&p.v[m]).take(S::SUMS) {
-            *n = self.step(*sum, *v, dt);
-        }
-        let quiet = &compiled.quiet[set_index(*thr)];
-        if over_field(&n, quiet, S::SUMS).is_some() {
-            return false;
-        }
-        sums.copy_from_slice(&n[..S::SUMS]);
-        if ahead < 0 {
-            *last = now_ms as u32;
-        }
-        true
-    }
-
-    /// The update of member `m`'s row when it has a limit active or over, or crosses one now.
-    #[inline(never)]
-    #[allow(clippy::too_many_arguments)]
-    fn full_update<S: rowtable::Slot>(
-        &self,
-        table: &mut rowtable::RowTable<S>,
-        i: usize,
-        m: usize,
-        limits: &mut LimitStates,
-        compiled: &Compiled,
-        p: &Pending,
-        events: &mut Vec<StartEvent>,
-    ) {
-        let Pending { ref key, now_ms, .. } = *p;
-        let v = &p.v[m];
-        let mut row = table.load(i, m, now_ms);
-        let set = &compiled.sets[row.thr()];
-        let (before_n, before_ms) = (row.n, row.last_ms);
-        let dt = now_ms.saturating_sub(row.last_ms);
-        for (n, v) in row.n.iter_mut().zip(v.iter()).take(S::SUMS) {
-            *n = self.step(*n, *v, dt);
-        }
-        row.last_ms = row.last_ms.max(now_ms);
-        let mut over = self.over_mask; // underlimits are found by the sweep
-        while over != 0 {
-            let l = over.trailing_zeros() as usize;
-            over &= over - 1;
-            match over_field(&row.n, &set.sum[l], S::SUMS) {
-                // Still over: the flag says so; the key's limit state is not touched per flow.
-                Some(_) if row.active(l) => row.set_flag(OVER_BIT, l, true),
-                Some(field) => self.start_over(m, &mut row, limits, key, l, field, set, now_ms, events),
-                // Just dropped under: record when it was last over, and by how much.
-                None if row.flag(OVER_BIT, l) => self.record_over(&mut row, limits, key, l, &before_n, before_ms, set),
-                None => {}
-            }
-        }
-        table.store(i, m, &row);
-    }
-
-    /// A new key's rows (one per member of the table, with its thresholds), unless the memory
-    /// bound is reached (then the flow is counted and skipped); publishes the slot array's
-    /// address for prefetching (it may have grown). The members share `mem-m` (see
-    /// [`share_tables`]): the first one's key count decides.
-    #[cold]
-    fn insert_row<S: rowtable::Slot>(
-        each: &[(&Mavg, &Compiled); MAX_MEMBERS],
-        cell: &ShardCell,
-        table: &mut rowtable::RowTable<S>,
-        key: &PackedKey,
-        hash: u64,
-        now_ms: u64,
-    ) -> Option<usize> {
-        let members = &each[..S::MEMBERS];
-        if !members[0].0.has_room_for_key() {
-            for (member, _) in members {
-                member.stats.keys_dropped.fetch_add(1, Ordering::Relaxed);
-            }
-            return None;
-        }
-        Mavg::count_new_key(members.iter().map(|(member, _)| *member));
-        let rows = each.map(|(_, thresholds)| Row { last_ms: now_ms, n: [0.0; 3], thr: thresholds.index_of(key) });
-        let i = table.insert(key, hash, &rows[..S::MEMBERS]);
-        cell.publish(table.probe_start());
-        Some(i)
-    }
-
     /// Whether the table has room for one more key within `mem-m` (the members of a shared
     /// table hold the same keys and share `mem-m`: any one's count decides).
     fn has_room_for_key(&self) -> bool {
@@ -1057,34 +741,6 @@ impl Mavg {
         for member in members {
             member.stats.keys.fetch_add(1, Ordering::Relaxed);
         }
-    }
-
-    /// Sends the limits that started in a batch (after its locks are released).
-    fn emit_starts(members: &[Arc<Mavg>], events: Vec<StartEvent>) {
-        for (m, key, l, field, value, threshold, now_ms) in events {
-            let member = &members[m];
-            member.activate(l, true);
-            let keys = member.key_text(&key);
-            member.emit(Event { phase: Phase::Start, mavg: member.clone(), limit: l, keys, field, value, threshold, time_ms: now_ms, start_ms: now_ms });
-        }
-    }
-
-    /// Overlimit `l` starts for the key of `row` (member `m`'s, over on `field`) at `now_ms`:
-    /// its state is made and the start queued in `events`. Out of line: rare, and the per-flow
-    /// loop keeps its registers.
-    #[cold]
-    #[inline(never)]
-    #[allow(clippy::too_many_arguments)]
-    fn start_over(&self, m: usize, row: &mut Row, limits: &mut LimitStates, key: &PackedKey, l: usize, field: usize, set: &ThresholdSet, now_ms: u64, events: &mut Vec<StartEvent>) {
-        let (value, threshold) = self.verdict(&row.n, set, l, field);
-        let st = limit_state(limits, key, l);
-        st.last_bad_ms = now_ms;
-        (st.field, st.value, st.threshold) = (field, value, threshold);
-        st.start_ms = now_ms;
-        st.last_notify_ms = now_ms;
-        row.set_flag(ACTIVE_BIT, l, true);
-        row.set_flag(OVER_BIT, l, true);
-        events.push((m, *key, l, field, value, threshold, now_ms));
     }
 
     /// Folds the over flag of limit `l` into the key's state: at `at_ms` the averages were `n`
@@ -1217,7 +873,10 @@ pub use config::{format_value, load_limits, parse};
 pub use resume::{notification_files, take_over_alerts, take_up_alerts, Retired, TakenUp};
 pub use sweep::SweepPass;
 
+pub use feed::{Feed, Pending};
+
 mod config;
+mod feed;
 mod resume;
 mod rowtable;
 mod sweep;

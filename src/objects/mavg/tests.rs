@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::config::json;
+use crate::flow::Flow;
 use crate::testdir::TestDir;
 use std::sync::mpsc::{sync_channel, Receiver};
 
