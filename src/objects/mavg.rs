@@ -441,6 +441,8 @@ struct Group {
     shard_mask: usize,
     /// Bytes per slot (slots are sized to the key, the averaged fields and the members).
     slot_bytes: usize,
+    /// [`rowtable::line_mask`] of `slot_bytes`.
+    line_mask: usize,
     /// Per member, what it is (name, fields, window, limits): a reload takes over the rows of
     /// a group of the same shape only.
     shape: Vec<String>,
@@ -455,7 +457,7 @@ impl Group {
     fn new(words: usize, sums: usize, compiled: Vec<Arc<Compiled>>, shape: Vec<String>, shards: usize) -> Group {
         let slot_bytes = rowtable::Rows::slot_bytes_of(words, sums, compiled.len()).expect("a slot type for the members");
         let cells = (0..shards).map(|_| ShardCell::new(words, sums, compiled.clone())).collect();
-        Group { cells, shard_mask: shards - 1, slot_bytes, shape, adopted: AtomicBool::new(false) }
+        Group { cells, shard_mask: shards - 1, slot_bytes, line_mask: rowtable::line_mask(slot_bytes), shape, adopted: AtomicBool::new(false) }
     }
 
     fn members(&self) -> usize {

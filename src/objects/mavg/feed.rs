@@ -160,7 +160,7 @@ impl Mavg {
         if base != 0 {
             // Every cache line the slot spans (one for slots up to 64 bytes).
             let slot_bytes = self.group.slot_bytes;
-            let addr = base + rowtable::home_slot(p.hash, mask, slot_bytes) * slot_bytes;
+            let addr = base + rowtable::home_slot(p.hash, mask, self.group.line_mask) * slot_bytes;
             prefetch(addr as *const u8);
             if slot_bytes > 64 {
                 // Slots up to 64 bytes are aligned to their size: one line. Larger ones span

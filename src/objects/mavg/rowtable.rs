@@ -237,14 +237,22 @@ impl Rows {
     }
 }
 
-/// The first slot of a hash's probe path in an array of `mask + 1` slots of `slot_bytes`: the
-/// first slot of the cache line holding slot `hash & mask` (slots up to 64 bytes are aligned
-/// to their size), so that the line the prefetch loaded is searched whole before the next
-/// one (prefetched with it, see `Mavg::prefetch`) is needed.
-#[inline(always)]
-pub(super) fn home_slot(hash: u64, mask: usize, slot_bytes: usize) -> usize {
+/// Rounds a slot index down to the first slot of its cache line, for slots of `slot_bytes`
+/// (slots up to 64 bytes are aligned to their size; larger ones each start a line). Computed
+/// once per table: the prefetch, which knows the slot size only at run time, would otherwise
+/// divide on every flow.
+pub(super) const fn line_mask(slot_bytes: usize) -> usize {
     let per_line = if slot_bytes < 64 { 64 / slot_bytes } else { 1 };
-    hash as usize & mask & !(per_line - 1)
+    !(per_line - 1)
+}
+
+/// The first slot of a hash's probe path in an array of `mask + 1` slots (`line_mask` of
+/// their size): the first slot of the cache line holding slot `hash & mask`, so that the line
+/// the prefetch loaded is searched whole before the next one (prefetched with it, see
+/// `Mavg::prefetch`) is needed.
+#[inline(always)]
+pub(super) fn home_slot(hash: u64, mask: usize, line_mask: usize) -> usize {
+    hash as usize & mask & line_mask
 }
 
 /// What the table needs of a slot type.
@@ -326,7 +334,7 @@ impl<S: Slot> RowTable<S> {
 
     #[inline(always)]
     fn home(hash: u64, mask: usize) -> usize {
-        home_slot(hash, mask, std::mem::size_of::<S>())
+        home_slot(hash, mask, const { line_mask(std::mem::size_of::<S>()) })
     }
 
     fn last(s: &S) -> u64 {
@@ -565,7 +573,8 @@ mod tests {
         assert_eq!(std::mem::align_of::<K2A1>(), 32);
         assert_eq!(Rows::slot_bytes(3, 1), 64);
         // A probe starts at the first slot of its line: two 32-byte slots a line, one of 64.
-        assert_eq!((home_slot(5, 63, 32), home_slot(4, 63, 32), home_slot(5, 63, 64), home_slot(69, 63, 32)), (4, 4, 5, 4));
+        assert_eq!((home_slot(5, 63, line_mask(32)), home_slot(4, 63, line_mask(32)), home_slot(5, 63, line_mask(64)), home_slot(69, 63, line_mask(32))), (4, 4, 5, 4));
+        assert_eq!((line_mask(16), line_mask(128)), (!3, !0));
         // Shared by two: one line, where the key and both rows fit it.
         for words in 1..=MAVG_WORDS {
             for sums in 1..=3 {
