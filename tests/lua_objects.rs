@@ -71,11 +71,11 @@ fn lua_object_exports_byte_identical_to_mo_conf() {
     assert_eq!(ea, eb, "byte-identical export files");
 }
 
-#[test]
-fn children_generated_from_a_customers_file() {
-    let d = workdir("luaobj-children");
-    setup(&d);
-    std::fs::write(d.join("mo/ingress/customers"), "# name network\nalpha 192.0.2.0/26\nbeta 192.0.2.64/26\n").unwrap();
+/// An ingress object made by a mo.lua with a child per line of a customers file (`name
+/// network`), each child and the parent with a window of octets; the capture replayed.
+fn customers_replayed(d: &Path, customers: &str) {
+    setup(d);
+    std::fs::write(d.join("mo/ingress/customers"), customers).unwrap();
     std::fs::write(
         d.join("mo/ingress/mo.lua"),
         r#"
@@ -90,38 +90,67 @@ return { filter = "dst net 192.0.2.0/24", fwm = { { name = "all", fields = { "oc
 "#,
     )
     .unwrap();
-    let (ok, err) = run(&d, &["--check-config"]);
+    let (ok, err) = run(d, &["--check-config"]);
     assert!(ok, "{err}");
-    let (ok, err) = run(&d, &["--read-pcap", data_dir().join("exporters/softflowd-v9.pcap").to_str().unwrap()]);
+    let (ok, err) = run(d, &["--read-pcap", data_dir().join("exporters/softflowd-v9.pcap").to_str().unwrap()]);
     assert!(ok, "{err}");
-    let sum = |prefix: &str| -> u64 {
-        exports(&d)
-            .iter()
-            .filter(|(n, _)| n.starts_with(prefix))
-            .flat_map(|(_, t)| t.lines().filter(|l| l.contains("to_timestamp(")).map(|l| l.split(',').nth(1).unwrap().trim_matches([' ', ')', ';']).parse::<u64>().unwrap()).collect::<Vec<_>>())
-            .sum()
-    };
-    // The truth: bytes to each customer's network (softflowd exports every flow of the capture).
+}
+
+/// Octets of the export files whose names start with `prefix`.
+fn exported_octets(d: &Path, prefix: &str) -> u64 {
+    exports(d)
+        .iter()
+        .filter(|(n, _)| n.starts_with(prefix))
+        .flat_map(|(_, t)| t.lines().filter(|l| l.contains("to_timestamp(")).map(|l| l.split(',').nth(1).unwrap().trim_matches([' ', ')', ';']).parse::<u64>().unwrap()).collect::<Vec<_>>())
+        .sum()
+}
+
+/// The truth: bytes to each address of 192.0.2.0/24, by its last byte (softflowd exports
+/// every flow of the capture).
+fn truth_bytes_to_192_0_2() -> [u64; 256] {
     let truth = std::fs::read_to_string(data_dir().join("exporters/traffic.truth.json")).unwrap();
     let root = xenoeye::config::json::parse(&truth, Path::new("truth")).unwrap();
-    let (mut want, mut all) = ([0u64; 2], 0u64);
+    let mut bytes_to = [0u64; 256];
     for f in root.get("flows").unwrap().as_array(Path::new("t"), "").unwrap() {
         let dst = match &f.get("dst").unwrap().value {
             xenoeye::config::json::Value::String(s) => s.clone(),
             _ => continue,
         };
         let bytes = f.get("bytes").unwrap().as_u64(Path::new("t"), "").unwrap();
-        if let Some(last) = dst.strip_prefix("192.0.2.").and_then(|x| x.parse::<u32>().ok()) {
-            all += bytes;
-            if last < 128 {
-                want[(last / 64) as usize] += bytes;
-            }
+        if let Some(last) = dst.strip_prefix("192.0.2.").and_then(|x| x.parse::<usize>().ok()) {
+            bytes_to[last] += bytes;
         }
     }
+    bytes_to
+}
+
+#[test]
+fn children_generated_from_a_customers_file() {
+    let d = workdir("luaobj-children");
+    customers_replayed(&d, "# name network\nalpha 192.0.2.0/26\nbeta 192.0.2.64/26\n");
+    let bytes_to = truth_bytes_to_192_0_2();
+    let want = [bytes_to[..64].iter().sum::<u64>(), bytes_to[64..128].iter().sum::<u64>()];
     assert!(want[0] > 0 && want[1] > 0);
-    assert_eq!(sum("ingress_alpha_all_"), want[0]);
-    assert_eq!(sum("ingress_beta_all_"), want[1]);
-    assert_eq!(sum("ingress_all_"), all, "the parent sees all of 192.0.2.0/24");
+    assert_eq!(exported_octets(&d, "ingress_alpha_all_"), want[0]);
+    assert_eq!(exported_octets(&d, "ingress_beta_all_"), want[1]);
+    assert_eq!(exported_octets(&d, "ingress_all_"), bytes_to.iter().sum::<u64>(), "the parent sees all of 192.0.2.0/24");
+}
+
+/// Many siblings filtered by destination network are found through an index rather than
+/// tried one by one (filter::index): each still gets exactly its own traffic.
+#[test]
+fn many_customers_each_get_exactly_their_traffic() {
+    let d = workdir("luaobj-many");
+    let customers: String = (0..64).map(|i| format!("c{i} 192.0.2.{}/30\n", i * 4)).collect();
+    customers_replayed(&d, &customers);
+    let bytes_to = truth_bytes_to_192_0_2();
+    let busy = (0..64).filter(|i| bytes_to[i * 4..i * 4 + 4].iter().sum::<u64>() > 0).count();
+    assert!(busy >= 2, "the capture reaches several customers ({busy})");
+    for i in 0..64 {
+        let want: u64 = bytes_to[i * 4..i * 4 + 4].iter().sum();
+        assert_eq!(exported_octets(&d, &format!("ingress_c{i}_all_")), want, "customer c{i}");
+    }
+    assert_eq!(exported_octets(&d, "ingress_all_"), bytes_to.iter().sum::<u64>());
 }
 
 #[test]

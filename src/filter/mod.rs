@@ -16,6 +16,7 @@
 //! "is this slot present and inside this range set": no parsing, string comparison or
 //! allocation per flow.
 
+pub mod index;
 pub mod iplist;
 pub mod ranges;
 

@@ -18,7 +18,7 @@ use crate::config::json::{self, Node};
 use crate::config::{dump_target, ConfigError, DumpTarget};
 use crate::decode::RecordView;
 use crate::dump::Dumper;
-use crate::filter::{self, iplist::IpLists, Filter};
+use crate::filter::{self, index::FilterIndex, iplist::IpLists, Filter};
 use crate::flow::Flow;
 use std::path::{Path, PathBuf};
 use mavg::Mavg;
@@ -531,12 +531,37 @@ struct Running {
     dumper: Option<Dumper>,
     windows: Vec<Window>,
     mavgs: Vec<mavg::Feed>,
-    children: Vec<Running>,
+    children: Children,
+}
+
+/// Sibling objects, with an index of which ones a flow may match when there are many.
+struct Children {
+    list: Vec<Running>,
+    index: Option<FilterIndex>,
+}
+
+impl Children {
+    fn new(list: Vec<Running>) -> Children {
+        let index = FilterIndex::new(list.iter().map(|c| &c.filter));
+        Children { list, index }
+    }
+
+    /// Runs a flow through every sibling whose filter it may match (each checks its own).
+    #[inline]
+    fn flow(&mut self, flow: &Flow, rec: &RecordView<'_>) {
+        match &self.index {
+            Some(index) => {
+                let list = &mut self.list;
+                index.for_each_candidate(flow, |i| list[i].flow(flow, rec));
+            }
+            None => self.list.iter_mut().for_each(|c| c.flow(flow, rec)),
+        }
+    }
 }
 
 /// A worker's instance of every object.
 pub struct WorkerObjects {
-    roots: Vec<Running>,
+    roots: Children,
     worker: usize,
     /// Earliest window end (seconds): before it, advancing the clock is one comparison.
     next_deadline: u64,
@@ -555,19 +580,17 @@ impl WorkerObjects {
                 dumper: Dumper::open(&o.dump)?,
                 windows: o.windows.iter().map(|w| Window::new(w.clone())).collect(),
                 mavgs: mavg::groups(&o.mavgs).into_iter().map(mavg::Feed::new).collect(),
-                children: o.children.iter().map(build).collect::<Result<_, _>>()?,
+                children: Children::new(o.children.iter().map(build).collect::<Result<_, _>>()?),
             })
         }
-        let roots = specs.roots.iter().map(build).collect::<Result<_, _>>()?;
+        let roots = Children::new(specs.roots.iter().map(build).collect::<Result<_, _>>()?);
         Ok(WorkerObjects { roots, worker, next_deadline: 0, flushed_ms: 0, closed: Vec::new() })
     }
 
     /// Runs one flow through every object.
     #[inline]
     pub fn flow(&mut self, flow: &Flow, rec: &RecordView<'_>) {
-        for r in &mut self.roots {
-            r.flow(flow, rec);
-        }
+        self.roots.flow(flow, rec);
     }
 
     /// Moves the clock (unix ms): first, once per millisecond, applies the flows waiting for
@@ -577,7 +600,7 @@ impl WorkerObjects {
     pub fn advance(&mut self, now_ms: u64) -> Option<Vec<Closed>> {
         if now_ms != self.flushed_ms {
             self.flushed_ms = now_ms;
-            for_each_node(&mut self.roots, &mut |n| n.mavgs.iter_mut().for_each(mavg::Feed::flush));
+            for_each_node(&mut self.roots.list, &mut |n| n.mavgs.iter_mut().for_each(mavg::Feed::flush));
         }
         let now = now_ms / 1000;
         if now < self.next_deadline {
@@ -585,7 +608,7 @@ impl WorkerObjects {
         }
         let mut deadline = u64::MAX;
         let (worker, closed) = (self.worker, &mut self.closed);
-        for_each_window(&mut self.roots, &mut |w| {
+        for_each_window(&mut self.roots.list, &mut |w| {
             w.advance(now, worker, closed);
             deadline = deadline.min(w.wake_at().unwrap_or(u64::MAX));
         });
@@ -597,10 +620,10 @@ impl WorkerObjects {
     /// length) carry on with their rows; the others are closed and returned for export.
     pub fn switch_to(&mut self, specs: &Objects) -> std::io::Result<Vec<Closed>> {
         let mut next = WorkerObjects::new(specs, self.worker)?;
-        for_each_node(&mut self.roots, &mut |n| n.mavgs.iter_mut().for_each(mavg::Feed::flush));
+        for_each_node(&mut self.roots.list, &mut |n| n.mavgs.iter_mut().for_each(mavg::Feed::flush));
         let mut old: Vec<Window> = Vec::new();
-        for_each_node(&mut self.roots, &mut |n| old.append(&mut n.windows));
-        for_each_window(&mut next.roots, &mut |w| {
+        for_each_node(&mut self.roots.list, &mut |n| old.append(&mut n.windows));
+        for_each_window(&mut next.roots.list, &mut |w| {
             if let Some(i) = old.iter().position(|o| o.spec.table == w.spec.table) {
                 let o = old.swap_remove(i);
                 if let Some(o) = w.adopt(o) {
@@ -619,15 +642,15 @@ impl WorkerObjects {
     /// Flows matched per object by this worker (since its objects were last replaced).
     pub fn flow_counts(&mut self) -> Vec<(String, u64)> {
         let mut out = Vec::new();
-        for_each_node(&mut self.roots, &mut |n| out.push((n.name.clone(), n.flows)));
+        for_each_node(&mut self.roots.list, &mut |n| out.push((n.name.clone(), n.flows)));
         out
     }
 
     /// Closes every window for good (shutdown, end of replay).
     pub fn finish(&mut self) -> Vec<Closed> {
-        for_each_node(&mut self.roots, &mut |n| n.mavgs.iter_mut().for_each(mavg::Feed::flush));
+        for_each_node(&mut self.roots.list, &mut |n| n.mavgs.iter_mut().for_each(mavg::Feed::flush));
         let (worker, closed) = (self.worker, &mut self.closed);
-        for_each_window(&mut self.roots, &mut |w| w.finish(worker, closed));
+        for_each_window(&mut self.roots.list, &mut |w| w.finish(worker, closed));
         std::mem::take(&mut self.closed)
     }
 }
@@ -639,7 +662,7 @@ fn for_each_window(nodes: &mut [Running], f: &mut impl FnMut(&mut Window)) {
 fn for_each_node(nodes: &mut [Running], f: &mut impl FnMut(&mut Running)) {
     for n in nodes {
         f(n);
-        for_each_node(&mut n.children, f);
+        for_each_node(&mut n.children.list, f);
     }
 }
 
@@ -659,9 +682,7 @@ impl Running {
         for w in &mut self.windows {
             w.add(flow);
         }
-        for c in &mut self.children {
-            c.flow(flow, rec);
-        }
+        self.children.flow(flow, rec);
     }
 }
 

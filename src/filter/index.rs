@@ -1,0 +1,290 @@
+//! Which of many sibling filters a flow can match, found without trying each one.
+//!
+//! An operator's objects are often hundreds or thousands of siblings (customers, made by a
+//! `mo.lua` from a customers file), each `dst net THEIR-PREFIXES and ...`. Tried one by one,
+//! they cost every flow a test per sibling: 1,024 siblings made the whole flow path twenty
+//! times slower. Most such filters hold a condition on one field that the flow must meet: the
+//! filter is a test of that field alone, or such a test is a term of its top-level `and`.
+//! Siblings are grouped by that field; for a field that enough siblings test, its value
+//! space is cut into intervals, each listing the siblings whose values cover it. A flow's
+//! value finds its interval by binary search, and only those siblings, with the ones that
+//! have no such condition, are tried (their whole filter still decides). Each sibling is
+//! listed under one field only, so none is offered twice for a flow.
+
+use super::ranges::RangeSet;
+use super::Filter;
+use crate::fields::FieldId;
+use crate::flow::Flow;
+
+/// Fewer siblings than this testing one field are tried one by one: a test of a small range
+/// set costs about what a lookup does.
+pub const MIN_INDEXED: usize = 8;
+
+/// Most sibling entries an index keeps over all its intervals (heavily overlapping sets, such
+/// as many siblings each testing a whole /8, would list every sibling in every interval);
+/// beyond, that field's siblings are tried one by one.
+const MAX_ENTRIES: usize = 1 << 24;
+
+/// The candidates among a list of filters for a flow (see the module documentation).
+#[derive(Debug)]
+pub struct FilterIndex {
+    fields: Vec<FieldIndex>,
+    /// Filters without an indexed condition: offered for every flow.
+    rest: Vec<u32>,
+}
+
+/// The filters whose condition is on one field, by interval of that field's values.
+#[derive(Debug)]
+struct FieldIndex {
+    field: FieldId,
+    /// First value of each interval, ascending from 0: interval `i` is
+    /// `starts[i]..starts[i + 1]` (the last one runs to the end of the value space).
+    starts: Vec<u128>,
+    /// Interval `i`'s filters are `entries[at[i]..at[i + 1]]`.
+    at: Vec<u32>,
+    entries: Vec<u32>,
+}
+
+/// A test of one field that the whole filter needs to pass, if it has one: the filter itself,
+/// or the first such term of its top-level `and`.
+fn necessary_test(filter: &Filter) -> Option<(FieldId, &RangeSet)> {
+    match filter {
+        Filter::Test { fields, set } if fields.len() == 1 => Some((fields[0], set)),
+        Filter::And(terms) => terms.iter().find_map(necessary_test),
+        _ => None,
+    }
+}
+
+impl FilterIndex {
+    /// An index over `filters` (offered by their position in it), or `None` when no field is
+    /// tested by [`MIN_INDEXED`] of them: then trying each is as fast.
+    pub fn new<'a>(filters: impl IntoIterator<Item = &'a Filter>) -> Option<FilterIndex> {
+        let mut by_field: Vec<(FieldId, Vec<(u32, &RangeSet)>)> = Vec::new();
+        let mut rest = Vec::new();
+        for (i, filter) in filters.into_iter().enumerate() {
+            match necessary_test(filter) {
+                Some((field, set)) => match by_field.iter_mut().find(|(f, _)| *f == field) {
+                    Some((_, list)) => list.push((i as u32, set)),
+                    None => by_field.push((field, vec![(i as u32, set)])),
+                },
+                None => rest.push(i as u32),
+            }
+        }
+        let mut fields = Vec::new();
+        for (field, list) in by_field {
+            match (list.len() >= MIN_INDEXED).then(|| FieldIndex::new(field, &list)).flatten() {
+                Some(index) => fields.push(index),
+                None => rest.extend(list.iter().map(|&(i, _)| i)),
+            }
+        }
+        rest.sort_unstable();
+        (!fields.is_empty()).then_some(FilterIndex { fields, rest })
+    }
+
+    /// Calls `f` with the position of every filter `flow` may match, each once; the others
+    /// cannot match it.
+    #[inline]
+    pub fn for_each_candidate(&self, flow: &Flow, mut f: impl FnMut(usize)) {
+        for index in &self.fields {
+            if let Some(v) = flow.get(index.field) {
+                index.candidates(v).iter().for_each(|&i| f(i as usize));
+            }
+        }
+        self.rest.iter().for_each(|&i| f(i as usize));
+    }
+}
+
+impl FieldIndex {
+    /// The intervals of `list`'s sets (filter position, set); `None` past [`MAX_ENTRIES`].
+    fn new(field: FieldId, list: &[(u32, &RangeSet)]) -> Option<FieldIndex> {
+        // Where each filter's ranges begin and end (one past), swept in value order.
+        let mut events: Vec<(u128, bool, u32)> = Vec::new();
+        for &(i, set) in list {
+            for &(lo, hi) in set.ranges() {
+                events.push((lo, true, i));
+                if let Some(end) = hi.checked_add(1) {
+                    events.push((end, false, i));
+                }
+            }
+        }
+        events.sort_unstable();
+        let mut index = FieldIndex { field, starts: vec![0], at: vec![0], entries: Vec::new() };
+        let mut active: Vec<u32> = Vec::new();
+        let mut e = 0;
+        while e < events.len() {
+            let at = events[e].0;
+            while e < events.len() && events[e].0 == at {
+                let (_, begins, i) = events[e];
+                if begins {
+                    active.push(i);
+                } else if let Some(k) = active.iter().position(|&a| a == i) {
+                    active.swap_remove(k);
+                }
+                e += 1;
+            }
+            active.sort_unstable();
+            index.push_interval(at, &active);
+            if index.entries.len() > MAX_ENTRIES {
+                return None;
+            }
+        }
+        Some(index)
+    }
+
+    /// Starts an interval at `at` holding `active`, unless it holds what the one before does.
+    fn push_interval(&mut self, at: u128, active: &[u32]) {
+        let last = self.starts.len() - 1;
+        if self.candidates_of(last) == active {
+            return;
+        }
+        if self.starts[last] == at {
+            // Value 0 itself starts a range: the first interval is that one.
+            self.entries.truncate(self.at[last] as usize);
+        } else {
+            self.starts.push(at);
+            self.at.push(self.entries.len() as u32);
+        }
+        self.entries.extend_from_slice(active);
+    }
+
+    fn candidates_of(&self, interval: usize) -> &[u32] {
+        let end = self.at.get(interval + 1).map_or(self.entries.len(), |&e| e as usize);
+        &self.entries[self.at[interval] as usize..end]
+    }
+
+    #[inline]
+    fn candidates(&self, v: u128) -> &[u32] {
+        // starts[0] is 0: at least one start is <= v.
+        self.candidates_of(self.starts.partition_point(|&s| s <= v) - 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::filter::compile;
+    use crate::filter::iplist::IpLists;
+
+    fn filters(texts: &[String]) -> Vec<Filter> {
+        texts.iter().map(|t| compile(t, &IpLists::new()).unwrap()).collect()
+    }
+
+    fn flow(src: u32, dst: u32, port: u16) -> Flow {
+        let mut f = Flow::default();
+        f.set(FieldId::SrcHost, src as u128);
+        f.set(FieldId::DstHost, dst as u128);
+        f.set(FieldId::DstPort, port as u128);
+        f
+    }
+
+    fn candidates(index: &FilterIndex, flow: &Flow) -> Vec<usize> {
+        let mut out = Vec::new();
+        index.for_each_candidate(flow, |i| out.push(i));
+        out
+    }
+
+    /// Positions of the filters a flow matches, tried one by one and through the index.
+    fn matched(filters: &[Filter], index: &FilterIndex, flow: &Flow) -> (Vec<usize>, Vec<usize>) {
+        let direct = (0..filters.len()).filter(|&i| filters[i].matches(flow)).collect();
+        let mut indexed: Vec<usize> = candidates(index, flow).into_iter().filter(|&i| filters[i].matches(flow)).collect();
+        indexed.sort_unstable();
+        (direct, indexed)
+    }
+
+    #[test]
+    fn customers_by_destination_network() {
+        // 64 customers of a /26 each, one also with a port condition, and two objects the
+        // index cannot narrow (either side; no filter).
+        let mut texts: Vec<String> = (0..64).map(|i| format!("dst net 10.11.{}.{}/26", i / 4, i % 4 * 64)).collect();
+        texts[5] = format!("{} and dst port 80", texts[5]);
+        texts.push("net 10.11.0.0/16".into());
+        texts.push(String::new());
+        let fs = filters(&texts);
+        let index = FilterIndex::new(&fs).expect("64 filters of dst host");
+        assert_eq!(index.rest, vec![64, 65]);
+        let host = |c: u32, d: u32| 10 << 24 | 11 << 16 | c << 8 | d;
+        assert_eq!(candidates(&index, &flow(1, host(0, 70), 80)), vec![1, 64, 65]);
+        assert_eq!(candidates(&index, &flow(1, host(15, 255), 80)), vec![63, 64, 65]);
+        assert_eq!(candidates(&index, &flow(1, host(16, 0), 80)), vec![64, 65], "past the last customer");
+        assert_eq!(candidates(&index, &flow(1, 0, 80)), vec![64, 65], "value 0, below every range");
+        // Candidates narrow, the filter decides: customer 5 needs port 80.
+        let f = flow(1, host(1, 70), 443);
+        assert_eq!(matched(&fs, &index, &f), (vec![64, 65], vec![64, 65]));
+        let f = flow(1, host(1, 70), 80);
+        assert_eq!(matched(&fs, &index, &f), (vec![5, 64, 65], vec![5, 64, 65]));
+    }
+
+    #[test]
+    fn too_few_siblings_on_one_field_are_not_indexed() {
+        let texts: Vec<String> = (0..MIN_INDEXED - 1).map(|i| format!("dst host 10.0.0.{i}")).collect();
+        assert!(FilterIndex::new(&filters(&texts)).is_none());
+    }
+
+    #[test]
+    fn nested_and_overlapping_sets_and_the_top_of_the_value_space() {
+        let mut texts: Vec<String> = (0..10).map(|i| format!("dst net 10.{i}.0.0/16")).collect();
+        texts.push("dst net 10.0.0.0/8".into()); // 10: over all the others
+        texts.push("dst net 10.0.0.0/24 or 10.5.0.0/16".into()); // 11: two ranges
+        texts.push("dst host 255.255.255.255".into()); // 12: the last IPv4 value
+        texts.push("dst net 0.0.0.0/0 and src port 53".into()); // 13: the whole space
+        let fs = filters(&texts);
+        let index = FilterIndex::new(&fs).unwrap();
+        assert!(index.rest.is_empty());
+        let at = |a: u32| {
+            let mut c = candidates(&index, &flow(0, a, 0));
+            c.sort_unstable();
+            c
+        };
+        assert_eq!(at(0x0a00_0001), vec![0, 10, 11, 13]);
+        assert_eq!(at(0x0a00_0101), vec![0, 10, 13]);
+        assert_eq!(at(0x0a05_ffff), vec![5, 10, 11, 13]);
+        assert_eq!(at(0x0a0a_0000), vec![10, 13]);
+        assert_eq!(at(0x0b00_0000), vec![13]);
+        assert_eq!(at(u32::MAX), vec![12, 13]);
+    }
+
+    /// Random filters of the shapes objects use, and random flows: through the index, the
+    /// same filters match as when each is tried.
+    #[test]
+    fn the_index_matches_what_trying_each_filter_matches() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = move |n: u32| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as u32
+        };
+        for _ in 0..20 {
+            let texts: Vec<String> = (0..60)
+                .map(|_| {
+                    let net = format!("10.{}.{}.0/{}", rnd(4), rnd(256), [16, 20, 24, 28, 32][rnd(5) as usize]);
+                    match rnd(6) {
+                        0 => format!("dst net {net}"),
+                        1 => format!("src net {net} and dst port {}", rnd(4)),
+                        2 => format!("dst net {net} or 10.{}.0.0/16", rnd(4)),
+                        3 => format!("net {net}"),
+                        4 => {
+                            let lo = rnd(3);
+                            format!("dst port {lo}-{}", lo + rnd(3))
+                        }
+                        _ => format!("not dst net {net}"),
+                    }
+                })
+                .collect();
+            let fs = filters(&texts);
+            let index = FilterIndex::new(&fs).expect("enough dst/src host filters");
+            for _ in 0..500 {
+                let src = 0x0a00_0000 | rnd(4) << 16 | rnd(256) << 8 | rnd(256);
+                let dst = 0x0a00_0000 | rnd(4) << 16 | rnd(256) << 8 | rnd(256);
+                let f = flow(src, dst, rnd(5) as u16);
+                let (direct, indexed) = matched(&fs, &index, &f);
+                assert_eq!(direct, indexed, "filters {texts:?}");
+                let mut offered = candidates(&index, &f);
+                let n = offered.len();
+                offered.sort_unstable();
+                offered.dedup();
+                assert_eq!(offered.len(), n, "a filter offered twice");
+            }
+        }
+    }
+}
