@@ -1,8 +1,8 @@
 //! The hot path (receive -> decode -> filter -> fixed windows and moving averages with
 //! thresholds) allocates nothing per flow once its tables hold the keys: counted by this test
 //! binary's allocator, on the load test's objects (benches/conf) with a second moving average
-//! of its own key per object, fed the load generator's datagrams (benches/data), in memory,
-//! through a UDP socket and from a capture file.
+//! of its own key per object (and with many child objects), fed the load generator's
+//! datagrams (benches/data), in memory, through a UDP socket and from a capture file.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -56,8 +56,16 @@ fn allocations() -> u64 {
 }
 
 /// A copy of benches/conf in `dir` whose objects have a second moving average with a
-/// threshold, keyed by address and protocol (a table of its own).
-fn two_averages_conf(dir: &std::path::Path) -> std::path::PathBuf {
+/// threshold, keyed by address and protocol (a table of its own), and `children` objects
+/// under ingress, one per /26 of its network with a window each (from 8 on, found through
+/// the index of siblings).
+fn two_averages_conf(dir: &std::path::Path, children: usize) -> std::path::PathBuf {
+    for i in 0..children {
+        let child = dir.join(format!("mo/ingress/c{i}"));
+        std::fs::create_dir_all(&child).unwrap();
+        let filter = format!("dst net 10.11.{}.{}/26", i / 4, i % 4 * 64);
+        std::fs::write(child.join("mo.conf"), format!(r#"{{ "filter": "{filter}", "fwm": [ {{ "name": "all", "fields": ["packets", "octets"] }} ] }}"#)).unwrap();
+    }
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/conf");
     for f in ["xenoeye.conf", "devices.conf", "iplists/my-nets"] {
         std::fs::create_dir_all(dir.join(f).parent().unwrap()).unwrap();
@@ -87,9 +95,9 @@ struct Worker {
 }
 
 impl Worker {
-    fn new(cfg: &xenoeye::config::Config) -> Worker {
+    fn new(cfg: &xenoeye::config::Config, children: usize) -> Worker {
         let objects = Arc::new(load_objects(cfg).unwrap());
-        assert_eq!((objects.windows.len(), objects.mavgs.len()), (8, 4));
+        assert_eq!((objects.windows.len(), objects.mavgs.len()), (8 + children, 4));
         assert!(objects.mavgs.iter().all(|m| !m.shares_table()), "each average has a table of its own");
         let (tx, _exports) = channel();
         let pipeline = Pipeline::new(cfg, &LiveObjects::new(objects.clone()), 0, tx).unwrap();
@@ -122,18 +130,19 @@ const T0_MS: u64 = 1_795_755_180_000;
 
 /// The configuration of [`two_averages_conf`] in a test directory (removed when the test
 /// passes).
-fn two_averages(tag: &str) -> (common::TestDir, xenoeye::config::Config) {
+fn two_averages(tag: &str, children: usize) -> (common::TestDir, xenoeye::config::Config) {
     let dir = common::workdir(tag);
-    let cfg = xenoeye::config::load(&two_averages_conf(&dir)).unwrap();
+    let cfg = xenoeye::config::load(&two_averages_conf(&dir, children)).unwrap();
     (dir, cfg)
 }
 
 #[test]
 fn the_flow_path_allocates_nothing_per_flow_once_the_keys_are_known() {
-    let (_dir, cfg) = two_averages("hot-path-allocations");
-    // NetFlow v9 and IPFIX, each with the template in every 64th datagram.
-    for capture in ["nfgen-v9.bin", "nfgen-v10.bin"] {
-        let mut w = Worker::new(&cfg);
+    // NetFlow v9 and IPFIX, each with the template in every 64th datagram; and v9 again with
+    // 64 customers under ingress, found through the index of siblings.
+    for (capture, children) in [("nfgen-v9.bin", 0), ("nfgen-v10.bin", 0), ("nfgen-v9.bin", 64)] {
+        let (_dir, cfg) = two_averages(&format!("hot-path-allocations-{children}-{}", capture.trim_end_matches(".bin")), children);
+        let mut w = Worker::new(&cfg, children);
         let packets = bench_data::load(capture);
         let exporter = "127.0.0.2".parse().unwrap();
         // 15 us apart (66,667 datagrams per second).
@@ -174,8 +183,8 @@ fn the_flow_path_allocates_nothing_per_flow_once_the_keys_are_known() {
 #[test]
 fn receiving_over_udp_allocates_nothing_per_datagram() {
     use xenoeye::capture::{udp, Batch, Source};
-    let (_dir, cfg) = two_averages("hot-path-allocations-udp");
-    let mut w = Worker::new(&cfg);
+    let (_dir, cfg) = two_averages("hot-path-allocations-udp", 0);
+    let mut w = Worker::new(&cfg, 0);
     let packets = bench_data::load("nfgen-v9.bin");
     let mut source = udp::bind(Some("127.0.0.1".parse().unwrap()), 0, Some(8), false).unwrap();
     let to = source.local_addr().unwrap();
@@ -215,8 +224,8 @@ fn receiving_over_udp_allocates_nothing_per_datagram() {
 #[test]
 fn reading_a_capture_file_allocates_nothing_per_datagram() {
     use xenoeye::capture::{pcap_source, Batch, Fill, Source};
-    let (dir, cfg) = two_averages("hot-path-allocations-pcap");
-    let mut w = Worker::new(&cfg);
+    let (dir, cfg) = two_averages("hot-path-allocations-pcap", 0);
+    let mut w = Worker::new(&cfg, 0);
     let packets = bench_data::load("nfgen-v9.bin");
     // The datagrams three times over, as Ethernet frames: two passes to learn the keys, the
     // third counted.
