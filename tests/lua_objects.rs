@@ -72,24 +72,22 @@ fn lua_object_exports_byte_identical_to_mo_conf() {
 }
 
 /// An ingress object made by a mo.lua with a child per line of a customers file (`name
-/// network`), each child and the parent with a window of octets; the capture replayed.
-fn customers_replayed(d: &Path, customers: &str) {
+/// network`), each child and the parent with a window of octets, filtered by `side net`
+/// (`dst net`, or `net` for either side); the capture replayed.
+fn customers_replayed(d: &Path, customers: &str, side: &str) {
     setup(d);
     std::fs::write(d.join("mo/ingress/customers"), customers).unwrap();
-    std::fs::write(
-        d.join("mo/ingress/mo.lua"),
-        r#"
+    let lua = r#"
 local children = {}
 for _, line in ipairs(xe.read_lines("customers")) do
   local name, net = line:match("^(%w+)%s+(%S+)$")
   if name then
-    children[name] = { filter = "dst net " .. net, fwm = { { name = "all", fields = { "octets" } } } }
+    children[name] = { filter = "SIDE " .. net, fwm = { { name = "all", fields = { "octets" } } } }
   end
 end
-return { filter = "dst net 192.0.2.0/24", fwm = { { name = "all", fields = { "octets" } } }, children = children }
-"#,
-    )
-    .unwrap();
+return { filter = "SIDE 192.0.2.0/24", fwm = { { name = "all", fields = { "octets" } } }, children = children }
+"#;
+    std::fs::write(d.join("mo/ingress/mo.lua"), lua.replace("SIDE", side)).unwrap();
     let (ok, err) = run(d, &["--check-config"]);
     assert!(ok, "{err}");
     let (ok, err) = run(d, &["--read-pcap", data_dir().join("exporters/softflowd-v9.pcap").to_str().unwrap()]);
@@ -105,52 +103,61 @@ fn exported_octets(d: &Path, prefix: &str) -> u64 {
         .sum()
 }
 
-/// The truth: bytes to each address of 192.0.2.0/24, by its last byte (softflowd exports
-/// every flow of the capture).
-fn truth_bytes_to_192_0_2() -> [u64; 256] {
+/// The truth (softflowd exports every flow of the capture): per flow, the last byte of its
+/// source and of its destination when in 192.0.2.0/24, and its bytes.
+fn truth_flows_192_0_2() -> Vec<(Option<usize>, Option<usize>, u64)> {
     let truth = std::fs::read_to_string(data_dir().join("exporters/traffic.truth.json")).unwrap();
     let root = xenoeye::config::json::parse(&truth, Path::new("truth")).unwrap();
-    let mut bytes_to = [0u64; 256];
-    for f in root.get("flows").unwrap().as_array(Path::new("t"), "").unwrap() {
-        let dst = match &f.get("dst").unwrap().value {
-            xenoeye::config::json::Value::String(s) => s.clone(),
-            _ => continue,
-        };
-        let bytes = f.get("bytes").unwrap().as_u64(Path::new("t"), "").unwrap();
-        if let Some(last) = dst.strip_prefix("192.0.2.").and_then(|x| x.parse::<usize>().ok()) {
-            bytes_to[last] += bytes;
-        }
-    }
-    bytes_to
+    let last_byte = |f: &xenoeye::config::json::Node, key: &str| match &f.get(key).unwrap().value {
+        xenoeye::config::json::Value::String(s) => s.strip_prefix("192.0.2.").and_then(|x| x.parse::<usize>().ok()),
+        _ => None,
+    };
+    let flows = root.get("flows").unwrap().as_array(Path::new("t"), "").unwrap();
+    flows.iter().map(|f| (last_byte(f, "src"), last_byte(f, "dst"), f.get("bytes").unwrap().as_u64(Path::new("t"), "").unwrap())).collect()
+}
+
+/// Bytes of the flows to addresses of 192.0.2.0/24 whose last byte `to` accepts.
+fn truth_bytes_to(to: impl Fn(usize) -> bool) -> u64 {
+    truth_flows_192_0_2().iter().filter(|(_, dst, _)| dst.is_some_and(&to)).map(|f| f.2).sum()
 }
 
 #[test]
 fn children_generated_from_a_customers_file() {
     let d = workdir("luaobj-children");
-    customers_replayed(&d, "# name network\nalpha 192.0.2.0/26\nbeta 192.0.2.64/26\n");
-    let bytes_to = truth_bytes_to_192_0_2();
-    let want = [bytes_to[..64].iter().sum::<u64>(), bytes_to[64..128].iter().sum::<u64>()];
+    customers_replayed(&d, "# name network\nalpha 192.0.2.0/26\nbeta 192.0.2.64/26\n", "dst net");
+    let want = [truth_bytes_to(|a| a < 64), truth_bytes_to(|a| (64..128).contains(&a))];
     assert!(want[0] > 0 && want[1] > 0);
     assert_eq!(exported_octets(&d, "ingress_alpha_all_"), want[0]);
     assert_eq!(exported_octets(&d, "ingress_beta_all_"), want[1]);
-    assert_eq!(exported_octets(&d, "ingress_all_"), bytes_to.iter().sum::<u64>(), "the parent sees all of 192.0.2.0/24");
+    assert_eq!(exported_octets(&d, "ingress_all_"), truth_bytes_to(|_| true), "the parent sees all of 192.0.2.0/24");
 }
 
-/// Many siblings filtered by destination network are found through an index rather than
-/// tried one by one (filter::index): each still gets exactly its own traffic.
-#[test]
-fn many_customers_each_get_exactly_their_traffic() {
-    let d = workdir("luaobj-many");
+/// 64 customers of a /30 filtered by `side net`: found through the index of siblings rather
+/// than tried one by one (filter::index), each still gets exactly its own traffic, once.
+fn many_customers_each_get_exactly_their_traffic(side: &str) {
+    let d = workdir(&format!("luaobj-many-{}", side.replace(' ', "-")));
     let customers: String = (0..64).map(|i| format!("c{i} 192.0.2.{}/30\n", i * 4)).collect();
-    customers_replayed(&d, &customers);
-    let bytes_to = truth_bytes_to_192_0_2();
-    let busy = (0..64).filter(|i| bytes_to[i * 4..i * 4 + 4].iter().sum::<u64>() > 0).count();
+    customers_replayed(&d, &customers, side);
+    let either = side == "net";
+    let bytes = |inside: &dyn Fn(usize) -> bool| -> u64 {
+        truth_flows_192_0_2().iter().filter(|(src, dst, _)| dst.is_some_and(inside) || (either && src.is_some_and(inside))).map(|f| f.2).sum()
+    };
+    let busy = (0..64).filter(|i| bytes(&|a| a / 4 == *i) > 0).count();
     assert!(busy >= 2, "the capture reaches several customers ({busy})");
     for i in 0..64 {
-        let want: u64 = bytes_to[i * 4..i * 4 + 4].iter().sum();
-        assert_eq!(exported_octets(&d, &format!("ingress_c{i}_all_")), want, "customer c{i}");
+        assert_eq!(exported_octets(&d, &format!("ingress_c{i}_all_")), bytes(&|a| a / 4 == i), "customer c{i} ({side})");
     }
-    assert_eq!(exported_octets(&d, "ingress_all_"), bytes_to.iter().sum::<u64>());
+    assert_eq!(exported_octets(&d, "ingress_all_"), bytes(&|_| true));
+}
+
+#[test]
+fn many_customers_by_destination_each_get_exactly_their_traffic() {
+    many_customers_each_get_exactly_their_traffic("dst net");
+}
+
+#[test]
+fn many_customers_by_either_side_each_get_exactly_their_traffic() {
+    many_customers_each_get_exactly_their_traffic("net");
 }
 
 #[test]

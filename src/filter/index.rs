@@ -4,12 +4,13 @@
 //! `mo.lua` from a customers file), each `dst net THEIR-PREFIXES and ...`. Tried one by one,
 //! they cost every flow a test per sibling: 1,024 siblings made the whole flow path twenty
 //! times slower. Most such filters hold a condition on one field that the flow must meet: the
-//! filter is a test of that field alone, or such a test is a term of its top-level `and`.
-//! Siblings are grouped by that field; for a field that enough siblings test, its value
-//! space is cut into intervals, each listing the siblings whose values cover it. A flow's
-//! value finds its interval by binary search, and only those siblings, with the ones that
-//! have no such condition, are tried (their whole filter still decides). Each sibling is
-//! listed under one field only, so none is offered twice for a flow.
+//! filter is a test of that field alone (or of either side of it: `net X`), or such a test is
+//! a term of its top-level `and`. Siblings are grouped by that field; for a field that enough
+//! siblings test, its value space is cut into intervals, each listing the siblings whose
+//! values cover it. A flow's value finds its interval by binary search (both sides' values
+//! for `net X`), and only those siblings, with the ones that have no such condition, are
+//! tried (their whole filter still decides). Each sibling is listed under one field only, and
+//! the two sides' lists are merged, so none is offered twice for a flow.
 
 use super::ranges::RangeSet;
 use super::Filter;
@@ -33,10 +34,13 @@ pub struct FilterIndex {
     rest: Vec<u32>,
 }
 
+/// The field a condition tests, and its other side when either side may meet it (`net X`).
+type Sides = (FieldId, Option<FieldId>);
+
 /// The filters whose condition is on one field, by interval of that field's values.
 #[derive(Debug)]
 struct FieldIndex {
-    field: FieldId,
+    sides: Sides,
     /// First value of each interval, ascending from 0: interval `i` is
     /// `starts[i]..starts[i + 1]` (the last one runs to the end of the value space).
     starts: Vec<u128>,
@@ -45,34 +49,54 @@ struct FieldIndex {
     entries: Vec<u32>,
 }
 
-/// A test of one field that the whole filter needs to pass, if it has one: the filter itself,
-/// or the first such term of its top-level `and`.
-fn necessary_test(filter: &Filter) -> Option<(FieldId, &RangeSet)> {
+/// A test of one field (or of either side of one) that the whole filter needs to pass, if it
+/// has one: the filter itself, or a term of its top-level `and` (the first of one field, else
+/// the first of either side).
+fn necessary_test(filter: &Filter) -> Option<(Sides, &RangeSet)> {
     match filter {
-        Filter::Test { fields, set } if fields.len() == 1 => Some((fields[0], set)),
-        Filter::And(terms) => terms.iter().find_map(necessary_test),
+        Filter::Test { fields, set } => match fields[..] {
+            [field] => Some(((field, None), set)),
+            [src, dst] => Some(((src, Some(dst)), set)),
+            _ => None,
+        },
+        Filter::And(terms) => terms.iter().filter_map(necessary_test).min_by_key(|((_, other), _)| other.is_some()),
         _ => None,
     }
+}
+
+/// Calls `f` with each value of two ascending lists once.
+#[inline]
+fn union_sorted(mut a: &[u32], mut b: &[u32], f: &mut impl FnMut(usize)) {
+    while let (Some(&x), Some(&y)) = (a.first(), b.first()) {
+        f(x.min(y) as usize);
+        if x <= y {
+            a = &a[1..];
+        }
+        if y <= x {
+            b = &b[1..];
+        }
+    }
+    a.iter().chain(b).for_each(|&i| f(i as usize));
 }
 
 impl FilterIndex {
     /// An index over `filters` (offered by their position in it), or `None` when no field is
     /// tested by [`MIN_INDEXED`] of them: then trying each is as fast.
     pub fn new<'a>(filters: impl IntoIterator<Item = &'a Filter>) -> Option<FilterIndex> {
-        let mut by_field: Vec<(FieldId, Vec<(u32, &RangeSet)>)> = Vec::new();
+        let mut by_field: Vec<(Sides, Vec<(u32, &RangeSet)>)> = Vec::new();
         let mut rest = Vec::new();
         for (i, filter) in filters.into_iter().enumerate() {
             match necessary_test(filter) {
-                Some((field, set)) => match by_field.iter_mut().find(|(f, _)| *f == field) {
+                Some((sides, set)) => match by_field.iter_mut().find(|(s, _)| *s == sides) {
                     Some((_, list)) => list.push((i as u32, set)),
-                    None => by_field.push((field, vec![(i as u32, set)])),
+                    None => by_field.push((sides, vec![(i as u32, set)])),
                 },
                 None => rest.push(i as u32),
             }
         }
         let mut fields = Vec::new();
-        for (field, list) in by_field {
-            match (list.len() >= MIN_INDEXED).then(|| FieldIndex::new(field, &list)).flatten() {
+        for (sides, list) in by_field {
+            match (list.len() >= MIN_INDEXED).then(|| FieldIndex::new(sides, &list)).flatten() {
                 Some(index) => fields.push(index),
                 None => rest.extend(list.iter().map(|&(i, _)| i)),
             }
@@ -86,8 +110,10 @@ impl FilterIndex {
     #[inline]
     pub fn for_each_candidate(&self, flow: &Flow, mut f: impl FnMut(usize)) {
         for index in &self.fields {
-            if let Some(v) = flow.get(index.field) {
-                index.candidates(v).iter().for_each(|&i| f(i as usize));
+            let of = |field: FieldId| flow.get(field).map_or(&[][..], |v| index.candidates(v));
+            match index.sides {
+                (field, None) => of(field).iter().for_each(|&i| f(i as usize)),
+                (src, Some(dst)) => union_sorted(of(src), of(dst), &mut f),
             }
         }
         self.rest.iter().for_each(|&i| f(i as usize));
@@ -96,7 +122,7 @@ impl FilterIndex {
 
 impl FieldIndex {
     /// The intervals of `list`'s sets (filter position, set); `None` past [`MAX_ENTRIES`].
-    fn new(field: FieldId, list: &[(u32, &RangeSet)]) -> Option<FieldIndex> {
+    fn new(sides: Sides, list: &[(u32, &RangeSet)]) -> Option<FieldIndex> {
         // Where each filter's ranges begin and end (one past), swept in value order.
         let mut events: Vec<(u128, bool, u32)> = Vec::new();
         for &(i, set) in list {
@@ -108,7 +134,7 @@ impl FieldIndex {
             }
         }
         events.sort_unstable();
-        let mut index = FieldIndex { field, starts: vec![0], at: vec![0], entries: Vec::new() };
+        let mut index = FieldIndex { sides, starts: vec![0], at: vec![0], entries: Vec::new() };
         let mut active: Vec<u32> = Vec::new();
         let mut e = 0;
         while e < events.len() {
@@ -215,6 +241,30 @@ mod tests {
     }
 
     #[test]
+    fn customers_by_network_on_either_side_are_offered_once() {
+        // 16 customers of a /24 each, either direction (`net`); then 8 services, each `net`
+        // and a port: the one-field term (the port) is the one indexed.
+        let mut texts: Vec<String> = (0..16).map(|i| format!("net 10.11.{i}.0/24")).collect();
+        texts.extend((0..8).map(|j| format!("net 10.12.{j}.0/24 and dst port {}", 8000 + j)));
+        let fs = filters(&texts);
+        let index = FilterIndex::new(&fs).expect("16 filters of either host, 8 of dst port");
+        assert!(index.rest.is_empty());
+        assert_eq!(index.fields.iter().map(|x| x.sides).collect::<Vec<_>>(), vec![(FieldId::SrcHost, Some(FieldId::DstHost)), (FieldId::DstPort, None)]);
+        let host = |c: u32, d: u32| 10 << 24 | 11 << 16 | c << 8 | d;
+        assert_eq!(candidates(&index, &flow(host(1, 5), host(2, 9), 0)), vec![1, 2]);
+        assert_eq!(candidates(&index, &flow(host(7, 5), host(7, 9), 0)), vec![7], "inside one customer: once");
+        assert_eq!(candidates(&index, &flow(host(9, 1), 1, 0)), vec![9], "from a customer");
+        assert_eq!(candidates(&index, &flow(1, 2, 0)), Vec::<usize>::new());
+        let service = |j: u32| 10 << 24 | 12 << 16 | j << 8 | 1;
+        assert_eq!(candidates(&index, &flow(1, service(2), 8002)), vec![18]);
+        assert_eq!(candidates(&index, &flow(1, service(2), 8003)), vec![19], "a candidate by its port; its filter decides");
+        let f = flow(1, service(2), 8003);
+        assert_eq!(matched(&fs, &index, &f), (vec![], vec![]));
+        let f = flow(host(4, 4), service(2), 8002);
+        assert_eq!(matched(&fs, &index, &f), (vec![4, 18], vec![4, 18]));
+    }
+
+    #[test]
     fn too_few_siblings_on_one_field_are_not_indexed() {
         let texts: Vec<String> = (0..MIN_INDEXED - 1).map(|i| format!("dst host 10.0.0.{i}")).collect();
         assert!(FilterIndex::new(&filters(&texts)).is_none());
@@ -255,7 +305,7 @@ mod tests {
             (seed % n as u64) as u32
         };
         for _ in 0..20 {
-            let texts: Vec<String> = (0..60)
+            let texts: Vec<String> = (0..80)
                 .map(|_| {
                     let net = format!("10.{}.{}.0/{}", rnd(4), rnd(256), [16, 20, 24, 28, 32][rnd(5) as usize]);
                     match rnd(6) {
