@@ -21,10 +21,14 @@ use crate::flow::Flow;
 /// set costs about what a lookup does.
 pub const MIN_INDEXED: usize = 8;
 
-/// Most sibling entries an index keeps over all its intervals (heavily overlapping sets, such
-/// as many siblings each testing a whole /8, would list every sibling in every interval);
-/// beyond, that field's siblings are tried one by one.
-const MAX_ENTRIES: usize = 1 << 24;
+/// Bounds on one field's index (a customer's prefixes are a few ranges; a thousand objects
+/// that each need the same IP list of 100,000 prefixes would be 100 million): past either,
+/// that field's siblings are tried one by one, and the load does not use gigabytes first.
+/// Ranges over all the siblings' sets:
+const MAX_RANGES: usize = 1 << 20;
+/// Sibling entries over all the intervals (sets that overlap heavily, such as many siblings
+/// each testing a whole /8, list every sibling in every interval):
+const MAX_ENTRIES: usize = 1 << 22;
 
 /// The candidates among a list of filters for a flow (see the module documentation).
 #[derive(Debug)]
@@ -50,8 +54,9 @@ struct FieldIndex {
 }
 
 /// A test of one field (or of either side of one) that the whole filter needs to pass, if it
-/// has one: the filter itself, or a term of its top-level `and` (the first of one field, else
-/// the first of either side).
+/// has one: the filter itself, or a term of its top-level `and`: one of one field before one
+/// of either side, then the one of fewest ranges (the cheapest to index), then, of two on the
+/// same field, the one holding fewer values (the narrower); else the first.
 fn necessary_test(filter: &Filter) -> Option<(Sides, &RangeSet)> {
     match filter {
         Filter::Test { fields, set } => match fields[..] {
@@ -59,9 +64,19 @@ fn necessary_test(filter: &Filter) -> Option<(Sides, &RangeSet)> {
             [src, dst] => Some(((src, Some(dst)), set)),
             _ => None,
         },
-        Filter::And(terms) => terms.iter().filter_map(necessary_test).min_by_key(|((_, other), _)| other.is_some()),
+        Filter::And(terms) => terms.iter().filter_map(necessary_test).min_by(|(a, a_set), (b, b_set)| {
+            let cheaper = (a.1.is_some(), a_set.ranges().len()).cmp(&(b.1.is_some(), b_set.ranges().len()));
+            // Widths compare only on one field; otherwise the first term stays.
+            cheaper.then_with(|| if a == b { width(a_set).cmp(&width(b_set)) } else { std::cmp::Ordering::Equal })
+        }),
         _ => None,
     }
+}
+
+/// How many values a set holds, less one per range (saturating): of two tests of one field,
+/// the one holding fewer narrows more.
+fn width(set: &RangeSet) -> u128 {
+    set.ranges().iter().fold(0u128, |w, &(lo, hi)| w.saturating_add(hi - lo))
 }
 
 /// Calls `f` with each value of two ascending lists once.
@@ -83,6 +98,12 @@ impl FilterIndex {
     /// An index over `filters` (offered by their position in it), or `None` when no field is
     /// tested by [`MIN_INDEXED`] of them: then trying each is as fast.
     pub fn new<'a>(filters: impl IntoIterator<Item = &'a Filter>) -> Option<FilterIndex> {
+        Self::bounded(filters, MAX_RANGES, MAX_ENTRIES)
+    }
+
+    /// [`FilterIndex::new`] with a field's index bounded to `max_ranges` ranges of its
+    /// siblings' sets and `max_entries` entries.
+    fn bounded<'a>(filters: impl IntoIterator<Item = &'a Filter>, max_ranges: usize, max_entries: usize) -> Option<FilterIndex> {
         let mut by_field: Vec<(Sides, Vec<(u32, &RangeSet)>)> = Vec::new();
         let mut rest = Vec::new();
         for (i, filter) in filters.into_iter().enumerate() {
@@ -96,7 +117,9 @@ impl FilterIndex {
         }
         let mut fields = Vec::new();
         for (sides, list) in by_field {
-            match (list.len() >= MIN_INDEXED).then(|| FieldIndex::new(sides, &list)).flatten() {
+            let ranges: usize = list.iter().map(|(_, set)| set.ranges().len()).sum();
+            let wanted = list.len() >= MIN_INDEXED && ranges <= max_ranges;
+            match wanted.then(|| FieldIndex::new(sides, &list, max_entries)).flatten() {
                 Some(index) => fields.push(index),
                 None => rest.extend(list.iter().map(|&(i, _)| i)),
             }
@@ -121,8 +144,8 @@ impl FilterIndex {
 }
 
 impl FieldIndex {
-    /// The intervals of `list`'s sets (filter position, set); `None` past [`MAX_ENTRIES`].
-    fn new(sides: Sides, list: &[(u32, &RangeSet)]) -> Option<FieldIndex> {
+    /// The intervals of `list`'s sets (filter position, set); `None` past `max_entries`.
+    fn new(sides: Sides, list: &[(u32, &RangeSet)], max_entries: usize) -> Option<FieldIndex> {
         // Where each filter's ranges begin and end (one past), swept in value order.
         let mut events: Vec<(u128, bool, u32)> = Vec::new();
         for &(i, set) in list {
@@ -150,7 +173,7 @@ impl FieldIndex {
             }
             active.sort_unstable();
             index.push_interval(at, &active);
-            if index.entries.len() > MAX_ENTRIES {
+            if index.entries.len() > max_entries {
                 return None;
             }
         }
@@ -262,6 +285,26 @@ mod tests {
         assert_eq!(matched(&fs, &index, &f), (vec![], vec![]));
         let f = flow(host(4, 4), service(2), 8002);
         assert_eq!(matched(&fs, &index, &f), (vec![4, 18], vec![4, 18]));
+    }
+
+    #[test]
+    fn the_narrowest_term_is_indexed_and_big_sets_are_not() {
+        // Each needs the same /8 and a host of its own: the host is the term indexed.
+        let texts: Vec<String> = (0..8).map(|i| format!("dst net 10.0.0.0/8 and dst host 10.0.0.{i}")).collect();
+        let fs = filters(&texts);
+        let index = FilterIndex::new(&fs).unwrap();
+        assert_eq!(candidates(&index, &flow(0, 0x0a00_0003, 0)), vec![3]);
+        // Past the bounds on ranges or on entries, the siblings are tried one by one.
+        let texts: Vec<String> = (0..8).map(|i| format!("dst host 10.0.0.{i} or 10.0.1.{i}")).collect();
+        let fs = filters(&texts);
+        assert!(FilterIndex::bounded(&fs, 16, 1000).is_some());
+        assert!(FilterIndex::bounded(&fs, 15, 1000).is_none(), "16 ranges");
+        let texts: Vec<String> = (0..8).map(|i| format!("dst net 10.0.0.0/{}", 24 - i)).collect();
+        let fs = filters(&texts);
+        let index = FilterIndex::bounded(&fs, 16, 1000).unwrap();
+        let entries = index.fields[0].entries.len();
+        assert_eq!(entries, (1..=8).sum::<usize>(), "nested sets: 8 intervals of 1 to 8 siblings");
+        assert!(FilterIndex::bounded(&fs, 16, entries - 1).is_none());
     }
 
     #[test]
