@@ -23,7 +23,7 @@ use crate::flow::Flow;
 use std::path::{Path, PathBuf};
 use mavg::Mavg;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use crate::fields::FieldId;
 use window::{Agg, Closed, Column, ColumnSource, FieldRef, FwmSpec, Window, MAX_KEY_FIELDS};
 
@@ -38,12 +38,16 @@ pub struct ObjectSpec {
     pub windows: Vec<Arc<FwmSpec>>,
     pub mavgs: Vec<Arc<Mavg>>,
     pub children: Vec<ObjectSpec>,
+    /// The index of `children`, made once for every worker (see [`sibling_index`]).
+    children_index: OnceLock<Option<Arc<FilterIndex>>>,
 }
 
 /// Every object, as a tree, plus all windows in id order.
 #[derive(Debug, Default)]
 pub struct Objects {
     pub roots: Vec<ObjectSpec>,
+    /// The index of `roots`, made once for every worker (see [`sibling_index`]).
+    roots_index: OnceLock<Option<Arc<FilterIndex>>>,
     pub windows: Vec<Arc<FwmSpec>>,
     /// Every moving average of every object.
     pub mavgs: Vec<Arc<Mavg>>,
@@ -413,7 +417,7 @@ fn object_from(
             children.push(c);
         }
     }
-    (errors.len() == before).then_some(ObjectSpec { name, dir: dir.to_path_buf(), filter, dump, windows: own, mavgs, children })
+    (errors.len() == before).then_some(ObjectSpec { name, dir: dir.to_path_buf(), filter, dump, windows: own, mavgs, children, children_index: OnceLock::new() })
 }
 
 /// The elements of the list `key` (`fwm`, `mavg`) that `parse` takes, each name (`name_of`)
@@ -534,18 +538,19 @@ struct Running {
     children: Children,
 }
 
+/// The index of sibling objects' filters (when they are many), made at the first worker's
+/// start and shared by the others: the same filters for all.
+fn sibling_index(siblings: &[ObjectSpec], made: &OnceLock<Option<Arc<FilterIndex>>>) -> Option<Arc<FilterIndex>> {
+    made.get_or_init(|| FilterIndex::new(siblings.iter().map(|o| &o.filter)).map(Arc::new)).clone()
+}
+
 /// Sibling objects, with an index of which ones a flow may match when there are many.
 struct Children {
     list: Vec<Running>,
-    index: Option<FilterIndex>,
+    index: Option<Arc<FilterIndex>>,
 }
 
 impl Children {
-    fn new(list: Vec<Running>) -> Children {
-        let index = FilterIndex::new(list.iter().map(|c| &c.filter));
-        Children { list, index }
-    }
-
     /// Runs a flow through every sibling whose filter it may match (each checks its own).
     #[inline]
     fn flow(&mut self, flow: &Flow, rec: &RecordView<'_>) {
@@ -580,10 +585,10 @@ impl WorkerObjects {
                 dumper: Dumper::open(&o.dump)?,
                 windows: o.windows.iter().map(|w| Window::new(w.clone())).collect(),
                 mavgs: mavg::groups(&o.mavgs).into_iter().map(mavg::Feed::new).collect(),
-                children: Children::new(o.children.iter().map(build).collect::<Result<_, _>>()?),
+                children: Children { list: o.children.iter().map(build).collect::<Result<_, _>>()?, index: sibling_index(&o.children, &o.children_index) },
             })
         }
-        let roots = Children::new(specs.roots.iter().map(build).collect::<Result<_, _>>()?);
+        let roots = Children { list: specs.roots.iter().map(build).collect::<Result<_, _>>()?, index: sibling_index(&specs.roots, &specs.roots_index) };
         Ok(WorkerObjects { roots, worker, next_deadline: 0, flushed_ms: 0, closed: Vec::new() })
     }
 
