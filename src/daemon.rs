@@ -255,6 +255,7 @@ impl Pipeline {
             ));
         }
         self.specs.sweep_if_due(mavg_ms, &mut self.sweep_budget);
+        self.objects.see_switches();
         mavg_ms
     }
 

@@ -9,8 +9,9 @@
 //! siblings test, its value space is cut into intervals, each listing the siblings whose
 //! values cover it. A flow's value finds its interval by binary search (both sides' values
 //! for `net X`), and only those siblings, with the ones that have no such condition, are
-//! tried (their whole filter still decides). Each sibling is listed under one field only, and
-//! the two sides' lists are merged, so none is offered twice for a flow.
+//! tried (their whole filter still decides, unless the test found through the index is the
+//! whole filter: then it has decided already). Each sibling is listed under one field only,
+//! and the two sides' lists are merged, so none is offered twice for a flow.
 
 use super::ranges::RangeSet;
 use super::Filter;
@@ -36,6 +37,9 @@ pub struct FilterIndex {
     fields: Vec<FieldIndex>,
     /// Filters without an indexed condition: offered for every flow.
     rest: Vec<u32>,
+    /// By filter position: its indexed test is the whole filter, so being offered through
+    /// the index means it matches (a thousand customers' `dst net` filters are not run again).
+    whole: Vec<bool>,
 }
 
 /// The field a condition tests, and its other side when either side may meet it (`net X`).
@@ -106,7 +110,9 @@ impl FilterIndex {
     fn bounded<'a>(filters: impl IntoIterator<Item = &'a Filter>, max_ranges: usize, max_entries: usize) -> Option<FilterIndex> {
         let mut by_field: Vec<(Sides, Vec<(u32, &RangeSet)>)> = Vec::new();
         let mut rest = Vec::new();
+        let mut whole = Vec::new();
         for (i, filter) in filters.into_iter().enumerate() {
+            whole.push(matches!(filter, Filter::Test { .. }));
             match necessary_test(filter) {
                 Some((sides, set)) => match by_field.iter_mut().find(|(s, _)| *s == sides) {
                     Some((_, list)) => list.push((i as u32, set)),
@@ -125,21 +131,23 @@ impl FilterIndex {
             }
         }
         rest.sort_unstable();
-        (!fields.is_empty()).then_some(FilterIndex { fields, rest })
+        (!fields.is_empty()).then_some(FilterIndex { fields, rest, whole })
     }
 
-    /// Calls `f` with the position of every filter `flow` may match, each once; the others
-    /// cannot match it.
+    /// Calls `f` with the position of every filter `flow` may match, each once (the others
+    /// cannot match it), and whether it is known to match: true when the filter is the test
+    /// the index decided; false when its filter must decide.
     #[inline]
-    pub fn for_each_candidate(&self, flow: &Flow, mut f: impl FnMut(usize)) {
+    pub fn for_each_candidate(&self, flow: &Flow, mut f: impl FnMut(usize, bool)) {
+        let mut indexed = |i: usize| f(i, self.whole[i]);
         for index in &self.fields {
             let of = |field: FieldId| flow.get(field).map_or(&[][..], |v| index.candidates(v));
             match index.sides {
-                (field, None) => of(field).iter().for_each(|&i| f(i as usize)),
-                (src, Some(dst)) => union_sorted(of(src), of(dst), &mut f),
+                (field, None) => of(field).iter().for_each(|&i| indexed(i as usize)),
+                (src, Some(dst)) => union_sorted(of(src), of(dst), &mut indexed),
             }
         }
-        self.rest.iter().for_each(|&i| f(i as usize));
+        self.rest.iter().for_each(|&i| f(i as usize, false));
     }
 }
 
@@ -228,14 +236,20 @@ mod tests {
 
     fn candidates(index: &FilterIndex, flow: &Flow) -> Vec<usize> {
         let mut out = Vec::new();
-        index.for_each_candidate(flow, |i| out.push(i));
+        index.for_each_candidate(flow, |i, _| out.push(i));
         out
     }
 
-    /// Positions of the filters a flow matches, tried one by one and through the index.
+    /// Positions of the filters a flow matches, tried one by one and through the index (as
+    /// objects use it: a filter known to match is not run).
     fn matched(filters: &[Filter], index: &FilterIndex, flow: &Flow) -> (Vec<usize>, Vec<usize>) {
         let direct = (0..filters.len()).filter(|&i| filters[i].matches(flow)).collect();
-        let mut indexed: Vec<usize> = candidates(index, flow).into_iter().filter(|&i| filters[i].matches(flow)).collect();
+        let mut indexed = Vec::new();
+        index.for_each_candidate(flow, |i, sure| {
+            if sure || filters[i].matches(flow) {
+                indexed.push(i);
+            }
+        });
         indexed.sort_unstable();
         (direct, indexed)
     }
@@ -256,6 +270,15 @@ mod tests {
         assert_eq!(candidates(&index, &flow(1, host(15, 255), 80)), vec![63, 64, 65]);
         assert_eq!(candidates(&index, &flow(1, host(16, 0), 80)), vec![64, 65], "past the last customer");
         assert_eq!(candidates(&index, &flow(1, 0, 80)), vec![64, 65], "value 0, below every range");
+        // A customer's filter is the test the index decided: it is known to match; customer
+        // 5's port, and the two not indexed, are left to their filters.
+        let sure = |f: &Flow| {
+            let mut out = Vec::new();
+            index.for_each_candidate(f, |i, sure| out.push((i, sure)));
+            out
+        };
+        assert_eq!(sure(&flow(1, host(0, 70), 80)), vec![(1, true), (64, false), (65, false)]);
+        assert_eq!(sure(&flow(1, host(1, 70), 80)), vec![(5, false), (64, false), (65, false)]);
         // Candidates narrow, the filter decides: customer 5 needs port 80.
         let f = flow(1, host(1, 70), 443);
         assert_eq!(matched(&fs, &index, &f), (vec![64, 65], vec![64, 65]));

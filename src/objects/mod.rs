@@ -551,13 +551,14 @@ struct Children {
 }
 
 impl Children {
-    /// Runs a flow through every sibling whose filter it may match (each checks its own).
+    /// Runs a flow through every sibling whose filter it may match (each checks its own,
+    /// unless the index has found it matches).
     #[inline]
     fn flow(&mut self, flow: &Flow, rec: &RecordView<'_>) {
         match &self.index {
             Some(index) => {
                 let list = &mut self.list;
-                index.for_each_candidate(flow, |i| list[i].flow(flow, rec));
+                index.for_each_candidate(flow, |i, sure| if sure { list[i].take(flow, rec) } else { list[i].flow(flow, rec) });
             }
             None => self.list.iter_mut().for_each(|c| c.flow(flow, rec)),
         }
@@ -572,6 +573,8 @@ pub struct WorkerObjects {
     next_deadline: u64,
     /// Clock (ms) of the last flush of the moving averages' queues.
     flushed_ms: u64,
+    /// [`window::EXT_SWITCHES`] when the windows last read whether they collect.
+    switches_seen: u64,
     closed: Vec<Closed>,
 }
 
@@ -588,8 +591,10 @@ impl WorkerObjects {
                 children: Children { list: o.children.iter().map(build).collect::<Result<_, _>>()?, index: sibling_index(&o.children, &o.children_index) },
             })
         }
+        // Read before the windows read their flags: a switch after this is seen next time.
+        let switches_seen = window::EXT_SWITCHES.load(Ordering::Acquire);
         let roots = Children { list: specs.roots.iter().map(build).collect::<Result<_, _>>()?, index: sibling_index(&specs.roots, &specs.roots_index) };
-        Ok(WorkerObjects { roots, worker, next_deadline: 0, flushed_ms: 0, closed: Vec::new() })
+        Ok(WorkerObjects { roots, worker, next_deadline: 0, flushed_ms: 0, switches_seen, closed: Vec::new() })
     }
 
     /// Runs one flow through every object.
@@ -619,6 +624,18 @@ impl WorkerObjects {
         });
         self.next_deadline = deadline;
         (!self.closed.is_empty()).then(|| std::mem::take(&mut self.closed))
+    }
+
+    /// Has the windows read again whether they collect when an extended window was switched
+    /// on or off since they last did (by this worker's moving averages, a sweep, a Lua hook):
+    /// called after the clock moved and the sweep ran, before the next datagram's flows.
+    #[inline]
+    pub fn see_switches(&mut self) {
+        let switches = window::EXT_SWITCHES.load(Ordering::Acquire);
+        if switches != self.switches_seen {
+            self.switches_seen = switches;
+            for_each_window(&mut self.roots.list, &mut Window::see_switches);
+        }
     }
 
     /// Switches to a new configuration (reload): windows of tables that stay (same fields and
@@ -674,9 +691,14 @@ fn for_each_node(nodes: &mut [Running], f: &mut impl FnMut(&mut Running)) {
 impl Running {
     #[inline]
     fn flow(&mut self, flow: &Flow, rec: &RecordView<'_>) {
-        if !self.filter.matches(flow) {
-            return;
+        if self.filter.matches(flow) {
+            self.take(flow, rec);
         }
+    }
+
+    /// A flow the object's filter matches.
+    #[inline]
+    fn take(&mut self, flow: &Flow, rec: &RecordView<'_>) {
         self.flows += 1;
         if let Some(d) = &mut self.dumper {
             d.write(flow, rec);

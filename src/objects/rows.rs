@@ -22,18 +22,23 @@ pub const MAX_WORDS: usize = 2 * MAX_KEY_FIELDS + 1;
 /// Sums of one row, indexed like `FwmSpec::aggs`.
 pub type Aggs = [u64; 3];
 
-/// Where one key field sits in the packed words.
+/// Where one key field sits in the packed words (16 bytes: a layout's places are read for
+/// every flow of every window, so they are kept small and inline).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Place {
     id: FieldId,
     /// First word.
-    word: usize,
+    word: u8,
     /// Bit offset in that word (narrow fields share words).
-    shift: u32,
+    shift: u8,
     /// 32 (IPv4), 48 (MAC), 64 (numbers: their low 64 bits) or 128 (IPv6, `dev-ip`).
-    bits: u32,
+    bits: u8,
     /// The field's presence bit in a flow (0 for a field flows never store: always NULL).
     present: u64,
+}
+
+impl Place {
+    const UNUSED: Place = Place { id: FieldId::SrcHost, word: 0, shift: 0, bits: 0, present: 0 };
 }
 
 /// The top two bits of a key's last word are left to the tables (used / removed marks).
@@ -45,7 +50,10 @@ const TABLE_BITS: u32 = 2;
 /// IPv4 address is one word.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyLayout {
-    places: Vec<Place>,
+    /// The first `n` are the key fields' places, in key order (inline: no pointer to follow
+    /// on the per-flow path).
+    places: [Place; MAX_KEY_FIELDS],
+    n: u8,
     /// Word and bit offset of the NULL bits (bit `i` set: field `i` is NULL).
     nulls_word: usize,
     nulls_shift: u32,
@@ -54,7 +62,7 @@ pub struct KeyLayout {
 }
 
 /// Bits a key field takes in a packed key.
-fn key_bits(id: FieldId) -> u32 {
+fn key_bits(id: FieldId) -> u8 {
     match id.def().kind {
         Kind::Ipv4 => 32,
         Kind::Mac => 48,
@@ -64,28 +72,32 @@ fn key_bits(id: FieldId) -> u32 {
 }
 
 /// `bits` low bits set (up to 63).
-fn low_bits(bits: u32) -> u64 {
+fn low_bits(bits: u8) -> u64 {
     (1u64 << bits) - 1
 }
 
 impl KeyLayout {
     pub fn new(keys: &[FieldId]) -> KeyLayout {
         let keys = &keys[..keys.len().min(MAX_KEY_FIELDS)];
-        let mut places: Vec<Place> = keys.iter().map(|&id| Place { id, word: 0, shift: 0, bits: key_bits(id), present: Flow::presence_bit(id) }).collect();
+        let mut places = [Place::UNUSED; MAX_KEY_FIELDS];
+        for (p, &id) in places.iter_mut().zip(keys) {
+            *p = Place { id, word: 0, shift: 0, bits: key_bits(id), present: Flow::presence_bit(id) };
+        }
+        let used_places = &mut places[..keys.len()];
         // Whole words first, then the narrow fields first-fit into shared words.
         let mut words = 0;
-        for p in places.iter_mut().filter(|p| p.bits >= 64) {
-            p.word = words;
+        for p in used_places.iter_mut().filter(|p| p.bits >= 64) {
+            p.word = words as u8;
             words += p.bits as usize / 64;
         }
         let mut used: Vec<u32> = Vec::new(); // bits used in each shared word
-        for p in places.iter_mut().filter(|p| p.bits < 64) {
-            let k = used.iter().position(|&u| u + p.bits <= 64).unwrap_or_else(|| {
+        for p in used_places.iter_mut().filter(|p| p.bits < 64) {
+            let k = used.iter().position(|&u| u + p.bits as u32 <= 64).unwrap_or_else(|| {
                 used.push(0);
                 used.len() - 1
             });
-            (p.word, p.shift) = (words + k, used[k]);
-            used[k] += p.bits;
+            (p.word, p.shift) = ((words + k) as u8, used[k] as u8);
+            used[k] += p.bits as u32;
         }
         // The NULL bits go into the shared word with the most room, made the last word.
         let room = 64 - TABLE_BITS - keys.len() as u32;
@@ -93,26 +105,30 @@ impl KeyLayout {
         let (nulls_word, nulls_shift) = match roomiest {
             Some(k) => {
                 let last = used.len() - 1;
-                for p in places.iter_mut().filter(|p| p.bits < 64) {
-                    if p.word == words + k {
-                        p.word = words + last;
-                    } else if p.word == words + last {
-                        p.word = words + k;
+                for p in used_places.iter_mut().filter(|p| p.bits < 64) {
+                    if p.word as usize == words + k {
+                        p.word = (words + last) as u8;
+                    } else if p.word as usize == words + last {
+                        p.word = (words + k) as u8;
                     }
                 }
                 (words + last, used[k])
             }
             None => (words + used.len(), 0),
         };
-        KeyLayout { places, nulls_word, nulls_shift, words: nulls_word + 1 }
+        KeyLayout { places, n: keys.len() as u8, nulls_word, nulls_shift, words: nulls_word + 1 }
     }
 
     pub fn len(&self) -> usize {
-        self.places.len()
+        self.n as usize
     }
 
     pub fn is_empty(&self) -> bool {
-        self.places.is_empty()
+        self.n == 0
+    }
+
+    fn places(&self) -> &[Place] {
+        &self.places[..self.n as usize]
     }
 
     /// Packs a flow's key fields into `out` (words past `self.words` are left as they are;
@@ -123,7 +139,7 @@ impl KeyLayout {
     pub fn pack<const N: usize>(&self, flow: &Flow, out: &mut [u64; N]) {
         let mut nulls = 0u64;
         let present = flow.present_mask();
-        for (i, p) in self.places.iter().enumerate() {
+        for (i, p) in self.places().iter().enumerate() {
             let v = if present & p.present != 0 {
                 flow.stored_value(p.id as usize)
             } else {
@@ -142,18 +158,19 @@ impl KeyLayout {
     /// Writes one field's value (see [`KeyLayout::pack`] for the order).
     #[inline]
     fn put(out: &mut [u64], p: &Place, v: u128) {
+        let word = p.word as usize;
         match p.bits {
             128 => {
-                out[p.word] = v as u64;
-                out[p.word + 1] = (v >> 64) as u64;
+                out[word] = v as u64;
+                out[word + 1] = (v >> 64) as u64;
             }
-            64 => out[p.word] = v as u64,
+            64 => out[word] = v as u64,
             bits => {
                 let x = (v as u64 & low_bits(bits)) << p.shift;
                 if p.shift == 0 {
-                    out[p.word] = x;
+                    out[word] = x;
                 } else {
-                    out[p.word] |= x;
+                    out[word] |= x;
                 }
             }
         }
@@ -165,17 +182,18 @@ impl KeyLayout {
         if words[self.nulls_word] >> (self.nulls_shift + i as u32) & 1 != 0 {
             return None;
         }
-        let p = &self.places[i];
+        let p = &self.places()[i];
+        let word = p.word as usize;
         Some(match p.bits {
-            128 => words[p.word] as u128 | (words[p.word + 1] as u128) << 64,
-            64 => words[p.word] as u128,
-            bits => (words[p.word] >> p.shift & low_bits(bits)) as u128,
+            128 => words[word] as u128 | (words[word + 1] as u128) << 64,
+            64 => words[word] as u128,
+            bits => (words[word] >> p.shift & low_bits(bits)) as u128,
         })
     }
 
     /// Unpacks into an export row key.
     pub fn unpack(&self, words: &[u64]) -> Key {
-        Key((0..self.places.len()).map(|i| self.value(words, i)).collect())
+        Key((0..self.len()).map(|i| self.value(words, i)).collect())
     }
 
     /// Packs explicit values (tests, limits files). The NULL bits go in last: a field placed
@@ -183,7 +201,7 @@ impl KeyLayout {
     pub fn pack_values(&self, vals: &[Option<u128>]) -> [u64; MAX_WORDS] {
         let mut out = [0u64; MAX_WORDS];
         let mut nulls = 0u64;
-        for (i, (v, p)) in vals.iter().zip(&self.places).enumerate() {
+        for (i, (v, p)) in vals.iter().zip(self.places()).enumerate() {
             Self::put(&mut out, p, v.unwrap_or(0));
             if v.is_none() {
                 nulls |= 1 << i;

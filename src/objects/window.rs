@@ -18,7 +18,7 @@ use super::slots;
 pub use super::rows::{Aggs, Key, MAX_KEY_FIELDS};
 use crate::fields::FieldId;
 use crate::flow::Flow;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// An emptied map waiting for its window's next start: the export thread leaves it here after
@@ -153,6 +153,11 @@ pub struct FwmSpec {
     pub dir: std::path::PathBuf,
 }
 
+/// Switches of extended windows so far (any window, any configuration): a worker's windows
+/// keep their own copy of whether they collect, read again when this has moved (at the
+/// worker's next datagram), so a flow does not read every window's spec to learn it.
+pub static EXT_SWITCHES: AtomicU64 = AtomicU64::new(0);
+
 /// `mem-m` of a fixed window when not given (MiB).
 pub const DEFAULT_FWM_MEM_M: u64 = 1024;
 
@@ -174,8 +179,14 @@ impl FwmSpec {
     /// Switches an extended window on or off (ordinary windows are always on).
     pub fn set_active(&self, on: bool) {
         if self.extended {
-            self.active.store(on, Ordering::Relaxed);
+            self.switch_to(on);
         }
+    }
+
+    /// Sets `active` and tells the workers (see [`EXT_SWITCHES`]).
+    fn switch_to(&self, on: bool) {
+        self.active.store(on, Ordering::Relaxed);
+        EXT_SWITCHES.fetch_add(1, Ordering::Release);
     }
 
     /// An active limit takes (`true`) or releases (`false`) this extended window: it collects
@@ -186,10 +197,10 @@ impl FwmSpec {
         }
         if on {
             if self.holders.fetch_add(1, Ordering::AcqRel) == 0 {
-                self.active.store(true, Ordering::Relaxed);
+                self.switch_to(true);
             }
         } else if self.holders.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.active.store(false, Ordering::Relaxed);
+            self.switch_to(false);
         }
     }
 
@@ -218,6 +229,10 @@ pub struct Closed {
 
 /// A worker's running window of one `fwm`.
 pub struct Window {
+    /// What [`Window::add`] reads for every flow, copied from the spec: with many objects
+    /// (a thousand customers' windows), each flow would otherwise follow the spec and its
+    /// vectors to memory no other flow has touched lately.
+    adds: Adds,
     pub spec: Arc<FwmSpec>,
     /// `None` until the first clock reading.
     start: Option<u64>,
@@ -229,25 +244,50 @@ pub struct Window {
     look_at: u64,
 }
 
+/// The spec's per-flow part, kept in the window (see [`Window::adds`]).
+struct Adds {
+    layout: KeyLayout,
+    aggs: [Agg; 3],
+    naggs: u8,
+    /// The spec's `active`, as of the last [`Window::see_switches`].
+    active: bool,
+}
+
+impl Adds {
+    fn of(spec: &FwmSpec) -> Adds {
+        let mut aggs = [Agg::Octets; 3];
+        let naggs = spec.aggs.len().min(3);
+        aggs[..naggs].copy_from_slice(&spec.aggs[..naggs]);
+        Adds { layout: spec.layout.clone(), aggs, naggs: naggs as u8, active: spec.is_active() }
+    }
+}
+
 impl Window {
     pub fn new(spec: Arc<FwmSpec>) -> Self {
         let rows = spec.new_map(0);
-        Window { spec, start: None, rows, key: [0; MAX_WORDS], spare: Arc::default(), look_at: 0 }
+        Window { adds: Adds::of(&spec), spec, start: None, rows, key: [0; MAX_WORDS], spare: Arc::default(), look_at: 0 }
     }
 
     /// Adds a flow (which the object's filter matched). The worker advances the clock to the
     /// flow's time first, so the window has started.
     #[inline(always)]
     pub fn add(&mut self, flow: &Flow) {
-        if !self.spec.is_active() {
+        let adds = &self.adds;
+        if !adds.active {
             return;
         }
-        self.spec.layout.pack(flow, &mut self.key);
+        adds.layout.pack(flow, &mut self.key);
         let mut sums = [0u64; 3];
-        for (s, agg) in sums.iter_mut().zip(self.spec.aggs.iter()) {
+        for (s, agg) in sums.iter_mut().zip(&adds.aggs[..adds.naggs as usize]) {
             *s = agg.of(flow);
         }
         self.rows.add(&self.key, &sums);
+    }
+
+    /// Reads again whether the window collects (an extended window switched; see
+    /// [`EXT_SWITCHES`]).
+    pub fn see_switches(&mut self) {
+        self.adds.active = self.spec.is_active();
     }
 
     /// Takes over a window of the previous configuration (reload) when it is the same table
@@ -464,6 +504,10 @@ mod tests {
         w.advance(100, 0, &mut out);
         w.add(&flow(1, 10));
         s.set_active(true);
+        // Seen once the window reads its spec again (the worker does at its next datagram
+        // when EXT_SWITCHES has moved).
+        w.add(&flow(1, 15));
+        w.see_switches();
         w.add(&flow(1, 20));
         w.finish(0, &mut out);
         let rows = out[0].rows.export_rows(&s);
