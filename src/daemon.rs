@@ -62,9 +62,10 @@ fn reload(cfg: &Config, live: &LiveObjects, hooks_tx: &std::sync::mpsc::SyncSend
     match load_objects(cfg) {
         Ok(new) => {
             let mut started_anew = Vec::new();
+            let old_ones = mavg::by_name(&old.mavgs);
             for m in &new.mavgs {
                 m.set_events(Some(hooks_tx.clone()));
-                let old_one = old.mavgs.iter().find(|o| o.object == m.object && o.name == m.name);
+                let old_one = old_ones.get(&(m.object.as_str(), m.name.as_str()));
                 if !old_one.is_some_and(|o| m.adopt(o)) {
                     started_anew.push(m.clone());
                 }
@@ -236,13 +237,15 @@ impl Pipeline {
     /// [`MavgClock`]), which the flows of a datagram received now carry.
     #[inline]
     pub fn tick(&mut self, now_ms: u64) -> u64 {
+        // Read with `now_ms`, before the work below: a reload of many objects takes a while,
+        // and a monotonic time read after it would look like a step of the clock.
+        let mono = self.monotonic_ms(now_ms);
         if self.live.generation() != self.generation {
             self.switch();
         }
         if let Some(closed) = self.objects.advance(now_ms) {
             let _ = self.tx.send(Msg::Closed(closed));
         }
-        let mono = self.monotonic_ms(now_ms);
         let (mavg_ms, step) = self.mavg_clock.at(now_ms, mono);
         if let Some(step) = step {
             self.clock_steps += 1;

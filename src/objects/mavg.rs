@@ -855,15 +855,30 @@ fn share_tables_in(mavgs: &mut [Mavg], shards: usize) {
     }
 }
 
+/// Moving averages by object and name (the first of each: names are unique within an
+/// object), for matching a reload's averages to the previous ones without a search through
+/// all of them for each.
+pub fn by_name(mavgs: &[Arc<Mavg>]) -> HashMap<(&str, &str), &Arc<Mavg>> {
+    let mut out = HashMap::with_capacity(mavgs.len());
+    for m in mavgs {
+        out.entry((m.object.as_str(), m.name.as_str())).or_insert(m);
+    }
+    out
+}
+
 /// The moving averages of one object by table: each table's members, first member first (what
 /// a [`Feed`] and [`Mavg::sweep_group`] take).
 pub fn groups(mavgs: &[Arc<Mavg>]) -> Vec<Vec<Arc<Mavg>>> {
     let mut out: Vec<Vec<Arc<Mavg>>> = Vec::new();
+    // Tables in order of first appearance, found by address: all of a load's averages (tens
+    // of thousands) are grouped at once.
+    let mut at: HashMap<*const Group, usize> = HashMap::new();
     for m in mavgs {
-        match out.iter_mut().find(|g| Arc::ptr_eq(&g[0].group, &m.group)) {
-            Some(g) => g.push(m.clone()),
-            None => out.push(vec![m.clone()]),
-        }
+        let g = *at.entry(Arc::as_ptr(&m.group)).or_insert_with(|| {
+            out.push(Vec::new());
+            out.len() - 1
+        });
+        out[g].push(m.clone());
     }
     for g in &mut out {
         g.sort_by_key(|m| m.member);

@@ -20,6 +20,7 @@ use crate::decode::RecordView;
 use crate::dump::Dumper;
 use crate::filter::{self, index::FilterIndex, iplist::IpLists, Filter};
 use crate::flow::Flow;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use mavg::Mavg;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -214,7 +215,12 @@ pub fn load_with(mo_dir: &Path, lists: &IpLists, lua_lib: Option<&Path>) -> Resu
     let mut errors = Vec::new();
     let ctx = LoadCtx { mo_dir, lists, lua_lib };
     objects.roots = scan(&ctx, mo_dir, &mut objects.windows, &mut errors);
-    let windows = objects.windows.clone();
+    // By object and name (the first, as names are unique within an object): a thousand
+    // objects' limits each naming a window are resolved without a search through them all.
+    let mut windows: HashMap<(&str, &str), &Arc<FwmSpec>> = HashMap::new();
+    for w in &objects.windows {
+        windows.entry((w.object.as_str(), w.name.as_str())).or_insert(w);
+    }
     resolve_ext(&mut objects.roots, &windows, &mut errors);
     collect_mavgs(&objects.roots, &mut objects.mavgs);
     objects.mavg_groups = mavg::groups(&objects.mavgs);
@@ -259,7 +265,7 @@ pub fn reload_thresholds(objects: &Objects) -> Vec<ConfigError> {
 
 /// Resolves the `ext` window names of every limit (`name`: the object's own window,
 /// `object/name`: another object's), now that every window is known.
-fn resolve_ext(nodes: &mut [ObjectSpec], windows: &[Arc<FwmSpec>], errors: &mut Vec<ConfigError>) {
+fn resolve_ext(nodes: &mut [ObjectSpec], windows: &HashMap<(&str, &str), &Arc<FwmSpec>>, errors: &mut Vec<ConfigError>) {
     for o in nodes.iter_mut() {
         for m in o.mavgs.iter_mut() {
             let Some(m) = Arc::get_mut(m) else { continue };
@@ -267,14 +273,14 @@ fn resolve_ext(nodes: &mut [ObjectSpec], windows: &[Arc<FwmSpec>], errors: &mut 
                 for e in &l.ext_names {
                     let object = if e.object.is_empty() { o.name.as_str() } else { e.object.as_str() };
                     let at = |msg: String| ConfigError { msg, ..e.at.clone() };
-                    match windows.iter().find(|w| w.object == object && w.name == e.window) {
+                    match windows.get(&(object, e.window.as_str())) {
                         Some(w) => {
                             if !w.extended {
                                 // Harmless (ordinary windows are always on), but not what was meant.
                                 let why = format!("window \"{}\" of object \"{object}\" is not \"extended\": it collects all the time, alerts change nothing", e.window);
                                 crate::log::warn(&at(why).to_string());
                             }
-                            l.ext.push(w.clone());
+                            l.ext.push(Arc::clone(w));
                         }
                         None => errors.push(at(format!("no window \"{}\" in object \"{object}\"", e.window))),
                     }
@@ -643,18 +649,18 @@ impl WorkerObjects {
     pub fn switch_to(&mut self, specs: &Objects) -> std::io::Result<Vec<Closed>> {
         let mut next = WorkerObjects::new(specs, self.worker)?;
         for_each_node(&mut self.roots.list, &mut |n| n.mavgs.iter_mut().for_each(mavg::Feed::flush));
-        let mut old: Vec<Window> = Vec::new();
-        for_each_node(&mut self.roots.list, &mut |n| old.append(&mut n.windows));
+        let mut old: Vec<Option<Window>> = Vec::new();
+        for_each_node(&mut self.roots.list, &mut |n| old.extend(n.windows.drain(..).map(Some)));
+        // By table (tens of thousands of windows are matched without a search through all).
+        let by_table: HashMap<String, usize> = old.iter().enumerate().filter_map(|(i, w)| Some((w.as_ref()?.spec.table.clone(), i))).collect();
+        let mut kept_out = Vec::new();
         for_each_window(&mut next.roots.list, &mut |w| {
-            if let Some(i) = old.iter().position(|o| o.spec.table == w.spec.table) {
-                let o = old.swap_remove(i);
-                if let Some(o) = w.adopt(o) {
-                    old.push(o);
-                }
+            if let Some(o) = by_table.get(&w.spec.table).and_then(|&i| old[i].take()) {
+                kept_out.extend(w.adopt(o));
             }
         });
         let mut closed = Vec::new();
-        for mut w in old {
+        for mut w in old.into_iter().flatten().chain(kept_out) {
             w.finish(self.worker, &mut closed);
         }
         *self = next;

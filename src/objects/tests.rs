@@ -164,6 +164,7 @@ fn reload_keeps_windows_that_stay_and_closes_removed_ones() {
         &[
             ("mo/a/mo.conf", r#"{"fwm": [{"name": "w", "fields": ["octets"], "time": 60}]}"#),
             ("mo/b/mo.conf", r#"{"fwm": [{"name": "w", "fields": ["octets"], "time": 60}]}"#),
+            ("mo/d/mo.conf", r#"{"fwm": [{"name": "w", "fields": ["octets"], "time": 60}]}"#),
         ],
     );
     let tpl = Template::compile(vec![FieldSpec { ie: 4, pen: 0, len: 1, field: None }], 0, false).unwrap();
@@ -174,19 +175,22 @@ fn reload_keeps_windows_that_stay_and_closes_removed_ones() {
     let mut w = WorkerObjects::new(&old, 0).unwrap();
     w.advance(1_700_000_000_000);
     w.flow(&f, &rec);
-    // b goes away, c arrives.
+    // b goes away, c arrives, d's window keeps its table but sums another field.
     std::fs::remove_dir_all(d.join("mo/b")).unwrap();
     std::fs::create_dir_all(d.join("mo/c")).unwrap();
     std::fs::write(d.join("mo/c/mo.conf"), r#"{"fwm": [{"name": "w", "fields": ["octets"], "time": 60}]}"#).unwrap();
+    std::fs::write(d.join("mo/d/mo.conf"), r#"{"fwm": [{"name": "w", "fields": ["octets", "packets"], "time": 60}]}"#).unwrap();
     let new = load(&d.join("mo"), &IpLists::new()).unwrap();
     let closed = w.switch_to(&new).unwrap();
-    assert_eq!(closed.iter().map(|c| c.spec.table.as_str()).collect::<Vec<_>>(), vec!["b_w"]);
+    let closed_rows: Vec<(String, u64)> =
+        closed.into_iter().map(|mut c| (c.spec.table.clone(), c.rows.export_rows(&c.spec).iter().map(|r| r.1[0]).sum())).collect();
+    assert_eq!(closed_rows, vec![("b_w".to_string(), 100), ("d_w".to_string(), 100)], "written out with their rows: removed, changed");
     w.advance(1_700_000_001_000);
     w.flow(&f, &rec);
     let mut totals: Vec<(String, u64)> =
         w.finish().into_iter().map(|mut c| (c.spec.table.clone(), c.rows.export_rows(&c.spec).iter().map(|r| r.1[0]).sum())).collect();
     totals.sort();
-    assert_eq!(totals, vec![("a_w".to_string(), 200), ("c_w".to_string(), 100)], "a kept its rows across the reload");
+    assert_eq!(totals, vec![("a_w".to_string(), 200), ("c_w".to_string(), 100), ("d_w".to_string(), 100)], "a kept its rows across the reload; d started anew");
 }
 
 #[test]

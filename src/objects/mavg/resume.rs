@@ -102,9 +102,10 @@ pub fn take_up_alerts(dir: &Path, mavgs: &[Arc<Mavg>], now_ms: u64) -> TakenUp {
 pub fn take_over_alerts(old: &[Arc<Mavg>], started_anew: &[Arc<Mavg>], now_ms: u64) -> (Vec<String>, Vec<Arc<Mavg>>) {
     let mut taken = Vec::new();
     let mut orphans = Vec::new();
+    let old = by_name(old);
     for members in groups(started_anew) {
         for (m, new) in members.iter().enumerate() {
-            match old.iter().find(|o| o.object == new.object && o.name == new.name && o.keys == new.keys) {
+            match old.get(&(new.object.as_str(), new.name.as_str())).filter(|o| o.keys == new.keys) {
                 Some(previous) => {
                     for alert in previous.active_alerts(now_ms) {
                         let spec = &previous.limits[alert.limit];
