@@ -5,6 +5,7 @@
 //! address alone. When devices.conf says nothing about an exporter, the rate the exporter
 //! announces itself (options template or v5 header) is used, and 1 when there is none.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 /// One `devices.conf` element.
@@ -20,16 +21,24 @@ pub struct Device {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Devices {
     pub list: Vec<Device>,
+    /// The rates by canonical address and id (`None`: every id), the first entry of each
+    /// pair: the rate is looked up for every data set, and an ISP lists hundreds of routers.
+    by_key: HashMap<(IpAddr, Option<u32>), u64>,
 }
 
 impl Devices {
+    pub fn new(list: Vec<Device>) -> Devices {
+        let mut by_key = HashMap::with_capacity(list.len());
+        for d in &list {
+            by_key.entry((canonical(d.ip), d.id)).or_insert(d.sampling_rate);
+        }
+        Devices { list, by_key }
+    }
+
     /// The configured rate for an exporter's domain, if devices.conf has one.
     pub fn configured_rate(&self, exporter: IpAddr, domain: u32) -> Option<u64> {
         let exporter = canonical(exporter);
-        let exact = self.list.iter().find(|d| canonical(d.ip) == exporter && d.id == Some(domain));
-        exact
-            .or_else(|| self.list.iter().find(|d| canonical(d.ip) == exporter && d.id.is_none()))
-            .map(|d| d.sampling_rate)
+        self.by_key.get(&(exporter, Some(domain))).or_else(|| self.by_key.get(&(exporter, None))).copied()
     }
 
     /// The rate to apply: devices.conf first, then the announced rate, then 1.
@@ -55,14 +64,17 @@ mod tests {
 
     #[test]
     fn most_specific_entry_wins() {
-        let d = Devices {
-            list: vec![
-                Device { ip: "2.3.4.5".parse().unwrap(), id: None, sampling_rate: 1000 },
-                Device { ip: "2.3.4.5".parse().unwrap(), id: Some(7), sampling_rate: 10 },
-            ],
-        };
+        let d = Devices::new(vec![
+            Device { ip: "2.3.4.5".parse().unwrap(), id: None, sampling_rate: 1000 },
+            Device { ip: "2.3.4.5".parse().unwrap(), id: Some(7), sampling_rate: 10 },
+            // Listed again: the first entry stays.
+            Device { ip: "2.3.4.5".parse().unwrap(), id: Some(7), sampling_rate: 20 },
+            // Written IPv4-mapped: the same exporter as its IPv4 form.
+            Device { ip: "::ffff:3.3.3.3".parse().unwrap(), id: None, sampling_rate: 5 },
+        ]);
         let ip: IpAddr = "2.3.4.5".parse().unwrap();
         assert_eq!(d.rate(ip, 7, None), 10);
+        assert_eq!(d.rate("3.3.3.3".parse().unwrap(), 1, None), 5);
         assert_eq!(d.rate(ip, 8, Some(64)), 1000, "devices.conf wins over the announced rate");
         assert_eq!(d.rate("::ffff:2.3.4.5".parse().unwrap(), 7, None), 10);
         assert_eq!(d.rate("9.9.9.9".parse().unwrap(), 0, Some(64)), 64);

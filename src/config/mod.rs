@@ -401,7 +401,7 @@ pub fn load_devices(file: &Path) -> Result<Devices, ConfigError> {
         }
         list.push(Device { ip, id, sampling_rate });
     }
-    Ok(Devices { list })
+    Ok(Devices::new(list))
 }
 
 #[cfg(test)]

@@ -194,7 +194,7 @@ fn v9_options_sampling_rate_and_devices_override() {
     assert_eq!(c.flows[0].get(FieldId::Rate), Some(100));
     assert_eq!(d.stats.total_errors(), 0, "{:?}", d.stats);
 
-    let devices = Devices { list: vec![Device { ip: exporter(), id: Some(7), sampling_rate: 10 }] };
+    let devices = Devices::new(vec![Device { ip: exporter(), id: Some(7), sampling_rate: 10 }]);
     let mut d = Decoder::new(Arc::new(devices), None);
     let c = run(&mut d, &dg);
     assert_eq!(c.flows[0].get(FieldId::Octets), Some(500));
