@@ -50,6 +50,9 @@ pub struct Objects {
     /// The index of `roots`, made once for every worker (see [`sibling_index`]).
     roots_index: OnceLock<Option<Arc<FilterIndex>>>,
     pub windows: Vec<Arc<FwmSpec>>,
+    /// `windows` by object and window name (the first of each: names are unique within an
+    /// object), for `ext` lists at load and `xe.ext` in hooks.
+    window_index: WindowIndex,
     /// Every moving average of every object.
     pub mavgs: Vec<Arc<Mavg>>,
     /// The same by table (moving averages of an object may share one, see
@@ -161,7 +164,7 @@ impl Objects {
 
     /// A window by object name and window name (for `ext` lists: `name` or `object/name`).
     pub fn window(&self, object: &str, name: &str) -> Option<&Arc<FwmSpec>> {
-        self.windows.iter().find(|w| w.object == object && w.name == name)
+        window_by_name(&self.windows, &self.window_index, object, name)
     }
 }
 
@@ -215,13 +218,11 @@ pub fn load_with(mo_dir: &Path, lists: &IpLists, lua_lib: Option<&Path>) -> Resu
     let mut errors = Vec::new();
     let ctx = LoadCtx { mo_dir, lists, lua_lib };
     objects.roots = scan(&ctx, mo_dir, &mut objects.windows, &mut errors);
-    // By object and name (the first, as names are unique within an object): a thousand
-    // objects' limits each naming a window are resolved without a search through them all.
-    let mut windows: HashMap<(&str, &str), &Arc<FwmSpec>> = HashMap::new();
-    for w in &objects.windows {
-        windows.entry((w.object.as_str(), w.name.as_str())).or_insert(w);
+    for (i, w) in objects.windows.iter().enumerate() {
+        objects.window_index.entry(w.object.clone()).or_default().entry(w.name.clone()).or_insert(i);
     }
-    resolve_ext(&mut objects.roots, &windows, &mut errors);
+    let Objects { roots, windows, window_index, .. } = &mut objects;
+    resolve_ext(roots, &|object, name| window_by_name(windows, window_index, object, name), &mut errors);
     collect_mavgs(&objects.roots, &mut objects.mavgs);
     objects.mavg_groups = mavg::groups(&objects.mavgs);
     if errors.is_empty() {
@@ -265,7 +266,7 @@ pub fn reload_thresholds(objects: &Objects) -> Vec<ConfigError> {
 
 /// Resolves the `ext` window names of every limit (`name`: the object's own window,
 /// `object/name`: another object's), now that every window is known.
-fn resolve_ext(nodes: &mut [ObjectSpec], windows: &HashMap<(&str, &str), &Arc<FwmSpec>>, errors: &mut Vec<ConfigError>) {
+fn resolve_ext<'w>(nodes: &mut [ObjectSpec], window: &dyn Fn(&str, &str) -> Option<&'w Arc<FwmSpec>>, errors: &mut Vec<ConfigError>) {
     for o in nodes.iter_mut() {
         for m in o.mavgs.iter_mut() {
             let Some(m) = Arc::get_mut(m) else { continue };
@@ -273,7 +274,7 @@ fn resolve_ext(nodes: &mut [ObjectSpec], windows: &HashMap<(&str, &str), &Arc<Fw
                 for e in &l.ext_names {
                     let object = if e.object.is_empty() { o.name.as_str() } else { e.object.as_str() };
                     let at = |msg: String| ConfigError { msg, ..e.at.clone() };
-                    match windows.get(&(object, e.window.as_str())) {
+                    match window(object, &e.window) {
                         Some(w) => {
                             if !w.extended {
                                 // Harmless (ordinary windows are always on), but not what was meant.
@@ -287,9 +288,18 @@ fn resolve_ext(nodes: &mut [ObjectSpec], windows: &HashMap<(&str, &str), &Arc<Fw
                 }
             }
         }
-        resolve_ext(&mut o.children, windows, errors);
+        resolve_ext(&mut o.children, window, errors);
     }
 }
+
+/// A window of `windows` by object and window name, through their index (see
+/// [`Objects::window`]; a thousand objects' limits each name one).
+fn window_by_name<'w>(windows: &'w [Arc<FwmSpec>], index: &WindowIndex, object: &str, name: &str) -> Option<&'w Arc<FwmSpec>> {
+    index.get(object)?.get(name).map(|&i| &windows[i])
+}
+
+/// Positions of windows by object name, then window name.
+type WindowIndex = HashMap<String, HashMap<String, usize>>;
 
 fn collect_mavgs(nodes: &[ObjectSpec], out: &mut Vec<Arc<Mavg>>) {
     for o in nodes {
