@@ -550,8 +550,44 @@ struct Running {
     filter: Filter,
     dumper: Option<Dumper>,
     windows: Vec<Window>,
-    mavgs: Vec<mavg::Feed>,
+    /// Its moving averages' queues: positions in the worker's [`Feeds`].
+    feeds: std::ops::Range<usize>,
     children: Children,
+}
+
+/// A worker's queues in front of the moving averages of all its objects, and which of them
+/// hold flows: once a millisecond only those are applied. Walking every object instead cost
+/// 7% of the flow path with 8,192 objects.
+struct Feeds {
+    all: Vec<mavg::Feed>,
+    /// Positions in `all` queued since the last [`Feeds::flush_queued`], each once (the
+    /// capacity is `all.len()`: nothing is allocated per flow).
+    queued: Vec<usize>,
+    is_queued: Vec<bool>,
+}
+
+impl Feeds {
+    fn new(all: Vec<mavg::Feed>) -> Feeds {
+        let n = all.len();
+        Feeds { all, queued: Vec::with_capacity(n), is_queued: vec![false; n] }
+    }
+
+    #[inline]
+    fn push(&mut self, at: usize, flow: &Flow) {
+        self.all[at].push(flow);
+        if !self.is_queued[at] {
+            self.is_queued[at] = true;
+            self.queued.push(at);
+        }
+    }
+
+    /// Applies the flows waiting in any queue.
+    fn flush_queued(&mut self) {
+        for at in self.queued.drain(..) {
+            self.is_queued[at] = false;
+            self.all[at].flush();
+        }
+    }
 }
 
 /// The index of sibling objects' filters (when they are many), made at the first worker's
@@ -570,13 +606,13 @@ impl Children {
     /// Runs a flow through every sibling whose filter it may match (each checks its own,
     /// unless the index has found it matches).
     #[inline]
-    fn flow(&mut self, flow: &Flow, rec: &RecordView<'_>) {
+    fn flow(&mut self, flow: &Flow, rec: &RecordView<'_>, feeds: &mut Feeds) {
         match &self.index {
             Some(index) => {
                 let list = &mut self.list;
-                index.for_each_candidate(flow, |i, sure| if sure { list[i].take(flow, rec) } else { list[i].flow(flow, rec) });
+                index.for_each_candidate(flow, |i, sure| if sure { list[i].take(flow, rec, feeds) } else { list[i].flow(flow, rec, feeds) });
             }
-            None => self.list.iter_mut().for_each(|c| c.flow(flow, rec)),
+            None => self.list.iter_mut().for_each(|c| c.flow(flow, rec, feeds)),
         }
     }
 }
@@ -584,6 +620,7 @@ impl Children {
 /// A worker's instance of every object.
 pub struct WorkerObjects {
     roots: Children,
+    feeds: Feeds,
     worker: usize,
     /// Earliest window end (seconds): before it, advancing the clock is one comparison.
     next_deadline: u64,
@@ -596,27 +633,30 @@ pub struct WorkerObjects {
 
 impl WorkerObjects {
     pub fn new(specs: &Objects, worker: usize) -> std::io::Result<Self> {
-        fn build(o: &ObjectSpec) -> std::io::Result<Running> {
+        fn build(o: &ObjectSpec, feeds: &mut Vec<mavg::Feed>) -> std::io::Result<Running> {
+            let first = feeds.len();
+            feeds.extend(mavg::groups(&o.mavgs).into_iter().map(mavg::Feed::new));
             Ok(Running {
                 name: o.name.clone(),
                 flows: 0,
                 filter: o.filter.clone(),
                 dumper: Dumper::open(&o.dump)?,
                 windows: o.windows.iter().map(|w| Window::new(w.clone())).collect(),
-                mavgs: mavg::groups(&o.mavgs).into_iter().map(mavg::Feed::new).collect(),
-                children: Children { list: o.children.iter().map(build).collect::<Result<_, _>>()?, index: sibling_index(&o.children, &o.children_index) },
+                feeds: first..feeds.len(),
+                children: Children { list: o.children.iter().map(|c| build(c, feeds)).collect::<Result<_, _>>()?, index: sibling_index(&o.children, &o.children_index) },
             })
         }
         // Read before the windows read their flags: a switch after this is seen next time.
         let switches_seen = window::EXT_SWITCHES.load(Ordering::Acquire);
-        let roots = Children { list: specs.roots.iter().map(build).collect::<Result<_, _>>()?, index: sibling_index(&specs.roots, &specs.roots_index) };
-        Ok(WorkerObjects { roots, worker, next_deadline: 0, flushed_ms: 0, switches_seen, closed: Vec::new() })
+        let mut feeds = Vec::new();
+        let roots = Children { list: specs.roots.iter().map(|o| build(o, &mut feeds)).collect::<Result<_, _>>()?, index: sibling_index(&specs.roots, &specs.roots_index) };
+        Ok(WorkerObjects { roots, feeds: Feeds::new(feeds), worker, next_deadline: 0, flushed_ms: 0, switches_seen, closed: Vec::new() })
     }
 
     /// Runs one flow through every object.
     #[inline]
     pub fn flow(&mut self, flow: &Flow, rec: &RecordView<'_>) {
-        self.roots.flow(flow, rec);
+        self.roots.flow(flow, rec, &mut self.feeds);
     }
 
     /// Moves the clock (unix ms): first, once per millisecond, applies the flows waiting for
@@ -626,7 +666,7 @@ impl WorkerObjects {
     pub fn advance(&mut self, now_ms: u64) -> Option<Vec<Closed>> {
         if now_ms != self.flushed_ms {
             self.flushed_ms = now_ms;
-            for_each_node(&mut self.roots.list, &mut |n| n.mavgs.iter_mut().for_each(mavg::Feed::flush));
+            self.feeds.flush_queued();
         }
         let now = now_ms / 1000;
         if now < self.next_deadline {
@@ -658,7 +698,7 @@ impl WorkerObjects {
     /// length) carry on with their rows; the others are closed and returned for export.
     pub fn switch_to(&mut self, specs: &Objects) -> std::io::Result<Vec<Closed>> {
         let mut next = WorkerObjects::new(specs, self.worker)?;
-        for_each_node(&mut self.roots.list, &mut |n| n.mavgs.iter_mut().for_each(mavg::Feed::flush));
+        self.feeds.flush_queued();
         let mut old: Vec<Option<Window>> = Vec::new();
         for_each_node(&mut self.roots.list, &mut |n| old.extend(n.windows.drain(..).map(Some)));
         // By table (tens of thousands of windows are matched without a search through all).
@@ -686,7 +726,7 @@ impl WorkerObjects {
 
     /// Closes every window for good (shutdown, end of replay).
     pub fn finish(&mut self) -> Vec<Closed> {
-        for_each_node(&mut self.roots.list, &mut |n| n.mavgs.iter_mut().for_each(mavg::Feed::flush));
+        self.feeds.flush_queued();
         let (worker, closed) = (self.worker, &mut self.closed);
         for_each_window(&mut self.roots.list, &mut |w| w.finish(worker, closed));
         std::mem::take(&mut self.closed)
@@ -706,26 +746,26 @@ fn for_each_node(nodes: &mut [Running], f: &mut impl FnMut(&mut Running)) {
 
 impl Running {
     #[inline]
-    fn flow(&mut self, flow: &Flow, rec: &RecordView<'_>) {
+    fn flow(&mut self, flow: &Flow, rec: &RecordView<'_>, feeds: &mut Feeds) {
         if self.filter.matches(flow) {
-            self.take(flow, rec);
+            self.take(flow, rec, feeds);
         }
     }
 
     /// A flow the object's filter matches.
     #[inline]
-    fn take(&mut self, flow: &Flow, rec: &RecordView<'_>) {
+    fn take(&mut self, flow: &Flow, rec: &RecordView<'_>, feeds: &mut Feeds) {
         self.flows += 1;
         if let Some(d) = &mut self.dumper {
             d.write(flow, rec);
         }
-        for m in &mut self.mavgs {
-            m.push(flow);
+        for at in self.feeds.clone() {
+            feeds.push(at, flow);
         }
         for w in &mut self.windows {
             w.add(flow);
         }
-        self.children.flow(flow, rec);
+        self.children.flow(flow, rec, feeds);
     }
 }
 
