@@ -765,7 +765,10 @@ impl Running {
         for w in &mut self.windows {
             w.add(flow);
         }
-        self.children.flow(flow, rec, feeds);
+        // Most objects have no children: no call (the recursion is not inlined).
+        if !self.children.list.is_empty() {
+            self.children.flow(flow, rec, feeds);
+        }
     }
 }
 

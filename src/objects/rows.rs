@@ -22,17 +22,18 @@ pub const MAX_WORDS: usize = 2 * MAX_KEY_FIELDS + 1;
 /// Sums of one row, indexed like `FwmSpec::aggs`.
 pub type Aggs = [u64; 3];
 
-/// Where one key field sits in the packed words (16 bytes: a layout's places are read for
-/// every flow of every window, so they are kept small and inline).
+/// Where one key field sits in the packed words (a layout's places are read for every flow of
+/// every window, so they are kept inline; the fields are of the widths the packing computes
+/// with, which takes fewer instructions than narrower ones).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Place {
     id: FieldId,
     /// First word.
-    word: u8,
+    word: usize,
     /// Bit offset in that word (narrow fields share words).
-    shift: u8,
+    shift: u32,
     /// 32 (IPv4), 48 (MAC), 64 (numbers: their low 64 bits) or 128 (IPv6, `dev-ip`).
-    bits: u8,
+    bits: u32,
     /// The field's presence bit in a flow (0 for a field flows never store: always NULL).
     present: u64,
 }
@@ -62,7 +63,7 @@ pub struct KeyLayout {
 }
 
 /// Bits a key field takes in a packed key.
-fn key_bits(id: FieldId) -> u8 {
+fn key_bits(id: FieldId) -> u32 {
     match id.def().kind {
         Kind::Ipv4 => 32,
         Kind::Mac => 48,
@@ -72,7 +73,7 @@ fn key_bits(id: FieldId) -> u8 {
 }
 
 /// `bits` low bits set (up to 63).
-fn low_bits(bits: u8) -> u64 {
+fn low_bits(bits: u32) -> u64 {
     (1u64 << bits) - 1
 }
 
@@ -87,17 +88,17 @@ impl KeyLayout {
         // Whole words first, then the narrow fields first-fit into shared words.
         let mut words = 0;
         for p in used_places.iter_mut().filter(|p| p.bits >= 64) {
-            p.word = words as u8;
+            p.word = words;
             words += p.bits as usize / 64;
         }
         let mut used: Vec<u32> = Vec::new(); // bits used in each shared word
         for p in used_places.iter_mut().filter(|p| p.bits < 64) {
-            let k = used.iter().position(|&u| u + p.bits as u32 <= 64).unwrap_or_else(|| {
+            let k = used.iter().position(|&u| u + p.bits <= 64).unwrap_or_else(|| {
                 used.push(0);
                 used.len() - 1
             });
-            (p.word, p.shift) = ((words + k) as u8, used[k] as u8);
-            used[k] += p.bits as u32;
+            (p.word, p.shift) = (words + k, used[k]);
+            used[k] += p.bits;
         }
         // The NULL bits go into the shared word with the most room, made the last word.
         let room = 64 - TABLE_BITS - keys.len() as u32;
@@ -106,10 +107,10 @@ impl KeyLayout {
             Some(k) => {
                 let last = used.len() - 1;
                 for p in used_places.iter_mut().filter(|p| p.bits < 64) {
-                    if p.word as usize == words + k {
-                        p.word = (words + last) as u8;
-                    } else if p.word as usize == words + last {
-                        p.word = (words + k) as u8;
+                    if p.word == words + k {
+                        p.word = words + last;
+                    } else if p.word == words + last {
+                        p.word = words + k;
                     }
                 }
                 (words + last, used[k])
@@ -158,7 +159,7 @@ impl KeyLayout {
     /// Writes one field's value (see [`KeyLayout::pack`] for the order).
     #[inline]
     fn put(out: &mut [u64], p: &Place, v: u128) {
-        let word = p.word as usize;
+        let word = p.word;
         match p.bits {
             128 => {
                 out[word] = v as u64;
@@ -183,7 +184,7 @@ impl KeyLayout {
             return None;
         }
         let p = &self.places()[i];
-        let word = p.word as usize;
+        let word = p.word;
         Some(match p.bits {
             128 => words[word] as u128 | (words[word + 1] as u128) << 64,
             64 => words[word] as u128,
