@@ -221,8 +221,7 @@ pub fn load_with(mo_dir: &Path, lists: &IpLists, lua_lib: Option<&Path>) -> Resu
     for (i, w) in objects.windows.iter().enumerate() {
         objects.window_index.entry(w.object.clone()).or_default().entry(w.name.clone()).or_insert(i);
     }
-    let Objects { roots, windows, window_index, .. } = &mut objects;
-    resolve_ext(roots, &|object, name| window_by_name(windows, window_index, object, name), &mut errors);
+    resolve_ext(&mut objects.roots, &objects.windows, &objects.window_index, &mut errors);
     collect_mavgs(&objects.roots, &mut objects.mavgs);
     objects.mavg_groups = mavg::groups(&objects.mavgs);
     if errors.is_empty() {
@@ -266,7 +265,7 @@ pub fn reload_thresholds(objects: &Objects) -> Vec<ConfigError> {
 
 /// Resolves the `ext` window names of every limit (`name`: the object's own window,
 /// `object/name`: another object's), now that every window is known.
-fn resolve_ext<'w>(nodes: &mut [ObjectSpec], window: &dyn Fn(&str, &str) -> Option<&'w Arc<FwmSpec>>, errors: &mut Vec<ConfigError>) {
+fn resolve_ext(nodes: &mut [ObjectSpec], windows: &[Arc<FwmSpec>], index: &WindowIndex, errors: &mut Vec<ConfigError>) {
     for o in nodes.iter_mut() {
         for m in o.mavgs.iter_mut() {
             let Some(m) = Arc::get_mut(m) else { continue };
@@ -274,7 +273,7 @@ fn resolve_ext<'w>(nodes: &mut [ObjectSpec], window: &dyn Fn(&str, &str) -> Opti
                 for e in &l.ext_names {
                     let object = if e.object.is_empty() { o.name.as_str() } else { e.object.as_str() };
                     let at = |msg: String| ConfigError { msg, ..e.at.clone() };
-                    match window(object, &e.window) {
+                    match window_by_name(windows, index, object, &e.window) {
                         Some(w) => {
                             if !w.extended {
                                 // Harmless (ordinary windows are always on), but not what was meant.
@@ -288,7 +287,7 @@ fn resolve_ext<'w>(nodes: &mut [ObjectSpec], window: &dyn Fn(&str, &str) -> Opti
                 }
             }
         }
-        resolve_ext(&mut o.children, window, errors);
+        resolve_ext(&mut o.children, windows, index, errors);
     }
 }
 
@@ -699,10 +698,11 @@ impl WorkerObjects {
     pub fn switch_to(&mut self, specs: &Objects) -> std::io::Result<Vec<Closed>> {
         let mut next = WorkerObjects::new(specs, self.worker)?;
         self.feeds.flush_queued();
-        let mut old: Vec<Option<Window>> = Vec::new();
-        for_each_node(&mut self.roots.list, &mut |n| old.extend(n.windows.drain(..).map(Some)));
+        let mut old: Vec<Window> = Vec::new();
+        for_each_node(&mut self.roots.list, &mut |n| old.append(&mut n.windows));
         // By table (tens of thousands of windows are matched without a search through all).
-        let by_table: HashMap<String, usize> = old.iter().enumerate().filter_map(|(i, w)| Some((w.as_ref()?.spec.table.clone(), i))).collect();
+        let by_table: HashMap<String, usize> = old.iter().enumerate().map(|(i, w)| (w.spec.table.clone(), i)).collect();
+        let mut old: Vec<Option<Window>> = old.into_iter().map(Some).collect();
         let mut kept_out = Vec::new();
         for_each_window(&mut next.roots.list, &mut |w| {
             if let Some(o) = by_table.get(&w.spec.table).and_then(|&i| old[i].take()) {

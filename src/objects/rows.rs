@@ -159,19 +159,18 @@ impl KeyLayout {
     /// Writes one field's value (see [`KeyLayout::pack`] for the order).
     #[inline]
     fn put(out: &mut [u64], p: &Place, v: u128) {
-        let word = p.word;
         match p.bits {
             128 => {
-                out[word] = v as u64;
-                out[word + 1] = (v >> 64) as u64;
+                out[p.word] = v as u64;
+                out[p.word + 1] = (v >> 64) as u64;
             }
-            64 => out[word] = v as u64,
+            64 => out[p.word] = v as u64,
             bits => {
                 let x = (v as u64 & low_bits(bits)) << p.shift;
                 if p.shift == 0 {
-                    out[word] = x;
+                    out[p.word] = x;
                 } else {
-                    out[word] |= x;
+                    out[p.word] |= x;
                 }
             }
         }
@@ -184,11 +183,10 @@ impl KeyLayout {
             return None;
         }
         let p = &self.places()[i];
-        let word = p.word;
         Some(match p.bits {
-            128 => words[word] as u128 | (words[word + 1] as u128) << 64,
-            64 => words[word] as u128,
-            bits => (words[word] >> p.shift & low_bits(bits)) as u128,
+            128 => words[p.word] as u128 | (words[p.word + 1] as u128) << 64,
+            64 => words[p.word] as u128,
+            bits => (words[p.word] >> p.shift & low_bits(bits)) as u128,
         })
     }
 
