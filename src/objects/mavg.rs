@@ -460,6 +460,12 @@ impl Group {
         Group { cells, shard_mask: shards - 1, slot_bytes, line_mask: rowtable::line_mask(slot_bytes), shape, adopted: AtomicBool::new(false) }
     }
 
+    /// The shard of a key (see [`Mavg::shard_of`]).
+    #[inline]
+    fn shard_of(&self, hash: u64) -> usize {
+        (hash >> 40) as usize & self.shard_mask
+    }
+
     fn members(&self) -> usize {
         self.shape.len()
     }
@@ -647,7 +653,7 @@ impl Mavg {
     /// its bucket from the low bits and its tag from the top bits (taking either here would make
     /// every key of a shard collide there).
     fn shard_of(&self, hash: u64) -> usize {
-        (hash >> 40) as usize & self.group.shard_mask
+        self.group.shard_of(hash)
     }
 
     /// Points a shard's rows at `compiled` (every row's threshold set looked up again);

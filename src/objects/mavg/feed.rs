@@ -5,7 +5,7 @@
 //! `mem-m`. Limits that start are sent to the hook thread once the locks are released.
 
 use super::rowtable;
-use super::{limit_state, over_field, set_index, Compiled, Event, LimitStates, Mavg, PackedKey, Phase, Row, Shard, ShardCell, ThresholdSet, ACTIVE_BIT, FLAG_BITS, MAVG_WORDS, MAX_MEMBERS, OVER_BIT};
+use super::{limit_state, over_field, set_index, Compiled, Event, Group, LimitStates, Mavg, PackedKey, Phase, Row, Shard, ShardCell, ThresholdSet, ACTIVE_BIT, FLAG_BITS, MAVG_WORDS, MAX_MEMBERS, OVER_BIT};
 use crate::flow::Flow;
 use crate::objects::table::prefetch;
 use std::sync::atomic::Ordering;
@@ -23,6 +23,9 @@ pub struct Feed {
     /// The same: the first member, and the second if any (the per-flow path reads them).
     leader: Arc<Mavg>,
     partner: Option<Arc<Mavg>>,
+    /// The table's group, for the prefetch (one dependent load fewer per flow than through
+    /// the leader).
+    group: Arc<Group>,
     batch: [Pending; FEED_DEPTH],
     len: usize,
 }
@@ -42,7 +45,8 @@ impl Feed {
     pub fn new(members: Vec<Arc<Mavg>>) -> Feed {
         debug_assert!(!members.is_empty() && members.len() == members[0].group.members());
         let (leader, partner) = (members[0].clone(), members.get(1).cloned());
-        Feed { members, leader, partner, batch: [Pending::EMPTY; FEED_DEPTH], len: 0 }
+        let group = leader.group.clone();
+        Feed { members, leader, partner, group, batch: [Pending::EMPTY; FEED_DEPTH], len: 0 }
     }
 
     #[inline]
@@ -53,7 +57,7 @@ impl Feed {
         if let Some(partner) = &self.partner {
             partner.values_into(flow, &mut p.v[1]);
         }
-        self.leader.prefetch(p);
+        self.group.prefetch(p);
         self.len += 1;
         if self.len == FEED_DEPTH {
             self.flush();
@@ -66,6 +70,34 @@ impl Feed {
         if self.len > 0 {
             Mavg::apply_batch(&self.members, &self.batch[..self.len]);
             self.len = 0;
+        }
+    }
+}
+
+impl Group {
+    /// Starts loading the slot a prepared flow will update (a hint; the slot array may have
+    /// moved by the time it is used, which costs nothing but the hint).
+    #[inline]
+    fn prefetch(&self, p: &Pending) {
+        let cell = &self.cells[self.shard_of(p.hash)];
+        let (base, mask) = (cell.base.load(Ordering::Relaxed), cell.mask.load(Ordering::Relaxed));
+        if base != 0 {
+            // Every cache line the slot spans (one for slots up to 64 bytes).
+            let slot_bytes = self.slot_bytes;
+            let addr = base + rowtable::home_slot(p.hash, mask, self.line_mask) * slot_bytes;
+            prefetch(addr as *const u8);
+            if slot_bytes > 64 {
+                // Slots up to 64 bytes are aligned to their size: one line. Larger ones span
+                // two or three.
+                prefetch((addr + slot_bytes - 1) as *const u8);
+                prefetch((addr + 64) as *const u8);
+            } else {
+                // And the next line: a key not in its home line is most often in the next
+                // (see `rowtable::home_slot`); a miss there cost as much as the rest of the
+                // update. (An array from the allocator may start mid-line: its home "line"
+                // then spans two, both loaded.)
+                prefetch(((addr | 63) + 1) as *const u8);
+            }
         }
     }
 }
@@ -148,32 +180,6 @@ impl Mavg {
             // Counters are far below 2^63: clamped there, the signed conversion serves (it
             // is cheaper than the unsigned one).
             *x = a.of(flow).min(i64::MAX as u64) as i64 as f64;
-        }
-    }
-
-    /// Starts loading the slot a prepared flow will update (a hint; the slot array may have
-    /// moved by the time it is used, which costs nothing but the hint).
-    #[inline]
-    pub fn prefetch(&self, p: &Pending) {
-        let cell = &self.group.cells[self.shard_of(p.hash)];
-        let (base, mask) = (cell.base.load(Ordering::Relaxed), cell.mask.load(Ordering::Relaxed));
-        if base != 0 {
-            // Every cache line the slot spans (one for slots up to 64 bytes).
-            let slot_bytes = self.group.slot_bytes;
-            let addr = base + rowtable::home_slot(p.hash, mask, self.group.line_mask) * slot_bytes;
-            prefetch(addr as *const u8);
-            if slot_bytes > 64 {
-                // Slots up to 64 bytes are aligned to their size: one line. Larger ones span
-                // two or three.
-                prefetch((addr + slot_bytes - 1) as *const u8);
-                prefetch((addr + 64) as *const u8);
-            } else {
-                // And the next line: a key not in its home line is most often in the next
-                // (see `rowtable::home_slot`); a miss there cost as much as the rest of the
-                // update. (An array from the allocator may start mid-line: its home "line"
-                // then spans two, both loaded.)
-                prefetch(((addr | 63) + 1) as *const u8);
-            }
         }
     }
 
