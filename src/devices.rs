@@ -5,7 +5,6 @@
 //! address alone. When devices.conf says nothing about an exporter, the rate the exporter
 //! announces itself (options template or v5 header) is used, and 1 when there is none.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 /// One `devices.conf` element.
@@ -23,12 +22,12 @@ pub struct Devices {
     pub list: Vec<Device>,
     /// The rates by canonical address and id (`None`: every id), the first entry of each
     /// pair: the rate is looked up for every data set, and an ISP lists hundreds of routers.
-    by_key: HashMap<(IpAddr, Option<u32>), u64>,
+    by_key: foldhash::HashMap<(IpAddr, Option<u32>), u64>,
 }
 
 impl Devices {
     pub fn new(list: Vec<Device>) -> Devices {
-        let mut by_key = HashMap::with_capacity(list.len());
+        let mut by_key = foldhash::HashMap::with_capacity_and_hasher(list.len(), Default::default());
         for d in &list {
             by_key.entry((canonical(d.ip), d.id)).or_insert(d.sampling_rate);
         }

@@ -5,7 +5,7 @@
 //! never per flow); the export thread, the hook thread and the moving averages keep their own
 //! counters. A scrape reads them all; it never touches the flow path.
 
-use crate::decode::{DecodeError, DecodeStats, ExporterStats};
+use crate::decode::{DecodeError, DecodeStats, ExporterMap, ExporterStats};
 use crate::export::ExportStats;
 use crate::hooks::HookStats;
 use crate::objects::LiveObjects;
@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 pub struct WorkerSnapshot {
     pub name: String,
     pub decode: DecodeStats,
-    pub exporters: HashMap<IpAddr, ExporterStats>,
+    pub exporters: ExporterMap,
     pub templates: usize,
     /// Flows matched per object.
     pub objects: Vec<(String, u64)>,

@@ -35,7 +35,7 @@ pub const MAX_TEMPLATES: usize = 65536;
 /// A worker's templates.
 #[derive(Default)]
 pub struct TemplateCache {
-    map: HashMap<TemplateKey, (Template, RawTemplate)>,
+    map: foldhash::HashMap<TemplateKey, (Template, RawTemplate)>,
 }
 
 /// What inserting a template did.

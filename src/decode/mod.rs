@@ -19,7 +19,6 @@ use crate::devices::{canonical, Devices};
 use crate::fields::FieldId;
 use crate::flow::{addr_to_u128, Flow};
 use cache::{Insert, RawTemplate, TemplateCache, TemplateKey, TemplateStore};
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use template::{parse_template_record, Template, Wire};
@@ -146,6 +145,11 @@ impl ExporterStats {
     }
 }
 
+/// Statistics per exporter address. The maps the decoder consults for every datagram
+/// (these, the templates, the announced and configured sampling rates) hash with foldhash:
+/// keyed per process like the standard hasher, and a tenth of its cost.
+pub type ExporterMap = foldhash::HashMap<IpAddr, ExporterStats>;
+
 /// Bound on distinct exporters tracked by name in the statistics (the rest are summed).
 const MAX_EXPORTER_STATS: usize = 4096;
 
@@ -155,10 +159,10 @@ pub struct Decoder {
     store: Option<Arc<TemplateStore>>,
     devices: Arc<Devices>,
     /// Sampling rates announced by exporters, per (exporter, domain).
-    announced: HashMap<(IpAddr, u32), u64>,
+    announced: foldhash::HashMap<(IpAddr, u32), u64>,
     flow: Flow,
     pub stats: DecodeStats,
-    pub exporters: HashMap<IpAddr, ExporterStats>,
+    pub exporters: ExporterMap,
     /// Errors of the current datagram (to attribute them to the exporter).
     dgram_errors: u64,
 }
@@ -174,10 +178,10 @@ impl Decoder {
             templates,
             store,
             devices,
-            announced: HashMap::new(),
+            announced: Default::default(),
             flow: Flow::default(),
             stats: DecodeStats::default(),
-            exporters: HashMap::new(),
+            exporters: Default::default(),
             dgram_errors: 0,
         }
     }
@@ -400,7 +404,7 @@ fn data_records(
 fn options_records(
     tpl: &Template,
     body: &[u8],
-    announced: &mut HashMap<(IpAddr, u32), u64>,
+    announced: &mut foldhash::HashMap<(IpAddr, u32), u64>,
     key: TemplateKey,
     version: u16,
     sink: &mut impl FlowSink,
