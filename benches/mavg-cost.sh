@@ -15,6 +15,12 @@
 #   the load generator's 4,096 datagrams repeated N times (N x 122,880 flows), timed by the
 #   CPU the collector used: no kernel receive path and no sender beside it, so the flow path
 #   alone and steadier (A/B of a change to it: 12 rounds of REPLAY=40 take about two minutes).
+#   CALLGRIND=N (environment): no timing at all. Each variant and binary replays those datagrams
+#   once and N times under callgrind, and the difference gives the instructions per flow in the
+#   steady state (every key known, the tables grown): the same count on every run, whatever
+#   else the machine does. Wall time here varies by 15-40% between runs; this does not. It
+#   leaves out what instructions do not show (cache misses), so it bounds the cost from below.
+#   N=4 takes under a minute per variant and binary (valgrind needed).
 # Never run it beside another benchmark: the machine's noise is ±15% between runs; only the
 # ratios within one run mean something.
 set -euo pipefail
@@ -50,10 +56,9 @@ if [ -n "${DRY:-}" ]; then # DRY=1: show what each variant's objects average, ru
 	for v in $variants; do echo "$v:"; sed -s -n '/"mavg"/,$p' "$t/$v"/bench-conf/mo/*/mo.conf | grep -o '"mavg": \[\]\|"fields": \[[^]]*\]' | sed 's/^/  /'; done
 	exit 0
 fi
-if [ -n "${REPLAY:-}" ]; then
-	# The load generator's datagrams, captured once, written as a pcap REPLAY times over.
-	"$(dirname "$0")/capture-nfgen.sh" "$src/nfgen.c" "$t/nfgen.bin" 4096 >/dev/null
-	python3 - "$t/nfgen.bin" "$t/replay.pcap" "$REPLAY" <<'PY'
+# Writes the load generator's datagrams (captured in $t/nfgen.bin) $1 times over as the pcap $2.
+replay_pcap() {
+	python3 - "$t/nfgen.bin" "$2" "$1" <<'PY'
 import struct, sys
 data, out, times = open(sys.argv[1], 'rb').read(), open(sys.argv[2], 'wb'), int(sys.argv[3])
 grams, pos = [], 0
@@ -73,6 +78,58 @@ for i in range(times * len(grams)):
     us = 1_795_755_180_000_000 + i * 15  # 66,667 datagrams per second
     out.write(struct.pack('<IIII', us // 10**6, us % 10**6, len(frame), len(frame)) + frame)
 PY
+}
+# A work directory with variant directory $1's configuration, for a replay; prints its path.
+replay_workdir() {
+	local w
+	w=$(mktemp -d /tmp/xebench-replay.XXXX)
+	cp -r "$1/bench-conf/mo" "$1/bench-conf/iplists" "$1/bench-conf/devices.conf" "$w/"
+	mkdir -p "$w/exp" "$w/notifications"
+	sed -e "s#@W@#$w#g" -e "s#@PORT@#2055#g" "$1/bench-conf/xenoeye.conf.in" > "$w/xenoeye.conf"
+	echo "$w"
+}
+if [ -n "${REPLAY:-}${CALLGRIND:-}" ]; then
+	"$(dirname "$0")/capture-nfgen.sh" "$src/nfgen.c" "$t/nfgen.bin" 4096 >/dev/null
+fi
+if [ -n "${REPLAY:-}" ]; then
+	replay_pcap "$REPLAY" "$t/replay.pcap"
+fi
+if [ -n "${CALLGRIND:-}" ]; then
+	command -v valgrind >/dev/null || { echo "CALLGRIND needs valgrind" >&2; exit 2; }
+	[ "$CALLGRIND" -ge 2 ] || { echo "CALLGRIND: at least 2 (the steady state is N passes minus the first)" >&2; exit 2; }
+	replay_pcap 1 "$t/once.pcap"
+	replay_pcap "$CALLGRIND" "$t/many.pcap"
+	IFS=, read -r -a binlist <<<"$bins"
+	# Instructions of binary $1 on variant directory $2 replaying $3: callgrind's total.
+	instructions() {
+		local w
+		w=$(replay_workdir "$2")
+		valgrind --tool=callgrind --callgrind-out-file=/dev/null "$1" -c "$w/xenoeye.conf" --read-pcap "$3" 2>&1 >/dev/null | sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
+		rm -rf "$w"
+	}
+	for v in $variants; do
+		for b in "${binlist[@]}"; do
+			instructions "$b" "$t/$v" "$t/once.pcap" > "$t/once.n" &
+			instructions "$b" "$t/$v" "$t/many.pcap" > "$t/many.n"
+			wait
+			echo "$v@$(basename "$b") $(cat "$t/once.n") $(cat "$t/many.n")" | tee -a "$t/counts.txt"
+		done
+	done
+	python3 - "$t/counts.txt" "$CALLGRIND" <<'PY'
+import sys
+flows = (int(sys.argv[2]) - 1) * 4096 * 30  # the passes after the first, 30 flows a datagram
+per_flow = {}
+for line in open(sys.argv[1]):
+    name, once, many = line.split()
+    per_flow[name] = (int(many) - int(once)) / flows
+# "vs one": flows per instruction relative to "one" of the same binary, as the wall-time
+# figures (a variant that costs more per flow is below 1).
+print(f"{'variant':<28} {'instructions per flow':>22}  vs one")
+for name, x in per_flow.items():
+    one = per_flow.get('one' + name[name.find('@'):])
+    print(f"{name:<28} {x:>22,.1f}  {one / x if one and x else 0:6.3f}")
+PY
+	exit 0
 fi
 # One round of variant directory $1 with collector $2, named $3: a line as collector-bench.sh
 # prints it (name, CPU, flows per CPU-second, loss).
@@ -82,10 +139,7 @@ round() {
 		return
 	fi
 	local w
-	w=$(mktemp -d /tmp/xebench-replay.XXXX)
-	cp -r "$1/bench-conf/mo" "$1/bench-conf/iplists" "$1/bench-conf/devices.conf" "$w/"
-	mkdir -p "$w/exp" "$w/notifications"
-	sed -e "s#@W@#$w#g" -e "s#@PORT@#2055#g" "$1/bench-conf/xenoeye.conf.in" > "$w/xenoeye.conf"
+	w=$(replay_workdir "$1")
 	python3 - "$3" "$2" "$w/xenoeye.conf" "$t/replay.pcap" "$((REPLAY * 4096 * 30))" <<'PY'
 import re, resource, subprocess, sys
 name, binary, conf, pcap, sent = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
