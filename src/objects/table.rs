@@ -76,18 +76,22 @@ pub struct PackedTable<const N: usize, const A: usize> {
 const FULL_NUM: usize = 3;
 const FULL_DEN: usize = 4;
 
+/// The hash of a packed key, for window tables and moving-average tables: per word, a
+/// multiply folded to 64 bits (the high half of the 128-bit product xor-ed onto the low half),
+/// so every input bit reaches every bit: the slot index (low bits) and a moving average's
+/// shard (bits 40 and up). The final shift mixes high bits into the index once more: without
+/// it, consecutive addresses (a scan, a customer's network) probed 20-25% longer in a linear
+/// probing simulation; with it, as long as random keys (as murmur's finalizer did). One
+/// multiply per word: the prefetch of every flow's slot waits on this hash, and the finalizer
+/// was three multiplies in a row.
 #[inline]
 pub fn hash_words(words: &[u64]) -> u64 {
-    let mut h = 0u64;
+    let mut h = 0x243f_6a88_85a3_08d3u64;
     for &w in words {
-        h = (h.rotate_left(23) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        let x = ((h ^ w) as u128).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        h = (x as u64) ^ ((x >> 64) as u64);
     }
-    // murmur3 fmix64: every input bit reaches the low bits used for the slot index.
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ (h >> 33)
+    h ^ (h >> 29)
 }
 
 /// An all-zero (all-empty) slot array.
@@ -386,6 +390,48 @@ impl<const N: usize, const A: usize> PackedTable<N, A> {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    /// Packed keys of some pattern, endless.
+    type KeyStream = Box<dyn Iterator<Item = Vec<u64>>>;
+
+    /// Mean slots probed per insert with linear probing into 2^20 slots filled to 2/3 (random
+    /// hashes: about 2.0).
+    fn mean_probes(keys: impl Iterator<Item = Vec<u64>>) -> f64 {
+        let mask = (1usize << 20) - 1;
+        let mut used = vec![false; mask + 1];
+        let (mut probes, mut n) = (0usize, 0usize);
+        for k in keys.take(700_000) {
+            let mut i = hash_words(&k) as usize & mask;
+            probes += 1;
+            while used[i] {
+                i = (i + 1) & mask;
+                probes += 1;
+            }
+            used[i] = true;
+            n += 1;
+        }
+        probes as f64 / n as f64
+    }
+
+    #[test]
+    fn keys_with_a_pattern_probe_like_random_ones() {
+        // Packed keys as windows hold them: an IPv4 address with the NULL bits above it (one
+        // word), a protocol word before an address word.
+        fn addr(a: u64) -> Vec<u64> {
+            vec![a]
+        }
+        let patterns: [(&str, KeyStream); 5] = [
+            ("consecutive addresses (a scan)", Box::new((0..).map(|i| addr(0x0a00_0000 + i)))),
+            ("addresses 256 apart", Box::new((0..).map(|i| addr(0x0a00_0000 + i * 256)))),
+            ("addresses 65,536 apart", Box::new((0..).map(|i| addr(i << 16)))),
+            ("protocol and address", Box::new((0..).map(|i| vec![[1, 6, 17][i as usize % 3], 0x0a0b_0000 + i / 3]))),
+            ("small numbers", Box::new((0..).map(addr))),
+        ];
+        for (what, keys) in patterns {
+            let mean = mean_probes(keys);
+            assert!(mean < 2.15, "{what}: {mean:.2} slots probed per insert (random keys: about 2.0)");
+        }
+    }
 
     #[test]
     fn agrees_with_a_hash_map_through_growth() {
