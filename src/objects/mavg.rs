@@ -460,7 +460,9 @@ impl Group {
         Group { cells, shard_mask: shards - 1, slot_bytes, line_mask: rowtable::line_mask(slot_bytes), shape, adopted: AtomicBool::new(false) }
     }
 
-    /// The shard of a key (see [`Mavg::shard_of`]).
+    /// The shard of a key: middle bits of its hash, because the shard's own table takes its
+    /// slot from the low bits (taking those here too would crowd every key of a shard into a
+    /// fraction of its slots).
     #[inline]
     fn shard_of(&self, hash: u64) -> usize {
         (hash >> 40) as usize & self.shard_mask
@@ -647,13 +649,6 @@ impl Mavg {
                 total - told
             ));
         }
-    }
-
-    /// The shard of a key: middle bits of its hash, because the shard's own hash table takes
-    /// its bucket from the low bits and its tag from the top bits (taking either here would make
-    /// every key of a shard collide there).
-    fn shard_of(&self, hash: u64) -> usize {
-        self.group.shard_of(hash)
     }
 
     /// Points a shard's rows at `compiled` (every row's threshold set looked up again);

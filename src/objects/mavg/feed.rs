@@ -198,8 +198,8 @@ impl Mavg {
         } else {
             let mut left = all; // bit i: batch[i] not applied yet
             while left != 0 {
-                let shard_no = leader.shard_of(batch[left.trailing_zeros() as usize].hash);
-                let same = batch.iter().enumerate().filter(|(_, p)| leader.shard_of(p.hash) == shard_no);
+                let shard_no = leader.group.shard_of(batch[left.trailing_zeros() as usize].hash);
+                let same = batch.iter().enumerate().filter(|(_, p)| leader.group.shard_of(p.hash) == shard_no);
                 let mine = same.fold(0u64, |m, (i, _)| m | 1 << i) & left;
                 Mavg::apply_in_shard(members, shard_no, batch, mine, &mut events);
                 left &= !mine;

@@ -183,7 +183,7 @@ impl Mavg {
         let OnAlert { ref key, limit: l, rate: value, threshold, start_ms, last_bad_ms, .. } = *alert;
         let me = &members[m];
         let hash = key.hash64();
-        let cell = &me.group.cells[me.shard_of(hash)];
+        let cell = &me.group.cells[me.group.shard_of(hash)];
         {
             let mut guard = cell.shard.lock();
             let Shard { rows, limits, compiled } = &mut *guard;
