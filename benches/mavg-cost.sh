@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # What moving averages cost end to end: the load test (collector-bench.sh) on the standard
 # bench-conf and variants of its "mavg" arrays, run alternately, with medians and ratios:
+#   bare        no window and no moving average: the fixed cost of a flow (receive, decode,
+#               filter), for telling it from the per-table cost (not run unless named)
 #   none        no moving average (the fixed windows alone)
 #   one         bench-conf as shipped: one per object (bytes per address, with a threshold)
 #   proto       plus a second per object: packets per protocol (three keys), with a threshold
@@ -20,7 +22,8 @@
 #   steady state (every key known, the tables grown): the same count on every run, whatever
 #   else the machine does. Wall time here varies by 15-40% between runs; this does not. It
 #   leaves out what instructions do not show (cache misses), so it bounds the cost from below.
-#   N=4 takes under a minute per variant and binary (valgrind needed).
+#   N=4 takes under a minute per variant and binary (valgrind needed). CALLGRIND_KEEP=DIR keeps
+#   callgrind's files there (VARIANT@BIN.once.out, .many.out) for callgrind_annotate.
 # Never run it beside another benchmark: the machine's noise is ±15% between runs; only the
 # ratios within one run mean something.
 set -euo pipefail
@@ -42,6 +45,13 @@ for v in $variants; do
 import re, sys
 p = sys.argv[1]; s = open(p).read()
 s2 = re.sub(r'"mavg": \[.*\]\s*\}\s*$', '"mavg": []\n}\n', s, flags=re.S)
+assert s2 != s; open(p, 'w').write(s2)
+PY
+			;;
+			bare) python3 - "$conf" <<'PY'
+import re, sys
+p = sys.argv[1]; s = open(p).read()
+s2 = re.sub(r'"fwm": \[.*\]\s*\}\s*$', '"fwm": [], "mavg": []\n}\n', s, flags=re.S)
 assert s2 != s; open(p, 'w').write(s2)
 PY
 			;;
@@ -104,13 +114,14 @@ if [ -n "${CALLGRIND:-}" ]; then
 	instructions() {
 		local w
 		w=$(replay_workdir "$2")
-		valgrind --tool=callgrind --callgrind-out-file=/dev/null "$1" -c "$w/xenoeye.conf" --read-pcap "$3" 2>&1 >/dev/null | sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
+		valgrind --tool=callgrind --callgrind-out-file="${4:-/dev/null}" "$1" -c "$w/xenoeye.conf" --read-pcap "$3" 2>&1 >/dev/null | sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
 		rm -rf "$w"
 	}
 	for v in $variants; do
 		for b in "${binlist[@]}"; do
-			instructions "$b" "$t/$v" "$t/once.pcap" > "$t/once.n" &
-			instructions "$b" "$t/$v" "$t/many.pcap" > "$t/many.n"
+			keep=${CALLGRIND_KEEP:+$CALLGRIND_KEEP/$v@$(basename "$b")}
+			instructions "$b" "$t/$v" "$t/once.pcap" ${keep:+"$keep.once.out"} > "$t/once.n" &
+			instructions "$b" "$t/$v" "$t/many.pcap" ${keep:+"$keep.many.out"} > "$t/many.n"
 			wait
 			echo "$v@$(basename "$b") $(cat "$t/once.n") $(cat "$t/many.n")" | tee -a "$t/counts.txt"
 		done
