@@ -65,9 +65,11 @@ fn reload(cfg: &Config, live: &LiveObjects, hooks_tx: &std::sync::mpsc::SyncSend
             let old_ones = mavg::by_name(&old.mavgs);
             for m in &new.mavgs {
                 m.set_events(Some(hooks_tx.clone()));
-                let old_one = old_ones.get(&(m.object.as_str(), m.name.as_str()));
-                if !old_one.is_some_and(|o| m.adopt(o)) {
-                    started_anew.push(m.clone());
+            }
+            for members in mavg::groups(&new.mavgs) {
+                let previous: Option<Vec<&Arc<mavg::Mavg>>> = members.iter().map(|m| old_ones.get(&(m.object.as_str(), m.name.as_str())).copied()).collect();
+                if !previous.is_some_and(|p| mavg::Mavg::adopt(&members, &p)) {
+                    started_anew.extend(members);
                 }
             }
             // Those starting from zero (new, or changed so that their averages could not be

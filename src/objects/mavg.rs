@@ -37,6 +37,7 @@ use crate::fields::{FieldId, Kind};
 use crate::flow::addr_from_u128;
 use parking_lot::{Mutex, RwLock};
 use std::collections::{HashMap, VecDeque};
+use std::sync::OnceLock;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
@@ -446,9 +447,10 @@ struct Group {
     /// Per member, what it is (name, fields, window, limits): a reload takes over the rows of
     /// a group of the same shape only.
     shape: Vec<String>,
-    /// Set when a reload took over the previous group's rows (the first member does it, the
-    /// others then take over their own part).
-    adopted: AtomicBool,
+    /// The members of the table that took this one's rows over at a reload (see
+    /// [`Mavg::adopt`]): flows still applied here, by a worker not yet on the new
+    /// configuration, go to them.
+    successor: OnceLock<Vec<Arc<Mavg>>>,
 }
 
 impl Group {
@@ -457,7 +459,7 @@ impl Group {
     fn new(words: usize, sums: usize, compiled: Vec<Arc<Compiled>>, shape: Vec<String>, shards: usize) -> Group {
         let slot_bytes = rowtable::Rows::slot_bytes_of(words, sums, compiled.len()).expect("a slot type for the members");
         let cells = (0..shards).map(|_| ShardCell::new(words, sums, compiled.clone())).collect();
-        Group { cells, shard_mask: shards - 1, slot_bytes, line_mask: rowtable::line_mask(slot_bytes), shape, adopted: AtomicBool::new(false) }
+        Group { cells, shard_mask: shards - 1, slot_bytes, line_mask: rowtable::line_mask(slot_bytes), shape, successor: OnceLock::new() }
     }
 
     /// The shard of a key: middle bits of its hash, because the shard's own table takes its
@@ -692,44 +694,53 @@ impl Mavg {
         Ok(())
     }
 
-    /// Takes over the averages of the previous configuration's version of this moving average
-    /// (reload), when its keys, fields, window and limits are the same, and so is its table's
-    /// sharing (the same members, each the same). The first member of a shared table takes
-    /// over the table; the others, called after it, their own part. Active limits stay
-    /// active (and hold this configuration's extended windows), and alert events held for the
-    /// hook queue move over.
-    pub fn adopt(&self, old: &Mavg) -> bool {
-        if self.group.shape != old.group.shape || self.member != old.member || self.group.cells.len() != old.group.cells.len() {
-            return false;
-        }
-        if self.member == 0 {
-            for (mine, theirs) in self.group.cells.iter().zip(old.group.cells.iter()) {
-                let mut a = mine.shard.lock();
-                let mut b = theirs.shard.lock();
-                std::mem::swap(&mut a.rows, &mut b.rows);
-                std::mem::swap(&mut a.limits, &mut b.limits);
-                mine.publish(a.rows.probe_start());
-            }
-            self.group.adopted.store(true, Ordering::Relaxed);
-        } else if !self.group.adopted.load(Ordering::Relaxed) {
+    /// Takes over the table of the previous configuration's versions of a table's moving
+    /// averages (reload: `members` as [`groups`] returns them, `old` the previous version of
+    /// each, by name), when their keys, fields, windows and limits are the same, and so is the
+    /// table's sharing (the same members, each the same). Their rows move over with this
+    /// configuration's thresholds; active limits stay active (and hold this configuration's
+    /// extended windows), and alert events held for the hook queue move over.
+    ///
+    /// Workers go on applying flows to the previous versions until they move to the new
+    /// configuration (at their next tick): from the moment the rows move, the previous table
+    /// sends them on to the new one, so that no flow is left out of
+    /// the averages kept and none starts an alert in a table about to be dropped.
+    pub fn adopt(members: &[Arc<Mavg>], old: &[&Arc<Mavg>]) -> bool {
+        let (mine, theirs) = (&members[0].group, &old[0].group);
+        let same_table = old.len() == members.len() && old.iter().enumerate().all(|(m, o)| o.member == m && Arc::ptr_eq(&o.group, theirs));
+        if !same_table || mine.shape != theirs.shape || mine.cells.len() != theirs.cells.len() || theirs.successor.get().is_some() {
             return false;
         }
         // This configuration's thresholds (every shard holds the same).
-        let compiled = self.group.cells[0].shard.lock().compiled[self.member].clone();
-        let mut active = [0usize; MAX_LIMITS];
-        for cell in &self.group.cells {
-            for (total, n) in active.iter_mut().zip(self.retarget(&mut cell.shard.lock(), &compiled)) {
-                *total += n;
+        let compiled: Vec<Arc<Compiled>> = mine.cells[0].shard.lock().compiled.clone();
+        let mut active = vec![[0usize; MAX_LIMITS]; members.len()];
+        {
+            // Every shard of the previous table locked until it sends flows on: a worker
+            // applies a batch either to the rows before they move or to the new table after.
+            let mut previous: Vec<_> = theirs.cells.iter().map(|c| c.shard.lock()).collect();
+            for (b, cell) in previous.iter_mut().zip(&mine.cells) {
+                let mut a = cell.shard.lock();
+                std::mem::swap(&mut a.rows, &mut b.rows);
+                std::mem::swap(&mut a.limits, &mut b.limits);
+                for (member, active) in members.iter().zip(active.iter_mut()) {
+                    for (total, n) in active.iter_mut().zip(member.retarget(&mut a, &compiled[member.member])) {
+                        *total += n;
+                    }
+                }
+                cell.publish(a.rows.probe_start());
             }
+            let _ = theirs.successor.set(members.to_vec());
         }
-        self.stats.keys.store(old.stats.keys.swap(0, Ordering::Relaxed), Ordering::Relaxed);
-        for (l, n) in active.into_iter().enumerate().take(self.limits.len()) {
-            for _ in 0..n {
-                self.activate(l, true);
+        for ((new, old), active) in members.iter().zip(old).zip(active) {
+            new.stats.keys.store(old.stats.keys.swap(0, Ordering::Relaxed), Ordering::Relaxed);
+            for (l, n) in active.into_iter().enumerate().take(new.limits.len()) {
+                for _ in 0..n {
+                    new.activate(l, true);
+                }
             }
+            // Starts and ends the hook queue had no room for yet.
+            new.held.lock().extend(old.held.lock().drain(..));
         }
-        // Starts and ends the hook queue had no room for yet.
-        self.held.lock().extend(old.held.lock().drain(..));
         true
     }
 

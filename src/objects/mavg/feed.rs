@@ -212,8 +212,18 @@ impl Mavg {
     /// `shard_no`, under its lock, with the shard's slot type known (one dispatch per batch,
     /// not one per row access).
     fn apply_in_shard(members: &[Arc<Mavg>], shard_no: usize, batch: &[Pending], which: u64, events: &mut Vec<StartEvent>) {
-        let cell = &members[0].group.cells[shard_no];
+        let group = &members[0].group;
+        let cell = &group.cells[shard_no];
         let mut guard = cell.shard.lock();
+        if let Some(next) = group.successor.get() {
+            // A reload moved the rows (read under the lock: the move holds it): the flows go
+            // where they are, and so do the limits they start.
+            drop(guard);
+            let mut started = Vec::new();
+            Mavg::apply_in_shard(next, shard_no, batch, which, &mut started);
+            Mavg::emit_starts(next, started);
+            return;
+        }
         let Shard { rows, limits, compiled } = &mut *guard;
         rows.visit(BatchUpdate { members, cell, limits, compiled, batch, which, events });
     }

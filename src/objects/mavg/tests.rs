@@ -398,7 +398,7 @@ fn a_full_hook_queue_holds_starts_in_order_and_drops_rewrites() {
     }
     let (new, _) = mavg(OVER_10, &d);
     new.set_events(old.events.lock().clone());
-    assert!(new.adopt(&old));
+    assert!(Mavg::adopt(std::slice::from_ref(&new), &[&old]));
     drop(old);
     let mut got: Vec<Event> = Vec::new();
     for k in 1..=3 {
@@ -619,13 +619,57 @@ fn a_reload_takes_over_a_shared_table_of_the_same_shape_only() {
     let dumps: Vec<String> = old.iter().map(|m| m.dump_text(T0 + 10, "t")).collect();
     assert!(dumps[0].contains("'0.0.0.7'  :: 4986 (") && dumps[1].contains("'0.0.0.7'  :: 10 ("), "{dumps:?}");
     let (new, _rx) = object_mavgs(&[BPS, PPS], &d);
-    assert!(new[0].adopt(&old[0]) && new[1].adopt(&old[1]));
+    assert!(Mavg::adopt(&new, &[&old[0], &old[1]]));
     assert_eq!(new.iter().map(|m| m.dump_text(T0 + 10, "t")).collect::<Vec<_>>(), dumps, "averages kept");
     assert_eq!(new[1].stats.keys.load(Ordering::Relaxed), 1);
     // The second average gone: the first's table is no longer the same shape.
     let (alone, _rx) = object_mavgs(&[BPS], &d);
-    assert!(!alone[0].adopt(&new[0]), "a shared table is not taken over by a lone average");
+    assert!(!Mavg::adopt(&alone, &[&new[0]]), "a shared table is not taken over by a lone average");
     assert!(!alone[0].dump_text(T0 + 10, "t").contains("0.0.0.7"));
+}
+
+#[test]
+fn flows_a_worker_applies_to_the_replaced_table_after_a_reload_reach_the_new_one() {
+    // A worker applies flows to the previous configuration's averages until its next tick
+    // moves it to the new one: those flows count in the averages kept, and a limit they start
+    // is the new version's (in the table about to be dropped, it would start from zero and
+    // end at the retirement: a start and a back2norm that should not be, for a key perhaps
+    // still on in the new table).
+    let d = tmp("reload-in-flight");
+    let (old, old_rx) = object_mavgs_sharded(&[BPS, PPS], &d, 2);
+    let (reference, _ref_rx) = object_mavgs_sharded(&[BPS, PPS], &d, 2);
+    let (mut old_feed, mut ref_feed) = (Feed::new(old.clone()), Feed::new(reference.clone()));
+    let mut both = |t: u64, host: u32, octets: u128| {
+        for feed in [&mut old_feed, &mut ref_feed] {
+            let mut f = flow(host, octets);
+            f.time_ms = T0 + t;
+            feed.push(&f);
+            feed.flush();
+        }
+    };
+    for t in 0..10 {
+        both(t * 100, 7, 100);
+        both(t * 100, 8, 100);
+    }
+    let (new, new_rx) = object_mavgs_sharded(&[BPS, PPS], &d, 2);
+    assert!(Mavg::adopt(&new, &[&old[0], &old[1]]));
+    // Still through the old queue: 0.0.0.8 floods (over 1500 B/s).
+    for t in 10..20 {
+        both(t * 100, 7, 100);
+        both(t * 100, 8, 2000);
+    }
+    let dumps = |ms: &[Arc<Mavg>]| ms.iter().map(|m| m.dump_text(T0 + 2000, "t")).collect::<Vec<_>>();
+    assert_eq!(dumps(&new), dumps(&reference), "every flow in the averages kept");
+    assert!(dumps(&old).iter().all(|d| !d.contains("0.0.0.")), "none in the replaced table: {:?}", dumps(&old));
+    let started = events(&new_rx[0]);
+    assert_eq!(started.len(), 1, "{started:?}");
+    assert_eq!((started[0].0, started[0].1.clone()), (Phase::Start, vec!["0.0.0.8".to_string()]));
+    assert_eq!(new[0].stats.active.load(Ordering::Relaxed), 1);
+    assert!(events(&old_rx[0]).is_empty() && events(&old_rx[1]).is_empty(), "the replaced versions start nothing");
+    assert_eq!(new[0].stats.keys.load(Ordering::Relaxed), 2);
+    // Retired once the worker moved on: the new version's alert goes on.
+    assert!(old.iter().all(|m| m.retire(&[], T0 + 2000).ended.is_empty()));
+    assert_eq!(new[0].stats.active.load(Ordering::Relaxed), 1);
 }
 
 /// Notification files in `d`/n, as an earlier run left them: (name, content).
