@@ -49,6 +49,7 @@ fn dispatch(dir: &Path, objects: &Objects) -> Duration {
         lua: LuaConfig::default(),
         lua_threads: 4,
         lua_queue: EVENTS,
+        stop_grace: hooks::EVENT_GRACE,
     };
     let start = Instant::now();
     let h = hooks::spawn(cfg, rx, None);

@@ -546,6 +546,7 @@ fn start_hooks(
         },
         lua_threads: cfg.lua.threads as usize,
         lua_queue: cfg.lua.queue as usize,
+        stop_grace: hooks::EVENT_GRACE,
     };
     (hooks::spawn(hc, rx, Some(export_rx)), tx, export_tx)
 }
@@ -888,6 +889,7 @@ pub fn run(cfg: &Config, objects: Arc<Objects>) -> Result<Summary, String> {
     let mut retirements = Retirements::default();
     let stopped = supervise(cfg, &live, &hooks_tx, &workers, &hooks, &exporter, &store, &mut save_limiter, &mut retirements);
     systemd::notify("STOPPING=1");
+    hooks.stopping();
     if let Some(h) = metrics_thread {
         let _ = h.join();
     }
@@ -945,6 +947,7 @@ mod tests {
             lua: hooks::lua::LuaConfig::default(),
             lua_threads: 1,
             lua_queue: 1,
+            stop_grace: hooks::EVENT_GRACE,
         };
         let hooks = hooks::spawn(hook_cfg, event_rx, None);
         let (export_tx, export_rx) = channel();

@@ -20,11 +20,16 @@ use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// How long a stopping collector lets queued Lua hook calls run before dropping them.
 const LUA_GRACE: Duration = Duration::from_secs(5);
+
+/// How long a stopping collector lets the hook thread go on taking alert events it is behind
+/// on (a backlog of thousands of starts can take minutes of scripts): after that, those still
+/// coming are left (see [`HookHandle::stopping`]).
+pub const EVENT_GRACE: Duration = Duration::from_secs(5);
 
 /// Hook settings.
 #[derive(Clone, Debug)]
@@ -42,6 +47,8 @@ pub struct HookConfig {
     pub lua_threads: usize,
     /// Lua calls waiting per Lua thread beyond which they are dropped (counted).
     pub lua_queue: usize,
+    /// How long a stop waits for a backlog of events ([`EVENT_GRACE`] in the collector).
+    pub stop_grace: Duration,
 }
 
 /// Counters of the hook thread.
@@ -59,6 +66,8 @@ pub struct HookStats {
     /// Events that did not match the alert's state here (see `Hooks::reconcile`): a start
     /// of an alert already on, an end of one not on, a rewrite of one not on.
     pub events_reconciled: u64,
+    /// Events a stopping collector left, past its grace ([`HookHandle::stopping`]).
+    pub events_left_at_stop: u64,
     pub lua: lua::LuaStats,
 }
 
@@ -66,9 +75,22 @@ pub struct HookStats {
 pub struct HookHandle {
     thread: std::thread::JoinHandle<HookStats>,
     pub stats: Arc<Mutex<HookStats>>,
+    stop_by: Arc<OnceLock<Instant>>,
+    stop_grace: Duration,
 }
 
 impl HookHandle {
+    /// The collector is stopping: the hook thread takes the alert events it is behind on for
+    /// its grace ([`EVENT_GRACE`]) more, then leaves the rest, so that a backlog never holds a stop up for
+    /// minutes (a service manager would kill the collector first). What it leaves is as a
+    /// stop between the event and its handling: the notification files stay as the scripts
+    /// last saw them, and the next start takes the alerts they name up again (an alert
+    /// whose start was left is found again by its traffic; one whose end was left ends
+    /// after its back2norm-time). Scripts already queued still run.
+    pub fn stopping(&self) {
+        let _ = self.stop_by.set(Instant::now() + self.stop_grace);
+    }
+
     /// Whether the thread has ended.
     pub fn is_finished(&self) -> bool {
         self.thread.is_finished()
@@ -97,6 +119,9 @@ struct Hooks {
     /// otherwise log a line per alert).
     file_problems: log::RateLimit,
     script_problems: log::RateLimit,
+    /// Set when the collector is stopping: the time from which events are left (see
+    /// [`HookHandle::stopping`]).
+    stop_by: Arc<OnceLock<Instant>>,
     /// The alerts on, by notification file name: started here (their action script run),
     /// or on at the start (their files were there), and not ended since.
     on: HashSet<String>,
@@ -112,18 +137,20 @@ fn problem_limit() -> log::RateLimit {
 pub fn spawn(cfg: HookConfig, rx: Receiver<Event>, exports: Option<Receiver<crate::export::ExportEvent>>) -> HookHandle {
     let shared = Arc::new(Mutex::new(HookStats::default()));
     let stats = shared.clone();
+    let (stop_by, stop_grace) = (Arc::new(OnceLock::new()), cfg.stop_grace);
+    let stop_by_here = stop_by.clone();
     let thread = std::thread::Builder::new()
         .name("hooks".into())
         .spawn(move || {
             let lua = lua_pool::LuaPool::spawn(&cfg.lua, cfg.lua_threads, cfg.lua_queue);
             let (file_problems, script_problems) = (problem_limit(), problem_limit());
             let on = alerts_on(&cfg.notifications_dir);
-            let mut h = Hooks { cfg, lua, queue: VecDeque::new(), running: Vec::new(), stats: HookStats::default(), shared, file_problems, script_problems, on };
+            let mut h = Hooks { cfg, lua, queue: VecDeque::new(), running: Vec::new(), stats: HookStats::default(), shared, file_problems, script_problems, stop_by: stop_by_here, on };
             h.run(rx, exports);
             h.stats
         })
         .expect("spawn hook thread");
-    HookHandle { thread, stats }
+    HookHandle { thread, stats, stop_by, stop_grace }
 }
 
 /// The alerts on when the hook thread starts: one per file in the notifications directory
@@ -162,7 +189,14 @@ impl Hooks {
             // While `max_queued` scripts wait, no event is taken: the queue before this thread
             // fills and the moving averages hold the starts and ends (see `Mavg::emit`), rather
             // than this thread dropping scripts.
-            if self.queue.len() >= self.cfg.max_queued {
+            if self.stop_by.get().is_some_and(|t| Instant::now() >= *t) {
+                // Stopping, and the grace for a backlog is over: what still comes is left.
+                match rx.recv_timeout(wait) {
+                    Ok(_) => self.stats.events_left_at_stop += 1,
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            } else if self.queue.len() >= self.cfg.max_queued {
                 std::thread::sleep(wait);
             } else {
                 match rx.recv_timeout(wait) {
@@ -205,6 +239,13 @@ impl Hooks {
             self.start_queued();
             std::thread::sleep(Duration::from_millis(20));
             self.reap();
+        }
+        if self.stats.events_left_at_stop > 0 {
+            log::warn(&format!(
+                "stop: {} alert events left unhandled after {:.1} s of hook backlog; notification files stay as the scripts last saw them, and the next start takes their alerts up",
+                self.stats.events_left_at_stop,
+                self.cfg.stop_grace.as_secs_f64()
+            ));
         }
         self.publish();
         self.log_held_back(true);
@@ -447,6 +488,7 @@ mod tests {
             lua: lua::LuaConfig::default(),
             lua_threads: 1,
             lua_queue: 100,
+            stop_grace: EVENT_GRACE,
         }
     }
 
@@ -541,6 +583,35 @@ mod tests {
         let keys: Vec<&str> = log.lines().map(|l| l.split(' ').nth(4).unwrap()).collect();
         let want: Vec<String> = (0..12).map(|k| std::net::Ipv4Addr::from(k as u32).to_string()).collect();
         assert_eq!(keys, want, "in order");
+    }
+
+    #[test]
+    fn a_stop_leaves_the_events_it_is_behind_on_and_the_files_match_the_scripts_run() {
+        // A backlog at a stop: one script at a time, two waiting, each 50 ms; 40 starts sent,
+        // the sender blocking as the hooks fall behind. With no grace, what the hook thread
+        // has not taken when the stop comes is left.
+        let (d, m) = setup("stop", &format!("echo \"$5\" >> {0}/log; sleep 0.05", "$(dirname $0)"));
+        let (tx, rx) = sync_channel(4);
+        let cfg = HookConfig { stop_grace: Duration::ZERO, ..hook_config(&d, Duration::from_secs(5), 1, 2) };
+        let h = spawn(cfg, rx, None);
+        let sender = std::thread::spawn(move || (0..40).for_each(|k| tx.send(start_event(&m, k)).unwrap()));
+        while !d.join("log").exists() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        h.stopping();
+        sender.join().unwrap();
+        let stats = h.join().unwrap();
+        assert_eq!(stats.events + stats.events_left_at_stop, 40);
+        assert!(stats.events >= 1 && stats.events_left_at_stop >= 30, "{stats:?}");
+        // Each alert taken has its file and its script (queued ones still run); those left
+        // have neither, as if the stop had come before them.
+        let mut ran: Vec<String> = std::fs::read_to_string(d.join("log")).unwrap().lines().map(String::from).collect();
+        let mut files: Vec<String> = std::fs::read_dir(d.join("notifications")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap().replace("o-m-l-", "")).collect();
+        ran.sort();
+        files.sort();
+        assert_eq!(ran.len() as u64, stats.events);
+        assert_eq!(ran, files);
+        assert_eq!((stats.scripts_started, stats.scripts_ok), (stats.events, stats.events));
     }
 
     #[test]
