@@ -732,7 +732,7 @@ impl Mavg {
             let _ = theirs.successor.set(members.to_vec());
         }
         for ((new, old), active) in members.iter().zip(old).zip(active) {
-            new.stats.keys.store(old.stats.keys.swap(0, Ordering::Relaxed), Ordering::Relaxed);
+            new.carry_counters(old);
             for (l, n) in active.into_iter().enumerate().take(new.limits.len()) {
                 for _ in 0..n {
                     new.activate(l, true);
@@ -742,6 +742,21 @@ impl Mavg {
             new.held.lock().extend(old.held.lock().drain(..));
         }
         true
+    }
+
+    /// Takes over the counters of the previous version whose table it took (reload): its keys
+    /// (counted against `mem-m`), events and what was dropped, and when the warnings were last
+    /// given (each reload would otherwise start a warning's 10 s again and its "so far" from
+    /// zero).
+    fn carry_counters(&self, old: &Mavg) {
+        let carry = |mine: &AtomicU64, theirs: &AtomicU64| mine.store(theirs.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.stats.keys.store(old.stats.keys.swap(0, Ordering::Relaxed), Ordering::Relaxed);
+        carry(&self.stats.keys_dropped, &old.stats.keys_dropped);
+        carry(&self.stats.events, &old.stats.events);
+        carry(&self.stats.events_dropped, &old.stats.events_dropped);
+        carry(&self.keys_dropped_told, &old.keys_dropped_told);
+        carry(&self.last_drop_log_ms, &old.last_drop_log_ms);
+        carry(&self.last_full_log_ms, &old.last_full_log_ms);
     }
 
     /// Whether the table has room for one more key within `mem-m` (the members of a shared

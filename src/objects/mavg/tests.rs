@@ -622,6 +622,7 @@ fn a_reload_takes_over_a_shared_table_of_the_same_shape_only() {
     assert!(Mavg::adopt(&new, &[&old[0], &old[1]]));
     assert_eq!(new.iter().map(|m| m.dump_text(T0 + 10, "t")).collect::<Vec<_>>(), dumps, "averages kept");
     assert_eq!(new[1].stats.keys.load(Ordering::Relaxed), 1);
+    assert_eq!(new.iter().map(|m| m.stats.events.load(Ordering::Relaxed)).collect::<Vec<_>>(), old.iter().map(|m| m.stats.events.load(Ordering::Relaxed)).collect::<Vec<_>>(), "counters go on");
     // The second average gone: the first's table is no longer the same shape.
     let (alone, _rx) = object_mavgs(&[BPS], &d);
     assert!(!Mavg::adopt(&alone, &[&new[0]]), "a shared table is not taken over by a lone average");
