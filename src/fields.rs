@@ -65,6 +65,9 @@ macro_rules! field_table {
         /// Number of fields stored in a flow (the stored rows of the table).
         pub const STORED_COUNT: usize = [$(FieldId::$id),*].len();
 
+        /// Number of fields in the table (stored and label-only).
+        pub const FIELD_COUNT: usize = [$(FieldId::$id,)* $(FieldId::$iid),*].len();
+
         /// The whole table: stored rows first (in `FieldId` order), then label-only rows.
         pub static FIELDS: &[FieldDef] = &[
             $( FieldDef { id: FieldId::$id, ie: $ie, kind: Kind::$kind, stored: true, label: $label,

@@ -4,21 +4,26 @@
 //! filling a flow is a few stores and resetting it is one: no allocation, no map, no strings on
 //! the hot path. An IPv4 field on an IPv6 flow is simply absent.
 
-use crate::fields::{FieldId, Kind, STORED_COUNT};
+use crate::fields::{FieldId, Kind, FIELD_COUNT};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Value slots of a flow: one per field id of the table, label-only ones included (those are
+/// never written), rounded up to 64 so that an index by any `FieldId` needs no bounds check.
+const SLOTS: usize = 64;
+const _: () = assert!(FIELD_COUNT <= SLOTS);
 
 /// A decoded flow record plus its virtual fields.
 #[derive(Clone)]
 pub struct Flow {
     present: u64,
-    values: [u128; STORED_COUNT],
+    values: [u128; SLOTS],
     /// Collector clock at receipt, unix milliseconds; the capture time when replaying a file.
     pub time_ms: u64,
 }
 
 impl Default for Flow {
     fn default() -> Self {
-        Flow { present: 0, values: [0; STORED_COUNT], time_ms: 0 }
+        Flow { present: 0, values: [0; SLOTS], time_ms: 0 }
     }
 }
 
