@@ -11,6 +11,8 @@
 #   BENCH_DIR: the directory holding nfgen.c and bench-conf/ (as for mavg-cost.sh)
 # Defaults: 180 s at 10,000 datagrams/s (300,000 flows/s), a reload every 15 s. It takes the
 # machine's two cores (collector, generator, scripts): run nothing else beside it.
+# WORKERS=2 (environment): two capture sockets, so two workers share the averages' tables
+# (two shards each), each fed half the rate by its own generator.
 set -euo pipefail
 src=$1 bin=$(realpath "$2") secs=${3:-180} rate=${4:-10000} every=${5:-15}
 gen=${NFGEN:-/tmp/nfgen}
@@ -21,6 +23,11 @@ port=$((20000 + RANDOM % 20000))
 cp -r "$src/bench-conf/mo" "$src/bench-conf/iplists" "$src/bench-conf/devices.conf" "$w/"
 mkdir -p "$w/exp" "$w/notifications"
 sed -e "s#@W@#$w#g" -e "s#@PORT@#$port#g" "$src/bench-conf/xenoeye.conf.in" > "$w/xenoeye.conf"
+workers=${WORKERS:-1}
+if [ "$workers" = 2 ]; then
+	sed -i "s#\(\"capture\": \[ {[^]]*}\)#\1, {\"socket\": {\"listen-on\": \"127.0.0.1\", \"port\": \"$((port + 1))\"}}#" "$w/xenoeye.conf"
+	grep -q "$((port + 1))" "$w/xenoeye.conf" || { echo "WORKERS=2: no second socket in the configuration" >&2; exit 2; }
+fi
 for kind in act b2n; do
 	printf '#!/bin/sh\necho "$5" >> %s/%s.log\n' "$w" "$kind" > "$w/$kind.sh"
 	chmod +x "$w/$kind.sh"
@@ -51,8 +58,14 @@ done
 "$bin" -c "$w/xenoeye.conf" > /dev/null 2> "$w/err.log" &
 pid=$!
 sleep 1
-"$gen" -p "$port" -n $((secs * rate)) -r "$rate" > "$w/nfgen.out" 2>&1 &
-sender=$!
+senders=()
+for i in $(seq 0 $((workers - 1))); do
+	seed=() # the first generator with its default seed, the second with another
+	[ "$i" = 0 ] || seed=(-s $((i + 1)))
+	"$gen" -p $((port + i)) -n $((secs * rate / workers)) -r $((rate / workers)) "${seed[@]}" > "$w/nfgen$i.out" 2>&1 &
+	senders+=($!)
+done
+sender=${senders[0]}
 echo "time_s rss_mb notification_files action_scripts back2norm_scripts"
 t0=$(date +%s)
 flip=0
@@ -65,12 +78,16 @@ while kill -0 $sender 2>/dev/null; do
 	rss=$(awk '/VmRSS/ {print int($2 / 1024)}' /proc/$pid/status)
 	echo "$(( $(date +%s) - t0 )) $rss $(find "$w/notifications" -type f | wc -l) $(wc -l < "$w/act.log") $(wc -l < "$w/b2n.log")"
 done
+wait "${senders[@]}"
 sleep 12 # the last 5 s windows written
 stop0=$(date +%s.%N)
 kill -TERM $pid
 wait $pid || true
 stop_s=$(python3 -c "print(round($(date +%s.%N) - $stop0, 1))")
-sent=$(sed 's/.*pkts=\([0-9]*\).*/\1/' "$w/nfgen.out")
+sent=0
+for f in "$w"/nfgen*.out; do
+	sent=$((sent + $(sed 's/.*pkts=\([0-9]*\).*/\1/' "$f")))
+done
 got=$(cat "$w"/exp/ingress_all_*.sql "$w"/exp/egress_all_*.sql | python3 -c 'import re, sys; print(sum(int(p) for p, _ in re.findall(r"to_timestamp\((?:\d+)\),\s*(\d+)\s*,\s*(\d+)", sys.stdin.read())))')
 reloads=$(grep -c "reload: .* kept their averages" "$w/err.log" || true)
 kept=$(grep -c "reload: .* 4 moving averages (4 kept their averages)" "$w/err.log" || true)
