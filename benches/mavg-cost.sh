@@ -34,6 +34,19 @@ trap 'rm -rf "$t"' EXIT
 second() { # the second mavg element, keyed by the JSON field list $1
 	echo ", { \"name\": \"pps\", \"time\": 5, \"fields\": [$1, \"packets\"], \"overlimit\": [ { \"name\": \"level1\", \"default\": [1000000000], \"back2norm-time\": 10 } ] }"
 }
+# Empties mo.conf $2 from its list $1 to the end: from "mavg", no moving average; from "fwm"
+# (which comes before it), no window and no moving average.
+empty_from() {
+	python3 - "$2" "$1" <<'PY'
+import re, sys
+p, key = sys.argv[1:]
+s = open(p).read()
+empty = {'mavg': '"mavg": []', 'fwm': '"fwm": [], "mavg": []'}[key]
+s2 = re.sub(r'"%s": \[.*\]\s*\}\s*$' % key, empty + '\n}\n', s, flags=re.S)
+assert s2 != s
+open(p, 'w').write(s2)
+PY
+}
 for v in $variants; do
 	cp -r "$src" "$t/$v"
 	for o in ingress egress; do
@@ -41,20 +54,8 @@ for v in $variants; do
 		host=$([ $o = ingress ] && echo "dst host" || echo "src host")
 		# The shipped mavg element ends with "} ] }" on its own line: the second goes after it.
 		case $v in
-			none) python3 - "$conf" <<'PY'
-import re, sys
-p = sys.argv[1]; s = open(p).read()
-s2 = re.sub(r'"mavg": \[.*\]\s*\}\s*$', '"mavg": []\n}\n', s, flags=re.S)
-assert s2 != s; open(p, 'w').write(s2)
-PY
-			;;
-			bare) python3 - "$conf" <<'PY'
-import re, sys
-p = sys.argv[1]; s = open(p).read()
-s2 = re.sub(r'"fwm": \[.*\]\s*\}\s*$', '"fwm": [], "mavg": []\n}\n', s, flags=re.S)
-assert s2 != s; open(p, 'w').write(s2)
-PY
-			;;
+			none) empty_from mavg "$conf" ;;
+			bare) empty_from fwm "$conf" ;;
 			one) ;;
 			proto) sed -i "s/\(back2norm-time\": 10 } \] }\)$/\1$(second '"proto"')/" "$conf" ;;
 			host) sed -i "s/\(back2norm-time\": 10 } \] }\)$/\1$(second "\"$host\"")/" "$conf" ;;

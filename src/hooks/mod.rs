@@ -75,20 +75,19 @@ pub struct HookStats {
 pub struct HookHandle {
     thread: std::thread::JoinHandle<HookStats>,
     pub stats: Arc<Mutex<HookStats>>,
-    stop_by: Arc<OnceLock<Instant>>,
-    stop_grace: Duration,
+    stop_asked: Arc<OnceLock<Instant>>,
 }
 
 impl HookHandle {
     /// The collector is stopping: the hook thread takes the alert events it is behind on for
-    /// its grace ([`EVENT_GRACE`]) more, then leaves the rest, so that a backlog never holds a stop up for
-    /// minutes (a service manager would kill the collector first). What it leaves is as a
-    /// stop between the event and its handling: the notification files stay as the scripts
-    /// last saw them, and the next start takes the alerts they name up again (an alert
-    /// whose start was left is found again by its traffic; one whose end was left ends
-    /// after its back2norm-time). Scripts already queued still run.
+    /// its `stop_grace` ([`EVENT_GRACE`]) more, then leaves the rest, so that a backlog never
+    /// holds a stop up for minutes (a service manager would kill the collector first). What
+    /// it leaves is as a stop between the event and its handling: the notification files
+    /// stay as the scripts last saw them, and the next start takes the alerts they name up
+    /// again (an alert whose start was left is found again by its traffic; one whose end was
+    /// left ends after its back2norm-time). Scripts already queued still run.
     pub fn stopping(&self) {
-        let _ = self.stop_by.set(Instant::now() + self.stop_grace);
+        let _ = self.stop_asked.set(Instant::now());
     }
 
     /// Whether the thread has ended.
@@ -119,9 +118,9 @@ struct Hooks {
     /// otherwise log a line per alert).
     file_problems: log::RateLimit,
     script_problems: log::RateLimit,
-    /// Set when the collector is stopping: the time from which events are left (see
-    /// [`HookHandle::stopping`]).
-    stop_by: Arc<OnceLock<Instant>>,
+    /// When the collector began to stop (see [`HookHandle::stopping`]): events are left
+    /// from `stop_grace` after it.
+    stop_asked: Arc<OnceLock<Instant>>,
     /// The alerts on, by notification file name: started here (their action script run),
     /// or on at the start (their files were there), and not ended since.
     on: HashSet<String>,
@@ -137,20 +136,20 @@ fn problem_limit() -> log::RateLimit {
 pub fn spawn(cfg: HookConfig, rx: Receiver<Event>, exports: Option<Receiver<crate::export::ExportEvent>>) -> HookHandle {
     let shared = Arc::new(Mutex::new(HookStats::default()));
     let stats = shared.clone();
-    let (stop_by, stop_grace) = (Arc::new(OnceLock::new()), cfg.stop_grace);
-    let stop_by_here = stop_by.clone();
+    let stop_asked = Arc::new(OnceLock::new());
+    let stop_asked_here = stop_asked.clone();
     let thread = std::thread::Builder::new()
         .name("hooks".into())
         .spawn(move || {
             let lua = lua_pool::LuaPool::spawn(&cfg.lua, cfg.lua_threads, cfg.lua_queue);
             let (file_problems, script_problems) = (problem_limit(), problem_limit());
             let on = alerts_on(&cfg.notifications_dir);
-            let mut h = Hooks { cfg, lua, queue: VecDeque::new(), running: Vec::new(), stats: HookStats::default(), shared, file_problems, script_problems, stop_by: stop_by_here, on };
+            let mut h = Hooks { cfg, lua, queue: VecDeque::new(), running: Vec::new(), stats: HookStats::default(), shared, file_problems, script_problems, stop_asked: stop_asked_here, on };
             h.run(rx, exports);
             h.stats
         })
         .expect("spawn hook thread");
-    HookHandle { thread, stats, stop_by, stop_grace }
+    HookHandle { thread, stats, stop_asked }
 }
 
 /// The alerts on when the hook thread starts: one per file in the notifications directory
@@ -189,7 +188,7 @@ impl Hooks {
             // While `max_queued` scripts wait, no event is taken: the queue before this thread
             // fills and the moving averages hold the starts and ends (see `Mavg::emit`), rather
             // than this thread dropping scripts.
-            if self.stop_by.get().is_some_and(|t| Instant::now() >= *t) {
+            if self.stop_asked.get().is_some_and(|t| t.elapsed() >= self.cfg.stop_grace) {
                 // Stopping, and the grace for a backlog is over: what still comes is left.
                 match rx.recv_timeout(wait) {
                     Ok(_) => self.stats.events_left_at_stop += 1,

@@ -37,13 +37,12 @@ use crate::fields::{FieldId, Kind};
 use crate::flow::addr_from_u128;
 use parking_lot::{Mutex, RwLock};
 use std::collections::{HashMap, VecDeque};
-use std::sync::OnceLock;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Most limit elements (`overlimit` and `underlimit` together) per moving average.
 pub const MAX_LIMITS: usize = 4;
