@@ -4,9 +4,10 @@
 --                  "action-lua": "on_overlimit", "back2norm-lua": "on_back2norm"}]
 -- The functions run on the collector's hook thread, never on a capture worker.
 
--- One line per event, appended to alerts.log in this object's directory.
+-- One line per event, appended to alerts.log in this object's directory. Rates have
+-- fractions: "%.0f" rounds them, "%d" would fail on them ("no integer representation").
 local function line(ev)
-  return string.format("%s %s %s/%s/%s %s %s: %d (threshold %d)\n",
+  return string.format("%s %s %s/%s/%s %s %s: %.0f (threshold %.0f)\n",
     string.format("%.3f", ev.time),
     ev.phase, ev.object, ev.mavg, ev.limit, ev.kind,
     table.concat(ev.keys, " "), ev.value, ev.threshold)
