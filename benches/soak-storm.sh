@@ -13,6 +13,11 @@
 # machine's two cores (collector, generator, scripts): run nothing else beside it.
 # WORKERS=2 (environment): two capture sockets, so two workers share the averages' tables
 # (two shards each), each fed half the rate by its own generator.
+# LUA=1 (environment): the limits also name Lua hooks, those of lua/examples/alert-log.lua
+# (each object's mo.lua, edited at every reload so that it is loaded again with its xe.state
+# of tens of thousands of keys carried over). Then also checked: no hook failed or was cut,
+# and each start and back2norm call wrote its line (as many as the scripts run, unless the
+# exit summary counts Lua calls dropped).
 set -euo pipefail
 src=$1 bin=$(realpath "$2") secs=${3:-180} rate=${4:-10000} every=${5:-15}
 gen=${NFGEN:-/tmp/nfgen}
@@ -35,12 +40,17 @@ for kind in act b2n; do
 done
 # Two averages per object with scripts: bytes per address (a few hundred keys over 15,000 B/s)
 # and packets per address and protocol (tens of thousands over 8/s).
+lua=${LUA:-}
+here=$(cd "$(dirname "$0")" && pwd)
 for o in ingress egress; do
 	host=$([ $o = ingress ] && echo "dst host" || echo "src host")
-	python3 - "$w/mo/$o/mo.conf" "$host" "$w" <<'PY'
+	[ -z "$lua" ] || cp "$here/../lua/examples/alert-log.lua" "$w/mo/$o/mo.lua"
+	python3 - "$w/mo/$o/mo.conf" "$host" "$w" "$lua" <<'PY'
 import re, sys
-path, host, w = sys.argv[1:]
+path, host, w, lua = sys.argv[1:]
 scripts = f'"action-script": "{w}/act.sh", "back2norm-script": "{w}/b2n.sh"'
+if lua:
+    scripts += ', "action-lua": "on_overlimit", "back2norm-lua": "on_back2norm"'
 mavg = f'''"mavg": [
   {{ "name": "bps", "time": 10, "fields": ["{host}", "octets"],
     "overlimit": [ {{ "name": "level1", "default": [15000], "back2norm-time": 5, {scripts} }} ] }},
@@ -74,6 +84,7 @@ while kill -0 $sender 2>/dev/null; do
 	# Thresholds change at every reload (15,000 <-> 17,000 B/s): averages must be kept.
 	if [ $flip = 0 ]; then a=15000 b=17000 flip=1; else a=17000 b=15000 flip=0; fi
 	sed -i "s/\"default\": \[$a\]/\"default\": [$b]/" "$w"/mo/*/mo.conf
+	[ -z "$lua" ] || for f in "$w"/mo/*/mo.lua; do echo "-- reloaded at $(date +%s.%N)" >> "$f"; done
 	kill -HUP $pid
 	rss=$(awk '/VmRSS/ {print int($2 / 1024)}' /proc/$pid/status)
 	echo "$(( $(date +%s) - t0 )) $rss $(find "$w/notifications" -type f | wc -l) $(wc -l < "$w/act.log") $(wc -l < "$w/b2n.log")"
@@ -102,4 +113,16 @@ ok=1
 [ "$got" = "$sent" ] || { echo "FAIL: packets lost"; ok=0; }
 [ "$kept" = "$reloads" ] && [ "$ended" = 0 ] || { echo "FAIL: a reload lost averages or ended alerts"; ok=0; }
 [ "$files" = $((acts - ends)) ] || { echo "FAIL: notification files do not match the scripts run"; ok=0; }
+if [ -n "$lua" ]; then
+	summary=$(grep -o 'lua hooks [0-9]* (errors [0-9]*, cut [0-9]*, dropped [0-9]*)' "$w/err.log" || echo none)
+	read -r calls errors cut dropped <<< "$(tr -cs '0-9' ' ' <<< "$summary")"
+	lua_starts=$(cat "$w"/mo/*/alerts.log | grep -c ' start ' || true)
+	lua_ends=$(cat "$w"/mo/*/alerts.log | grep -c ' back2norm ' || true)
+	echo "$summary; lines written: $lua_starts start, $lua_ends back2norm"
+	[ "$summary" != none ] && [ "$errors" = 0 ] && [ "$cut" = 0 ] || { echo "FAIL: Lua hooks failed or were cut"; grep -m5 -i 'lua' "$w/err.log"; ok=0; }
+	[ "$((lua_starts + lua_ends))" = "${calls:-x}" ] || { echo "FAIL: Lua calls and lines written differ"; ok=0; }
+	if [ "${dropped:-x}" = 0 ] && { [ "$lua_starts" != "$acts" ] || [ "$lua_ends" != "$ends" ]; }; then
+		echo "FAIL: no Lua call dropped, yet the Lua lines differ from the scripts run"; ok=0
+	fi
+fi
 [ $ok = 1 ] && echo "soak: OK"
