@@ -184,7 +184,15 @@ fn whole(v: f64) -> String {
 impl Hooks {
     fn run(&mut self, rx: Receiver<Event>, exports: Option<Receiver<crate::export::ExportEvent>>) {
         loop {
-            let wait = Duration::from_millis(if exports.is_some() { 20 } else { 50 });
+            // Scripts running are polled for their end and timeout; with none, the thread
+            // sleeps until an event comes (exports' Lua hooks wait at most 100 ms), so an idle
+            // collector wakes it a few times a second, not fifty.
+            let busy = !self.running.is_empty() || !self.queue.is_empty();
+            let wait = Duration::from_millis(match (busy, exports.is_some()) {
+                (true, _) => 20,
+                (false, true) => 100,
+                (false, false) => 250,
+            });
             // While `max_queued` scripts wait, no event is taken: the queue before this thread
             // fills and the moving averages hold the starts and ends (see `Mavg::emit`), rather
             // than this thread dropping scripts.
