@@ -13,6 +13,7 @@
 # machine's two cores (collector, generator, scripts): run nothing else beside it.
 # WORKERS=2 (environment): two capture sockets, so two workers share the averages' tables
 # (two shards each), each fed half the rate by its own generator.
+# KEEP=1 (environment): the work directory (configuration, logs, exports) is kept.
 # LUA=1 (environment): the limits also name Lua hooks, those of lua/examples/alert-log.lua
 # (each object's mo.lua, edited at every reload so that it is loaded again with its xe.state
 # of tens of thousands of keys carried over). Then also checked: no hook failed or was cut,
@@ -23,7 +24,7 @@ src=$1 bin=$(realpath "$2") secs=${3:-180} rate=${4:-10000} every=${5:-15}
 gen=${NFGEN:-/tmp/nfgen}
 [ -x "$gen" ] || gcc -O2 -o "$gen" "$src/nfgen.c"
 w=$(mktemp -d /tmp/xe-soak.XXXX)
-trap 'pkill -KILL -f "$w/xenoeye.conf" 2>/dev/null || true; rm -rf "$w"' EXIT
+trap 'pkill -KILL -f "$w/xenoeye.conf" 2>/dev/null || true; [ -n "${KEEP:-}" ] && echo "kept $w" || rm -rf "$w"' EXIT
 port=$((20000 + RANDOM % 20000))
 cp -r "$src/bench-conf/mo" "$src/bench-conf/iplists" "$src/bench-conf/devices.conf" "$w/"
 mkdir -p "$w/exp" "$w/notifications"

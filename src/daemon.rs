@@ -385,6 +385,9 @@ impl Summary {
                 "; alert events {}, scripts {} (ok {}, failed {}, timed out {}, dropped {})",
                 h.events, h.scripts_started, h.scripts_ok, h.scripts_failed, h.scripts_timed_out, h.scripts_dropped
             );
+            if h.scripts_left_at_stop > 0 {
+                line += &format!(", {} left waiting at the stop", h.scripts_left_at_stop);
+            }
         }
         if h.lua.calls + h.lua.dropped > 0 {
             line += &format!("; lua hooks {} (errors {}, cut {}, dropped {})", h.lua.calls, h.lua.errors, h.lua.cut, h.lua.dropped);

@@ -3,11 +3,16 @@
 //!
 //! Workers put [`Event`]s in a bounded queue, never blocking on it (when it is full, the
 //! moving averages hold starts and ends and drop rewrites: see `Mavg::emit`). This thread
-//! takes no event while its script queue is full, so no script is dropped. It writes the notification files (created at start, rewritten every 3
-//! seconds while the limit holds, deleted at back-to-normal) and runs the action and
-//! back-to-normal scripts: directly (no shell) with the original's argv, with a bound on how
-//! many run at once, a timeout after which a script is killed, every exit status logged, and
-//! every child reaped.
+//! takes no event while its script queue is full, so no script is dropped. It writes the
+//! notification files (created at start, rewritten every 3 seconds while the limit holds,
+//! deleted at back-to-normal) and runs the action and back-to-normal scripts: directly (no
+//! shell) with the original's argv, with a bound on how many run at once, a timeout after
+//! which a script is killed, every exit status logged, and every child reaped.
+//!
+//! A notification file stays until its alert's back2norm script starts: whatever ends the
+//! collector before that (a stop's grace over, a crash, a kill), the file is there, the next
+//! start takes the alert up, and its back2norm script runs when it ends. A mitigation an
+//! action script started is never left on for want of its back2norm script.
 
 pub mod lua;
 pub mod lua_pool;
@@ -68,6 +73,8 @@ pub struct HookStats {
     pub events_reconciled: u64,
     /// Events a stopping collector left, past its grace ([`HookHandle::stopping`]).
     pub events_left_at_stop: u64,
+    /// Scripts still waiting when a stopping collector's grace was over: not started.
+    pub scripts_left_at_stop: u64,
     pub lua: lua::LuaStats,
 }
 
@@ -85,7 +92,9 @@ impl HookHandle {
     /// it leaves is as a stop between the event and its handling: the notification files
     /// stay as the scripts last saw them, and the next start takes the alerts they name up
     /// again (an alert whose start was left is found again by its traffic; one whose end was
-    /// left ends after its back2norm-time). Scripts already queued still run.
+    /// left ends after its back2norm-time). So do the scripts still waiting then: the files
+    /// are made to say which alerts' action scripts started (see `Hooks::leave_queued`), and
+    /// the stop waits only for the scripts running.
     pub fn stopping(&self) {
         let _ = self.stop_asked.set(Instant::now());
     }
@@ -106,10 +115,22 @@ struct Running {
     what: String,
 }
 
+/// A script waiting for its turn.
+struct Queued {
+    script: PathBuf,
+    args: Vec<String>,
+    /// The script and its arguments, for the log.
+    what: String,
+    /// Its alert's notification file name.
+    alert: String,
+    /// An action script (else a back2norm one).
+    action: bool,
+}
+
 struct Hooks {
     cfg: HookConfig,
     lua: lua_pool::LuaPool,
-    queue: VecDeque<(PathBuf, Vec<String>, String)>,
+    queue: VecDeque<Queued>,
     running: Vec<Running>,
     stats: HookStats,
     shared: Arc<Mutex<HookStats>>,
@@ -124,6 +145,10 @@ struct Hooks {
     /// The alerts on, by notification file name: started here (their action script run),
     /// or on at the start (their files were there), and not ended since.
     on: HashSet<String>,
+    /// The alerts whose start has taken effect (their action script started, or they have
+    /// none) and whose end has not (their back2norm script has not started, or they have
+    /// none and ended): what the notification files must say when scripts are left.
+    in_effect: HashSet<String>,
 }
 
 /// See [`Hooks::file_problems`].
@@ -144,7 +169,8 @@ pub fn spawn(cfg: HookConfig, rx: Receiver<Event>, exports: Option<Receiver<crat
             let lua = lua_pool::LuaPool::spawn(&cfg.lua, cfg.lua_threads, cfg.lua_queue);
             let (file_problems, script_problems) = (problem_limit(), problem_limit());
             let on = alerts_on(&cfg.notifications_dir);
-            let mut h = Hooks { cfg, lua, queue: VecDeque::new(), running: Vec::new(), stats: HookStats::default(), shared, file_problems, script_problems, stop_asked: stop_asked_here, on };
+            let in_effect = on.clone();
+            let mut h = Hooks { cfg, lua, queue: VecDeque::new(), running: Vec::new(), stats: HookStats::default(), shared, file_problems, script_problems, stop_asked: stop_asked_here, on, in_effect };
             h.run(rx, exports);
             h.stats
         })
@@ -196,7 +222,7 @@ impl Hooks {
             // While `max_queued` scripts wait, no event is taken: the queue before this thread
             // fills and the moving averages hold the starts and ends (see `Mavg::emit`), rather
             // than this thread dropping scripts.
-            if self.stop_asked.get().is_some_and(|t| t.elapsed() >= self.cfg.stop_grace) {
+            if self.grace_over() {
                 // Stopping, and the grace for a backlog is over: what still comes is left.
                 match rx.recv_timeout(wait) {
                     Ok(_) => self.stats.events_left_at_stop += 1,
@@ -231,6 +257,9 @@ impl Hooks {
             }
             self.lua.flush();
             self.reap();
+            if self.grace_over() {
+                self.leave_queued();
+            }
             self.start_queued();
             self.publish();
             self.log_held_back(false);
@@ -243,6 +272,9 @@ impl Hooks {
         }
         self.lua.finish(LUA_GRACE);
         while !self.queue.is_empty() || !self.running.is_empty() {
+            if self.grace_over() {
+                self.leave_queued();
+            }
             self.start_queued();
             std::thread::sleep(Duration::from_millis(20));
             self.reap();
@@ -256,6 +288,36 @@ impl Hooks {
         }
         self.publish();
         self.log_held_back(true);
+    }
+
+    /// Whether the collector is stopping and its grace for a backlog is over.
+    fn grace_over(&self) -> bool {
+        self.stop_asked.get().is_some_and(|t| t.elapsed() >= self.cfg.stop_grace)
+    }
+
+    /// A stop's grace is over: the scripts waiting are not started. The notification files
+    /// of their alerts are made to say whether each alert's start took effect: an alert
+    /// whose action script did not start loses its file (the next start finds it again by
+    /// its traffic and runs the action script then); one whose back2norm script did not
+    /// start keeps it (the next start takes it up, and its back2norm script runs when it
+    /// ends).
+    fn leave_queued(&mut self) {
+        if self.queue.is_empty() {
+            return;
+        }
+        let left: Vec<Queued> = self.queue.drain(..).collect();
+        let actions = left.iter().filter(|q| q.action).count();
+        self.stats.scripts_left_at_stop += left.len() as u64;
+        for q in &left {
+            if !self.in_effect.contains(&q.alert) {
+                self.remove_notification(&self.cfg.notifications_dir.join(&q.alert));
+            }
+        }
+        log::warn(&format!(
+            "stop: {} scripts still waiting were not started ({actions} action, {} back2norm); the notification files say which alerts are on, and the next start takes them up",
+            left.len(),
+            left.len() - actions
+        ));
     }
 
     /// Sums up the problems not logged one by one (see [`Hooks::file_problems`]).
@@ -319,14 +381,14 @@ impl Hooks {
             Phase::Back2Norm => self.on.remove(&name),
             _ => false,
         };
-        let file = self.cfg.notifications_dir.join(name);
+        let file = self.cfg.notifications_dir.join(&name);
         match ev.phase {
             Phase::Start => {
                 self.write_notification(&ev, &file);
-                self.started(&ev, &file);
+                self.started(&ev, &name, &file);
             }
             Phase::Update => self.write_notification(&ev, &file),
-            Phase::Back2Norm => self.back_to_normal(&ev, &file),
+            Phase::Back2Norm => self.back_to_normal(&ev, &name, &file),
             Phase::Dump { .. } => {}
         }
     }
@@ -343,25 +405,47 @@ impl Hooks {
         }
     }
 
-    /// An alert started: logged, its Lua hook called and its action script queued.
-    fn started(&mut self, ev: &Event, file: &std::path::Path) {
+    /// An alert started: logged, its Lua hook called and its action script queued (the
+    /// start takes effect when the script starts).
+    fn started(&mut self, ev: &Event, name: &str, file: &std::path::Path) {
         let limit = ev.limit_spec();
         self.lua_event(ev, file);
         let (kind, relation) = if limit.kind == LimitKind::Over { ("overlimit", ">") } else { ("underlimit", "<") };
         log::info(&format!("{kind} {} {}: {} {relation} {}", ev.limit_path(), ev.keys.join(" "), whole(ev.value), whole(ev.threshold)));
-        if let Some(script) = &limit.action_script {
-            self.enqueue(script.clone(), ev, file);
+        match &limit.action_script {
+            Some(script) => self.enqueue(script.clone(), ev, name, file, true),
+            None => {
+                self.in_effect.insert(name.to_string());
+            }
         }
     }
 
-    /// An alert ended: logged, its back-to-normal script queued, its Lua hook called and its
-    /// notification file deleted.
-    fn back_to_normal(&mut self, ev: &Event, file: &std::path::Path) {
+    /// An alert ended: logged, its Lua hook called, and its back-to-normal script queued (its
+    /// notification file is deleted when the script starts) or, without one, its file
+    /// deleted now.
+    fn back_to_normal(&mut self, ev: &Event, name: &str, file: &std::path::Path) {
         log::info(&format!("back to normal {} {}", ev.limit_path(), ev.keys.join(" ")));
-        if let Some(script) = &ev.limit_spec().back2norm_script {
-            self.enqueue(script.clone(), ev, file);
-        }
         self.lua_event(ev, file);
+        match &ev.limit_spec().back2norm_script {
+            Some(script) => self.enqueue(script.clone(), ev, name, file, false),
+            None => {
+                self.in_effect.remove(name);
+                self.remove_notification(file);
+            }
+        }
+    }
+
+    /// An alert's end takes effect: its back2norm script starts. Its notification file goes,
+    /// unless the alert started again meanwhile (the file is then the new start's).
+    fn end_takes_effect(&mut self, alert: &str) {
+        self.in_effect.remove(alert);
+        if !self.on.contains(alert) {
+            self.remove_notification(&self.cfg.notifications_dir.join(alert));
+        }
+    }
+
+    /// Deletes a notification file (one already gone is no error).
+    fn remove_notification(&mut self, file: &std::path::Path) {
         match std::fs::remove_file(file) {
             Ok(()) => self.stats.notifications_removed += 1,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -391,7 +475,7 @@ impl Hooks {
 
     /// Queues a script with the original's argv:
     /// `object mavg limit notification-file key1 [key2 ...] value threshold`.
-    fn enqueue(&mut self, script: PathBuf, ev: &Event, file: &std::path::Path) {
+    fn enqueue(&mut self, script: PathBuf, ev: &Event, alert: &str, file: &std::path::Path, action: bool) {
         if self.queue.len() >= self.cfg.max_queued {
             // Not reached (`run` takes no event then); a bound all the same.
             self.stats.scripts_dropped += 1;
@@ -407,12 +491,18 @@ impl Hooks {
         args.push(whole(ev.value));
         args.push(whole(ev.threshold));
         let what = format!("{} {}", script.display(), args.join(" "));
-        self.queue.push_back((script, args, what));
+        self.queue.push_back(Queued { script, args, what, alert: alert.to_string(), action });
     }
 
     fn start_queued(&mut self) {
         while self.running.len() < self.cfg.max_scripts {
-            let Some((script, args, what)) = self.queue.pop_front() else { break };
+            let Some(Queued { script, args, what, alert, action }) = self.queue.pop_front() else { break };
+            // The alert's start or end takes effect now, whether the script can run or not.
+            if action {
+                self.in_effect.insert(alert);
+            } else {
+                self.end_takes_effect(&alert);
+            }
             match crate::child::spawn(Command::new(&script).args(&args).stdin(Stdio::null()).stdout(Stdio::null())) {
                 Ok(child) => {
                     self.stats.scripts_started += 1;
@@ -610,15 +700,50 @@ mod tests {
         let stats = h.join().unwrap();
         assert_eq!(stats.events + stats.events_left_at_stop, 40);
         assert!(stats.events >= 1 && stats.events_left_at_stop >= 30, "{stats:?}");
-        // Each alert taken has its file and its script (queued ones still run); those left
-        // have neither, as if the stop had come before them.
+        // Each alert whose script ran has its file; those left, and those whose script was
+        // still waiting, have neither, as if the stop had come before them.
         let mut ran: Vec<String> = std::fs::read_to_string(d.join("log")).unwrap().lines().map(String::from).collect();
-        let mut files: Vec<String> = std::fs::read_dir(d.join("notifications")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap().replace("o-m-l-", "")).collect();
         ran.sort();
+        assert_eq!(ran, notification_keys(&d));
+        assert_eq!(ran.len() as u64, stats.scripts_started);
+        assert_eq!(stats.scripts_started + stats.scripts_left_at_stop, stats.events);
+        assert_eq!(stats.scripts_ok, stats.scripts_started);
+    }
+
+    /// The keys of the notification files in `d`, sorted.
+    fn notification_keys(d: &Path) -> Vec<String> {
+        let mut files: Vec<String> = std::fs::read_dir(d.join("notifications")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap().replace("o-m-l-", "")).collect();
         files.sort();
-        assert_eq!(ran.len() as u64, stats.events);
-        assert_eq!(ran, files);
-        assert_eq!((stats.scripts_started, stats.scripts_ok), (stats.events, stats.events));
+        files
+    }
+
+    #[test]
+    fn a_stop_leaves_waiting_scripts_and_keeps_the_files_of_alerts_whose_end_did_not_start() {
+        // One script at a time, 0.3 s each; a stop with no grace while three wait.
+        let (d, m) = setup("stop-queued", &format!("echo \"start $5\" >> {0}/log; sleep 0.3", "$(dirname $0)"));
+        std::fs::write(d.join("notifications/o-m-l-0.0.0.9"), "0.0.0.9 1500 1000\n").unwrap();
+        let (tx, rx) = sync_channel(100);
+        let cfg = HookConfig { stop_grace: Duration::ZERO, ..hook_config(&d, Duration::from_secs(5), 1, 100) };
+        let h = spawn(cfg, rx, None);
+        let event = |phase: Phase, key: u32| Event { phase, ..start_event(&m, key) };
+        // 1 starts (its script runs), 9 (on from before) ends, 2 starts, 1 ends: three wait.
+        for ev in [event(Phase::Start, 1), event(Phase::Back2Norm, 9), event(Phase::Start, 2), event(Phase::Back2Norm, 1)] {
+            tx.send(ev).unwrap();
+        }
+        while h.stats.lock().events < 4 || !d.join("log").exists() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Until its back2norm script starts, an ended alert keeps its file.
+        assert_eq!(notification_keys(&d), ["0.0.0.1", "0.0.0.2", "0.0.0.9"]);
+        h.stopping();
+        drop(tx);
+        let stats = h.join().unwrap();
+        assert_eq!((stats.scripts_started, stats.scripts_ok, stats.scripts_left_at_stop), (1, 1, 3));
+        assert_eq!(std::fs::read_to_string(d.join("log")).unwrap(), "start 0.0.0.1\n");
+        // 1 and 9: their back2norm scripts did not start, so their files stay (the next start
+        // takes them up and ends them with their scripts). 2: its action script did not
+        // start, so its file goes (its traffic starts it again).
+        assert_eq!(notification_keys(&d), ["0.0.0.1", "0.0.0.9"]);
     }
 
     #[test]
