@@ -913,8 +913,9 @@ pub fn run(cfg: &Config, objects: Arc<Objects>) -> Result<Summary, String> {
     for m in &objects.mavgs {
         m.set_events(None);
     }
-    summary.hooks = stop_hooks(&live.get(), hooks)?;
+    // Before the hooks: their scripts may hold the stop up to a script timeout.
     save_templates(&store, &mut save_limiter);
+    summary.hooks = stop_hooks(&live.get(), hooks)?;
     match stopped {
         Some(what) => Err(format!("stopped because the {what} ended unexpectedly")),
         None => Ok(summary),

@@ -77,7 +77,7 @@ fn systemd_units_verify() {
         args.push(p.display().to_string());
     }
     let service = std::fs::read_to_string(root.join("etc/systemd/system/xenoeye.service")).unwrap();
-    for line in ["Type=notify", "ExecReload=/bin/kill -HUP $MAINPID", "WatchdogSec=", "User=xenoeye", "AmbientCapabilities=CAP_NET_RAW", "NoNewPrivileges=yes", "ProtectSystem=strict"] {
+    for line in ["Type=notify", "ExecReload=/bin/kill -HUP $MAINPID", "WatchdogSec=", "User=xenoeye", "AmbientCapabilities=CAP_NET_RAW", "NoNewPrivileges=yes", "ProtectSystem=strict", "KillMode=mixed", "TimeoutStopSec=60"] {
         assert!(service.contains(line), "{line}");
     }
     let out = Command::new("systemd-analyze").args(&args).output().expect("systemd-analyze (Debian package systemd)");
