@@ -464,17 +464,20 @@ fn live_conf_on(d: &Path, ports: &[u16]) -> std::path::PathBuf {
 /// Starts the collector on `conf` and waits until it is ready, as systemd does: READY=1 comes
 /// once the UDP socket is bound (a fixed sleep here lost the flood on a slow start).
 fn start_live(d: &Path, conf: &Path) -> std::process::Child {
+    start_live_with(d, conf, std::process::Stdio::piped())
+}
+
+/// [`start_live`] with the collector's log written to the file `err` as it goes.
+fn start_live_logging(d: &Path, conf: &Path, err: &Path) -> std::process::Child {
+    start_live_with(d, conf, std::fs::File::create(err).unwrap().into())
+}
+
+fn start_live_with(d: &Path, conf: &Path, stderr: std::process::Stdio) -> std::process::Child {
     let sock = d.join("notify.sock");
     let _ = std::fs::remove_file(&sock);
     let ready = std::os::unix::net::UnixDatagram::bind(&sock).unwrap();
     ready.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_xenoeye"))
-        .arg("-c")
-        .arg(conf)
-        .env("NOTIFY_SOCKET", &sock)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_xenoeye")).arg("-c").arg(conf).env("NOTIFY_SOCKET", &sock).stderr(stderr).spawn().unwrap();
     let mut buf = [0u8; 256];
     let n = ready.recv(&mut buf).expect("READY=1 within 30 s");
     assert!(buf[..n].starts_with(b"READY=1"), "{}", String::from_utf8_lossy(&buf[..n]));
@@ -718,6 +721,54 @@ fn an_alert_active_at_a_restart_or_a_reload_is_taken_up_and_ended_later() {
     assert_eq!(wait_lines(&d.join("on-start.sh.log"), 0).len(), 2, "one start in this run: {err}");
     assert_eq!(stopped.len(), 2, "and one end: {err}");
     assert!(!notif.exists());
+}
+
+#[test]
+fn an_end_whose_script_a_kill_left_unstarted_runs_its_script_after_the_restart() {
+    // One script at a time, the action script taking 8 s: the alert's end waits behind it
+    // when the collector is killed (kill -9). Its notification file must still be there, so
+    // that the next start takes the alert up and ends it with its back2norm script.
+    let d = victim_dirs("alerts-kill");
+    let log = |name: &str| d.join(format!("{name}.log"));
+    write_script(&d.join("on-start.sh"), &format!("echo \"$5\" >> {}; sleep 8", log("on-start.sh").display()));
+    let off = script(&d, "on-stop.sh");
+    std::fs::write(
+        d.join("mo/victim/mo.conf"),
+        format!(
+            r#"{{ "filter": "dst net 10.0.0.0/24",
+                 "mavg": [ {{"name": "m", "time": 1, "fields": ["dst host", "octets"],
+                            "overlimit": [ {{"name": "level1", "default": [100000], "back2norm-time": 1,
+                                            "action-script": "{}", "back2norm-script": "{off}"}} ] }} ] }}"#,
+            d.join("on-start.sh").display()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let conf = live_conf(&d, port);
+    let text = std::fs::read_to_string(&conf).unwrap().replacen("{ ", r#"{ "max-scripts": 1, "#, 1);
+    std::fs::write(&conf, text).unwrap();
+    let err_log = d.join("run1.err");
+    let child = start_live_logging(&d, &conf, &err_log);
+    Exporter::new(port).flood_until(&log("on-start.sh"), 1);
+    // The flood is over: the end is found a few seconds later, while the action script sleeps.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !std::fs::read_to_string(&err_log).unwrap().contains("back to normal victim/m/level1 10.0.0.9") {
+        assert!(std::time::Instant::now() < deadline, "no end found");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait_with_output().unwrap();
+    let notif = d.join("notifications/victim-m-level1-10.0.0.9");
+    assert!(notif.exists(), "its back2norm script has not started: the file stays");
+    assert!(!log("on-stop.sh").exists());
+
+    let child = start_live(&d, &conf);
+    let stopped = wait_lines(&log("on-stop.sh"), 1);
+    let err = stop_live(child);
+    assert!(err.contains("1 alerts active before this start or reload taken up again"), "{err}");
+    assert_eq!(stopped, [format!("victim m level1 {} 10.0.0.9 0 100000", notif.display())], "{err}");
+    assert!(!notif.exists(), "{err}");
+    assert_eq!(wait_lines(&log("on-start.sh"), 0).len(), 1, "no second start: {err}");
 }
 
 #[test]
