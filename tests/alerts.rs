@@ -48,12 +48,13 @@ fn script(dir: &Path, name: &str) -> String {
 /// The `victim` object in `d` (made by [`victim_dirs`]): bytes per destination over 2 s, one
 /// overlimit `level1` at `threshold` B/s running `script`.
 fn victim_over(d: &Path, threshold: u64, script: &Path) {
-    let conf = format!(
-        r#"{{ "filter": "dst net 10.0.0.0/24",
-             "mavg": [ {{"name": "m", "time": 2, "fields": ["dst host", "octets"],
-                        "overlimit": [ {{"name": "level1", "default": [{threshold}], "action-script": "{}"}} ] }} ] }}"#,
-        script.display()
-    );
+    victim_average(d, 2, &format!(r#""overlimit": [ {{"name": "level1", "default": [{threshold}], "action-script": "{}"}} ]"#, script.display()));
+}
+
+/// The `victim` object in `d` with one moving average `m` of bytes per destination over
+/// `time` seconds, with `limits` (its `overlimit` or `underlimit` element, as JSON).
+fn victim_average(d: &Path, time: u32, limits: &str) {
+    let conf = format!(r#"{{ "filter": "dst net 10.0.0.0/24", "mavg": [ {{"name": "m", "time": {time}, "fields": ["dst host", "octets"], {limits} }} ] }}"#);
     std::fs::write(d.join("mo/victim/mo.conf"), conf).unwrap();
 }
 
@@ -279,17 +280,15 @@ fn uplink_capture(until_s: u64) -> Vec<Frame> {
 fn a_traffic_drop_starts_an_underlimit_and_its_return_ends_it() {
     let d = victim_dirs("alerts-under");
     let (on, off) = (script(&d, "on-start.sh"), script(&d, "on-stop.sh"));
-    std::fs::write(
-        d.join("mo/victim/mo.conf"),
-        format!(
-            r#"{{ "filter": "dst net 10.0.0.0/24",
-                 "mavg": [ {{"name": "m", "time": 2, "fields": ["dst host", "octets"],
-                            "underlimit": [ {{"name": "drop", "default": [2000], "back2norm-time": 3,
-                                             "action-script": "{on}", "back2norm-script": "{off}",
-                                             "action-lua": "hook", "back2norm-lua": "hook"}} ] }} ] }}"#
+    victim_average(
+        &d,
+        2,
+        &format!(
+            r#""underlimit": [ {{"name": "drop", "default": [2000], "back2norm-time": 3,
+                                "action-script": "{on}", "back2norm-script": "{off}",
+                                "action-lua": "hook", "back2norm-lua": "hook"}} ]"#
         ),
-    )
-    .unwrap();
+    );
     // The Lua hooks log what they are told.
     std::fs::write(
         d.join("mo/victim/mo.lua"),
@@ -732,17 +731,9 @@ fn an_end_whose_script_a_kill_left_unstarted_runs_its_script_after_the_restart()
     let log = |name: &str| d.join(format!("{name}.log"));
     write_script(&d.join("on-start.sh"), &format!("echo \"$5\" >> {}; sleep 8", log("on-start.sh").display()));
     let off = script(&d, "on-stop.sh");
-    std::fs::write(
-        d.join("mo/victim/mo.conf"),
-        format!(
-            r#"{{ "filter": "dst net 10.0.0.0/24",
-                 "mavg": [ {{"name": "m", "time": 1, "fields": ["dst host", "octets"],
-                            "overlimit": [ {{"name": "level1", "default": [100000], "back2norm-time": 1,
-                                            "action-script": "{}", "back2norm-script": "{off}"}} ] }} ] }}"#,
-            d.join("on-start.sh").display()
-        ),
-    )
-    .unwrap();
+    let on = d.join("on-start.sh");
+    let limits = format!(r#""overlimit": [ {{"name": "level1", "default": [100000], "back2norm-time": 1, "action-script": "{}", "back2norm-script": "{off}"}} ]"#, on.display());
+    victim_average(&d, 1, &limits);
     let port = free_port();
     let conf = live_conf(&d, port);
     let text = std::fs::read_to_string(&conf).unwrap().replacen("{ ", r#"{ "max-scripts": 1, "#, 1);
