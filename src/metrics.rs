@@ -114,9 +114,9 @@ impl Registry {
         let h = self.hooks.lock().clone();
         let _ = write!(
             s,
-            "</ul><h2>Hooks</h2><p>alert events {}; scripts started {}, ok {}, failed {}, timed out {}, dropped {}; \
+            "</ul><h2>Hooks</h2><p>alert events {}; scripts running {}, waiting {}, started {}, ok {}, failed {}, timed out {}, dropped {}; \
              Lua calls {}, errors {}, cut {}, dropped {}</p>",
-            h.events, h.scripts_started, h.scripts_ok, h.scripts_failed, h.scripts_timed_out, h.scripts_dropped, h.lua.calls, h.lua.errors, h.lua.cut, h.lua.dropped
+            h.events, h.scripts_running, h.scripts_waiting, h.scripts_started, h.scripts_ok, h.scripts_failed, h.scripts_timed_out, h.scripts_dropped, h.lua.calls, h.lua.errors, h.lua.cut, h.lua.dropped
         );
         s.push_str("<h2>Exporters</h2><table><tr><th>exporter</th><th>datagrams</th><th>flows</th><th>errors</th></tr>");
         for (ip, e) in exporter_totals(&snaps) {
@@ -241,6 +241,8 @@ fn hook_metrics(out: &mut Exposition, h: &HookStats) {
     ];
     out.metric("lua_hook_calls_total", "counter", "Lua hook calls (action-lua, back2norm-lua, export-lua) by outcome.", lua);
     out.one("hook_events_total", "counter", "Alert events handled by the hook thread.", h.events);
+    out.one("hook_scripts_waiting", "gauge", "Hook scripts waiting for their turn (max-scripts run at once).", h.scripts_waiting);
+    out.one("hook_scripts_running", "gauge", "Hook scripts running.", h.scripts_running);
     out.one(
         "hook_events_reconciled_total",
         "counter",

@@ -75,6 +75,9 @@ pub struct HookStats {
     pub events_left_at_stop: u64,
     /// Scripts still waiting when a stopping collector's grace was over: not started.
     pub scripts_left_at_stop: u64,
+    /// Scripts waiting for their turn and running, now (how far behind the hooks are).
+    pub scripts_waiting: u64,
+    pub scripts_running: u64,
     pub lua: lua::LuaStats,
 }
 
@@ -328,6 +331,7 @@ impl Hooks {
 
     fn publish(&mut self) {
         self.stats.lua = self.lua.stats();
+        (self.stats.scripts_waiting, self.stats.scripts_running) = (self.queue.len() as u64, self.running.len() as u64);
         let mut s = self.shared.lock();
         if *s != self.stats {
             *s = self.stats.clone();
@@ -735,6 +739,8 @@ mod tests {
         }
         // Until its back2norm script starts, an ended alert keeps its file.
         assert_eq!(notification_keys(&d), ["0.0.0.1", "0.0.0.2", "0.0.0.9"]);
+        let now = h.stats.lock().clone();
+        assert_eq!((now.scripts_waiting, now.scripts_running), (3, 1));
         h.stopping();
         drop(tx);
         let stats = h.join().unwrap();
