@@ -3,11 +3,12 @@
 //!
 //! Workers put [`Event`]s in a bounded queue, never blocking on it (when it is full, the
 //! moving averages hold starts and ends and drop rewrites: see `Mavg::emit`). This thread
-//! takes no event while its script queue is full, so no script is dropped. It writes the
-//! notification files (created at start, rewritten every 3 seconds while the limit holds,
-//! deleted at back-to-normal) and runs the action and back-to-normal scripts: directly (no
-//! shell) with the original's argv, with a bound on how many run at once, a timeout after
-//! which a script is killed, every exit status logged, and every child reaped.
+//! takes no event while its script queue is full, so no script is dropped (a stop leaves
+//! those still waiting: see [`HookHandle::stopping`]). It writes the notification files
+//! (created at start, rewritten every 3 seconds while the limit holds, deleted at
+//! back-to-normal) and runs the action and back-to-normal scripts: directly (no shell) with
+//! the original's argv, with a bound on how many run at once, a timeout after which a script
+//! is killed, every exit status logged, and every child reaped.
 //!
 //! A notification file stays until its alert's back2norm script starts: whatever ends the
 //! collector before that (a stop's grace over, a crash, a kill), the file is there, the next
@@ -95,9 +96,9 @@ impl HookHandle {
     /// it leaves is as a stop between the event and its handling: the notification files
     /// stay as the scripts last saw them, and the next start takes the alerts they name up
     /// again (an alert whose start was left is found again by its traffic; one whose end was
-    /// left ends after its back2norm-time). So do the scripts still waiting then: the files
-    /// are made to say which alerts' action scripts started (see `Hooks::leave_queued`), and
-    /// the stop waits only for the scripts running.
+    /// left ends after its back2norm-time). It leaves the scripts still waiting then too:
+    /// the files are made to say which alerts' action scripts started (see
+    /// `Hooks::leave_queued`), and the stop waits only for the scripts running.
     pub fn stopping(&self) {
         let _ = self.stop_asked.set(Instant::now());
     }
