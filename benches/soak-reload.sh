@@ -11,6 +11,9 @@
 # usage: benches/soak-reload.sh BENCH_DIR BIN [SECONDS] [RATE_PPS] [THRESHOLD_BPS]
 #   BENCH_DIR: the directory holding nfgen.c (../shared/tools/bench)
 #   e.g. benches/soak-reload.sh ../shared/tools/bench target/release/xenoeye 600 10000 130000
+# SLOW=S (environment): each script sleeps S seconds and two run at once, so that scripts
+# queue up behind the reloads' mass ends and starts (ends wait for their scripts to start
+# before their files go; an alert may start again meanwhile).
 set -u
 src=$1 bin=$(realpath "$2") secs=${3:-60} rate=${4:-10000} thr=${5:-130000}
 gen=${NFGEN:-/tmp/nfgen}
@@ -20,13 +23,15 @@ mkdir -p "$w"/mo/ingress "$w"/mo/egress "$w"/exp "$w"/notifications "$w"/iplists
 echo "10.11.0.0/16" > "$w"/iplists/my-nets
 echo '[]' > "$w"/devices.conf
 port=$((20000 + RANDOM % 20000))
+max_scripts=16
+[ -z "${SLOW:-}" ] || max_scripts=2
 cat > "$w"/xenoeye.conf <<J
 { "capture": [ {"socket": {"listen-on": "127.0.0.1", "port": $port}}, {"socket": {"listen-on": "127.0.0.1", "port": $((port + 1))}} ],
-  "rcvbufsize_m": 64, "templates": {"db": "$w/t.db"}, "devices": "$w/devices.conf", "mo-dir": "$w/mo",
+  "rcvbufsize_m": 64, "max-scripts": $max_scripts, "templates": {"db": "$w/t.db"}, "devices": "$w/devices.conf", "mo-dir": "$w/mo",
   "export-dir": "$w/exp", "iplists-dir": "$w/iplists", "notifications-dir": "$w/notifications" }
 J
 for s in start stop; do
-	printf '#!/bin/sh\necho "$@" >> %s/%s.log\n' "$w" "$s" > "$w/on-$s.sh"
+	printf '#!/bin/sh\necho "$@" >> %s/%s.log\nsleep %s\n' "$w" "$s" "${SLOW:-0}" > "$w/on-$s.sh"
 	chmod +x "$w/on-$s.sh"
 done
 # mo.conf of object $1 (addresses on side $2) in variant $3: 0 as first, 1 thresholds doubled,
