@@ -443,6 +443,12 @@ fn live_conf(d: &Path, port: u16) -> std::path::PathBuf {
     live_conf_on(d, &[port])
 }
 
+/// Adds a top-level `"key": value` entry to the xenoeye.conf `conf`.
+fn add_to_conf(conf: &Path, entry: &str) {
+    let text = std::fs::read_to_string(conf).unwrap().replacen("{ ", &format!("{{ {entry}, "), 1);
+    std::fs::write(conf, text).unwrap();
+}
+
 /// [`live_conf`] with a capture worker per port.
 fn live_conf_on(d: &Path, ports: &[u16]) -> std::path::PathBuf {
     std::fs::write(d.join("devices.conf"), "[]").unwrap();
@@ -554,8 +560,7 @@ fn one_average_per_key_whatever_worker_its_flows_come_through() {
     let conf = live_conf_on(&d, &ports);
     // With the metrics endpoint: the alert is counted there too.
     let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
-    let text = std::fs::read_to_string(&conf).unwrap().replacen("{ ", &format!(r#"{{ "metrics-listen": "{metrics}", "#), 1);
-    std::fs::write(&conf, text).unwrap();
+    add_to_conf(&conf, &format!(r#""metrics-listen": "{metrics}""#));
     let child = start_live(&d, &conf);
     let (a, b) = (Exporter::new(ports[0]), Exporter::new(ports[1]));
     a.send(&[flow([10, 0, 0, 7], 160_000)]);
@@ -737,8 +742,7 @@ fn an_end_whose_script_a_kill_left_unstarted_runs_its_script_after_the_restart()
     victim_average(&d, 1, &limits);
     let port = free_port();
     let conf = live_conf(&d, port);
-    let text = std::fs::read_to_string(&conf).unwrap().replacen("{ ", r#"{ "max-scripts": 1, "#, 1);
-    std::fs::write(&conf, text).unwrap();
+    add_to_conf(&conf, r#""max-scripts": 1"#);
     let err_log = d.join("run1.err");
     let child = start_live_logging(&d, &conf, &err_log);
     Exporter::new(port).flood_until(&log("on-start.sh"), 1);

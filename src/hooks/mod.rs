@@ -261,9 +261,6 @@ impl Hooks {
             }
             self.lua.flush();
             self.reap();
-            if self.grace_over() {
-                self.leave_queued();
-            }
             self.start_queued();
             self.publish();
             self.log_held_back(false);
@@ -276,9 +273,6 @@ impl Hooks {
         }
         self.lua.finish(LUA_GRACE);
         while !self.queue.is_empty() || !self.running.is_empty() {
-            if self.grace_over() {
-                self.leave_queued();
-            }
             self.start_queued();
             std::thread::sleep(Duration::from_millis(20));
             self.reap();
@@ -306,9 +300,6 @@ impl Hooks {
     /// start keeps it (the next start takes it up, and its back2norm script runs when it
     /// ends).
     fn leave_queued(&mut self) {
-        if self.queue.is_empty() {
-            return;
-        }
         let left: Vec<Queued> = self.queue.drain(..).collect();
         let actions = left.iter().filter(|q| q.action).count();
         self.stats.scripts_left_at_stop += left.len() as u64;
@@ -499,7 +490,12 @@ impl Hooks {
         self.queue.push_back(Queued { script, args, what, alert: alert.to_string(), action });
     }
 
+    /// Starts waiting scripts while fewer than `max_scripts` run; once a stop's grace is
+    /// over, leaves them instead (see [`Hooks::leave_queued`]).
     fn start_queued(&mut self) {
+        if self.grace_over() && !self.queue.is_empty() {
+            return self.leave_queued();
+        }
         while self.running.len() < self.cfg.max_scripts {
             let Some(Queued { script, args, what, alert, action }) = self.queue.pop_front() else { break };
             // The alert's start or end takes effect now, whether the script can run or not.
