@@ -330,6 +330,30 @@ fn a_traffic_drop_starts_an_underlimit_and_its_return_ends_it() {
 }
 
 #[test]
+fn an_underlimit_is_not_started_by_averages_still_filling_after_the_start() {
+    let d = victim_dirs("alerts-under-fill");
+    let on = script(&d, "on-start.sh");
+    // A 10 s window and a threshold at half the steady rates: both hosts' averages read under
+    // it for their first seconds, while they fill.
+    victim_average(&d, 10, &format!(r#""underlimit": [ {{"name": "drop", "default": [5000], "back2norm-time": 3, "action-script": "{on}"}} ]"#));
+    let conf = collector_conf(&d);
+    let err = replay(&conf, &uplink_capture(27));
+    // 10.0.0.1's traffic stops at 19.95 s; its sum then, by the formula, decayed to the sweep
+    // at 25 s (at 24 s it is still over 5,000 B/s).
+    let mut n = 0.0f64;
+    for i in 0..200 {
+        n = if i == 0 { 1000.0 } else { n - 0.01 * n + 1000.0 };
+    }
+    let rate = ((n - 0.505 * n) / 10.0).round();
+    assert_eq!(rate, 4287.0, "the direct computation");
+    let notif = d.join("notifications/victim-m-drop-10.0.0.1");
+    let started = std::fs::read_to_string(d.join("on-start.sh.log")).unwrap_or_default();
+    assert_eq!(started, format!("victim m drop {} 10.0.0.1 {rate} 5000\n", notif.display()), "only the drop, once: {err}");
+    assert!(err.contains(&format!("underlimit victim/m/drop 10.0.0.1: {rate} < 5000")), "{err}");
+    assert_eq!(std::fs::read_dir(d.join("notifications")).unwrap().count(), 1, "10.0.0.2 never under");
+}
+
+#[test]
 fn a_full_mem_m_skips_new_keys_with_a_warning_and_known_keys_still_alert() {
     let d = victim_dirs("alerts-mem-m");
     let on = script(&d, "on-start.sh");

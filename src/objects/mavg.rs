@@ -340,13 +340,28 @@ struct Row {
     thr: u32,
 }
 
-/// The limit states of the keys that have one (a limit holds, or is waiting for back-to-normal).
-type LimitStates = HashMap<PackedKey, [LimitState; MAX_LIMITS], WordsBuild>;
+/// What a key needs beyond its row, kept for the few keys that need it: its limits' states
+/// (one holds, or waits for back-to-normal), and in a moving average with an underlimit, when
+/// its first flow came while its average still fills (see [`Mavg::fill`]).
+#[derive(Clone, Copy, Debug, Default)]
+struct KeyState {
+    limits: [LimitState; MAX_LIMITS],
+    /// The key's first flow (ms), while its average fills; 0 once it is full.
+    first_ms: u64,
+}
+
+/// The states of the keys that have one (a limit holds, is waiting for back-to-normal, or
+/// an underlimit waits for the key's average to fill).
+type LimitStates = HashMap<PackedKey, KeyState, WordsBuild>;
 
 /// A key's state for limit `l`, made when first needed.
 fn limit_state<'a>(limits: &'a mut LimitStates, key: &PackedKey, l: usize) -> &'a mut LimitState {
-    &mut limits.entry(*key).or_insert([LimitState::default(); MAX_LIMITS])[l]
+    &mut limits.entry(*key).or_default().limits[l]
 }
+
+/// Windows after a key's first flow during which an underlimit allows for its average still
+/// filling: by then steady traffic reads all but e^-10 (0.005%) of its rate.
+const FILL_WINDOWS: u64 = 10;
 
 /// The first of the `fields` sums above its threshold (`sum` from a [`ThresholdSet`]; NaN,
 /// no threshold, is never exceeded). The flow path passes its slot type's constant count.
@@ -824,6 +839,38 @@ impl Mavg {
         let field = over_field(n, &set.sum[l], self.aggs.len())?;
         let (value, threshold) = self.verdict(n, set, l, field);
         Some((field, value, threshold))
+    }
+
+    /// Underlimit `l` holds for sums `n` of an average filled to `fill` (see [`Mavg::fill`]):
+    /// what it would read full (`n / fill`) is under, and so the first field under its
+    /// threshold, (field, rate, threshold), with the rate it reads now.
+    fn under_filled(&self, n: &[f64; 3], fill: f64, set: &ThresholdSet, l: usize) -> Option<(usize, f64, f64)> {
+        if fill < 1.0 {
+            let full = n.map(|x| if fill > 0.0 { x / fill } else { f64::INFINITY });
+            self.under(&full, set, l)?;
+        }
+        self.under(n, set, l)
+    }
+
+    /// How much of a steady rate the average of `key` shows at `now_ms`, for its underlimits:
+    /// an average fills from 0, so steady traffic at rate r reads at least
+    /// r × (1 − e^(−age/time)) at `age` after the key's first flow. Below 1 in the key's first
+    /// [`FILL_WINDOWS`] windows (then the key's first flow is forgotten), else 1. So neither a
+    /// key that just appeared nor every key after a start is taken for traffic that dropped,
+    /// while one whose traffic stops is still found as soon as its average shows it.
+    fn fill(&self, limits: &mut LimitStates, key: &PackedKey, now_ms: u64) -> f64 {
+        let Some(state) = limits.get_mut(key).filter(|s| s.first_ms != 0) else { return 1.0 };
+        let age = now_ms.saturating_sub(state.first_ms);
+        if age >= FILL_WINDOWS * self.time_ms {
+            state.first_ms = 0;
+            return 1.0;
+        }
+        1.0 - (-(age as f64) * self.per_ms).exp()
+    }
+
+    /// Whether a limit is an underlimit (found by the sweep, on keys kept however idle).
+    fn has_underlimit(&self) -> bool {
+        self.limits.len() > self.over_mask.count_ones() as usize
     }
 
     /// Underlimit `l` holds: every field with a threshold below it -> the first such field,

@@ -243,7 +243,7 @@ impl Mavg {
         let Pending { ref key, hash, now_ms, .. } = *p;
         let i = match table.find(key, hash) {
             Some(i) => i,
-            None => match Mavg::insert_row(each, cell, table, key, hash, now_ms) {
+            None => match Mavg::insert_row(each, cell, table, limits, key, hash, now_ms) {
                 Some(i) => i,
                 None => return,
             },
@@ -324,12 +324,14 @@ impl Mavg {
     /// A new key's rows (one per member of the table, with its thresholds), unless the memory
     /// bound is reached (then the flow is counted and skipped); publishes the slot array's
     /// address for prefetching (it may have grown). The members share `mem-m` (see
-    /// [`share_tables`]): the first one's key count decides.
+    /// [`share_tables`]): the first one's key count decides. A member with an underlimit
+    /// notes the key's first flow (see [`Mavg::fill`]).
     #[cold]
     fn insert_row<S: rowtable::Slot>(
         each: &[(&Mavg, &Compiled); MAX_MEMBERS],
         cell: &ShardCell,
         table: &mut rowtable::RowTable<S>,
+        limits: &mut [LimitStates],
         key: &PackedKey,
         hash: u64,
         now_ms: u64,
@@ -342,6 +344,11 @@ impl Mavg {
             return None;
         }
         Mavg::count_new_key(members.iter().map(|(member, _)| *member));
+        for ((member, _), limits) in members.iter().zip(limits.iter_mut()) {
+            if member.has_underlimit() {
+                limits.entry(*key).or_default().first_ms = now_ms.max(1);
+            }
+        }
         let rows = each.map(|(_, thresholds)| Row { last_ms: now_ms, n: [0.0; 3], thr: thresholds.index_of(key) });
         let i = table.insert(key, hash, &rows[..S::MEMBERS]);
         cell.publish(table.probe_start());

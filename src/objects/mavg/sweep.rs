@@ -102,8 +102,7 @@ impl Mavg {
     /// within the age a row's 32-bit time keeps (else rows of a huge `time` would never go);
     /// `None`, for ever, when an underlimit watches for traffic that stopped.
     fn forget_after(&self) -> Option<u64> {
-        let has_under = self.limits.iter().any(|s| s.kind == LimitKind::Under);
-        (!has_under).then(|| self.time_ms.saturating_mul(10).clamp(60_000, rowtable::MAX_AGE))
+        (!self.has_underlimit()).then(|| self.time_ms.saturating_mul(10).clamp(60_000, rowtable::MAX_AGE))
     }
 
     /// The sweep of one key's row: events go to `out`; returns whether this moving average
@@ -117,6 +116,7 @@ impl Mavg {
             *x = self.decayed(*x, dt);
         }
         let set = &sets[row.thr()];
+        let fill = if self.has_underlimit() { self.fill(limits, key, now_ms) } else { 1.0 };
         for (l, spec) in self.limits.iter().enumerate() {
             if row.flag(OVER_BIT, l) {
                 let (at, last) = (row.n, row.last_ms);
@@ -124,7 +124,7 @@ impl Mavg {
             }
             let side = match spec.kind {
                 LimitKind::Over => self.over(&n, set, l),
-                LimitKind::Under => self.under(&n, set, l),
+                LimitKind::Under => self.under_filled(&n, fill, set, l),
             };
             if side.is_none() && !row.active(l) {
                 continue; // nothing holds and nothing starts: no state needed
@@ -153,7 +153,7 @@ impl Mavg {
             }
         }
         let any_active = row.any_active();
-        if !any_active {
+        if !any_active && fill == 1.0 {
             limits.remove(key);
         }
         any_active || forget_after.is_none_or(|t| dt < t)

@@ -158,15 +158,25 @@ fn the_last_over_flow_between_sweeps_sets_the_back2norm_wait_and_the_reported_ra
     assert_eq!(m.stats.active.load(Ordering::Relaxed), 0);
 }
 
+/// An average of octets per destination host over `time` seconds, with the underlimit `low`
+/// at `threshold` B/s (2 s of back2norm).
+fn low_under(tag: &str, time: u32, threshold: u32) -> (Arc<Mavg>, Receiver<Event>, TestDir) {
+    let conf = format!(
+        r#"{{"name": "m", "time": {time}, "fields": ["dst host", "octets"],
+            "underlimit": [{{"name": "low", "default": [{threshold}], "back2norm-time": 2}}]}}"#
+    );
+    let d = tmp(tag);
+    let (m, rx) = mavg(&conf, &d);
+    (m, rx, d)
+}
+
 #[test]
 fn underlimit_found_by_the_sweep() {
-    let d = tmp("under");
-    let (m, rx) = mavg(
-        r#"{"name": "m", "time": 2, "fields": ["dst host", "octets"],
-            "underlimit": [{"name": "low", "default": [100], "back2norm-time": 2}]}"#,
-        &d,
-    );
-    m.update(&flow(1, 1000), T0); // 500 B/s
+    let (m, rx, _d) = low_under("under", 2, 100);
+    // The key was first seen ten windows before: its average counts as full (see the next
+    // test).
+    m.update(&flow(1, 1000), T0 - 20_000);
+    m.update(&flow(1, 1000), T0); // 500 B/s, the sum started anew
     m.sweep(T0 + 500); // decayed 1000*0.75/2 = 375: fine
     assert!(events(&rx).is_empty());
     m.sweep(T0 + 1700); // 1000*0.15/2 = 75 < 100
@@ -178,6 +188,34 @@ fn underlimit_found_by_the_sweep() {
     m.update(&flow(1, 1000), T0 + 3500);
     m.sweep(T0 + 4200);
     assert_eq!(events(&rx).iter().map(|e| e.0).collect::<Vec<_>>(), vec![Phase::Back2Norm]);
+}
+
+#[test]
+fn an_underlimit_allows_for_a_new_keys_average_filling_and_still_finds_traffic_that_stops() {
+    let (m, rx, _d) = low_under("under-fill", 10, 5000);
+    let starts = |rx: &Receiver<Event>| events(rx).into_iter().filter(|e| e.0 == Phase::Start).map(|(phase, keys, value, at)| (phase, keys[0].clone(), value, at - T0)).collect::<Vec<_>>();
+    // 0.0.0.1: 10,000 B/s from T0 (1,000 B every 100 ms), twice the threshold, for 30 s. Its
+    // average fills: 951 B/s at the first sweep, 3,910 after 5 s. Without allowing for that it
+    // is under 5,000 B/s for its first 7 s. 0.0.0.2: three flows, then nothing.
+    for ms in (0..30_000).step_by(100) {
+        if ms % 1000 == 0 && ms > 0 {
+            m.sweep(T0 + ms);
+        }
+        m.update(&flow(1, 1000), T0 + ms);
+        if ms <= 200 {
+            m.update(&flow(2, 1000), T0 + ms);
+        }
+    }
+    // 0.0.0.2 at 1 s: 2,970.1 B decayed for 800 ms (273 B/s) is under what its average would
+    // show filled for 1 s of steady traffic at the threshold, 5,000 * (1 - e^-0.1) = 476.
+    assert_eq!(starts(&rx), vec![(Phase::Start, "0.0.0.2".to_string(), 273, 1000)]);
+    // 0.0.0.1's traffic stops at 29.9 s (sum 100,000 * (1 - 0.99^300) = 95,096): its rate
+    // is first under 5,000 B/s at 35 s (4,660).
+    for s in 30..=36 {
+        m.sweep(T0 + s * 1000);
+    }
+    let ones: Vec<_> = starts(&rx).into_iter().filter(|e| e.1 == "0.0.0.1").collect();
+    assert_eq!(ones, vec![(Phase::Start, "0.0.0.1".to_string(), 4660, 35_000)]);
 }
 
 #[test]
