@@ -11,19 +11,25 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-/// A Bot API stand-in: records (method, JSON body) and answers like Telegram.
+/// A Bot API stand-in: records (method, JSON body, HTTP status) and answers like Telegram.
 struct StandIn {
     url: String,
-    calls: Arc<Mutex<Vec<(String, String)>>>,
+    calls: Arc<Mutex<Vec<(String, String, u16)>>>,
 }
 
 fn stand_in(updates: &'static str) -> StandIn {
+    stand_in_failing(updates, |_| None)
+}
+
+/// A stand-in whose answer to the n-th sendMessage (from 1) may be an error instead: `fail(n)`
+/// gives its HTTP status and body. Message ids count the messages sent, from 101.
+fn stand_in_failing(updates: &'static str, fail: fn(usize) -> Option<(u16, &'static str)>) -> StandIn {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let calls = Arc::new(Mutex::new(Vec::new()));
     let rec = calls.clone();
     std::thread::spawn(move || {
-        let mut next_id = 100;
+        let (mut next_id, mut sends) = (100, 0);
         for stream in listener.incoming() {
             let mut stream = stream.unwrap();
             let mut reader = BufReader::new(stream.try_clone().unwrap());
@@ -43,14 +49,22 @@ fn stand_in(updates: &'static str) -> StandIn {
             let mut body = vec![0u8; len];
             reader.read_exact(&mut body).unwrap();
             let method = request_line.split_whitespace().nth(1).unwrap().rsplit('/').next().unwrap().to_string();
-            let reply = if method == "getUpdates" {
-                format!("{{\"ok\":true,\"result\":{updates}}}")
+            let failure = if method == "sendMessage" {
+                sends += 1;
+                fail(sends)
             } else {
-                next_id += 1;
-                format!("{{\"ok\":true,\"result\":{{\"message_id\":{next_id}}}}}")
+                None
             };
-            rec.lock().unwrap().push((method, String::from_utf8(body).unwrap()));
-            write!(stream, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}", reply.len()).unwrap();
+            let (status, reply) = match failure {
+                Some((status, body)) => (status, body.to_string()),
+                None if method == "getUpdates" => (200, format!("{{\"ok\":true,\"result\":{updates}}}")),
+                None => {
+                    next_id += 1;
+                    (200, format!("{{\"ok\":true,\"result\":{{\"message_id\":{next_id}}}}}"))
+                }
+            };
+            rec.lock().unwrap().push((method, String::from_utf8(body).unwrap(), status));
+            write!(stream, "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}", reply.len()).unwrap();
         }
     });
     StandIn { url, calls }
@@ -66,7 +80,13 @@ fn run_script(name: &str, msgs: &Path, args: &[&str]) {
 }
 
 fn bot_once(api: &StandIn, msgs: &Path) {
-    let out = Command::new("python3")
+    let out = bot_poll(api, msgs);
+    assert!(out.status.success(), "bot: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// One poll of the bot (`--once`) for chats 111 and 222.
+fn bot_poll(api: &StandIn, msgs: &Path) -> std::process::Output {
+    Command::new("python3")
         .arg(scripts().join("xe-tele-bot.py"))
         .arg("--once")
         .env("XE_TG_TOKEN", "123:abc")
@@ -74,12 +94,13 @@ fn bot_once(api: &StandIn, msgs: &Path) {
         .env("XE_TG_API", &api.url)
         .env("TELEMSG_DIR", msgs)
         .output()
-        .unwrap();
-    assert!(out.status.success(), "bot: {}", String::from_utf8_lossy(&out.stderr));
+        .unwrap()
 }
 
+/// The messages sent since the last call (the JSON bodies of the sendMessage calls answered
+/// with success).
 fn sends(api: &StandIn) -> Vec<String> {
-    api.calls.lock().unwrap().drain(..).filter(|(m, _)| m == "sendMessage").map(|(_, b)| b).collect()
+    api.calls.lock().unwrap().drain(..).filter(|(m, _, status)| m == "sendMessage" && *status == 200).map(|(_, b, _)| b).collect()
 }
 
 const ARGV: [&str; 8] = ["victim", "m", "level1", "/var/lib/xenoeye/notifications/victim-m-level1-10.0.0.9-6", "10.0.0.9", "6", "150000", "100000"];
@@ -182,4 +203,91 @@ fn lua_module_writes_the_same_messages_as_the_shell_scripts() {
         let from_lua = mask(std::fs::read_to_string(lua.join(&name)).unwrap_or_else(|e| panic!("{name}: {e}; {}", String::from_utf8_lossy(&out.stderr))));
         assert_eq!(from_lua, from_shell.replace("BPS <b>1200000</b>", if ext == ".n" { "BPS <b>1200000</b>" } else { "BPS <b>0</b>" }), "{ext}");
     }
+}
+
+/// on-start.sh's argv for an anomaly of 10.0.1.`i`.
+fn storm_argv(i: usize) -> Vec<String> {
+    let ip = format!("10.0.1.{i}");
+    let mut argv: Vec<String> = ARGV.iter().map(|s| s.to_string()).collect();
+    argv[3] = format!("/var/lib/xenoeye/notifications/victim-m-level1-{ip}-6");
+    argv[4] = ip;
+    argv
+}
+
+/// The hosts (10.0.1.x) a message body names.
+fn hosts_in(body: &str) -> Vec<usize> {
+    body.split("IP <b>10.0.1.").skip(1).map(|rest| rest.split('<').next().unwrap().parse().unwrap()).collect()
+}
+
+/// A body's chat and the message it replies to.
+fn chat_and_reply(body: &str) -> (String, Option<u64>) {
+    let v = |key: &str| body.split(&format!("\"{key}\": ")).nth(1).map(|rest| rest.split([',', '}']).next().unwrap().trim_matches('"').to_string());
+    (v("chat_id").unwrap(), v("reply_to_message_id").map(|id| id.parse().unwrap()))
+}
+
+#[test]
+fn a_storm_is_combined_and_a_rate_limit_waited_out() {
+    let d = workdir("tg-storm");
+    // The second message is answered "Too Many Requests, retry after 1 s", once.
+    let api = stand_in_failing("[]", |n| {
+        (n == 2).then_some((429, r#"{"ok":false,"error_code":429,"description":"Too Many Requests: retry after 1","parameters":{"retry_after":1}}"#))
+    });
+    for i in 1..=30 {
+        let argv = storm_argv(i);
+        run_script("on-start.sh", &d, &argv.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    bot_once(&api, &d);
+    // 30 anomalies, about 150 characters each: two messages per chat, each host in one.
+    let red = sends(&api);
+    let mut announced = std::collections::HashMap::new();
+    for (id, body) in (101..).zip(&red) {
+        let (chat, reply) = chat_and_reply(body);
+        assert_eq!(reply, None);
+        assert!(body.contains("\"text\": \"\\ud83d\\udd34 Overlimit detected at"), "{body}");
+        for host in hosts_in(body) {
+            assert!(announced.insert((chat.clone(), host), id).is_none(), "{host} twice to {chat}");
+        }
+    }
+    assert_eq!(red.len(), 4, "{red:?}");
+    assert_eq!(announced.len(), 60, "every host to both chats");
+    // They end together: the green replies are combined the same way, each to its red message.
+    for i in 1..=30 {
+        let argv = storm_argv(i);
+        run_script("on-stop.sh", &d, &argv.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    bot_once(&api, &d);
+    let green = sends(&api);
+    assert_eq!(green.len(), 4, "{green:?}");
+    let mut ended = 0;
+    for body in &green {
+        let (chat, reply) = chat_and_reply(body);
+        assert!(body.contains("\"text\": \"\\ud83d\\udfe2 Overlimit is over at"), "{body}");
+        for host in hosts_in(body) {
+            assert_eq!(reply, Some(announced[&(chat.clone(), host)]), "{host} in {body}");
+            ended += 1;
+        }
+    }
+    assert_eq!(ended, 60);
+    assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0, "every message file consumed");
+}
+
+#[test]
+fn a_poll_cut_short_is_finished_by_the_next_with_nothing_sent_twice() {
+    let d = workdir("tg-cut");
+    // The red to chat 222 and, later, the green to chat 222 fail (Telegram or the network
+    // down) at the first try.
+    let api = stand_in_failing("[]", |n| (n == 2 || n == 5).then_some((502, r#"{"ok":false,"error_code":502,"description":"Bad Gateway"}"#)));
+    run_script("on-start.sh", &d, &ARGV);
+    assert!(!bot_poll(&api, &d).status.success(), "the poll reports the failure");
+    let first: Vec<_> = sends(&api).iter().map(|b| chat_and_reply(b)).collect();
+    assert_eq!(first, vec![("111".to_string(), None)]);
+    bot_once(&api, &d);
+    let second: Vec<_> = sends(&api).iter().map(|b| chat_and_reply(b)).collect();
+    assert_eq!(second, vec![("222".to_string(), None)], "only the chat that missed it");
+    run_script("on-stop.sh", &d, &ARGV);
+    assert!(!bot_poll(&api, &d).status.success());
+    bot_once(&api, &d);
+    let green: Vec<_> = sends(&api).iter().map(|b| chat_and_reply(b)).collect();
+    assert_eq!(green, vec![("111".to_string(), Some(101)), ("222".to_string(), Some(102))], "each reply once, to its red");
+    assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0, "every message file consumed");
 }
