@@ -19,7 +19,7 @@ local function basename(path)
   return (path:gsub("^.*/", ""))
 end
 
--- The message text (`what` is "Overlimit detected" or "Overlimit is over").
+-- The message text (`what` is "Overlimit detected", "Underlimit is over", ...).
 function M.message(what, ev, now)
   now = now or xe.time()
   local stamp = xe.date("%Y-%m-%d %H:%M:%S", now) .. string.format(".%03d", math.floor((now % 1) * 1000))
@@ -34,12 +34,17 @@ local function write(ext, what, ev)
   return path
 end
 
+-- "Overlimit" or "Underlimit", as the event's limit is.
+local function limit(ev)
+  return ev.kind == "underlimit" and "Underlimit" or "Overlimit"
+end
+
 function M.on_start(ev)
-  return write(".n", "Overlimit detected", ev)
+  return write(".n", limit(ev) .. " detected", ev)
 end
 
 function M.on_stop(ev)
-  return write(".s", "Overlimit is over", ev)
+  return write(".s", limit(ev) .. " is over", ev)
 end
 
 return M

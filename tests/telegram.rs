@@ -156,13 +156,19 @@ fn lua_module_writes_the_same_messages_as_the_shell_scripts() {
     argv[3] = file.to_str().unwrap();
     run_script("on-start.sh", &shell, &argv);
     run_script("on-stop.sh", &shell, &argv);
-    // The Lua module from a hook of an object, for the same event, through the collector.
+    // And an underlimit's start (the rate below the threshold).
+    let under_file = notifications.join("victim-u-low-10.0.0.9-6");
+    let under_argv = ["victim", "u", "low", under_file.to_str().unwrap(), "10.0.0.9", "6", "0", "1000"];
+    run_script("on-start.sh", &shell, &under_argv);
+    // The Lua module from a hook of an object, for the same events, through the collector.
     std::fs::create_dir_all(d.join("mo/victim")).unwrap();
     std::fs::write(
         d.join("mo/victim/mo.conf"),
         r#"{"mavg": [{"name": "m", "time": 2, "fields": ["dst host", "proto", "octets"],
              "overlimit": [{"name": "level1", "default": [100000], "back2norm-time": 5,
-                            "action-lua": "on", "back2norm-lua": "off"}]}]}"#,
+                            "action-lua": "on", "back2norm-lua": "off"}]},
+                    {"name": "u", "time": 2, "fields": ["dst host", "proto", "octets"],
+             "underlimit": [{"name": "low", "default": [1000], "action-lua": "on"}]}]}"#,
     )
     .unwrap();
     std::fs::write(
@@ -188,7 +194,8 @@ fn lua_module_writes_the_same_messages_as_the_shell_scripts() {
         ),
     )
     .unwrap();
-    // 10.0.0.9 proto 6: 150,000 B/s against 100,000 at the crossing, then quiet.
+    // 10.0.0.9 proto 6: 150,000 B/s against 100,000 at the crossing, then quiet: back to
+    // normal, and under 1,000 B/s (0 at the sweep at 20 s, ten windows after its first flow).
     let t0 = 1_795_756_000_000u64;
     let flow = |octets| common::CraftedFlow { src: [198, 51, 100, 7], dst: [10, 0, 0, 9], proto: 6, dport: 443, octets, packets: 1 };
     let frames = vec![common::v9_frame(t0, &[flow(100_000), flow(100_000), flow(100_000)]), common::v9_frame(t0 + 20_000, &[flow(1)])];
@@ -196,11 +203,19 @@ fn lua_module_writes_the_same_messages_as_the_shell_scripts() {
     let out = Command::new(env!("CARGO_BIN_EXE_xenoeye")).arg("-c").arg(&conf).arg("--read-pcap").arg(d.join("c.pcap")).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // Same file names, same text but for the time stamp.
-    let mask = |s: String| s.split_once("</b>'").map(|(_, rest)| rest.to_string()).unwrap_or(s);
-    for ext in [".n", ".s"] {
-        let name = format!("victim-m-level1-10.0.0.9-6{ext}");
-        let from_shell = mask(std::fs::read_to_string(shell.join(&name)).unwrap());
-        let from_lua = mask(std::fs::read_to_string(lua.join(&name)).unwrap_or_else(|e| panic!("{name}: {e}; {}", String::from_utf8_lossy(&out.stderr))));
+    let mask = |s: String| match (s.split_once(" at '<b>"), s.split_once("</b>'")) {
+        (Some((what, _)), Some((_, rest))) => format!("{what} at ...{rest}"),
+        _ => s,
+    };
+    // The shell scripts' underlimit end (the rate back over the threshold, or not: the start
+    // said it was an underlimit).
+    run_script("on-stop.sh", &shell, &under_argv);
+    assert!(std::fs::read_to_string(shell.join("victim-u-low-10.0.0.9-6.s")).unwrap().starts_with("Underlimit is over at"));
+    assert!(!shell.join("victim-u-low-10.0.0.9-6.under").exists(), "the end removes the marker");
+    for name in ["victim-m-level1-10.0.0.9-6.n", "victim-m-level1-10.0.0.9-6.s", "victim-u-low-10.0.0.9-6.n"] {
+        let ext = &name[name.len() - 2..];
+        let from_shell = mask(std::fs::read_to_string(shell.join(name)).unwrap());
+        let from_lua = mask(std::fs::read_to_string(lua.join(name)).unwrap_or_else(|e| panic!("{name}: {e}; {}", String::from_utf8_lossy(&out.stderr))));
         assert_eq!(from_lua, from_shell.replace("BPS <b>1200000</b>", if ext == ".n" { "BPS <b>1200000</b>" } else { "BPS <b>0</b>" }), "{ext}");
     }
 }

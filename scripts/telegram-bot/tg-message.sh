@@ -3,7 +3,10 @@
 # usage: tg-message.sh start|stop OBJECT MAVG LIMIT NOTIFICATION-FILE KEY1 [KEY2 ...] VALUE THRESHOLD
 # The message shows the first key as IP and the second as proto (the classic
 # ["src host", "proto", "octets"] moving average); VALUE and THRESHOLD (the last two arguments,
-# bytes per second) are shown in bits per second.
+# bytes per second) are shown in bits per second. The argv does not say whether the limit is
+# an overlimit or an underlimit, but a start's rate does (an underlimit starts below its
+# threshold): the message says which, and the start of an underlimit leaves NAME.under for
+# its end's message.
 #   TELEMSG_DIR   where message files go (default /var/lib/xenoeye/telemsg/)
 set -eu
 kind=$1
@@ -17,10 +20,22 @@ proto=${args[5]}
 [ "$n" -ge 8 ] || proto="-"
 value=${args[n-2]}
 threshold=${args[n-1]}
+under="${dir%/}/${name}.under"
+limit=Overlimit
 if [ "$kind" = start ]; then
-	ext=.n what="Overlimit detected" echo_prefix=""
+	if [ "$value" -lt "$threshold" ]; then
+		limit=Underlimit
+		: > "$under"
+	else
+		rm -f "$under"
+	fi
+	ext=.n what="$limit detected" echo_prefix=""
 else
-	ext=.s what="Overlimit is over" echo_prefix="BACK-"
+	if [ -e "$under" ]; then
+		limit=Underlimit
+		rm -f "$under"
+	fi
+	ext=.s what="$limit is over" echo_prefix="BACK-"
 fi
 out="${dir%/}/${name}${ext}"
 now=$(date '+%F %T.%3N')
