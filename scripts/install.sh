@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs xenoeye (the original's `make install`, plus systemd units):
 #   $PREFIX/bin/xenoeye                     the collector (built if needed)
-#   /etc/xenoeye/{xenoeye.conf,devices.conf,export.env}
+#   /etc/xenoeye/{xenoeye.conf,devices.conf,export.env,telegram.env (mode 0600: a token)}
 #                                           never overwritten: an edited file stays, the new
 #                                           version is put beside it as FILE.dist
 #   /var/lib/xenoeye/{mo,exp,expfailed,iplists,notifications,telemsg}
@@ -10,7 +10,8 @@
 #                                           (xe_rep.sql, IANA protocol numbers), grafana/,
 #                                           examples/ (the guide's objects and IP lists),
 #                                           lua/ (the bundled Lua library, lua.lib-dir)
-#   /etc/systemd/system/xenoeye.service, xenoeye-export.{service,timer}
+#   /etc/systemd/system/xenoeye.service, xenoeye-export.{service,timer},
+#                                           xenoeye-telegram.service (the Telegram bot)
 #   the system user "xenoeye" (when installing into / as root)
 # Environment: DESTDIR (install root, default empty = /), PREFIX (default /usr/local).
 set -euo pipefail
@@ -42,19 +43,20 @@ install -m 0644 README.md "$DESTDIR$PREFIX/share/doc/xenoeye/README.md"
 
 # Configuration: install when absent or unchanged; keep an operator's edits.
 config() {
-	local src=$1 dst=$2
+	local src=$1 dst=$2 mode=${3:-0644}
 	if [ ! -e "$dst" ]; then
-		install -m 0644 "$src" "$dst"
+		install -m "$mode" "$src" "$dst"
 	elif ! cmp -s "$src" "$dst"; then
-		install -m 0644 "$src" "$dst.dist"
+		install -m "$mode" "$src" "$dst.dist"
 		echo "install: kept your $dst; the new version is $dst.dist" >&2
 	fi
 }
 config conf/system/xenoeye.conf "$etc/xenoeye.conf"
 config conf/devices.conf "$etc/devices.conf"
 config conf/system/export.env "$etc/export.env"
+config conf/system/telegram.env "$etc/telegram.env" 0600
 
-for u in xenoeye.service xenoeye-export.service xenoeye-export.timer; do
+for u in xenoeye.service xenoeye-export.service xenoeye-export.timer xenoeye-telegram.service; do
 	sed "s#/usr/local#$PREFIX#g" "scripts/systemd/$u" > "$units/$u.tmp"
 	mv "$units/$u.tmp" "$units/$u"
 	chmod 0644 "$units/$u"

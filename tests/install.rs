@@ -35,7 +35,9 @@ fn installs_the_tree_and_keeps_edited_configs() {
         "etc/xenoeye/xenoeye.conf",
         "etc/xenoeye/devices.conf",
         "etc/xenoeye/export.env",
+        "etc/xenoeye/telegram.env",
         "etc/systemd/system/xenoeye.service",
+        "etc/systemd/system/xenoeye-telegram.service",
         "etc/systemd/system/xenoeye-export.service",
         "etc/systemd/system/xenoeye-export.timer",
     ] {
@@ -44,6 +46,9 @@ fn installs_the_tree_and_keeps_edited_configs() {
     for d in ["mo", "exp", "expfailed", "iplists", "notifications", "telemsg"] {
         assert!(root.join("var/lib/xenoeye").join(d).is_dir(), "{d}");
     }
+    use std::os::unix::fs::PermissionsExt;
+    let token_file = std::fs::metadata(root.join("etc/xenoeye/telegram.env")).unwrap();
+    assert_eq!(token_file.permissions().mode() & 0o777, 0o600, "the bot's token is readable by root alone");
     // The installed configuration is valid (its absolute paths moved under the root).
     let conf = std::fs::read_to_string(root.join("etc/xenoeye/xenoeye.conf")).unwrap();
     let rooted = conf.replace("\"/etc/", &format!("\"{}/etc/", root.display())).replace("\"/var/", &format!("\"{}/var/", root.display()));
@@ -69,7 +74,7 @@ fn systemd_units_verify() {
     let units = root.join("units");
     std::fs::create_dir_all(&units).unwrap();
     let mut args = vec!["verify".to_string()];
-    for u in ["xenoeye.service", "xenoeye-export.service", "xenoeye-export.timer"] {
+    for u in ["xenoeye.service", "xenoeye-export.service", "xenoeye-export.timer", "xenoeye-telegram.service"] {
         let text = std::fs::read_to_string(root.join("etc/systemd/system").join(u)).unwrap();
         assert!(!text.contains("/tmp/"), "installed units name the real paths");
         let p = units.join(u);
