@@ -473,16 +473,18 @@ pub fn process(batch: &Batch, decoder: &mut Decoder, sink: &mut impl ClockedSink
 }
 
 /// Serves the metrics when `metrics-listen` is set, until `stop`.
+#[allow(clippy::too_many_arguments)]
 fn start_metrics(
     cfg: &Config,
     workers: Vec<Arc<parking_lot::Mutex<metrics::WorkerSnapshot>>>,
     export: Arc<parking_lot::Mutex<ExportStats>>,
     hooks: Arc<parking_lot::Mutex<HookStats>>,
     live: &Arc<LiveObjects>,
+    exporters: Arc<parking_lot::Mutex<metrics::ExporterWatch>>,
     stop: &'static AtomicBool,
 ) -> Result<Option<std::thread::JoinHandle<()>>, String> {
     let Some(addr) = cfg.metrics_listen else { return Ok(None) };
-    let reg = Arc::new(metrics::Registry { workers, export, hooks, live: live.clone(), started: Instant::now() });
+    let reg = Arc::new(metrics::Registry { workers, export, hooks, live: live.clone(), started: Instant::now(), exporters });
     let (local, h) = metrics::serve(addr, reg, stop).map_err(|e| format!("metrics-listen {addr}: {e}"))?;
     log::info(&format!("metrics on http://{local}/metrics"));
     Ok(Some(h))
@@ -588,7 +590,7 @@ pub fn replay(cfg: &Config, objects: Arc<Objects>, files: &[PathBuf]) -> Result<
     let exporter = export::spawn(export_config(cfg, 1, export_lua), rx);
     // Metrics while replaying (a capture read from standard input can be scraped as it comes).
     let snapshot = Arc::new(parking_lot::Mutex::new(metrics::WorkerSnapshot { name: "replay".into(), ..Default::default() }));
-    let metrics_thread = start_metrics(cfg, vec![snapshot.clone()], exporter.stats.clone(), hooks.stats.clone(), &live, &REPLAY_DONE)?;
+    let metrics_thread = start_metrics(cfg, vec![snapshot.clone()], exporter.stats.clone(), hooks.stats.clone(), &live, Default::default(), &REPLAY_DONE)?;
     let result = replay_into(files, &mut decoder, &mut pipeline, |d, p| p.publish(d, &snapshot));
     pipeline.finish();
     REPLAY_DONE.store(true, Ordering::SeqCst);
@@ -809,7 +811,8 @@ fn stopped_thread(workers: &[Worker], hooks: &HookHandle, exporter: &export::Exp
 }
 
 /// The main thread's work until SIGTERM/SIGINT: reloads on SIGHUP, pets the systemd watchdog
-/// while every worker goes round its loop, saves the templates every 5 seconds. A thread
+/// while every worker goes round its loop, saves the templates every 5 seconds, logs the
+/// exporters that fall silent and come back (once a second, see [`ExporterWatching`]). A thread
 /// that ended by itself (a panic) stops the collector with an error, so that the service
 /// manager restarts it (open windows of the other workers are written, active alerts taken
 /// up again) rather than leaving it running without capture, alerts or exports. Returns it.
@@ -824,6 +827,7 @@ fn supervise(
     store: &TemplateStore,
     save_limiter: &mut log::RateLimit,
     retirements: &mut Retirements,
+    mut exporters: ExporterWatching,
 ) -> Option<String> {
     let watchdog = systemd::watchdog_interval();
     let mut last_pet = Instant::now();
@@ -859,8 +863,33 @@ fn supervise(
             save_templates(store, save_limiter);
             last_save = Instant::now();
         }
+        exporters.go_on();
     }
     None
+}
+
+/// The main thread's look at the exporters, once a second (see [`metrics::ExporterWatch`]).
+struct ExporterWatching {
+    snapshots: Vec<Arc<parking_lot::Mutex<metrics::WorkerSnapshot>>>,
+    watch: Arc<parking_lot::Mutex<metrics::ExporterWatch>>,
+    last: Instant,
+}
+
+impl ExporterWatching {
+    fn go_on(&mut self) {
+        if self.last.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.last = Instant::now();
+        let datagrams = metrics::exporter_datagrams(&self.snapshots);
+        for (warning, line) in self.watch.lock().look(&datagrams, capture::now_ms()) {
+            if warning {
+                log::warn(&line);
+            } else {
+                log::info(&line);
+            }
+        }
+    }
 }
 
 /// Runs the collector until SIGTERM/SIGINT; returns the counters of the whole run.
@@ -886,11 +915,12 @@ pub fn run(cfg: &Config, objects: Arc<Objects>) -> Result<Summary, String> {
         workers.push(start_worker(spec, decoder, pipeline)?);
     }
     let mut save_limiter = log::RateLimit::new(Duration::from_secs(60));
-    let snapshots = workers.iter().map(|w| w.published.snapshot.clone()).collect();
-    let metrics_thread = start_metrics(cfg, snapshots, export_stats, hook_stats, &live, &SHUTDOWN)?;
+    let snapshots: Vec<_> = workers.iter().map(|w| w.published.snapshot.clone()).collect();
+    let watch = ExporterWatching { snapshots: snapshots.clone(), watch: Default::default(), last: Instant::now() };
+    let metrics_thread = start_metrics(cfg, snapshots, export_stats, hook_stats, &live, watch.watch.clone(), &SHUTDOWN)?;
     systemd::notify(&format!("READY=1\nSTATUS={} workers, {} monitoring objects", workers.len(), objects.count()));
     let mut retirements = Retirements::default();
-    let stopped = supervise(cfg, &live, &hooks_tx, &workers, &hooks, &exporter, &store, &mut save_limiter, &mut retirements);
+    let stopped = supervise(cfg, &live, &hooks_tx, &workers, &hooks, &exporter, &store, &mut save_limiter, &mut retirements, watch);
     systemd::notify("STOPPING=1");
     hooks.stopping();
     if let Some(h) = metrics_thread {

@@ -40,6 +40,73 @@ pub struct Registry {
     pub hooks: Arc<Mutex<HookStats>>,
     pub live: Arc<LiveObjects>,
     pub started: std::time::Instant,
+    /// Exporters' silences (live runs; empty in a replay).
+    pub exporters: Arc<Mutex<ExporterWatch>>,
+}
+
+/// How long an exporter may send nothing before the log says it fell silent (ms).
+pub const SILENT_AFTER_MS: u64 = 60_000;
+
+/// Exporters that fell silent. An exporter's traffic that stops arriving is not traffic that
+/// dropped, but the moving averages cannot tell: its keys' underlimits start and their
+/// overlimits cannot. So the log says when an exporter sent nothing for
+/// [`SILENT_AFTER_MS`] and when it sends again, and `xenoeye_exporter_idle_seconds` shows
+/// for how long. The main thread feeds it about once a second from the workers' snapshots
+/// (never from the flow path).
+#[derive(Debug, Default)]
+pub struct ExporterWatch {
+    seen: BTreeMap<IpAddr, Seen>,
+}
+
+#[derive(Debug)]
+struct Seen {
+    datagrams: u64,
+    /// When `datagrams` last moved (ms; when first seen, for an exporter seen first).
+    moved_ms: u64,
+    /// The silence was logged.
+    told: bool,
+}
+
+impl ExporterWatch {
+    /// Takes each exporter's datagrams so far (see [`exporter_datagrams`]) at `now_ms`;
+    /// returns what to log: (a warning?, the line).
+    pub fn look(&mut self, datagrams: &BTreeMap<IpAddr, u64>, now_ms: u64) -> Vec<(bool, String)> {
+        let mut said = Vec::new();
+        // The unspecified address counts the exporters beyond the ones counted one by one.
+        for (&ip, &n) in datagrams.iter().filter(|(ip, _)| !ip.is_unspecified()) {
+            let seen = self.seen.entry(ip).or_insert(Seen { datagrams: n, moved_ms: now_ms, told: false });
+            let idle_s = now_ms.saturating_sub(seen.moved_ms) / 1000;
+            if n != seen.datagrams {
+                if seen.told {
+                    said.push((false, format!("exporter {ip} sends again after {idle_s} s of silence")));
+                }
+                *seen = Seen { datagrams: n, moved_ms: now_ms, told: false };
+            } else if !seen.told && now_ms.saturating_sub(seen.moved_ms) >= SILENT_AFTER_MS {
+                seen.told = true;
+                said.push((
+                    true,
+                    format!("exporter {ip} silent for {idle_s} s: its traffic is missing from the windows and moving averages (underlimits of its keys may start, overlimits cannot)"),
+                ));
+            }
+        }
+        said
+    }
+
+    /// Seconds since each exporter's datagrams last came, as of `now_ms`.
+    pub fn idle_seconds(&self, now_ms: u64) -> Vec<(IpAddr, u64)> {
+        self.seen.iter().map(|(ip, s)| (*ip, now_ms.saturating_sub(s.moved_ms) / 1000)).collect()
+    }
+}
+
+/// Each exporter's datagrams so far, summed over the workers' snapshots (nothing cloned).
+pub fn exporter_datagrams(workers: &[Arc<Mutex<WorkerSnapshot>>]) -> BTreeMap<IpAddr, u64> {
+    let mut totals = BTreeMap::new();
+    for w in workers {
+        for (ip, e) in &w.lock().exporters {
+            *totals.entry(*ip).or_insert(0) += e.datagrams;
+        }
+    }
+    totals
 }
 
 fn esc(s: &str) -> String {
@@ -77,6 +144,9 @@ impl Registry {
         export_metrics(&mut out, &self.export.lock().clone());
         mavg_metrics(&mut out, &self.live.get());
         hook_metrics(&mut out, &self.hooks.lock().clone());
+        let idle = self.exporters.lock().idle_seconds(crate::capture::now_ms());
+        let rows = idle.into_iter().map(|(ip, s)| (format!("{{exporter=\"{ip}\"}}"), s)).collect();
+        out.metric("exporter_idle_seconds", "gauge", "Seconds since the exporter's last datagram (live runs).", rows);
         out.one("uptime_seconds", "gauge", "Seconds since start.", self.started.elapsed().as_secs());
         out.text
     }
@@ -118,9 +188,11 @@ impl Registry {
              Lua calls {}, errors {}, cut {}, dropped {}</p>",
             h.events, h.scripts_running, h.scripts_waiting, h.scripts_started, h.scripts_ok, h.scripts_failed, h.scripts_timed_out, h.scripts_dropped, h.lua.calls, h.lua.errors, h.lua.cut, h.lua.dropped
         );
-        s.push_str("<h2>Exporters</h2><table><tr><th>exporter</th><th>datagrams</th><th>flows</th><th>errors</th></tr>");
+        s.push_str("<h2>Exporters</h2><table><tr><th>exporter</th><th>datagrams</th><th>flows</th><th>errors</th><th>idle s</th></tr>");
+        let idle: HashMap<IpAddr, u64> = self.exporters.lock().idle_seconds(crate::capture::now_ms()).into_iter().collect();
         for (ip, e) in exporter_totals(&snaps) {
-            let _ = write!(s, "<tr><td>{ip}</td><td>{}</td><td>{}</td><td>{}</td></tr>", e.datagrams, e.flows, e.errors);
+            let idle = idle.get(&ip).map_or(String::new(), |s| s.to_string());
+            let _ = write!(s, "<tr><td>{ip}</td><td>{}</td><td>{}</td><td>{}</td><td>{idle}</td></tr>", e.datagrams, e.flows, e.errors);
         }
         s.push_str("</table></body></html>\n");
         s
@@ -437,6 +509,7 @@ mod tests {
             hooks: Default::default(),
             live: LiveObjects::new(Arc::new(objects)),
             started: Instant::now(),
+            exporters: Default::default(),
         };
         let stop: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
         let (addr, _thread) = serve_clients("127.0.0.1:0".parse().unwrap(), Arc::new(reg), stop, Duration::from_millis(300)).unwrap();
@@ -451,6 +524,25 @@ mod tests {
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
         out
+    }
+
+    #[test]
+    fn an_exporter_silent_for_a_minute_is_told_once_and_its_return_too() {
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let mut watch = ExporterWatch::default();
+        let at = |pairs: &[(IpAddr, u64)]| pairs.iter().copied().collect::<BTreeMap<_, _>>();
+        let other: IpAddr = "::".parse().unwrap(); // the exporters beyond those counted one by one
+        const T: u64 = 1_800_000_000_000;
+        assert!(watch.look(&at(&[(a, 10), (b, 5), (other, 1)]), T).is_empty());
+        assert!(watch.look(&at(&[(a, 20), (b, 5), (other, 1)]), T + 30_000).is_empty(), "b idle 30 s");
+        assert!(watch.look(&at(&[(a, 30), (b, 5), (other, 1)]), T + 59_000).is_empty(), "b idle 59 s");
+        let said = watch.look(&at(&[(a, 40), (b, 5), (other, 1)]), T + 61_000);
+        assert_eq!(said, vec![(true, "exporter 192.0.2.2 silent for 61 s: its traffic is missing from the windows and moving averages (underlimits of its keys may start, overlimits cannot)".to_string())]);
+        assert!(watch.look(&at(&[(a, 50), (b, 5), (other, 1)]), T + 90_000).is_empty(), "told once");
+        assert_eq!(watch.idle_seconds(T + 95_000), vec![(a, 5), (b, 95)]);
+        let said = watch.look(&at(&[(a, 60), (b, 6), (other, 1)]), T + 100_000);
+        assert_eq!(said, vec![(false, "exporter 192.0.2.2 sends again after 100 s of silence".to_string())]);
+        assert_eq!(watch.idle_seconds(T + 100_000), vec![(a, 0), (b, 0)]);
     }
 
     #[test]

@@ -607,6 +607,9 @@ fn metrics_count_what_was_sent() {
         page = http_get(&maddr, "/metrics").unwrap_or_default();
     }
     assert!(metric(&page, "xenoeye_mavg_sweeps_total ").unwrap_or(0) >= 2, "{page}");
+    // The exporter sent seconds ago (its silences are watched once a second).
+    assert!(metric(&page, "xenoeye_exporter_idle_seconds{exporter=\"127.0.0.1\"}").is_some_and(|s| s < 30), "{page}");
+    assert!(http_get(&maddr, "/").unwrap().contains("<th>idle s</th>"));
     assert!(metric(&page, "xenoeye_mavg_sweep_last_microseconds ").is_some(), "{page}");
     assert!(metric(&page, "xenoeye_mavg_keys{object=\"hosts\",mavg=\"m\"}").unwrap_or(0) > 0, "{page}");
     assert_eq!(metric(&page, "xenoeye_mavg_events_held{object=\"hosts\",mavg=\"m\"}"), Some(0), "{page}");
