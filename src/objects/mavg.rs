@@ -343,9 +343,11 @@ struct Row {
 /// What a key needs beyond its row, kept for the few keys that need it: its limits' states
 /// (one holds, or waits for back-to-normal), and in a moving average with an underlimit, when
 /// its first flow came while its average still fills (see [`Mavg::fill`]).
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct KeyState {
-    limits: [LimitState; MAX_LIMITS],
+    /// Made when a limit first needs it (boxed: most keys of an average with an underlimit
+    /// have a state only while their average fills, and then this is all they take).
+    limits: Option<Box<[LimitState; MAX_LIMITS]>>,
     /// The key's first flow (ms), while its average fills; 0 once it is full.
     first_ms: u64,
 }
@@ -356,7 +358,7 @@ type LimitStates = HashMap<PackedKey, KeyState, WordsBuild>;
 
 /// A key's state for limit `l`, made when first needed.
 fn limit_state<'a>(limits: &'a mut LimitStates, key: &PackedKey, l: usize) -> &'a mut LimitState {
-    &mut limits.entry(*key).or_default().limits[l]
+    &mut limits.entry(*key).or_default().limits.get_or_insert_with(|| Box::new([LimitState::default(); MAX_LIMITS]))[l]
 }
 
 /// Windows after a key's first flow during which an underlimit allows for its average still

@@ -270,7 +270,7 @@ impl Mavg {
             let limits = &shard.limits[self.member];
             shard.rows.for_each(now_ms, self.member, |key, row| {
                 for limit in (0..self.limits.len()).filter(|&l| row.active(l)) {
-                    let st = limits.get(&key).map_or_else(LimitState::default, |s| s.limits[limit]);
+                    let st = limits.get(&key).and_then(|s| s.limits.as_ref()).map_or_else(LimitState::default, |s| s[limit]);
                     out.push(self.on_alert(key, row, &st, limit, now_ms));
                 }
             });
