@@ -132,12 +132,13 @@ class Anomaly:
         if self.todo:
             return
         if self.colour == RED:
+            # NAME.n goes first: a stop in between must not send the red again.
+            os.remove(self.base + ".n")
             if not os.path.isfile(self.progress):
                 open(self.progress, "w").close()
             os.rename(self.progress, self.base + ".-")
-            os.remove(self.base + ".n")
         else:
-            for ext in (".n", ".s", ".-", ".s-done"):
+            for ext in (".n", ".s", ".-", ".n-done", ".s-done"):
                 if os.path.isfile(self.base + ext):
                     os.remove(self.base + ext)
 
