@@ -916,7 +916,8 @@ pub fn run(cfg: &Config, objects: Arc<Objects>) -> Result<Summary, String> {
     }
     let mut save_limiter = log::RateLimit::new(Duration::from_secs(60));
     let snapshots: Vec<_> = workers.iter().map(|w| w.published.snapshot.clone()).collect();
-    let watch = ExporterWatching { snapshots: snapshots.clone(), watch: Default::default(), last: Instant::now() };
+    let silence = metrics::ExporterWatch::new(cfg.exporter_silence.saturating_mul(1000));
+    let watch = ExporterWatching { snapshots: snapshots.clone(), watch: Arc::new(parking_lot::Mutex::new(silence)), last: Instant::now() };
     let metrics_thread = start_metrics(cfg, snapshots, export_stats, hook_stats, &live, watch.watch.clone(), &SHUTDOWN)?;
     systemd::notify(&format!("READY=1\nSTATUS={} workers, {} monitoring objects", workers.len(), objects.count()));
     let mut retirements = Retirements::default();

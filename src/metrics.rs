@@ -44,17 +44,16 @@ pub struct Registry {
     pub exporters: Arc<Mutex<ExporterWatch>>,
 }
 
-/// How long an exporter may send nothing before the log says it fell silent (ms).
-pub const SILENT_AFTER_MS: u64 = 60_000;
-
 /// Exporters that fell silent. An exporter's traffic that stops arriving is not traffic that
 /// dropped, but the moving averages cannot tell: its keys' underlimits start and their
-/// overlimits cannot. So the log says when an exporter sent nothing for
-/// [`SILENT_AFTER_MS`] and when it sends again, and `xenoeye_exporter_idle_seconds` shows
-/// for how long. The main thread feeds it about once a second from the workers' snapshots
-/// (never from the flow path).
+/// overlimits cannot. So the log says when an exporter sent nothing for `exporter-silence`
+/// seconds and when it sends again, and `xenoeye_exporter_idle_seconds` shows for how long.
+/// The main thread feeds it about once a second from the workers' snapshots (never from the
+/// flow path).
 #[derive(Debug, Default)]
 pub struct ExporterWatch {
+    /// A silence this long is logged (ms; 0: never).
+    silent_after_ms: u64,
     seen: BTreeMap<IpAddr, Seen>,
 }
 
@@ -68,6 +67,11 @@ struct Seen {
 }
 
 impl ExporterWatch {
+    /// A watch that logs silences of `silent_after_ms` (0: none; the gauge is kept all the same).
+    pub fn new(silent_after_ms: u64) -> ExporterWatch {
+        ExporterWatch { silent_after_ms, seen: BTreeMap::new() }
+    }
+
     /// Takes each exporter's datagrams so far (see [`exporter_datagrams`]) at `now_ms`;
     /// returns what to log: (a warning?, the line).
     pub fn look(&mut self, datagrams: &BTreeMap<IpAddr, u64>, now_ms: u64) -> Vec<(bool, String)> {
@@ -81,7 +85,7 @@ impl ExporterWatch {
                     said.push((false, format!("exporter {ip} sends again after {idle_s} s of silence")));
                 }
                 *seen = Seen { datagrams: n, moved_ms: now_ms, told: false };
-            } else if !seen.told && now_ms.saturating_sub(seen.moved_ms) >= SILENT_AFTER_MS {
+            } else if !seen.told && self.silent_after_ms > 0 && now_ms.saturating_sub(seen.moved_ms) >= self.silent_after_ms {
                 seen.told = true;
                 said.push((
                     true,
@@ -529,7 +533,7 @@ mod tests {
     #[test]
     fn an_exporter_silent_for_a_minute_is_told_once_and_its_return_too() {
         let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
-        let mut watch = ExporterWatch::default();
+        let mut watch = ExporterWatch::new(60_000);
         let at = |pairs: &[(IpAddr, u64)]| pairs.iter().copied().collect::<BTreeMap<_, _>>();
         let other: IpAddr = "::".parse().unwrap(); // the exporters beyond those counted one by one
         const T: u64 = 1_800_000_000_000;
@@ -543,6 +547,10 @@ mod tests {
         let said = watch.look(&at(&[(a, 60), (b, 6), (other, 1)]), T + 100_000);
         assert_eq!(said, vec![(false, "exporter 192.0.2.2 sends again after 100 s of silence".to_string())]);
         assert_eq!(watch.idle_seconds(T + 100_000), vec![(a, 0), (b, 0)]);
+        // `exporter-silence` 0: never told, still measured.
+        let mut never = ExporterWatch::new(0);
+        assert!(never.look(&at(&[(a, 1)]), T).is_empty() && never.look(&at(&[(a, 1)]), T + 3_600_000).is_empty());
+        assert_eq!(never.idle_seconds(T + 3_600_000), vec![(a, 3600)]);
     }
 
     #[test]

@@ -98,6 +98,8 @@ pub struct Config {
     pub db_export_timeout: u64,
     /// Where `/metrics` and the status page are served (`None`: not served).
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Seconds without a datagram after which an exporter is logged as silent (0: never).
+    pub exporter_silence: u64,
     /// Lua hooks: settings of the `lua` object.
     pub lua: LuaSettings,
     /// Keys present in the file that this version does not use (for a debug message).
@@ -109,7 +111,7 @@ pub struct Config {
 const KNOWN_KEYS: &[&str] = &[
     "capture", "sflow-capture", "rcvbufsize_m", "templates", "debug", "devices", "mo-dir",
     "export-dir", "iplists-dir", "notifications-dir", "db-type", "db-export", "script-timeout",
-    "max-scripts", "metrics-listen", "lua", "export-backlog-m", "db-export-timeout",
+    "max-scripts", "metrics-listen", "lua", "export-backlog-m", "db-export-timeout", "exporter-silence",
 ];
 
 /// Reads and validates `xenoeye.conf` and the devices file it names.
@@ -203,6 +205,7 @@ fn from_node(file: &Path, root: &Node, errors: &mut Vec<ConfigError>) -> Config 
     let db_export_timeout = count_key("db-export-timeout", 300, errors);
     let max_scripts = count_key("max-scripts", 16, errors) as usize;
     let metrics_listen = metrics_listen(file, root.get("metrics-listen"), errors);
+    let exporter_silence = root.get("exporter-silence").map(|n| ok_or(n.as_u64(file, "exporter-silence"), errors, 60)).unwrap_or(60);
     let lua = lua_settings(file, base, root.get("lua"), errors);
     let export_dir = path_key("export-dir", "/var/lib/xenoeye/exp", errors);
     let notifications_dir = path_key("notifications-dir", "/var/lib/xenoeye/notifications", errors);
@@ -233,6 +236,7 @@ fn from_node(file: &Path, root: &Node, errors: &mut Vec<ConfigError>) -> Config 
         export_backlog_m,
         db_export_timeout,
         metrics_listen,
+        exporter_silence,
         lua,
         ignored_keys,
         output_dirs,
@@ -446,7 +450,7 @@ mod tests {
         assert_eq!(c.mo_dir, PathBuf::from("/var/lib/xenoeye/mo"));
         assert_eq!(c.db_type, "pg");
         assert_eq!(c.db_export, None);
-        assert_eq!((c.export_backlog_m, c.db_export_timeout), (1024, 300));
+        assert_eq!((c.export_backlog_m, c.db_export_timeout, c.exporter_silence), (1024, 300, 60));
         assert_eq!(c.ignored_keys.len(), 2);
     }
 
@@ -462,6 +466,10 @@ mod tests {
         let errs = load(&f).unwrap_err();
         let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
         assert_eq!(text.len(), 2, "{text:?}");
+        // 0 is a value of its own for this key (never warn), a word is an error.
+        let with = |v: &str| write(&d, "x.conf", &format!("{{\"devices\": \"devices.conf\", \"capture\": [{{\"socket\": {{\"port\": 2055}}}}], \"exporter-silence\": {v}}}"));
+        assert_eq!(load(&with("0")).unwrap().exporter_silence, 0);
+        assert_eq!(load(&with("\"soon\"")).unwrap_err()[0].key, "exporter-silence");
         assert_eq!(text[0], format!("{}:3:35: 'capture[0].socket.port': port 70000 is out of range 1-65535", f.display()));
         assert_eq!(
             text[1],
