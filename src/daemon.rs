@@ -881,8 +881,8 @@ impl ExporterWatching {
             return;
         }
         self.last = Instant::now();
-        let datagrams = metrics::exporter_datagrams(&self.snapshots);
-        for (warning, line) in self.watch.lock().look(&datagrams, capture::now_ms()) {
+        let exporters = metrics::exporters_of(&self.snapshots);
+        for (warning, line) in self.watch.lock().look(&exporters, capture::now_ms()) {
             if warning {
                 log::warn(&line);
             } else {

@@ -72,12 +72,13 @@ impl ExporterWatch {
         ExporterWatch { silent_after_ms, seen: BTreeMap::new() }
     }
 
-    /// Takes each exporter's datagrams so far (see [`exporter_datagrams`]) at `now_ms`;
-    /// returns what to log: (a warning?, the line).
-    pub fn look(&mut self, datagrams: &BTreeMap<IpAddr, u64>, now_ms: u64) -> Vec<(bool, String)> {
+    /// Takes each exporter's counters so far (see [`exporters_of`]) at `now_ms`; returns what
+    /// to log: (a warning?, the line).
+    pub fn look(&mut self, exporters: &BTreeMap<IpAddr, ExporterStats>, now_ms: u64) -> Vec<(bool, String)> {
         let mut said = Vec::new();
         // The unspecified address counts the exporters beyond the ones counted one by one.
-        for (&ip, &n) in datagrams.iter().filter(|(ip, _)| !ip.is_unspecified()) {
+        for (&ip, e) in exporters.iter().filter(|(ip, _)| !ip.is_unspecified()) {
+            let n = e.datagrams;
             let seen = self.seen.entry(ip).or_insert(Seen { datagrams: n, moved_ms: now_ms, told: false });
             let idle_s = now_ms.saturating_sub(seen.moved_ms) / 1000;
             if n != seen.datagrams {
@@ -102,15 +103,11 @@ impl ExporterWatch {
     }
 }
 
-/// Each exporter's datagrams so far, summed over the workers' snapshots (nothing cloned).
-pub fn exporter_datagrams(workers: &[Arc<Mutex<WorkerSnapshot>>]) -> BTreeMap<IpAddr, u64> {
-    let mut totals = BTreeMap::new();
-    for w in workers {
-        for (ip, e) in &w.lock().exporters {
-            *totals.entry(*ip).or_insert(0) += e.datagrams;
-        }
-    }
-    totals
+/// Each exporter's counters summed over the workers' published snapshots (as
+/// the scrapes sum them, without cloning the snapshots).
+pub fn exporters_of(workers: &[Arc<Mutex<WorkerSnapshot>>]) -> BTreeMap<IpAddr, ExporterStats> {
+    let snaps: Vec<_> = workers.iter().map(|w| w.lock()).collect();
+    sum_exporters(snaps.iter().map(|w| &w.exporters))
 }
 
 fn esc(s: &str) -> String {
@@ -328,8 +325,13 @@ fn hook_metrics(out: &mut Exposition, h: &HookStats) {
 }
 
 fn exporter_totals(snaps: &[WorkerSnapshot]) -> BTreeMap<IpAddr, ExporterStats> {
+    sum_exporters(snaps.iter().map(|w| &w.exporters))
+}
+
+/// Workers' exporter counters summed per exporter, in address order.
+fn sum_exporters<'a>(maps: impl Iterator<Item = &'a ExporterMap>) -> BTreeMap<IpAddr, ExporterStats> {
     let mut totals: BTreeMap<IpAddr, ExporterStats> = BTreeMap::new();
-    for (ip, e) in snaps.iter().flat_map(|w| &w.exporters) {
+    for (ip, e) in maps.flatten() {
         totals.entry(*ip).or_default().add(e);
     }
     totals
@@ -534,7 +536,7 @@ mod tests {
     fn an_exporter_silent_for_a_minute_is_told_once_and_its_return_too() {
         let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
         let mut watch = ExporterWatch::new(60_000);
-        let at = |pairs: &[(IpAddr, u64)]| pairs.iter().copied().collect::<BTreeMap<_, _>>();
+        let at = |pairs: &[(IpAddr, u64)]| pairs.iter().map(|&(ip, datagrams)| (ip, ExporterStats { datagrams, ..Default::default() })).collect::<BTreeMap<_, _>>();
         let other: IpAddr = "::".parse().unwrap(); // the exporters beyond those counted one by one
         const T: u64 = 1_800_000_000_000;
         assert!(watch.look(&at(&[(a, 10), (b, 5), (other, 1)]), T).is_empty());
