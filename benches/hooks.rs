@@ -46,6 +46,7 @@ fn dispatch(dir: &Path, objects: &Objects) -> Duration {
         script_timeout: Duration::from_secs(10),
         max_scripts: 16,
         max_queued: 10_000,
+        max_parked: 1 << 18,
         lua: LuaConfig::default(),
         lua_threads: 4,
         lua_queue: EVENTS,

@@ -493,6 +493,10 @@ fn start_metrics(
 /// Bound on alert events waiting for the hook thread (more are dropped and counted).
 const EVENT_QUEUE: usize = 65536;
 
+/// Bound on alert events the hook thread holds parked behind their limits' full lanes of
+/// scripts (10,000 each): beyond it, it takes no more and the queue above fills.
+const MAX_PARKED_EVENTS: usize = 1 << 18;
+
 /// Takes up, for moving averages starting from zero (`mavgs`), the alerts an earlier run or
 /// configuration left active (see [`mavg::take_up_alerts`]), and says which notification
 /// files could not be; returns the files taken up.
@@ -541,6 +545,7 @@ fn start_hooks(
         script_timeout: Duration::from_secs(cfg.script_timeout),
         max_scripts: cfg.max_scripts,
         max_queued: 10_000,
+        max_parked: MAX_PARKED_EVENTS,
         lua: hooks::lua::LuaConfig {
             write_dirs: std::iter::once(cfg.notifications_dir.clone()).chain(cfg.lua.write_dirs.iter().cloned()).collect(),
             objects: Some(live.clone()),
@@ -979,6 +984,7 @@ mod tests {
             script_timeout: Duration::from_secs(1),
             max_scripts: 1,
             max_queued: 1,
+            max_parked: 1,
             lua: hooks::lua::LuaConfig::default(),
             lua_threads: 1,
             lua_queue: 1,

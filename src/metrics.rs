@@ -185,9 +185,9 @@ impl Registry {
         let h = self.hooks.lock().clone();
         let _ = write!(
             s,
-            "</ul><h2>Hooks</h2><p>alert events {}; scripts running {}, waiting {}, started {}, ok {}, failed {}, timed out {}, dropped {}; \
+            "</ul><h2>Hooks</h2><p>alert events {}, parked {}; scripts running {}, waiting {}, started {}, ok {}, failed {}, timed out {}, dropped {}; \
              Lua calls {}, errors {}, cut {}, dropped {}</p>",
-            h.events, h.scripts_running, h.scripts_waiting, h.scripts_started, h.scripts_ok, h.scripts_failed, h.scripts_timed_out, h.scripts_dropped, h.lua.calls, h.lua.errors, h.lua.cut, h.lua.dropped
+            h.events, h.events_waiting, h.scripts_running, h.scripts_waiting, h.scripts_started, h.scripts_ok, h.scripts_failed, h.scripts_timed_out, h.scripts_dropped, h.lua.calls, h.lua.errors, h.lua.cut, h.lua.dropped
         );
         s.push_str("<h2>Exporters</h2><table><tr><th>exporter</th><th>datagrams</th><th>flows</th><th>errors</th><th>idle s</th></tr>");
         let idle: HashMap<IpAddr, u64> = self.exporters.lock().idle_seconds(crate::capture::now_ms()).into_iter().collect();
@@ -316,6 +316,12 @@ fn hook_metrics(out: &mut Exposition, h: &HookStats) {
     out.one("hook_events_total", "counter", "Alert events handled by the hook thread.", h.events);
     out.one("hook_scripts_waiting", "gauge", "Hook scripts waiting for their turn (max-scripts run at once).", h.scripts_waiting);
     out.one("hook_scripts_running", "gauge", "Hook scripts running.", h.scripts_running);
+    out.one(
+        "hook_events_waiting",
+        "gauge",
+        "Alert events parked behind their limit's full lane of waiting scripts (taken as it drains).",
+        h.events_waiting,
+    );
     out.one(
         "hook_events_reconciled_total",
         "counter",

@@ -2,9 +2,12 @@
 //! flow path.
 //!
 //! Workers put [`Event`]s in a bounded queue, never blocking on it (when it is full, the
-//! moving averages hold starts and ends and drop rewrites: see `Mavg::emit`). This thread
-//! takes no event while its script queue is full, so no script is dropped (a stop leaves
-//! those still waiting: see [`HookHandle::stopping`]). It writes the notification files
+//! moving averages hold starts and ends and drop rewrites: see `Mavg::emit`). Scripts wait
+//! in a lane per limit, and lanes take turns (see [`turns`]): a storm of one limit's alerts
+//! does not hold up another limit's. A limit whose lane is full has its events parked in it
+//! until it drains; this thread takes no event while too many are parked, so no script is
+//! dropped (a stop leaves those still waiting: see [`HookHandle::stopping`]). It writes the
+//! notification files
 //! (created at start, rewritten every 3 seconds while the limit holds, deleted at
 //! back-to-normal) and runs the action and back-to-normal scripts: directly (no shell) with
 //! the original's argv, with a bound on how many run at once, a timeout after which a script
@@ -17,12 +20,13 @@
 
 pub mod lua;
 pub mod lua_pool;
+pub mod turns;
 
 use crate::fsutil::{rewrite_in_place, write_atomically};
 use crate::log;
-use crate::objects::mavg::{Event, LimitKind, Phase};
+use crate::objects::mavg::{notification_prefix, Event, LimitKind, Phase};
 use parking_lot::Mutex;
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -45,8 +49,12 @@ pub struct HookConfig {
     pub script_timeout: Duration,
     /// Scripts running at once; more wait in a queue.
     pub max_scripts: usize,
-    /// Scripts waiting at most; while that many wait, no event is taken (see `Hooks::run`).
+    /// Scripts waiting at most per limit; the limit's further events are parked until its
+    /// scripts drain (see [`turns`]).
     pub max_queued: usize,
+    /// Events parked at most, in all limits; while that many are, no event is taken (see
+    /// `Hooks::run`).
+    pub max_parked: usize,
     /// Lua hooks' limits and writable directories.
     pub lua: lua::LuaConfig,
     /// Threads running Lua hooks (each object's hooks always on the same one).
@@ -79,6 +87,8 @@ pub struct HookStats {
     /// Scripts waiting for their turn and running, now (how far behind the hooks are).
     pub scripts_waiting: u64,
     pub scripts_running: u64,
+    /// Events parked behind their limit's full lane of scripts, now (see [`turns`]).
+    pub events_waiting: u64,
     pub lua: lua::LuaStats,
 }
 
@@ -134,7 +144,8 @@ struct Queued {
 struct Hooks {
     cfg: HookConfig,
     lua: lua_pool::LuaPool,
-    queue: VecDeque<Queued>,
+    /// Scripts waiting, by limit, and events parked behind them.
+    turns: turns::Turns<Queued, Event>,
     running: Vec<Running>,
     stats: HookStats,
     shared: Arc<Mutex<HookStats>>,
@@ -174,7 +185,8 @@ pub fn spawn(cfg: HookConfig, rx: Receiver<Event>, exports: Option<Receiver<crat
             let (file_problems, script_problems) = (problem_limit(), problem_limit());
             let on = alerts_on(&cfg.notifications_dir);
             let in_effect = on.clone();
-            let mut h = Hooks { cfg, lua, queue: VecDeque::new(), running: Vec::new(), stats: HookStats::default(), shared, file_problems, script_problems, stop_asked: stop_asked_here, on, in_effect };
+            let turns = turns::Turns::new(cfg.max_queued);
+            let mut h = Hooks { cfg, lua, turns, running: Vec::new(), stats: HookStats::default(), shared, file_problems, script_problems, stop_asked: stop_asked_here, on, in_effect };
             h.run(rx, exports);
             h.stats
         })
@@ -187,6 +199,11 @@ pub fn spawn(cfg: HookConfig, rx: Receiver<Event>, exports: Option<Receiver<crat
 fn alerts_on(dir: &std::path::Path) -> HashSet<String> {
     let names = std::fs::read_dir(dir).into_iter().flatten().filter_map(|e| e.ok()?.file_name().into_string().ok());
     names.collect()
+}
+
+/// An event's lane: its limit's (see [`turns`]).
+fn lane_of(ev: &Event) -> String {
+    notification_prefix(&ev.mavg, ev.limit_spec())
 }
 
 /// Local time as ctime(3) writes it, without the newline: `Wed Jan 25 23:10:25 2023`.
@@ -217,15 +234,15 @@ impl Hooks {
             // Scripts running are polled for their end and timeout; with none, the thread
             // sleeps until an event comes (exports' Lua hooks wait at most 100 ms), so an idle
             // collector wakes it a few times a second, not fifty.
-            let busy = !self.running.is_empty() || !self.queue.is_empty();
+            let busy = !self.running.is_empty() || self.turns.scripts() > 0;
             let wait = Duration::from_millis(match (busy, exports.is_some()) {
                 (true, _) => 20,
                 (false, true) => 100,
                 (false, false) => 250,
             });
-            // While `max_queued` scripts wait, no event is taken: the queue before this thread
-            // fills and the moving averages hold the starts and ends (see `Mavg::emit`), rather
-            // than this thread dropping scripts.
+            // While `max_parked` events are parked, no event is taken: the queue before this
+            // thread fills and the moving averages hold the starts and ends (see `Mavg::emit`),
+            // rather than this thread dropping scripts.
             if self.grace_over() {
                 // Stopping, and the grace for a backlog is over: what still comes is left.
                 match rx.recv_timeout(wait) {
@@ -233,7 +250,7 @@ impl Hooks {
                     Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
-            } else if self.queue.len() >= self.cfg.max_queued {
+            } else if self.turns.parked() >= self.cfg.max_parked {
                 std::thread::sleep(wait);
             } else {
                 match rx.recv_timeout(wait) {
@@ -241,7 +258,7 @@ impl Hooks {
                         self.event(ev);
                         // A flood: handle what is queued, then hand its Lua calls over at once.
                         for _ in 0..1023 {
-                            if self.queue.len() >= self.cfg.max_queued {
+                            if self.turns.parked() >= self.cfg.max_parked {
                                 break;
                             }
                             match rx.try_recv() {
@@ -272,7 +289,7 @@ impl Hooks {
             }
         }
         self.lua.finish(LUA_GRACE);
-        while !self.queue.is_empty() || !self.running.is_empty() {
+        while self.turns.scripts() > 0 || !self.running.is_empty() {
             self.start_queued();
             std::thread::sleep(Duration::from_millis(20));
             self.reap();
@@ -293,14 +310,15 @@ impl Hooks {
         self.stop_asked.get().is_some_and(|t| t.elapsed() >= self.cfg.stop_grace)
     }
 
-    /// A stop's grace is over: the scripts waiting are not started. The notification files
-    /// of their alerts are made to say whether each alert's start took effect: an alert
-    /// whose action script did not start loses its file (the next start finds it again by
-    /// its traffic and runs the action script then); one whose back2norm script did not
-    /// start keeps it (the next start takes it up, and its back2norm script runs when it
-    /// ends).
+    /// A stop's grace is over: the scripts waiting are not started, and the events parked
+    /// behind them are left. The notification files of their alerts are made to say whether
+    /// each alert's start took effect: an alert whose action script did not start loses its
+    /// file (the next start finds it again by its traffic and runs the action script then);
+    /// one whose back2norm script did not start keeps it (the next start takes it up, and its
+    /// back2norm script runs when it ends). A parked event was not handled: as one not taken.
     fn leave_queued(&mut self) {
-        let left: Vec<Queued> = self.queue.drain(..).collect();
+        let (left, parked) = self.turns.drain();
+        self.stats.events_left_at_stop += parked.len() as u64;
         let actions = left.iter().filter(|q| q.action).count();
         self.stats.scripts_left_at_stop += left.len() as u64;
         for q in &left {
@@ -323,7 +341,8 @@ impl Hooks {
 
     fn publish(&mut self) {
         self.stats.lua = self.lua.stats();
-        (self.stats.scripts_waiting, self.stats.scripts_running) = (self.queue.len() as u64, self.running.len() as u64);
+        (self.stats.scripts_waiting, self.stats.scripts_running) = (self.turns.scripts() as u64, self.running.len() as u64);
+        self.stats.events_waiting = self.turns.parked() as u64;
         let mut s = self.shared.lock();
         if *s != self.stats {
             *s = self.stats.clone();
@@ -365,7 +384,31 @@ impl Hooks {
         Some(Event { phase, ..ev })
     }
 
+    /// An event from the moving averages: handled now, or parked behind its limit's full lane
+    /// of scripts (a dump, which runs no script, is written now).
     fn event(&mut self, ev: Event) {
+        if self.may_wait(&ev) {
+            let lane = lane_of(&ev);
+            if self.turns.must_park(&lane) {
+                return self.turns.park(&lane, ev);
+            }
+        }
+        self.handle(ev);
+    }
+
+    /// Whether an event may have to be parked: it is a limit's (not a dump), and that limit
+    /// runs scripts or some events are parked (a reload may have taken a limit's scripts
+    /// away while its events were parked).
+    fn may_wait(&self, ev: &Event) -> bool {
+        if matches!(ev.phase, Phase::Dump { .. }) {
+            return false;
+        }
+        let limit = ev.limit_spec();
+        limit.action_script.is_some() || limit.back2norm_script.is_some() || self.turns.parked() > 0
+    }
+
+    /// Applies an event: notification file, log, Lua hook, script queued.
+    fn handle(&mut self, ev: Event) {
         self.stats.events += 1;
         if let Phase::Dump { rewrite, append } = ev.phase {
             return self.dump(&ev, rewrite, append);
@@ -472,11 +515,6 @@ impl Hooks {
     /// Queues a script with the original's argv:
     /// `object mavg limit notification-file key1 [key2 ...] value threshold`.
     fn enqueue(&mut self, script: PathBuf, ev: &Event, alert: &str, file: &std::path::Path, action: bool) {
-        if self.queue.len() >= self.cfg.max_queued {
-            // Not reached (`run` takes no event then); a bound all the same.
-            self.stats.scripts_dropped += 1;
-            return;
-        }
         let mut args = vec![
             crate::objects::flat_name(&ev.mavg.object),
             ev.mavg.name.clone(),
@@ -487,17 +525,21 @@ impl Hooks {
         args.push(whole(ev.value));
         args.push(whole(ev.threshold));
         let what = format!("{} {}", script.display(), args.join(" "));
-        self.queue.push_back(Queued { script, args, what, alert: alert.to_string(), action });
+        if !self.turns.push(&lane_of(ev), Queued { script, args, what, alert: alert.to_string(), action }) {
+            // Not reached (`event` parks the events of a full lane); a bound all the same.
+            self.stats.scripts_dropped += 1;
+        }
     }
 
-    /// Starts waiting scripts while fewer than `max_scripts` run; once a stop's grace is
-    /// over, leaves them instead (see [`Hooks::leave_queued`]).
+    /// Starts waiting scripts while fewer than `max_scripts` run, lanes taking turns, and
+    /// handles the events parked in a lane as it makes room; once a stop's grace is over,
+    /// leaves them instead (see [`Hooks::leave_queued`]).
     fn start_queued(&mut self) {
-        if self.grace_over() && !self.queue.is_empty() {
+        if self.grace_over() && self.turns.scripts() + self.turns.parked() > 0 {
             return self.leave_queued();
         }
         while self.running.len() < self.cfg.max_scripts {
-            let Some(Queued { script, args, what, alert, action }) = self.queue.pop_front() else { break };
+            let Some((Queued { script, args, what, alert, action }, lane)) = self.turns.pop() else { break };
             // The alert's start or end takes effect now, whether the script can run or not.
             if action {
                 self.in_effect.insert(alert);
@@ -513,6 +555,11 @@ impl Hooks {
                     self.stats.scripts_failed += 1;
                     self.script_problems.log(log::error, || format!("cannot run {what}: {e}"));
                 }
+            }
+            // The lane has room: the events parked in it are handled (after this script's
+            // alert took effect: they came after it).
+            while let Some(ev) = self.turns.unpark(&lane) {
+                self.handle(ev);
             }
         }
     }
@@ -571,6 +618,7 @@ mod tests {
             end.display()
         );
         let file = d.join("mo.conf");
+        std::fs::write(&file, &conf).unwrap();
         let node = json::parse(&conf, &file).unwrap();
         let mavg = Arc::new(mavg::parse(&file, "o", &d, &node, 0).unwrap());
         (d, mavg)
@@ -583,6 +631,7 @@ mod tests {
             script_timeout,
             max_scripts,
             max_queued,
+            max_parked: 1 << 18,
             lua: lua::LuaConfig::default(),
             lua_threads: 1,
             lua_queue: 100,
@@ -666,10 +715,11 @@ mod tests {
 
     #[test]
     fn scripts_beyond_the_queue_bound_wait_instead_of_being_dropped() {
-        // Room for 2 waiting scripts, 1 running: 12 events are taken as scripts finish.
+        // Room for 2 waiting scripts and 3 parked events, 1 running: 12 events are taken as
+        // scripts finish.
         let (d, m) = setup("backlog", &format!("echo \"$*\" >> {0}/log; sleep 0.05", "$(dirname $0)"));
         let (tx, rx) = sync_channel(100);
-        let cfg = hook_config(&d, Duration::from_secs(5), 1, 2);
+        let cfg = HookConfig { max_parked: 3, ..hook_config(&d, Duration::from_secs(5), 1, 2) };
         let h = spawn(cfg, rx, None);
         for k in 0..12 {
             tx.send(start_event(&m, k)).unwrap();
@@ -681,6 +731,39 @@ mod tests {
         let keys: Vec<&str> = log.lines().map(|l| l.split(' ').nth(4).unwrap()).collect();
         let want: Vec<String> = (0..12).map(|k| std::net::Ipv4Addr::from(k as u32).to_string()).collect();
         assert_eq!(keys, want, "in order");
+    }
+
+    /// The moving average of `setup` in `d`, of another object (`p`): another limit.
+    fn of_another_object(d: &Path) -> Arc<Mavg> {
+        let file = d.join("mo.conf");
+        let node = json::parse(&std::fs::read_to_string(&file).unwrap(), &file).unwrap();
+        Arc::new(mavg::parse(&file, "p", d, &node, 0).unwrap())
+    }
+
+    #[test]
+    fn a_storm_of_one_limits_alerts_does_not_hold_up_another_limits_script() {
+        // One script at a time, 10 ms each: 100 starts of o's limit, then one of p's. Ten of
+        // o's scripts wait in its lane, the rest of its events are parked behind them.
+        let (d, storm) = setup("turns", &format!("sleep 0.01; echo \"$1 $5\" >> {0}/log", "$(dirname $0)"));
+        let other = of_another_object(&d);
+        let (tx, rx) = sync_channel(1000);
+        let h = spawn(hook_config(&d, Duration::from_secs(5), 1, 10), rx, None);
+        for k in 0..100 {
+            tx.send(start_event(&storm, k)).unwrap();
+        }
+        tx.send(start_event(&other, 9)).unwrap();
+        drop(tx);
+        let stats = h.join().unwrap();
+        let log = std::fs::read_to_string(d.join("log")).unwrap();
+        let lines: Vec<&str> = log.lines().collect();
+        let at = lines.iter().position(|l| *l == "p 0.0.0.9").expect("p's script ran");
+        assert!(at < 5, "p's script waited for {at} of the storm's: {log}");
+        // The storm's scripts ran in order, every alert has its file, nothing is left parked.
+        let storm_keys: Vec<String> = lines.iter().filter_map(|l| l.strip_prefix("o ")).map(String::from).collect();
+        let want: Vec<String> = (0..100).map(|k| std::net::Ipv4Addr::from(k as u32).to_string()).collect();
+        assert_eq!(storm_keys, want);
+        assert_eq!((stats.events, stats.scripts_started, stats.scripts_ok, stats.events_waiting), (101, 101, 101, 0));
+        assert_eq!(std::fs::read_dir(d.join("notifications")).unwrap().count(), 101);
     }
 
     #[test]

@@ -1,0 +1,188 @@
+//! The scripts waiting to run, taken in turn by limit: a storm of alerts of one limit (a scan
+//! starting an alert per host, thousands at once) waits behind itself, not in front of
+//! another limit's alert (a flood against a customer), whose script runs next.
+//!
+//! Each limit (object, moving average, limit) has a lane: its scripts in arrival order, and
+//! behind them, once it holds `per_lane` scripts, its events not handled yet (parked), in
+//! arrival order too. A lane's order is its alerts' order, so an alert's action and
+//! back2norm scripts still alternate. Lanes with scripts take turns, one script each.
+
+use std::collections::{HashMap, VecDeque};
+
+/// The lanes: scripts `S` and parked events `E`, by limit.
+pub struct Turns<S, E> {
+    lanes: HashMap<String, Lane<S, E>>,
+    /// The lanes with scripts waiting, in the order of their next turn (a lane is here
+    /// exactly while it has scripts).
+    turn: VecDeque<String>,
+    scripts: usize,
+    parked: usize,
+    per_lane: usize,
+}
+
+struct Lane<S, E> {
+    scripts: VecDeque<S>,
+    parked: VecDeque<E>,
+}
+
+impl<S, E> Lane<S, E> {
+    fn new() -> Lane<S, E> {
+        Lane { scripts: VecDeque::new(), parked: VecDeque::new() }
+    }
+}
+
+impl<S, E> Turns<S, E> {
+    /// Lanes of at most `per_lane` scripts each (at least one).
+    pub fn new(per_lane: usize) -> Turns<S, E> {
+        Turns { lanes: HashMap::new(), turn: VecDeque::new(), scripts: 0, parked: 0, per_lane: per_lane.max(1) }
+    }
+
+    /// Scripts waiting, in all lanes.
+    pub fn scripts(&self) -> usize {
+        self.scripts
+    }
+
+    /// Events parked, in all lanes.
+    pub fn parked(&self) -> usize {
+        self.parked
+    }
+
+    /// Whether an event of `lane` must be parked rather than handled now: its lane holds
+    /// `per_lane` scripts, or events parked before it.
+    pub fn must_park(&self, lane: &str) -> bool {
+        self.lanes.get(lane).is_some_and(|l| !l.parked.is_empty() || l.scripts.len() >= self.per_lane)
+    }
+
+    /// Parks an event of `lane` behind its others.
+    pub fn park(&mut self, lane: &str, ev: E) {
+        self.lane_mut(lane).parked.push_back(ev);
+        self.parked += 1;
+    }
+
+    /// Queues a script in `lane`; false (and nothing queued) when the lane is full, which
+    /// [`Turns::must_park`] prevents.
+    pub fn push(&mut self, lane: &str, script: S) -> bool {
+        let per_lane = self.per_lane;
+        let l = self.lane_mut(lane);
+        if l.scripts.len() >= per_lane {
+            return false;
+        }
+        l.scripts.push_back(script);
+        if l.scripts.len() == 1 {
+            self.turn.push_back(lane.to_string());
+        }
+        self.scripts += 1;
+        true
+    }
+
+    /// The next script, of the lane whose turn it is, with that lane's name (whose parked
+    /// events may now have room: see [`Turns::unpark`]).
+    pub fn pop(&mut self) -> Option<(S, String)> {
+        let name = self.turn.pop_front()?;
+        let lane = self.lanes.get_mut(&name).expect("a lane in turn exists");
+        let script = lane.scripts.pop_front().expect("a lane in turn has scripts");
+        self.scripts -= 1;
+        if !lane.scripts.is_empty() {
+            self.turn.push_back(name.clone());
+        }
+        Some((script, name))
+    }
+
+    /// The oldest event parked in `lane`, if its lane has room for a script again.
+    pub fn unpark(&mut self, lane: &str) -> Option<E> {
+        let per_lane = self.per_lane;
+        let l = self.lanes.get_mut(lane)?;
+        if l.scripts.len() >= per_lane {
+            return None;
+        }
+        let ev = l.parked.pop_front()?;
+        self.parked -= 1;
+        Some(ev)
+    }
+
+    /// Takes every script and every parked event out (a stop leaving them), in lane order.
+    pub fn drain(&mut self) -> (Vec<S>, Vec<E>) {
+        self.turn.clear();
+        (self.scripts, self.parked) = (0, 0);
+        let (mut scripts, mut parked) = (Vec::new(), Vec::new());
+        for lane in self.lanes.values_mut() {
+            scripts.extend(lane.scripts.drain(..));
+            parked.extend(lane.parked.drain(..));
+        }
+        (scripts, parked)
+    }
+
+    fn lane_mut(&mut self, lane: &str) -> &mut Lane<S, E> {
+        // Lanes are kept once made: one per limit of the configuration, a few at most.
+        if !self.lanes.contains_key(lane) {
+            self.lanes.insert(lane.to_string(), Lane::new());
+        }
+        self.lanes.get_mut(lane).expect("just made")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Scripts of `turns` in the order they are taken, parked events unparked as their lane
+    /// makes room (each becoming a script of its lane).
+    fn run_all(turns: &mut Turns<String, String>) -> Vec<String> {
+        let mut order = Vec::new();
+        while let Some((script, lane)) = turns.pop() {
+            order.push(script);
+            while let Some(ev) = turns.unpark(&lane) {
+                assert!(turns.push(&lane, ev));
+            }
+        }
+        order
+    }
+
+    #[test]
+    fn lanes_take_turns_and_each_keeps_its_order() {
+        let mut t = Turns::new(100);
+        for k in 0..5 {
+            assert!(t.push("scan", format!("scan{k}")));
+        }
+        t.push("flood", "flood0".into());
+        t.push("flood", "flood1".into());
+        assert_eq!(t.scripts(), 7);
+        assert_eq!(run_all(&mut t), ["scan0", "flood0", "scan1", "flood1", "scan2", "scan3", "scan4"]);
+        assert_eq!(t.scripts(), 0);
+    }
+
+    #[test]
+    fn a_full_lane_parks_its_events_in_order_and_takes_them_as_it_drains() {
+        let mut t = Turns::new(2);
+        for k in 0..6 {
+            let ev = format!("scan{k}");
+            if t.must_park("scan") {
+                t.park("scan", ev);
+            } else {
+                assert!(t.push("scan", ev));
+            }
+        }
+        assert_eq!((t.scripts(), t.parked()), (2, 4));
+        assert!(!t.push("scan", "over".into()), "a full lane takes no script");
+        // Another lane is not held up.
+        assert!(!t.must_park("flood"));
+        t.push("flood", "flood0".into());
+        assert_eq!(run_all(&mut t), ["scan0", "flood0", "scan1", "scan2", "scan3", "scan4", "scan5"]);
+        assert_eq!((t.scripts(), t.parked()), (0, 0));
+        assert!(!t.must_park("scan"));
+    }
+
+    #[test]
+    fn drain_takes_everything_out() {
+        let mut t = Turns::new(1);
+        t.push("a", "a0".into());
+        t.park("a", "a1".into());
+        t.push("b", "b0".into());
+        let (mut scripts, parked) = t.drain();
+        scripts.sort();
+        assert_eq!((scripts, parked), (vec!["a0".to_string(), "b0".into()], vec!["a1".to_string()]));
+        assert_eq!((t.scripts(), t.parked()), (0, 0));
+        assert!(t.pop().is_none());
+        assert!(!t.must_park("a"));
+    }
+}
