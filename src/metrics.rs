@@ -323,6 +323,12 @@ fn hook_metrics(out: &mut Exposition, h: &HookStats) {
         h.events_waiting,
     );
     out.one(
+        "hook_rewrites_skipped_total",
+        "counter",
+        "Notification rewrites skipped for coming while their limit's events were parked (each comes again 3 s later).",
+        h.rewrites_skipped,
+    );
+    out.one(
         "hook_events_reconciled_total",
         "counter",
         "Alert events that did not match the alert's state: a start of one already on (file rewritten only), an end of one not on (skipped), a rewrite of one not on (started again).",

@@ -89,6 +89,8 @@ pub struct HookStats {
     pub scripts_running: u64,
     /// Events parked behind their limit's full lane of scripts, now (see [`turns`]).
     pub events_waiting: u64,
+    /// Notification rewrites skipped for coming while their limit's events were parked.
+    pub rewrites_skipped: u64,
     pub lua: lua::LuaStats,
 }
 
@@ -386,10 +388,17 @@ impl Hooks {
 
     /// An event from the moving averages: handled now, or parked behind its limit's full lane
     /// of scripts (a dump, which runs no script, is written now).
+    /// A notification rewrite of a limit whose events are parked is skipped: it comes again
+    /// 3 seconds later, and a lane long full (a storm with slow scripts) would otherwise park
+    /// a rewrite of each of its alerts every 3 seconds.
     fn event(&mut self, ev: Event) {
         if self.may_wait(&ev) {
             let lane = lane_of(&ev);
             if self.turns.must_park(&lane) {
+                if ev.phase == Phase::Update {
+                    self.stats.rewrites_skipped += 1;
+                    return;
+                }
                 return self.turns.park(&lane, ev);
             }
         }
@@ -764,6 +773,31 @@ mod tests {
         assert_eq!(storm_keys, want);
         assert_eq!((stats.events, stats.scripts_started, stats.scripts_ok, stats.events_waiting), (101, 101, 101, 0));
         assert_eq!(std::fs::read_dir(d.join("notifications")).unwrap().count(), 101);
+    }
+
+    #[test]
+    fn a_full_lane_parks_starts_and_ends_in_order_and_skips_rewrites() {
+        // Room for one waiting script: the events are all queued before the hook thread
+        // starts, so it takes them in one go, before any script starts.
+        let (d, m) = setup("parked", "echo \"start $5\" >> \"$(dirname \"$0\")/log\"");
+        let (tx, rx) = sync_channel(100);
+        let event = |phase: Phase, key: u32| Event { phase, ..start_event(&m, key) };
+        let events = [
+            event(Phase::Start, 1),     // its script waits: the lane is full
+            event(Phase::Start, 2),     // parked
+            event(Phase::Update, 1),    // skipped: it comes again
+            event(Phase::Update, 2),    // skipped
+            event(Phase::Back2Norm, 1), // parked
+        ];
+        for ev in events {
+            tx.send(ev).unwrap();
+        }
+        drop(tx);
+        let stats = spawn(hook_config(&d, Duration::from_secs(5), 1, 1), rx, None).join().unwrap();
+        let log = std::fs::read_to_string(d.join("log")).unwrap();
+        assert_eq!(log.lines().collect::<Vec<_>>(), ["start 0.0.0.1", "start 0.0.0.2", "end 0.0.0.1"]);
+        assert_eq!((stats.events, stats.rewrites_skipped, stats.events_waiting), (3, 2, 0));
+        assert_eq!(notification_keys(&d), ["0.0.0.2"]);
     }
 
     #[test]
