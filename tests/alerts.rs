@@ -792,38 +792,37 @@ fn an_end_whose_script_a_kill_left_unstarted_runs_its_script_after_the_restart()
     assert_eq!(wait_lines(&log("on-start.sh"), 0).len(), 1, "no second start: {err}");
 }
 
-#[test]
-fn a_storm_of_alerts_in_one_object_does_not_delay_another_objects_script() {
-    // A scan: 2,000 hosts of `scan` cross its threshold at once, each alert's script taking
-    // 0.2 s, two at a time (200 s of scripts). A flood against 10.0.0.9 of `victim` meanwhile
-    // must start its script within a second, not behind the scan's.
-    let d = victim_dirs("alerts-turns");
+/// A scan and a flood, live: 2,000 hosts of object `scan` (10.1.0.0/16, bytes per host over
+/// 2 s, threshold 1,000 B/s) cross at once; once `d`/started.log has two lines, a flood
+/// against 10.0.0.9 of `victim` (threshold 100,000 B/s). Both overlimits have `hooks` (the
+/// keys naming their scripts or Lua functions), which append `MS OBJECT KEY` to
+/// `d`/started.log, the scan's taking 0.2 s each; `conf` is added to xenoeye.conf. Returns
+/// the log's lines once the victim's is there (or after 10 s), the time of the flood, and
+/// the collector's log.
+fn scan_then_flood(d: &Path, hooks: &str, conf: &str) -> (Vec<String>, u64, String) {
     let started = d.join("started.log");
-    let script = d.join("on-start.sh");
-    write_script(&script, &format!("echo \"$(date +%s%3N) $1 $5\" >> {}; sleep 0.2", started.display()));
-    victim_over(&d, 100_000, &script);
+    victim_average(d, 2, &format!(r#""overlimit": [ {{"name": "level1", "default": [100000], {hooks}}} ]"#));
     std::fs::create_dir_all(d.join("mo/scan")).unwrap();
     std::fs::write(
         d.join("mo/scan/mo.conf"),
         format!(
             r#"{{ "filter": "dst net 10.1.0.0/16", "mavg": [ {{"name": "m", "time": 2, "fields": ["dst host", "octets"],
-                 "overlimit": [ {{"name": "level1", "default": [1000], "action-script": "{}"}} ] }} ] }}"#,
-            script.display()
+                 "overlimit": [ {{"name": "level1", "default": [1000], {hooks}}} ] }} ] }}"#
         ),
     )
     .unwrap();
     let port = free_port();
-    let conf = live_conf(&d, port);
-    add_to_conf(&conf, r#""max-scripts": 2"#);
+    let conf_file = live_conf(d, port);
+    add_to_conf(&conf_file, conf);
     // The log goes to a file: 2,000 lines would fill a pipe read only at the end.
     let err_log = d.join("collector.err");
-    let child = start_live_logging(&d, &conf, &err_log);
+    let child = start_live_logging(d, &conf_file, &err_log);
     let exporter = Exporter::new(port);
     let scanned: Vec<CraftedFlow> = (0..2000u32).map(|h| flow([10, 1, (h / 250) as u8, (h % 250) as u8 + 1], 100_000)).collect();
     for chunk in scanned.chunks(20) {
         exporter.send(chunk);
     }
-    assert!(wait_lines(&started, 2).len() >= 2, "the scan's scripts run");
+    assert!(wait_lines(&started, 2).len() >= 2, "the scan's hooks run");
     std::thread::sleep(std::time::Duration::from_millis(300));
 
     let flood_ms = now_ms();
@@ -837,17 +836,53 @@ fn a_storm_of_alerts_in_one_object_does_not_delay_another_objects_script() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     };
     stop_live(child);
-    let err = std::fs::read_to_string(&err_log).unwrap();
+    (lines, flood_ms, std::fs::read_to_string(&err_log).unwrap())
+}
+
+/// Checks that the victim's hook (in `lines` of [`scan_then_flood`]) ran within a second of
+/// the flood, after fewer than 20 of the scan's 2,000.
+fn victim_ran_in_its_turn(lines: &[String], flood_ms: u64, err: &str) {
     let at = lines.iter().position(|l| l.ends_with(" victim 10.0.0.9")).unwrap_or_else(|| {
         let not_scan: Vec<&str> = err.lines().filter(|l| !l.contains(" scan/")).collect();
-        panic!("the flood's script did not run: {not_scan:?}")
+        panic!("the flood's hook did not run: {not_scan:?}")
     });
-    let script_ms: u64 = lines[at].split(' ').next().unwrap().parse().unwrap();
-    assert!(script_ms.saturating_sub(flood_ms) < 1000, "started {} ms after the flood", script_ms - flood_ms);
-    assert!(at < 20, "{at} of the scan's scripts ran before it");
+    let hook_ms: u64 = lines[at].split(' ').next().unwrap().parse().unwrap();
+    assert!(hook_ms.saturating_sub(flood_ms) < 1000, "started {} ms after the flood", hook_ms - flood_ms);
+    assert!(at < 20, "{at} of the scan's hooks ran before it");
+}
+
+#[test]
+fn a_storm_of_alerts_in_one_object_does_not_delay_another_objects_script() {
+    // Scripts two at a time: 200 s of the scan's.
+    let d = victim_dirs("alerts-turns");
+    let script = d.join("on-start.sh");
+    write_script(&script, &format!("echo \"$(date +%s%3N) $1 $5\" >> {}; [ $1 = scan ] && sleep 0.2; true", d.join("started.log").display()));
+    let (lines, flood_ms, err) = scan_then_flood(&d, &format!(r#""action-script": "{}""#, script.display()), r#""max-scripts": 2"#);
+    victim_ran_in_its_turn(&lines, flood_ms, &err);
     // The scan's alerts were still waiting: the stop left them (their files removed, as if
     // not started; their traffic starts them again).
     assert!(err.contains("scripts still waiting were not started"), "{err}");
+}
+
+#[test]
+fn a_storm_of_slow_lua_hooks_in_one_object_does_not_delay_another_objects_hook() {
+    // One Lua thread for both objects: 400 s of the scan's hooks.
+    let d = victim_dirs("alerts-lua-turns");
+    let hook = format!(
+        r#"function on(ev)
+             if ev.object == "scan" then xe.run({{"sleep", "0.2"}}, 5) end
+             xe.append_file("{}", string.format("%d %s %s\n", math.floor(xe.time() * 1000), ev.object, ev.keys[1]))
+           end"#,
+        d.join("started.log").display()
+    );
+    std::fs::create_dir_all(d.join("mo/scan")).unwrap();
+    for object in ["scan", "victim"] {
+        std::fs::write(d.join("mo").join(object).join("mo.lua"), &hook).unwrap();
+    }
+    let lua = format!(r#""lua": {{"threads": 1, "write-dirs": ["{}"]}}"#, d.display());
+    let (lines, flood_ms, err) = scan_then_flood(&d, r#""action-lua": "on""#, &lua);
+    victim_ran_in_its_turn(&lines, flood_ms, &err);
+    assert!(err.contains("Lua hook calls still waiting are dropped"), "the stop left the scan's: {err}");
 }
 
 #[test]

@@ -3,13 +3,18 @@
 //! neither the files and scripts of other alerts nor, through a full event queue, collection.
 //!
 //! Every object belongs to one Lua thread (chosen by a hash of its directory): its hooks run
-//! in order and its `xe.state` lives in one Lua state. Each thread holds a bounded number of
-//! calls; one that does not fit is dropped, counted and logged (at most every 10 seconds) with
-//! the object and the limit — the hook thread never waits for Lua. Calls are handed over in
-//! batches (one per thread each time the hook thread has drained its queue), so a flood costs
-//! one wake-up per batch, not per call.
+//! in order and its `xe.state` lives in one Lua state. A thread runs its objects' calls in
+//! turns (see [`turns`](super::turns)), so a storm of one object's alerts with slow hooks
+//! does not hold up another object's on the same thread. Each thread holds a bounded number
+//! of calls; the calls beyond wait here, on the hook thread, objects again taking turns, and
+//! are handed over as the thread makes room. Past a bound on those (262,144), a call is
+//! dropped, counted and logged (at most every 10 seconds) with the object and the limit — the
+//! hook thread never waits for Lua. Calls are handed over in batches (one per thread each
+//! time the hook thread has drained its queue), so a flood costs one wake-up per batch, not
+//! per call.
 
 use super::lua::{LuaConfig, LuaHooks, LuaStats};
+use super::turns::Turns;
 use crate::export::ExportEvent;
 use crate::log;
 use crate::objects::mavg::Event;
@@ -20,6 +25,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Calls waiting on the hook thread for room in their Lua threads, at most (past it, dropped).
+const MAX_WAITING_CALLS: usize = 1 << 18;
 
 /// One Lua call to make.
 pub enum LuaJob {
@@ -61,6 +69,8 @@ struct LuaThread {
     pending: Arc<AtomicUsize>,
     /// Calls collected since the last [`LuaPool::flush`].
     batch: Vec<LuaJob>,
+    /// Calls that found the thread full, by object: handed over in turns as it makes room.
+    waiting: Turns<LuaJob, ()>,
     stats: Arc<Mutex<LuaStats>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -70,8 +80,11 @@ pub struct LuaPool {
     threads: Vec<LuaThread>,
     /// Tells the threads to skip what is left, and `xe.run` to stop waiting (see `finish`).
     stopping: Arc<AtomicBool>,
-    /// Calls a thread may hold (running, waiting or batched) before new ones are dropped.
+    /// Calls a thread may hold (running, waiting or batched) before new ones wait here.
     queue: usize,
+    /// Calls waiting here, in all threads' `waiting`, and how many may (then they are dropped).
+    waiting: usize,
+    max_waiting: usize,
     dropped: u64,
     last_drop_log: Option<Instant>,
 }
@@ -80,17 +93,27 @@ impl LuaPool {
     /// Starts `threads` Lua threads (at least one), each holding up to `queue` calls.
     pub fn spawn(cfg: &LuaConfig, threads: usize, queue: usize) -> LuaPool {
         let threads = (0..threads.max(1)).map(|i| LuaThread::spawn(i, cfg.clone())).collect();
-        LuaPool { threads, stopping: cfg.stopping.clone(), queue: queue.max(1), dropped: 0, last_drop_log: None }
+        LuaPool { threads, stopping: cfg.stopping.clone(), queue: queue.max(1), waiting: 0, max_waiting: MAX_WAITING_CALLS, dropped: 0, last_drop_log: None }
     }
 
-    /// Adds a call to its object's thread's next batch; a thread already holding `queue`
-    /// calls drops it (counted, logged). Nothing runs before [`LuaPool::flush`].
+    /// Adds a call to its object's thread's next batch, or, when the thread already holds
+    /// `queue` calls (or calls wait for it), to the calls waiting for it; past
+    /// `max_waiting` of those, drops it (counted, logged). Nothing runs before
+    /// [`LuaPool::flush`].
     pub fn submit(&mut self, job: LuaJob) {
         let n = thread_of(job.dir(), self.threads.len());
         let t = &mut self.threads[n];
-        if t.jobs.is_some() && t.pending.load(Ordering::Relaxed) + t.batch.len() < self.queue {
-            t.batch.push(job);
-            return;
+        if t.jobs.is_some() {
+            if t.waiting.queued() == 0 && t.room(self.queue) > 0 {
+                t.batch.push(job);
+                return;
+            }
+            if self.waiting < self.max_waiting {
+                let object = job.object().to_string();
+                t.waiting.push(&object, job);
+                self.waiting += 1;
+                return;
+            }
         }
         self.dropped += 1;
         if self.last_drop_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
@@ -99,10 +122,29 @@ impl LuaPool {
         }
     }
 
-    /// Hands the collected calls to their threads: one wake-up per thread and batch rather
-    /// than per call, which is what lets a flood of events through.
+    /// The pool with at most `n` calls waiting for room in their threads (tests).
+    #[cfg(test)]
+    fn with_max_waiting(self, n: usize) -> LuaPool {
+        LuaPool { max_waiting: n, ..self }
+    }
+
+    /// Calls waiting for room in their threads.
+    pub fn backlog(&self) -> usize {
+        self.waiting
+    }
+
+    /// Hands the collected calls to their threads, and as many of those waiting as they
+    /// have room for (objects taking turns): one wake-up per thread and batch rather than
+    /// per call, which is what lets a flood of events through.
     pub fn flush(&mut self) {
         for t in &mut self.threads {
+            let mut room = t.room(self.queue);
+            while room > 0 {
+                let Some((job, _)) = t.waiting.pop() else { break };
+                t.batch.push(job);
+                self.waiting -= 1;
+                room -= 1;
+            }
             if t.batch.is_empty() {
                 continue;
             }
@@ -126,9 +168,10 @@ impl LuaPool {
     pub fn finish(&mut self, grace: Duration) {
         self.flush();
         let deadline = Instant::now() + grace;
-        let pending = |p: &LuaPool| p.threads.iter().map(|t| t.pending.load(Ordering::Relaxed)).sum::<usize>();
+        let pending = |p: &LuaPool| p.waiting + p.threads.iter().map(|t| t.pending.load(Ordering::Relaxed)).sum::<usize>();
         while pending(self) > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
+            self.flush();
         }
         let left = pending(self);
         if left > 0 {
@@ -137,7 +180,9 @@ impl LuaPool {
         }
         for t in &mut self.threads {
             t.jobs = None;
+            self.dropped += t.waiting.drain().0.len() as u64;
         }
+        self.waiting = 0;
         for t in &mut self.threads {
             if t.thread.take().is_some_and(|h| h.join().is_err()) {
                 log::error("a Lua hook thread panicked");
@@ -147,6 +192,11 @@ impl LuaPool {
 }
 
 impl LuaThread {
+    /// Calls the thread can be handed now, with `queue` its bound.
+    fn room(&self, queue: usize) -> usize {
+        queue.saturating_sub(self.pending.load(Ordering::Relaxed) + self.batch.len())
+    }
+
     fn spawn(i: usize, cfg: LuaConfig) -> LuaThread {
         let (jobs, rx) = channel::<Vec<LuaJob>>();
         let stats = Arc::new(Mutex::new(LuaStats::default()));
@@ -157,20 +207,38 @@ impl LuaThread {
             .spawn(move || {
                 // Lua states are not Send: each is made on its thread and stays there.
                 let mut hooks = LuaHooks::new(cfg);
-                for batch in rx {
+                // The calls handed over, by object, taken in turns.
+                let mut turns: Turns<LuaJob, ()> = Turns::new(usize::MAX);
+                let take = |turns: &mut Turns<LuaJob, ()>, batch: Vec<LuaJob>| {
                     for job in batch {
-                        if stopping.load(Ordering::Relaxed) {
-                            hooks.stats.dropped += 1;
-                        } else {
-                            run_contained(&mut hooks, &job);
-                        }
-                        done.fetch_sub(1, Ordering::Relaxed);
+                        let object = job.object().to_string();
+                        turns.push(&object, job);
                     }
-                    *published.lock() = hooks.stats.clone();
+                };
+                for ran in 0u64.. {
+                    if turns.queued() == 0 || ran % 256 == 0 {
+                        *published.lock() = hooks.stats.clone();
+                    }
+                    if turns.queued() == 0 {
+                        match rx.recv() {
+                            Ok(batch) => take(&mut turns, batch),
+                            Err(_) => break,
+                        }
+                    }
+                    while let Ok(batch) = rx.try_recv() {
+                        take(&mut turns, batch);
+                    }
+                    let Some((job, _)) = turns.pop() else { continue };
+                    if stopping.load(Ordering::Relaxed) {
+                        hooks.stats.dropped += 1;
+                    } else {
+                        run_contained(&mut hooks, &job);
+                    }
+                    done.fetch_sub(1, Ordering::Relaxed);
                 }
             })
             .expect("spawn Lua hook thread");
-        LuaThread { jobs: Some(jobs), pending, batch: Vec::new(), stats, thread: Some(thread) }
+        LuaThread { jobs: Some(jobs), pending, batch: Vec::new(), waiting: Turns::new(usize::MAX), stats, thread: Some(thread) }
     }
 }
 
@@ -298,20 +366,61 @@ mod tests {
     }
 
     #[test]
-    fn a_full_queue_drops_and_counts() {
+    fn calls_beyond_a_full_thread_wait_and_only_those_past_their_bound_are_dropped() {
         let d = TestDir::new("luapool-drop");
         let objects = objects(&d, &["slow"], HOOK.replace("xe.run", "xe.write_file(xe.dir .. '/started', ''); xe.run").as_str());
-        let mut pool = LuaPool::spawn(&LuaConfig::default(), 1, 2);
+        let mut pool = LuaPool::spawn(&LuaConfig::default(), 1, 2).with_max_waiting(2);
         pool.submit(event(&objects, "slow", "1"));
         pool.flush();
         assert!(wait_for(|| d.join("mo/slow/started").exists()));
-        for k in 2..=5 {
+        for k in 2..=6 {
             pool.submit(event(&objects, "slow", &k.to_string()));
         }
-        assert_eq!(pool.stats().dropped, 3, "one running, one waiting, three dropped");
+        assert_eq!((pool.backlog(), pool.stats().dropped), (2, 2), "one running, one in the thread, two waiting, two dropped");
         pool.finish(Duration::from_secs(60));
-        assert_eq!(std::fs::read_to_string(d.join("mo/slow/keys")).unwrap(), "1\n2\n");
-        assert_eq!(pool.stats(), LuaStats { calls: 2, dropped: 3, ..LuaStats::default() });
+        assert_eq!(std::fs::read_to_string(d.join("mo/slow/keys")).unwrap(), "1\n2\n3\n4\n");
+        assert_eq!(pool.stats(), LuaStats { calls: 4, dropped: 2, ..LuaStats::default() });
+    }
+
+    /// Objects `slow` and `fast` on one thread: `slow`'s hook takes 0.3 s, `fast`'s none;
+    /// each appends its key to its directory's `keys`. Returns the lines of `slow`'s keys
+    /// once `fast`'s first is there.
+    fn slow_keys_when_fast_ran(tag: &str, queue: usize) -> usize {
+        let d = TestDir::new(tag);
+        let hook = r#"
+            function on(ev)
+                if xe.dir:match("/slow$") then xe.run({"sleep", "0.3"}, 5) end
+                xe.append_file(xe.dir .. "/keys", ev.keys[1] .. "\n")
+            end"#;
+        let objects = objects(&d, &["slow", "fast"], hook);
+        let mut pool = LuaPool::spawn(&LuaConfig::default(), 1, queue);
+        for k in 0..10 {
+            pool.submit(event(&objects, "slow", &k.to_string()));
+        }
+        pool.submit(event(&objects, "fast", "f"));
+        let fast_ran = || d.join("mo/fast/keys").exists();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !fast_ran() && Instant::now() < deadline {
+            pool.flush(); // as the hook thread does every 20 ms while calls wait
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(fast_ran(), "fast's hook ran");
+        let slow_done = std::fs::read_to_string(d.join("mo/slow/keys")).unwrap_or_default().lines().count();
+        pool.finish(Duration::from_secs(60));
+        assert_eq!(std::fs::read_to_string(d.join("mo/slow/keys")).unwrap().lines().count(), 10, "all of slow's ran");
+        assert_eq!(pool.stats(), LuaStats { calls: 11, ..LuaStats::default() });
+        slow_done
+    }
+
+    #[test]
+    fn objects_on_one_thread_take_turns() {
+        // All eleven calls handed over at once: the thread takes slow's first, then fast's.
+        let done = slow_keys_when_fast_ran("luapool-turns", 100);
+        assert!(done <= 2, "fast's hook waited for {done} of slow's");
+        // Two handed over at a time, the rest waiting on the hook thread: fast's is handed
+        // over in its turn, not after slow's eight.
+        let done = slow_keys_when_fast_ran("luapool-turns-waiting", 2);
+        assert!(done <= 4, "fast's hook waited for {done} of slow's");
     }
 
     #[test]

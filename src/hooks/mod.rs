@@ -236,7 +236,7 @@ impl Hooks {
             // Scripts running are polled for their end and timeout; with none, the thread
             // sleeps until an event comes (exports' Lua hooks wait at most 100 ms), so an idle
             // collector wakes it a few times a second, not fifty.
-            let busy = !self.running.is_empty() || self.turns.scripts() > 0;
+            let busy = !self.running.is_empty() || self.turns.queued() > 0 || self.lua.backlog() > 0;
             let wait = Duration::from_millis(match (busy, exports.is_some()) {
                 (true, _) => 20,
                 (false, true) => 100,
@@ -291,7 +291,7 @@ impl Hooks {
             }
         }
         self.lua.finish(LUA_GRACE);
-        while self.turns.scripts() > 0 || !self.running.is_empty() {
+        while self.turns.queued() > 0 || !self.running.is_empty() {
             self.start_queued();
             std::thread::sleep(Duration::from_millis(20));
             self.reap();
@@ -343,7 +343,7 @@ impl Hooks {
 
     fn publish(&mut self) {
         self.stats.lua = self.lua.stats();
-        (self.stats.scripts_waiting, self.stats.scripts_running) = (self.turns.scripts() as u64, self.running.len() as u64);
+        (self.stats.scripts_waiting, self.stats.scripts_running) = (self.turns.queued() as u64, self.running.len() as u64);
         self.stats.events_waiting = self.turns.parked() as u64;
         let mut s = self.shared.lock();
         if *s != self.stats {
@@ -544,7 +544,7 @@ impl Hooks {
     /// handles the events parked in a lane as it makes room; once a stop's grace is over,
     /// leaves them instead (see [`Hooks::leave_queued`]).
     fn start_queued(&mut self) {
-        if self.grace_over() && self.turns.scripts() + self.turns.parked() > 0 {
+        if self.grace_over() && self.turns.queued() + self.turns.parked() > 0 {
             return self.leave_queued();
         }
         while self.running.len() < self.cfg.max_scripts {

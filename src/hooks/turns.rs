@@ -1,45 +1,46 @@
-//! The scripts waiting to run, taken in turn by limit: a storm of alerts of one limit (a scan
-//! starting an alert per host, thousands at once) waits behind itself, not in front of
-//! another limit's alert (a flood against a customer), whose script runs next.
+//! Work waiting in lanes that take turns, so that a storm in one lane waits behind itself,
+//! not in front of another lane's work: hook scripts by limit (a scan starting an alert per
+//! host, thousands at once, does not delay a flood's script against a customer), Lua calls by
+//! object.
 //!
-//! Each limit (object, moving average, limit) has a lane: its scripts in arrival order, and
-//! behind them, once it holds `per_lane` scripts, its events not handled yet (parked), in
-//! arrival order too. A lane's order is its alerts' order, so an alert's action and
-//! back2norm scripts still alternate. Lanes with scripts take turns, one script each.
+//! Each lane holds its work in arrival order, and behind it, once it holds `per_lane` items,
+//! events not handled yet (parked), in arrival order too. A lane's order is kept (an alert's
+//! action and back2norm scripts still alternate, an object's Lua hooks run in event order);
+//! lanes with work take turns, one item each.
 
 use std::collections::{HashMap, VecDeque};
 
-/// The lanes: scripts `S` and parked events `E`, by limit.
+/// The lanes: work `S` and parked events `E`, by lane name.
 pub struct Turns<S, E> {
     lanes: HashMap<String, Lane<S, E>>,
-    /// The lanes with scripts waiting, in the order of their next turn (a lane is here
-    /// exactly while it has scripts).
+    /// The lanes with work waiting, in the order of their next turn (a lane is here exactly
+    /// while it has work).
     turn: VecDeque<String>,
-    scripts: usize,
+    queued: usize,
     parked: usize,
     per_lane: usize,
 }
 
 struct Lane<S, E> {
-    scripts: VecDeque<S>,
+    work: VecDeque<S>,
     parked: VecDeque<E>,
 }
 
 impl<S, E> Lane<S, E> {
     fn new() -> Lane<S, E> {
-        Lane { scripts: VecDeque::new(), parked: VecDeque::new() }
+        Lane { work: VecDeque::new(), parked: VecDeque::new() }
     }
 }
 
 impl<S, E> Turns<S, E> {
-    /// Lanes of at most `per_lane` scripts each (at least one).
+    /// Lanes of at most `per_lane` items of work each (at least one).
     pub fn new(per_lane: usize) -> Turns<S, E> {
-        Turns { lanes: HashMap::new(), turn: VecDeque::new(), scripts: 0, parked: 0, per_lane: per_lane.max(1) }
+        Turns { lanes: HashMap::new(), turn: VecDeque::new(), queued: 0, parked: 0, per_lane: per_lane.max(1) }
     }
 
-    /// Scripts waiting, in all lanes.
-    pub fn scripts(&self) -> usize {
-        self.scripts
+    /// Work waiting, in all lanes.
+    pub fn queued(&self) -> usize {
+        self.queued
     }
 
     /// Events parked, in all lanes.
@@ -48,9 +49,9 @@ impl<S, E> Turns<S, E> {
     }
 
     /// Whether an event of `lane` must be parked rather than handled now: its lane holds
-    /// `per_lane` scripts, or events parked before it.
+    /// `per_lane` items, or events parked before it.
     pub fn must_park(&self, lane: &str) -> bool {
-        self.lanes.get(lane).is_some_and(|l| !l.parked.is_empty() || l.scripts.len() >= self.per_lane)
+        self.lanes.get(lane).is_some_and(|l| !l.parked.is_empty() || l.work.len() >= self.per_lane)
     }
 
     /// Parks an event of `lane` behind its others.
@@ -59,40 +60,40 @@ impl<S, E> Turns<S, E> {
         self.parked += 1;
     }
 
-    /// Queues a script in `lane`; false (and nothing queued) when the lane is full, which
+    /// Queues work in `lane`; false (and nothing queued) when the lane is full, which
     /// [`Turns::must_park`] prevents.
-    pub fn push(&mut self, lane: &str, script: S) -> bool {
+    pub fn push(&mut self, lane: &str, item: S) -> bool {
         let per_lane = self.per_lane;
         let l = self.lane_mut(lane);
-        if l.scripts.len() >= per_lane {
+        if l.work.len() >= per_lane {
             return false;
         }
-        l.scripts.push_back(script);
-        if l.scripts.len() == 1 {
+        l.work.push_back(item);
+        if l.work.len() == 1 {
             self.turn.push_back(lane.to_string());
         }
-        self.scripts += 1;
+        self.queued += 1;
         true
     }
 
-    /// The next script, of the lane whose turn it is, with that lane's name (whose parked
+    /// The next item, of the lane whose turn it is, with that lane's name (whose parked
     /// events may now have room: see [`Turns::unpark`]).
     pub fn pop(&mut self) -> Option<(S, String)> {
         let name = self.turn.pop_front()?;
         let lane = self.lanes.get_mut(&name).expect("a lane in turn exists");
-        let script = lane.scripts.pop_front().expect("a lane in turn has scripts");
-        self.scripts -= 1;
-        if !lane.scripts.is_empty() {
+        let item = lane.work.pop_front().expect("a lane in turn has work");
+        self.queued -= 1;
+        if !lane.work.is_empty() {
             self.turn.push_back(name.clone());
         }
-        Some((script, name))
+        Some((item, name))
     }
 
-    /// The oldest event parked in `lane`, if its lane has room for a script again.
+    /// The oldest event parked in `lane`, if its lane has room again.
     pub fn unpark(&mut self, lane: &str) -> Option<E> {
         let per_lane = self.per_lane;
         let l = self.lanes.get_mut(lane)?;
-        if l.scripts.len() >= per_lane {
+        if l.work.len() >= per_lane {
             return None;
         }
         let ev = l.parked.pop_front()?;
@@ -100,20 +101,20 @@ impl<S, E> Turns<S, E> {
         Some(ev)
     }
 
-    /// Takes every script and every parked event out (a stop leaving them), in lane order.
+    /// Takes all work and every parked event out (a stop leaving them), in lane order.
     pub fn drain(&mut self) -> (Vec<S>, Vec<E>) {
         self.turn.clear();
-        (self.scripts, self.parked) = (0, 0);
-        let (mut scripts, mut parked) = (Vec::new(), Vec::new());
+        (self.queued, self.parked) = (0, 0);
+        let (mut work, mut parked) = (Vec::new(), Vec::new());
         for lane in self.lanes.values_mut() {
-            scripts.extend(lane.scripts.drain(..));
+            work.extend(lane.work.drain(..));
             parked.extend(lane.parked.drain(..));
         }
-        (scripts, parked)
+        (work, parked)
     }
 
     fn lane_mut(&mut self, lane: &str) -> &mut Lane<S, E> {
-        // Lanes are kept once made: one per limit of the configuration, a few at most.
+        // Lanes are kept once made: one per limit or object of the configuration.
         if !self.lanes.contains_key(lane) {
             self.lanes.insert(lane.to_string(), Lane::new());
         }
@@ -146,9 +147,9 @@ mod tests {
         }
         t.push("flood", "flood0".into());
         t.push("flood", "flood1".into());
-        assert_eq!(t.scripts(), 7);
+        assert_eq!(t.queued(), 7);
         assert_eq!(run_all(&mut t), ["scan0", "flood0", "scan1", "flood1", "scan2", "scan3", "scan4"]);
-        assert_eq!(t.scripts(), 0);
+        assert_eq!(t.queued(), 0);
     }
 
     #[test]
@@ -162,13 +163,13 @@ mod tests {
                 assert!(t.push("scan", ev));
             }
         }
-        assert_eq!((t.scripts(), t.parked()), (2, 4));
+        assert_eq!((t.queued(), t.parked()), (2, 4));
         assert!(!t.push("scan", "over".into()), "a full lane takes no script");
         // Another lane is not held up.
         assert!(!t.must_park("flood"));
         t.push("flood", "flood0".into());
         assert_eq!(run_all(&mut t), ["scan0", "flood0", "scan1", "scan2", "scan3", "scan4", "scan5"]);
-        assert_eq!((t.scripts(), t.parked()), (0, 0));
+        assert_eq!((t.queued(), t.parked()), (0, 0));
         assert!(!t.must_park("scan"));
     }
 
@@ -181,7 +182,7 @@ mod tests {
         let (mut scripts, parked) = t.drain();
         scripts.sort();
         assert_eq!((scripts, parked), (vec!["a0".to_string(), "b0".into()], vec!["a1".to_string()]));
-        assert_eq!((t.scripts(), t.parked()), (0, 0));
+        assert_eq!((t.queued(), t.parked()), (0, 0));
         assert!(t.pop().is_none());
         assert!(!t.must_park("a"));
     }
