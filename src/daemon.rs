@@ -494,8 +494,13 @@ fn start_metrics(
 const EVENT_QUEUE: usize = 65536;
 
 /// Bound on alert events the hook thread holds parked behind their limits' full lanes of
-/// scripts (10,000 each): beyond it, it takes no more and the queue above fills.
+/// scripts ([`SCRIPTS_PER_LIMIT`] each): beyond it, it takes no more and the queue above fills.
 const MAX_PARKED_EVENTS: usize = 1 << 18;
+
+/// Hook scripts waiting per limit, at most: a waiting script holds its argv (about half a
+/// kilobyte), and a storm may fill the lanes of many limits at once (50 limits: 25 MB). A
+/// parked event takes about 130 bytes.
+const SCRIPTS_PER_LIMIT: usize = 1_000;
 
 /// Takes up, for moving averages starting from zero (`mavgs`), the alerts an earlier run or
 /// configuration left active (see [`mavg::take_up_alerts`]), and says which notification
@@ -544,7 +549,7 @@ fn start_hooks(
         notifications_dir: cfg.notifications_dir.clone(),
         script_timeout: Duration::from_secs(cfg.script_timeout),
         max_scripts: cfg.max_scripts,
-        max_queued: 10_000,
+        max_queued: SCRIPTS_PER_LIMIT,
         max_parked: MAX_PARKED_EVENTS,
         lua: hooks::lua::LuaConfig {
             write_dirs: std::iter::once(cfg.notifications_dir.clone()).chain(cfg.lua.write_dirs.iter().cloned()).collect(),
