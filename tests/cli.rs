@@ -657,7 +657,7 @@ fn metrics_during_a_replay_from_standard_input() {
     assert_eq!(metric(&page, "xenoeye_clock_steps_total{worker=\"replay\"}"), Some(1));
     // The window of `all` is written at the end of the replay; before that, none is listed.
     let status = http_get(&maddr, "/").unwrap();
-    assert!(status.contains("files 0, rows 0") && status.contains("alert events 0, parked 0; scripts running 0, waiting 0, started 0"), "{status}");
+    assert!(status.contains("files 0, rows 0") && status.contains("alert events 0, parked 0; scripts running 0, waiting 0 (oldest 0 s), started 0"), "{status}");
     drop(stdin); // end of the capture: the replay finishes and exits
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

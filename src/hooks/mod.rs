@@ -33,6 +33,10 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+/// A script waiting longer than this is logged (once per this time at most): the alerts its
+/// limit starts are reacted to that late.
+const BEHIND: Duration = Duration::from_secs(60);
+
 /// How long a stopping collector lets queued Lua hook calls run before dropping them.
 const LUA_GRACE: Duration = Duration::from_secs(5);
 
@@ -91,6 +95,9 @@ pub struct HookStats {
     pub events_waiting: u64,
     /// Notification rewrites skipped for coming while their limit's events were parked.
     pub rewrites_skipped: u64,
+    /// How long the oldest script waiting has waited, in ms (0: none waits): how far behind
+    /// the hooks are, in time.
+    pub oldest_wait_ms: u64,
     pub lua: lua::LuaStats,
 }
 
@@ -141,6 +148,8 @@ struct Queued {
     alert: String,
     /// An action script (else a back2norm one).
     action: bool,
+    /// When it was queued.
+    since: Instant,
 }
 
 struct Hooks {
@@ -156,6 +165,8 @@ struct Hooks {
     /// otherwise log a line per alert).
     file_problems: log::RateLimit,
     script_problems: log::RateLimit,
+    /// Hooks behind by more than [`BEHIND`] are logged once per [`BEHIND`].
+    behind: log::RateLimit,
     /// When the collector began to stop (see [`HookHandle::stopping`]): events are left
     /// from `stop_grace` after it.
     stop_asked: Arc<OnceLock<Instant>>,
@@ -188,7 +199,8 @@ pub fn spawn(cfg: HookConfig, rx: Receiver<Event>, exports: Option<Receiver<crat
             let on = alerts_on(&cfg.notifications_dir);
             let in_effect = on.clone();
             let turns = turns::Turns::new(cfg.max_queued);
-            let mut h = Hooks { cfg, lua, turns, running: Vec::new(), stats: HookStats::default(), shared, file_problems, script_problems, stop_asked: stop_asked_here, on, in_effect };
+            let behind = log::RateLimit::new(BEHIND);
+            let mut h = Hooks { cfg, lua, turns, running: Vec::new(), stats: HookStats::default(), shared, file_problems, script_problems, behind, stop_asked: stop_asked_here, on, in_effect };
             h.run(rx, exports);
             h.stats
         })
@@ -345,10 +357,28 @@ impl Hooks {
         self.stats.lua = self.lua.stats();
         (self.stats.scripts_waiting, self.stats.scripts_running) = (self.turns.queued() as u64, self.running.len() as u64);
         self.stats.events_waiting = self.turns.parked() as u64;
+        self.stats.oldest_wait_ms = self.tell_if_behind().as_millis() as u64;
         let mut s = self.shared.lock();
         if *s != self.stats {
             *s = self.stats.clone();
         }
+    }
+
+    /// How long the oldest script waiting has waited; past [`BEHIND`], logged (rate-limited)
+    /// with its limit and what waits.
+    fn tell_if_behind(&mut self) -> Duration {
+        let oldest = self.turns.fronts().map(|(_, q, n)| (q.since.elapsed(), &q.what, n)).max_by_key(|(waited, ..)| *waited);
+        let Some((waited, what, n)) = oldest else { return Duration::ZERO };
+        if waited >= BEHIND {
+            let (all, parked) = (self.turns.queued(), self.turns.parked());
+            self.behind.log(log::warn, || {
+                format!(
+                    "hooks behind: {what} has waited {} s to start ({n} scripts of its limit waiting, {all} in all, {parked} alert events parked); see README, troubleshooting",
+                    waited.as_secs()
+                )
+            });
+        }
+        waited
     }
 
     /// Hands a written window to its `export-lua` function, if it names one.
@@ -534,7 +564,7 @@ impl Hooks {
         args.push(whole(ev.value));
         args.push(whole(ev.threshold));
         let what = format!("{} {}", script.display(), args.join(" "));
-        if !self.turns.push(&lane_of(ev), Queued { script, args, what, alert: alert.to_string(), action }) {
+        if !self.turns.push(&lane_of(ev), Queued { script, args, what, alert: alert.to_string(), action, since: Instant::now() }) {
             // Not reached (`event` parks the events of a full lane); a bound all the same.
             self.stats.scripts_dropped += 1;
         }
@@ -548,7 +578,7 @@ impl Hooks {
             return self.leave_queued();
         }
         while self.running.len() < self.cfg.max_scripts {
-            let Some((Queued { script, args, what, alert, action }, lane)) = self.turns.pop() else { break };
+            let Some((Queued { script, args, what, alert, action, .. }, lane)) = self.turns.pop() else { break };
             // The alert's start or end takes effect now, whether the script can run or not.
             if action {
                 self.in_effect.insert(alert);
@@ -771,8 +801,32 @@ mod tests {
         let storm_keys: Vec<String> = lines.iter().filter_map(|l| l.strip_prefix("o ")).map(String::from).collect();
         let want: Vec<String> = (0..100).map(|k| std::net::Ipv4Addr::from(k as u32).to_string()).collect();
         assert_eq!(storm_keys, want);
-        assert_eq!((stats.events, stats.scripts_started, stats.scripts_ok, stats.events_waiting), (101, 101, 101, 0));
+        assert_eq!((stats.events, stats.scripts_started, stats.scripts_ok, stats.events_waiting, stats.oldest_wait_ms), (101, 101, 101, 0, 0));
         assert_eq!(std::fs::read_dir(d.join("notifications")).unwrap().count(), 101);
+    }
+
+    #[test]
+    fn the_oldest_waiting_script_says_how_far_behind_the_hooks_are() {
+        // One script at a time, 1 s each: the second start's script waits about a second.
+        let (d, m) = setup("behind", "sleep 1");
+        let (tx, rx) = sync_channel(10);
+        let h = spawn(hook_config(&d, Duration::from_secs(5), 1, 10), rx, None);
+        for k in 0..2 {
+            tx.send(start_event(&m, k)).unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let seen = loop {
+            let s = h.stats.lock().clone();
+            if s.oldest_wait_ms >= 300 || Instant::now() > deadline {
+                break s;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert!(seen.oldest_wait_ms >= 300 && seen.oldest_wait_ms < 1500, "{seen:?}");
+        assert_eq!((seen.scripts_waiting, seen.scripts_running), (1, 1));
+        drop(tx);
+        let stats = h.join().unwrap();
+        assert_eq!((stats.scripts_ok, stats.oldest_wait_ms), (2, 0), "none waits at the end");
     }
 
     #[test]

@@ -101,6 +101,14 @@ impl<S, E> Turns<S, E> {
         Some(ev)
     }
 
+    /// The oldest item of each lane with work, with the lane's name and its number of items.
+    pub fn fronts(&self) -> impl Iterator<Item = (&str, &S, usize)> {
+        self.turn.iter().map(|name| {
+            let lane = &self.lanes[name];
+            (name.as_str(), lane.work.front().expect("a lane in turn has work"), lane.work.len())
+        })
+    }
+
     /// Takes all work and every parked event out (a stop leaving them), in lane order.
     pub fn drain(&mut self) -> (Vec<S>, Vec<E>) {
         self.turn.clear();
@@ -171,6 +179,18 @@ mod tests {
         assert_eq!(run_all(&mut t), ["scan0", "flood0", "scan1", "scan2", "scan3", "scan4", "scan5"]);
         assert_eq!((t.queued(), t.parked()), (0, 0));
         assert!(!t.must_park("scan"));
+    }
+
+    #[test]
+    fn fronts_are_each_lanes_oldest() {
+        let mut t: Turns<String, ()> = Turns::new(10);
+        for (lane, item) in [("a", "a0"), ("b", "b0"), ("a", "a1")] {
+            t.push(lane, item.into());
+        }
+        let fronts: Vec<(&str, &String, usize)> = t.fronts().collect();
+        assert_eq!(fronts, [("a", &"a0".to_string(), 2), ("b", &"b0".to_string(), 1)]);
+        t.pop();
+        assert_eq!(t.fronts().map(|(l, s, n)| (l.to_string(), s.clone(), n)).collect::<Vec<_>>(), [("b".into(), "b0".into(), 1), ("a".into(), "a1".into(), 1)]);
     }
 
     #[test]
