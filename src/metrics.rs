@@ -313,6 +313,7 @@ fn hook_metrics(out: &mut Exposition, h: &HookStats) {
         ("{outcome=\"dropped\"}".into(), h.lua.dropped),
     ];
     out.metric("lua_hook_calls_total", "counter", "Lua hook calls (action-lua, back2norm-lua, export-lua) by outcome.", lua);
+    out.one("lua_hook_calls_waiting", "gauge", "Lua hook calls not made yet: running, or waiting for their object's turn.", h.lua_unfinished);
     out.one("hook_events_total", "counter", "Alert events handled by the hook thread.", h.events);
     out.one("hook_scripts_waiting", "gauge", "Hook scripts waiting for their turn (max-scripts run at once).", h.scripts_waiting);
     out.one("hook_scripts_running", "gauge", "Hook scripts running.", h.scripts_running);

@@ -602,7 +602,7 @@ fn one_average_per_key_whatever_worker_its_flows_come_through() {
     let err = stop_live(child);
     assert_eq!(metric(&page, "xenoeye_hook_scripts_total{outcome=\"ok\"}"), Some(1), "{page}");
     assert_eq!((metric(&page, "xenoeye_hook_scripts_waiting"), metric(&page, "xenoeye_hook_scripts_running")), (Some(0), Some(0)), "{page}");
-    assert_eq!((metric(&page, "xenoeye_hook_events_waiting"), metric(&page, "xenoeye_hook_oldest_wait_seconds")), (Some(0), Some(0)), "{page}");
+    assert_eq!((metric(&page, "xenoeye_hook_events_waiting"), metric(&page, "xenoeye_hook_oldest_wait_seconds"), metric(&page, "xenoeye_lua_hook_calls_waiting")), (Some(0), Some(0), Some(0)), "{page}");
     assert_eq!(metric(&page, "xenoeye_mavg_active_limits{object=\"victim\",mavg=\"m\"}"), Some(1), "{page}");
     assert_eq!(metric(&page, "xenoeye_mavg_keys{object=\"victim\",mavg=\"m\"}"), Some(2), "{page}");
     for p in ports {

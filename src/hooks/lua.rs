@@ -56,7 +56,7 @@ pub struct LuaStats {
     pub errors: u64,
     /// Calls cut at the instruction budget.
     pub cut: u64,
-    /// Calls not made: their Lua thread's queue was full.
+    /// Calls not made: too many waited already (see `lua_pool`), or a stop left them.
     pub dropped: u64,
 }
 

@@ -133,6 +133,11 @@ impl LuaPool {
         self.waiting
     }
 
+    /// Calls not made yet: waiting here, and handed over (running or waiting on a thread).
+    pub fn unfinished(&self) -> usize {
+        self.waiting + self.threads.iter().map(|t| t.pending.load(Ordering::Relaxed) + t.batch.len()).sum::<usize>()
+    }
+
     /// Hands the collected calls to their threads, and as many of those waiting as they
     /// have room for (objects taking turns): one wake-up per thread and batch rather than
     /// per call, which is what lets a flood of events through.
@@ -168,12 +173,11 @@ impl LuaPool {
     pub fn finish(&mut self, grace: Duration) {
         self.flush();
         let deadline = Instant::now() + grace;
-        let pending = |p: &LuaPool| p.waiting + p.threads.iter().map(|t| t.pending.load(Ordering::Relaxed)).sum::<usize>();
-        while pending(self) > 0 && Instant::now() < deadline {
+        while self.unfinished() > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
             self.flush();
         }
-        let left = pending(self);
+        let left = self.unfinished();
         if left > 0 {
             log::warn(&format!("stopping: {left} Lua hook calls still waiting are dropped"));
             self.stopping.store(true, Ordering::Relaxed);
@@ -377,9 +381,11 @@ mod tests {
             pool.submit(event(&objects, "slow", &k.to_string()));
         }
         assert_eq!((pool.backlog(), pool.stats().dropped), (2, 2), "one running, one in the thread, two waiting, two dropped");
+        assert_eq!(pool.unfinished(), 4);
         pool.finish(Duration::from_secs(60));
         assert_eq!(std::fs::read_to_string(d.join("mo/slow/keys")).unwrap(), "1\n2\n3\n4\n");
         assert_eq!(pool.stats(), LuaStats { calls: 4, dropped: 2, ..LuaStats::default() });
+        assert_eq!(pool.unfinished(), 0);
     }
 
     /// Objects `slow` and `fast` on one thread: `slow`'s hook takes 0.3 s, `fast`'s none;

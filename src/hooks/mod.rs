@@ -95,6 +95,8 @@ pub struct HookStats {
     pub events_waiting: u64,
     /// Notification rewrites skipped for coming while their limit's events were parked.
     pub rewrites_skipped: u64,
+    /// Lua calls not made yet (waiting or running), now.
+    pub lua_unfinished: u64,
     /// How long the oldest script waiting has waited, in ms (0: none waits): how far behind
     /// the hooks are, in time.
     pub oldest_wait_ms: u64,
@@ -355,6 +357,7 @@ impl Hooks {
 
     fn publish(&mut self) {
         self.stats.lua = self.lua.stats();
+        self.stats.lua_unfinished = self.lua.unfinished() as u64;
         (self.stats.scripts_waiting, self.stats.scripts_running) = (self.turns.queued() as u64, self.running.len() as u64);
         self.stats.events_waiting = self.turns.parked() as u64;
         self.stats.oldest_wait_ms = self.tell_if_behind().as_millis() as u64;
