@@ -421,6 +421,7 @@ impl Hooks {
 
     /// An event from the moving averages: handled now, or parked behind its limit's full lane
     /// of scripts (a dump, which runs no script, is written now).
+    ///
     /// A notification rewrite of a limit whose events are parked is skipped: it comes again
     /// 3 seconds later, and a lane long full (a storm with slow scripts) would otherwise park
     /// a rewrite of each of its alerts every 3 seconds.
