@@ -167,8 +167,9 @@ struct Hooks {
     /// otherwise log a line per alert).
     file_problems: log::RateLimit,
     script_problems: log::RateLimit,
-    /// Hooks behind by more than [`BEHIND`] are logged once per [`BEHIND`].
-    behind: log::RateLimit,
+    /// When hooks behind by more than [`BEHIND`] were last logged (once per [`BEHIND`]; the
+    /// check runs every loop, so a rate limit's count of lines held back would mean nothing).
+    behind_told: Option<Instant>,
     /// When the collector began to stop (see [`HookHandle::stopping`]): events are left
     /// from `stop_grace` after it.
     stop_asked: Arc<OnceLock<Instant>>,
@@ -201,8 +202,7 @@ pub fn spawn(cfg: HookConfig, rx: Receiver<Event>, exports: Option<Receiver<crat
             let on = alerts_on(&cfg.notifications_dir);
             let in_effect = on.clone();
             let turns = turns::Turns::new(cfg.max_queued);
-            let behind = log::RateLimit::new(BEHIND);
-            let mut h = Hooks { cfg, lua, turns, running: Vec::new(), stats: HookStats::default(), shared, file_problems, script_problems, behind, stop_asked: stop_asked_here, on, in_effect };
+            let mut h = Hooks { cfg, lua, turns, running: Vec::new(), stats: HookStats::default(), shared, file_problems, script_problems, behind_told: None, stop_asked: stop_asked_here, on, in_effect };
             h.run(rx, exports);
             h.stats
         })
@@ -372,14 +372,13 @@ impl Hooks {
     fn tell_if_behind(&mut self) -> Duration {
         let oldest = self.turns.fronts().map(|(_, q, n)| (q.since.elapsed(), &q.what, n)).max_by_key(|(waited, ..)| *waited);
         let Some((waited, what, n)) = oldest else { return Duration::ZERO };
-        if waited >= BEHIND {
+        if waited >= BEHIND && self.behind_told.is_none_or(|t| t.elapsed() >= BEHIND) {
+            self.behind_told = Some(Instant::now());
             let (all, parked) = (self.turns.queued(), self.turns.parked());
-            self.behind.log(log::warn, || {
-                format!(
-                    "hooks behind: {what} has waited {} s to start ({n} scripts of its limit waiting, {all} in all, {parked} alert events parked); see README, troubleshooting",
-                    waited.as_secs()
-                )
-            });
+            log::warn(&format!(
+                "hooks behind: {what} has waited {} s to start ({n} scripts of its limit waiting, {all} in all, {parked} alert events parked); see README, troubleshooting",
+                waited.as_secs()
+            ));
         }
         waited
     }
