@@ -37,6 +37,10 @@ use std::time::{Duration, Instant};
 /// limit starts are reacted to that late.
 const BEHIND: Duration = Duration::from_secs(60);
 
+/// From this many `max-scripts` on, the last free slot is kept for a limit with no script
+/// running (see `Hooks::next_script`).
+const RESERVE_FROM: usize = 4;
+
 /// How long a stopping collector lets queued Lua hook calls run before dropping them.
 const LUA_GRACE: Duration = Duration::from_secs(5);
 
@@ -138,6 +142,8 @@ struct Running {
     child: Child,
     started: Instant,
     what: String,
+    /// Its limit's lane (see [`turns`]).
+    lane: String,
 }
 
 /// A script waiting for its turn.
@@ -585,7 +591,7 @@ impl Hooks {
             return self.leave_queued();
         }
         while self.running.len() < self.cfg.max_scripts {
-            let Some((Queued { script, args, what, alert, action, .. }, lane)) = self.turns.pop() else { break };
+            let Some((Queued { script, args, what, alert, action, .. }, lane)) = self.next_script() else { break };
             // The alert's start or end takes effect now, whether the script can run or not.
             if action {
                 self.in_effect.insert(alert);
@@ -595,7 +601,7 @@ impl Hooks {
             match crate::child::spawn(Command::new(&script).args(&args).stdin(Stdio::null()).stdout(Stdio::null())) {
                 Ok(child) => {
                     self.stats.scripts_started += 1;
-                    self.running.push(Running { child, started: Instant::now(), what });
+                    self.running.push(Running { child, started: Instant::now(), what, lane: lane.clone() });
                 }
                 Err(e) => {
                     self.stats.scripts_failed += 1;
@@ -608,6 +614,18 @@ impl Hooks {
                 self.handle(ev);
             }
         }
+    }
+
+    /// The script to start in a free slot: the next in turn, but with `max_scripts` 4 or more
+    /// the last free slot goes only to a limit with no script running, so that a storm of
+    /// slow scripts (a mitigation API taking seconds) never holds every slot while another
+    /// limit's alert waits. (With fewer slots, keeping one back would cost a storm too much.)
+    fn next_script(&mut self) -> Option<(Queued, String)> {
+        if self.cfg.max_scripts < RESERVE_FROM || self.running.len() + 1 < self.cfg.max_scripts {
+            return self.turns.pop();
+        }
+        let running = &self.running;
+        self.turns.pop_first(|lane| running.iter().all(|r| r.lane != lane))
     }
 
     /// Collects finished scripts (no zombies) and kills those past their timeout.
@@ -810,6 +828,29 @@ mod tests {
         assert_eq!(storm_keys, want);
         assert_eq!((stats.events, stats.scripts_started, stats.scripts_ok, stats.events_waiting, stats.oldest_wait_ms), (101, 101, 101, 0, 0));
         assert_eq!(std::fs::read_dir(d.join("notifications")).unwrap().count(), 101);
+    }
+
+    #[test]
+    fn the_last_free_slot_is_kept_for_a_limit_with_no_script_running() {
+        // Four slots, o's scripts taking a second: three of them run, and p's start, 0.2 s
+        // later, takes the fourth at once instead of waiting for one of o's to end.
+        let (d, storm) = setup("reserve", &format!("echo \"$1 $5\" >> {0}/log; sleep 1", "$(dirname $0)"));
+        let other = of_another_object(&d);
+        let (tx, rx) = sync_channel(100);
+        for k in 0..6 {
+            tx.send(start_event(&storm, k)).unwrap();
+        }
+        let h = spawn(hook_config(&d, Duration::from_secs(5), 4, 100), rx, None);
+        std::thread::sleep(Duration::from_millis(200));
+        tx.send(start_event(&other, 9)).unwrap();
+        drop(tx);
+        let stats = h.join().unwrap();
+        let log = std::fs::read_to_string(d.join("log")).unwrap();
+        let mut lines: Vec<&str> = log.lines().collect();
+        // The three started together log in any order.
+        lines[..3].sort();
+        assert_eq!(lines[..4], ["o 0.0.0.0", "o 0.0.0.1", "o 0.0.0.2", "p 0.0.0.9"], "{log}");
+        assert_eq!((stats.scripts_ok, lines.len()), (7, 7));
     }
 
     #[test]

@@ -79,7 +79,14 @@ impl<S, E> Turns<S, E> {
     /// The next item, of the lane whose turn it is, with that lane's name (whose parked
     /// events may now have room: see [`Turns::unpark`]).
     pub fn pop(&mut self) -> Option<(S, String)> {
-        let name = self.turn.pop_front()?;
+        self.pop_first(|_| true)
+    }
+
+    /// [`Turns::pop`] of the first lane in turn that `may` lets through (those before it keep
+    /// their turn).
+    pub fn pop_first(&mut self, may: impl Fn(&str) -> bool) -> Option<(S, String)> {
+        let at = self.turn.iter().position(|name| may(name))?;
+        let name = self.turn.remove(at).expect("a position found in turn");
         let lane = self.lanes.get_mut(&name).expect("a lane in turn exists");
         let item = lane.work.pop_front().expect("a lane in turn has work");
         self.queued -= 1;
@@ -179,6 +186,17 @@ mod tests {
         assert_eq!(run_all(&mut t), ["scan0", "flood0", "scan1", "scan2", "scan3", "scan4", "scan5"]);
         assert_eq!((t.queued(), t.parked()), (0, 0));
         assert!(!t.must_park("scan"));
+    }
+
+    #[test]
+    fn a_lane_passed_over_keeps_its_turn() {
+        let mut t: Turns<String, String> = Turns::new(10);
+        for (lane, item) in [("a", "a0"), ("a", "a1"), ("b", "b0"), ("c", "c0")] {
+            t.push(lane, item.into());
+        }
+        assert_eq!(t.pop_first(|lane| lane != "a").unwrap(), ("b0".into(), "b".into()));
+        assert!(t.pop_first(|lane| lane == "x").is_none());
+        assert_eq!(run_all(&mut t), ["a0", "c0", "a1"]);
     }
 
     #[test]
