@@ -38,3 +38,5 @@ pub mod systemd;
 pub mod daemon;
 #[doc(hidden)]
 pub mod testdir;
+#[cfg(test)]
+mod testrand;

@@ -363,13 +363,8 @@ mod tests {
     /// same filters match as when each is tried.
     #[test]
     fn the_index_matches_what_trying_each_filter_matches() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut rnd = move |n: u32| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % n as u64) as u32
-        };
+        let mut next = crate::testrand::xorshift(0x9e37_79b9_7f4a_7c15);
+        let mut rnd = move |n: u32| next(n as u64) as u32;
         for _ in 0..20 {
             let texts: Vec<String> = (0..80)
                 .map(|_| {

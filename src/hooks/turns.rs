@@ -212,6 +212,55 @@ mod tests {
     }
 
     #[test]
+    fn random_arrivals_keep_each_lanes_order_and_no_lane_waits_two_turns() {
+        // Events (lane, sequence number) arrive in a random order among five lanes of at most
+        // three items, parked when a lane is full, and are taken at random moments, as the
+        // hook thread does; a fixed seed keeps the run the same.
+        let mut next = crate::testrand::xorshift(0x2545_f491_4f6c_dd1d);
+        let mut t: Turns<(usize, u32), (usize, u32)> = Turns::new(3);
+        let (mut sent, mut taken) = ([0u32; 5], [0u32; 5]);
+        // Per lane with work: the pops since it last had one (at most the other lanes').
+        let mut waited = [0usize; 5];
+        for step in 0..20_000 {
+            if step < 15_000 && next(3) > 0 {
+                let lane = next(5) as usize;
+                let (name, item) = (lane.to_string(), (lane, sent[lane]));
+                sent[lane] += 1;
+                if t.must_park(&name) {
+                    t.park(&name, item);
+                } else {
+                    assert!(t.push(&name, item));
+                }
+            } else if let Some(((lane, k), name)) = t.pop() {
+                assert_eq!(k, taken[lane], "lane {lane} in order");
+                taken[lane] += 1;
+                waited[lane] = 0;
+                for (other, w) in waited.iter_mut().enumerate() {
+                    if other != lane && t.lanes.get(&other.to_string()).is_some_and(|l| !l.work.is_empty()) {
+                        *w += 1;
+                        assert!(*w <= 4, "lane {other} waited {w} pops with work");
+                    }
+                }
+                while let Some(item) = t.unpark(&name) {
+                    assert!(t.push(&name, item));
+                }
+            }
+            let (work, parked): (usize, usize) = t.lanes.values().fold((0, 0), |(w, p), l| (w + l.work.len(), p + l.parked.len()));
+            assert_eq!((t.queued(), t.parked()), (work, parked));
+            assert!(t.lanes.values().all(|l| l.work.len() <= 3 && (l.parked.is_empty() || l.work.len() == 3)));
+        }
+        while let Some(((lane, k), name)) = t.pop() {
+            assert_eq!(k, taken[lane]);
+            taken[lane] += 1;
+            while let Some(item) = t.unpark(&name) {
+                assert!(t.push(&name, item));
+            }
+        }
+        assert_eq!(taken, sent, "everything sent was taken");
+        assert_eq!((t.queued(), t.parked()), (0, 0));
+    }
+
+    #[test]
     fn drain_takes_everything_out() {
         let mut t = Turns::new(1);
         t.push("a", "a0".into());
