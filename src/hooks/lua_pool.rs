@@ -118,7 +118,7 @@ impl LuaPool {
         self.dropped += 1;
         if self.last_drop_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
             self.last_drop_log = Some(Instant::now());
-            log::warn(&format!("Lua hook queue full: dropped {} ({} dropped so far)", job.describe(), self.dropped));
+            log::warn(&format!("Lua hook queue full ({} calls waiting for their threads): dropped {} ({} dropped so far)", self.waiting, job.describe(), self.dropped));
         }
     }
 
