@@ -103,21 +103,19 @@ class Anomaly:
     def __init__(self, base):
         self.base = base
         has = lambda ext: os.path.isfile(base + ext)
+        # A new message to every chat; a green one replies to the red's messages, if sent.
+        targets = [(chat, None) for chat in CHATS]
         if has(".n") and (has(".n-done") or not has(".s")):
             self.colour, self.progress = RED, base + ".n-done"
             self.text = read(base + ".n")
-            targets = [(chat, None) for chat in CHATS]
         elif has(".n"):
             self.colour, self.progress = YELLOW, base + ".s-done"
             self.text = read(base + ".n") + "\n" + read(base + ".s")
-            targets = [(chat, None) for chat in CHATS]
         else:
             self.colour, self.progress = GREEN, base + ".s-done"
             self.text = read(base + ".s")
             if has(".-"):
                 targets = [tuple(line.split(":", 1)) for line in lines(base + ".-")]
-            else:
-                targets = [(chat, None) for chat in CHATS]
         done = {line.split(":", 1)[0] for line in lines(self.progress)}
         # (chat, message to reply to) still to send to.
         self.todo = [(chat, reply) for chat, reply in targets if chat not in done]

@@ -197,15 +197,17 @@ fn from_node(file: &Path, root: &Node, errors: &mut Vec<ConfigError>) -> Config 
         .filter(|s| !s.trim().is_empty())
         .map(|s| resolve(base, s));
     // A count of at least 1 (`default` when absent or wrong).
-    let count_key = |key: &str, default: u64, errors: &mut Vec<ConfigError>| -> u64 {
-        root.get(key).map(|n| ok_or(n.as_u64(file, key), errors, default)).unwrap_or(default).max(1)
+    let u64_key = |key: &str, default: u64, errors: &mut Vec<ConfigError>| -> u64 {
+        root.get(key).map(|n| ok_or(n.as_u64(file, key), errors, default)).unwrap_or(default)
     };
+    let count_key = |key: &str, default: u64, errors: &mut Vec<ConfigError>| -> u64 { u64_key(key, default, errors).max(1) };
     let script_timeout = count_key("script-timeout", 30, errors);
     let export_backlog_m = count_key("export-backlog-m", 1024, errors);
     let db_export_timeout = count_key("db-export-timeout", 300, errors);
     let max_scripts = count_key("max-scripts", 16, errors) as usize;
     let metrics_listen = metrics_listen(file, root.get("metrics-listen"), errors);
-    let exporter_silence = root.get("exporter-silence").map(|n| ok_or(n.as_u64(file, "exporter-silence"), errors, 60)).unwrap_or(60);
+    // 0 is a value of its own here (never tell), not raised to 1 as a count.
+    let exporter_silence = u64_key("exporter-silence", 60, errors);
     let lua = lua_settings(file, base, root.get("lua"), errors);
     let export_dir = path_key("export-dir", "/var/lib/xenoeye/exp", errors);
     let notifications_dir = path_key("notifications-dir", "/var/lib/xenoeye/notifications", errors);
