@@ -354,6 +354,31 @@ fn an_underlimit_is_not_started_by_averages_still_filling_after_the_start() {
 }
 
 #[test]
+fn a_host_listed_for_an_underlimit_and_silent_from_the_start_is_alerted_after_a_minute_of_traffic() {
+    let d = victim_dirs("alerts-under-listed");
+    let on = script(&d, "on-start.sh");
+    std::fs::write(d.join("mo/victim/drop.csv"), "# host, bytes/s\n10.0.0.1,2000\n10.0.0.7,2000\n").unwrap();
+    victim_average(&d, 2, &format!(r#""underlimit": [ {{"name": "drop", "limits": "drop.csv", "back2norm-time": 3, "action-script": "{on}"}} ]"#));
+    let conf = collector_conf(&d);
+    // 10.0.0.1: 1,000 bytes every 100 ms (10,000 B/s) for `until_s`; 10.0.0.7 never.
+    let capture = |until_s: u64| -> Vec<Frame> { (0..until_s * 10).map(|tenth| v9_frame(T0 + tenth * 100 + 50, &[flow([10, 0, 0, 1], 1000)])).collect() };
+    let notif = d.join("notifications/victim-m-drop-10.0.0.7");
+
+    // Under a minute of traffic: a listed host not seen yet may still come.
+    let err = replay(&conf, &capture(55));
+    assert!(!d.join("on-start.sh.log").exists() && !notif.exists(), "{err}");
+
+    // The sweep at 1 s finds traffic; 10.0.0.7 is watched from 61 s and under 2,000 B/s at
+    // the next sweep, with a rate of 0. 10.0.0.1 is never under.
+    let err = replay(&conf, &capture(70));
+    assert!(err.contains("victim/m: 1 keys listed for underlimits and not seen since traffic began are watched from now"), "{err}");
+    let started = std::fs::read_to_string(d.join("on-start.sh.log")).unwrap_or_else(|e| panic!("{e}: {err}"));
+    assert_eq!(started, format!("victim m drop {} 10.0.0.7 0 2000\n", notif.display()), "ran once, this argv");
+    assert_eq!(std::fs::read_to_string(&notif).unwrap(), "10.0.0.7 0 2000\n");
+    assert_eq!(std::fs::read_dir(d.join("notifications")).unwrap().count(), 1, "10.0.0.1 never under");
+}
+
+#[test]
 fn a_full_mem_m_skips_new_keys_with_a_warning_and_known_keys_still_alert() {
     let d = victim_dirs("alerts-mem-m");
     let on = script(&d, "on-start.sh");

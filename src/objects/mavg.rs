@@ -541,6 +541,12 @@ pub struct Mavg {
     /// The thresholds changed since the last sweep (reload): the next one looks at every row,
     /// not only at those with a limit active or over (see [`Mavg::sweep_group`]).
     thresholds_changed: AtomicBool,
+    /// When (the averages' clock, ms) a sweep first found a key in the table, so traffic of
+    /// the object had begun; 0 before. See [`Mavg::watch_listed`].
+    traffic_since_ms: AtomicU64,
+    /// The keys listed for this moving average's underlimits in the thresholds now in force
+    /// are still to be watched (set at the start and by every change of thresholds).
+    listed_pending: AtomicBool,
     /// The table, perhaps shared with another moving average of the object; this one's rows
     /// are member `member`'s.
     group: Arc<Group>,
@@ -692,6 +698,7 @@ impl Mavg {
         for cell in &self.group.cells {
             self.retarget(&mut cell.shard.lock(), &compiled);
         }
+        self.listed_pending.store(true, Ordering::Relaxed);
     }
 
     /// Takes the thresholds of a freshly parsed version of this moving average (its mo.conf
@@ -761,9 +768,9 @@ impl Mavg {
     }
 
     /// Takes over the counters of the previous version whose table it took (reload): its keys
-    /// (counted against `mem-m`), events and what was dropped, and when the warnings were last
-    /// given (each reload would otherwise start a warning's 10 s again and its "so far" from
-    /// zero).
+    /// (counted against `mem-m`), events and what was dropped, since when it has had traffic
+    /// (listed keys are not made to wait again), and when the warnings were last given (each
+    /// reload would otherwise start a warning's 10 s again and its "so far" from zero).
     fn carry_counters(&self, old: &Mavg) {
         let carry = |mine: &AtomicU64, theirs: &AtomicU64| mine.store(theirs.load(Ordering::Relaxed), Ordering::Relaxed);
         self.stats.keys.store(old.stats.keys.swap(0, Ordering::Relaxed), Ordering::Relaxed);
@@ -771,6 +778,7 @@ impl Mavg {
         carry(&self.stats.events, &old.stats.events);
         carry(&self.stats.events_dropped, &old.stats.events_dropped);
         carry(&self.keys_dropped_told, &old.keys_dropped_told);
+        carry(&self.traffic_since_ms, &old.traffic_since_ms);
         carry(&self.last_drop_log_ms, &old.last_drop_log_ms);
         carry(&self.last_full_log_ms, &old.last_full_log_ms);
     }

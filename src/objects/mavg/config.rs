@@ -113,6 +113,8 @@ pub fn parse(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Re
         thresholds: RwLock::new(thresholds),
         next_dump_ms: AtomicU64::new(0),
         thresholds_changed: AtomicBool::new(false),
+        traffic_since_ms: AtomicU64::new(0),
+        listed_pending: AtomicBool::new(true),
         last_drop_log_ms: AtomicU64::new(0),
         last_full_log_ms: AtomicU64::new(0),
         keys_dropped_told: AtomicU64::new(0),

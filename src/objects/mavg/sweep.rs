@@ -1,10 +1,16 @@
 //! The once-per-second pass over a moving average's table, and its dumps: idle rows decay,
-//! back-to-normal and underlimits are found (no flow can report traffic that stopped),
+//! back-to-normal and underlimits are found (no flow can report traffic that stopped), keys
+//! listed for underlimits that no flow brought are put in,
 //! notification files are kept fresh, idle keys are forgotten, the `.dump` / `.adump`
 //! files are asked for, and a full `mem-m` is warned of. Apart from the per-flow path (the
 //! parent module): it runs under each shard's lock once a second, never per flow.
 
 use super::*;
+
+/// How long an object must have had traffic before the keys listed for its underlimits that
+/// no flow brought are watched (see [`Mavg::watch_listed`]): exporters send their templates
+/// and long flows within a minute.
+const LISTED_AFTER_MS: u64 = 60_000;
 
 /// One pass of the once-per-second sweep over a table's members (as [`groups`] returns
 /// them): decays idle rows, finds back-to-normal and underlimits, rewrites notifications,
@@ -27,6 +33,8 @@ pub struct SweepPass {
     /// Where the pass goes on: shard, then slot.
     shard: usize,
     slot: usize,
+    /// Its first step was taken (see [`Mavg::watch_listed`]).
+    begun: bool,
 }
 
 impl SweepPass {
@@ -37,12 +45,16 @@ impl SweepPass {
         }
         let forget: Vec<Option<u64>> = members.iter().map(|m| m.forget_after()).collect();
         let skip_quiet = members.iter().zip(&forget).map(|(m, f)| f.filter(|_| !m.thresholds_changed.swap(false, Ordering::Relaxed))).collect();
-        SweepPass { members: members.to_vec(), forget, skip_quiet, shard: 0, slot: 0 }
+        SweepPass { members: members.to_vec(), forget, skip_quiet, shard: 0, slot: 0, begun: false }
     }
 
     /// Sweeps at `now_ms` until the pass is complete (returns true) or `budget` slots were
     /// looked at (taken off `budget`); events are sent after each shard's lock is released.
     pub fn step(&mut self, now_ms: u64, budget: &mut usize) -> bool {
+        if !self.begun {
+            self.begun = true;
+            Mavg::watch_listed(&self.members, now_ms);
+        }
         let cells = &self.members[0].group.cells;
         while self.shard < cells.len() && *budget > 0 {
             let mut out: Vec<Vec<SweepEvent>> = self.members.iter().map(|_| Vec::new()).collect();
@@ -96,6 +108,89 @@ impl Mavg {
     pub fn sweep_group(members: &[Arc<Mavg>], now_ms: u64) {
         let mut unbounded = usize::MAX;
         SweepPass::new(members).step(now_ms, &mut unbounded);
+    }
+
+    /// Puts the keys listed for the underlimits of a table's members (as [`groups`] returns
+    /// them) in their `limits` files that no flow has brought into the table (a listed host
+    /// silent since the start, or added by a reload): the sweep watches only the keys in the
+    /// table, and these have no traffic to say they fell silent. Only once the object has had
+    /// traffic for [`LISTED_AFTER_MS`] (or a window, if longer), so that a collector that has
+    /// just started, or whose exporters have not sent their templates yet, takes no listed
+    /// key for silent; a key added by a reload after that is watched at once. A key goes in
+    /// with an average of 0 that starts filling then (see [`Mavg::fill`]): its underlimit
+    /// starts at the next sweep unless its traffic comes first. Keys beyond `mem-m` are counted
+    /// as dropped, as new keys of flows are.
+    fn watch_listed(members: &[Arc<Mavg>], now_ms: u64) {
+        for member in members {
+            member.note_traffic(now_ms);
+        }
+        let due: Vec<&Arc<Mavg>> = members.iter().filter(|m| m.listed_due(now_ms)).collect();
+        if due.is_empty() || members[0].group.successor.get().is_some() {
+            return;
+        }
+        let mut keys: Vec<PackedKey> = Vec::new();
+        for member in due {
+            member.listed_pending.store(false, Ordering::Relaxed);
+            keys.extend(member.listed_keys());
+        }
+        keys.sort_unstable_by_key(|k| k.w);
+        keys.dedup_by_key(|k| k.w);
+        let added = keys.iter().filter(|key| Mavg::put_listed(members, key, now_ms)).count();
+        if added > 0 {
+            let m = &members[0];
+            crate::log::info(&format!("{}/{}: {added} keys listed for underlimits and not seen since traffic began are watched from now", m.object, m.name));
+        }
+    }
+
+    /// Notes when a sweep first finds a key in the table (see [`Mavg::traffic_since_ms`]).
+    fn note_traffic(&self, now_ms: u64) {
+        if self.traffic_since_ms.load(Ordering::Relaxed) == 0 && self.stats.keys.load(Ordering::Relaxed) > 0 {
+            self.traffic_since_ms.store(now_ms.max(1), Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the keys listed for this average's underlimits are to be put in now (see
+    /// [`Mavg::watch_listed`]).
+    fn listed_due(&self, now_ms: u64) -> bool {
+        let since = self.traffic_since_ms.load(Ordering::Relaxed);
+        self.has_underlimit() && since != 0 && now_ms >= since + LISTED_AFTER_MS.max(self.time_ms) && self.listed_pending.load(Ordering::Relaxed)
+    }
+
+    /// The keys the `limits` files of this average's underlimits list with a threshold an
+    /// average of 0 is under (a threshold of 0, or `inf` alone, watches nothing).
+    fn listed_keys(&self) -> Vec<PackedKey> {
+        let thresholds = self.thresholds.read();
+        let unders = self.limits.iter().zip(&thresholds.per_limit).filter(|(spec, _)| spec.kind == LimitKind::Under);
+        unders.flat_map(|(_, by_key)| by_key.iter().filter(|(_, t)| t.iter().any(|t| t.is_finite() && *t > 0.0)).map(|(k, _)| *k)).collect()
+    }
+
+    /// Puts a listed key in its shard's table unless it is there (see
+    /// [`Mavg::watch_listed`]); returns whether it was put in.
+    fn put_listed(members: &[Arc<Mavg>], key: &PackedKey, now_ms: u64) -> bool {
+        let group = &members[0].group;
+        let hash = key.hash64();
+        let cell = &group.cells[group.shard_of(hash)];
+        let mut shard = cell.shard.lock();
+        let Shard { rows, limits, compiled } = &mut *shard;
+        if rows.find(key, hash).is_some() {
+            return false;
+        }
+        if !members[0].has_room_for_key() {
+            for member in members {
+                member.stats.keys_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            return false;
+        }
+        let new_rows: Vec<Row> = compiled.iter().map(|c| Row { last_ms: now_ms, n: [0.0; 3], thr: c.index_of(key) }).collect();
+        rows.insert(key, hash, &new_rows);
+        cell.publish(rows.probe_start());
+        Mavg::count_new_key(members.iter().map(|m| &**m));
+        for (member, limits) in members.iter().zip(limits.iter_mut()) {
+            if member.has_underlimit() {
+                limits.entry(*key).or_default().first_ms = now_ms.max(1);
+            }
+        }
+        true
     }
 
     /// How long a key idle and holding no limit is kept: 10 windows, at least a minute, and

@@ -218,6 +218,104 @@ fn an_underlimit_allows_for_a_new_keys_average_filling_and_still_finds_traffic_t
     assert_eq!(ones, vec![(Phase::Start, "0.0.0.1".to_string(), 4660, 35_000)]);
 }
 
+/// A moving average of octets per destination host over 2 s with the underlimit `low` at
+/// 100 B/s (2 s of back2norm), whose limits file `low.csv` holds `listed`.
+fn low_listed(d: &Path, listed: &str) -> (Arc<Mavg>, Receiver<Event>) {
+    std::fs::write(d.join("low.csv"), listed).unwrap();
+    mavg(r#"{"name": "m", "time": 2, "fields": ["dst host", "octets"], "underlimit": [{"name": "low", "default": [100], "limits": "low.csv", "back2norm-time": 2}]}"#, d)
+}
+
+/// The events of `rx` as (phase, first key value, value, seconds after T0).
+fn events_s(rx: &Receiver<Event>) -> Vec<(Phase, String, u64, u64)> {
+    events(rx).into_iter().map(|(phase, keys, value, at)| (phase, keys[0].clone(), value, (at - T0) / 1000)).collect()
+}
+
+#[test]
+fn keys_listed_for_an_underlimit_are_watched_once_the_object_has_had_traffic_for_a_minute() {
+    let d = tmp("listed");
+    // 0.0.0.1 has traffic, 0.0.0.9 never until 80 s, 0.0.0.8's threshold (0) watches nothing.
+    let (m, rx) = low_listed(&d, "0.0.0.1,100\n0.0.0.9,100\n0.0.0.8,0\n");
+    let mut seen = Vec::new();
+    for ms in (0..84_000).step_by(100) {
+        if ms % 1000 == 0 {
+            m.sweep(T0 + ms);
+            seen.extend(events_s(&rx).into_iter().filter(|e| e.0 != Phase::Update)); // rewrites every 3 s
+        }
+        if ms == 70_500 {
+            // A reload lists 0.0.0.7 too: watched from the next sweep, no minute's wait.
+            std::fs::write(d.join("low.csv"), "0.0.0.1,100\n0.0.0.9,100\n0.0.0.8,0\n0.0.0.7,100\n").unwrap();
+            let t = load_limits(&d.join("low.csv"), &m.keys, &m.layout, 1).unwrap();
+            m.set_thresholds(Thresholds { defaults: vec![vec![100.0]], per_limit: vec![t] });
+        }
+        // 0.0.0.1: 1,000 B every 100 ms from 0.5 s (the sweep at 0 s finds no traffic yet).
+        if ms >= 500 {
+            m.update(&flow(1, 1000), T0 + ms);
+        }
+        if ms >= 80_000 {
+            m.update(&flow(9, 1000), T0 + ms);
+        }
+        if ms == 60_000 {
+            assert_eq!(m.stats.keys.load(Ordering::Relaxed), 1, "nothing listed is put in before a minute of traffic");
+        }
+    }
+    // Traffic seen by the sweep at 1 s: 0.0.0.9 is put in at 61 s with an average of 0, which
+    // starts filling then, so it is under its threshold at the next sweep; 0.0.0.7 likewise
+    // at 71 s and 72 s. 0.0.0.9's traffic from 80 s (the sweep at 80 s comes first) ends its
+    // underlimit 2 s after that sweep, with the rate of 20 flows 100 ms apart, decayed 100 ms.
+    let mut n = 0.0f64;
+    for i in 0..20 {
+        n = if i == 0 { 1000.0 } else { n - 0.05 * n + 1000.0 };
+    }
+    let rate = ((n - 0.05 * n) / 2.0).round() as u64;
+    let (start, back) = (Phase::Start, Phase::Back2Norm);
+    assert_eq!(seen, vec![(start, "0.0.0.9".into(), 0, 62), (start, "0.0.0.7".into(), 0, 72), (back, "0.0.0.9".into(), rate, 82)]);
+    assert_eq!(m.stats.keys.load(Ordering::Relaxed), 3, "0.0.0.1, 0.0.0.9 and 0.0.0.7; not 0.0.0.8");
+}
+
+#[test]
+fn listed_keys_go_into_their_shards_of_a_shared_table_and_beyond_mem_m_are_counted_as_dropped() {
+    let d = tmp("listed-shards");
+    let bps = r#"{"name": "bps", "time": 2, "mem-m": 1, "fields": ["dst host", "octets"], "overlimit": [{"name": "a", "default": [1000000000000]}]}"#;
+    let low = r#"{"name": "pps", "time": 2, "mem-m": 1, "fields": ["dst host", "packets"], "underlimit": [{"name": "u", "default": [0], "limits": "low.csv"}]}"#;
+    // 1 MiB holds `fit` keys of the shared table: one with traffic (0.0.0.0, not listed), and
+    // 100 more listed than the rest hold (the limits file is read with the configuration).
+    let fit = (1usize << 20) / 102;
+    let listed: String = (1..=fit as u32 + 100).map(|i| format!("{},10\n", std::net::Ipv4Addr::from(i))).collect();
+    std::fs::write(d.join("low.csv"), listed).unwrap();
+    let (ms, rxs) = object_mavgs_sharded(&[bps, low], &d, 4);
+    assert!(ms[0].shares_table() && ms[0].key_bytes() == 102);
+    let mut feed = Feed::new(ms.clone());
+    let mut listed_flow = flow(5, 1000);
+    for s in 0..=63u64 {
+        Mavg::sweep_group(&ms, T0 + s * 1000);
+        let mut f = flow(0, 1000);
+        f.time_ms = T0 + s * 1000 + 500;
+        feed.push(&f);
+        if s == 62 {
+            // A listed key's first flow finds its row, in the shard its hash picks.
+            listed_flow.time_ms = f.time_ms;
+            feed.push(&listed_flow);
+        }
+        feed.flush();
+    }
+    let keys = |m: &Mavg| (m.stats.keys.load(Ordering::Relaxed), m.stats.keys_dropped.load(Ordering::Relaxed));
+    assert_eq!((keys(&ms[0]), keys(&ms[1])), ((fit, 101), (fit, 101)), "0.0.0.0 and the first listed that fit");
+    let rows_in = |c: &ShardCell| {
+        let mut n = 0;
+        c.shard.lock().rows.for_each(T0, 0, |_, _| n += 1);
+        n
+    };
+    let per_shard: Vec<usize> = ms[0].group.cells.iter().map(rows_in).collect();
+    assert_eq!(per_shard.iter().sum::<usize>(), fit);
+    assert!(per_shard.iter().all(|&n| n > fit / 8), "spread over the shards: {per_shard:?}");
+    // Put in at 61 s (traffic since the sweep at 1 s), under 10 pps at 62 s: every listed key
+    // in the table, 0.0.0.5 too (its flow came at 62.5 s, after that sweep).
+    let starts = events_s(&rxs[1]);
+    assert_eq!(starts.len(), fit - 1);
+    assert!(starts.iter().all(|(phase, _, value, at)| *phase == Phase::Start && *value == 0 && *at == 62));
+    assert!(events(&rxs[0]).is_empty(), "the overlimit average has nothing to say");
+}
+
 #[test]
 fn limits_file_overrides_the_default() {
     let d = tmp("limits");
