@@ -38,10 +38,12 @@ fn write_script(path: &Path, body: &str) {
     std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
 }
 
-/// A script `name` in `dir` that appends its argv to `<name>.log`; returns its path.
+/// A script `name` in `dir` that appends its argv to `<name>.log`, and `XENOEYE_KIND` and
+/// `XENOEYE_EVENT` to `<name>.env`; returns its path.
 fn script(dir: &Path, name: &str) -> String {
     let path = dir.join(name);
-    write_script(&path, &format!("echo \"$@\" >> {}", dir.join(format!("{name}.log")).display()));
+    let (log, env) = (dir.join(format!("{name}.log")), dir.join(format!("{name}.env")));
+    write_script(&path, &format!("echo \"$@\" >> {}\necho \"$XENOEYE_KIND $XENOEYE_EVENT\" >> {}", log.display(), env.display()));
     path.display().to_string()
 }
 
@@ -170,6 +172,8 @@ fn flood_runs_the_scripts_with_the_documented_argv() {
     // Back to normal once, at the first datagram 5 s after the flood (40 s): rate 0.
     let stopped = std::fs::read_to_string(d.join("on-stop.sh.log")).unwrap();
     assert_eq!(stopped, format!("victim m level1 {} 10.0.0.9 0 100000\n", notif.display()), "ran once, this argv");
+    let env = |name: &str| std::fs::read_to_string(d.join(name)).unwrap();
+    assert_eq!((env("on-start.sh.env"), env("on-stop.sh.env")), ("overlimit start\n".into(), "overlimit back2norm\n".into()), "XENOEYE_KIND, XENOEYE_EVENT");
     assert!(!notif.exists(), "the notification file is removed at back-to-normal");
 
     // The extended window: only while the limit held (20.0 s .. 40 s). The crossing (third flow
@@ -324,6 +328,9 @@ fn a_traffic_drop_starts_an_underlimit_and_its_return_ends_it() {
     let stopped = std::fs::read_to_string(d.join("on-stop.sh.log")).unwrap_or_else(|e| panic!("{e}: {err}"));
     assert_eq!(stopped, format!("victim m drop {} 10.0.0.1 {rate} 2000\n", notif.display()), "ran once, this argv");
     assert!(err.contains("back to normal victim/m/drop 10.0.0.1"), "{err}");
+    // The scripts are told the limit's kind and the event in their environment.
+    assert_eq!(std::fs::read_to_string(d.join("on-stop.sh.env")).unwrap(), "underlimit back2norm\n");
+    assert_eq!(std::fs::read_to_string(d.join("on-start.sh.env")).unwrap(), "underlimit start\nunderlimit start\n", "both replays");
     assert!(!notif.exists(), "the notification file is removed at back-to-normal");
     let lua = std::fs::read_to_string(d.join("mo/victim/lua.log")).unwrap();
     assert_eq!(lua, format!("underlimit start 10.0.0.1 0 2000\nunderlimit back2norm 10.0.0.1 {rate} 2000\n"), "the Lua hooks");

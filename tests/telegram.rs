@@ -79,6 +79,28 @@ fn run_script(name: &str, msgs: &Path, args: &[&str]) {
     assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// xenoeye.conf in `d` (with an empty devices.conf) for the objects under `d`/mo, its
+/// notifications in `notifications` (made here), Lua hooks allowed to write to `lua_dir` and
+/// given the shipped Lua modules; returns its path.
+fn collector_conf(d: &Path, notifications: &Path, lua_dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(notifications).unwrap();
+    std::fs::write(d.join("devices.conf"), "[]").unwrap();
+    let conf = d.join("xenoeye.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            r#"{{ "capture": [ {{"socket": {{"port": 2055}}}} ], "templates": {{"db": "t.db"}}, "devices": "devices.conf",
+                 "mo-dir": "mo", "notifications-dir": "{}",
+                 "lua": {{"write-dirs": ["{}"], "lib-dir": "{}"}} }}"#,
+            notifications.display(),
+            lua_dir.display(),
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("lua").display()
+        ),
+    )
+    .unwrap();
+    conf
+}
+
 fn bot_once(api: &StandIn, msgs: &Path) {
     let out = bot_poll(api, msgs);
     assert!(out.status.success(), "bot: {}", String::from_utf8_lossy(&out.stderr));
@@ -179,21 +201,7 @@ fn lua_module_writes_the_same_messages_as_the_shell_scripts() {
         ),
     )
     .unwrap();
-    std::fs::create_dir_all(&notifications).unwrap();
-    std::fs::write(d.join("devices.conf"), "[]").unwrap();
-    let conf = d.join("xenoeye.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            r#"{{ "capture": [ {{"socket": {{"port": 2055}}}} ], "templates": {{"db": "t.db"}}, "devices": "devices.conf",
-                 "mo-dir": "mo", "notifications-dir": "{}",
-                 "lua": {{"write-dirs": ["{}"], "lib-dir": "{}"}} }}"#,
-            notifications.display(),
-            lua.display(),
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("lua").display()
-        ),
-    )
-    .unwrap();
+    let conf = collector_conf(&d, &notifications, &lua);
     // 10.0.0.9 proto 6: 150,000 B/s against 100,000 at the crossing, then quiet: back to
     // normal, and under 1,000 B/s (0 at the sweep at 20 s, ten windows after its first flow).
     let t0 = 1_795_756_000_000u64;
@@ -221,6 +229,40 @@ fn lua_module_writes_the_same_messages_as_the_shell_scripts() {
 }
 
 /// on-start.sh's argv for an anomaly of 10.0.1.`i`.
+#[test]
+fn an_underlimit_started_by_the_lua_module_and_ended_by_on_stop_sh_is_told_as_an_underlimit() {
+    // The start goes through Lua (no NAME.under marker is left), the end through the shell
+    // script: it learns the kind from XENOEYE_KIND.
+    let d = workdir("tg-mixed");
+    let msgs = d.join("msgs");
+    std::fs::create_dir_all(d.join("mo/victim")).unwrap();
+    std::fs::create_dir_all(&msgs).unwrap();
+    std::fs::write(
+        d.join("mo/victim/mo.conf"),
+        format!(
+            r#"{{"mavg": [{{"name": "u", "time": 2, "fields": ["dst host", "proto", "octets"],
+                 "underlimit": [{{"name": "low", "default": [1000], "back2norm-time": 3,
+                                 "action-lua": "on", "back2norm-script": "{}"}}]}}]}}"#,
+            scripts().join("on-stop.sh").display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(d.join("mo/victim/mo.lua"), format!("local tg = xe.module('telegram')\ntg.dir = '{}'\nfunction on(ev) tg.on_start(ev) end\n", msgs.display())).unwrap();
+    let conf = collector_conf(&d, &d.join("notifications"), &msgs);
+    // 10.0.0.9 proto 6: 10,000 B/s (1,000 bytes every 100 ms) for 30 s, none for 5 s (under
+    // 1,000 B/s), then again to 50 s (back to normal 3 s on).
+    let t0 = 1_795_756_000_000u64;
+    let flow = common::CraftedFlow { src: [198, 51, 100, 7], dst: [10, 0, 0, 9], proto: 6, dport: 443, octets: 1000, packets: 1 };
+    let frames: Vec<_> = (0..500).filter(|t| !(300..350).contains(t)).map(|t| common::v9_frame(t0 + t * 100, &[flow])).collect();
+    common::write_pcap(&d.join("c.pcap"), &frames);
+    let out = Command::new(env!("CARGO_BIN_EXE_xenoeye")).arg("-c").arg(&conf).arg("--read-pcap").arg(d.join("c.pcap")).env("TELEMSG_DIR", &msgs).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let read = |ext: &str| std::fs::read_to_string(msgs.join(format!("victim-u-low-10.0.0.9-6{ext}"))).unwrap_or_else(|e| panic!("{ext}: {e}: {err}"));
+    assert!(read(".n").starts_with("Underlimit detected at"), "{}", read(".n"));
+    assert!(read(".s").starts_with("Underlimit is over at"), "{}", read(".s"));
+}
+
 fn storm_argv(i: usize) -> Vec<String> {
     let ip = format!("10.0.1.{i}");
     let mut argv: Vec<String> = ARGV.iter().map(|s| s.to_string()).collect();

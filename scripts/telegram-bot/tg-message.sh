@@ -3,10 +3,11 @@
 # usage: tg-message.sh start|stop OBJECT MAVG LIMIT NOTIFICATION-FILE KEY1 [KEY2 ...] VALUE THRESHOLD
 # The message shows the first key as IP and the second as proto (the classic
 # ["src host", "proto", "octets"] moving average); VALUE and THRESHOLD (the last two arguments,
-# bytes per second) are shown in bits per second. The argv does not say whether the limit is
-# an overlimit or an underlimit, but a start's rate does (an underlimit starts below its
-# threshold): the message says which, and the start of an underlimit leaves NAME.under for
-# its end's message.
+# bytes per second) are shown in bits per second. The message says whether the limit is an
+# overlimit or an underlimit: the collector tells scripts in XENOEYE_KIND. Without it (the
+# script run by hand or by another collector), a start's rate tells (an underlimit starts
+# below its threshold), and the start of an underlimit leaves NAME.under for its end's
+# message.
 #   TELEMSG_DIR   where message files go (default /var/lib/xenoeye/telemsg/)
 set -eu
 kind=$1
@@ -23,7 +24,7 @@ threshold=${args[n-1]}
 under="${dir%/}/${name}.under"
 limit=Overlimit
 if [ "$kind" = start ]; then
-	if [ "$value" -lt "$threshold" ]; then
+	if [ "${XENOEYE_KIND:-}" = underlimit ] || { [ -z "${XENOEYE_KIND:-}" ] && [ "$value" -lt "$threshold" ]; }; then
 		limit=Underlimit
 		: > "$under"
 	else
@@ -31,10 +32,10 @@ if [ "$kind" = start ]; then
 	fi
 	ext=.n what="$limit detected" echo_prefix=""
 else
-	if [ -e "$under" ]; then
+	if [ "${XENOEYE_KIND:-}" = underlimit ] || { [ -z "${XENOEYE_KIND:-}" ] && [ -e "$under" ]; }; then
 		limit=Underlimit
-		rm -f "$under"
 	fi
+	rm -f "$under"
 	ext=.s what="$limit is over" echo_prefix="BACK-"
 fi
 out="${dir%/}/${name}${ext}"

@@ -10,7 +10,7 @@
 
 use crate::fsutil::write_atomically;
 use crate::log;
-use crate::objects::mavg::{Event, LimitKind, Phase};
+use crate::objects::mavg::{Event, Phase};
 use crate::objects::lua_conf::{sandbox, Sandbox};
 use mlua::{Lua, StdLib, Table, Value};
 use std::cell::Cell;
@@ -365,7 +365,7 @@ fn event_table(lua: &Lua, ev: &Event, notification: &Path) -> mlua::Result<Table
     t.set("object", ev.mavg.object.as_str())?;
     t.set("mavg", ev.mavg.name.as_str())?;
     t.set("limit", spec.name.as_str())?;
-    t.set("kind", if spec.kind == LimitKind::Over { "overlimit" } else { "underlimit" })?;
+    t.set("kind", spec.kind.name())?;
     t.set("phase", if ev.phase == Phase::Start { "start" } else { "back2norm" })?;
     let keys = lua.create_table()?;
     let by_name = lua.create_table()?;

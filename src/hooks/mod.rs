@@ -156,6 +156,8 @@ struct Queued {
     alert: String,
     /// An action script (else a back2norm one).
     action: bool,
+    /// Its limit's kind (for `XENOEYE_KIND`).
+    kind: LimitKind,
     /// When it was queued.
     since: Instant,
 }
@@ -501,8 +503,8 @@ impl Hooks {
     fn started(&mut self, ev: &Event, name: &str, file: &std::path::Path) {
         let limit = ev.limit_spec();
         self.lua_event(ev, file);
-        let (kind, relation) = if limit.kind == LimitKind::Over { ("overlimit", ">") } else { ("underlimit", "<") };
-        log::info(&format!("{kind} {} {}: {} {relation} {}", ev.limit_path(), ev.keys.join(" "), whole(ev.value), whole(ev.threshold)));
+        let relation = if limit.kind == LimitKind::Over { ">" } else { "<" };
+        log::info(&format!("{} {} {}: {} {relation} {}", limit.kind.name(), ev.limit_path(), ev.keys.join(" "), whole(ev.value), whole(ev.threshold)));
         match &limit.action_script {
             Some(script) => self.enqueue(script.clone(), ev, name, file, true),
             None => {
@@ -577,7 +579,8 @@ impl Hooks {
         args.push(whole(ev.value));
         args.push(whole(ev.threshold));
         let what = format!("{} {}", script.display(), args.join(" "));
-        if !self.turns.push(&lane_of(ev), Queued { script, args, what, alert: alert.to_string(), action, since: Instant::now() }) {
+        let kind = ev.limit_spec().kind;
+        if !self.turns.push(&lane_of(ev), Queued { script, args, what, alert: alert.to_string(), action, kind, since: Instant::now() }) {
             // Not reached (`event` parks the events of a full lane); a bound all the same.
             self.stats.scripts_dropped += 1;
         }
@@ -591,14 +594,17 @@ impl Hooks {
             return self.leave_queued();
         }
         while self.running.len() < self.cfg.max_scripts {
-            let Some((Queued { script, args, what, alert, action, .. }, lane)) = self.next_script() else { break };
+            let Some((Queued { script, args, what, alert, action, kind, .. }, lane)) = self.next_script() else { break };
             // The alert's start or end takes effect now, whether the script can run or not.
             if action {
                 self.in_effect.insert(alert);
             } else {
                 self.end_takes_effect(&alert);
             }
-            match crate::child::spawn(Command::new(&script).args(&args).stdin(Stdio::null()).stdout(Stdio::null())) {
+            let event = if action { "start" } else { "back2norm" };
+            let mut command = Command::new(&script);
+            command.args(&args).env("XENOEYE_KIND", kind.name()).env("XENOEYE_EVENT", event).stdin(Stdio::null()).stdout(Stdio::null());
+            match crate::child::spawn(&mut command) {
                 Ok(child) => {
                     self.stats.scripts_started += 1;
                     self.running.push(Running { child, started: Instant::now(), what, lane: lane.clone() });

@@ -78,6 +78,16 @@ pub enum LimitKind {
     Under,
 }
 
+impl LimitKind {
+    /// As the configuration, the log, Lua's `kind` and scripts' `XENOEYE_KIND` spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            LimitKind::Over => "overlimit",
+            LimitKind::Under => "underlimit",
+        }
+    }
+}
+
 /// A validated `overlimit` / `underlimit` element.
 #[derive(Debug)]
 pub struct LimitSpec {
