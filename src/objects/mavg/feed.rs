@@ -117,10 +117,7 @@ struct BatchUpdate<'a> {
 impl rowtable::Visit for BatchUpdate<'_> {
     fn visit<S: rowtable::Slot>(self, table: &mut rowtable::RowTable<S>) {
         // Each member and its thresholds looked up once per batch, not per flow.
-        let each: [(&Mavg, &Compiled); MAX_MEMBERS] = std::array::from_fn(|m| {
-            let m = m.min(S::MEMBERS - 1);
-            (&*self.members[m], &*self.compiled[m])
-        });
+        let each = each_member::<S>(self.members, self.compiled);
         table.go_on_moving(MOVE_SLOTS_PER_FLOW * self.batch.len());
         for (i, p) in self.batch.iter().enumerate() {
             if self.which & (1 << i) != 0 {
@@ -128,6 +125,15 @@ impl rowtable::Visit for BatchUpdate<'_> {
             }
         }
     }
+}
+
+/// Each member of a table with slots `S` and its thresholds (entries past the members repeat
+/// the last one), as [`Mavg::insert_row`] and the per-flow update take them.
+pub(super) fn each_member<'a, S: rowtable::Slot>(members: &'a [Arc<Mavg>], compiled: &'a [Arc<Compiled>]) -> [(&'a Mavg, &'a Compiled); MAX_MEMBERS] {
+    std::array::from_fn(|m| {
+        let m = m.min(S::MEMBERS - 1);
+        (&*members[m], &*compiled[m])
+    })
 }
 
 /// A flow prepared for a table's moving averages: its key, hash and each member's values.
@@ -322,12 +328,12 @@ impl Mavg {
     }
 
     /// A new key's rows (one per member of the table, with its thresholds), unless the memory
-    /// bound is reached (then the flow is counted and skipped); publishes the slot array's
+    /// bound is reached (then the flow, or the listed key, is counted and skipped); publishes the slot array's
     /// address for prefetching (it may have grown). The members share `mem-m` (see
     /// [`share_tables`]): the first one's key count decides. A member with an underlimit
     /// notes the key's first flow (see [`Mavg::fill`]).
     #[cold]
-    fn insert_row<S: rowtable::Slot>(
+    pub(super) fn insert_row<S: rowtable::Slot>(
         each: &[(&Mavg, &Compiled); MAX_MEMBERS],
         cell: &ShardCell,
         table: &mut rowtable::RowTable<S>,

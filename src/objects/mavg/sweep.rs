@@ -164,33 +164,17 @@ impl Mavg {
         unders.flat_map(|(_, by_key)| by_key.iter().filter(|(_, t)| t.iter().any(|t| t.is_finite() && *t > 0.0)).map(|(k, _)| *k)).collect()
     }
 
-    /// Puts a listed key in its shard's table unless it is there (see
-    /// [`Mavg::watch_listed`]); returns whether it was put in.
+    /// Puts a listed key in its shard's table unless it is there, as a flow's new key is
+    /// (see [`Mavg::watch_listed`]); returns whether it was put in.
     fn put_listed(members: &[Arc<Mavg>], key: &PackedKey, now_ms: u64) -> bool {
         let group = &members[0].group;
         let hash = key.hash64();
         let cell = &group.cells[group.shard_of(hash)];
         let mut shard = cell.shard.lock();
         let Shard { rows, limits, compiled } = &mut *shard;
-        if rows.find(key, hash).is_some() {
-            return false;
-        }
-        if !members[0].has_room_for_key() {
-            for member in members {
-                member.stats.keys_dropped.fetch_add(1, Ordering::Relaxed);
-            }
-            return false;
-        }
-        let new_rows: Vec<Row> = compiled.iter().map(|c| Row { last_ms: now_ms, n: [0.0; 3], thr: c.index_of(key) }).collect();
-        rows.insert(key, hash, &new_rows);
-        cell.publish(rows.probe_start());
-        Mavg::count_new_key(members.iter().map(|m| &**m));
-        for (member, limits) in members.iter().zip(limits.iter_mut()) {
-            if member.has_underlimit() {
-                limits.entry(*key).or_default().first_ms = now_ms.max(1);
-            }
-        }
-        true
+        let mut put = false;
+        rows.visit(PutListed { members, cell, limits, compiled, key, hash, now_ms, put: &mut put });
+        put
     }
 
     /// How long a key idle and holding no limit is kept: 10 windows, at least a minute, and
@@ -337,6 +321,27 @@ impl Mavg {
             }
         }
         s
+    }
+}
+
+/// A listed key put in a shard's table unless it is there (see [`Mavg::put_listed`]).
+struct PutListed<'a> {
+    members: &'a [Arc<Mavg>],
+    cell: &'a ShardCell,
+    limits: &'a mut [LimitStates],
+    compiled: &'a [Arc<Compiled>],
+    key: &'a PackedKey,
+    hash: u64,
+    now_ms: u64,
+    put: &'a mut bool,
+}
+
+impl rowtable::Visit for PutListed<'_> {
+    fn visit<S: rowtable::Slot>(self, table: &mut rowtable::RowTable<S>) {
+        if table.find(self.key, self.hash).is_none() {
+            let each = feed::each_member::<S>(self.members, self.compiled);
+            *self.put = Mavg::insert_row(&each, self.cell, table, self.limits, self.key, self.hash, self.now_ms).is_some();
+        }
     }
 }
 
