@@ -241,11 +241,18 @@ fn keys_listed_for_an_underlimit_are_watched_once_the_object_has_had_traffic_for
             m.sweep(T0 + ms);
             seen.extend(events_s(&rx).into_iter().filter(|e| e.0 != Phase::Update)); // rewrites every 3 s
         }
-        if ms == 70_500 {
-            // A reload lists 0.0.0.7 too: watched from the next sweep, no minute's wait.
-            std::fs::write(d.join("low.csv"), "0.0.0.1,100\n0.0.0.9,100\n0.0.0.8,0\n0.0.0.7,100\n").unwrap();
+        let reload = |listed: &str| {
+            std::fs::write(d.join("low.csv"), listed).unwrap();
             let t = load_limits(&d.join("low.csv"), &m.keys, &m.layout, 1).unwrap();
             m.set_thresholds(Thresholds { defaults: vec![vec![100.0]], per_limit: vec![t] });
+        };
+        if ms == 70_500 {
+            // A reload lists 0.0.0.7 too: watched from the next sweep, no minute's wait.
+            reload("0.0.0.1,100\n0.0.0.9,100\n0.0.0.8,0\n0.0.0.7,100\n");
+        }
+        if ms == 75_500 {
+            // Gone for good: a threshold of 0 ends its alert after back2norm-time.
+            reload("0.0.0.1,100\n0.0.0.9,100\n0.0.0.8,0\n0.0.0.7,0\n");
         }
         // 0.0.0.1: 1,000 B every 100 ms from 0.5 s (the sweep at 0 s finds no traffic yet).
         if ms >= 500 {
@@ -260,15 +267,17 @@ fn keys_listed_for_an_underlimit_are_watched_once_the_object_has_had_traffic_for
     }
     // Traffic seen by the sweep at 1 s: 0.0.0.9 is put in at 61 s with an average of 0, which
     // starts filling then, so it is under its threshold at the next sweep; 0.0.0.7 likewise
-    // at 71 s and 72 s. 0.0.0.9's traffic from 80 s (the sweep at 80 s comes first) ends its
-    // underlimit 2 s after that sweep, with the rate of 20 flows 100 ms apart, decayed 100 ms.
+    // at 71 s and 72 s, and set to 0 it is last under at 75 s, back to normal at 77 s. 0.0.0.9's
+    // traffic from 80 s (the sweep at 80 s comes first) ends its underlimit 2 s after that
+    // sweep, with the rate of 20 flows 100 ms apart, decayed 100 ms.
     let mut n = 0.0f64;
     for i in 0..20 {
         n = if i == 0 { 1000.0 } else { n - 0.05 * n + 1000.0 };
     }
     let rate = ((n - 0.05 * n) / 2.0).round() as u64;
     let (start, back) = (Phase::Start, Phase::Back2Norm);
-    assert_eq!(seen, vec![(start, "0.0.0.9".into(), 0, 62), (start, "0.0.0.7".into(), 0, 72), (back, "0.0.0.9".into(), rate, 82)]);
+    let expected = vec![(start, "0.0.0.9".into(), 0, 62), (start, "0.0.0.7".into(), 0, 72), (back, "0.0.0.7".into(), 0, 77), (back, "0.0.0.9".into(), rate, 82)];
+    assert_eq!(seen, expected);
     assert_eq!(m.stats.keys.load(Ordering::Relaxed), 3, "0.0.0.1, 0.0.0.9 and 0.0.0.7; not 0.0.0.8");
 }
 
