@@ -53,6 +53,7 @@ fn hook_config(dir: &Path) -> HookConfig {
         lua_threads: 4,
         lua_queue: EVENTS,
         stop_grace: hooks::EVENT_GRACE,
+        silent_exporters: None,
     }
 }
 

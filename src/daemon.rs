@@ -539,6 +539,7 @@ fn start_hooks(
     cfg: &Config,
     objects: &Objects,
     live: &Arc<LiveObjects>,
+    silent_exporters: Option<hooks::SilentExporters>,
 ) -> (HookHandle, std::sync::mpsc::SyncSender<crate::objects::mavg::Event>, std::sync::mpsc::SyncSender<export::ExportEvent>) {
     let (tx, rx) = sync_channel(EVENT_QUEUE);
     let (export_tx, export_rx) = sync_channel(1024);
@@ -562,6 +563,7 @@ fn start_hooks(
         lua_threads: cfg.lua.threads as usize,
         lua_queue: cfg.lua.queue as usize,
         stop_grace: hooks::EVENT_GRACE,
+        silent_exporters,
     };
     (hooks::spawn(hc, rx, Some(export_rx)), tx, export_tx)
 }
@@ -595,7 +597,7 @@ pub fn replay(cfg: &Config, objects: Arc<Objects>, files: &[PathBuf]) -> Result<
     let (tx, rx) = channel();
     let live = LiveObjects::new(objects.clone());
     let mut pipeline = Pipeline::new(cfg, &live, 0, tx)?;
-    let (hooks, hooks_tx, export_lua) = start_hooks(cfg, &objects, &live);
+    let (hooks, hooks_tx, export_lua) = start_hooks(cfg, &objects, &live, None);
     drop(hooks_tx);
     let exporter = export::spawn(export_config(cfg, 1, export_lua), rx);
     // Metrics while replaying (a capture read from standard input can be scraped as it comes).
@@ -914,7 +916,10 @@ pub fn run(cfg: &Config, objects: Arc<Objects>) -> Result<Summary, String> {
     let (tx, rx) = channel();
     let live = LiveObjects::new(objects.clone());
     take_up_alerts(cfg, &objects.mavgs, capture::now_ms());
-    let (hooks, hooks_tx, export_lua) = start_hooks(cfg, &objects, &live);
+    let silence = Arc::new(parking_lot::Mutex::new(metrics::ExporterWatch::new(cfg.exporter_silence.saturating_mul(1000))));
+    let silent = silence.clone();
+    let silent_now = hooks::SilentExporters(Arc::new(move || silent.lock().silent(capture::now_ms())));
+    let (hooks, hooks_tx, export_lua) = start_hooks(cfg, &objects, &live, Some(silent_now));
     let exporter = export::spawn(export_config(cfg, specs.len(), export_lua), rx);
     let (export_stats, hook_stats) = (exporter.stats.clone(), hooks.stats.clone());
     let mut workers = Vec::new();
@@ -926,8 +931,7 @@ pub fn run(cfg: &Config, objects: Arc<Objects>) -> Result<Summary, String> {
     }
     let mut save_limiter = log::RateLimit::new(Duration::from_secs(60));
     let snapshots: Vec<_> = workers.iter().map(|w| w.published.snapshot.clone()).collect();
-    let silence = metrics::ExporterWatch::new(cfg.exporter_silence.saturating_mul(1000));
-    let watch = ExporterWatching { snapshots: snapshots.clone(), watch: Arc::new(parking_lot::Mutex::new(silence)), last: Instant::now() };
+    let watch = ExporterWatching { snapshots: snapshots.clone(), watch: silence, last: Instant::now() };
     let metrics_thread = start_metrics(cfg, snapshots, export_stats, hook_stats, &live, watch.watch.clone(), &SHUTDOWN)?;
     systemd::notify(&format!("READY=1\nSTATUS={} workers, {} monitoring objects", workers.len(), objects.count()));
     let mut retirements = Retirements::default();
@@ -994,6 +998,7 @@ mod tests {
             lua_threads: 1,
             lua_queue: 1,
             stop_grace: hooks::EVENT_GRACE,
+            silent_exporters: None,
         };
         let hooks = hooks::spawn(hook_cfg, event_rx, None);
         let (export_tx, export_rx) = channel();

@@ -97,6 +97,12 @@ impl ExporterWatch {
         said
     }
 
+    /// The exporters whose silence was logged and who have not sent since, with the seconds
+    /// since their last datagram as of `now_ms`.
+    pub fn silent(&self, now_ms: u64) -> Vec<(IpAddr, u64)> {
+        self.seen.iter().filter(|(_, s)| s.told).map(|(ip, s)| (*ip, now_ms.saturating_sub(s.moved_ms) / 1000)).collect()
+    }
+
     /// Seconds since each exporter's datagrams last came, as of `now_ms`.
     pub fn idle_seconds(&self, now_ms: u64) -> Vec<(IpAddr, u64)> {
         self.seen.iter().map(|(ip, s)| (*ip, now_ms.saturating_sub(s.moved_ms) / 1000)).collect()
@@ -561,13 +567,16 @@ mod tests {
         assert!(watch.look(&at(&[(a, 10), (b, 5), (other, 1)]), T).is_empty());
         assert!(watch.look(&at(&[(a, 20), (b, 5), (other, 1)]), T + 30_000).is_empty(), "b idle 30 s");
         assert!(watch.look(&at(&[(a, 30), (b, 5), (other, 1)]), T + 59_000).is_empty(), "b idle 59 s");
+        assert!(watch.silent(T + 59_000).is_empty(), "not silent before it is told");
         let said = watch.look(&at(&[(a, 40), (b, 5), (other, 1)]), T + 61_000);
         assert_eq!(said, vec![(true, "exporter 192.0.2.2 silent for 61 s: its traffic is missing from the windows and moving averages (underlimits of its keys may start, overlimits cannot)".to_string())]);
         assert!(watch.look(&at(&[(a, 50), (b, 5), (other, 1)]), T + 90_000).is_empty(), "told once");
         assert_eq!(watch.idle_seconds(T + 95_000), vec![(a, 5), (b, 95)]);
+        assert_eq!(watch.silent(T + 95_000), vec![(b, 95)]);
         let said = watch.look(&at(&[(a, 60), (b, 6), (other, 1)]), T + 100_000);
         assert_eq!(said, vec![(false, "exporter 192.0.2.2 sends again after 100 s of silence".to_string())]);
         assert_eq!(watch.idle_seconds(T + 100_000), vec![(a, 0), (b, 0)]);
+        assert!(watch.silent(T + 100_000).is_empty(), "sends again");
         // `exporter-silence` 0: never told, still measured.
         let mut never = ExporterWatch::new(0);
         assert!(never.look(&at(&[(a, 1)]), T).is_empty() && never.look(&at(&[(a, 1)]), T + 3_600_000).is_empty());

@@ -38,12 +38,19 @@ fn write_script(path: &Path, body: &str) {
     std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
 }
 
-/// A script `name` in `dir` that appends its argv to `<name>.log`, and `XENOEYE_KIND` and
-/// `XENOEYE_EVENT` to `<name>.env`; returns its path.
+/// A script `name` in `dir` that appends its argv to `<name>.log`, `XENOEYE_KIND` and
+/// `XENOEYE_EVENT` to `<name>.env`, and `XENOEYE_SILENT_EXPORTERS` to `<name>.silent`;
+/// returns its path.
 fn script(dir: &Path, name: &str) -> String {
     let path = dir.join(name);
-    let (log, env) = (dir.join(format!("{name}.log")), dir.join(format!("{name}.env")));
-    write_script(&path, &format!("echo \"$@\" >> {}\necho \"$XENOEYE_KIND $XENOEYE_EVENT\" >> {}", log.display(), env.display()));
+    let file = |ext: &str| dir.join(format!("{name}.{ext}")).display().to_string();
+    let body = format!(
+        "echo \"$@\" >> {}\necho \"$XENOEYE_KIND $XENOEYE_EVENT\" >> {}\necho \"$XENOEYE_SILENT_EXPORTERS\" >> {}",
+        file("log"),
+        file("env"),
+        file("silent")
+    );
+    write_script(&path, &body);
     path.display().to_string()
 }
 
@@ -174,6 +181,7 @@ fn flood_runs_the_scripts_with_the_documented_argv() {
     assert_eq!(stopped, format!("victim m level1 {} 10.0.0.9 0 100000\n", notif.display()), "ran once, this argv");
     let env = |name: &str| std::fs::read_to_string(d.join(name)).unwrap();
     assert_eq!((env("on-start.sh.env"), env("on-stop.sh.env")), ("overlimit start\n".into(), "overlimit back2norm\n".into()), "XENOEYE_KIND, XENOEYE_EVENT");
+    assert_eq!(env("on-start.sh.silent"), "\n", "XENOEYE_SILENT_EXPORTERS: none in a replay");
     assert!(!notif.exists(), "the notification file is removed at back-to-normal");
 
     // The extended window: only while the limit held (20.0 s .. 40 s). The crossing (third flow
@@ -562,7 +570,13 @@ struct Exporter {
 
 impl Exporter {
     fn new(port: u16) -> Exporter {
-        Exporter { socket: std::net::UdpSocket::bind("127.0.0.1:0").unwrap(), port }
+        Exporter::from_address("127.0.0.1", port)
+    }
+
+    /// An exporter sending from `address` (a loopback address other than 127.0.0.1 is another
+    /// exporter to the collector).
+    fn from_address(address: &str, port: u16) -> Exporter {
+        Exporter { socket: std::net::UdpSocket::bind((address, 0)).unwrap(), port }
     }
 
     fn send(&self, flows: &[CraftedFlow]) {
@@ -646,6 +660,44 @@ fn one_average_per_key_whatever_worker_its_flows_come_through() {
     let value: u64 = started[0].strip_prefix(&prefix).and_then(|rest| rest.strip_suffix(" 120000")).unwrap_or_else(|| panic!("{}", started[0])).parse().unwrap();
     // Both flows, the first decayed by the moment between them: at most 160,000 B/s.
     assert!((120_000..=160_000).contains(&value), "{value}");
+}
+
+#[test]
+fn an_underlimit_started_while_an_exporter_is_silent_says_so_in_the_log_and_to_its_script() {
+    // Two exporters, a host behind each; the second exporter stops. Its silence is told after
+    // a second; its host's average reads 0 a window (4 s) after its last flow, and that
+    // underlimit's start names the silent exporter. The busy host stays over its threshold.
+    let d = victim_dirs("alerts-silent-exporter");
+    let on = script(&d, "on-start.sh");
+    victim_average(&d, 4, &format!(r#""underlimit": [ {{"name": "drop", "default": [100], "back2norm-time": 3, "action-script": "{on}"}} ]"#));
+    let port = free_port();
+    let conf = live_conf(&d, port);
+    add_to_conf(&conf, r#""exporter-silence": 1"#);
+    let err_log = d.join("stderr.log");
+    let child = start_live_logging(&d, &conf, &err_log);
+    let (a, b) = (Exporter::from_address("127.0.0.2", port), Exporter::from_address("127.0.0.3", port));
+    // 1,000 bytes every 100 ms to each host (10,000 B/s); the second exporter for 2 s only.
+    let started = d.join("on-start.sh.log");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    for tenth in 0.. {
+        a.send(&[flow([10, 0, 0, 1], 1000)]);
+        if tenth < 20 {
+            b.send(&[flow([10, 0, 0, 2], 1000)]);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        if started.exists() || std::time::Instant::now() > deadline {
+            break;
+        }
+    }
+    let lines = wait_lines(&started, 1);
+    let err = stop_live(child) + &std::fs::read_to_string(&err_log).unwrap();
+    let notif = d.join("notifications/victim-m-drop-10.0.0.2");
+    assert_eq!(lines, vec![format!("victim m drop {} 10.0.0.2 0 100", notif.display())], "{err}");
+    assert!(err.contains("exporter 127.0.0.3 silent for "), "{err}");
+    let told = err.lines().find(|l| l.contains("underlimit victim/m/drop 10.0.0.2: 0 < 100")).unwrap_or_else(|| panic!("{err}"));
+    assert!(told.contains(" (exporters silent: 127.0.0.3 (") && told.ends_with(" s); the drop may be theirs)"), "{told}");
+    // The script is told which exporters were silent (only the second).
+    assert_eq!(std::fs::read_to_string(d.join("on-start.sh.silent")).unwrap(), "127.0.0.3\n");
 }
 
 #[test]

@@ -71,6 +71,21 @@ pub struct HookConfig {
     pub lua_queue: usize,
     /// How long a stop waits for a backlog of events ([`EVENT_GRACE`] in the collector).
     pub stop_grace: Duration,
+    /// The exporters silent now (see [`SilentExporters`]); `None` in a replay.
+    pub silent_exporters: Option<SilentExporters>,
+}
+
+/// The exporters whose silence the collector has logged and that have not sent since, with
+/// the seconds since their last datagram. Their traffic is missing from every average, so an
+/// underlimit that starts meanwhile may be theirs rather than a host's: its log line says so,
+/// and scripts find them in `XENOEYE_SILENT_EXPORTERS`.
+#[derive(Clone)]
+pub struct SilentExporters(pub Arc<dyn Fn() -> Vec<(std::net::IpAddr, u64)> + Send + Sync>);
+
+impl std::fmt::Debug for SilentExporters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SilentExporters")
+    }
 }
 
 /// Counters of the hook thread.
@@ -158,6 +173,8 @@ struct Queued {
     action: bool,
     /// Its limit's kind (for `XENOEYE_KIND`).
     kind: LimitKind,
+    /// The exporters silent when its event came, space-separated (`XENOEYE_SILENT_EXPORTERS`).
+    silent: String,
     /// When it was queued.
     since: Instant,
 }
@@ -504,7 +521,13 @@ impl Hooks {
         let limit = ev.limit_spec();
         self.lua_event(ev, file);
         let relation = if limit.kind == LimitKind::Over { ">" } else { "<" };
-        log::info(&format!("{} {} {}: {} {relation} {}", limit.kind.name(), ev.limit_path(), ev.keys.join(" "), whole(ev.value), whole(ev.threshold)));
+        let mut line = format!("{} {} {}: {} {relation} {}", limit.kind.name(), ev.limit_path(), ev.keys.join(" "), whole(ev.value), whole(ev.threshold));
+        let silent = self.silent_exporters();
+        if limit.kind == LimitKind::Under && !silent.is_empty() {
+            let each: Vec<String> = silent.iter().map(|(ip, idle_s)| format!("{ip} ({idle_s} s)")).collect();
+            line.push_str(&format!(" (exporters silent: {}; the drop may be theirs)", each.join(", ")));
+        }
+        log::info(&line);
         match &limit.action_script {
             Some(script) => self.enqueue(script.clone(), ev, name, file, true),
             None => {
@@ -566,6 +589,11 @@ impl Hooks {
         }
     }
 
+    /// The exporters silent now (see [`SilentExporters`]).
+    fn silent_exporters(&self) -> Vec<(std::net::IpAddr, u64)> {
+        self.cfg.silent_exporters.as_ref().map_or_else(Vec::new, |silent| (silent.0)())
+    }
+
     /// Queues a script with the original's argv:
     /// `object mavg limit notification-file key1 [key2 ...] value threshold`.
     fn enqueue(&mut self, script: PathBuf, ev: &Event, alert: &str, file: &std::path::Path, action: bool) {
@@ -580,7 +608,8 @@ impl Hooks {
         args.push(whole(ev.threshold));
         let what = format!("{} {}", script.display(), args.join(" "));
         let kind = ev.limit_spec().kind;
-        if !self.turns.push(&lane_of(ev), Queued { script, args, what, alert: alert.to_string(), action, kind, since: Instant::now() }) {
+        let silent = self.silent_exporters().iter().map(|(ip, _)| ip.to_string()).collect::<Vec<_>>().join(" ");
+        if !self.turns.push(&lane_of(ev), Queued { script, args, what, alert: alert.to_string(), action, kind, silent, since: Instant::now() }) {
             // Not reached (`event` parks the events of a full lane); a bound all the same.
             self.stats.scripts_dropped += 1;
         }
@@ -594,7 +623,7 @@ impl Hooks {
             return self.leave_queued();
         }
         while self.running.len() < self.cfg.max_scripts {
-            let Some((Queued { script, args, what, alert, action, kind, .. }, lane)) = self.next_script() else { break };
+            let Some((Queued { script, args, what, alert, action, kind, silent, .. }, lane)) = self.next_script() else { break };
             // The alert's start or end takes effect now, whether the script can run or not.
             if action {
                 self.in_effect.insert(alert);
@@ -603,7 +632,8 @@ impl Hooks {
             }
             let event = if action { "start" } else { "back2norm" };
             let mut command = Command::new(&script);
-            command.args(&args).env("XENOEYE_KIND", kind.name()).env("XENOEYE_EVENT", event).stdin(Stdio::null()).stdout(Stdio::null());
+            command.args(&args).env("XENOEYE_KIND", kind.name()).env("XENOEYE_EVENT", event).env("XENOEYE_SILENT_EXPORTERS", silent);
+            command.stdin(Stdio::null()).stdout(Stdio::null());
             match crate::child::spawn(&mut command) {
                 Ok(child) => {
                     self.stats.scripts_started += 1;
@@ -706,6 +736,7 @@ mod tests {
             lua_threads: 1,
             lua_queue: 100,
             stop_grace: EVENT_GRACE,
+            silent_exporters: None,
         }
     }
 
