@@ -112,7 +112,7 @@ fn lua_dispatch(objects: &Objects) -> Duration {
         let mavg = objects.mavgs[i % OBJECTS].clone();
         let key = std::net::Ipv4Addr::from(0x0a00_0000 + (i / OBJECTS) as u32).to_string();
         let ev = Event { phase: Phase::Start, mavg, limit: 0, keys: vec![key], field: 0, value: 2e6, threshold: 1e6, time_ms: 0, start_ms: 0 };
-        pool.submit(LuaJob::Event(ev, PathBuf::from("/n")));
+        pool.submit(LuaJob::Event(ev, PathBuf::from("/n"), Vec::new()));
         if i % 1024 == 1023 {
             pool.flush();
         }

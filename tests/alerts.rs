@@ -669,7 +669,8 @@ fn an_underlimit_started_while_an_exporter_is_silent_says_so_in_the_log_and_to_i
     // underlimit's start names the silent exporter. The busy host stays over its threshold.
     let d = victim_dirs("alerts-silent-exporter");
     let on = script(&d, "on-start.sh");
-    victim_average(&d, 4, &format!(r#""underlimit": [ {{"name": "drop", "default": [100], "back2norm-time": 3, "action-script": "{on}"}} ]"#));
+    victim_average(&d, 4, &format!(r#""underlimit": [ {{"name": "drop", "default": [100], "back2norm-time": 3, "action-script": "{on}", "action-lua": "hook"}} ]"#));
+    std::fs::write(d.join("mo/victim/mo.lua"), r#"function hook(ev) xe.append_file(xe.dir .. "/lua.log", table.concat(ev.silent_exporters, " ") .. "\n") end"#).unwrap();
     let port = free_port();
     let conf = live_conf(&d, port);
     add_to_conf(&conf, r#""exporter-silence": 1"#);
@@ -696,8 +697,9 @@ fn an_underlimit_started_while_an_exporter_is_silent_says_so_in_the_log_and_to_i
     assert!(err.contains("exporter 127.0.0.3 silent for "), "{err}");
     let told = err.lines().find(|l| l.contains("underlimit victim/m/drop 10.0.0.2: 0 < 100")).unwrap_or_else(|| panic!("{err}"));
     assert!(told.contains(" (exporters silent: 127.0.0.3 (") && told.ends_with(" s); the drop may be theirs)"), "{told}");
-    // The script is told which exporters were silent (only the second).
+    // The script and the Lua hook are told which exporters were silent (only the second).
     assert_eq!(std::fs::read_to_string(d.join("on-start.sh.silent")).unwrap(), "127.0.0.3\n");
+    assert_eq!(std::fs::read_to_string(d.join("mo/victim/lua.log")).unwrap(), "127.0.0.3\n");
 }
 
 #[test]

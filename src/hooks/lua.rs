@@ -80,11 +80,11 @@ impl LuaHooks {
 
     /// Calls the limit's `action-lua` (start) or `back2norm-lua` (back to normal) function, if
     /// it names one.
-    pub fn event(&mut self, ev: &Event, notification: &Path) {
+    pub fn event(&mut self, ev: &Event, notification: &Path, silent_exporters: &[String]) {
         let Some(func) = hook_function(ev) else { return };
         let spec = ev.limit_spec();
         let label = || format!("lua hook {}/{}/{} {func}", ev.mavg.object, ev.mavg.name, spec.name);
-        self.run(&ev.mavg.dir, &ev.mavg.object, func, label, |lua| event_table(lua, ev, notification));
+        self.run(&ev.mavg.dir, &ev.mavg.object, func, label, |lua| event_table(lua, ev, notification, silent_exporters));
     }
 
     /// Calls a window's `export-lua` function with the rows just exported.
@@ -359,7 +359,7 @@ fn export_table(lua: &Lua, ev: &crate::export::ExportEvent) -> mlua::Result<Tabl
 }
 
 /// The argument of an `action-lua` / `back2norm-lua` function: the event.
-fn event_table(lua: &Lua, ev: &Event, notification: &Path) -> mlua::Result<Table> {
+fn event_table(lua: &Lua, ev: &Event, notification: &Path, silent_exporters: &[String]) -> mlua::Result<Table> {
     let t = lua.create_table()?;
     let spec = ev.limit_spec();
     t.set("object", ev.mavg.object.as_str())?;
@@ -392,6 +392,7 @@ fn event_table(lua: &Lua, ev: &Event, notification: &Path) -> mlua::Result<Table
     t.set("notification", notification.display().to_string())?;
     t.set("time", ev.time_ms as f64 / 1000.0)?;
     t.set("start", ev.start_ms as f64 / 1000.0)?;
+    t.set("silent_exporters", lua.create_sequence_from(silent_exporters.iter().map(String::as_str))?)?;
     Ok(t)
 }
 
@@ -501,9 +502,9 @@ mod object_tests {
             start_ms: 0,
         };
         assert!(!ext.is_active());
-        hooks.event(&event(Phase::Start), Path::new("/n"));
+        hooks.event(&event(Phase::Start), Path::new("/n"), &[]);
         assert!(ext.is_active(), "switched on by the start hook");
-        hooks.event(&event(Phase::Back2Norm), Path::new("/n"));
+        hooks.event(&event(Phase::Back2Norm), Path::new("/n"), &[]);
         assert!(!ext.is_active(), "and off by the back-to-normal hook");
         assert_eq!(hooks.stats, LuaStats { calls: 2, ..LuaStats::default() });
     }
@@ -527,14 +528,14 @@ mod object_tests {
         let o = std::sync::Arc::new(objects::load(&d.join("mo"), &IpLists::new()).unwrap());
         let mut hooks = LuaHooks::new(LuaConfig::default());
         let ev = Event { phase: Phase::Start, mavg: o.mavgs[0].clone(), limit: 0, keys: vec!["k".into()], field: 0, value: 2.0, threshold: 1.0, time_ms: 0, start_ms: 0 };
-        hooks.event(&ev, Path::new("/n"));
-        hooks.event(&ev, Path::new("/n"));
+        hooks.event(&ev, Path::new("/n"), &[]);
+        hooks.event(&ev, Path::new("/n"), &[]);
         // The new version writes what it found in xe.state.
         write(&format!(
             "function on(ev) xe.write_file(xe.dir .. '/seen', tostring(xe.state.n) .. ' ' .. xe.state.tag.v) end -- v2 {}",
             "x".repeat(10)
         ));
-        hooks.event(&ev, Path::new("/n"));
+        hooks.event(&ev, Path::new("/n"), &[]);
         assert_eq!(std::fs::read_to_string(d.join("mo/o/seen")).unwrap(), "2 one");
         assert_eq!(hooks.stats.errors, 0);
     }
@@ -556,7 +557,7 @@ mod object_tests {
         let o = std::sync::Arc::new(objects::load_with(&d.join("mo"), &IpLists::new(), Some(&lib)).unwrap());
         let mut hooks = LuaHooks::new(LuaConfig { lib_dir: Some(lib), ..Default::default() });
         let ev = Event { phase: Phase::Start, mavg: o.mavgs[0].clone(), limit: 0, keys: vec!["10.0.0.9".into(), "6".into()], field: 0, value: 1500.4, threshold: 1000.0, time_ms: 0, start_ms: 0 };
-        hooks.event(&ev, Path::new("/n/o-m-l-10.0.0.9-6"));
+        hooks.event(&ev, Path::new("/n/o-m-l-10.0.0.9-6"), &[]);
         assert_eq!(hooks.stats, LuaStats { calls: 1, ..LuaStats::default() });
         // sh -c 'echo "$@"' sh PROGRAM ARGS...: $0 is the program, "$@" the action-script argv.
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "o m l /n/o-m-l-10.0.0.9-6 10.0.0.9 6 1500 1000\n");

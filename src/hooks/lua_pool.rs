@@ -31,8 +31,9 @@ const MAX_WAITING_CALLS: usize = 1 << 18;
 
 /// One Lua call to make.
 pub enum LuaJob {
-    /// An alert event and its notification file.
-    Event(Event, PathBuf),
+    /// An alert event, its notification file and the exporters silent when it came (see
+    /// [`SilentExporters`](super::SilentExporters)).
+    Event(Event, PathBuf, Vec<String>),
     /// An exported window for its `export-lua` function.
     Export(ExportEvent),
 }
@@ -41,7 +42,7 @@ impl LuaJob {
     /// The object directory, which picks the thread (and the state) the call runs on.
     fn dir(&self) -> &Path {
         match self {
-            LuaJob::Event(ev, _) => &ev.mavg.dir,
+            LuaJob::Event(ev, ..) => &ev.mavg.dir,
             LuaJob::Export(ev) => &ev.spec.dir,
         }
     }
@@ -49,14 +50,14 @@ impl LuaJob {
     /// The object the call is for (safe to ask of any job, unlike [`LuaJob::describe`]).
     fn object(&self) -> &str {
         match self {
-            LuaJob::Event(ev, _) => &ev.mavg.object,
+            LuaJob::Event(ev, ..) => &ev.mavg.object,
             LuaJob::Export(ev) => &ev.spec.object,
         }
     }
 
     fn describe(&self) -> String {
         match self {
-            LuaJob::Event(ev, _) => ev.limit_path(),
+            LuaJob::Event(ev, ..) => ev.limit_path(),
             LuaJob::Export(ev) => format!("{} export of {}", ev.spec.object, ev.spec.table),
         }
     }
@@ -251,7 +252,7 @@ impl LuaThread {
 /// else the thread would end, and every later hook of its objects would be dropped.
 fn run_contained(hooks: &mut LuaHooks, job: &LuaJob) {
     let call = std::panic::AssertUnwindSafe(|| match job {
-        LuaJob::Event(ev, file) => hooks.event(ev, file),
+        LuaJob::Event(ev, file, silent) => hooks.event(ev, file, silent),
         LuaJob::Export(ev) => hooks.export(ev),
     });
     if let Err(panic) = std::panic::catch_unwind(call) {
@@ -302,7 +303,7 @@ mod tests {
     fn event(objects: &Objects, object: &str, key: &str) -> LuaJob {
         let m = objects.mavgs.iter().find(|m| m.object == object).unwrap().clone();
         let ev = Event { phase: Phase::Start, mavg: m, limit: 0, keys: vec![key.into()], field: 0, value: 2.0, threshold: 1.0, time_ms: 0, start_ms: 0 };
-        LuaJob::Event(ev, PathBuf::from("/n"))
+        LuaJob::Event(ev, PathBuf::from("/n"), Vec::new())
     }
 
     fn wait_for(what: impl Fn() -> bool) -> bool {
@@ -358,7 +359,7 @@ mod tests {
         // An event of a limit its moving average does not have: the call panics (an
         // internal error, as a bug in an `xe` function would be).
         let mut broken = event(&objects, "o", "x");
-        if let LuaJob::Event(ev, _) = &mut broken {
+        if let LuaJob::Event(ev, ..) = &mut broken {
             ev.limit = 99;
         }
         pool.submit(broken);

@@ -422,7 +422,8 @@ impl Hooks {
     /// Hands an event to its Lua function, if its limit names one.
     fn lua_event(&mut self, ev: &Event, file: &std::path::Path) {
         if lua::hook_function(ev).is_some() {
-            self.lua.submit(lua_pool::LuaJob::Event(ev.clone(), file.to_path_buf()));
+            let silent = self.silent_addresses();
+            self.lua.submit(lua_pool::LuaJob::Event(ev.clone(), file.to_path_buf(), silent));
         }
     }
 
@@ -594,6 +595,11 @@ impl Hooks {
         self.cfg.silent_exporters.as_ref().map_or_else(Vec::new, |silent| (silent.0)())
     }
 
+    /// The addresses of the exporters silent now.
+    fn silent_addresses(&self) -> Vec<String> {
+        self.silent_exporters().iter().map(|(ip, _)| ip.to_string()).collect()
+    }
+
     /// Queues a script with the original's argv:
     /// `object mavg limit notification-file key1 [key2 ...] value threshold`.
     fn enqueue(&mut self, script: PathBuf, ev: &Event, alert: &str, file: &std::path::Path, action: bool) {
@@ -608,7 +614,7 @@ impl Hooks {
         args.push(whole(ev.threshold));
         let what = format!("{} {}", script.display(), args.join(" "));
         let kind = ev.limit_spec().kind;
-        let silent = self.silent_exporters().iter().map(|(ip, _)| ip.to_string()).collect::<Vec<_>>().join(" ");
+        let silent = self.silent_addresses().join(" ");
         if !self.turns.push(&lane_of(ev), Queued { script, args, what, alert: alert.to_string(), action, kind, silent, since: Instant::now() }) {
             // Not reached (`event` parks the events of a full lane); a bound all the same.
             self.stats.scripts_dropped += 1;
