@@ -7,7 +7,8 @@
 --   function on_back2norm(ev) tg.on_stop(ev) end
 --
 -- The first key is shown as IP and the second as proto ("-" without one); value and threshold
--- are shown in bits per second.
+-- are shown in bits per second. An underlimit's start while exporters are silent names them
+-- at the end (the drop may be theirs).
 
 local M = { dir = "/var/lib/xenoeye/telemsg/" }
 
@@ -23,8 +24,12 @@ end
 function M.message(what, ev, now)
   now = now or xe.time()
   local stamp = xe.date("%Y-%m-%d %H:%M:%S", now) .. string.format(".%03d", math.floor((now % 1) * 1000))
-  return string.format("%s at '<b>%s</b>', object '<b>%s</b>', IP <b>%s</b>, proto <b>%s</b>, BPS <b>%d</b>, limit %d BPS",
-    what, stamp, ev.object:gsub("/", "_"), ev.keys[1] or "-", ev.keys[2] or "-", whole(ev.value) * 8, whole(ev.threshold) * 8)
+  local silent = ""
+  if ev.kind == "underlimit" and ev.phase == "start" and ev.silent_exporters and #ev.silent_exporters > 0 then
+    silent = ", exporters silent: <b>" .. table.concat(ev.silent_exporters, " ") .. "</b>"
+  end
+  return string.format("%s at '<b>%s</b>', object '<b>%s</b>', IP <b>%s</b>, proto <b>%s</b>, BPS <b>%d</b>, limit %d BPS%s",
+    what, stamp, ev.object:gsub("/", "_"), ev.keys[1] or "-", ev.keys[2] or "-", whole(ev.value) * 8, whole(ev.threshold) * 8, silent)
 end
 
 local function write(ext, what, ev)

@@ -8,6 +8,8 @@
 # script run by hand or by another collector), a start's rate tells (an underlimit starts
 # below its threshold), and the start of an underlimit leaves NAME.under for its end's
 # message.
+# An underlimit's start while exporters are silent (XENOEYE_SILENT_EXPORTERS, from the
+# collector) names them at the end of the message: the drop may be theirs.
 #   TELEMSG_DIR   where message files go (default /var/lib/xenoeye/telemsg/)
 set -eu
 kind=$1
@@ -23,6 +25,7 @@ value=${args[n-2]}
 threshold=${args[n-1]}
 under="${dir%/}/${name}.under"
 limit=Overlimit
+silent=""
 if [ "$kind" = start ]; then
 	if [ "${XENOEYE_KIND:-}" = underlimit ] || { [ -z "${XENOEYE_KIND:-}" ] && [ "$value" -lt "$threshold" ]; }; then
 		limit=Underlimit
@@ -31,6 +34,9 @@ if [ "$kind" = start ]; then
 		rm -f "$under"
 	fi
 	ext=.n what="$limit detected" echo_prefix=""
+	if [ "$limit" = Underlimit ] && [ -n "${XENOEYE_SILENT_EXPORTERS:-}" ]; then
+		silent=", exporters silent: <b>$XENOEYE_SILENT_EXPORTERS</b>"
+	fi
 else
 	if [ "${XENOEYE_KIND:-}" = underlimit ] || { [ -z "${XENOEYE_KIND:-}" ] && [ -e "$under" ]; }; then
 		limit=Underlimit
@@ -40,7 +46,7 @@ else
 fi
 out="${dir%/}/${name}${ext}"
 now=$(date '+%F %T.%3N')
-printf "%s at '<b>%s</b>', object '<b>%s</b>', IP <b>%s</b>, proto <b>%s</b>, BPS <b>%s</b>, limit %s BPS" \
-	"$what" "$now" "${args[0]}" "$ip" "$proto" "$((value * 8))" "$((threshold * 8))" > "$out.tmp"
+printf "%s at '<b>%s</b>', object '<b>%s</b>', IP <b>%s</b>, proto <b>%s</b>, BPS <b>%s</b>, limit %s BPS%s" \
+	"$what" "$now" "${args[0]}" "$ip" "$proto" "$((value * 8))" "$((threshold * 8))" "$silent" > "$out.tmp"
 mv "$out.tmp" "$out"
 echo "$echo_prefix$out"

@@ -541,6 +541,42 @@ mod object_tests {
     }
 
     #[test]
+    fn telegram_module_and_shell_script_name_the_silent_exporters_at_an_underlimit_start() {
+        let msgs = TestDir::new("lua-tg-silent-messages");
+        let shell = msgs.join("shell");
+        std::fs::create_dir_all(&shell).unwrap();
+        let d = object_dir(
+            "tg-silent",
+            "o",
+            r#"{"mavg": [{"name": "m", "fields": ["dst host", "proto", "octets"], "underlimit": [{"name": "l", "default": [1000], "action-lua": "on"}]}]}"#,
+            &format!("local tg = xe.module('telegram')\ntg.dir = '{}'\nfunction on(ev) tg.on_start(ev) end\n", msgs.display()),
+        );
+        let lib = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("lua");
+        let o = std::sync::Arc::new(objects::load_with(&d.join("mo"), &IpLists::new(), Some(&lib)).unwrap());
+        let mut hooks = LuaHooks::new(LuaConfig { lib_dir: Some(lib), write_dirs: vec![msgs.to_path_buf()], ..Default::default() });
+        let ev = Event { phase: Phase::Start, mavg: o.mavgs[0].clone(), limit: 0, keys: vec!["10.0.0.9".into(), "6".into()], field: 0, value: 0.0, threshold: 1000.0, time_ms: 0, start_ms: 0 };
+        hooks.event(&ev, Path::new("/n/o-m-l-10.0.0.9-6"), &["192.0.2.2".into(), "192.0.2.3".into()]);
+        assert_eq!(hooks.stats, LuaStats { calls: 1, ..LuaStats::default() });
+        // The shell script, as the collector runs it for the same start.
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/telegram-bot/on-start.sh");
+        let out = std::process::Command::new(script)
+            .args(["o", "m", "l", "/n/o-m-l-10.0.0.9-6", "10.0.0.9", "6", "0", "1000"])
+            .env("TELEMSG_DIR", &shell)
+            .env("XENOEYE_KIND", "underlimit")
+            .env("XENOEYE_SILENT_EXPORTERS", "192.0.2.2 192.0.2.3")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let read = |dir: &Path| {
+            let text = std::fs::read_to_string(dir.join("o-m-l-10.0.0.9-6.n")).unwrap();
+            let (what, rest) = (text.split_once(" at '<b>").unwrap().0.to_string(), text.split_once("</b>'").unwrap().1.to_string());
+            format!("{what} at ...{rest}")
+        };
+        let want = "Underlimit detected at ..., object '<b>o</b>', IP <b>10.0.0.9</b>, proto <b>6</b>, BPS <b>0</b>, limit 8000 BPS, exporters silent: <b>192.0.2.2 192.0.2.3</b>";
+        assert_eq!((read(&msgs), read(&shell)), (want.to_string(), want.to_string()));
+    }
+
+    #[test]
     fn notify_module_runs_the_program_with_the_action_script_argv() {
         let argv_dir = TestDir::new("lua-notify-argv");
         let out = argv_dir.join("argv.txt");
