@@ -78,7 +78,7 @@ pub struct HookConfig {
 /// The exporters whose silence the collector has logged and that have not sent since, with
 /// the seconds since their last datagram. Their traffic is missing from every average, so an
 /// underlimit that starts meanwhile may be theirs rather than a host's: its log line says so,
-/// and scripts find them in `XENOEYE_SILENT_EXPORTERS`.
+/// scripts find them in `XENOEYE_SILENT_EXPORTERS` and Lua hooks in `ev.silent_exporters`.
 #[derive(Clone)]
 pub struct SilentExporters(pub Arc<dyn Fn() -> Vec<(std::net::IpAddr, u64)> + Send + Sync>);
 
@@ -523,8 +523,8 @@ impl Hooks {
         self.lua_event(ev, file);
         let relation = if limit.kind == LimitKind::Over { ">" } else { "<" };
         let mut line = format!("{} {} {}: {} {relation} {}", limit.kind.name(), ev.limit_path(), ev.keys.join(" "), whole(ev.value), whole(ev.threshold));
-        let silent = self.silent_exporters();
-        if limit.kind == LimitKind::Under && !silent.is_empty() {
+        let silent = if limit.kind == LimitKind::Under { self.silent_exporters() } else { Vec::new() };
+        if !silent.is_empty() {
             let each: Vec<String> = silent.iter().map(|(ip, idle_s)| format!("{ip} ({idle_s} s)")).collect();
             line.push_str(&format!(" (exporters silent: {}; the drop may be theirs)", each.join(", ")));
         }
