@@ -24,7 +24,7 @@ pub mod turns;
 
 use crate::fsutil::{rewrite_in_place, write_atomically};
 use crate::log;
-use crate::objects::mavg::{notification_prefix, Event, LimitKind, Phase};
+use crate::objects::mavg::{Event, LimitKind, Phase};
 use parking_lot::Mutex;
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -242,9 +242,9 @@ fn alerts_on(dir: &std::path::Path) -> HashSet<String> {
     names.collect()
 }
 
-/// An event's lane: its limit's (see [`turns`]).
-fn lane_of(ev: &Event) -> String {
-    notification_prefix(&ev.mavg, ev.limit_spec())
+/// An event's lane: its limit's (see [`turns`]), named by its notification files' prefix.
+fn lane_of(ev: &Event) -> &str {
+    &ev.limit_spec().prefix
 }
 
 /// Local time as ctime(3) writes it, without the newline: `Wed Jan 25 23:10:25 2023`.
@@ -455,15 +455,13 @@ impl Hooks {
     /// 3 seconds later, and a lane long full (a storm with slow scripts) would otherwise park
     /// a rewrite of each of its alerts every 3 seconds.
     fn event(&mut self, ev: Event) {
-        if self.may_wait(&ev) {
-            let lane = lane_of(&ev);
-            if self.turns.must_park(&lane) {
-                if ev.phase == Phase::Update {
-                    self.stats.rewrites_skipped += 1;
-                    return;
-                }
-                return self.turns.park(&lane, ev);
+        if self.may_wait(&ev) && self.turns.must_park(lane_of(&ev)) {
+            if ev.phase == Phase::Update {
+                self.stats.rewrites_skipped += 1;
+                return;
             }
+            let lane = lane_of(&ev).to_string();
+            return self.turns.park(&lane, ev);
         }
         self.handle(ev);
     }
@@ -615,7 +613,7 @@ impl Hooks {
         let what = format!("{} {}", script.display(), args.join(" "));
         let kind = ev.limit_spec().kind;
         let silent = self.silent_addresses().join(" ");
-        if !self.turns.push(&lane_of(ev), Queued { script, args, what, alert: alert.to_string(), action, kind, silent, since: Instant::now() }) {
+        if !self.turns.push(lane_of(ev), Queued { script, args, what, alert: alert.to_string(), action, kind, silent, since: Instant::now() }) {
             // Not reached (`event` parks the events of a full lane); a bound all the same.
             self.stats.scripts_dropped += 1;
         }

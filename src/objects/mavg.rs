@@ -106,6 +106,9 @@ pub struct LimitSpec {
     /// Lua handlers (used by the Lua hooks; kept for them).
     pub action_lua: Option<String>,
     pub back2norm_lua: Option<String>,
+    /// The start of its notification files' names, `<object>-<mavg>-<limit>-`: made once, as
+    /// every event of the limit needs it (its file's name, its lane of scripts).
+    pub prefix: String,
 }
 
 /// An `ext` entry: `name` (the object's own window; `object` empty) or `object/name`, and
@@ -302,13 +305,13 @@ impl Event {
     /// `<notifications-dir>/<object>-<mavg>-<limit>-<key1>-<key2>...` (the directory is added
     /// by the hook thread).
     pub fn notification_name(&self) -> String {
-        notification_name(&self.mavg, self.limit_spec(), &self.keys)
+        notification_name(self.limit_spec(), &self.keys)
     }
 }
 
 /// The notification file name of limit `l` of `m` for a key's values as text.
-pub fn notification_name(m: &Mavg, l: &LimitSpec, keys: &[String]) -> String {
-    let mut s = notification_prefix(m, l);
+pub fn notification_name(l: &LimitSpec, keys: &[String]) -> String {
+    let mut s = l.prefix.clone();
     s.pop();
     for k in keys {
         s.push('-');
@@ -317,10 +320,7 @@ pub fn notification_name(m: &Mavg, l: &LimitSpec, keys: &[String]) -> String {
     s
 }
 
-/// The start of the notification file names of limit `l` of `m`: `<object>-<mavg>-<limit>-`.
-pub fn notification_prefix(m: &Mavg, l: &LimitSpec) -> String {
-    format!("{}-{}-{}-", super::flat_name(&m.object), m.name, l.name)
-}
+
 
 /// A limit's state for one key, kept off the row (in the shard's `limits` map) because few
 /// keys ever need one.

@@ -80,7 +80,10 @@ pub fn parse(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Re
     let mem_m = item.mib_or("mem-m", file, &k("mem-m"), 256)?;
     let dump = Some(item.seconds_or("dump", file, &k("dump"), 0, 0)?).filter(|&d| d > 0);
     let layout = KeyLayout::new(&keys);
-    let limits = parse_limits(file, dir, item, i, aggs.len())?;
+    let mut limits = parse_limits(file, dir, item, i, aggs.len())?;
+    for l in &mut limits {
+        l.prefix = format!("{}-{name}-{}-", crate::objects::flat_name(object), l.name);
+    }
     if limits.len() > MAX_LIMITS {
         return Err(item.error(file, &format!("mavg[{i}]"), format!("at most {MAX_LIMITS} overlimit/underlimit elements")));
     }
@@ -226,5 +229,6 @@ fn parse_limit(file: &Path, dir: &Path, l: &Node, k: &str, kind: LimitKind, n_ag
         ext: Vec::new(),
         action_lua: text("action-lua")?,
         back2norm_lua: text("back2norm-lua")?,
+        prefix: String::new(), // set by `parse`, which knows the object and the average
     })
 }

@@ -58,12 +58,12 @@ pub struct Retired {
 /// Notification files of the configured limits in `dir` (sorted names): alerts active when an
 /// earlier run stopped.
 pub fn notification_files(dir: &Path, mavgs: &[Arc<Mavg>]) -> Vec<String> {
-    let prefixes: Vec<String> = mavgs.iter().flat_map(|m| m.limits.iter().map(|l| notification_prefix(m, l))).collect();
+    let prefixes: Vec<&str> = mavgs.iter().flat_map(|m| m.limits.iter().map(|l| l.prefix.as_str())).collect();
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| prefixes.iter().any(|p| n.starts_with(p.as_str())))
+        .filter(|n| prefixes.iter().any(|p| n.starts_with(p)))
         .collect();
     names.sort();
     names
@@ -112,7 +112,7 @@ pub fn take_over_alerts(old: &[Arc<Mavg>], started_anew: &[Arc<Mavg>], now_ms: u
                         let Some(limit) = new.limits.iter().position(|x| x.name == spec.name && x.kind == spec.kind) else { continue };
                         let alert = OnAlert { limit, ..alert };
                         if Mavg::take_up(&members, m, &alert, now_ms).is_ok() {
-                            taken.push(notification_name(new, &new.limits[limit], &new.key_text(&alert.key)));
+                            taken.push(notification_name(&new.limits[limit], &new.key_text(&alert.key)));
                         }
                     }
                 }
@@ -131,11 +131,11 @@ fn take_up_file(tables: &[Vec<Arc<Mavg>>], name: &str, text: &str, start_ms: u64
     for members in tables {
         for (m, mavg) in members.iter().enumerate() {
             for (l, spec) in mavg.limits.iter().enumerate() {
-                if !name.starts_with(&notification_prefix(mavg, spec)) {
+                if !name.starts_with(&spec.prefix) {
                     continue;
                 }
                 match mavg.read_notification(text) {
-                    Ok((key, value, threshold)) if notification_name(mavg, spec, &mavg.key_text(&key)) == name => {
+                    Ok((key, value, threshold)) if notification_name(spec, &mavg.key_text(&key)) == name => {
                         // The time the collector was down is not taken for normal traffic.
                         let alert = OnAlert { key, limit: l, field: 0, rate: value, threshold, start_ms, last_bad_ms: now_ms };
                         return Mavg::take_up(members, m, &alert, now_ms);
