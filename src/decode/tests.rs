@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::testdir::TestDir;
+use crate::testrand::XorShift;
 use crate::devices::Device;
 
 /// Collects decoded flows (and options records) for assertions.
@@ -252,16 +253,6 @@ fn templates_survive_a_restart() {
     assert_eq!(c.flows[0].get(FieldId::DstPort), Some(2));
 }
 
-/// A small deterministic generator for the property tests (no dependency needed for this).
-pub(crate) struct XorShift(pub u64);
-impl XorShift {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
 
 #[test]
 fn arbitrary_bytes_never_panic() {

@@ -116,13 +116,7 @@ mod tests {
 
     #[test]
     fn bucket_index_agrees_with_scan() {
-        let mut x = 99u64;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = crate::testrand::words(99);
         for wide in [false, true] {
             let ranges: Vec<(u128, u128)> = (0..5000)
                 .map(|_| {

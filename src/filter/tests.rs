@@ -2,7 +2,7 @@
 //! test against a direct reference evaluator on random filters and flows.
 
 use super::*;
-use crate::decode::tests::XorShift;
+use crate::testrand::XorShift;
 use crate::flow::addr_to_u128;
 use iplist::IpList;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

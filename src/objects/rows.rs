@@ -458,13 +458,7 @@ mod tests {
         // random values, some absent, packed over words left from an earlier key.
         use FieldId::*;
         let pool = [SrcHost, DstHost6, SrcMac, Proto, SrcPort, DevIp, DstHost, DstMac, NextHop];
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = crate::testrand::words(0x9e37_79b9_7f4a_7c15);
         for _ in 0..2000 {
             let keys: Vec<FieldId> = (0..1 + next() % MAX_KEY_FIELDS as u64).map(|_| pool[next() as usize % pool.len()]).collect();
             let l = KeyLayout::new(&keys);
@@ -472,7 +466,7 @@ mod tests {
             for &id in &keys {
                 let v = (next() as u128) << 64 | next() as u128;
                 let v = if key_bits(id) == 128 { v } else { v & ((1u128 << key_bits(id)) - 1) };
-                if id.is_stored() && next() % 4 != 0 {
+                if id.is_stored() && !next().is_multiple_of(4) {
                     f.set(id, v);
                 }
             }

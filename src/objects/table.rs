@@ -437,12 +437,10 @@ mod tests {
     fn agrees_with_a_hash_map_through_growth() {
         let mut t = PackedTable::<2, 3>::with_capacity(0);
         let mut m: HashMap<[u64; 2], Sums> = HashMap::new();
-        let mut x = 12345u64;
+        let mut next = crate::testrand::words(12345);
         let (mut seen_moving, mut seen_next, mut looked) = (0, 0, false);
         for i in 0..200_000u64 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = next();
             let key = [x % 50_000, (x >> 40) & 3]; // repeats, and NULL bits in the last word
             t.add(&key, &[i, 1, 0]);
             let e = m.entry(key).or_insert([0; 3]);

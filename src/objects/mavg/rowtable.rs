@@ -596,13 +596,7 @@ mod tests {
         let mut rows = Rows::new(2, 1, 1);
         let mut model: std::collections::HashMap<u64, f64> = std::collections::HashMap::new();
         let mut keys: Vec<u64> = Vec::new();
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = |m: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % m
-        };
+        let mut next = crate::testrand::xorshift(0x9e37_79b9_7f4a_7c15);
         let row = |v: f64| Row { last_ms: NOW, n: [v, 0.0, 0.0], thr: 0 };
         let (mut fresh, mut cursor, mut moving_seen, mut found_while_moving) = (0u64, 0usize, 0, 0);
         for _ in 0..300_000 {

@@ -5,6 +5,7 @@ use super::*;
 use crate::config::json;
 use crate::flow::Flow;
 use crate::testdir::TestDir;
+use crate::testrand::xorshift;
 use std::sync::mpsc::{sync_channel, Receiver};
 
 fn mavg(conf: &str, dir: &Path) -> (Arc<Mavg>, Receiver<Event>) {
@@ -34,17 +35,6 @@ fn events(rx: &Receiver<Event>) -> Vec<(Phase, Vec<String>, u64, u64)> {
 }
 
 const T0: u64 = 1_700_000_000_000;
-
-/// Reproducible random numbers: `next(m)` is below `m`.
-fn xorshift(seed: u64) -> impl FnMut(u64) -> u64 {
-    let mut x = seed;
-    move |m| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x % m
-    }
-}
 
 /// A 1-second average of octets per destination host, over 1000 B/s for 5 s of back2norm.
 fn level1_over_1000(tag: &str) -> (Arc<Mavg>, Receiver<Event>, TestDir) {
