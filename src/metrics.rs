@@ -66,6 +66,13 @@ struct Seen {
     told: bool,
 }
 
+impl Seen {
+    /// Seconds since the exporter's datagrams last came, as of `now_ms`.
+    fn idle_s(&self, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(self.moved_ms) / 1000
+    }
+}
+
 impl ExporterWatch {
     /// A watch that logs silences of `silent_after_ms` (0: none; the gauge is kept all the same).
     pub fn new(silent_after_ms: u64) -> ExporterWatch {
@@ -80,7 +87,7 @@ impl ExporterWatch {
         for (&ip, e) in exporters.iter().filter(|(ip, _)| !ip.is_unspecified()) {
             let n = e.datagrams;
             let seen = self.seen.entry(ip).or_insert(Seen { datagrams: n, moved_ms: now_ms, told: false });
-            let idle_s = now_ms.saturating_sub(seen.moved_ms) / 1000;
+            let idle_s = seen.idle_s(now_ms);
             if n != seen.datagrams {
                 if seen.told {
                     said.push((false, format!("exporter {ip} sends again after {idle_s} s of silence")));
@@ -100,12 +107,12 @@ impl ExporterWatch {
     /// The exporters whose silence was logged and who have not sent since, with the seconds
     /// since their last datagram as of `now_ms`.
     pub fn silent(&self, now_ms: u64) -> Vec<(IpAddr, u64)> {
-        self.seen.iter().filter(|(_, s)| s.told).map(|(ip, s)| (*ip, now_ms.saturating_sub(s.moved_ms) / 1000)).collect()
+        self.seen.iter().filter(|(_, s)| s.told).map(|(ip, s)| (*ip, s.idle_s(now_ms))).collect()
     }
 
     /// Seconds since each exporter's datagrams last came, as of `now_ms`.
     pub fn idle_seconds(&self, now_ms: u64) -> Vec<(IpAddr, u64)> {
-        self.seen.iter().map(|(ip, s)| (*ip, now_ms.saturating_sub(s.moved_ms) / 1000)).collect()
+        self.seen.iter().map(|(ip, s)| (*ip, s.idle_s(now_ms))).collect()
     }
 }
 

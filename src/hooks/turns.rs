@@ -116,7 +116,8 @@ impl<S, E> Turns<S, E> {
         })
     }
 
-    /// Takes all work and every parked event out (a stop leaving them), in lane order.
+    /// Takes all work and every parked event out (a stop leaving them), lane by lane (lanes
+    /// in no particular order, each lane's items in its order).
     pub fn drain(&mut self) -> (Vec<S>, Vec<E>) {
         self.turn.clear();
         (self.queued, self.parked) = (0, 0);
