@@ -328,10 +328,10 @@ impl Mavg {
     }
 
     /// A new key's rows (one per member of the table, with its thresholds), unless the memory
-    /// bound is reached (then the flow, or the listed key, is counted and skipped); publishes the slot array's
-    /// address for prefetching (it may have grown). The members share `mem-m` (see
-    /// [`share_tables`]): the first one's key count decides. A member with an underlimit
-    /// notes the key's first flow (see [`Mavg::fill`]).
+    /// bound is reached (then the flow, or the listed key, is counted and skipped); publishes
+    /// the slot array's address for prefetching (it may have grown). The members share `mem-m`
+    /// (see [`share_tables`]): the first one's key count decides. A member with an underlimit
+    /// notes when the key came in, its first flow or its listing (see [`Mavg::fill`]).
     #[cold]
     pub(super) fn insert_row<S: rowtable::Slot>(
         each: &[(&Mavg, &Compiled); MAX_MEMBERS],
