@@ -200,7 +200,7 @@ impl Registry {
             s,
             "</ul><h2>Hooks</h2><p>alert events {}, parked {}; scripts running {}, waiting {} (oldest {} s), started {}, ok {}, failed {}, timed out {}, dropped {}; \
              Lua calls {}, errors {}, cut {}, dropped {}</p>",
-            h.events, h.events_waiting, h.scripts_running, h.scripts_waiting, h.oldest_wait_ms / 1000, h.scripts_started, h.scripts_ok, h.scripts_failed, h.scripts_timed_out, h.scripts_dropped, h.lua.calls, h.lua.errors, h.lua.cut, h.lua.dropped
+            h.events, h.events_waiting, h.scripts_running, h.scripts_waiting, h.oldest_wait_s(), h.scripts_started, h.scripts_ok, h.scripts_failed, h.scripts_timed_out, h.scripts_dropped, h.lua.calls, h.lua.errors, h.lua.cut, h.lua.dropped
         );
         s.push_str("<h2>Exporters</h2><table><tr><th>exporter</th><th>datagrams</th><th>flows</th><th>errors</th><th>idle s</th></tr>");
         let idle: HashMap<IpAddr, u64> = self.exporters.lock().idle_seconds(crate::capture::now_ms()).into_iter().collect();
@@ -340,7 +340,7 @@ fn hook_metrics(out: &mut Exposition, h: &HookStats) {
         "hook_oldest_wait_seconds",
         "gauge",
         "How long the oldest hook script waiting has waited (0: none waits): how late the hooks react to new alerts.",
-        h.oldest_wait_ms / 1000,
+        h.oldest_wait_s(),
     );
     out.one(
         "hook_rewrites_skipped_total",

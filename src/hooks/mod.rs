@@ -80,7 +80,10 @@ pub struct HookConfig {
 /// underlimit that starts meanwhile may be theirs rather than a host's: its log line says so,
 /// scripts find them in `XENOEYE_SILENT_EXPORTERS` and Lua hooks in `ev.silent_exporters`.
 #[derive(Clone)]
-pub struct SilentExporters(pub Arc<dyn Fn() -> Vec<(std::net::IpAddr, u64)> + Send + Sync>);
+pub struct SilentExporters(pub Arc<dyn Fn() -> Vec<SilentExporter> + Send + Sync>);
+
+/// A silent exporter's address and the seconds since its last datagram.
+pub type SilentExporter = (std::net::IpAddr, u64);
 
 impl std::fmt::Debug for SilentExporters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -120,6 +123,13 @@ pub struct HookStats {
     /// the hooks are, in time.
     pub oldest_wait_ms: u64,
     pub lua: lua::LuaStats,
+}
+
+impl HookStats {
+    /// [`HookStats::oldest_wait_ms`] in whole seconds, as the status page and metrics show it.
+    pub fn oldest_wait_s(&self) -> u64 {
+        self.oldest_wait_ms / 1000
+    }
 }
 
 /// The running hook thread.
@@ -245,6 +255,11 @@ fn alerts_on(dir: &std::path::Path) -> HashSet<String> {
 /// An event's lane: its limit's (see [`turns`]), named by its notification files' prefix.
 fn lane_of(ev: &Event) -> &str {
     &ev.limit_spec().prefix
+}
+
+/// Silent exporters' addresses, as Lua hooks and scripts get them.
+fn addresses(silent: &[SilentExporter]) -> Vec<String> {
+    silent.iter().map(|(ip, _)| ip.to_string()).collect()
 }
 
 /// Local time as ctime(3) writes it, without the newline: `Wed Jan 25 23:10:25 2023`.
@@ -420,10 +435,9 @@ impl Hooks {
     }
 
     /// Hands an event to its Lua function, if its limit names one.
-    fn lua_event(&mut self, ev: &Event, file: &std::path::Path) {
+    fn lua_event(&mut self, ev: &Event, file: &std::path::Path, silent: &[SilentExporter]) {
         if lua::hook_function(ev).is_some() {
-            let silent = self.silent_addresses();
-            self.lua.submit(lua_pool::LuaJob::Event(ev.clone(), file.to_path_buf(), silent));
+            self.lua.submit(lua_pool::LuaJob::Event(ev.clone(), file.to_path_buf(), addresses(silent)));
         }
     }
 
@@ -494,10 +508,14 @@ impl Hooks {
         match ev.phase {
             Phase::Start => {
                 self.write_notification(&ev, &file);
-                self.started(&ev, &name, &file);
+                let silent = self.silent_exporters();
+                self.started(&ev, &name, &file, &silent);
             }
             Phase::Update => self.write_notification(&ev, &file),
-            Phase::Back2Norm => self.back_to_normal(&ev, &name, &file),
+            Phase::Back2Norm => {
+                let silent = self.silent_exporters();
+                self.back_to_normal(&ev, &name, &file, &silent);
+            }
             Phase::Dump { .. } => {}
         }
     }
@@ -515,20 +533,20 @@ impl Hooks {
     }
 
     /// An alert started: logged, its Lua hook called and its action script queued (the
-    /// start takes effect when the script starts).
-    fn started(&mut self, ev: &Event, name: &str, file: &std::path::Path) {
+    /// start takes effect when the script starts). `silent`: the exporters silent now, which
+    /// an underlimit's log line names.
+    fn started(&mut self, ev: &Event, name: &str, file: &std::path::Path, silent: &[SilentExporter]) {
         let limit = ev.limit_spec();
-        self.lua_event(ev, file);
+        self.lua_event(ev, file, silent);
         let relation = if limit.kind == LimitKind::Over { ">" } else { "<" };
         let mut line = format!("{} {} {}: {} {relation} {}", limit.kind.name(), ev.limit_path(), ev.keys.join(" "), whole(ev.value), whole(ev.threshold));
-        let silent = if limit.kind == LimitKind::Under { self.silent_exporters() } else { Vec::new() };
-        if !silent.is_empty() {
+        if limit.kind == LimitKind::Under && !silent.is_empty() {
             let each: Vec<String> = silent.iter().map(|(ip, idle_s)| format!("{ip} ({idle_s} s)")).collect();
             line.push_str(&format!(" (exporters silent: {}; the drop may be theirs)", each.join(", ")));
         }
         log::info(&line);
         match &limit.action_script {
-            Some(script) => self.enqueue(script.clone(), ev, name, file, true),
+            Some(script) => self.enqueue(script.clone(), ev, name, file, true, silent),
             None => {
                 self.in_effect.insert(name.to_string());
             }
@@ -538,11 +556,11 @@ impl Hooks {
     /// An alert ended: logged, its Lua hook called, and its back-to-normal script queued (its
     /// notification file is deleted when the script starts) or, without one, its file
     /// deleted now.
-    fn back_to_normal(&mut self, ev: &Event, name: &str, file: &std::path::Path) {
+    fn back_to_normal(&mut self, ev: &Event, name: &str, file: &std::path::Path, silent: &[SilentExporter]) {
         log::info(&format!("back to normal {} {}", ev.limit_path(), ev.keys.join(" ")));
-        self.lua_event(ev, file);
+        self.lua_event(ev, file, silent);
         match &ev.limit_spec().back2norm_script {
-            Some(script) => self.enqueue(script.clone(), ev, name, file, false),
+            Some(script) => self.enqueue(script.clone(), ev, name, file, false, silent),
             None => {
                 self.in_effect.remove(name);
                 self.remove_notification(file);
@@ -588,19 +606,15 @@ impl Hooks {
         }
     }
 
-    /// The exporters silent now (see [`SilentExporters`]).
-    fn silent_exporters(&self) -> Vec<(std::net::IpAddr, u64)> {
+    /// The exporters silent now (see [`SilentExporters`]): looked up once per start or end,
+    /// for its log line, Lua call and script alike.
+    fn silent_exporters(&self) -> Vec<SilentExporter> {
         self.cfg.silent_exporters.as_ref().map_or_else(Vec::new, |silent| (silent.0)())
-    }
-
-    /// The addresses of the exporters silent now.
-    fn silent_addresses(&self) -> Vec<String> {
-        self.silent_exporters().iter().map(|(ip, _)| ip.to_string()).collect()
     }
 
     /// Queues a script with the original's argv:
     /// `object mavg limit notification-file key1 [key2 ...] value threshold`.
-    fn enqueue(&mut self, script: PathBuf, ev: &Event, alert: &str, file: &std::path::Path, action: bool) {
+    fn enqueue(&mut self, script: PathBuf, ev: &Event, alert: &str, file: &std::path::Path, action: bool, silent: &[SilentExporter]) {
         let mut args = vec![
             crate::objects::flat_name(&ev.mavg.object),
             ev.mavg.name.clone(),
@@ -612,7 +626,7 @@ impl Hooks {
         args.push(whole(ev.threshold));
         let what = format!("{} {}", script.display(), args.join(" "));
         let kind = ev.limit_spec().kind;
-        let silent = self.silent_addresses().join(" ");
+        let silent = addresses(silent).join(" ");
         if !self.turns.push(lane_of(ev), Queued { script, args, what, alert: alert.to_string(), action, kind, silent, since: Instant::now() }) {
             // Not reached (`event` parks the events of a full lane); a bound all the same.
             self.stats.scripts_dropped += 1;

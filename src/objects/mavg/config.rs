@@ -80,10 +80,8 @@ pub fn parse(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Re
     let mem_m = item.mib_or("mem-m", file, &k("mem-m"), 256)?;
     let dump = Some(item.seconds_or("dump", file, &k("dump"), 0, 0)?).filter(|&d| d > 0);
     let layout = KeyLayout::new(&keys);
-    let mut limits = parse_limits(file, dir, item, i, aggs.len())?;
-    for l in &mut limits {
-        l.prefix = format!("{}-{name}-{}-", crate::objects::flat_name(object), l.name);
-    }
+    let owner = format!("{}-{name}-", crate::objects::flat_name(object));
+    let limits = parse_limits(file, dir, item, i, aggs.len(), &owner)?;
     if limits.len() > MAX_LIMITS {
         return Err(item.error(file, &format!("mavg[{i}]"), format!("at most {MAX_LIMITS} overlimit/underlimit elements")));
     }
@@ -150,13 +148,14 @@ fn parse_fields(file: &Path, fields_node: &Node, i: usize) -> Result<(Vec<FieldI
 }
 
 /// The `overlimit` and `underlimit` elements of `mavg[i]`, overlimits first; names unique.
-fn parse_limits(file: &Path, dir: &Path, item: &Node, i: usize, n_aggs: usize) -> Result<Vec<LimitSpec>, ConfigError> {
+/// `owner`: `<object>-<mavg>-`, which starts their notification files' names.
+fn parse_limits(file: &Path, dir: &Path, item: &Node, i: usize, n_aggs: usize, owner: &str) -> Result<Vec<LimitSpec>, ConfigError> {
     let mut limits = Vec::new();
     for (kind, key) in [(LimitKind::Over, "overlimit"), (LimitKind::Under, "underlimit")] {
         let Some(list) = item.get(key) else { continue };
         for (j, l) in list.as_array(file, &format!("mavg[{i}].{key}"))?.iter().enumerate() {
             let at = format!("mavg[{i}].{key}[{j}]");
-            let limit = parse_limit(file, dir, l, &at, kind, n_aggs)?;
+            let limit = parse_limit(file, dir, l, &at, kind, n_aggs, owner)?;
             // Overlimits and underlimits share the notification files' names.
             if limits.iter().any(|o: &LimitSpec| o.name == limit.name) {
                 return Err(l.error(file, &format!("{at}.name"), format!("limit \"{}\" defined twice in this moving average", limit.name)));
@@ -173,7 +172,7 @@ fn shape_of(name: &str, keys: &[FieldId], aggs: &[Agg], time: u64, limits: &[Lim
     format!("{name} {keys:?} {aggs:?} {time} {limits:?}")
 }
 
-fn parse_limit(file: &Path, dir: &Path, l: &Node, k: &str, kind: LimitKind, n_aggs: usize) -> Result<LimitSpec, ConfigError> {
+fn parse_limit(file: &Path, dir: &Path, l: &Node, k: &str, kind: LimitKind, n_aggs: usize, owner: &str) -> Result<LimitSpec, ConfigError> {
     let sub = |s: &str| format!("{k}.{s}");
     l.expect_object(file, k)?;
     let name = l.get("name").ok_or_else(|| l.error(file, &sub("name"), "missing name"))?.as_str(file, &sub("name"))?.to_string();
@@ -218,6 +217,7 @@ fn parse_limit(file: &Path, dir: &Path, l: &Node, k: &str, kind: LimitKind, n_ag
         }
     }
     Ok(LimitSpec {
+        prefix: format!("{owner}{name}-"),
         name,
         kind,
         default,
@@ -229,6 +229,5 @@ fn parse_limit(file: &Path, dir: &Path, l: &Node, k: &str, kind: LimitKind, n_ag
         ext: Vec::new(),
         action_lua: text("action-lua")?,
         back2norm_lua: text("back2norm-lua")?,
-        prefix: String::new(), // set by `parse`, which knows the object and the average
     })
 }
