@@ -153,7 +153,9 @@ fn iplist(c: &mut Criterion) {
 
 /// The once-per-second sweep of a moving average holding 1,000,000 keys (a flood from spoofed
 /// sources), which a worker runs in its flow path: per key and sweep. All keys quiet (under
-/// the threshold), or one in ten over it.
+/// the threshold), or one in ten over it; or, with an underlimit instead (whose sweep looks at
+/// every row: traffic that stopped shows nowhere else), every key long past its first flow
+/// and none under, or one in ten new (its average still filling, which its state tells).
 fn sweep(c: &mut Criterion) {
     use xenoeye::fields::FieldId;
     use xenoeye::flow::Flow;
@@ -165,28 +167,51 @@ fn sweep(c: &mut Criterion) {
     let mut g = c.benchmark_group("mavg_sweep");
     g.throughput(Throughput::Elements(KEYS as u64));
     g.sample_size(20);
-    let conf = r#"{"name": "m", "time": 10, "fields": ["src host", "octets"],
+    let over = r#"{"name": "m", "time": 10, "fields": ["src host", "octets"],
         "overlimit": [{"name": "l", "default": [1000], "back2norm-time": 10}]}"#;
-    let node = xenoeye::config::json::parse(conf, &file).unwrap();
-    for (name, over_every) in [("quiet", 0), ("one_in_ten_over", 10)] {
+    // A threshold of 0: no average is ever under it.
+    let under = r#"{"name": "m", "time": 10, "fields": ["src host", "octets"],
+        "underlimit": [{"name": "l", "default": [0], "back2norm-time": 10}]}"#;
+    // (name, configuration, one key in how many over, one in how many new, when the sweep runs)
+    let cases = [
+        ("quiet", over, 0, 0, T0 + 1000),
+        ("one_in_ten_over", over, 10, 0, T0 + 1000),
+        ("underlimit_steady", under, 0, 0, T0 + 200_000),
+        ("underlimit_one_in_ten_filling", under, 0, 10, T0 + 200_000),
+    ];
+    for (name, conf, over_every, new_every, sweep_at) in cases {
+        let node = xenoeye::config::json::parse(conf, &file).unwrap();
         // Filled when the benchmark runs (not when a filter leaves it out).
         let mut table = None;
         g.bench_function(name, |b| {
             let m = table.get_or_insert_with(|| {
                 let m = Arc::new(xenoeye::objects::mavg::parse(&file, "obj", &dir, &node, 0).unwrap());
                 let mut flow = Flow::default();
-                for k in 0..KEYS {
+                let is_new = |k: &u32| new_every != 0 && k.is_multiple_of(new_every);
+                let mut add = |k: u32, at: u64| {
                     flow.set(FieldId::SrcHost, k as u128);
-                    let over = over_every != 0 && k % over_every == 0;
+                    let over = over_every != 0 && k.is_multiple_of(over_every);
                     flow.set(FieldId::Octets, if over { 100_000 } else { 100 });
-                    m.update(&flow, T0);
+                    m.update(&flow, at);
+                };
+                for k in (0..KEYS).filter(|k| !is_new(k)) {
+                    add(k, T0);
+                }
+                if new_every != 0 {
+                    // The old keys' averages have filled (the sweep notes it); the new ones
+                    // come a second before the measured sweeps.
+                    m.sweep(sweep_at - 1000);
+                    for k in (0..KEYS).filter(is_new) {
+                        add(k, sweep_at - 1000);
+                    }
                 }
                 assert_eq!(m.stats.keys.load(std::sync::atomic::Ordering::Relaxed), KEYS as usize);
                 m
             });
-            // Within back2norm-time of the last update and far from forgetting: every sweep
-            // does the same work.
-            b.iter(|| m.sweep(black_box(T0 + 1000)))
+            // Overlimit: within back2norm-time of the last update and far from forgetting.
+            // Underlimit: keys are never forgotten, and each one's average has filled (the
+            // first sweep notes it, and every sweep after does the same work).
+            b.iter(|| m.sweep(black_box(sweep_at)))
         });
     }
     g.finish();

@@ -344,9 +344,12 @@ struct LimitState {
 struct Row {
     last_ms: u64,
     n: [f64; 3],
-    /// Low 24 bits: index of the key's threshold set. Bit 24 + l: limit l is active. Bit 28 + l:
-    /// the last update (at `last_ms`) was over limit l (its state's `last_bad_ms` and value
-    /// are brought up to date from `n` when the row next drops under it, or at the sweep).
+    /// Low 23 bits: index of the key's threshold set. Bit 23 ([`FILLING`]): the key's
+    /// average still fills, for an underlimit (see [`Mavg::fill`]). Bit 24 + l: limit l is
+    /// active. Bit 28 + l: the last update (at `last_ms`) was over limit l (its state's
+    /// `last_bad_ms` and value are brought up to date from `n` when the row next drops under
+    /// it, or at the sweep). A key has a state (see [`KeyState`]) only while its row has one
+    /// of these bits: the sweep looks for none in a row with none.
     thr: u32,
 }
 
@@ -383,12 +386,16 @@ fn over_field(n: &[f64; 3], sum: &[f64; 3], fields: usize) -> Option<usize> {
 }
 
 /// Threshold sets a moving average can have (the rest of `Row::thr` holds flags).
-const MAX_THRESHOLD_SETS: usize = 1 << 24;
+const MAX_THRESHOLD_SETS: usize = 1 << 23;
 const ACTIVE_BIT: u32 = 24;
 const OVER_BIT: u32 = 28;
-/// The threshold-set index in `Row::thr`, and the flags above it.
+/// The threshold-set index in `Row::thr`.
 const INDEX_BITS: u32 = MAX_THRESHOLD_SETS as u32 - 1;
-const FLAG_BITS: u32 = !INDEX_BITS;
+/// The row's average still fills (see [`Row::thr`]). Not among [`FLAG_BITS`]: the flow path
+/// has nothing to do with it.
+const FILLING: u32 = 1 << 23;
+/// The limits' flags: a row with none of them is quiet on the flow path.
+const FLAG_BITS: u32 = !(INDEX_BITS | FILLING);
 
 /// The threshold-set index in a row's `thr` word.
 fn set_index(thr: u32) -> usize {
@@ -402,7 +409,12 @@ impl Row {
 
     /// A row's flags and threshold-set index with the index replaced.
     fn with_index(thr: u32, i: u32) -> u32 {
-        (thr & FLAG_BITS) | i
+        (thr & !INDEX_BITS) | i
+    }
+
+    /// Whether the key may have a state (see [`Row::thr`]).
+    fn may_have_state(&self) -> bool {
+        self.thr & !INDEX_BITS != 0
     }
 
     fn flag(&self, bit: u32, l: usize) -> bool {
@@ -878,11 +890,19 @@ impl Mavg {
     /// [`FILL_WINDOWS`] windows (then the key's first flow is forgotten), else 1. So neither a
     /// key that just appeared nor every key after a start is taken for traffic that dropped,
     /// while one whose traffic stops is still found as soon as its average shows it.
-    fn fill(&self, limits: &mut LimitStates, key: &PackedKey, now_ms: u64) -> f64 {
-        let Some(state) = limits.get_mut(key).filter(|s| s.first_ms != 0) else { return 1.0 };
+    /// A row without [`FILLING`] is full: no lookup. The bit goes once the average has filled.
+    fn fill(&self, row: &mut Row, limits: &mut LimitStates, key: &PackedKey, now_ms: u64) -> f64 {
+        if row.thr & FILLING == 0 {
+            return 1.0;
+        }
+        let Some(state) = limits.get_mut(key).filter(|s| s.first_ms != 0) else {
+            row.thr &= !FILLING;
+            return 1.0;
+        };
         let age = now_ms.saturating_sub(state.first_ms);
         if age >= FILL_WINDOWS * self.time_ms {
             state.first_ms = 0;
+            row.thr &= !FILLING;
             return 1.0;
         }
         1.0 - (-(age as f64) * self.per_ms).exp()

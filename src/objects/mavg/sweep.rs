@@ -195,7 +195,9 @@ impl Mavg {
             *x = self.decayed(*x, dt);
         }
         let set = &sets[row.thr()];
-        let fill = if self.has_underlimit() { self.fill(limits, key, now_ms) } else { 1.0 };
+        // Most rows of a big table have no state: no lookup for them.
+        let had_state = row.may_have_state();
+        let fill = self.fill(row, limits, key, now_ms);
         for (l, spec) in self.limits.iter().enumerate() {
             if row.flag(OVER_BIT, l) {
                 let (at, last) = (row.n, row.last_ms);
@@ -232,7 +234,7 @@ impl Mavg {
             }
         }
         let any_active = row.any_active();
-        if !any_active && fill == 1.0 {
+        if had_state && !any_active && fill == 1.0 {
             limits.remove(key);
         }
         any_active || forget_after.is_none_or(|t| dt < t)

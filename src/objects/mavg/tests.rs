@@ -160,6 +160,42 @@ fn low_under(tag: &str, time: u32, threshold: u32) -> (Arc<Mavg>, Receiver<Event
     (m, rx, d)
 }
 
+/// Keys with a state (see [`KeyState`]) and rows still filling, in all shards.
+fn states_and_filling(m: &Mavg) -> (usize, usize) {
+    let (mut states, mut filling) = (0, 0);
+    for cell in &m.group.cells {
+        let shard = cell.shard.lock();
+        states += shard.limits[m.member].len();
+        shard.rows.for_each(T0, m.member, |_, row| filling += usize::from(row.thr & FILLING != 0));
+    }
+    (states, filling)
+}
+
+#[test]
+fn a_keys_state_lasts_while_its_average_fills_or_its_underlimit_holds() {
+    // Window 2 s: an average fills in 20 s. 0.0.0.1 is steady at 10,000 B/s; 0.0.0.2 sends
+    // for 3 s, stops (its underlimit starts), comes back at 40 s (and ends 2 s later).
+    let (m, rx, _d) = low_under("under-states", 2, 5000);
+    let mut seen = Vec::new();
+    for ms in (0..60_000).step_by(100) {
+        if ms % 1000 == 0 && ms > 0 {
+            m.sweep(T0 + ms);
+            if ms % 10_000 == 0 {
+                seen.push((ms / 1000, states_and_filling(&m)));
+            }
+        }
+        m.update(&flow(1, 1000), T0 + ms);
+        if !(3000..40_000).contains(&ms) {
+            m.update(&flow(2, 1000), T0 + ms);
+        }
+    }
+    let phases: Vec<_> = events(&rx).into_iter().filter(|e| e.0 != Phase::Update).map(|(phase, keys, ..)| (phase, keys[0].clone())).collect();
+    assert_eq!(phases, vec![(Phase::Start, "0.0.0.2".to_string()), (Phase::Back2Norm, "0.0.0.2".to_string())]);
+    // (s, (states, rows filling)): both fill for 20 s; 0.0.0.2 keeps a state while its
+    // underlimit holds; none is left after, and its row does not fill again.
+    assert_eq!(seen, vec![(10, (2, 2)), (20, (1, 0)), (30, (1, 0)), (40, (1, 0)), (50, (0, 0))]);
+}
+
 #[test]
 fn underlimit_found_by_the_sweep() {
     let (m, rx, _d) = low_under("under", 2, 100);
