@@ -294,7 +294,7 @@ fn mavg_metrics(out: &mut Exposition, objects: &crate::objects::Objects) {
         objects.mavgs.iter().map(|m| (format!("{{object=\"{}\",mavg=\"{}\"}}", esc(&m.object), esc(&m.name)), f(m))).collect::<Vec<_>>()
     };
     out.metric("mavg_keys", "gauge", "Keys tracked per moving average.", rows(&|m| m.stats.keys.load(Ordering::Relaxed) as u64));
-    out.metric("mavg_memory_bytes", "gauge", "Memory used per moving average (bounded by mem-m).", rows(&|m| (m.stats.keys.load(Ordering::Relaxed) * m.key_bytes()) as u64));
+    out.metric("mavg_memory_bytes", "gauge", "Memory used per moving average (bounded by mem-m).", rows(&|m| m.memory_bytes() as u64));
     out.metric("mavg_keys_dropped_total", "counter", "New keys not tracked because mem-m was full.", rows(&|m| m.stats.keys_dropped.load(Ordering::Relaxed)));
     out.metric("mavg_active_limits", "gauge", "Overlimits and underlimits holding now.", rows(&|m| m.stats.active.load(Ordering::Relaxed) as u64));
     out.metric("mavg_events_dropped_total", "counter", "Notification rewrites and dumps dropped (hook queue full).", rows(&|m| m.stats.events_dropped.load(Ordering::Relaxed)));

@@ -369,9 +369,64 @@ struct KeyState {
 /// an underlimit waits for the key's average to fill).
 type LimitStates = HashMap<PackedKey, KeyState, WordsBuild>;
 
-/// A key's state for limit `l`, made when first needed.
-fn limit_state<'a>(limits: &'a mut LimitStates, key: &PackedKey, l: usize) -> &'a mut LimitState {
-    &mut limits.entry(*key).or_default().limits.get_or_insert_with(|| Box::new([LimitState::default(); MAX_LIMITS]))[l]
+/// Bytes a key's state is counted as against `mem-m`: its map entry, at the map's lowest
+/// load (it doubles when 7/8 full, so an entry may have two slots of its own).
+const STATE_BYTES: usize = 2 * std::mem::size_of::<(PackedKey, KeyState)>() * 8 / 7 + 2;
+/// And its limits' states, once a limit made them (with the allocator's overhead).
+const LIMIT_STATES_BYTES: usize = std::mem::size_of::<[LimitState; MAX_LIMITS]>() + 16;
+
+/// How many key states a moving average holds (see [`KeyState`]), counted against `mem-m`
+/// with its rows: a flood of new keys into an average with an underlimit gives each a state
+/// for its first 10 windows, and an alert storm gives each key over its limits' states.
+#[derive(Debug, Default)]
+struct StateCount {
+    states: AtomicUsize,
+    /// States holding limit states.
+    with_limits: AtomicUsize,
+}
+
+impl StateCount {
+    fn bytes(&self) -> usize {
+        self.states.load(Ordering::Relaxed) * STATE_BYTES + self.with_limits.load(Ordering::Relaxed) * LIMIT_STATES_BYTES
+    }
+
+    /// Takes over another table's count (its states moved here at a reload; added, as flows
+    /// may already have made states here).
+    fn take_from(&self, other: &StateCount) {
+        self.states.fetch_add(other.states.swap(0, Ordering::Relaxed), Ordering::Relaxed);
+        self.with_limits.fetch_add(other.with_limits.swap(0, Ordering::Relaxed), Ordering::Relaxed);
+    }
+}
+
+/// A key's state, made (and counted) if it has none.
+fn key_state<'a>(limits: &'a mut LimitStates, key: &PackedKey, count: &StateCount) -> &'a mut KeyState {
+    match limits.entry(*key) {
+        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::hash_map::Entry::Vacant(e) => {
+            count.states.fetch_add(1, Ordering::Relaxed);
+            e.insert(KeyState::default())
+        }
+    }
+}
+
+/// A key's state for limit `l`, made (and counted) when first needed.
+fn limit_state<'a>(limits: &'a mut LimitStates, key: &PackedKey, l: usize, count: &StateCount) -> &'a mut LimitState {
+    let state = key_state(limits, key, count);
+    let all = state.limits.get_or_insert_with(|| {
+        count.with_limits.fetch_add(1, Ordering::Relaxed);
+        Box::new([LimitState::default(); MAX_LIMITS])
+    });
+    &mut all[l]
+}
+
+/// Removes a key's state, if it has one (and its count).
+fn remove_state(limits: &mut LimitStates, key: &PackedKey, count: &StateCount) {
+    if let Some(state) = limits.remove(key) {
+        count.states.fetch_sub(1, Ordering::Relaxed);
+        if state.limits.is_some() {
+            count.with_limits.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Windows after a key's first flow during which an underlimit allows for its average still
@@ -574,6 +629,8 @@ pub struct Mavg {
     group: Arc<Group>,
     member: usize,
     pub stats: MavgStats,
+    /// Its key states (in its shards' `limits`), for `mem-m`.
+    states: StateCount,
     events: Mutex<Option<SyncSender<Event>>>,
     /// Starts and ends of limits the hook queue had no room for, in order: sent again at
     /// every sweep (see [`Mavg::emit`]).
@@ -592,6 +649,12 @@ impl Mavg {
     /// doubling).
     pub fn key_bytes(&self) -> usize {
         self.group.slot_bytes * 16 / 5 / self.group.members()
+    }
+
+    /// Memory counted against `mem-m`: the keys (see [`Mavg::key_bytes`]) and their states
+    /// (kept while an average fills for an underlimit, and while a limit holds).
+    pub fn memory_bytes(&self) -> usize {
+        self.stats.keys.load(Ordering::Relaxed) * self.key_bytes() + self.states.bytes()
     }
 
     /// Whether this moving average shares its table with another of its object.
@@ -796,6 +859,7 @@ impl Mavg {
     fn carry_counters(&self, old: &Mavg) {
         let carry = |mine: &AtomicU64, theirs: &AtomicU64| mine.store(theirs.load(Ordering::Relaxed), Ordering::Relaxed);
         self.stats.keys.store(old.stats.keys.swap(0, Ordering::Relaxed), Ordering::Relaxed);
+        self.states.take_from(&old.states);
         carry(&self.stats.keys_dropped, &old.stats.keys_dropped);
         carry(&self.stats.events, &old.stats.events);
         carry(&self.stats.events_dropped, &old.stats.events_dropped);
@@ -805,10 +869,11 @@ impl Mavg {
         carry(&self.last_full_log_ms, &old.last_full_log_ms);
     }
 
-    /// Whether the table has room for one more key within `mem-m` (the members of a shared
-    /// table hold the same keys and share `mem-m`: any one's count decides).
+    /// Whether this member has room for one more key within `mem-m` (the members of a shared
+    /// table hold the same keys, but each has key states of its own: a key goes in when every
+    /// member has room).
     fn has_room_for_key(&self) -> bool {
-        (self.stats.keys.load(Ordering::Relaxed) + 1) * self.key_bytes() <= self.mem_bytes
+        self.memory_bytes() + self.key_bytes() <= self.mem_bytes
     }
 
     /// Counts a key put in a table, in each of its members.
@@ -826,7 +891,7 @@ impl Mavg {
     fn record_over(&self, row: &mut Row, limits: &mut LimitStates, key: &PackedKey, l: usize, n: &[f64; 3], at_ms: u64, set: &ThresholdSet) {
         row.set_flag(OVER_BIT, l, false);
         let over = self.over(n, set, l);
-        let st = limit_state(limits, key, l);
+        let st = limit_state(limits, key, l, &self.states);
         st.last_bad_ms = st.last_bad_ms.max(at_ms);
         if let Some((field, value, threshold)) = over {
             (st.field, st.value, st.threshold) = (field, value, threshold);

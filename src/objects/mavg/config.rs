@@ -122,6 +122,7 @@ pub fn parse(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Re
         group,
         member: 0,
         stats: MavgStats::default(),
+        states: StateCount::default(),
         events: Mutex::new(None),
         held: Mutex::new(VecDeque::new()),
     })

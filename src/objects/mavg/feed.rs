@@ -5,7 +5,7 @@
 //! `mem-m`. Limits that start are sent to the hook thread once the locks are released.
 
 use super::rowtable;
-use super::{limit_state, over_field, set_index, Compiled, Event, Group, LimitStates, Mavg, PackedKey, Phase, Row, Shard, ShardCell, ThresholdSet, ACTIVE_BIT, FILLING, FLAG_BITS, MAVG_WORDS, MAX_MEMBERS, OVER_BIT};
+use super::{key_state, limit_state, over_field, set_index, Compiled, Event, Group, LimitStates, Mavg, PackedKey, Phase, Row, Shard, ShardCell, ThresholdSet, ACTIVE_BIT, FILLING, FLAG_BITS, MAVG_WORDS, MAX_MEMBERS, OVER_BIT};
 use crate::flow::Flow;
 use crate::objects::table::prefetch;
 use std::sync::atomic::Ordering;
@@ -329,9 +329,10 @@ impl Mavg {
 
     /// A new key's rows (one per member of the table, with its thresholds), unless the memory
     /// bound is reached (then the flow, or the listed key, is counted and skipped); publishes
-    /// the slot array's address for prefetching (it may have grown). The members share `mem-m`
-    /// (see [`share_tables`]): the first one's key count decides. A member with an underlimit
-    /// notes when the key came in, its first flow or its listing (see [`Mavg::fill`]).
+    /// the slot array's address for prefetching (it may have grown). The members hold the same
+    /// keys (see [`share_tables`]) and key states of their own: a key goes in when every one
+    /// has room. A member with an underlimit notes when the key came in, its first flow or its
+    /// listing (see [`Mavg::fill`]).
     #[cold]
     pub(super) fn insert_row<S: rowtable::Slot>(
         each: &[(&Mavg, &Compiled); MAX_MEMBERS],
@@ -343,7 +344,7 @@ impl Mavg {
         now_ms: u64,
     ) -> Option<usize> {
         let members = &each[..S::MEMBERS];
-        if !members[0].0.has_room_for_key() {
+        if !members.iter().all(|(member, _)| member.has_room_for_key()) {
             for (member, _) in members {
                 member.stats.keys_dropped.fetch_add(1, Ordering::Relaxed);
             }
@@ -352,7 +353,7 @@ impl Mavg {
         Mavg::count_new_key(members.iter().map(|(member, _)| *member));
         for ((member, _), limits) in members.iter().zip(limits.iter_mut()) {
             if member.has_underlimit() {
-                limits.entry(*key).or_default().first_ms = now_ms.max(1);
+                key_state(limits, key, &member.states).first_ms = now_ms.max(1);
             }
         }
         let filling = |member: &Mavg| if member.has_underlimit() { FILLING } else { 0 };
@@ -380,7 +381,7 @@ impl Mavg {
     #[allow(clippy::too_many_arguments)]
     fn start_over(&self, m: usize, row: &mut Row, limits: &mut LimitStates, key: &PackedKey, l: usize, field: usize, set: &ThresholdSet, now_ms: u64, events: &mut Vec<StartEvent>) {
         let (value, threshold) = self.verdict(&row.n, set, l, field);
-        let st = limit_state(limits, key, l);
+        let st = limit_state(limits, key, l, &self.states);
         st.last_bad_ms = now_ms;
         (st.field, st.value, st.threshold) = (field, value, threshold);
         st.start_ms = now_ms;

@@ -190,7 +190,7 @@ impl Mavg {
             let i = match rows.find(key, hash) {
                 Some(i) => i,
                 None => {
-                    if !me.has_room_for_key() {
+                    if !members.iter().all(|m| m.has_room_for_key()) {
                         return Err("mem-m is full".into());
                     }
                     let new: Vec<Row> = compiled.iter().map(|c| Row { last_ms: now_ms, n: [0.0; 3], thr: c.index_of(key) }).collect();
@@ -215,7 +215,7 @@ impl Mavg {
             row.last_ms = row.last_ms.max(now_ms);
             row.set_flag(ACTIVE_BIT, l, true);
             rows.store(i, m, &row);
-            let st = limit_state(&mut limits[m], key, l);
+            let st = limit_state(&mut limits[m], key, l, &me.states);
             (st.start_ms, st.last_bad_ms, st.last_notify_ms) = (start_ms, last_bad_ms, now_ms);
             (st.field, st.value, st.threshold) = (field, value, threshold);
         }
@@ -288,11 +288,11 @@ impl Mavg {
             if !row.active(limit) {
                 continue;
             }
-            ended.push(self.on_alert(*key, row, limit_state(limits, key, limit), limit, now_ms));
+            ended.push(self.on_alert(*key, row, limit_state(limits, key, limit, &self.states), limit, now_ms));
             row.set_flag(ACTIVE_BIT, limit, false);
             row.set_flag(OVER_BIT, limit, false);
         }
-        limits.remove(key);
+        remove_state(limits, key, &self.states);
     }
 
     /// Limit `limit` of a key's row, on, with its state `st`, as of `now_ms`.

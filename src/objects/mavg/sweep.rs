@@ -211,7 +211,7 @@ impl Mavg {
                 continue; // nothing holds and nothing starts: no state needed
             }
             let active = row.active(l);
-            let st = limit_state(limits, key, l);
+            let st = limit_state(limits, key, l, &self.states);
             if let Some((field, value, threshold)) = side {
                 st.last_bad_ms = now_ms;
                 (st.field, st.value, st.threshold) = (field, value, threshold);
@@ -235,7 +235,7 @@ impl Mavg {
         }
         let any_active = row.any_active();
         if had_state && !any_active && fill == 1.0 {
-            limits.remove(key);
+            remove_state(limits, key, &self.states);
         }
         any_active || forget_after.is_none_or(|t| dt < t)
     }
@@ -282,7 +282,7 @@ impl Mavg {
 
     /// The `.dump` text: time line, memory line, one line per key with a non-zero rate.
     pub fn dump_text(&self, now_ms: u64, time_line: &str) -> String {
-        let used = self.stats.keys.load(Ordering::Relaxed) * self.key_bytes();
+        let used = self.memory_bytes();
         let mut s = format!(
             "{time_line}\nmem used/avail: {}M/{}M ({}/{} bytes)\n",
             used >> 20,

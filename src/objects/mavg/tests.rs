@@ -197,6 +197,54 @@ fn a_keys_state_lasts_while_its_average_fills_or_its_underlimit_holds() {
 }
 
 #[test]
+fn key_states_count_against_mem_m() {
+    // 1 MiB for an underlimit average keyed by a destination address, with one sum: a key is
+    // counted as its share of the table and, while its average fills, as its state too. A
+    // threshold of 0: no key is ever under it, so no alert adds to that.
+    let d = tmp("mem-states");
+    let conf = r#"{"name": "m", "time": 2, "fields": ["dst host", "octets"], "mem-m": 1,
+        "underlimit": [{"name": "low", "default": [0], "back2norm-time": 2}]}"#;
+    let (m, _rx) = mavg(conf, &d);
+    assert_eq!((STATE_BYTES, LIMIT_STATES_BYTES), (148, 208), "as the README says (mem-m)");
+    let (mem, key) = (m.mem_bytes, m.key_bytes());
+    let keys = |m: &Mavg| (m.stats.keys.load(Ordering::Relaxed), m.stats.keys_dropped.load(Ordering::Relaxed) as usize);
+    // A key is taken while what is counted leaves room for its share of the table.
+    let fit = |used: usize, each: usize| (mem - key - used) / each + 1;
+    for k in 0..20_000 {
+        m.update(&flow(k, 1000), T0);
+    }
+    let filling = fit(0, key + STATE_BYTES);
+    assert_eq!(keys(&m), (filling, 20_000 - filling));
+    assert_eq!(m.memory_bytes(), filling * (key + STATE_BYTES));
+    assert!(m.memory_bytes() <= mem && filling < mem / key / 2, "{filling} keys");
+    // Ten windows on, every average has filled: the states go, and new keys fit again.
+    m.sweep(T0 + 20_000);
+    assert_eq!(states_and_filling(&m), (0, 0));
+    assert_eq!(m.memory_bytes(), filling * key);
+    for k in 20_000..40_000 {
+        m.update(&flow(k, 1000), T0 + 20_000);
+    }
+    let more = fit(filling * key, key + STATE_BYTES);
+    assert_eq!(keys(&m), (filling + more, 40_000 - filling - more));
+    assert!(m.memory_bytes() <= mem);
+}
+
+#[test]
+fn an_alerts_state_counts_against_mem_m_while_it_lasts() {
+    let (m, rx, _d) = level1_over_1000("mem-alert");
+    m.update(&flow(1, 500), T0);
+    m.update(&flow(2, 500), T0);
+    let quiet = m.memory_bytes();
+    assert_eq!(quiet, 2 * m.key_bytes());
+    m.update(&flow(1, 2000), T0 + 100); // over: the alert starts
+    assert_eq!(m.memory_bytes(), quiet + STATE_BYTES + LIMIT_STATES_BYTES);
+    m.sweep(T0 + 7000); // back to normal after 5 s under
+    let phases: Vec<Phase> = events(&rx).into_iter().map(|e| e.0).filter(|p| *p != Phase::Update).collect();
+    assert_eq!(phases, vec![Phase::Start, Phase::Back2Norm]);
+    assert_eq!(m.memory_bytes(), quiet);
+}
+
+#[test]
 fn underlimit_found_by_the_sweep() {
     let (m, rx, _d) = low_under("under", 2, 100);
     // The key was first seen ten windows before: its average counts as full (see the next
@@ -312,9 +360,11 @@ fn listed_keys_go_into_their_shards_of_a_shared_table_and_beyond_mem_m_are_count
     let d = tmp("listed-shards");
     let bps = r#"{"name": "bps", "time": 2, "mem-m": 1, "fields": ["dst host", "octets"], "overlimit": [{"name": "a", "default": [1000000000000]}]}"#;
     let low = r#"{"name": "pps", "time": 2, "mem-m": 1, "fields": ["dst host", "packets"], "underlimit": [{"name": "u", "default": [0], "limits": "low.csv"}]}"#;
-    // 1 MiB holds `fit` keys of the shared table: one with traffic (0.0.0.0, not listed), and
-    // 100 more listed than the rest hold (the limits file is read with the configuration).
-    let fit = (1usize << 20) / 102;
+    // 1 MiB holds `fit` keys of the shared table: one with traffic (0.0.0.0, not listed; its
+    // average has filled by the time listed keys go in), and listed keys, each with the state
+    // of its average filling for the underlimit member; 100 more are listed than fit (the
+    // limits file is read with the configuration).
+    let fit = 1 + ((1usize << 20) - 2 * 102) / (102 + STATE_BYTES) + 1;
     let listed: String = (1..=fit as u32 + 100).map(|i| format!("{},10\n", std::net::Ipv4Addr::from(i))).collect();
     std::fs::write(d.join("low.csv"), listed).unwrap();
     let (ms, rxs) = object_mavgs_sharded(&[bps, low], &d, 4);
@@ -569,7 +619,10 @@ fn a_full_hook_queue_holds_starts_in_order_and_drops_rewrites() {
     }
     let (new, _) = mavg(OVER_10, &d);
     new.set_events(old.events.lock().clone());
+    let used = old.memory_bytes();
+    assert_eq!(used, 3 * (old.key_bytes() + STATE_BYTES + LIMIT_STATES_BYTES), "three keys, each with an alert's state");
     assert!(Mavg::adopt(std::slice::from_ref(&new), &[&old]));
+    assert_eq!((new.memory_bytes(), old.memory_bytes()), (used, 0), "the states are counted where they went");
     drop(old);
     let mut got: Vec<Event> = Vec::new();
     for k in 1..=3 {
