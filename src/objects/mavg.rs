@@ -172,16 +172,32 @@ fn compile_thresholds(limits: &[LimitSpec], t: &Thresholds, secs: f64) -> Compil
         set
     };
     let mut sets = vec![set_of(&|l, spec| base(l, spec))];
+    // Keys with the same thresholds share a set: a row keeps only the index.
+    let bits = |set: &ThresholdSet| -> Vec<u64> { set.rate.as_flattened().iter().map(|v| v.to_bits()).collect() };
+    let mut index: HashMap<Vec<u64>, u32> = HashMap::from([(bits(&sets[0]), 0)]);
     let mut by_key: HashMap<PackedKey, u32, WordsBuild> = HashMap::default();
+    let mut left = 0;
     let keys: std::collections::HashSet<PackedKey> = t.per_limit.iter().flat_map(|m| m.keys().copied()).collect();
     for key in keys {
-        if sets.len() == MAX_THRESHOLD_SETS {
-            crate::log::warn(&format!("limits: more than {} keys, the rest use the default", MAX_THRESHOLD_SETS - 1));
-            break;
-        }
         let set = set_of(&|l, spec| t.per_limit.get(l).and_then(|m| m.get(&key)).cloned().unwrap_or_else(|| base(l, spec)));
-        by_key.insert(key, sets.len() as u32);
-        sets.push(set);
+        let i = match index.get(&bits(&set)) {
+            Some(&i) => i,
+            None if sets.len() == MAX_THRESHOLD_SETS => {
+                left += 1;
+                continue;
+            }
+            None => {
+                index.insert(bits(&set), sets.len() as u32);
+                sets.push(set);
+                sets.len() as u32 - 1
+            }
+        };
+        if i != 0 {
+            by_key.insert(key, i);
+        }
+    }
+    if left > 0 {
+        crate::log::warn(&format!("limits: more than {} different thresholds; {left} keys use the default", MAX_THRESHOLD_SETS - 1));
     }
     let quiet = sets.iter().map(|set| quiet_bound(limits, set)).collect();
     Compiled { sets, quiet, by_key }
@@ -344,8 +360,9 @@ struct LimitState {
 struct Row {
     last_ms: u64,
     n: [f64; 3],
-    /// Low 23 bits: index of the key's threshold set. Bit 23 ([`FILLING`]): the key's
-    /// average still fills, for an underlimit (see [`Mavg::fill`]). Bit 24 + l: limit l is
+    /// Low 19 bits: index of the key's threshold set. Bit 23 ([`FILLING`]): the key's
+    /// average still fills, for an underlimit (see [`Mavg::fill`]), and bits 19-22 say since
+    /// when ([`FILL_EPOCH_SHIFT`]). Bit 24 + l: limit l is
     /// active. Bit 28 + l: the last update (at `last_ms`) was over limit l (its state's
     /// `last_bad_ms` and value are brought up to date from `n` when the row next drops under
     /// it, or at the sweep). A key has a state (see [`KeyState`]) only while its row has one
@@ -440,8 +457,9 @@ fn over_field(n: &[f64; 3], sum: &[f64; 3], fields: usize) -> Option<usize> {
     (0..fields).find(|&i| n[i] > sum[i])
 }
 
-/// Threshold sets a moving average can have (the rest of `Row::thr` holds flags).
-const MAX_THRESHOLD_SETS: usize = 1 << 23;
+/// Distinct threshold sets a moving average can have (the rest of `Row::thr` holds flags;
+/// keys whose thresholds are the same share a set).
+const MAX_THRESHOLD_SETS: usize = 1 << 19;
 const ACTIVE_BIT: u32 = 24;
 const OVER_BIT: u32 = 28;
 /// The threshold-set index in `Row::thr`.
@@ -449,8 +467,13 @@ const INDEX_BITS: u32 = MAX_THRESHOLD_SETS as u32 - 1;
 /// The row's average still fills (see [`Row::thr`]). Not among [`FLAG_BITS`]: the flow path
 /// has nothing to do with it.
 const FILLING: u32 = 1 << 23;
+/// Where a filling row keeps the epoch it began to fill in, modulo 16 (see
+/// [`Mavg::surely_filled`]).
+const FILL_EPOCH_SHIFT: u32 = 19;
+/// [`FILLING`] and its epoch.
+const FILL_BITS: u32 = FILLING | 0xf << FILL_EPOCH_SHIFT;
 /// The limits' flags: a row with none of them is quiet on the flow path.
-const FLAG_BITS: u32 = !(INDEX_BITS | FILLING);
+const FLAG_BITS: u32 = !(INDEX_BITS | FILL_BITS);
 
 /// The threshold-set index in a row's `thr` word.
 fn set_index(thr: u32) -> usize {
@@ -941,7 +964,10 @@ impl Mavg {
     /// Underlimit `l` holds for sums `n` of an average filled to `fill` (see [`Mavg::fill`]):
     /// what it would read full (`n / fill`) is under, and so the first field under its
     /// threshold, (field, rate, threshold), with the rate it reads now.
-    fn under_filled(&self, n: &[f64; 3], fill: f64, set: &ThresholdSet, l: usize) -> Option<(usize, f64, f64)> {
+    /// (A fill not looked up, `None` from [`Mavg::fill`], is only ever of an average under no
+    /// underlimit as it reads: none holds whatever the fill.)
+    fn under_filled(&self, n: &[f64; 3], fill: Option<f64>, set: &ThresholdSet, l: usize) -> Option<(usize, f64, f64)> {
+        let fill = fill.unwrap_or(1.0);
         if fill < 1.0 {
             let full = n.map(|x| if fill > 0.0 { x / fill } else { f64::INFINITY });
             self.under(&full, set, l)?;
@@ -955,22 +981,57 @@ impl Mavg {
     /// [`FILL_WINDOWS`] windows (then the key's first flow is forgotten), else 1. So neither a
     /// key that just appeared nor every key after a start is taken for traffic that dropped,
     /// while one whose traffic stops is still found as soon as its average shows it.
-    /// A row without [`FILLING`] is full: no lookup. The bit goes once the average has filled.
-    fn fill(&self, row: &mut Row, limits: &mut LimitStates, key: &PackedKey, now_ms: u64) -> f64 {
-        if row.thr & FILLING == 0 {
-            return 1.0;
+    ///
+    /// For a row with [`FILLING`] (without, it is full) and sums `n` (decayed to `now_ms`).
+    /// The key's state (when its first flow came) is looked up only when that matters: when
+    /// its average as it reads is under an underlimit (what it would read full may be under
+    /// too), or when its epoch says it has filled (then the bit goes, and the key's state if
+    /// nothing else holds it). Otherwise `None`: not known, and nothing depends on it. A flood
+    /// of new keys would otherwise cost a lookup, most often a cache miss, per key and sweep
+    /// for 10 windows. Out of line: the sweep of the rows that have filled stays lean.
+    #[inline(never)]
+    fn fill(&self, row: &mut Row, limits: &mut LimitStates, key: &PackedKey, n: &[f64; 3], set: &ThresholdSet, now_ms: u64) -> Option<f64> {
+        let under = |l: usize| self.limits[l].kind == LimitKind::Under && self.under(n, set, l).is_some();
+        if !(0..self.limits.len()).any(under) && !self.surely_filled(row, now_ms) {
+            return None;
         }
         let Some(state) = limits.get_mut(key).filter(|s| s.first_ms != 0) else {
-            row.thr &= !FILLING;
-            return 1.0;
+            row.thr &= !FILL_BITS;
+            return Some(1.0);
         };
         let age = now_ms.saturating_sub(state.first_ms);
         if age >= FILL_WINDOWS * self.time_ms {
             state.first_ms = 0;
-            row.thr &= !FILLING;
-            return 1.0;
+            row.thr &= !FILL_BITS;
+            return Some(1.0);
         }
-        1.0 - (-(age as f64) * self.per_ms).exp()
+        Some(1.0 - (-(age as f64) * self.per_ms).exp())
+    }
+
+    /// The filling epochs: an eighth of [`FILL_WINDOWS`] windows each.
+    fn fill_epoch(&self, now_ms: u64) -> u32 {
+        (now_ms / (FILL_WINDOWS * self.time_ms / 8).max(1) % 16) as u32
+    }
+
+    /// The row bits of a key put in at `now_ms`: filling since now, for an underlimit.
+    fn filling_bits(&self, now_ms: u64) -> u32 {
+        if self.has_underlimit() {
+            FILLING | self.fill_epoch(now_ms) << FILL_EPOCH_SHIFT
+        } else {
+            0
+        }
+    }
+
+    /// Whether a filling row's average has surely filled by `now_ms`: nine epochs on from the
+    /// one it began in are at least eight, [`FILL_WINDOWS`] windows; or the row has had no
+    /// flow for that long (its first came before its last). Epochs are counted modulo 16, so
+    /// the first alone would miss a row first looked at 16 epochs on (a sweep after a gap in
+    /// the collector's clock); a row with flows is swept every second. [`Mavg::fill`] is
+    /// exact whenever it looks.
+    fn surely_filled(&self, row: &Row, now_ms: u64) -> bool {
+        let began = (row.thr & FILL_BITS & !FILLING) >> FILL_EPOCH_SHIFT;
+        let fill_ms = FILL_WINDOWS * self.time_ms;
+        self.fill_epoch(now_ms).wrapping_sub(began) & 15 >= 9 || now_ms.saturating_sub(row.last_ms) >= fill_ms
     }
 
     /// Whether a limit is an underlimit (found by the sweep, on keys kept however idle).

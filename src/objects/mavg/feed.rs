@@ -5,7 +5,7 @@
 //! `mem-m`. Limits that start are sent to the hook thread once the locks are released.
 
 use super::rowtable;
-use super::{key_state, limit_state, over_field, set_index, Compiled, Event, Group, LimitStates, Mavg, PackedKey, Phase, Row, Shard, ShardCell, ThresholdSet, ACTIVE_BIT, FILLING, FLAG_BITS, MAVG_WORDS, MAX_MEMBERS, OVER_BIT};
+use super::{key_state, limit_state, over_field, set_index, Compiled, Event, Group, LimitStates, Mavg, PackedKey, Phase, Row, Shard, ShardCell, ThresholdSet, ACTIVE_BIT, FLAG_BITS, MAVG_WORDS, MAX_MEMBERS, OVER_BIT};
 use crate::flow::Flow;
 use crate::objects::table::prefetch;
 use std::sync::atomic::Ordering;
@@ -356,8 +356,7 @@ impl Mavg {
                 key_state(limits, key, &member.states).first_ms = now_ms.max(1);
             }
         }
-        let filling = |member: &Mavg| if member.has_underlimit() { FILLING } else { 0 };
-        let rows = each.map(|(member, thresholds)| Row { last_ms: now_ms, n: [0.0; 3], thr: thresholds.index_of(key) | filling(member) });
+        let rows = each.map(|(member, thresholds)| Row { last_ms: now_ms, n: [0.0; 3], thr: thresholds.index_of(key) | member.filling_bits(now_ms) });
         let i = table.insert(key, hash, &rows[..S::MEMBERS]);
         cell.publish(table.probe_start());
         Some(i)

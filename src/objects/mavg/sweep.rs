@@ -197,7 +197,7 @@ impl Mavg {
         let set = &sets[row.thr()];
         // Most rows of a big table have no state: no lookup for them.
         let had_state = row.may_have_state();
-        let fill = self.fill(row, limits, key, now_ms);
+        let fill = if row.thr & FILLING == 0 { Some(1.0) } else { self.fill(row, limits, key, &n, set, now_ms) };
         for (l, spec) in self.limits.iter().enumerate() {
             if row.flag(OVER_BIT, l) {
                 let (at, last) = (row.n, row.last_ms);
@@ -234,7 +234,7 @@ impl Mavg {
             }
         }
         let any_active = row.any_active();
-        if had_state && !any_active && fill == 1.0 {
+        if had_state && !any_active && fill == Some(1.0) {
             remove_state(limits, key, &self.states);
         }
         any_active || forget_after.is_none_or(|t| dt < t)

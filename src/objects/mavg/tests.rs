@@ -191,9 +191,11 @@ fn a_keys_state_lasts_while_its_average_fills_or_its_underlimit_holds() {
     }
     let phases: Vec<_> = events(&rx).into_iter().filter(|e| e.0 != Phase::Update).map(|(phase, keys, ..)| (phase, keys[0].clone())).collect();
     assert_eq!(phases, vec![(Phase::Start, "0.0.0.2".to_string()), (Phase::Back2Norm, "0.0.0.2".to_string())]);
-    // (s, (states, rows filling)): both fill for 20 s; 0.0.0.2 keeps a state while its
-    // underlimit holds; none is left after, and its row does not fill again.
-    assert_eq!(seen, vec![(10, (2, 2)), (20, (1, 0)), (30, (1, 0)), (40, (1, 0)), (50, (0, 0))]);
+    // (s, (states, rows filling)): both fill for 20 s. 0.0.0.2's is looked at (its average
+    // is under) and ends then; its state stays while its underlimit holds. 0.0.0.1's is not
+    // (nothing depends on it) and ends within an eighth of 20 s more, when its epoch tells.
+    // None is left after, and no row fills again.
+    assert_eq!(seen, vec![(10, (2, 2)), (20, (2, 1)), (30, (1, 0)), (40, (1, 0)), (50, (0, 0))]);
 }
 
 #[test]
@@ -217,7 +219,8 @@ fn key_states_count_against_mem_m() {
     assert_eq!(keys(&m), (filling, 20_000 - filling));
     assert_eq!(m.memory_bytes(), filling * (key + STATE_BYTES));
     assert!(m.memory_bytes() <= mem && filling < mem / key / 2, "{filling} keys");
-    // Ten windows on, every average has filled: the states go, and new keys fit again.
+    // Ten windows on, every average has filled (none has had a flow since): the states go,
+    // and new keys fit again.
     m.sweep(T0 + 20_000);
     assert_eq!(states_and_filling(&m), (0, 0));
     assert_eq!(m.memory_bytes(), filling * key);
@@ -399,6 +402,23 @@ fn listed_keys_go_into_their_shards_of_a_shared_table_and_beyond_mem_m_are_count
     assert_eq!(starts.len(), fit - 1);
     assert!(starts.iter().all(|(phase, _, value, at)| *phase == Phase::Start && *value == 0 && *at == 62));
     assert!(events(&rxs[0]).is_empty(), "the overlimit average has nothing to say");
+}
+
+#[test]
+fn keys_with_the_same_thresholds_share_a_set() {
+    // Six listed keys: three at 100, two at 5000, one at the default (1000); 0.0.0.9 not
+    // listed. Three sets, and each key crosses at its own threshold.
+    let d = tmp("shared-sets");
+    let listed = "0.0.0.1,100\n0.0.0.2,100\n0.0.0.3,100\n0.0.0.4,5000\n0.0.0.5,5000\n0.0.0.6,1000\n";
+    std::fs::write(d.join("l.csv"), listed).unwrap();
+    let (m, rx) = mavg(r#"{"name": "m", "time": 1, "fields": ["dst host", "octets"], "overlimit": [{"name": "l", "default": [1000], "limits": "l.csv"}]}"#, &d);
+    let compiled = m.group.cells[0].shard.lock().compiled[0].clone();
+    assert_eq!(compiled.sets.len(), 3);
+    for host in [1, 2, 3, 4, 5, 6, 9] {
+        m.update(&flow(host, 2000), T0);
+    }
+    let over: Vec<String> = events(&rx).into_iter().map(|e| e.1[0].clone()).collect();
+    assert_eq!(over, ["0.0.0.1", "0.0.0.2", "0.0.0.3", "0.0.0.6", "0.0.0.9"]);
 }
 
 #[test]
@@ -716,6 +736,75 @@ fn random_traffic_starts_the_same_limits_as_a_direct_model() {
         .map(|e| (e.keys[0].parse::<std::net::Ipv4Addr>().map(u32::from).unwrap(), if e.limit == 0 { "a" } else { "b" }, e.value.round() as u64, e.time_ms))
         .collect();
     assert!(want.len() >= 6, "the traffic crosses thresholds: {want:?}");
+    assert_eq!(got, want);
+}
+
+#[test]
+fn random_traffic_starts_the_same_underlimits_as_a_direct_model() {
+    // A direct model of the formula, of an average filling (see `Mavg::fill`) and of
+    // underlimit starts at each sweep, against the moving average on random flows: keys that
+    // begin at random times (their averages fill while the others' have filled), send at
+    // about three times the threshold, sometimes pause, and stop; a sweep every second. The
+    // sweep looks a filling key's state up only when it may matter: the starts must be the
+    // same, value and time, as when it is always looked at.
+    let d = tmp("under-model");
+    let conf = r#"{"name": "m", "time": 2, "fields": ["dst host", "octets"],
+        "underlimit": [{"name": "u", "default": [2000], "back2norm-time": 31622400}]}"#;
+    let (m, rx) = mavg(conf, &d);
+    let (time_ms, sum) = (2000.0, 2000.0 * 2.0);
+    struct Model {
+        n: f64,
+        last: u64,
+        first: u64,
+        on: bool,
+    }
+    let mut model: HashMap<u32, Model> = HashMap::new();
+    let mut next = xorshift(0x5851_f42d_4c95_7f2d);
+    // Per key: when it begins and ends (ms after T0).
+    let spans: Vec<(u64, u64)> = (0..12)
+        .map(|_| {
+            let begin = next(40_000);
+            (begin, begin + next(40_000))
+        })
+        .collect();
+    let mut want = Vec::new();
+    for ms in (0..90_000u64).step_by(50) {
+        let now = T0 + ms;
+        if ms % 1000 == 0 && ms > 0 {
+            m.sweep(now);
+            for (&key, e) in model.iter_mut() {
+                let dt = (now - e.last) as f64;
+                let n = if dt >= time_ms { 0.0 } else { e.n - dt * (1.0 / time_ms) * e.n };
+                let age = (now - e.first) as f64;
+                let fill = if age >= 10.0 * time_ms { 1.0 } else { 1.0 - (-age * (1.0 / time_ms)).exp() };
+                let full = if fill > 0.0 { n / fill } else { f64::INFINITY };
+                if full < sum && n < sum && !e.on {
+                    e.on = true;
+                    want.push((key, (n / 2.0).round() as u64, now));
+                }
+            }
+        }
+        for (key, &(begin, end)) in spans.iter().enumerate() {
+            // About 20 flows a second while it sends, with pauses of a second or two.
+            if ms < begin || ms >= end || next(2) == 0 || (ms / 1000) % 7 == 3 {
+                continue;
+            }
+            let (key, octets) = (key as u32 + 1, 300 + next(600));
+            m.update(&flow(key, octets as u128), now);
+            let e = model.entry(key).or_insert(Model { n: 0.0, last: now, first: now, on: false });
+            let dt = now.saturating_sub(e.last);
+            e.n = if dt >= 2000 { octets as f64 } else { e.n - dt as f64 * (1.0 / time_ms) * e.n + octets as f64 };
+            e.last = e.last.max(now);
+        }
+    }
+    want.sort();
+    let mut got: Vec<_> = rx
+        .try_iter()
+        .filter(|e| e.phase == Phase::Start)
+        .map(|e| (e.keys[0].parse::<std::net::Ipv4Addr>().map(u32::from).unwrap(), e.value.round() as u64, e.time_ms))
+        .collect();
+    got.sort();
+    assert!(want.len() >= 8, "the traffic starts underlimits: {want:?}");
     assert_eq!(got, want);
 }
 
