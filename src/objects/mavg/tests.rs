@@ -414,6 +414,7 @@ fn keys_with_the_same_thresholds_share_a_set() {
     let (m, rx) = mavg(r#"{"name": "m", "time": 1, "fields": ["dst host", "octets"], "overlimit": [{"name": "l", "default": [1000], "limits": "l.csv"}]}"#, &d);
     let compiled = m.group.cells[0].shard.lock().compiled[0].clone();
     assert_eq!(compiled.sets.len(), 3);
+    assert_eq!(MAX_THRESHOLD_SETS - 1, 524_287, "as the README says (limits file)");
     for host in [1, 2, 3, 4, 5, 6, 9] {
         m.update(&flow(host, 2000), T0);
     }
