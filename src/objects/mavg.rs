@@ -180,16 +180,16 @@ fn compile_thresholds(limits: &[LimitSpec], t: &Thresholds, secs: f64) -> Compil
     let keys: std::collections::HashSet<PackedKey> = t.per_limit.iter().flat_map(|m| m.keys().copied()).collect();
     for key in keys {
         let set = set_of(&|l, spec| t.per_limit.get(l).and_then(|m| m.get(&key)).cloned().unwrap_or_else(|| base(l, spec)));
-        let i = match index.get(&bits(&set)) {
-            Some(&i) => i,
-            None if sets.len() == MAX_THRESHOLD_SETS => {
+        let next = sets.len() as u32;
+        let i = match index.entry(bits(&set)) {
+            std::collections::hash_map::Entry::Occupied(e) => *e.get(),
+            std::collections::hash_map::Entry::Vacant(_) if sets.len() == MAX_THRESHOLD_SETS => {
                 left += 1;
                 continue;
             }
-            None => {
-                index.insert(bits(&set), sets.len() as u32);
+            std::collections::hash_map::Entry::Vacant(e) => {
                 sets.push(set);
-                sets.len() as u32 - 1
+                *e.insert(next)
             }
         };
         if i != 0 {
@@ -325,7 +325,7 @@ impl Event {
     }
 }
 
-/// The notification file name of limit `l` of `m` for a key's values as text.
+/// The notification file name of limit `l` for a key's values as text.
 pub fn notification_name(l: &LimitSpec, keys: &[String]) -> String {
     let mut s = l.prefix.clone();
     s.pop();
@@ -335,8 +335,6 @@ pub fn notification_name(l: &LimitSpec, keys: &[String]) -> String {
     }
     s
 }
-
-
 
 /// A limit's state for one key, kept off the row (in the shard's `limits` map) because few
 /// keys ever need one.
@@ -470,8 +468,9 @@ const FILLING: u32 = 1 << 23;
 /// Where a filling row keeps the epoch it began to fill in, modulo 16 (see
 /// [`Mavg::surely_filled`]).
 const FILL_EPOCH_SHIFT: u32 = 19;
+const FILL_EPOCH_BITS: u32 = 0xf << FILL_EPOCH_SHIFT;
 /// [`FILLING`] and its epoch.
-const FILL_BITS: u32 = FILLING | 0xf << FILL_EPOCH_SHIFT;
+const FILL_BITS: u32 = FILLING | FILL_EPOCH_BITS;
 /// The limits' flags: a row with none of them is quiet on the flow path.
 const FLAG_BITS: u32 = !(INDEX_BITS | FILL_BITS);
 
@@ -1029,7 +1028,7 @@ impl Mavg {
     /// the collector's clock); a row with flows is swept every second. [`Mavg::fill`] is
     /// exact whenever it looks.
     fn surely_filled(&self, row: &Row, now_ms: u64) -> bool {
-        let began = (row.thr & FILL_BITS & !FILLING) >> FILL_EPOCH_SHIFT;
+        let began = (row.thr & FILL_EPOCH_BITS) >> FILL_EPOCH_SHIFT;
         let fill_ms = FILL_WINDOWS * self.time_ms;
         self.fill_epoch(now_ms).wrapping_sub(began) & 15 >= 9 || now_ms.saturating_sub(row.last_ms) >= fill_ms
     }

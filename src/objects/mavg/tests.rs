@@ -160,6 +160,11 @@ fn low_under(tag: &str, time: u32, threshold: u32) -> (Arc<Mavg>, Receiver<Event
     (m, rx, d)
 }
 
+/// Keys a moving average tracks, and new keys it dropped (`mem-m` full).
+fn keys_and_dropped(m: &Mavg) -> (usize, u64) {
+    (m.stats.keys.load(Ordering::Relaxed), m.stats.keys_dropped.load(Ordering::Relaxed))
+}
+
 /// Keys with a state (see [`KeyState`]) and rows still filling, in all shards.
 fn states_and_filling(m: &Mavg) -> (usize, usize) {
     let (mut states, mut filling) = (0, 0);
@@ -209,14 +214,13 @@ fn key_states_count_against_mem_m() {
     let (m, _rx) = mavg(conf, &d);
     assert_eq!((STATE_BYTES, LIMIT_STATES_BYTES), (148, 208), "as the README says (mem-m)");
     let (mem, key) = (m.mem_bytes, m.key_bytes());
-    let keys = |m: &Mavg| (m.stats.keys.load(Ordering::Relaxed), m.stats.keys_dropped.load(Ordering::Relaxed) as usize);
     // A key is taken while what is counted leaves room for its share of the table.
     let fit = |used: usize, each: usize| (mem - key - used) / each + 1;
     for k in 0..20_000 {
         m.update(&flow(k, 1000), T0);
     }
     let filling = fit(0, key + STATE_BYTES);
-    assert_eq!(keys(&m), (filling, 20_000 - filling));
+    assert_eq!(keys_and_dropped(&m), (filling, (20_000 - filling) as u64));
     assert_eq!(m.memory_bytes(), filling * (key + STATE_BYTES));
     assert!(m.memory_bytes() <= mem && filling < mem / key / 2, "{filling} keys");
     // Ten windows on, every average has filled (none has had a flow since): the states go,
@@ -228,7 +232,7 @@ fn key_states_count_against_mem_m() {
         m.update(&flow(k, 1000), T0 + 20_000);
     }
     let more = fit(filling * key, key + STATE_BYTES);
-    assert_eq!(keys(&m), (filling + more, 40_000 - filling - more));
+    assert_eq!(keys_and_dropped(&m), (filling + more, (40_000 - filling - more) as u64));
     assert!(m.memory_bytes() <= mem);
 }
 
@@ -386,8 +390,7 @@ fn listed_keys_go_into_their_shards_of_a_shared_table_and_beyond_mem_m_are_count
         }
         feed.flush();
     }
-    let keys = |m: &Mavg| (m.stats.keys.load(Ordering::Relaxed), m.stats.keys_dropped.load(Ordering::Relaxed));
-    assert_eq!((keys(&ms[0]), keys(&ms[1])), ((fit, 101), (fit, 101)), "0.0.0.0 and the first listed that fit");
+    assert_eq!((keys_and_dropped(&ms[0]), keys_and_dropped(&ms[1])), ((fit, 101), (fit, 101)), "0.0.0.0 and the first listed that fit");
     let rows_in = |c: &ShardCell| {
         let mut n = 0;
         c.shard.lock().rows.for_each(T0, 0, |_, _| n += 1);
