@@ -66,7 +66,7 @@ pub struct KeyLayout {
 
 /// How a flow's key is packed: straight-line code for the commonest keys (most windows and
 /// moving averages are keyed by an address, a number, an address and a protocol or port, or
-/// who talks to whom and how), the places in turn for the others. A window or average packs
+/// who talks to whom and how; IPv4 or IPv6), the places in turn for the others. A window or average packs
 /// a key per flow, and the loop over places took two to four times the instructions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Packer {
@@ -91,6 +91,11 @@ enum Packer {
     /// who talks to whom and how: the number is word 0, the addresses word 1, the NULL bits
     /// word 2.
     TwoIpv4AndWord { a: u8, b: u8, number: u8 },
+    /// An IPv6 address (or another 128-bit field) and a number, in key order: words 0-2 in
+    /// key order, the NULL bits word 3.
+    WideAndWord { wide: u8 },
+    /// Two IPv6 addresses: words 0-3; the NULL bits are word 4.
+    TwoWide,
     /// Any other key: each place in turn.
     Places,
 }
@@ -173,6 +178,9 @@ impl KeyLayout {
             [64, 32, 32] => (TwoIpv4AndWord { a: 1, b: 2, number: 0 }, &[(0, 0), (1, 0), (1, 32)], (2, 0)),
             [32, 64, 32] => (TwoIpv4AndWord { a: 0, b: 2, number: 1 }, &[(1, 0), (0, 0), (1, 32)], (2, 0)),
             [32, 32, 64] => (TwoIpv4AndWord { a: 0, b: 1, number: 2 }, &[(1, 0), (1, 32), (0, 0)], (2, 0)),
+            [128, 64] => (WideAndWord { wide: 0 }, &[(0, 0), (2, 0)], (3, 0)),
+            [64, 128] => (WideAndWord { wide: 1 }, &[(0, 0), (1, 0)], (3, 0)),
+            [128, 128] => (TwoWide, &[(0, 0), (2, 0)], (4, 0)),
             _ => return None,
         };
         let places_agree = self.places().iter().zip(at).all(|(p, &w)| (p.word, p.shift) == w);
@@ -193,8 +201,9 @@ impl KeyLayout {
 
     /// Packs a flow's key fields into `out` (words past `self.words` are left as they are;
     /// `out` holds at least `self.words`), in a straight line for the common keys,
-    /// place by place for the others.
-    #[inline]
+    /// place by place for the others. Always inline: each caller (a window, a moving
+    /// average's queue) packs for every flow.
+    #[inline(always)]
     pub fn pack<const N: usize>(&self, flow: &Flow, out: &mut [u64; N]) {
         match self.packer {
             Packer::Empty => out[0] = 0,
@@ -244,6 +253,26 @@ impl KeyLayout {
                 out[1] = (x as u64 & low_bits(32)) | (y as u64 & low_bits(32)) << 32;
                 out[2] = x_null << a | y_null << b | number_null << w;
             }
+            Packer::WideAndWord { wide } => {
+                let (w, n) = (wide as usize, 1 - wide as usize);
+                let (wide, wide_null) = Self::field_of(flow, &self.places[w]);
+                let (number, number_null) = Self::field_of(flow, &self.places[n]);
+                // In key order: the first field's words first.
+                let (lo, hi, number_word) = if w == 0 { (0, 1, 2) } else { (1, 2, 0) };
+                out[lo] = wide as u64;
+                out[hi] = (wide >> 64) as u64;
+                out[number_word] = number as u64;
+                out[3] = wide_null << w | number_null << n;
+            }
+            Packer::TwoWide => {
+                let (a, a_null) = Self::field_of(flow, &self.places[0]);
+                let (b, b_null) = Self::field_of(flow, &self.places[1]);
+                out[0] = a as u64;
+                out[1] = (a >> 64) as u64;
+                out[2] = b as u64;
+                out[3] = (b >> 64) as u64;
+                out[4] = a_null | b_null << 1;
+            }
             Packer::Places => self.pack_places(flow, out),
         }
     }
@@ -261,7 +290,7 @@ impl KeyLayout {
     /// [`KeyLayout::pack`] for any layout: each place in turn. No word is cleared first: a
     /// shared word's field at bit 0 (the first placed there, so the first in key order)
     /// overwrites it, the others are or-ed in.
-    #[inline]
+    #[inline(always)]
     fn pack_places<const N: usize>(&self, flow: &Flow, out: &mut [u64; N]) {
         let mut nulls = 0u64;
         let present = flow.present_mask();
@@ -281,8 +310,8 @@ impl KeyLayout {
         }
     }
 
-    /// Writes one field's value (see [`KeyLayout::pack`] for the order).
-    #[inline]
+    /// Writes one field's value (see [`KeyLayout::pack_places`] for the order).
+    #[inline(always)]
     fn put(out: &mut [u64], p: &Place, v: u128) {
         match p.bits {
             128 => {
@@ -609,7 +638,7 @@ mod tests {
             assert_eq!(&packed[l.words..], &rest[..], "words past the key untouched");
             assert_eq!(l.unpack(&packed), Key(vals));
         }
-        assert_eq!(packers.len(), 12, "every packer tried, in every key order: {packers:?}");
+        assert_eq!(packers.len(), 15, "every packer tried, in every key order: {packers:?}");
     }
 
     #[test]
@@ -628,8 +657,12 @@ mod tests {
         assert_eq!(packer(&[SrcHost, DstHost, Proto]), Packer::TwoIpv4AndWord { a: 0, b: 1, number: 2 });
         assert_eq!(packer(&[SrcHost, DstPort, DstHost]), Packer::TwoIpv4AndWord { a: 0, b: 2, number: 1 });
         assert_eq!(packer(&[Proto, SrcHost, DstHost]), Packer::TwoIpv4AndWord { a: 1, b: 2, number: 0 });
+        assert_eq!(packer(&[SrcHost6, Proto]), Packer::WideAndWord { wide: 0 });
+        assert_eq!(packer(&[DstPort, DstHost6]), Packer::WideAndWord { wide: 1 });
+        assert_eq!(packer(&[SrcHost6, DstHost6]), Packer::TwoWide);
         // Others go place by place.
         assert_eq!(packer(&[SrcMac, DstMac]), Packer::Places);
+        assert_eq!(packer(&[SrcHost6, DstHost6, Proto]), Packer::Places);
         assert_eq!(packer(&[SrcHost, DstHost, Proto, DstPort]), Packer::Places);
     }
 
