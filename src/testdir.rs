@@ -47,6 +47,23 @@ impl Drop for TestDir {
     }
 }
 
+/// Checks that the processes whose ids a test's script wrote in `file` (one a line, as
+/// `echo $! >> FILE` after starting one in the background) have all ended: gone, or zombies
+/// left to a parent that does not reap them (PID 1 of some containers). Asked by id, so that
+/// no other process on the machine (a `sleep` of its own) is taken for one of them.
+pub fn processes_ended(file: &Path) -> Result<(), String> {
+    let ids = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    for id in ids.split_whitespace() {
+        let stat = std::fs::read_to_string(format!("/proc/{id}/stat")).ok();
+        // The state follows the command's name in parentheses (which may hold spaces).
+        let state = stat.as_deref().and_then(|s| s.rsplit(") ").next()).and_then(|rest| rest.chars().next());
+        if !matches!(state, None | Some('Z')) {
+            return Err(format!("process {id} still runs (state {state:?})"));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::TestDir;

@@ -571,10 +571,11 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let prog = dir.join("hang.sh");
         // The first run hangs; later runs list the directory and end.
-        // (The sleep is a child of the shell, as psql is of a loader script: both are killed.)
+        // (The sleep is a child of the shell, as psql is of a loader script: both are killed.
+        // Its pid is noted, so that no other process on the machine is taken for it.)
         let script = r#"#!/bin/sh
 d=$(dirname "$0")
-if [ ! -e "$d/hung" ]; then touch "$d/hung"; sleep 60; echo survived > "$d/survived"; fi
+if [ ! -e "$d/hung" ]; then touch "$d/hung"; sleep 60 & echo $! > "$d/sleep.pid"; wait; echo survived > "$d/survived"; fi
 ls "$d" > "$d/ran.txt"
 "#;
         std::fs::write(&prog, script).unwrap();
@@ -597,8 +598,8 @@ ls "$d" > "$d/ran.txt"
         let listing = std::fs::read_to_string(dir.join("ran.txt")).unwrap();
         assert!(listing.contains("o_w_100.sql") && listing.contains("o_w_110.sql"), "the second run sees both rounds' files: {listing}");
         assert!(!listing.contains("survived"));
-        let sleeping = std::process::Command::new("pgrep").args(["-f", "^sleep 60$"]).output().unwrap();
-        assert!(String::from_utf8_lossy(&sleeping.stdout).trim().is_empty(), "the hung run's child was killed too");
+        let ended = crate::testdir::processes_ended(&dir.join("sleep.pid"));
+        assert_eq!(ended, Ok(()), "the hung run's child was killed too");
     }
 
     #[test]

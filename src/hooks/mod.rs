@@ -1026,13 +1026,13 @@ mod tests {
     #[test]
     fn slow_scripts_are_killed_and_failures_counted() {
         // The sleep is the script's child (as curl would be): it goes with it.
-        let (d, m) = setup("slow", "sleep 31; touch \"$(dirname \"$0\")/survived\"");
+        let (d, m) = setup("slow", "sleep 31 & echo $! >> \"$(dirname \"$0\")/sleep.pids\"; wait; touch \"$(dirname \"$0\")/survived\"");
         let t = Instant::now();
         let stats = run(&d, &m, 4, 200, 2);
         assert_eq!((stats.scripts_started, stats.scripts_timed_out), (2, 2));
         assert!(t.elapsed() < Duration::from_secs(20), "killed, not waited for");
-        let left = std::process::Command::new("pgrep").args(["-f", "^sleep 31$"]).output().unwrap();
-        assert!(String::from_utf8_lossy(&left.stdout).trim().is_empty(), "the scripts' children were killed too");
+        assert_eq!(crate::testdir::processes_ended(&d.join("sleep.pids")), Ok(()), "the scripts' children were killed too");
+        assert!(!d.join("survived").exists());
 
         let (d, m) = setup("fail", "exit 3");
         let stats = run(&d, &m, 4, 5000, 3);
