@@ -126,13 +126,7 @@ fn pipeline(c: &mut Criterion) {
 
 fn iplist(c: &mut Criterion) {
     // 100,000 random /24../32 prefixes.
-    let mut x = 0x2545F4914F6CDD1Du64;
-    let mut next = || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut next = common::xorshift(0x2545F4914F6CDD1D);
     let mut ranges = Vec::new();
     for _ in 0..100_000 {
         let a = next() as u32;
@@ -159,13 +153,7 @@ fn key_packing(c: &mut Criterion) {
     use xenoeye::fields::FieldId::{self, *};
     use xenoeye::flow::Flow;
     use xenoeye::objects::rows::{KeyLayout, MAX_WORDS};
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut next = common::xorshift(0x2545_f491_4f6c_dd1d);
     let flows: Vec<Flow> = (0..1024)
         .map(|_| {
             let mut f = Flow::default();

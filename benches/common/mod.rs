@@ -19,3 +19,14 @@ pub fn load_path(path: &std::path::Path) -> Vec<Vec<u8>> {
     }
     out
 }
+
+/// A xorshift64 generator from `seed`: the same random inputs on every run.
+#[allow(dead_code)]
+pub fn xorshift(mut x: u64) -> impl FnMut() -> u64 {
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    }
+}

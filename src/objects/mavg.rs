@@ -360,11 +360,11 @@ struct Row {
     n: [f64; 3],
     /// Low 19 bits: index of the key's threshold set. Bit 23 ([`FILLING`]): the key's
     /// average still fills, for an underlimit (see [`Mavg::fill`]), and bits 19-22 say since
-    /// when ([`FILL_EPOCH_SHIFT`]). Bit 24 + l: limit l is
-    /// active. Bit 28 + l: the last update (at `last_ms`) was over limit l (its state's
-    /// `last_bad_ms` and value are brought up to date from `n` when the row next drops under
-    /// it, or at the sweep). A key has a state (see [`KeyState`]) only while its row has one
-    /// of these bits: the sweep looks for none in a row with none.
+    /// when ([`FILL_EPOCH_SHIFT`]). Bit 24 + l: limit l is active. Bit 28 + l: the last
+    /// update (at `last_ms`) was over limit l (its state's `last_bad_ms` and value are brought
+    /// up to date from `n` when the row next drops under it, or at the sweep). A key has a
+    /// state (see [`KeyState`]) only while its row has one of these bits: the sweep looks for
+    /// none in a row with none.
     thr: u32,
 }
 

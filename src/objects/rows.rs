@@ -66,8 +66,9 @@ pub struct KeyLayout {
 
 /// How a flow's key is packed: straight-line code for the commonest keys (most windows and
 /// moving averages are keyed by an address, a number, an address and a protocol or port, or
-/// who talks to whom and how; IPv4 or IPv6), the places in turn for the others. A window or average packs
-/// a key per flow, and the loop over places took two to four times the instructions.
+/// who talks to whom and how; IPv4 or IPv6), the places in turn for the others. A window or
+/// average packs a key per flow, and the loop over places took two to four times the
+/// instructions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Packer {
     /// No key field: word 0, no NULL bit.
