@@ -1,7 +1,8 @@
 //! Alerts end to end with --read-pcap on a crafted capture: a quiet baseline, a flood against
 //! one host, quiet again. The action script gets the documented argv while the notification
 //! file exists with the documented content, the back-to-normal script runs once and the file
-//! is gone, and the extended window holds exactly the flood.
+//! is gone, and the extended window holds exactly the flood. Then live over UDP: from crafted
+//! datagrams, and from a real exporter (softflowd) metering a capture of a flood.
 
 mod common;
 
@@ -770,6 +771,92 @@ fn live_flood_starts_the_script_within_a_second_and_sighup_applies_new_limits() 
     let before_reload = gone - (100 + 5 * 10 * 100_000);
     assert_eq!(before_reload + added, sent_to_8, "gone {gone}, added {added}");
     assert!(added > 0, "added counts from the reload on");
+}
+
+/// Raw traffic for a real exporter to meter: 10.0.0.1-5 get ten 128-byte UDP packets each
+/// over 2 s; 10.0.0.9 gets 2,000 packets of 1,028 bytes (one 5-tuple) in 2 s, from 1 s on.
+/// Returns the flood's bytes (IP lengths).
+fn raw_flood_capture(path: &Path) -> u64 {
+    let at = |ms: u64, data: Vec<u8>| Frame { sec: (T0 / 1000 + ms / 1000) as u32, usec: (ms % 1000 * 1000) as u32, data };
+    let mut frames = Vec::new();
+    for h in 1..=5u8 {
+        for i in 0..10 {
+            frames.push(at(i * 200 + h as u64, common::udp_frame_between(([198, 51, 100, 8], 40001), ([10, 0, 0, h], 53), &[b'y'; 100])));
+        }
+    }
+    for i in 0..2000 {
+        frames.push(at(1000 + i, common::udp_frame_between(([198, 51, 100, 7], 40000), ([10, 0, 0, 9], 53), &[b'x'; 1000])));
+    }
+    frames.sort_by_key(|f| (f.sec, f.usec));
+    write_pcap(path, &frames);
+    2000 * 1028
+}
+
+/// Runs softflowd on `capture`, exporting NetFlow v9 to 127.0.0.1:`port`, until it has sent
+/// every flow and exited. softflowd 1.1 reading a file waits on its control socket between
+/// reads, so it is asked for its statistics (softflowctl) until it reaches the end of the
+/// file, where it exports what it holds and exits.
+fn softflowd_export(d: &Path, capture: &Path, port: u16) {
+    let ctl = d.join("softflowd.ctl");
+    let mut child = Command::new("softflowd")
+        .args(["-d", "-v", "9", "-n", &format!("127.0.0.1:{port}"), "-r"])
+        .arg(capture)
+        .arg("-p")
+        .arg(d.join("softflowd.pid"))
+        .arg("-c")
+        .arg(&ctl)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("softflowd (Debian package softflowd; scripts/test.sh installs it)");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "softflowd did not finish its capture");
+        let _ = Command::new("softflowctl").arg("-c").arg(&ctl).arg("statistics").output();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_flood_metered_by_softflowd_starts_the_alert_with_the_rate_of_its_bytes() {
+    let d = victim_dirs("alerts-softflowd");
+    let capture = d.join("flood.pcap");
+    let flood_octets = raw_flood_capture(&capture);
+    let on = script(&d, "on-start.sh");
+    std::fs::write(
+        d.join("mo/victim/mo.conf"),
+        format!(
+            r#"{{ "filter": "dst net 10.0.0.0/24",
+                 "fwm": [ {{"name": "by_dst", "fields": ["dst host", "octets", "packets"], "time": 3600}} ],
+                 "mavg": [ {{"name": "m", "time": 2, "fields": ["dst host", "octets"],
+                            "overlimit": [ {{"name": "level1", "default": [100000], "back2norm-time": 60, "action-script": "{on}"}} ] }} ] }}"#
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let conf = live_conf(&d, port);
+    let child = start_live(&d, &conf);
+    softflowd_export(&d, &capture, port);
+    // softflowd sends each flow once, at the end of the capture: the flood arrives as one
+    // record of all its bytes, which alone puts the 2 s average at bytes / 2.
+    let notif = d.join("notifications/victim-m-level1-10.0.0.9");
+    let started = wait_lines(&d.join("on-start.sh.log"), 1);
+    assert_eq!(started, vec![format!("victim m level1 {} 10.0.0.9 {} 100000", notif.display(), flood_octets / 2)], "ran once, this argv");
+    let text = std::fs::read_to_string(&notif).unwrap();
+    assert!(text.starts_with("10.0.0.9 ") && text.ends_with(" 100000\n"), "{text}");
+    let err = stop_live(child);
+    assert!(err.contains(&format!("overlimit victim/m/level1 10.0.0.9: {} > 100000", flood_octets / 2)), "{err}");
+    // The window: every host with the bytes and packets softflowd metered (IP lengths).
+    let mut rows: Vec<String> = std::fs::read_dir(d.join("exp"))
+        .unwrap()
+        .flat_map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap().lines().map(String::from).collect::<Vec<_>>())
+        .filter(|l| l.contains("to_timestamp("))
+        .map(|l| l.split(',').skip(1).map(|f| f.trim().trim_end_matches([')', ';']).trim()).filter(|f| !f.is_empty()).collect::<Vec<_>>().join(" "))
+        .collect();
+    rows.sort();
+    let mut want: Vec<String> = (1..=5).map(|h| format!("'10.0.0.{h}' 1280 10")).collect();
+    want.push(format!("'10.0.0.9' {flood_octets} 2000"));
+    assert_eq!(rows, want);
 }
 
 #[test]

@@ -155,13 +155,20 @@ pub fn v9_frame(ms: u64, flows: &[CraftedFlow]) -> Frame {
 
 /// Ethernet + IPv4 + UDP (192.0.2.1:9995 -> 127.0.0.1:2055) around a payload.
 pub fn udp_frame(payload: &[u8]) -> Vec<u8> {
+    udp_frame_between(([192, 0, 2, 1], 9995), ([127, 0, 0, 1], 2055), payload)
+}
+
+/// Ethernet + IPv4 + UDP from `src` to `dst` (address, port) around a payload.
+pub fn udp_frame_between(src: ([u8; 4], u16), dst: ([u8; 4], u16), payload: &[u8]) -> Vec<u8> {
     let mut f = vec![0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 2, 0x08, 0x00];
     let total = (20 + 8 + payload.len()) as u16;
     f.extend([0x45, 0]);
     f.extend(total.to_be_bytes());
-    f.extend([0, 0, 0, 0, 64, 17, 0, 0, 192, 0, 2, 1, 127, 0, 0, 1]);
-    f.extend(9995u16.to_be_bytes());
-    f.extend(2055u16.to_be_bytes());
+    f.extend([0, 0, 0, 0, 64, 17, 0, 0]);
+    f.extend(src.0);
+    f.extend(dst.0);
+    f.extend(src.1.to_be_bytes());
+    f.extend(dst.1.to_be_bytes());
     f.extend(((8 + payload.len()) as u16).to_be_bytes());
     f.extend([0, 0]);
     f.extend(payload);
