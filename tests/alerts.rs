@@ -2,7 +2,8 @@
 //! one host, quiet again. The action script gets the documented argv while the notification
 //! file exists with the documented content, the back-to-normal script runs once and the file
 //! is gone, and the extended window holds exactly the flood. Then live over UDP: from crafted
-//! datagrams, and from a real exporter (softflowd) metering a capture of a flood.
+//! datagrams, and from a real exporter (softflowd, NetFlow v5, v9 and IPFIX) metering a
+//! capture of a flood.
 
 mod common;
 
@@ -792,14 +793,15 @@ fn raw_flood_capture(path: &Path) -> u64 {
     2000 * 1028
 }
 
-/// Runs softflowd on `capture`, exporting NetFlow v9 to 127.0.0.1:`port`, until it has sent
+/// Runs softflowd on `capture`, exporting `version` (5, 9 or 10: NetFlow v5, v9 or IPFIX) to
+/// 127.0.0.1:`port`, until it has sent
 /// every flow and exited. softflowd 1.1 reading a file waits on its control socket between
 /// reads, so it is asked for its statistics (softflowctl) until it reaches the end of the
 /// file, where it exports what it holds and exits.
-fn softflowd_export(d: &Path, capture: &Path, port: u16) {
+fn softflowd_export(d: &Path, capture: &Path, port: u16, version: &str) {
     let ctl = d.join("softflowd.ctl");
     let mut child = Command::new("softflowd")
-        .args(["-d", "-v", "9", "-n", &format!("127.0.0.1:{port}"), "-r"])
+        .args(["-d", "-v", version, "-n", &format!("127.0.0.1:{port}"), "-r"])
         .arg(capture)
         .arg("-p")
         .arg(d.join("softflowd.pid"))
@@ -819,7 +821,15 @@ fn softflowd_export(d: &Path, capture: &Path, port: u16) {
 
 #[test]
 fn a_flood_metered_by_softflowd_starts_the_alert_with_the_rate_of_its_bytes() {
-    let d = victim_dirs("alerts-softflowd");
+    for version in ["5", "9", "10"] {
+        flood_metered_by_softflowd(version);
+    }
+}
+
+/// [`a_flood_metered_by_softflowd_starts_the_alert_with_the_rate_of_its_bytes`] with
+/// softflowd exporting `version`.
+fn flood_metered_by_softflowd(version: &str) {
+    let d = victim_dirs(&format!("alerts-softflowd-v{version}"));
     let capture = d.join("flood.pcap");
     let flood_octets = raw_flood_capture(&capture);
     let on = script(&d, "on-start.sh");
@@ -836,12 +846,12 @@ fn a_flood_metered_by_softflowd_starts_the_alert_with_the_rate_of_its_bytes() {
     let port = free_port();
     let conf = live_conf(&d, port);
     let child = start_live(&d, &conf);
-    softflowd_export(&d, &capture, port);
+    softflowd_export(&d, &capture, port, version);
     // softflowd sends each flow once, at the end of the capture: the flood arrives as one
     // record of all its bytes, which alone puts the 2 s average at bytes / 2.
     let notif = d.join("notifications/victim-m-level1-10.0.0.9");
     let started = wait_lines(&d.join("on-start.sh.log"), 1);
-    assert_eq!(started, vec![format!("victim m level1 {} 10.0.0.9 {} 100000", notif.display(), flood_octets / 2)], "ran once, this argv");
+    assert_eq!(started, vec![format!("victim m level1 {} 10.0.0.9 {} 100000", notif.display(), flood_octets / 2)], "v{version}: ran once, this argv");
     let text = std::fs::read_to_string(&notif).unwrap();
     assert!(text.starts_with("10.0.0.9 ") && text.ends_with(" 100000\n"), "{text}");
     let err = stop_live(child);
@@ -856,7 +866,7 @@ fn a_flood_metered_by_softflowd_starts_the_alert_with_the_rate_of_its_bytes() {
     rows.sort();
     let mut want: Vec<String> = (1..=5).map(|h| format!("'10.0.0.{h}' 1280 10")).collect();
     want.push(format!("'10.0.0.9' {flood_octets} 2000"));
-    assert_eq!(rows, want);
+    assert_eq!(rows, want, "v{version}");
 }
 
 #[test]
