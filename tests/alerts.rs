@@ -2,8 +2,8 @@
 //! one host, quiet again. The action script gets the documented argv while the notification
 //! file exists with the documented content, the back-to-normal script runs once and the file
 //! is gone, and the extended window holds exactly the flood. Then live over UDP: from crafted
-//! datagrams, and from a real exporter (softflowd, NetFlow v5, v9 and IPFIX) metering a
-//! capture of a flood.
+//! datagrams, and from real exporters (softflowd and pmacct, NetFlow v5, v9 and IPFIX)
+//! metering a capture of a flood.
 
 mod common;
 
@@ -794,42 +794,64 @@ fn raw_flood_capture(path: &Path) -> u64 {
 }
 
 /// Runs softflowd on `capture`, exporting `version` (5, 9 or 10: NetFlow v5, v9 or IPFIX) to
-/// 127.0.0.1:`port`, until it has sent
-/// every flow and exited. softflowd 1.1 reading a file waits on its control socket between
-/// reads, so it is asked for its statistics (softflowctl) until it reaches the end of the
-/// file, where it exports what it holds and exits.
+/// 127.0.0.1:`port`, until it has sent every flow and exited. softflowd 1.1 reading a file
+/// waits on its control socket between reads, so it is asked for its statistics
+/// (softflowctl) until it reaches the end of the file, where it exports what it holds and
+/// exits.
 fn softflowd_export(d: &Path, capture: &Path, port: u16, version: &str) {
     let ctl = d.join("softflowd.ctl");
-    let mut child = Command::new("softflowd")
-        .args(["-d", "-v", version, "-n", &format!("127.0.0.1:{port}"), "-r"])
-        .arg(capture)
-        .arg("-p")
-        .arg(d.join("softflowd.pid"))
-        .arg("-c")
-        .arg(&ctl)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("softflowd (Debian package softflowd; scripts/test.sh installs it)");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while child.try_wait().unwrap().is_none() {
-        assert!(std::time::Instant::now() < deadline, "softflowd did not finish its capture");
+    let mut softflowd = Command::new("softflowd");
+    softflowd.args(["-d", "-v", version, "-n", &format!("127.0.0.1:{port}"), "-r"]).arg(capture).arg("-p").arg(d.join("softflowd.pid")).arg("-c").arg(&ctl);
+    run_exporter(&mut softflowd, "softflowd", || {
         let _ = Command::new("softflowctl").arg("-c").arg(&ctl).arg("statistics").output();
+    });
+}
+
+/// Runs pmacct's pmacctd on `capture` with its NetFlow probe exporting `version` (9 or 10)
+/// to 127.0.0.1:`port`: it reads the file, exports every flow and exits by itself.
+fn pmacct_export(d: &Path, capture: &Path, port: u16, version: &str) {
+    let conf = d.join("pmacctd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemonize: false\npcap_savefile: {}\npcap_savefile_wait: false\nplugins: nfprobe\n\
+             nfprobe_receiver: 127.0.0.1:{port}\nnfprobe_version: {version}\n\
+             aggregate: src_host, dst_host, src_port, dst_port, proto\n",
+            capture.display()
+        ),
+    )
+    .unwrap();
+    run_exporter(Command::new("pmacctd").arg("-f").arg(&conf), "pmacct", || {});
+}
+
+/// Runs the exporter `cmd` (of Debian package `package`) until it exits, calling `poke`
+/// every 50 ms meanwhile; fails after 30 s.
+fn run_exporter(cmd: &mut Command, package: &str, mut poke: impl FnMut()) {
+    let null = std::process::Stdio::null;
+    let mut child = cmd.stdout(null()).stderr(null()).spawn().unwrap_or_else(|e| panic!("{e}: Debian package {package} (scripts/test.sh installs it)"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "{package}: the exporter did not finish its capture");
+        poke();
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 
 #[test]
-fn a_flood_metered_by_softflowd_starts_the_alert_with_the_rate_of_its_bytes() {
-    for version in ["5", "9", "10"] {
-        flood_metered_by_softflowd(version);
+fn a_flood_metered_by_real_exporters_starts_the_alert_with_the_rate_of_its_bytes() {
+    type Export = fn(&Path, &Path, u16, &str);
+    let runs: [(&str, Export, &str); 5] =
+        [("softflowd", softflowd_export, "5"), ("softflowd", softflowd_export, "9"), ("softflowd", softflowd_export, "10"), ("pmacct", pmacct_export, "9"), ("pmacct", pmacct_export, "10")];
+    for (exporter, export, version) in runs {
+        flood_metered_by(exporter, export, version);
     }
 }
 
-/// [`a_flood_metered_by_softflowd_starts_the_alert_with_the_rate_of_its_bytes`] with
-/// softflowd exporting `version`.
-fn flood_metered_by_softflowd(version: &str) {
-    let d = victim_dirs(&format!("alerts-softflowd-v{version}"));
+/// [`a_flood_metered_by_real_exporters_starts_the_alert_with_the_rate_of_its_bytes`] with
+/// `exporter` (run by `export`) exporting `version`.
+fn flood_metered_by(exporter: &str, export: fn(&Path, &Path, u16, &str), version: &str) {
+    let tag = format!("{exporter} v{version}");
+    let d = victim_dirs(&format!("alerts-{exporter}-v{version}"));
     let capture = d.join("flood.pcap");
     let flood_octets = raw_flood_capture(&capture);
     let on = script(&d, "on-start.sh");
@@ -846,17 +868,17 @@ fn flood_metered_by_softflowd(version: &str) {
     let port = free_port();
     let conf = live_conf(&d, port);
     let child = start_live(&d, &conf);
-    softflowd_export(&d, &capture, port, version);
-    // softflowd sends each flow once, at the end of the capture: the flood arrives as one
-    // record of all its bytes, which alone puts the 2 s average at bytes / 2.
+    export(&d, &capture, port, version);
+    // Each flow is sent once, at the end of the capture: the flood arrives as one record of
+    // all its bytes, which alone puts the 2 s average at bytes / 2.
     let notif = d.join("notifications/victim-m-level1-10.0.0.9");
     let started = wait_lines(&d.join("on-start.sh.log"), 1);
-    assert_eq!(started, vec![format!("victim m level1 {} 10.0.0.9 {} 100000", notif.display(), flood_octets / 2)], "v{version}: ran once, this argv");
+    assert_eq!(started, vec![format!("victim m level1 {} 10.0.0.9 {} 100000", notif.display(), flood_octets / 2)], "{tag}: ran once, this argv");
     let text = std::fs::read_to_string(&notif).unwrap();
-    assert!(text.starts_with("10.0.0.9 ") && text.ends_with(" 100000\n"), "{text}");
+    assert!(text.starts_with("10.0.0.9 ") && text.ends_with(" 100000\n"), "{tag}: {text}");
     let err = stop_live(child);
-    assert!(err.contains(&format!("overlimit victim/m/level1 10.0.0.9: {} > 100000", flood_octets / 2)), "{err}");
-    // The window: every host with the bytes and packets softflowd metered (IP lengths).
+    assert!(err.contains(&format!("overlimit victim/m/level1 10.0.0.9: {} > 100000", flood_octets / 2)), "{tag}: {err}");
+    // The window: every host with the bytes and packets the exporter metered (IP lengths).
     let mut rows: Vec<String> = std::fs::read_dir(d.join("exp"))
         .unwrap()
         .flat_map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap().lines().map(String::from).collect::<Vec<_>>())
@@ -866,7 +888,7 @@ fn flood_metered_by_softflowd(version: &str) {
     rows.sort();
     let mut want: Vec<String> = (1..=5).map(|h| format!("'10.0.0.{h}' 1280 10")).collect();
     want.push(format!("'10.0.0.9' {flood_octets} 2000"));
-    assert_eq!(rows, want, "v{version}");
+    assert_eq!(rows, want, "{tag}");
 }
 
 #[test]
