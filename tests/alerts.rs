@@ -605,18 +605,25 @@ impl Exporter {
     }
 }
 
-/// Octets of the rows of the export files of `table` (names starting with it) in `d`/exp.
-fn exported(d: &Path, table: &str) -> u64 {
-    let mut total = 0;
-    for e in std::fs::read_dir(d.join("exp")).unwrap() {
+/// The rows of the export files of `table` (names starting with it) in the directory `exp`:
+/// each row's columns after its time, as written (addresses quoted).
+fn export_rows(exp: &Path, table: &str) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    for e in std::fs::read_dir(exp).unwrap() {
         let p = e.unwrap().path();
         if p.file_name().unwrap().to_string_lossy().starts_with(table) {
             for l in std::fs::read_to_string(&p).unwrap().lines().filter(|l| l.contains("to_timestamp(")) {
-                total += l.split(',').nth(1).unwrap().trim_matches([' ', ')', ';']).parse::<u64>().unwrap();
+                let columns = l.split(',').skip(1).map(|c| c.trim().trim_end_matches([')', ';']).trim()).filter(|c| !c.is_empty());
+                rows.push(columns.map(String::from).collect());
             }
         }
     }
-    total
+    rows
+}
+
+/// Octets (the first column) of the rows of the export files of `table` in `d`/exp.
+fn exported(d: &Path, table: &str) -> u64 {
+    export_rows(&d.join("exp"), table).iter().map(|row| row[0].parse::<u64>().unwrap()).sum()
 }
 
 #[test]
@@ -785,12 +792,15 @@ fn raw_flood_capture(path: &Path) -> u64 {
             frames.push(at(i * 200 + h as u64, common::udp_frame_between(([198, 51, 100, 8], 40001), ([10, 0, 0, h], 53), &[b'y'; 100])));
         }
     }
+    let mut flood_octets = 0;
     for i in 0..2000 {
-        frames.push(at(1000 + i, common::udp_frame_between(([198, 51, 100, 7], 40000), ([10, 0, 0, 9], 53), &[b'x'; 1000])));
+        let data = common::udp_frame_between(([198, 51, 100, 7], 40000), ([10, 0, 0, 9], 53), &[b'x'; 1000]);
+        flood_octets += data.len() as u64 - 14; // the IP length: the frame less its Ethernet header
+        frames.push(at(1000 + i, data));
     }
     frames.sort_by_key(|f| (f.sec, f.usec));
     write_pcap(path, &frames);
-    2000 * 1028
+    flood_octets
 }
 
 /// Runs softflowd on `capture`, exporting `version` (5, 9 or 10: NetFlow v5, v9 or IPFIX) to
@@ -837,9 +847,12 @@ fn run_exporter(cmd: &mut Command, package: &str, mut poke: impl FnMut()) {
     }
 }
 
+/// Runs a real exporter (test dir, capture, collector port, export version) until it has
+/// sent every flow of the capture.
+type Export = fn(&Path, &Path, u16, &str);
+
 #[test]
 fn a_flood_metered_by_real_exporters_starts_the_alert_with_the_rate_of_its_bytes() {
-    type Export = fn(&Path, &Path, u16, &str);
     let runs: [(&str, Export, &str); 5] =
         [("softflowd", softflowd_export, "5"), ("softflowd", softflowd_export, "9"), ("softflowd", softflowd_export, "10"), ("pmacct", pmacct_export, "9"), ("pmacct", pmacct_export, "10")];
     for (exporter, export, version) in runs {
@@ -849,7 +862,7 @@ fn a_flood_metered_by_real_exporters_starts_the_alert_with_the_rate_of_its_bytes
 
 /// [`a_flood_metered_by_real_exporters_starts_the_alert_with_the_rate_of_its_bytes`] with
 /// `exporter` (run by `export`) exporting `version`.
-fn flood_metered_by(exporter: &str, export: fn(&Path, &Path, u16, &str), version: &str) {
+fn flood_metered_by(exporter: &str, export: Export, version: &str) {
     let tag = format!("{exporter} v{version}");
     let d = victim_dirs(&format!("alerts-{exporter}-v{version}"));
     let capture = d.join("flood.pcap");
@@ -879,12 +892,7 @@ fn flood_metered_by(exporter: &str, export: fn(&Path, &Path, u16, &str), version
     let err = stop_live(child);
     assert!(err.contains(&format!("overlimit victim/m/level1 10.0.0.9: {} > 100000", flood_octets / 2)), "{tag}: {err}");
     // The window: every host with the bytes and packets the exporter metered (IP lengths).
-    let mut rows: Vec<String> = std::fs::read_dir(d.join("exp"))
-        .unwrap()
-        .flat_map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap().lines().map(String::from).collect::<Vec<_>>())
-        .filter(|l| l.contains("to_timestamp("))
-        .map(|l| l.split(',').skip(1).map(|f| f.trim().trim_end_matches([')', ';']).trim()).filter(|f| !f.is_empty()).collect::<Vec<_>>().join(" "))
-        .collect();
+    let mut rows: Vec<String> = export_rows(&d.join("exp"), "victim_by_dst_").iter().map(|row| row.join(" ")).collect();
     rows.sort();
     let mut want: Vec<String> = (1..=5).map(|h| format!("'10.0.0.{h}' 1280 10")).collect();
     want.push(format!("'10.0.0.9' {flood_octets} 2000"));
@@ -1175,14 +1183,7 @@ fn the_clock_stepping_back_starts_no_alert_and_loses_no_flow() {
     // (0.4% high at most while the clock works off the step.)
     assert!((60_000.0..=60_000.0 * 1.005).contains(&rate), "{dump}");
     // Windows keep the system's time: the one open at the step took the 20 s again.
-    let total: u64 = std::fs::read_dir(d.join("exp"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("victim_all_"))
-        .flat_map(|p| std::fs::read_to_string(p).unwrap().lines().filter(|l| l.contains("to_timestamp(")).map(String::from).collect::<Vec<_>>())
-        .map(|row| row.split(',').nth(1).unwrap().trim().trim_end_matches(");").trim().parse::<u64>().unwrap())
-        .sum();
-    assert_eq!(total, 500 * 6000);
+    assert_eq!(exported(&d, "victim_all_"), 500 * 6000);
 }
 
 #[test]
@@ -1226,16 +1227,8 @@ fn the_bundled_flood_object_alerts_and_collects_the_flood_sources() {
     assert!(err.contains("back to normal flood/bps/level1 10.11.12.9"), "{err}");
     assert_eq!(std::fs::read_dir(d.join("run/notifications")).unwrap().count(), 0, "the notification file is gone");
     // The extended window: the five sources, from the crossing on (within the first 400 ms).
-    let mut rows: Vec<(String, u64)> = Vec::new();
-    for e in std::fs::read_dir(d.join("run/exp")).unwrap() {
-        let p = e.unwrap().path();
-        if p.file_name().unwrap().to_string_lossy().starts_with("flood_sources_") {
-            for l in std::fs::read_to_string(&p).unwrap().lines().filter(|l| l.contains("to_timestamp(")) {
-                let cols: Vec<&str> = l.split(',').map(|c| c.trim()).collect();
-                rows.push((cols[3].trim_matches('\'').to_string(), cols[1].parse().unwrap()));
-            }
-        }
-    }
+    let rows: Vec<(String, u64)> =
+        export_rows(&d.join("run/exp"), "flood_sources_").iter().map(|cols| (cols[2].trim_matches('\'').to_string(), cols[0].parse().unwrap())).collect();
     let mut hosts: Vec<&str> = rows.iter().map(|(h, _)| h.as_str()).collect();
     hosts.sort();
     hosts.dedup();
