@@ -3,7 +3,7 @@
 //! file exists with the documented content, the back-to-normal script runs once and the file
 //! is gone, and the extended window holds exactly the flood. Then live over UDP: from crafted
 //! datagrams, and from real exporters (softflowd and pmacct, NetFlow v5, v9 and IPFIX)
-//! metering a capture of a flood.
+//! metering a capture of a flood, over IPv4 and IPv6.
 
 mod common;
 
@@ -781,26 +781,81 @@ fn live_flood_starts_the_script_within_a_second_and_sighup_applies_new_limits() 
     assert!(added > 0, "added counts from the reload on");
 }
 
-/// Raw traffic for a real exporter to meter: 10.0.0.1-5 get ten 128-byte UDP packets each
-/// over 2 s; 10.0.0.9 gets 2,000 packets of 1,028 bytes (one 5-tuple) in 2 s, from 1 s on.
-/// Returns the flood's bytes (IP lengths).
-fn raw_flood_capture(path: &Path) -> u64 {
+/// The addresses of a capture for real exporters: a protected network (10.0.0.0/24, or
+/// 2001:db8::/64) and remote hosts sending to it.
+#[derive(Clone, Copy, Debug)]
+enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    /// Host `h` of the protected network, as the collector writes it.
+    fn host(self, h: u8) -> String {
+        match self {
+            Family::V4 => format!("10.0.0.{h}"),
+            Family::V6 => format!("2001:db8::{h}"),
+        }
+    }
+
+    /// The destination address field, in a key.
+    fn dst_host(self) -> &'static str {
+        match self {
+            Family::V4 => "dst host",
+            Family::V6 => "dst host6",
+        }
+    }
+
+    /// A filter for the traffic to the protected network.
+    fn to_network(self) -> &'static str {
+        match self {
+            Family::V4 => "dst net 10.0.0.0/24",
+            Family::V6 => "dst net6 2001:db8::/64",
+        }
+    }
+
+    /// A UDP frame from remote host `from` (port 40000 + `from`) to host `to` of the
+    /// protected network, port 53.
+    fn frame(self, from: u8, to: u8, payload: &[u8]) -> Vec<u8> {
+        let ports = (40000 + from as u16, 53);
+        match self {
+            Family::V4 => common::udp_frame_between(([198, 51, 100, from], ports.0), ([10, 0, 0, to], ports.1), payload),
+            Family::V6 => {
+                let addr = |net: [u8; 6], h: u8| {
+                    let mut a = [0u8; 16];
+                    a[..6].copy_from_slice(&net);
+                    a[15] = h;
+                    a
+                };
+                common::udp6_frame_between((addr([0x20, 1, 0xd, 0xb8, 0, 0xff], from), ports.0), (addr([0x20, 1, 0xd, 0xb8, 0, 0], to), ports.1), payload)
+            }
+        }
+    }
+}
+
+/// Raw traffic for a real exporter to meter: hosts 1-5 of the protected network get ten
+/// packets of 100 bytes of UDP payload each over 2 s; host 9 gets 2,000 packets of 1,000
+/// bytes (one 5-tuple) in 2 s, from 1 s on. Returns the bytes (IP lengths) each quiet host
+/// gets, and the flood's.
+fn raw_flood_capture(path: &Path, family: Family) -> (u64, u64) {
     let at = |ms: u64, data: Vec<u8>| Frame { sec: (T0 / 1000 + ms / 1000) as u32, usec: (ms % 1000 * 1000) as u32, data };
+    let ip_length = |frame: &Frame| frame.data.len() as u64 - 14; // the frame less its Ethernet header
     let mut frames = Vec::new();
+    let mut quiet_octets = 0;
     for h in 1..=5u8 {
         for i in 0..10 {
-            frames.push(at(i * 200 + h as u64, common::udp_frame_between(([198, 51, 100, 8], 40001), ([10, 0, 0, h], 53), &[b'y'; 100])));
+            frames.push(at(i * 200 + h as u64, family.frame(8, h, &[b'y'; 100])));
+            quiet_octets += if h == 1 { ip_length(frames.last().unwrap()) } else { 0 };
         }
     }
     let mut flood_octets = 0;
     for i in 0..2000 {
-        let data = common::udp_frame_between(([198, 51, 100, 7], 40000), ([10, 0, 0, 9], 53), &[b'x'; 1000]);
-        flood_octets += data.len() as u64 - 14; // the IP length: the frame less its Ethernet header
-        frames.push(at(1000 + i, data));
+        frames.push(at(1000 + i, family.frame(7, 9, &[b'x'; 1000])));
+        flood_octets += ip_length(frames.last().unwrap());
     }
     frames.sort_by_key(|f| (f.sec, f.usec));
     write_pcap(path, &frames);
-    flood_octets
+    (quiet_octets, flood_octets)
 }
 
 /// Runs softflowd on `capture`, exporting `version` (5, 9 or 10: NetFlow v5, v9 or IPFIX) to
@@ -856,25 +911,39 @@ fn a_flood_metered_by_real_exporters_starts_the_alert_with_the_rate_of_its_bytes
     let runs: [(&str, Export, &str); 5] =
         [("softflowd", softflowd_export, "5"), ("softflowd", softflowd_export, "9"), ("softflowd", softflowd_export, "10"), ("pmacct", pmacct_export, "9"), ("pmacct", pmacct_export, "10")];
     for (exporter, export, version) in runs {
-        flood_metered_by(exporter, export, version);
+        flood_metered_by(exporter, export, version, Family::V4);
+    }
+}
+
+/// The same over IPv6 (NetFlow v5 cannot carry it): the key, the limits file's address, the
+/// notification file's name, the argv and the window's rows are IPv6 addresses.
+#[test]
+fn a_flood_to_an_ipv6_host_metered_by_real_exporters_starts_its_alert_too() {
+    let runs: [(&str, Export, &str); 4] = [("softflowd", softflowd_export, "9"), ("softflowd", softflowd_export, "10"), ("pmacct", pmacct_export, "9"), ("pmacct", pmacct_export, "10")];
+    for (exporter, export, version) in runs {
+        flood_metered_by(exporter, export, version, Family::V6);
     }
 }
 
 /// [`a_flood_metered_by_real_exporters_starts_the_alert_with_the_rate_of_its_bytes`] with
-/// `exporter` (run by `export`) exporting `version`.
-fn flood_metered_by(exporter: &str, export: Export, version: &str) {
-    let tag = format!("{exporter} v{version}");
-    let d = victim_dirs(&format!("alerts-{exporter}-v{version}"));
+/// `exporter` (run by `export`) exporting `version`, the capture's addresses of `family`. The
+/// victim's threshold comes from a limits file (the other hosts have the default).
+fn flood_metered_by(exporter: &str, export: Export, version: &str, family: Family) {
+    let tag = format!("{exporter} v{version} {family:?}");
+    let d = victim_dirs(&format!("alerts-{exporter}-v{version}-{family:?}"));
     let capture = d.join("flood.pcap");
-    let flood_octets = raw_flood_capture(&capture);
+    let (quiet_octets, flood_octets) = raw_flood_capture(&capture, family);
     let on = script(&d, "on-start.sh");
+    let (victim, key) = (family.host(9), family.dst_host());
+    std::fs::write(d.join("mo/victim/limits.csv"), format!("# host, bytes/s\n{victim},500000\n")).unwrap();
     std::fs::write(
         d.join("mo/victim/mo.conf"),
         format!(
-            r#"{{ "filter": "dst net 10.0.0.0/24",
-                 "fwm": [ {{"name": "by_dst", "fields": ["dst host", "octets", "packets"], "time": 3600}} ],
-                 "mavg": [ {{"name": "m", "time": 2, "fields": ["dst host", "octets"],
-                            "overlimit": [ {{"name": "level1", "default": [100000], "back2norm-time": 60, "action-script": "{on}"}} ] }} ] }}"#
+            r#"{{ "filter": "{}",
+                 "fwm": [ {{"name": "by_dst", "fields": ["{key}", "octets", "packets"], "time": 3600}} ],
+                 "mavg": [ {{"name": "m", "time": 2, "fields": ["{key}", "octets"],
+                            "overlimit": [ {{"name": "level1", "default": [100000], "limits": "limits.csv", "back2norm-time": 60, "action-script": "{on}"}} ] }} ] }}"#,
+            family.to_network()
         ),
     )
     .unwrap();
@@ -884,18 +953,18 @@ fn flood_metered_by(exporter: &str, export: Export, version: &str) {
     export(&d, &capture, port, version);
     // Each flow is sent once, at the end of the capture: the flood arrives as one record of
     // all its bytes, which alone puts the 2 s average at bytes / 2.
-    let notif = d.join("notifications/victim-m-level1-10.0.0.9");
+    let notif = d.join(format!("notifications/victim-m-level1-{victim}"));
     let started = wait_lines(&d.join("on-start.sh.log"), 1);
-    assert_eq!(started, vec![format!("victim m level1 {} 10.0.0.9 {} 100000", notif.display(), flood_octets / 2)], "{tag}: ran once, this argv");
+    assert_eq!(started, vec![format!("victim m level1 {} {victim} {} 500000", notif.display(), flood_octets / 2)], "{tag}: ran once, this argv");
     let text = std::fs::read_to_string(&notif).unwrap();
-    assert!(text.starts_with("10.0.0.9 ") && text.ends_with(" 100000\n"), "{tag}: {text}");
+    assert!(text.starts_with(&format!("{victim} ")) && text.ends_with(" 500000\n"), "{tag}: {text}");
     let err = stop_live(child);
-    assert!(err.contains(&format!("overlimit victim/m/level1 10.0.0.9: {} > 100000", flood_octets / 2)), "{tag}: {err}");
+    assert!(err.contains(&format!("overlimit victim/m/level1 {victim}: {} > 500000", flood_octets / 2)), "{tag}: {err}");
     // The window: every host with the bytes and packets the exporter metered (IP lengths).
     let mut rows: Vec<String> = export_rows(&d.join("exp"), "victim_by_dst_").iter().map(|row| row.join(" ")).collect();
     rows.sort();
-    let mut want: Vec<String> = (1..=5).map(|h| format!("'10.0.0.{h}' 1280 10")).collect();
-    want.push(format!("'10.0.0.9' {flood_octets} 2000"));
+    let mut want: Vec<String> = (1..=5).map(|h| format!("'{}' {quiet_octets} 10", family.host(h))).collect();
+    want.push(format!("'{victim}' {flood_octets} 2000"));
     assert_eq!(rows, want, "{tag}");
 }
 

@@ -175,6 +175,38 @@ pub fn udp_frame_between(src: ([u8; 4], u16), dst: ([u8; 4], u16), payload: &[u8
     f
 }
 
+/// Ethernet + IPv6 + UDP from `src` to `dst` (address, port) around a payload (the UDP
+/// checksum computed, as IPv6 requires).
+pub fn udp6_frame_between(src: ([u8; 16], u16), dst: ([u8; 16], u16), payload: &[u8]) -> Vec<u8> {
+    let udp_len = (8 + payload.len()) as u16;
+    let mut udp = Vec::with_capacity(udp_len as usize);
+    udp.extend(src.1.to_be_bytes());
+    udp.extend(dst.1.to_be_bytes());
+    udp.extend(udp_len.to_be_bytes());
+    udp.extend([0, 0]);
+    udp.extend(payload);
+    // The checksum over the pseudo-header (addresses, length, next header) and the datagram.
+    let mut pseudo = [&src.0[..], &dst.0[..], &(udp_len as u32).to_be_bytes(), &[0, 0, 0, 17]].concat();
+    pseudo.extend(&udp);
+    let mut sum = pseudo.chunks(2).map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32).sum::<u32>();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let checksum = match !(sum as u16) {
+        0 => 0xffff,
+        c => c,
+    };
+    udp[6..8].copy_from_slice(&checksum.to_be_bytes());
+    let mut f = vec![0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 2, 0x86, 0xdd];
+    f.extend([0x60, 0, 0, 0]);
+    f.extend(udp_len.to_be_bytes());
+    f.extend([17, 64]);
+    f.extend(src.0);
+    f.extend(dst.0);
+    f.extend(udp);
+    f
+}
+
 /// A fresh database on the test PostgreSQL (scripts/test.sh starts it; URL in XE_TEST_PG_URL),
 /// dropped at the end.
 pub struct Db {
