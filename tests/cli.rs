@@ -58,6 +58,8 @@ fn bundled_config_is_valid() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("configuration OK (5 monitoring objects, 11 fixed windows, 1 moving averages)"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("unknown key") && !stderr.contains("does not support"), "{stderr}");
 }
 
 #[test]
@@ -95,6 +97,53 @@ fn bundled_objects_export_the_guide_tables() {
         assert!(spam.contains(host), "{host}: {spam}");
     }
     assert!(d.join("run/templates.tkvdb").exists());
+}
+
+/// Where `needle` starts in `text`: (line, column), 1-based.
+fn position(text: &str, needle: &str) -> (usize, usize) {
+    let at = text.find(needle).unwrap_or_else(|| panic!("{needle} not in {text}"));
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    (text[..at].matches('\n').count() + 1, at - line_start + 1)
+}
+
+#[test]
+fn misspelt_keys_are_warned_of_with_their_likely_meaning_and_the_originals_unsupported_ones_named() {
+    let d = workdir("unknown-keys");
+    let f = config(&d, 2055);
+    let conf = std::fs::read_to_string(&f).unwrap().replacen('{', r#"{ "rcvbufsize-m": 8, "clsf-dir": "/x", "#, 1);
+    std::fs::write(&f, &conf).unwrap();
+    let devices = r#"[ {"ip": "192.0.2.1", "sampling_rate": 10, "mark": "proto 6"} ]"#;
+    std::fs::write(d.join("devices.conf"), devices).unwrap();
+    std::fs::create_dir_all(d.join("mo/victim")).unwrap();
+    let mo = r#"{ "filter": "dst net 10.0.0.0/8", "classification": [ {"id": 1, "fields": ["proto"]} ],
+  "fwm": [ {"name": "w", "fields": ["octets", "dst host"], "limt": 10} ],
+  "mavg": [ {"name": "m", "fields": ["dst host", "octets"], "mem_m": 16,
+             "overlimit": [ {"name": "l1", "default": [1000], "action_script": "/bin/true"} ] } ] }"#;
+    std::fs::write(d.join("mo/victim/mo.conf"), mo).unwrap();
+    let out = bin().arg("-c").arg(&f).arg("--check-config").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "warnings only: {err}");
+    let mo_file = d.join("mo/victim/mo.conf");
+    let devices_file = d.join("devices.conf");
+    let want = [
+        (&f, &conf, "\"rcvbufsize-m\"", "'rcvbufsize-m': unknown key, ignored (did you mean 'rcvbufsize_m'?)"),
+        (&devices_file, &devices.to_string(), "\"sampling_rate\"", "'[0].sampling_rate': unknown key, ignored (did you mean 'sampling-rate'?)"),
+        (&devices_file, &devices.to_string(), "\"mark\"", "'[0].mark': a setting of the original collector that this version does not support: ignored"),
+        (&mo_file, &mo.to_string(), "\"classification\"", "'classification': a setting of the original collector that this version does not support: ignored"),
+        (&mo_file, &mo.to_string(), "\"limt\"", "'fwm[0].limt': unknown key, ignored (did you mean 'limit'?)"),
+        (&mo_file, &mo.to_string(), "\"mem_m\"", "'mavg[0].mem_m': unknown key, ignored (did you mean 'mem-m'?)"),
+        (&mo_file, &mo.to_string(), "\"action_script\"", "'mavg[0].overlimit[0].action_script': unknown key, ignored (did you mean 'action-script'?)"),
+    ];
+    for (file, text, key, msg) in want {
+        let (line, col) = position(text, key);
+        let line_text = format!("warning: {}:{line}:{col}: {msg}", file.display());
+        assert!(err.contains(&line_text), "{line_text}\nnot in:\n{err}");
+    }
+    // The original's keys for features this version does not have are listed with -v only.
+    assert_eq!(err.lines().filter(|l| l.contains("unknown key") || l.contains("does not support")).count(), want.len(), "{err}");
+    assert!(!err.contains("clsf-dir"), "{err}");
+    let out = bin().arg("-v").arg("-c").arg(&f).arg("--check-config").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("clsf-dir"));
 }
 
 #[test]

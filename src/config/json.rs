@@ -371,6 +371,26 @@ impl Node {
         }
     }
 
+    /// The members of this object that `known` does not list, each as a warning naming its
+    /// position and key path (`path` is the object's: `mavg[0].overlimit[1]`, empty at the
+    /// top), with the known key it most likely misspells. An unknown key is ignored, so the
+    /// original's configurations with keys this version does not read keep working; but a
+    /// misspelt one would leave its setting at the default unseen (an alert without its
+    /// action script).
+    pub fn unknown_keys(&self, file: &Path, path: &str, known: &[&str]) -> Vec<ConfigError> {
+        self.members()
+            .iter()
+            .filter(|(k, _)| !known.contains(&k.name.as_str()))
+            .map(|(k, _)| {
+                let msg = match closest(&k.name, known) {
+                    Some(c) => format!("unknown key, ignored (did you mean '{c}'?)"),
+                    None => "unknown key, ignored".to_string(),
+                };
+                ConfigError { file: file.to_path_buf(), line: k.line, col: k.col, key: key_path(path, &k.name), msg }
+            })
+            .collect()
+    }
+
     /// What kind of value this is, for messages.
     pub fn kind(&self) -> &'static str {
         match self.value {
@@ -382,6 +402,42 @@ impl Node {
             Value::Object(_) => "an object",
         }
     }
+}
+
+/// `name` under the key path `path` (which may be empty).
+pub fn key_path(path: &str, name: &str) -> String {
+    if path.is_empty() {
+        name.to_string()
+    } else {
+        format!("{path}.{name}")
+    }
+}
+
+/// The key of `known` that `name` most likely misspells: the same but for case and `_` for
+/// `-`, else the nearest within two edits (one for short keys).
+fn closest<'a>(name: &str, known: &[&'a str]) -> Option<&'a str> {
+    let plain = |s: &str| s.to_ascii_lowercase().replace('_', "-");
+    if let Some(k) = known.iter().find(|k| plain(k) == plain(name)) {
+        return Some(k);
+    }
+    let most = if name.len() <= 4 { 1 } else { 2 };
+    known.iter().map(|k| (edit_distance(&plain(name), k), *k)).filter(|&(d, _)| d <= most).min_by_key(|&(d, _)| d).map(|(_, k)| k)
+}
+
+/// Levenshtein distance (insertions, deletions, substitutions) between two keys.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let substitution = diagonal + usize::from(ca != cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(row[j + 1] + 1);
+        }
+    }
+    row[b.len()]
 }
 
 #[cfg(test)]
@@ -408,6 +464,28 @@ mod tests {
         assert_eq!(n.get("port").unwrap().as_u64(Path::new("f"), "port"), Ok(2055));
         let e = n.get("bad").unwrap().as_u64(Path::new("f"), "bad").unwrap_err();
         assert_eq!(e.to_string(), "f:1:25: 'bad': expected a non-negative integer, found \"20x\"");
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_likely_meaning() {
+        let n = p("{\"name\": \"l1\",\n \"back2norm_time\": 5, \"action-scrpt\": \"a\", \"tim\": 1, \"colour\": 2}").unwrap();
+        let known = ["name", "back2norm-time", "action-script", "back2norm-script", "time"];
+        let text: Vec<String> = n.unknown_keys(Path::new("mo.conf"), "mavg[0].overlimit[0]", &known).iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            text,
+            [
+                "mo.conf:2:2: 'mavg[0].overlimit[0].back2norm_time': unknown key, ignored (did you mean 'back2norm-time'?)",
+                "mo.conf:2:23: 'mavg[0].overlimit[0].action-scrpt': unknown key, ignored (did you mean 'action-script'?)",
+                "mo.conf:2:44: 'mavg[0].overlimit[0].tim': unknown key, ignored (did you mean 'time'?)",
+                "mo.conf:2:54: 'mavg[0].overlimit[0].colour': unknown key, ignored",
+            ]
+        );
+        assert!(p("{\"name\": 1}").unwrap().unknown_keys(Path::new("f"), "", &known).is_empty());
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(closest("Time", &known), Some("time"));
+        assert_eq!(closest("name2", &known), Some("name"));
+        assert_eq!(closest("nme", &["name", "time"]), Some("name"));
+        assert_eq!(closest("xyz", &known), None);
     }
 
     #[test]

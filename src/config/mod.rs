@@ -114,6 +114,28 @@ const KNOWN_KEYS: &[&str] = &[
     "max-scripts", "metrics-listen", "lua", "export-backlog-m", "db-export-timeout", "exporter-silence",
 ];
 
+/// Keys of the original's `xenoeye.conf` for features this version does not have (traffic
+/// classification, GeoIP): accepted and listed with `-v`; other unknown keys are warned of.
+const ORIGINAL_KEYS: &[&str] = &["clsf-dir", "geodb"];
+
+/// What a setting of the original collector that this version does not support is told.
+const UNSUPPORTED: &str = "a setting of the original collector that this version does not support: ignored";
+
+/// Logs a warning for each key of the object `node` (at key path `path` of `file`) that is
+/// not `known`, with the known key it most likely misspells (see [`Node::unknown_keys`]),
+/// and for each of the original collector's settings in `unsupported` it holds. Neither
+/// stops the collector: configurations of the original keep working.
+pub fn warn_of_keys(node: &Node, file: &Path, path: &str, known: &[&str], unsupported: &[&str]) {
+    let all: Vec<&str> = known.iter().chain(unsupported).copied().collect();
+    for w in node.unknown_keys(file, path, &all) {
+        crate::log::warn(&w.to_string());
+    }
+    for (k, _) in node.members().iter().filter(|(k, _)| unsupported.contains(&k.name.as_str())) {
+        let w = ConfigError { file: file.to_path_buf(), line: k.line, col: k.col, key: json::key_path(path, &k.name), msg: UNSUPPORTED.into() };
+        crate::log::warn(&w.to_string());
+    }
+}
+
 /// Reads and validates `xenoeye.conf` and the devices file it names.
 pub fn load(file: &Path) -> Result<Config, Vec<ConfigError>> {
     let root = json::parse_file(file).map_err(|e| vec![e])?;
@@ -215,9 +237,17 @@ fn from_node(file: &Path, root: &Node, errors: &mut Vec<ConfigError>) -> Config 
     let ignored_keys = root
         .members()
         .iter()
-        .filter(|(k, _)| !KNOWN_KEYS.contains(&k.name.as_str()))
+        .filter(|(k, _)| ORIGINAL_KEYS.contains(&k.name.as_str()))
         .map(|(k, _)| format!("{}:{}:{}: {}", file.display(), k.line, k.col, k.name))
         .collect();
+    warn_of_keys(root, file, "", &[KNOWN_KEYS, ORIGINAL_KEYS].concat(), &[]);
+    if let Some(t) = root.get("templates") {
+        // allow-templates-in-future: the original's, for its own templates file.
+        warn_of_keys(t, file, "templates", &["db", "allow-templates-in-future"], &[]);
+    }
+    if let Some(d) = root.get("debug") {
+        warn_of_keys(d, file, "debug", &["dump-flows"], &[]);
+    }
     Config {
         file: file.to_path_buf(),
         captures,
@@ -262,6 +292,7 @@ fn lua_settings(file: &Path, base: &Path, node: Option<&Node>, errors: &mut Vec<
         errors.push(e);
         return s;
     }
+    warn_of_keys(n, file, "lua", &["write-dirs", "lib-dir", "max-instructions", "max-memory-m", "threads", "queue"], &[]);
     if let Some(d) = n.get("write-dirs") {
         for item in ok_or(d.as_array(file, "lua.write-dirs"), errors, &[]) {
             if let Ok(p) = item.as_str(file, "lua.write-dirs").map_err(|e| errors.push(e)) {
@@ -338,9 +369,11 @@ fn captures(file: &Path, root: &Node, key: &str, errors: &mut Vec<ConfigError>) 
 
 fn capture(file: &Path, item: &Node, k: &str) -> Result<CaptureSpec, ConfigError> {
     item.expect_object(file, k)?;
+    warn_of_keys(item, file, k, &["socket", "pcap"], &[]);
     if let Some(s) = item.get("socket") {
         let k = format!("{k}.socket");
         s.expect_object(file, &k)?;
+        warn_of_keys(s, file, &k, &["listen-on", "port", "workers"], &[]);
         let listen_on = match s.get("listen-on") {
             None => None,
             Some(n) => match n.as_str(file, &format!("{k}.listen-on"))?.trim() {
@@ -364,6 +397,7 @@ fn capture(file: &Path, item: &Node, k: &str) -> Result<CaptureSpec, ConfigError
     } else if let Some(p) = item.get("pcap") {
         let k = format!("{k}.pcap");
         p.expect_object(file, &k)?;
+        warn_of_keys(p, file, &k, &["interface", "filter"], &[]);
         let ik = format!("{k}.interface");
         let interface = p.get("interface").ok_or_else(|| p.error(file, &ik, "missing interface"))?.as_str(file, &ik)?;
         let filter = match p.get("filter") {
@@ -383,6 +417,7 @@ pub fn load_devices(file: &Path) -> Result<Devices, ConfigError> {
     for (i, item) in root.as_array(file, "")?.iter().enumerate() {
         let k = format!("[{i}]");
         item.expect_object(file, &k)?;
+        warn_of_keys(item, file, &k, &["ip", "id", "sampling-rate"], &["mark", "skip-unmarked"]);
         let ipk = format!("{k}.ip");
         let ip_node = item.get("ip").ok_or_else(|| item.error(file, &ipk, "missing ip"))?;
         let ip_text = ip_node.as_str(file, &ipk)?;

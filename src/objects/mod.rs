@@ -395,6 +395,10 @@ fn object_from(
 ) -> Option<ObjectSpec> {
     let file = file.to_path_buf();
     let before = errors.len();
+    crate::config::warn_of_keys(root, &file, "", &["filter", "debug", "fwm", "mavg", "children"], &["classification"]);
+    if let Some(d) = root.get("debug") {
+        crate::config::warn_of_keys(d, &file, "debug", &["dump-flows"], &[]);
+    }
     let filter = match root.get("filter") {
         None => Filter::All,
         Some(n) => match n.as_str(&file, "filter") {
@@ -499,6 +503,7 @@ fn fwm_columns(file: &Path, fields_node: &Node, i: usize) -> Result<WindowFields
 fn fwm_spec(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Result<FwmSpec, ConfigError> {
     let k = |s: &str| format!("fwm[{i}].{s}");
     item.expect_object(file, &format!("fwm[{i}]"))?;
+    crate::config::warn_of_keys(item, file, &format!("fwm[{i}]"), &["name", "fields", "time", "limit", "extended", "mem-m", "export-lua"], &[]);
     let name_node = item.get("name").ok_or_else(|| item.error(file, &k("name"), "missing name"))?;
     let name = name_node.as_str(file, &k("name"))?.to_string();
     if name.is_empty() || name.contains('/') {
