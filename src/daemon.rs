@@ -83,11 +83,9 @@ fn reload(cfg: &Config, live: &LiveObjects, hooks_tx: &std::sync::mpsc::SyncSend
             }
             taken.extend(take_up_alerts(cfg, &orphans, now_ms));
             let kept = new.mavgs.len() - started_anew.len();
-            let (n_objects, n_windows, n_mavgs) = (new.count(), new.windows.len(), new.mavgs.len());
+            let summary = new.summary();
             live.replace(Arc::new(new));
-            log::info(&format!(
-                "reload: {n_objects} monitoring objects, {n_windows} fixed windows, {n_mavgs} moving averages ({kept} kept their averages)"
-            ));
+            log::info(&format!("reload: {summary} ({kept} kept their averages)"));
             Some(Retiring { generation: live.generation(), mavgs: old.mavgs.clone(), taken })
         }
         Err(errors) => {

@@ -41,13 +41,7 @@ fn start(args: &Args) -> Result<ExitCode, ExitCode> {
     let objects = std::sync::Arc::new(config_or_exit(daemon::load_objects(&cfg))?);
     prepare_output_dirs(&cfg, &objects, args.check_config)?;
     if args.check_config {
-        println!(
-            "{}: configuration OK ({} monitoring objects, {} fixed windows, {} moving averages)",
-            args.config.display(),
-            objects.count(),
-            objects.windows.len(),
-            objects.mavgs.len()
-        );
+        println!("{}: configuration OK ({})", args.config.display(), objects.summary());
         return Ok(ExitCode::SUCCESS);
     }
     let result = if args.read_pcap.is_empty() {

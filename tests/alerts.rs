@@ -770,7 +770,7 @@ fn live_flood_starts_the_script_within_a_second_and_sighup_applies_new_limits() 
     assert!(started.len() == 2 && started[1].contains(" 10.0.0.8 ") && started[1].ends_with(" 1000"), "{started:?}");
 
     let err = stop_live(child);
-    assert!(err.contains("reload: 2 monitoring objects, 1 fixed windows, 1 moving averages (1 kept their averages)"), "{err}");
+    assert!(err.contains("reload: 2 monitoring objects, 1 fixed window, 1 moving average (1 kept their averages)"), "{err}");
     // `gone` was written out at the reload with the flows before it; `added` counted 10.0.0.8
     // from the reload on and was written at exit.
     let exported = |table: &str| exported(&d, table);
@@ -1029,7 +1029,7 @@ fn an_alert_active_at_a_restart_or_a_reload_is_taken_up_and_ended_later() {
     let stopped = wait_lines(&d.join("on-stop.sh.log"), 2);
     let err = stop_live(child);
     let taken_over = "reload: 1 active alerts taken over by the new versions of their moving averages: victim-m-level1-10.0.0.9";
-    assert!(err.contains("moving averages (0 kept their averages)") && err.contains(taken_over), "{err}");
+    assert!(err.contains("moving average (0 kept their averages)") && err.contains(taken_over), "{err}");
     assert_eq!(wait_lines(&d.join("on-start.sh.log"), 0).len(), 2, "one start in this run: {err}");
     assert_eq!(stopped.len(), 2, "and one end: {err}");
     assert!(!notif.exists());

@@ -57,7 +57,7 @@ fn bundled_config_is_valid() {
     let out = bin().arg("-c").arg(&conf).arg("--check-config").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("configuration OK (5 monitoring objects, 11 fixed windows, 1 moving averages)"), "{stdout}");
+    assert!(stdout.contains("configuration OK (5 monitoring objects, 11 fixed windows, 1 moving average)"), "{stdout}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("unknown key") && !stderr.contains("does not support"), "{stderr}");
 }

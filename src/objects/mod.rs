@@ -111,6 +111,13 @@ impl Objects {
         self.roots.iter().map(n).sum()
     }
 
+    /// What the tree holds, for the log: "5 monitoring objects, 11 fixed windows, 1 moving
+    /// average".
+    pub fn summary(&self) -> String {
+        let counted = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+        format!("{}, {}, {}", counted(self.count(), "monitoring object"), counted(self.windows.len(), "fixed window"), counted(self.mavgs.len(), "moving average"))
+    }
+
     /// Starts the moving averages' once-per-second sweep when the clock has reached it, and
     /// goes on with one under way, looking at no more table slots than `budget` allows (and
     /// taking them off it), unless the sweep started `SWEEP_SPREAD_MS` ago. Any worker may
