@@ -9,7 +9,8 @@ scripts/setup.sh
 # The Telegram bot's tests run python3; the chart tests gnuplot and Debian's matplotlib;
 # the live pcap tests (as root) ip from iproute2 for a network namespace of their own; an
 # alert test has real exporters (softflowd, pmacct's pmacctd) meter a capture of a flood;
-# every capture's decoding is checked against tshark's (Debian package tshark).
+# every capture's decoding is checked against tshark's (Debian package tshark) and its
+# flows against nfdump's collector (package nfdump).
 need=()
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v python3 >/dev/null || need+=(python3)
@@ -18,6 +19,7 @@ command -v gnuplot >/dev/null || need+=(gnuplot-nox)
 command -v softflowd >/dev/null || need+=(softflowd)
 command -v pmacctd >/dev/null || need+=(pmacct)
 command -v tshark >/dev/null || need+=(tshark)
+command -v nfcapd >/dev/null || need+=(nfdump)
 /usr/bin/python3 -c 'import matplotlib' 2>/dev/null || need+=(python3-matplotlib)
 if [ ${#need[@]} -gt 0 ]; then
 	SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -10,7 +10,7 @@ mod common;
 use common::data_dir;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use xenoeye::capture::link::udp_payload;
@@ -222,28 +222,6 @@ fn compare(capture: &Path, name: &str) -> (usize, Vec<String>, Vec<(Expect, Stri
     (compared, differences, exceptions)
 }
 
-/// Captures under tests/data that hold no NetFlow or IPFIX, by the start of their names: sFlow,
-/// and the traffic softflowd metered.
-const NOT_NETFLOW: &[&str] = &["sflow", "traffic.pcap"];
-
-/// Every capture of NetFlow or IPFIX under tests/data.
-fn captures() -> Vec<PathBuf> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let path = e.unwrap().path();
-            if path.is_dir() {
-                walk(&path, out);
-            } else if path.extension().is_some_and(|x| x == "pcap") && !NOT_NETFLOW.iter().any(|n| path.file_name().unwrap().to_string_lossy().starts_with(n)) {
-                out.push(path);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(&data_dir(), &mut out);
-    out.sort();
-    out
-}
-
 /// A capture's path under tests/data.
 fn name_of(capture: &Path) -> String {
     capture.strip_prefix(data_dir()).unwrap().display().to_string()
@@ -252,12 +230,8 @@ fn name_of(capture: &Path) -> String {
 #[test]
 fn every_capture_decodes_as_tshark_decodes_it() {
     let (mut total, mut differences, mut exceptions) = (0, Vec::new(), Vec::new());
-    let captures = captures();
-    // Two at a time (tshark takes most of the time).
-    let results: Vec<_> = std::thread::scope(|s| {
-        let halves: Vec<_> = captures.chunks(captures.len().div_ceil(2)).map(|half| s.spawn(move || half.iter().map(|c| compare(c, &name_of(c))).collect::<Vec<_>>())).collect();
-        halves.into_iter().flat_map(|h| h.join().unwrap()).collect()
-    });
+    let captures = common::netflow_captures();
+    let results = common::in_two_threads(&captures, |c| compare(c, &name_of(c)));
     for (compared, d, e) in results {
         total += compared;
         differences.extend(d);

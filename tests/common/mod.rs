@@ -52,6 +52,38 @@ pub fn data_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data")
 }
 
+/// Captures under tests/data that hold no NetFlow or IPFIX, by the start of their names: sFlow,
+/// and the traffic softflowd metered.
+const NOT_NETFLOW: &[&str] = &["sflow", "traffic.pcap"];
+
+/// Every capture of NetFlow or IPFIX under tests/data, in order of path.
+pub fn netflow_captures() -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|x| x == "pcap") && !NOT_NETFLOW.iter().any(|n| path.file_name().unwrap().to_string_lossy().starts_with(n)) {
+                out.push(path);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&data_dir(), &mut out);
+    out.sort();
+    out
+}
+
+/// `f` of each item, in order, two threads each taking half the items (for tests that wait
+/// on other programs).
+pub fn in_two_threads<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let f = &f;
+    std::thread::scope(|s| {
+        let halves: Vec<_> = items.chunks(items.len().div_ceil(2).max(1)).map(|half| s.spawn(move || half.iter().map(f).collect::<Vec<R>>())).collect();
+        halves.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    })
+}
+
 /// Replays captures through a fresh decoder (default devices, no template file).
 pub fn replay(files: &[PathBuf]) -> (Record, Decoder) {
     let mut d = Decoder::new(Arc::new(Devices::default()), None);
