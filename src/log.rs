@@ -7,6 +7,7 @@ use std::sync::Once;
 use std::time::{Duration, Instant};
 
 static VERBOSE: AtomicBool = AtomicBool::new(false);
+static QUIET: AtomicBool = AtomicBool::new(false);
 static OPEN: Once = Once::new();
 
 /// Shows debug messages too (`-v`).
@@ -14,7 +15,16 @@ pub fn set_verbose(on: bool) {
     VERBOSE.store(on, Ordering::Relaxed);
 }
 
+/// Writes no message at all: for the fuzzers, whose millions of configurations (each with
+/// its warnings) would flood syslog.
+pub fn set_quiet(on: bool) {
+    QUIET.store(on, Ordering::Relaxed);
+}
+
 fn emit(priority: libc::c_int, tag: &str, msg: &str) {
+    if QUIET.load(Ordering::Relaxed) {
+        return;
+    }
     OPEN.call_once(|| {
         // SAFETY: the identifier is a static NUL-terminated string that lives for the program.
         unsafe { libc::openlog(c"xenoeye".as_ptr(), libc::LOG_PID, libc::LOG_USER) };

@@ -110,8 +110,10 @@ pub fn payloads(path: &std::path::Path) -> Vec<Vec<u8>> {
 
 /// A directory of this fuzz run's own, `xe-fuzz-TAG-PID` under the system temp directory, made
 /// with these files (path relative to it, content) in it. A target makes it once and has each
-/// input replace one of its files.
+/// input replace one of its files. Logging is switched off from then on.
 pub fn fuzz_dir(tag: &str, files: &[(&str, &str)]) -> PathBuf {
+    // Every input's warnings (unknown keys, scripts that do not exist) would go to syslog.
+    xenoeye::log::set_quiet(true);
     let dir = std::env::temp_dir().join(format!("xe-fuzz-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     for (path, text) in files {
