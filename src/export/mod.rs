@@ -439,6 +439,7 @@ mod tests {
             time: 10,
             limit: None,
             extended: false,
+            create_index: true,
             mem_bytes: usize::MAX,
             active: AtomicBool::new(true),
             holders: Default::default(),

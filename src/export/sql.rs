@@ -42,7 +42,11 @@ pub fn render_pg(spec: &FwmSpec, time: u64, rows: &[(Key, Aggs)]) -> String {
     for c in &spec.columns {
         let _ = write!(s, ",\n  {} {}", c.name, sql_type(spec, c.source));
     }
-    let _ = write!(s, ");\n\ncreate index if not exists \"{t}_idx\" on \"{t}\"(time);\n\ninsert into \"{t}\" values\n");
+    s.push_str(");\n\n");
+    if spec.create_index {
+        let _ = write!(s, "create index if not exists \"{t}_idx\" on \"{t}\"(time);\n\n");
+    }
+    let _ = writeln!(s, "insert into \"{t}\" values");
     for (n, (key, sums)) in rows.iter().enumerate() {
         let _ = write!(s, "  ( to_timestamp({time}),");
         for (i, c) in spec.columns.iter().enumerate() {
@@ -86,6 +90,7 @@ mod tests {
             time: 30,
             limit,
             extended: false,
+            create_index: true,
             mem_bytes: usize::MAX,
             active: AtomicBool::new(true),
             holders: Default::default(),
@@ -117,6 +122,14 @@ mod tests {
              \x20 ( to_timestamp(1795756380),  2686420 ,  2486 ,  '145.0.151.22' ),\n\
              \x20 ( to_timestamp(1795756380),  3259440 ,  2264 ,  NULL );\n"
         );
+    }
+
+    #[test]
+    fn create_index_off_leaves_the_index_out() {
+        let s = FwmSpec { create_index: false, ..spec(None) };
+        let text = render_pg(&s, 1795756380, &rows().export_rows(&s));
+        assert!(text.starts_with("create table if not exists \"ingress_by_dst\" (\n  time TIMESTAMPTZ,\n  octets BIGINT,\n  packets BIGINT,\n  dst_host INET);\n\ninsert into \"ingress_by_dst\" values\n"), "{text}");
+        assert!(!text.contains("create index"));
     }
 
     #[test]

@@ -510,7 +510,7 @@ fn fwm_columns(file: &Path, fields_node: &Node, i: usize) -> Result<WindowFields
 fn fwm_spec(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Result<FwmSpec, ConfigError> {
     let k = |s: &str| format!("fwm[{i}].{s}");
     item.expect_object(file, &format!("fwm[{i}]"))?;
-    crate::config::warn_of_keys(item, file, &format!("fwm[{i}]"), &["name", "fields", "time", "limit", "extended", "mem-m", "export-lua"], &[]);
+    crate::config::warn_of_keys(item, file, &format!("fwm[{i}]"), &["name", "fields", "time", "limit", "extended", "create-index", "mem-m", "export-lua"], &[]);
     let name_node = item.get("name").ok_or_else(|| item.error(file, &k("name"), "missing name"))?;
     let name = name_node.as_str(file, &k("name"))?.to_string();
     if name.is_empty() || name.contains('/') {
@@ -534,6 +534,15 @@ fn fwm_spec(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Res
         None => false,
     };
     let mem_m = item.mib_or("mem-m", file, &k("mem-m"), window::DEFAULT_FWM_MEM_M)?;
+    // The original's: false or "off" leaves the index out; any other value keeps it.
+    let create_index = match item.get("create-index") {
+        Some(n) => match &n.value {
+            crate::config::json::Value::Bool(b) => *b,
+            crate::config::json::Value::String(s) => s != "off",
+            _ => return Err(n.error(file, &k("create-index"), format!("expected true, false or \"off\", found {}", n.kind()))),
+        },
+        None => true,
+    };
     Ok(FwmSpec {
         object: object.to_string(),
         table: format!("{}_{}", flat_name(object), name),
@@ -545,6 +554,7 @@ fn fwm_spec(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Res
         time,
         limit,
         extended,
+        create_index,
         mem_bytes: (mem_m as usize).saturating_mul(1 << 20),
         active: AtomicBool::new(!extended),
         holders: Default::default(),

@@ -141,6 +141,9 @@ pub struct FwmSpec {
     pub time: u64,
     pub limit: Option<usize>,
     pub extended: bool,
+    /// Whether the export file makes the table's index on `time` (the original's
+    /// `"create-index": false` or `"off"` leaves it out).
+    pub create_index: bool,
     /// Bound of a worker's map of this window (`mem-m`): see [`FwmSpec::new_map`].
     pub mem_bytes: usize,
     /// Whether rows are collected now (always for ordinary windows; switched for extended ones).
@@ -396,6 +399,7 @@ mod tests {
             time,
             limit: None,
             extended: false,
+            create_index: true,
             mem_bytes: usize::MAX,
             active: AtomicBool::new(true),
             holders: AtomicUsize::new(0),

@@ -4,6 +4,10 @@
 
 use super::*;
 
+/// `back2norm-time` when a limit does not give it: the original's 30 s, so an alert does not
+/// end (and start again) with every dip of a rate around its threshold.
+pub const DEFAULT_BACK2NORM_S: u64 = 30;
+
 /// A key value as text.
 pub fn format_value(id: FieldId, v: u128) -> String {
     match id.def().kind {
@@ -226,7 +230,7 @@ fn parse_limit(file: &Path, dir: &Path, l: &Node, k: &str, kind: LimitKind, n_ag
         kind,
         default,
         limits_file: path("limits")?,
-        back2norm_ms: l.seconds_or("back2norm-time", file, &sub("back2norm-time"), 0, 0)? * 1000,
+        back2norm_ms: l.seconds_or("back2norm-time", file, &sub("back2norm-time"), 0, DEFAULT_BACK2NORM_S)? * 1000,
         action_script: script("action-script")?,
         back2norm_script: script("back2norm-script")?,
         ext_names,

@@ -112,6 +112,21 @@ fn overlimit_on_the_exact_flow_and_back2norm_after_quiet_time() {
 }
 
 #[test]
+fn back2norm_time_defaults_to_the_originals_30_s() {
+    let d = tmp("b2n-default");
+    let (m, rx) = mavg(r#"{"name": "m", "time": 1, "fields": ["dst host", "octets"], "overlimit": [{"name": "l", "default": [1000]}]}"#, &d);
+    assert_eq!(m.limits[0].back2norm_ms, 30_000);
+    m.update(&flow(7, 5000), T0);
+    assert_eq!(events(&rx).len(), 1, "started");
+    // Quiet from then on: still on 29 s after it was last over, back to normal at 30 s.
+    m.sweep(T0 + 1);
+    m.sweep(T0 + 29_000);
+    assert!(events(&rx).iter().all(|e| e.0 != Phase::Back2Norm));
+    m.sweep(T0 + 30_001);
+    assert_eq!(events(&rx).iter().map(|e| e.0).collect::<Vec<_>>(), [Phase::Back2Norm]);
+}
+
+#[test]
 fn each_overlimit_starts_on_its_own_crossing_flow() {
     // Two overlimits on two fields; "bytes" has no packets threshold. The lower of the two
     // packets thresholds decides first.
