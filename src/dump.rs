@@ -70,7 +70,7 @@ impl Dumper {
     pub fn open(target: &DumpTarget) -> std::io::Result<Option<Dumper>> {
         let file = match target {
             DumpTarget::None => return Ok(None),
-            DumpTarget::Syslog => None,
+            DumpTarget::Syslog | DumpTarget::Stdout => None,
             DumpTarget::File(p) => Some(std::fs::OpenOptions::new().create(true).append(true).open(p)?),
         };
         Ok(Some(Dumper { target: target.clone(), file, line: String::new() }))
@@ -78,13 +78,18 @@ impl Dumper {
 
     pub fn write(&mut self, flow: &Flow, rec: &RecordView<'_>) {
         format_flow(flow, rec, &mut self.line);
-        match &mut self.file {
-            Some(f) => {
+        match (&mut self.file, &self.target) {
+            (Some(f), _) => {
                 self.line.push('\n');
                 // One write per line on an append-mode file: lines of several workers never mix.
                 let _ = f.write_all(self.line.as_bytes());
             }
-            None => {
+            (None, DumpTarget::Stdout) => {
+                self.line.push('\n');
+                // One write per line under the lock: lines of several workers never mix.
+                let _ = std::io::stdout().lock().write_all(self.line.as_bytes());
+            }
+            (None, _) => {
                 debug_assert_eq!(self.target, DumpTarget::Syslog);
                 crate::log::debug_always(&self.line);
             }

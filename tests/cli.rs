@@ -147,6 +147,24 @@ fn misspelt_keys_are_warned_of_with_their_likely_meaning_and_the_originals_unsup
 }
 
 #[test]
+fn dump_flows_to_stdout_as_the_original_can() {
+    let d = workdir("dump-stdout");
+    let f = config(&d, 2055);
+    let text = std::fs::read_to_string(&f).unwrap().replace(r#""dump-flows": "dump.txt""#, r#""dump-flows": "stdout""#);
+    std::fs::write(&f, text).unwrap();
+    // The object dumps its own flows to stdout too: each flow twice.
+    std::fs::write(d.join("mo/all/mo.conf"), r#"{"debug": {"dump-flows": "stdout"}, "fwm": [{"name": "total", "fields": ["octets"], "time": 3600}]}"#).unwrap();
+    let out = bin().arg("-c").arg(&f).arg("--read-pcap").arg(data_dir().join("exporters/softflowd-v9.pcap")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    // softflowd's export of the known capture: 100 flows.
+    assert_eq!(lines.len(), 2 * 100, "{stdout}");
+    assert!(lines.iter().all(|l| l.starts_with("IPv") && l.contains("; *dev-ip: ")), "{stdout}");
+    assert!(!d.join("stdout").exists(), "not a file named stdout");
+}
+
+#[test]
 fn check_config_names_file_line_column_and_key() {
     let d = workdir("check");
     let f = config(&d, 2055);

@@ -39,6 +39,8 @@ pub enum CaptureSpec {
 pub enum DumpTarget {
     None,
     Syslog,
+    /// Standard output (the original's `"stdout"`).
+    Stdout,
     File(PathBuf),
 }
 
@@ -338,6 +340,7 @@ pub fn dump_target(file: &Path, base: &Path, node: Option<&Node>, key: &str, err
     match node.map(|n| ok_or(n.as_str(file, key), errors, "none")) {
         None | Some("none") | Some("") => DumpTarget::None,
         Some("syslog") => DumpTarget::Syslog,
+        Some("stdout") => DumpTarget::Stdout,
         Some(path) => DumpTarget::File(resolve(base, path)),
     }
 }
