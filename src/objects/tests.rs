@@ -58,18 +58,21 @@ fn guide_ingress_object_with_nested_child() {
 }
 
 #[test]
-fn create_index_takes_the_originals_values() {
+fn create_index_and_a_zero_limit_take_the_originals_values() {
     let d = tree(
         "create-index",
         &[(
             "mo/o/mo.conf",
             r#"{ "fwm": [ {"name": "plain", "fields": ["octets"]}, {"name": "off", "fields": ["octets"], "create-index": "off"},
-                          {"name": "no", "fields": ["octets"], "create-index": false}, {"name": "on", "fields": ["octets"], "create-index": "on"} ] }"#,
+                          {"name": "no", "fields": ["octets"], "create-index": false}, {"name": "on", "fields": ["octets"], "create-index": "on"},
+                          {"name": "top", "fields": ["octets desc", "src host"], "limit": 10}, {"name": "all", "fields": ["octets desc", "src host"], "limit": 0} ] }"#,
         )],
     );
     let o = load(&d.join("mo"), &IpLists::new()).unwrap();
     let index = |w: &str| o.window("o", w).unwrap().create_index;
     assert_eq!((index("plain"), index("off"), index("no"), index("on")), (true, false, false, true));
+    // A limit of 0 is none, as in the original (not every row summed into the NULL one).
+    assert_eq!((o.window("o", "top").unwrap().limit, o.window("o", "all").unwrap().limit), (Some(10), None));
     std::fs::write(d.join("mo/o/mo.conf"), r#"{ "fwm": [ {"name": "w", "fields": ["octets"], "create-index": 0} ] }"#).unwrap();
     assert_eq!(load_errors(&d), [format!("{}:1:64: 'fwm[0].create-index': expected true, false or \"off\", found a number", d.join("mo/o/mo.conf").display())]);
 }
