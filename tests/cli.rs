@@ -116,7 +116,7 @@ fn misspelt_keys_are_warned_of_with_their_likely_meaning_and_the_originals_unsup
     std::fs::write(d.join("devices.conf"), devices).unwrap();
     std::fs::create_dir_all(d.join("mo/victim")).unwrap();
     let mo = r#"{ "filter": "dst net 10.0.0.0/8", "classification": [ {"id": 1, "fields": ["proto"]} ],
-  "fwm": [ {"name": "w", "fields": ["octets", "dst host"], "limt": 10} ],
+  "fwm": [ {"name": "w", "fields": ["octets", "dst host"], "limt": 10, "time": 0} ],
   "mavg": [ {"name": "m", "fields": ["dst host", "octets"], "mem_m": 16,
              "overlimit": [ {"name": "l1", "default": [1000], "action_script": "/bin/true"} ] } ] }"#;
     std::fs::write(d.join("mo/victim/mo.conf"), mo).unwrap();
@@ -139,6 +139,10 @@ fn misspelt_keys_are_warned_of_with_their_likely_meaning_and_the_originals_unsup
         let line_text = format!("warning: {}:{line}:{col}: {msg}", file.display());
         assert!(err.contains(&line_text), "{line_text}\nnot in:\n{err}");
     }
+    // A time of 0 is the default, with a warning at the value, as the original does.
+    let (line, col) = position(mo, "\"time\": 0");
+    let zero = format!("warning: {}:{line}:{}: 'fwm[0].time': 0 s: the default, 30 s, is used (as the original does)", mo_file.display(), col + 8);
+    assert!(err.contains(&zero), "{zero}\nnot in:\n{err}");
     // The original's keys for features this version does not have are listed with -v only.
     assert_eq!(err.lines().filter(|l| l.contains("unknown key") || l.contains("does not support")).count(), want.len(), "{err}");
     assert!(!err.contains("clsf-dir"), "{err}");

@@ -138,6 +138,18 @@ pub fn warn_of_keys(node: &Node, file: &Path, path: &str, known: &[&str], unsupp
     }
 }
 
+/// The duration `name` of the object `item` (at key path `key`), `default` when absent; 0 is
+/// taken as absent, with a warning, as the original does (it logs and uses its default).
+pub fn seconds_or_default_for_zero(item: &Node, file: &Path, key: &str, name: &str, default: u64) -> Result<u64, ConfigError> {
+    match item.get(name) {
+        Some(n) if n.as_u64(file, key) == Ok(0) => {
+            crate::log::warn(&n.error(file, key, format!("0 s: the default, {default} s, is used (as the original does)")).to_string());
+            Ok(default)
+        }
+        _ => item.seconds_or(name, file, key, 1, default),
+    }
+}
+
 /// Reads and validates `xenoeye.conf` and the devices file it names.
 pub fn load(file: &Path) -> Result<Config, Vec<ConfigError>> {
     let root = json::parse_file(file).map_err(|e| vec![e])?;

@@ -524,7 +524,7 @@ fn fwm_spec(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Res
     if keys.len() > MAX_KEY_FIELDS {
         return Err(fields_node.error(file, &k("fields"), format!("at most {MAX_KEY_FIELDS} key fields")));
     }
-    let time = item.seconds_or("time", file, &k("time"), 1, 30)?;
+    let time = crate::config::seconds_or_default_for_zero(item, file, &k("time"), "time", 30)?;
     // 0 is no limit, as in the original.
     let limit = match item.get("limit") {
         Some(n) => Some(n.as_u64(file, &k("limit"))? as usize).filter(|&l| l > 0),

@@ -78,6 +78,23 @@ fn create_index_and_a_zero_limit_take_the_originals_values() {
 }
 
 #[test]
+fn zero_durations_are_the_defaults_as_in_the_original() {
+    let d = tree(
+        "zero-durations",
+        &[(
+            "mo/o/mo.conf",
+            r#"{ "fwm": [ {"name": "w", "fields": ["octets"], "time": 0} ],
+                 "mavg": [ {"name": "m", "time": "0", "fields": ["dst host", "octets"],
+                            "overlimit": [ {"name": "l", "default": [1], "back2norm-time": 0} ] } ] }"#,
+        )],
+    );
+    let o = load(&d.join("mo"), &IpLists::new()).unwrap();
+    assert_eq!(o.window("o", "w").unwrap().time, 30);
+    let m = &o.mavgs[0];
+    assert_eq!((m.time_ms, m.limits[0].back2norm_ms), (5_000, 30_000));
+}
+
+#[test]
 fn errors_name_file_line_column_and_key() {
     let d = tree(
         "err",
@@ -85,7 +102,6 @@ fn errors_name_file_line_column_and_key() {
             ("mo/a/mo.conf", "{\n  \"filter\": \"dst nett 1.2.3.4\"\n}"),
             ("mo/b/mo.conf", "{ \"fwm\": [ {\"name\": \"x\", \"fields\": [\"octets\", \"host\"]} ] }"),
             ("mo/c/mo.conf", "{ \"fwm\": [ {\"name\": \"x\", \"fields\": [\"proto\"]} ] }"),
-            ("mo/d/mo.conf", "{ \"fwm\": [ {\"name\": \"x\", \"fields\": [\"octets\"], \"time\": \"0\"} ] }"),
             ("mo/e/mo.conf", "{ \"fwm\": [ {\"name\": \"x\", \"fields\": [\"octets\"], \"mem-m\": 0} ] }"),
             ("mo/f/mo.conf", "{ \"mavg\": [ {\"name\": \"m\", \"fields\": [\"dst host\", \"octets\"],\n  \"mem-m\": 0} ] }"),
             // Durations beyond a year (these overflowed the clock arithmetic).
@@ -94,18 +110,18 @@ fn errors_name_file_line_column_and_key() {
         ],
     );
     let text = load_errors(&d);
-    assert_eq!(text.len(), 8, "{text:?}");
-    assert!(text[4].contains("'fwm[0].mem-m': mem-m must be at least 1 (MiB)"), "{}", text[4]);
-    assert!(text[5].ends_with("f/mo.conf:2:12: 'mavg[0].mem-m': mem-m must be at least 1 (MiB)"), "{}", text[5]);
+    // (A time of 0 is no error: the default, as in the original; see above.)
+    assert_eq!(text.len(), 7, "{text:?}");
+    assert!(text[3].contains("'fwm[0].mem-m': mem-m must be at least 1 (MiB)"), "{}", text[3]);
+    assert!(text[4].ends_with("f/mo.conf:2:12: 'mavg[0].mem-m': mem-m must be at least 1 (MiB)"), "{}", text[4]);
     assert!(text[0].ends_with("a/mo.conf:2:18: 'filter': column 5: unknown field (at 'nett')"), "{}", text[0]);
     assert!(text[1].contains("'fwm[0].fields[1]': \"host\" needs \"src\" or \"dst\""), "{}", text[1]);
     assert!(text[2].contains("needs at least one of octets, packets, bits"), "{}", text[2]);
-    assert!(text[3].contains("'fwm[0].time': expected 1 to 31622400 seconds (a year), found 0"), "{}", text[3]);
-    assert!(text[6].ends_with("g/mo.conf:1:67: 'mavg[0].time': expected 1 to 31622400 seconds (a year), found 18446744073709551615"), "{}", text[6]);
+    assert!(text[5].ends_with("g/mo.conf:1:67: 'mavg[0].time': expected 1 to 31622400 seconds (a year), found 18446744073709551615"), "{}", text[5]);
     assert!(
-        text[7].ends_with("'mavg[0].overlimit[0].back2norm-time': expected 0 to 31622400 seconds (a year), found 99999999999"),
+        text[6].ends_with("'mavg[0].overlimit[0].back2norm-time': expected 1 to 31622400 seconds (a year), found 99999999999"),
         "{}",
-        text[7]
+        text[6]
     );
 }
 

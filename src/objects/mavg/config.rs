@@ -4,8 +4,8 @@
 
 use super::*;
 
-/// `back2norm-time` when a limit does not give it: the original's 30 s, so an alert does not
-/// end (and start again) with every dip of a rate around its threshold.
+/// `back2norm-time` when a limit does not give it (or gives 0): the original's 30 s, so an
+/// alert does not end (and start again) with every dip of a rate around its threshold.
 pub const DEFAULT_BACK2NORM_S: u64 = 30;
 
 /// A key value as text.
@@ -81,7 +81,7 @@ pub fn parse(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Re
     if KeyLayout::new(&keys).words > MAVG_WORDS {
         return Err(fields_node.error(file, &k("fields"), "too many key fields for a moving average (at most 5 words: a number or two IPv4 addresses take one, an IPv6 address two)"));
     }
-    let time = item.seconds_or("time", file, &k("time"), 1, 5)?;
+    let time = crate::config::seconds_or_default_for_zero(item, file, &k("time"), "time", 5)?;
     let mem_m = item.mib_or("mem-m", file, &k("mem-m"), 256)?;
     let dump = Some(item.seconds_or("dump", file, &k("dump"), 0, 0)?).filter(|&d| d > 0);
     let layout = KeyLayout::new(&keys);
@@ -230,7 +230,7 @@ fn parse_limit(file: &Path, dir: &Path, l: &Node, k: &str, kind: LimitKind, n_ag
         kind,
         default,
         limits_file: path("limits")?,
-        back2norm_ms: l.seconds_or("back2norm-time", file, &sub("back2norm-time"), 0, DEFAULT_BACK2NORM_S)? * 1000,
+        back2norm_ms: crate::config::seconds_or_default_for_zero(l, file, &sub("back2norm-time"), "back2norm-time", DEFAULT_BACK2NORM_S)? * 1000,
         action_script: script("action-script")?,
         back2norm_script: script("back2norm-script")?,
         ext_names,
