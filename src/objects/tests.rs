@@ -78,20 +78,22 @@ fn create_index_and_a_zero_limit_take_the_originals_values() {
 }
 
 #[test]
-fn zero_durations_are_the_defaults_as_in_the_original() {
+fn zero_durations_and_unnamed_limits_are_taken_as_in_the_original() {
     let d = tree(
         "zero-durations",
         &[(
             "mo/o/mo.conf",
             r#"{ "fwm": [ {"name": "w", "fields": ["octets"], "time": 0} ],
                  "mavg": [ {"name": "m", "time": "0", "fields": ["dst host", "octets"],
-                            "overlimit": [ {"name": "l", "default": [1], "back2norm-time": 0} ] } ] }"#,
+                            "overlimit": [ {"name": "l", "default": [1], "back2norm-time": 0}, {"default": [2]} ] } ] }"#,
         )],
     );
     let o = load(&d.join("mo"), &IpLists::new()).unwrap();
     assert_eq!(o.window("o", "w").unwrap().time, 30);
     let m = &o.mavgs[0];
     assert_eq!((m.time_ms, m.limits[0].back2norm_ms), (5_000, 30_000));
+    // A limit without a name is named by its place, as the original does.
+    assert_eq!(m.limits.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(), ["l", "1"]);
 }
 
 #[test]

@@ -161,7 +161,7 @@ fn parse_limits(file: &Path, dir: &Path, item: &Node, i: usize, n_aggs: usize, o
         let Some(list) = item.get(key) else { continue };
         for (j, l) in list.as_array(file, &format!("mavg[{i}].{key}"))?.iter().enumerate() {
             let at = format!("mavg[{i}].{key}[{j}]");
-            let limit = parse_limit(file, dir, l, &at, kind, n_aggs, owner)?;
+            let limit = parse_limit(file, dir, l, (&at, j), kind, n_aggs, owner)?;
             // Overlimits and underlimits share the notification files' names.
             if limits.iter().any(|o: &LimitSpec| o.name == limit.name) {
                 return Err(l.error(file, &format!("{at}.name"), format!("limit \"{}\" defined twice in this moving average", limit.name)));
@@ -178,12 +178,20 @@ fn shape_of(name: &str, keys: &[FieldId], aggs: &[Agg], time: u64, limits: &[Lim
     format!("{name} {keys:?} {aggs:?} {time} {limits:?}")
 }
 
-fn parse_limit(file: &Path, dir: &Path, l: &Node, k: &str, kind: LimitKind, n_aggs: usize, owner: &str) -> Result<LimitSpec, ConfigError> {
+/// One limit element, at key path `k`, the `place`-th of its list.
+fn parse_limit(file: &Path, dir: &Path, l: &Node, (k, place): (&str, usize), kind: LimitKind, n_aggs: usize, owner: &str) -> Result<LimitSpec, ConfigError> {
     let sub = |s: &str| format!("{k}.{s}");
     l.expect_object(file, k)?;
     let known = ["name", "default", "limits", "back2norm-time", "action-script", "back2norm-script", "ext", "action-lua", "back2norm-lua"];
     crate::config::warn_of_keys(l, file, k, &known, &[]);
-    let name = l.get("name").ok_or_else(|| l.error(file, &sub("name"), "missing name"))?.as_str(file, &sub("name"))?.to_string();
+    let name = match l.get("name") {
+        Some(n) => n.as_str(file, &sub("name"))?.to_string(),
+        None => {
+            // As the original does (it names a limit without a name by its place).
+            crate::log::warn(&l.error(file, &sub("name"), format!("no name: named \"{place}\" by its place in the list, as the original does")).to_string());
+            place.to_string()
+        }
+    };
     let mut default = vec![f64::NAN; n_aggs];
     if let Some(d) = l.get("default") {
         for (i, v) in d.as_array(file, &sub("default"))?.iter().enumerate().take(n_aggs) {
