@@ -60,38 +60,42 @@ fn format_element(spec: &FieldSpec, value: &[u8], out: &mut String) {
 
 /// Where a worker (or an object) writes its dump lines.
 pub struct Dumper {
-    target: DumpTarget,
-    file: Option<std::fs::File>,
+    out: Output,
     line: String,
+}
+
+/// An open dump target.
+enum Output {
+    Syslog,
+    Stdout,
+    File(std::fs::File),
 }
 
 impl Dumper {
     /// `None` when dumping is off.
     pub fn open(target: &DumpTarget) -> std::io::Result<Option<Dumper>> {
-        let file = match target {
+        let out = match target {
             DumpTarget::None => return Ok(None),
-            DumpTarget::Syslog | DumpTarget::Stdout => None,
-            DumpTarget::File(p) => Some(std::fs::OpenOptions::new().create(true).append(true).open(p)?),
+            DumpTarget::Syslog => Output::Syslog,
+            DumpTarget::Stdout => Output::Stdout,
+            DumpTarget::File(p) => Output::File(std::fs::OpenOptions::new().create(true).append(true).open(p)?),
         };
-        Ok(Some(Dumper { target: target.clone(), file, line: String::new() }))
+        Ok(Some(Dumper { out, line: String::new() }))
     }
 
     pub fn write(&mut self, flow: &Flow, rec: &RecordView<'_>) {
         format_flow(flow, rec, &mut self.line);
-        match (&mut self.file, &self.target) {
-            (Some(f), _) => {
+        // One write per line (on an append-mode file, under stdout's lock): lines of several
+        // workers never mix.
+        match &mut self.out {
+            Output::Syslog => crate::log::debug_always(&self.line),
+            Output::Stdout => {
                 self.line.push('\n');
-                // One write per line on an append-mode file: lines of several workers never mix.
-                let _ = f.write_all(self.line.as_bytes());
-            }
-            (None, DumpTarget::Stdout) => {
-                self.line.push('\n');
-                // One write per line under the lock: lines of several workers never mix.
                 let _ = std::io::stdout().lock().write_all(self.line.as_bytes());
             }
-            (None, _) => {
-                debug_assert_eq!(self.target, DumpTarget::Syslog);
-                crate::log::debug_always(&self.line);
+            Output::File(f) => {
+                self.line.push('\n');
+                let _ = f.write_all(self.line.as_bytes());
             }
         }
     }

@@ -36,6 +36,13 @@ pub struct Key {
     pub col: u32,
 }
 
+impl Key {
+    /// An error (or warning) at this key, which is `name` under the key path `path`.
+    pub fn error(&self, file: &Path, path: &str, msg: impl Into<String>) -> ConfigError {
+        ConfigError { file: file.to_path_buf(), line: self.line, col: self.col, key: key_path(path, &self.name), msg: msg.into() }
+    }
+}
+
 /// A configuration error: where it is and what is wrong.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigError {
@@ -381,12 +388,9 @@ impl Node {
         self.members()
             .iter()
             .filter(|(k, _)| !known.contains(&k.name.as_str()))
-            .map(|(k, _)| {
-                let msg = match closest(&k.name, known) {
-                    Some(c) => format!("unknown key, ignored (did you mean '{c}'?)"),
-                    None => "unknown key, ignored".to_string(),
-                };
-                ConfigError { file: file.to_path_buf(), line: k.line, col: k.col, key: key_path(path, &k.name), msg }
+            .map(|(k, _)| match closest(&k.name, known) {
+                Some(c) => k.error(file, path, format!("unknown key, ignored (did you mean '{c}'?)")),
+                None => k.error(file, path, "unknown key, ignored"),
             })
             .collect()
     }
@@ -405,7 +409,7 @@ impl Node {
 }
 
 /// `name` under the key path `path` (which may be empty).
-pub fn key_path(path: &str, name: &str) -> String {
+fn key_path(path: &str, name: &str) -> String {
     if path.is_empty() {
         name.to_string()
     } else {

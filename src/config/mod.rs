@@ -133,8 +133,7 @@ pub fn warn_of_keys(node: &Node, file: &Path, path: &str, known: &[&str], unsupp
         crate::log::warn(&w.to_string());
     }
     for (k, _) in node.members().iter().filter(|(k, _)| unsupported.contains(&k.name.as_str())) {
-        let w = ConfigError { file: file.to_path_buf(), line: k.line, col: k.col, key: json::key_path(path, &k.name), msg: UNSUPPORTED.into() };
-        crate::log::warn(&w.to_string());
+        crate::log::warn(&k.error(file, path, UNSUPPORTED).to_string());
     }
 }
 
