@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{http_get, metric, v9_frame, workdir, write_pcap, CraftedFlow, Frame, TestDir};
+use common::{free_port, http_get, metric, v9_frame, workdir, write_pcap, CraftedFlow, Frame, TestDir};
 use std::path::Path;
 use std::process::Command;
 
@@ -481,10 +481,6 @@ fn an_alert_switches_on_another_objects_extended_window_named_object_slash_name(
     assert_eq!(rows.len(), 1, "one talker: {text}");
     assert!(rows[0].contains("'198.51.100.7'") && rows[0].contains("'10.0.0.9'"), "{text}");
     assert_eq!(rows[0].split(',').nth(1).unwrap().trim().parse::<u64>().unwrap(), flood_octets - 1_000_000);
-}
-
-fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn now_ms() -> u64 {

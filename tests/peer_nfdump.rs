@@ -7,14 +7,13 @@
 
 mod common;
 
-use common::data_dir;
+use common::{data_dir, free_port, udp_datagrams, CapturedDatagram};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::path::Path;
 use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use xenoeye::capture::link::udp_payload;
 use xenoeye::decode::{Datagram, Decoder, FlowSink, RecordView};
 use xenoeye::devices::Devices;
 use xenoeye::fields::FieldId;
@@ -64,19 +63,6 @@ enum Differ {
     TheirsWithoutAddresses,
 }
 
-/// The datagrams of `capture`: (exporter, UDP payload, time).
-fn datagrams(capture: &Path) -> Vec<(IpAddr, Vec<u8>, u64)> {
-    let mut cap = pcap::Capture::from_file(capture).unwrap();
-    let linktype = cap.get_datalink().0;
-    let mut out = Vec::new();
-    while let Ok(p) = cap.next_packet() {
-        if let Some(udp) = udp_payload(linktype, p.data) {
-            out.push((udp.src, udp.payload.to_vec(), p.header.ts.tv_sec as u64 * 1000));
-        }
-    }
-    out
-}
-
 /// An address as a key prints it: "0" when absent or all zero.
 fn address(text: Option<String>) -> String {
     match text.as_deref() {
@@ -120,11 +106,11 @@ impl FlowSink for Flows {
     }
 }
 
-fn ours(grams: &[(IpAddr, Vec<u8>, u64)]) -> Totals {
+fn ours(grams: &[CapturedDatagram]) -> Totals {
     let mut decoder = Decoder::new(Arc::new(Devices::default()), None);
     let mut sink = Flows::default();
-    for (exporter, bytes, time_ms) in grams {
-        decoder.decode(&Datagram { bytes, exporter: *exporter, time_ms: *time_ms }, &mut sink);
+    for g in grams {
+        decoder.decode(&Datagram { bytes: &g.payload, exporter: g.src, time_ms: g.time_ms }, &mut sink);
     }
     sink.0
 }
@@ -177,14 +163,14 @@ fn udp_queue(port: u16) -> Option<u64> {
 /// nfdump's flows of `grams`: sent to a fresh nfcapd (each exporter from an address of its
 /// own, 127.0.1.N: nfcapd keeps templates per exporter), which is stopped once it has read
 /// them all.
-fn theirs(grams: &[(IpAddr, Vec<u8>, u64)], dir: &Path) -> Totals {
-    let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+fn theirs(grams: &[CapturedDatagram], dir: &Path) -> Totals {
+    let port = free_port();
     let mut child = nfcapd(dir, port);
     let mut sockets: HashMap<IpAddr, UdpSocket> = HashMap::new();
-    for (exporter, bytes, _) in grams {
+    for g in grams {
         let n = sockets.len() as u8;
-        let socket = sockets.entry(*exporter).or_insert_with(|| UdpSocket::bind((Ipv4Addr::new(127, 0, 1, n + 1), 0)).unwrap());
-        socket.send_to(bytes, ("127.0.0.1", port)).unwrap();
+        let socket = sockets.entry(g.src).or_insert_with(|| UdpSocket::bind((Ipv4Addr::new(127, 0, 1, n + 1), 0)).unwrap());
+        socket.send_to(&g.payload, ("127.0.0.1", port)).unwrap();
     }
     wait_for("nfcapd to read every datagram", || udp_queue(port) == Some(0));
     // SIGTERM: nfcapd writes its file and exits.
@@ -234,7 +220,7 @@ fn agree(ours: &Totals, theirs: &Totals, differ: Option<Differ>) -> bool {
 /// Compares one capture; returns its flows (ours) and what is wrong, if anything.
 fn compare(capture: &Path) -> (u64, Option<String>) {
     let name = capture.strip_prefix(data_dir()).unwrap().display().to_string();
-    let grams = datagrams(capture);
+    let grams = udp_datagrams(capture);
     let dir = common::workdir(&format!("nfdump-{}", capture.file_stem().unwrap().to_string_lossy()));
     let (ours, theirs) = (ours(&grams), theirs(&grams, &dir));
     let differ = DIFFERENCES.iter().find(|(n, _, _)| *n == name).map(|(_, d, _)| *d);

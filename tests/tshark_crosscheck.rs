@@ -7,13 +7,12 @@
 
 mod common;
 
-use common::data_dir;
+use common::{data_dir, udp_datagrams, CapturedDatagram};
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
-use xenoeye::capture::link::udp_payload;
 use xenoeye::decode::template::read_be;
 use xenoeye::decode::{Datagram, Decoder, FlowSink, RecordView};
 use xenoeye::flow::Flow;
@@ -82,47 +81,31 @@ impl FlowSink for Elements {
     }
 }
 
-/// Our decoding of `capture`, datagram by datagram (frames without a UDP datagram give none).
-fn ours(capture: &Path) -> Vec<(usize, Values)> {
-    let mut cap = pcap::Capture::from_file(capture).unwrap();
-    let linktype = cap.get_datalink().0;
+/// Our decoding of `grams`, datagram by datagram, with the frame each came in.
+fn ours(grams: &[CapturedDatagram]) -> Vec<(usize, Values)> {
     let mut decoder = Decoder::new(Arc::new(Devices::default()), None);
     let mut sink = Elements::default();
     let mut out = Vec::new();
-    let mut frame = 0;
-    while let Ok(p) = cap.next_packet() {
-        frame += 1;
-        let Some(udp) = udp_payload(linktype, p.data) else { continue };
+    for g in grams {
         let before = sink.0.len();
-        let time_ms = p.header.ts.tv_sec as u64 * 1000;
-        decoder.decode(&Datagram { bytes: udp.payload, exporter: udp.src, time_ms }, &mut sink);
+        decoder.decode(&Datagram { bytes: &g.payload, exporter: g.src, time_ms: g.time_ms }, &mut sink);
         let values = FIELDS
             .iter()
             .map(|&(_, ies, address)| sink.0[before..].iter().flatten().filter(|(ie, _)| ies.contains(ie)).map(|(_, v)| text(v, address)).collect())
             .collect();
-        out.push((frame, values));
+        out.push((g.frame, values));
     }
     out
 }
 
-/// UDP destination ports of `capture`'s datagrams (tshark is told they carry NetFlow).
-fn ports(capture: &Path) -> BTreeSet<u16> {
-    let mut cap = pcap::Capture::from_file(capture).unwrap();
-    let linktype = cap.get_datalink().0;
-    let mut ports = BTreeSet::new();
-    while let Ok(p) = cap.next_packet() {
-        if let Some(udp) = udp_payload(linktype, p.data) {
-            ports.insert(udp.dst_port);
-        }
-    }
-    ports
-}
-
-/// tshark's decoding of `capture`: per frame, per element of [`FIELDS`], its values.
-fn theirs(capture: &Path) -> Vec<Values> {
+/// tshark's decoding of `capture` (whose datagrams are `grams`): per frame, per element of
+/// [`FIELDS`], its values.
+fn theirs(capture: &Path, grams: &[CapturedDatagram]) -> Vec<Values> {
     let mut cmd = Command::new("tshark");
     cmd.arg("-n").arg("-r").arg(capture);
-    for port in ports(capture) {
+    // tshark is told the datagrams' destination ports carry NetFlow.
+    let ports: BTreeSet<u16> = grams.iter().map(|g| g.dst_port).collect();
+    for port in ports {
         cmd.args(["-d", &format!("udp.port=={port},cflow")]);
     }
     cmd.args(["-T", "fields", "-E", "occurrence=a", "-E", "aggregator=,", "-E", "separator=/t"]);
@@ -195,7 +178,8 @@ fn agrees(ours: &[String], theirs: &[String], expect: Expect) -> bool {
 /// Compares our decoding of `capture` (`name` under tests/data) with tshark's; returns the
 /// values compared, the differences found, and the datagrams found listed as exceptions.
 fn compare(capture: &Path, name: &str) -> (usize, Vec<String>, Vec<(Expect, String)>) {
-    let (ours, theirs) = (ours(capture), theirs(capture));
+    let grams = udp_datagrams(capture);
+    let (ours, theirs) = (ours(&grams), theirs(capture, &grams));
     let mut compared = 0;
     let mut differences = Vec::new();
     let mut exceptions = Vec::new();

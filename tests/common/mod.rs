@@ -52,6 +52,37 @@ pub fn data_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data")
 }
 
+/// A UDP datagram of a capture: the number of the frame that held it (from 1), its source,
+/// destination port, payload and time (ms, to the second as the replays take it).
+pub struct CapturedDatagram {
+    pub frame: usize,
+    pub src: std::net::IpAddr,
+    pub dst_port: u16,
+    pub payload: Vec<u8>,
+    pub time_ms: u64,
+}
+
+/// The UDP datagrams of the capture `path` (frames without one are skipped).
+pub fn udp_datagrams(path: &Path) -> Vec<CapturedDatagram> {
+    let mut cap = pcap::Capture::from_file(path).unwrap();
+    let linktype = cap.get_datalink().0;
+    let mut out = Vec::new();
+    let mut frame = 0;
+    while let Ok(p) = cap.next_packet() {
+        frame += 1;
+        if let Some(udp) = xenoeye::capture::link::udp_payload(linktype, p.data) {
+            let time_ms = p.header.ts.tv_sec as u64 * 1000;
+            out.push(CapturedDatagram { frame, src: udp.src, dst_port: udp.dst_port, payload: udp.payload.to_vec(), time_ms });
+        }
+    }
+    out
+}
+
+/// A UDP port free on 127.0.0.1 just now.
+pub fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 /// Captures under tests/data that hold no NetFlow or IPFIX, by the start of their names: sFlow,
 /// and the traffic softflowd metered.
 const NOT_NETFLOW: &[&str] = &["sflow", "traffic.pcap"];
