@@ -931,7 +931,7 @@ pub fn run(cfg: &Config, objects: Arc<Objects>) -> Result<Summary, String> {
     let snapshots: Vec<_> = workers.iter().map(|w| w.published.snapshot.clone()).collect();
     let watch = ExporterWatching { snapshots: snapshots.clone(), watch: silence, last: Instant::now() };
     let metrics_thread = start_metrics(cfg, snapshots, export_stats, hook_stats, &live, watch.watch.clone(), &SHUTDOWN)?;
-    systemd::notify(&format!("READY=1\nSTATUS={} workers, {} monitoring objects", workers.len(), objects.count()));
+    systemd::notify(&format!("READY=1\nSTATUS={}, {}", log::counted(workers.len(), "worker"), objects.summary()));
     let mut retirements = Retirements::default();
     let stopped = supervise(cfg, &live, &hooks_tx, &workers, &hooks, &exporter, &store, &mut save_limiter, &mut retirements, watch);
     systemd::notify("STOPPING=1");

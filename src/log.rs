@@ -21,6 +21,11 @@ pub fn set_quiet(on: bool) {
     QUIET.store(on, Ordering::Relaxed);
 }
 
+/// A count for a log line, singular for one: `counted(1, "worker")` is "1 worker".
+pub fn counted(n: usize, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
 fn emit(priority: libc::c_int, tag: &str, msg: &str) {
     if QUIET.load(Ordering::Relaxed) {
         return;

@@ -45,7 +45,7 @@ fn start(args: &Args) -> Result<ExitCode, ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let result = if args.read_pcap.is_empty() {
-        log::info(&format!("starting with {}: {} monitoring objects", args.config.display(), objects.count()));
+        log::info(&format!("starting with {}: {}", args.config.display(), objects.summary()));
         daemon::run(&cfg, objects)
     } else {
         daemon::replay(&cfg, objects, &args.read_pcap)

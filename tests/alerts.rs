@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{free_port, http_get, metric, v9_frame, workdir, write_pcap, CraftedFlow, Frame, TestDir};
+use common::{free_port, http_get, metric, v9_frame, workdir, write_pcap, CraftedFlow, Frame, Running, TestDir};
 use std::path::Path;
 use std::process::Command;
 
@@ -530,21 +530,21 @@ fn live_conf_on(d: &Path, ports: &[u16]) -> std::path::PathBuf {
 
 /// Starts the collector on `conf` and waits until it is ready, as systemd does: READY=1 comes
 /// once the UDP socket is bound (a fixed sleep here lost the flood on a slow start).
-fn start_live(d: &Path, conf: &Path) -> std::process::Child {
+fn start_live(d: &Path, conf: &Path) -> Running {
     start_live_with(d, conf, std::process::Stdio::piped())
 }
 
 /// [`start_live`] with the collector's log written to the file `err` as it goes.
-fn start_live_logging(d: &Path, conf: &Path, err: &Path) -> std::process::Child {
+fn start_live_logging(d: &Path, conf: &Path, err: &Path) -> Running {
     start_live_with(d, conf, std::fs::File::create(err).unwrap().into())
 }
 
-fn start_live_with(d: &Path, conf: &Path, stderr: std::process::Stdio) -> std::process::Child {
+fn start_live_with(d: &Path, conf: &Path, stderr: std::process::Stdio) -> Running {
     let sock = d.join("notify.sock");
     let _ = std::fs::remove_file(&sock);
     let ready = std::os::unix::net::UnixDatagram::bind(&sock).unwrap();
     ready.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_xenoeye")).arg("-c").arg(conf).env("NOTIFY_SOCKET", &sock).stderr(stderr).spawn().unwrap();
+    let child = Running::spawn(Command::new(env!("CARGO_BIN_EXE_xenoeye")).arg("-c").arg(conf).env("NOTIFY_SOCKET", &sock).stderr(stderr));
     let mut buf = [0u8; 256];
     let n = ready.recv(&mut buf).expect("READY=1 within 30 s");
     assert!(buf[..n].starts_with(b"READY=1"), "{}", String::from_utf8_lossy(&buf[..n]));
@@ -552,7 +552,7 @@ fn start_live_with(d: &Path, conf: &Path, stderr: std::process::Stdio) -> std::p
 }
 
 /// Stops the collector (SIGTERM); returns its log, after checking it exited cleanly.
-fn stop_live(child: std::process::Child) -> String {
+fn stop_live(child: Running) -> String {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();

@@ -3,7 +3,8 @@
 
 mod common;
 
-use common::{data_dir, http_get, metric, read_frames, workdir, write_pcap};
+use common::{data_dir, http_get, metric, read_frames, workdir, write_pcap, Running};
+use std::collections::BTreeSet;
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -346,7 +347,7 @@ fn live_udp_until_sigterm() {
         probe.local_addr().unwrap().port()
     };
     let f = config(&d, port);
-    let child = bin().arg("-c").arg(&f).stderr(Stdio::piped()).spawn().unwrap();
+    let child = Running::spawn(bin().arg("-c").arg(&f).stderr(Stdio::piped()));
     let rounds = send_until(&d, &data_dir().join("exporters/softflowd-v10.pcap"), port, 100);
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let out = child.wait_with_output().unwrap();
@@ -380,7 +381,7 @@ fn live_pcap_capture_on_loopback() {
         &format!(r#"{{"pcap": {{"interface": "lo", "filter": "udp and dst port {port}"}}}}"#),
     );
     std::fs::write(&f, text).unwrap();
-    let child = bin().arg("-c").arg(&f).stderr(Stdio::piped()).spawn().unwrap();
+    let child = Running::spawn(bin().arg("-c").arg(&f).stderr(Stdio::piped()));
     // Nobody listens on the port: the capture sees the datagrams all the same.
     send_until(&d, &data_dir().join("exporters/softflowd-v5.pcap"), port, 76);
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
@@ -462,7 +463,7 @@ fn live_pcap_capture_goes_on_when_its_interface_is_made_anew() {
         r#"{"pcap": {"interface": "xeva", "filter": "udp and dst port 2055"}}"#,
     );
     std::fs::write(&f, text).unwrap();
-    let child = ns.command(env!("CARGO_BIN_EXE_xenoeye")).arg("-c").arg(&f).stderr(Stdio::piped()).spawn().unwrap();
+    let child = Running::spawn(ns.command(env!("CARGO_BIN_EXE_xenoeye")).arg("-c").arg(&f).stderr(Stdio::piped()));
     let (tx, to) = (ns.udp_socket(), ([10, 99, 0, 3], 2055).into());
     let capture = data_dir().join("exporters/softflowd-v5.pcap");
     send_from_until(&d, &capture, &tx, to, 76);
@@ -546,7 +547,7 @@ fn a_socket_listens_on_an_address_the_host_gets_only_later() {
     let f = config(&d, 2055);
     let text = std::fs::read_to_string(&f).unwrap().replace(r#""listen-on": "127.0.0.1""#, r#""listen-on": "10.99.0.9""#);
     std::fs::write(&f, text).unwrap();
-    let mut child = ns.command(env!("CARGO_BIN_EXE_xenoeye")).arg("-c").arg(&f).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = Running::spawn(ns.command(env!("CARGO_BIN_EXE_xenoeye")).arg("-c").arg(&f).stderr(Stdio::piped()));
     let stderr = Stderr::of(&mut child);
     // As at boot, before the interface is configured: the collector starts and says so.
     assert!(stderr.wait_for("listening: udp 10.99.0.9:2055"), "{}", stderr.all());
@@ -596,20 +597,13 @@ fn tells_systemd_ready_reloading_watchdog_and_stopping() {
     let sock_path = d.join("notify.sock");
     let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let child = bin()
-        .arg("-c")
-        .arg(&f)
-        .env("NOTIFY_SOCKET", &sock_path)
-        .env("WATCHDOG_USEC", "200000")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = Running::spawn(bin().arg("-c").arg(&f).env("NOTIFY_SOCKET", &sock_path).env("WATCHDOG_USEC", "200000").stderr(Stdio::piped()));
     let next = || {
         let mut buf = [0u8; 256];
         let n = sock.recv(&mut buf).expect("a notification");
         String::from_utf8_lossy(&buf[..n]).into_owned()
     };
-    assert!(next().starts_with("READY=1\nSTATUS=1 workers, 1 monitoring objects"));
+    assert_eq!(next(), "READY=1\nSTATUS=1 worker, 1 monitoring object, 1 fixed window, 0 moving averages");
     assert_eq!(next(), "WATCHDOG=1");
     unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
     let mut seen = Vec::new();
@@ -640,7 +634,7 @@ fn metrics_count_what_was_sent() {
     // A moving average, for the sweep's metrics.
     std::fs::create_dir_all(d.join("mo/hosts")).unwrap();
     std::fs::write(d.join("mo/hosts/mo.conf"), r#"{"mavg": [{"name": "m", "fields": ["src host", "octets"], "overlimit": [{"name": "l", "default": [1000000000]}]}]}"#).unwrap();
-    let child = bin().arg("-c").arg(&f).stderr(Stdio::piped()).spawn().unwrap();
+    let child = Running::spawn(bin().arg("-c").arg(&f).stderr(Stdio::piped()));
     let maddr = format!("127.0.0.1:{mport}");
     // The metrics server starts after the sockets are bound: once it answers, nothing is lost.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -687,8 +681,35 @@ fn metrics_count_what_was_sent() {
     // Tables this small are never made ahead.
     assert_eq!(metric(&page, "xenoeye_prefault_bytes_total "), Some(0), "{page}");
     assert_eq!(metric(&page, "xenoeye_prefault_skipped_total "), Some(0), "{page}");
+    // The README's table names every metric the page has, and no other.
+    let served: BTreeSet<String> = page.lines().filter_map(|l| l.strip_prefix("# TYPE ")).map(|l| l.split(' ').next().unwrap().to_string()).collect();
+    let documented = readme_metric_names();
+    let (undocumented, gone): (Vec<_>, Vec<_>) = (served.difference(&documented).collect(), documented.difference(&served).collect());
+    assert!(undocumented.is_empty() && gone.is_empty(), "served, not in the README: {undocumented:?}; in the README, not served: {gone:?}");
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait_with_output().unwrap().status.success());
+}
+
+/// The metric names of the README's table (*Metrics and status page*). A cell lists names
+/// after its first in short, from their second `_` on: `xenoeye_mavg_keys`, `_memory_bytes`.
+fn readme_metric_names() -> BTreeSet<String> {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = readme.split("### Metrics and status page").nth(1).expect("the metrics section").split("\n## ").next().unwrap();
+    let mut names = BTreeSet::new();
+    for row in section.lines().filter(|l| l.starts_with("| `")) {
+        let cell = row.split('|').nth(1).unwrap();
+        let mut prefix = String::new();
+        for name in cell.split('`').skip(1).step_by(2) {
+            if name.starts_with('_') {
+                assert!(!prefix.is_empty(), "a short name first in: {row}");
+                names.insert(format!("{prefix}{name}"));
+            } else {
+                prefix = name.splitn(3, '_').take(2).collect::<Vec<_>>().join("_");
+                names.insert(name.to_string());
+            }
+        }
+    }
+    names
 }
 
 #[test]
@@ -699,7 +720,7 @@ fn metrics_during_a_replay_from_standard_input() {
     let f = config(&d, 2055);
     let text = std::fs::read_to_string(&f).unwrap().replacen('{', &format!("{{ \"metrics-listen\": \"127.0.0.1:{mport}\","), 1);
     std::fs::write(&f, text).unwrap();
-    let mut child = bin().arg("-c").arg(&f).args(["--read-pcap", "-"]).stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = Running::spawn(bin().arg("-c").arg(&f).args(["--read-pcap", "-"]).stdin(Stdio::piped()).stderr(Stdio::piped()));
     // The capture is written into the pipe: header, then three rounds of softflowd's export,
     // the first stamped 5 s later (so the clock goes back 5 s once).
     let frames = read_frames(&data_dir().join("exporters/softflowd-v9.pcap"));

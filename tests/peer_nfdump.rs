@@ -7,11 +7,11 @@
 
 mod common;
 
-use common::{data_dir, free_port, udp_datagrams, CapturedDatagram};
+use common::{data_dir, free_port, udp_datagrams, CapturedDatagram, Running};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use xenoeye::decode::{Datagram, Decoder, FlowSink, RecordView};
@@ -115,18 +115,8 @@ fn ours(grams: &[CapturedDatagram]) -> Totals {
     sink.0
 }
 
-/// A running nfcapd, killed if a failed assertion leaves it running.
-struct Nfcapd(Child);
-
-impl Drop for Nfcapd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// nfcapd listening on 127.0.0.1:`port`, writing to `dir`, once it is ready.
-fn nfcapd(dir: &Path, port: u16) -> Nfcapd {
+fn nfcapd(dir: &Path, port: u16) -> Running {
     let child = Command::new("nfcapd")
         .arg("-w")
         .arg(dir)
@@ -135,7 +125,7 @@ fn nfcapd(dir: &Path, port: u16) -> Nfcapd {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("{e}: Debian package nfdump (scripts/test.sh installs it)"));
-    let child = Nfcapd(child);
+    let child = Running::from(child);
     wait_for("nfcapd to start", || udp_queue(port).is_some());
     child
 }
@@ -174,8 +164,8 @@ fn theirs(grams: &[CapturedDatagram], dir: &Path) -> Totals {
     }
     wait_for("nfcapd to read every datagram", || udp_queue(port) == Some(0));
     // SIGTERM: nfcapd writes its file and exits.
-    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
-    assert!(child.0.wait().unwrap().success());
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
     let out = Command::new("nfdump").arg("-R").arg(dir).args(["-q", "-N", "-6", "-o", "fmt:%sa|%da|%sp|%dp|%pr|%pkt|%byt"]).output().unwrap();
     let mut t = Totals::new();
     for line in String::from_utf8_lossy(&out.stdout).lines().filter(|l| *l != "No matching flows") {

@@ -114,7 +114,7 @@ impl Objects {
     /// What the tree holds, for the log: "5 monitoring objects, 11 fixed windows, 1 moving
     /// average".
     pub fn summary(&self) -> String {
-        let counted = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+        use crate::log::counted;
         format!("{}, {}, {}", counted(self.count(), "monitoring object"), counted(self.windows.len(), "fixed window"), counted(self.mavgs.len(), "moving average"))
     }
 

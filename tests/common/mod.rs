@@ -216,6 +216,50 @@ pub fn v9_frame(ms: u64, flows: &[CraftedFlow]) -> Frame {
     Frame { sec: (ms / 1000) as u32, usec: (ms % 1000 * 1000) as u32, data: udp_frame(&p) }
 }
 
+/// A process of the test's (the collector, a peer) killed and reaped when the test ends
+/// without waiting for it, as a failing assertion does: left running, it would hold its
+/// ports, and the output pipe of whatever runs the tests, long after the test failed.
+pub struct Running(Option<std::process::Child>);
+
+impl Running {
+    pub fn spawn(cmd: &mut Command) -> Running {
+        Running::from(cmd.spawn().unwrap_or_else(|e| panic!("{cmd:?}: {e}")))
+    }
+
+    /// Waits for the process to end (it is not killed then), with its piped output.
+    pub fn wait_with_output(mut self) -> std::io::Result<std::process::Output> {
+        self.0.take().expect("running").wait_with_output()
+    }
+}
+
+impl From<std::process::Child> for Running {
+    fn from(child: std::process::Child) -> Running {
+        Running(Some(child))
+    }
+}
+
+impl std::ops::Deref for Running {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        self.0.as_ref().expect("running")
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        self.0.as_mut().expect("running")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Ethernet + IPv4 + UDP (192.0.2.1:9995 -> 127.0.0.1:2055) around a payload.
 pub fn udp_frame(payload: &[u8]) -> Vec<u8> {
     udp_frame_between(([192, 0, 2, 1], 9995), ([127, 0, 0, 1], 2055), payload)
