@@ -421,31 +421,14 @@ mod tests {
     use crate::fields::FieldId;
     use crate::objects::rows::KeyLayout;
     use crate::objects::window::{Agg, Column, ColumnSource};
-    use std::sync::atomic::AtomicBool;
     use std::sync::mpsc::channel;
 
     fn spec() -> Arc<FwmSpec> {
-        Arc::new(FwmSpec {
-            object: "o".into(),
-            name: "w".into(),
-            table: "o_w".into(),
-            columns: vec![
-                Column { name: "octets".into(), source: ColumnSource::Agg(0), desc: false },
-                Column { name: "proto".into(), source: ColumnSource::Key(0), desc: false },
-            ],
-            keys: vec![FieldId::Proto],
-            layout: KeyLayout::new(&[FieldId::Proto]),
-            aggs: vec![Agg::Octets],
-            time: 10,
-            limit: None,
-            extended: false,
-            create_index: true,
-            mem_bytes: usize::MAX,
-            active: AtomicBool::new(true),
-            holders: Default::default(),
-            export_lua: None,
-            dir: Default::default(),
-        })
+        let columns = vec![
+            Column { name: "octets".into(), source: ColumnSource::Agg(0), desc: false },
+            Column { name: "proto".into(), source: ColumnSource::Key(0), desc: false },
+        ];
+        Arc::new(FwmSpec::for_tests("o", "w", columns, vec![FieldId::Proto], vec![Agg::Octets], 10))
     }
 
     fn closed(worker: usize, start: u64, next_start: u64, proto: u128, octets: u64) -> Closed {

@@ -72,31 +72,14 @@ mod tests {
     use super::*;
     use crate::objects::rows::{KeyLayout, RowMap};
     use crate::objects::window::{Agg, Column};
-    use std::sync::atomic::AtomicBool;
 
     fn spec(limit: Option<usize>) -> FwmSpec {
-        FwmSpec {
-            object: "ingress".into(),
-            name: "by_dst".into(),
-            table: "ingress_by_dst".into(),
-            columns: vec![
-                Column { name: "octets".into(), source: ColumnSource::Agg(0), desc: true },
-                Column { name: "packets".into(), source: ColumnSource::Agg(1), desc: false },
-                Column { name: "dst_host".into(), source: ColumnSource::Key(0), desc: false },
-            ],
-            keys: vec![FieldId::DstHost],
-            layout: KeyLayout::new(&[FieldId::DstHost]),
-            aggs: vec![Agg::Octets, Agg::Packets],
-            time: 30,
-            limit,
-            extended: false,
-            create_index: true,
-            mem_bytes: usize::MAX,
-            active: AtomicBool::new(true),
-            holders: Default::default(),
-            export_lua: None,
-            dir: Default::default(),
-        }
+        let columns = vec![
+            Column { name: "octets".into(), source: ColumnSource::Agg(0), desc: true },
+            Column { name: "packets".into(), source: ColumnSource::Agg(1), desc: false },
+            Column { name: "dst_host".into(), source: ColumnSource::Key(0), desc: false },
+        ];
+        FwmSpec { limit, ..FwmSpec::for_tests("ingress", "by_dst", columns, vec![FieldId::DstHost], vec![Agg::Octets, Agg::Packets], 30) }
     }
 
     fn rows() -> RowMap {

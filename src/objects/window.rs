@@ -164,6 +164,31 @@ pub static EXT_SWITCHES: AtomicU64 = AtomicU64::new(0);
 /// `mem-m` of a fixed window when not given (MiB).
 pub const DEFAULT_FWM_MEM_M: u64 = 1024;
 
+#[cfg(test)]
+impl FwmSpec {
+    /// A window for unit tests: table `<object>_<name>`, no limit, collecting, no `mem-m`.
+    pub(crate) fn for_tests(object: &str, name: &str, columns: Vec<Column>, keys: Vec<FieldId>, aggs: Vec<Agg>, time: u64) -> FwmSpec {
+        FwmSpec {
+            object: object.into(),
+            name: name.into(),
+            table: format!("{object}_{name}"),
+            columns,
+            layout: KeyLayout::new(&keys),
+            keys,
+            aggs,
+            time,
+            limit: None,
+            extended: false,
+            create_index: true,
+            mem_bytes: usize::MAX,
+            active: AtomicBool::new(true),
+            holders: AtomicUsize::new(0),
+            export_lua: None,
+            dir: Default::default(),
+        }
+    }
+}
+
 impl FwmSpec {
     /// An empty map for this window's rows, with room for `capacity` rows, its slot array
     /// bounded to `mem-m`: a flood of new keys (spoofed sources) would otherwise grow it
@@ -388,24 +413,7 @@ mod tests {
     use super::*;
 
     pub(crate) fn spec(keys: Vec<FieldId>, aggs: Vec<Agg>, time: u64) -> Arc<FwmSpec> {
-        Arc::new(FwmSpec {
-            object: "o".into(),
-            name: "w".into(),
-            table: "o_w".into(),
-            columns: Vec::new(),
-            layout: KeyLayout::new(&keys),
-            keys,
-            aggs,
-            time,
-            limit: None,
-            extended: false,
-            create_index: true,
-            mem_bytes: usize::MAX,
-            active: AtomicBool::new(true),
-            holders: AtomicUsize::new(0),
-            export_lua: None,
-            dir: Default::default(),
-        })
+        Arc::new(FwmSpec::for_tests("o", "w", Vec::new(), keys, aggs, time))
     }
 
     fn flow(dst: u128, octets: u128) -> Flow {
