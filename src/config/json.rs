@@ -47,6 +47,8 @@ impl Key {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigError {
     pub file: PathBuf,
+    /// 0 where there is no position: a file that cannot be read, a value of a `mo.lua`
+    /// table (shown as `file: ...` then, with the key path).
     pub line: u32,
     pub col: u32,
     /// Key path such as `capture[0].socket.port`; empty for syntax errors.
@@ -56,7 +58,11 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: ", self.file.display(), self.line, self.col)?;
+        write!(f, "{}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.col)?;
+        }
+        write!(f, ": ")?;
         if !self.key.is_empty() {
             write!(f, "'{}': ", self.key)?;
         }
