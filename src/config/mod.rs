@@ -110,11 +110,43 @@ pub struct Config {
     pub output_dirs: Vec<dirs::OutputDir>,
 }
 
-const KNOWN_KEYS: &[&str] = &[
-    "capture", "sflow-capture", "rcvbufsize_m", "templates", "debug", "devices", "mo-dir",
-    "export-dir", "iplists-dir", "notifications-dir", "db-type", "db-export", "script-timeout",
-    "max-scripts", "metrics-listen", "lua", "export-backlog-m", "db-export-timeout", "exporter-silence",
-];
+/// The keys of each configuration element, in one place: what the unknown-key warnings
+/// take as known (see [`warn_of_keys`]), and what the README must document (a test holds the
+/// two together). A key read by a parser must be listed here, or it is warned of as unknown.
+pub mod keys {
+    /// `xenoeye.conf`, top level.
+    pub const XENOEYE_CONF: &[&str] = &[
+        "capture", "sflow-capture", "rcvbufsize_m", "templates", "debug", "devices", "mo-dir",
+        "export-dir", "iplists-dir", "notifications-dir", "db-type", "db-export", "script-timeout",
+        "max-scripts", "metrics-listen", "lua", "export-backlog-m", "db-export-timeout", "exporter-silence",
+    ];
+    /// `templates` (allow-templates-in-future: the original's, for its own templates file).
+    pub const TEMPLATES: &[&str] = &["db", "allow-templates-in-future"];
+    /// `debug`, of `xenoeye.conf` and of an object.
+    pub const DEBUG: &[&str] = &["dump-flows"];
+    pub const LUA: &[&str] = &["write-dirs", "lib-dir", "max-instructions", "max-memory-m", "threads", "queue"];
+    /// An element of `capture` (or `sflow-capture`), and what it holds.
+    pub const CAPTURE: &[&str] = &["socket", "pcap"];
+    pub const SOCKET: &[&str] = &["listen-on", "port", "workers"];
+    pub const PCAP: &[&str] = &["interface", "filter"];
+    /// An element of `devices.conf`.
+    pub const DEVICE: &[&str] = &["ip", "id", "sampling-rate"];
+    /// A monitoring object (`mo.conf`, or the table a `mo.lua` returns).
+    pub const OBJECT: &[&str] = &["filter", "debug", "fwm", "mavg", "children"];
+    /// An element of `fwm`.
+    pub const FWM: &[&str] = &["name", "fields", "time", "limit", "extended", "create-index", "mem-m", "export-lua"];
+    /// An element of `mavg`.
+    pub const MAVG: &[&str] = &["name", "fields", "time", "mem-m", "dump", "overlimit", "underlimit"];
+    /// An element of `overlimit` or `underlimit`.
+    pub const LIMIT: &[&str] = &["name", "default", "limits", "back2norm-time", "action-script", "back2norm-script", "ext", "action-lua", "back2norm-lua"];
+
+    /// Every list above, by the element it is of.
+    pub const ALL: &[(&str, &[&str])] = &[
+        ("xenoeye.conf", XENOEYE_CONF), ("templates", TEMPLATES), ("debug", DEBUG), ("lua", LUA),
+        ("capture", CAPTURE), ("socket", SOCKET), ("pcap", PCAP), ("devices.conf", DEVICE),
+        ("monitoring object", OBJECT), ("fwm", FWM), ("mavg", MAVG), ("limit", LIMIT),
+    ];
+}
 
 /// Keys of the original's `xenoeye.conf` for features this version does not have (traffic
 /// classification, GeoIP): accepted and listed with `-v`; other unknown keys are warned of.
@@ -253,13 +285,12 @@ fn from_node(file: &Path, root: &Node, errors: &mut Vec<ConfigError>) -> Config 
         .filter(|(k, _)| ORIGINAL_KEYS.contains(&k.name.as_str()))
         .map(|(k, _)| format!("{}:{}:{}: {}", file.display(), k.line, k.col, k.name))
         .collect();
-    warn_of_keys(root, file, "", &[KNOWN_KEYS, ORIGINAL_KEYS].concat(), &[]);
+    warn_of_keys(root, file, "", &[keys::XENOEYE_CONF, ORIGINAL_KEYS].concat(), &[]);
     if let Some(t) = root.get("templates") {
-        // allow-templates-in-future: the original's, for its own templates file.
-        warn_of_keys(t, file, "templates", &["db", "allow-templates-in-future"], &[]);
+        warn_of_keys(t, file, "templates", keys::TEMPLATES, &[]);
     }
     if let Some(d) = root.get("debug") {
-        warn_of_keys(d, file, "debug", &["dump-flows"], &[]);
+        warn_of_keys(d, file, "debug", keys::DEBUG, &[]);
     }
     Config {
         file: file.to_path_buf(),
@@ -305,7 +336,7 @@ fn lua_settings(file: &Path, base: &Path, node: Option<&Node>, errors: &mut Vec<
         errors.push(e);
         return s;
     }
-    warn_of_keys(n, file, "lua", &["write-dirs", "lib-dir", "max-instructions", "max-memory-m", "threads", "queue"], &[]);
+    warn_of_keys(n, file, "lua", keys::LUA, &[]);
     if let Some(d) = n.get("write-dirs") {
         for item in ok_or(d.as_array(file, "lua.write-dirs"), errors, &[]) {
             if let Ok(p) = item.as_str(file, "lua.write-dirs").map_err(|e| errors.push(e)) {
@@ -383,11 +414,11 @@ fn captures(file: &Path, root: &Node, key: &str, errors: &mut Vec<ConfigError>) 
 
 fn capture(file: &Path, item: &Node, k: &str) -> Result<CaptureSpec, ConfigError> {
     item.expect_object(file, k)?;
-    warn_of_keys(item, file, k, &["socket", "pcap"], &[]);
+    warn_of_keys(item, file, k, keys::CAPTURE, &[]);
     if let Some(s) = item.get("socket") {
         let k = format!("{k}.socket");
         s.expect_object(file, &k)?;
-        warn_of_keys(s, file, &k, &["listen-on", "port", "workers"], &[]);
+        warn_of_keys(s, file, &k, keys::SOCKET, &[]);
         let listen_on = match s.get("listen-on") {
             None => None,
             Some(n) => match n.as_str(file, &format!("{k}.listen-on"))?.trim() {
@@ -411,7 +442,7 @@ fn capture(file: &Path, item: &Node, k: &str) -> Result<CaptureSpec, ConfigError
     } else if let Some(p) = item.get("pcap") {
         let k = format!("{k}.pcap");
         p.expect_object(file, &k)?;
-        warn_of_keys(p, file, &k, &["interface", "filter"], &[]);
+        warn_of_keys(p, file, &k, keys::PCAP, &[]);
         let ik = format!("{k}.interface");
         let interface = p.get("interface").ok_or_else(|| p.error(file, &ik, "missing interface"))?.as_str(file, &ik)?;
         let filter = match p.get("filter") {
@@ -431,7 +462,7 @@ pub fn load_devices(file: &Path) -> Result<Devices, ConfigError> {
     for (i, item) in root.as_array(file, "")?.iter().enumerate() {
         let k = format!("[{i}]");
         item.expect_object(file, &k)?;
-        warn_of_keys(item, file, &k, &["ip", "id", "sampling-rate"], &["mark", "skip-unmarked"]);
+        warn_of_keys(item, file, &k, keys::DEVICE, &["mark", "skip-unmarked"]);
         let ipk = format!("{k}.ip");
         let ip_node = item.get("ip").ok_or_else(|| item.error(file, &ipk, "missing ip"))?;
         let ip_text = ip_node.as_str(file, &ipk)?;
@@ -463,6 +494,15 @@ pub fn load_devices(file: &Path) -> Result<Devices, ConfigError> {
 mod tests {
     use super::*;
     use crate::testdir::TestDir;
+
+    #[test]
+    fn the_readme_documents_every_known_key() {
+        // As a table row (`key`, `lua.key`, `fwm[].key`) or in an example ("key": ...).
+        let readme = include_str!("../../README.md");
+        let documented = |key: &str| [format!("`{key}`"), format!(".{key}`"), format!("\"{key}\"")].iter().any(|form| readme.contains(form.as_str()));
+        let missing: Vec<String> = keys::ALL.iter().flat_map(|(element, keys)| keys.iter().filter(|k| !documented(k)).map(move |k| format!("{element}: {k}"))).collect();
+        assert!(missing.is_empty(), "keys the README does not document: {missing:?}");
+    }
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
         let p = dir.join(name);

@@ -15,7 +15,7 @@ pub mod table;
 pub mod window;
 
 use crate::config::json::{self, Node};
-use crate::config::{dump_target, ConfigError, DumpTarget};
+use crate::config::{dump_target, keys, ConfigError, DumpTarget};
 use crate::decode::RecordView;
 use crate::dump::Dumper;
 use crate::filter::{self, index::FilterIndex, iplist::IpLists, Filter};
@@ -402,9 +402,9 @@ fn object_from(
 ) -> Option<ObjectSpec> {
     let file = file.to_path_buf();
     let before = errors.len();
-    crate::config::warn_of_keys(root, &file, "", &["filter", "debug", "fwm", "mavg", "children"], &["classification"]);
+    crate::config::warn_of_keys(root, &file, "", keys::OBJECT, &["classification"]);
     if let Some(d) = root.get("debug") {
-        crate::config::warn_of_keys(d, &file, "debug", &["dump-flows"], &[]);
+        crate::config::warn_of_keys(d, &file, "debug", keys::DEBUG, &[]);
     }
     let filter = match root.get("filter") {
         None => Filter::All,
@@ -510,7 +510,7 @@ fn fwm_columns(file: &Path, fields_node: &Node, i: usize) -> Result<WindowFields
 fn fwm_spec(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Result<FwmSpec, ConfigError> {
     let k = |s: &str| format!("fwm[{i}].{s}");
     item.expect_object(file, &format!("fwm[{i}]"))?;
-    crate::config::warn_of_keys(item, file, &format!("fwm[{i}]"), &["name", "fields", "time", "limit", "extended", "create-index", "mem-m", "export-lua"], &[]);
+    crate::config::warn_of_keys(item, file, &format!("fwm[{i}]"), keys::FWM, &[]);
     let name_node = item.get("name").ok_or_else(|| item.error(file, &k("name"), "missing name"))?;
     let name = name_node.as_str(file, &k("name"))?.to_string();
     if name.is_empty() || name.contains('/') {

@@ -3,6 +3,7 @@
 //! windows, and per-key thresholds. Every error names the file, line, column and key.
 
 use super::*;
+use crate::config::keys;
 
 /// `back2norm-time` when a limit does not give it (or gives 0): the original's 30 s, so an
 /// alert does not end (and start again) with every dip of a rate around its threshold.
@@ -70,7 +71,7 @@ pub fn load_limits(path: &Path, keys: &[FieldId], layout: &KeyLayout, n_aggs: us
 pub fn parse(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Result<Mavg, ConfigError> {
     let k = |s: &str| format!("mavg[{i}].{s}");
     item.expect_object(file, &format!("mavg[{i}]"))?;
-    crate::config::warn_of_keys(item, file, &format!("mavg[{i}]"), &["name", "fields", "time", "mem-m", "dump", "overlimit", "underlimit"], &[]);
+    crate::config::warn_of_keys(item, file, &format!("mavg[{i}]"), keys::MAVG, &[]);
     let name_node = item.get("name").ok_or_else(|| item.error(file, &k("name"), "missing name"))?;
     let name = name_node.as_str(file, &k("name"))?.to_string();
     let fields_node = item.get("fields").ok_or_else(|| item.error(file, &k("fields"), "missing fields"))?;
@@ -182,8 +183,7 @@ fn shape_of(name: &str, keys: &[FieldId], aggs: &[Agg], time: u64, limits: &[Lim
 fn parse_limit(file: &Path, dir: &Path, l: &Node, (k, place): (&str, usize), kind: LimitKind, n_aggs: usize, owner: &str) -> Result<LimitSpec, ConfigError> {
     let sub = |s: &str| format!("{k}.{s}");
     l.expect_object(file, k)?;
-    let known = ["name", "default", "limits", "back2norm-time", "action-script", "back2norm-script", "ext", "action-lua", "back2norm-lua"];
-    crate::config::warn_of_keys(l, file, k, &known, &[]);
+    crate::config::warn_of_keys(l, file, k, keys::LIMIT, &[]);
     let name = match l.get("name") {
         Some(n) => n.as_str(file, &sub("name"))?.to_string(),
         None => {
