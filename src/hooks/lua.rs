@@ -467,6 +467,38 @@ mod object_tests {
     use crate::objects::{self, LiveObjects};
     use crate::testdir::TestDir;
 
+    /// The names in the first column of the README's table that follows `intro`, each with
+    /// `prefix` and any argument list taken off (`xe.run({...}, timeout)` is `run`).
+    fn readme_table(intro: &str, prefix: &str) -> std::collections::BTreeSet<String> {
+        let readme = include_str!("../../README.md");
+        let after = readme.split(intro).nth(1).unwrap_or_else(|| panic!("the README has {intro:?}"));
+        let rows = after.lines().skip_while(|l| !l.starts_with('|')).take_while(|l| l.starts_with('|')).skip(2);
+        let names = rows.flat_map(|row| row.split('|').nth(1).unwrap().split('`').skip(1).step_by(2).map(|n| n.to_string()).collect::<Vec<_>>());
+        names.map(|n| n.trim_start_matches(prefix).split('(').next().unwrap().to_string()).collect()
+    }
+
+    fn keys_of(t: &Table) -> std::collections::BTreeSet<String> {
+        t.pairs::<String, Value>().map(|p| p.unwrap().0).collect()
+    }
+
+    #[test]
+    fn the_readme_documents_the_lua_api_exactly() {
+        let d = object_dir("api", "o", r#"{"mavg": [{"name": "m", "fields": ["dst host", "octets"], "overlimit": [{"name": "l", "default": [1000]}]}]}"#, "");
+        let s = new_state(&LuaConfig::default(), &d.join("mo/o"), "o").unwrap();
+        let xe: Table = s.lua.globals().get("xe").unwrap();
+        assert_eq!(keys_of(&xe), readme_table("The `xe` table:", "xe."), "the xe table");
+        let o = objects::load_with(&d.join("mo"), &IpLists::new(), None).unwrap();
+        let ev = Event { phase: Phase::Start, mavg: o.mavgs[0].clone(), limit: 0, keys: vec!["10.0.0.9".into()], field: 0, value: 2000.0, threshold: 1000.0, time_ms: 0, start_ms: 0 };
+        let t = event_table(&s.lua, &ev, Path::new("/n/o-m-l-10.0.0.9"), &[]).unwrap();
+        assert_eq!(keys_of(&t), readme_table("Each gets one event table:", ""), "an alert hook's event");
+        use crate::objects::window::{Agg, FwmSpec};
+        let spec = std::sync::Arc::new(FwmSpec::for_tests("o", "w", Vec::new(), Vec::new(), vec![Agg::Octets], 30));
+        let t = export_table(&s.lua, &crate::export::ExportEvent { spec, start: 0, rows: Vec::new() }).unwrap();
+        let readme = include_str!("../../README.md");
+        let listed = readme.split("called after each\nexport of the window with `{ ").nth(1).expect("the export hook's fields").split(" }`").next().unwrap();
+        assert_eq!(keys_of(&t), listed.split(", ").map(String::from).collect(), "an export hook's argument");
+    }
+
     /// A fresh `mo/<object>` directory with this mo.conf and mo.lua; returns the base directory.
     fn object_dir(tag: &str, object: &str, conf: &str, lua: &str) -> TestDir {
         let d = TestDir::new(&format!("lua-{tag}"));
