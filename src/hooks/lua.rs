@@ -497,6 +497,11 @@ mod object_tests {
         let readme = include_str!("../../README.md");
         let listed = readme.split("called after each\nexport of the window with `{ ").nth(1).expect("the export hook's fields").split(" }`").next().unwrap();
         assert_eq!(keys_of(&t), listed.split(", ").map(String::from).collect(), "an export hook's argument");
+        // What a mo.lua's chunk has at load, named in one sentence.
+        let sentence = readme.split("The chunk runs once at load").nth(1).expect("the mo.lua chunk's API").split("a budget of").next().unwrap();
+        let listed = sentence.split("`xe.").skip(1).map(|n| n.split(['`', '(']).next().unwrap().to_string()).collect();
+        let chunk = sandbox(&d.join("mo/o"), None, 1 << 20).unwrap();
+        assert_eq!(keys_of(&chunk.xe), listed, "the xe table of a mo.lua chunk");
     }
 
     /// A fresh `mo/<object>` directory with this mo.conf and mo.lua; returns the base directory.
