@@ -4,7 +4,7 @@
 mod common;
 
 use common::{data_dir, http_get, metric, read_frames, workdir, write_pcap, Running};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -683,33 +683,67 @@ fn metrics_count_what_was_sent() {
     assert_eq!(metric(&page, "xenoeye_prefault_skipped_total "), Some(0), "{page}");
     // The README's table names every metric the page has, and no other.
     let served: BTreeSet<String> = page.lines().filter_map(|l| l.strip_prefix("# TYPE ")).map(|l| l.split(' ').next().unwrap().to_string()).collect();
-    let documented = readme_metric_names();
-    let (undocumented, gone): (Vec<_>, Vec<_>) = (served.difference(&documented).collect(), documented.difference(&served).collect());
+    let documented = readme_metrics();
+    let names: BTreeSet<String> = documented.keys().cloned().collect();
+    let (undocumented, gone): (Vec<_>, Vec<_>) = (served.difference(&names).collect(), names.difference(&served).collect());
     assert!(undocumented.is_empty() && gone.is_empty(), "served, not in the README: {undocumented:?}; in the README, not served: {gone:?}");
+    // And the values of the labels that name what was counted (every one is on the page, at 0
+    // if nothing happened), as alert rules and dashboards match them.
+    for (name, values) in documented.iter().filter(|(_, values)| !values.is_empty()) {
+        let label = ["reason", "event", "outcome"].into_iter().find(|l| page.contains(&format!("{name}{{{l}="))).unwrap_or_else(|| panic!("{name}: no such label on the page"));
+        assert_eq!(&label_values(&page, name, label), values, "{name}: the values of its label {label}");
+    }
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait_with_output().unwrap().status.success());
 }
 
-/// The metric names of the README's table (*Metrics and status page*). A cell lists names
-/// after its first in short, from their second `_` on: `xenoeye_mavg_keys`, `_memory_bytes`.
-fn readme_metric_names() -> BTreeSet<String> {
+/// The metrics of the README's table (*Metrics and status page*), each with the values its
+/// row gives for a `reason`, `event` or `outcome` label (none for other labels). A cell lists
+/// names after its first in short, from their second `_` on: `xenoeye_mavg_keys`,
+/// `_memory_bytes`. Values are in backticks, or words in a list: `new, changed, withdrawn`,
+/// `called, error, cut (instruction limit), dropped (...)`.
+fn readme_metrics() -> BTreeMap<String, BTreeSet<String>> {
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
     let section = readme.split("### Metrics and status page").nth(1).expect("the metrics section").split("\n## ").next().unwrap();
-    let mut names = BTreeSet::new();
+    let mut metrics = BTreeMap::new();
     for row in section.lines().filter(|l| l.starts_with("| `")) {
-        let cell = row.split('|').nth(1).unwrap();
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let (names, label, what) = (cells[1], cells[2], cells[3]);
+        let values: BTreeSet<String> = match label {
+            "`reason`" | "`event`" | "`outcome`" if what.contains('`') => what.split('`').skip(1).step_by(2).map(String::from).collect(),
+            "`reason`" | "`event`" | "`outcome`" => without_parentheses(what).split(", ").map(|v| v.split(' ').next().unwrap().to_string()).collect(),
+            _ => BTreeSet::new(),
+        };
         let mut prefix = String::new();
-        for name in cell.split('`').skip(1).step_by(2) {
-            if name.starts_with('_') {
+        for name in names.split('`').skip(1).step_by(2) {
+            let full = if name.starts_with('_') {
                 assert!(!prefix.is_empty(), "a short name first in: {row}");
-                names.insert(format!("{prefix}{name}"));
+                format!("{prefix}{name}")
             } else {
                 prefix = name.splitn(3, '_').take(2).collect::<Vec<_>>().join("_");
-                names.insert(name.to_string());
-            }
+                name.to_string()
+            };
+            metrics.insert(full, values.clone());
         }
     }
-    names
+    metrics
+}
+
+/// `text` with what it says in parentheses left out.
+fn without_parentheses(text: &str) -> String {
+    let mut depth = 0;
+    text.chars()
+        .filter(|&c| {
+            depth += (c == '(') as i32 - (c == ')') as i32;
+            depth == 0 && c != ')'
+        })
+        .collect()
+}
+
+/// The values of label `label` of metric `name` on a metrics page.
+fn label_values(page: &str, name: &str, label: &str) -> BTreeSet<String> {
+    let start = format!("{name}{{{label}=\"");
+    page.lines().filter_map(|l| l.strip_prefix(start.as_str())).map(|l| l.split('"').next().unwrap().to_string()).collect()
 }
 
 #[test]
