@@ -98,6 +98,13 @@ fn integer_kinds_ranges_and_lists() {
     assert!(m("proto 1 or 6 or 17", &f));
     assert!(m("src mac 00:0c:29:70:86:09", &f));
     assert!(!m("dst mac 00:0c:29:70:86:09", &f));
+    // The counters and the sampling rate (as the decoder leaves them: scaled, and applied).
+    f.set(FieldId::Octets, 52_000);
+    f.set(FieldId::Packets, 40);
+    f.set(FieldId::Rate, 1000);
+    assert!(m("octets 0-99999 and packets 40", &f));
+    assert!(!m("octets 100000-999999999", &f));
+    assert!(m("rate 1000 and not rate 1", &f));
 }
 
 #[test]
