@@ -210,11 +210,8 @@ mod tests {
     fn the_readme_lists_every_field_name() {
         // The table of the README's *Filter language*: two columns of names, each row
         // `| names | element | | names | element |`.
-        let readme = include_str!("../README.md");
-        let section = readme.split("### Filter language").nth(1).expect("the filter section");
-        let rows = section.lines().skip_while(|l| !l.starts_with('|')).take_while(|l| l.starts_with('|')).skip(2);
-        let cells: Vec<String> = rows.flat_map(|row| { let c: Vec<&str> = row.split('|').collect(); [c[1].to_string(), c[4].to_string()] }).collect();
-        let listed: std::collections::BTreeSet<&str> = cells.iter().flat_map(|c| c.split('`').skip(1).step_by(2)).collect();
+        let rows = crate::testreadme::table_after("### Filter language");
+        let listed: std::collections::BTreeSet<&str> = rows.iter().flat_map(|c| [c[0], c[3]]).flat_map(crate::testreadme::backticked).collect();
         let names: std::collections::BTreeSet<&str> = FIELDS.iter().flat_map(|f| f.names.iter().copied()).collect();
         assert_eq!(listed, names);
     }

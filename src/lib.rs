@@ -40,3 +40,5 @@ pub mod daemon;
 pub mod testdir;
 #[cfg(test)]
 mod testrand;
+#[cfg(test)]
+mod testreadme;

@@ -466,14 +466,13 @@ mod object_tests {
     use crate::filter::iplist::IpLists;
     use crate::objects::{self, LiveObjects};
     use crate::testdir::TestDir;
+    use crate::testreadme;
 
     /// The names in the first column of the README's table that follows `intro`, each with
     /// `prefix` and any argument list taken off (`xe.run({...}, timeout)` is `run`).
     fn readme_table(intro: &str, prefix: &str) -> std::collections::BTreeSet<String> {
-        let readme = include_str!("../../README.md");
-        let after = readme.split(intro).nth(1).unwrap_or_else(|| panic!("the README has {intro:?}"));
-        let rows = after.lines().skip_while(|l| !l.starts_with('|')).take_while(|l| l.starts_with('|')).skip(2);
-        let names = rows.flat_map(|row| row.split('|').nth(1).unwrap().split('`').skip(1).step_by(2).map(|n| n.to_string()).collect::<Vec<_>>());
+        let rows = testreadme::table_after(intro);
+        let names = rows.iter().flat_map(|cells| testreadme::backticked(cells[0]));
         names.map(|n| n.trim_start_matches(prefix).split('(').next().unwrap().to_string()).collect()
     }
 
@@ -494,7 +493,7 @@ mod object_tests {
         use crate::objects::window::{Agg, FwmSpec};
         let spec = std::sync::Arc::new(FwmSpec::for_tests("o", "w", Vec::new(), Vec::new(), vec![Agg::Octets], 30));
         let t = export_table(&s.lua, &crate::export::ExportEvent { spec, start: 0, rows: Vec::new() }).unwrap();
-        let readme = include_str!("../../README.md");
+        let readme = testreadme::TEXT;
         let listed = readme.split("called after each\nexport of the window with `{ ").nth(1).expect("the export hook's fields").split(" }`").next().unwrap();
         assert_eq!(keys_of(&t), listed.split(", ").map(String::from).collect(), "an export hook's argument");
         // What a mo.lua's chunk has at load, named in one sentence.
