@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{data_dir, http_get, metric, read_frames, workdir, write_pcap, Running};
+use common::{data_dir, free_port, http_get, metric, read_frames, workdir, write_pcap, Running};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
@@ -592,7 +592,7 @@ fn object_dump_flows_holds_only_its_flows_and_object_errors_fail_the_check() {
 #[test]
 fn tells_systemd_ready_reloading_watchdog_and_stopping() {
     let d = workdir("notify");
-    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let f = config(&d, port);
     let sock_path = d.join("notify.sock");
     let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
@@ -626,7 +626,7 @@ fn tells_systemd_ready_reloading_watchdog_and_stopping() {
 #[test]
 fn metrics_count_what_was_sent() {
     let d = workdir("metrics");
-    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let mport = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let f = config(&d, port);
     let text = std::fs::read_to_string(&f).unwrap().replacen('{', &format!("{{ \"metrics-listen\": \"127.0.0.1:{mport}\","), 1);
