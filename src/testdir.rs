@@ -50,15 +50,22 @@ impl Drop for TestDir {
 /// Checks that the processes whose ids a test's script wrote in `file` (one a line, as
 /// `echo $! >> FILE` after starting one in the background) have all ended: gone, or zombies
 /// left to a parent that does not reap them (PID 1 of some containers). Asked by id, so that
-/// no other process on the machine (a `sleep` of its own) is taken for one of them.
+/// no other process on the machine (a `sleep` of its own) is taken for one of them. A process
+/// just sent SIGKILL may run on for a moment (the signal is delivered when it is next
+/// scheduled, which takes a while on a loaded machine): each is given up to 2 s to end.
 pub fn processes_ended(file: &Path) -> Result<(), String> {
     let ids = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
     for id in ids.split_whitespace() {
-        let stat = std::fs::read_to_string(format!("/proc/{id}/stat")).ok();
-        // The state follows the command's name in parentheses (which may hold spaces).
-        let state = stat.as_deref().and_then(|s| s.rsplit(") ").next()).and_then(|rest| rest.chars().next());
-        if !matches!(state, None | Some('Z')) {
-            return Err(format!("process {id} still runs (state {state:?})"));
+        loop {
+            let stat = std::fs::read_to_string(format!("/proc/{id}/stat")).ok();
+            // The state follows the command's name in parentheses (which may hold spaces).
+            let state = stat.as_deref().and_then(|s| s.rsplit(") ").next()).and_then(|rest| rest.chars().next());
+            match state {
+                None | Some('Z') => break,
+                _ if std::time::Instant::now() >= deadline => return Err(format!("process {id} still runs (state {state:?})")),
+                _ => std::thread::sleep(std::time::Duration::from_millis(10)),
+            }
         }
     }
     Ok(())

@@ -56,7 +56,7 @@ fn allocations() -> u64 {
 }
 
 /// A copy of benches/conf in `dir` whose objects have a second moving average with a
-/// threshold, keyed by address and protocol (a table of its own), and `children` objects
+/// threshold, keyed by address and protocol (nested in the first's table), and `children` objects
 /// under ingress, one per /26 of its network with a window each (from 8 on, found through
 /// the index of siblings).
 fn two_averages_conf(dir: &std::path::Path, children: usize) -> std::path::PathBuf {
@@ -98,7 +98,7 @@ impl Worker {
     fn new(cfg: &xenoeye::config::Config, children: usize) -> Worker {
         let objects = Arc::new(load_objects(cfg).unwrap());
         assert_eq!((objects.windows.len(), objects.mavgs.len()), (8 + children, 4));
-        assert!(objects.mavgs.iter().all(|m| !m.shares_table()), "each average has a table of its own");
+        assert!(objects.mavgs.iter().all(|m| m.shares_table()), "each object's second average is nested in the first's table");
         let (tx, _exports) = channel();
         let pipeline = Pipeline::new(cfg, &LiveObjects::new(objects.clone()), 0, tx).unwrap();
         Worker { objects, pipeline, decoder: Decoder::new(Arc::new(cfg.devices.clone()), None), _exports }

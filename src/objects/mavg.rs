@@ -28,7 +28,7 @@
 //! alerts an earlier run or configuration left active and ends those of moving averages a
 //! reload retires, `rowtable` the rows.
 
-use super::rows::{KeyLayout, MAX_WORDS};
+use super::rows::{KeyLayout, MAX_WORDS, NESTED_MARK};
 use super::table::hash_words;
 use super::window::{Agg, FieldRef, FwmSpec};
 use crate::config::json::Node;
@@ -140,6 +140,18 @@ struct ThresholdSet {
     sum: [[f64; 3]; MAX_LIMITS],
 }
 
+impl Thresholds {
+    /// The same thresholds, with keys packed by `to` instead of `from` (layouts of the same
+    /// fields: a moving average nested in another's table packs its keys extended).
+    fn repacked(self, from: &KeyLayout, to: &KeyLayout) -> Thresholds {
+        if from == to {
+            return self;
+        }
+        let repack = |by_key: HashMap<PackedKey, Vec<f64>, WordsBuild>| by_key.into_iter().map(|(k, t)| (k.repacked(from, to), t)).collect();
+        Thresholds { defaults: self.defaults, per_limit: self.per_limit.into_iter().map(repack).collect() }
+    }
+}
+
 /// Thresholds compiled for the flow path: distinct sets, and which keys use which (keys not
 /// listed use set 0, the defaults). A row keeps only the index of its set.
 #[derive(Debug, Default)]
@@ -243,6 +255,20 @@ impl PackedKey {
         let mut w = [0u64; MAVG_WORDS];
         w.copy_from_slice(&words[..MAVG_WORDS]);
         PackedKey { n: layout.words as u8, w }
+    }
+
+    /// The key with `extension` or-ed into its last word (a nested member's key from the
+    /// first member's, see [`rowtable::Nest`]).
+    #[inline]
+    fn extended(&self, extension: u64) -> PackedKey {
+        let mut key = *self;
+        key.w[self.n as usize - 1] |= extension;
+        key
+    }
+
+    /// The key packed by `from`, packed by `to` (layouts of the same fields).
+    fn repacked(&self, from: &KeyLayout, to: &KeyLayout) -> PackedKey {
+        PackedKey::new(to, &to.pack_values(&from.unpack(&self.w[..self.n as usize]).0))
     }
 }
 
@@ -534,10 +560,10 @@ struct ShardCell {
 }
 
 impl ShardCell {
-    /// A shard for as many members as `compiled` has thresholds.
-    fn new(words: usize, sums: usize, compiled: Vec<Arc<Compiled>>) -> ShardCell {
+    /// A shard for as many members as `compiled` has thresholds, `rows` of them in a slot.
+    fn new(words: usize, sums: usize, compiled: Vec<Arc<Compiled>>, rows: usize, nest: rowtable::Nest) -> ShardCell {
         let limits = compiled.iter().map(|_| LimitStates::default()).collect();
-        let shard = Shard { rows: rowtable::Rows::new(words, sums, compiled.len()), limits, compiled };
+        let shard = Shard { rows: rowtable::Rows::new(words, sums, rows, nest), limits, compiled };
         ShardCell { shard: Mutex::new(shard), base: AtomicUsize::new(0), mask: AtomicUsize::new(0) }
     }
 
@@ -550,7 +576,8 @@ impl ShardCell {
 
 /// The table of one moving average, or of two of one object with the same key fields and as
 /// many averaged fields (see [`share_tables`]): one key lookup and one cache line per flow
-/// serve both.
+/// serve both. Or of two where the second's key is the first's and one narrow field more,
+/// nested in the first's table (see [`rowtable::Nest`]).
 struct Group {
     cells: Vec<ShardCell>,
     /// `cells.len() - 1` (a power of two).
@@ -566,15 +593,32 @@ struct Group {
     /// [`Mavg::adopt`]): flows still applied here, by a worker not yet on the new
     /// configuration, go to them.
     successor: OnceLock<Vec<Arc<Mavg>>>,
+    /// How the second member is nested in the table, if it is.
+    nest: rowtable::Nest,
 }
 
 impl Group {
     /// A table for as many members as `compiled` (and `shape`) have, split over `shards`
-    /// shards (a power of two).
-    fn new(words: usize, sums: usize, compiled: Vec<Arc<Compiled>>, shape: Vec<String>, shards: usize) -> Group {
-        let slot_bytes = rowtable::Rows::slot_bytes_of(words, sums, compiled.len()).expect("a slot type for the members");
-        let cells = (0..shards).map(|_| ShardCell::new(words, sums, compiled.clone())).collect();
-        Group { cells, shard_mask: shards - 1, slot_bytes, line_mask: rowtable::line_mask(slot_bytes), shape, successor: OnceLock::new() }
+    /// shards (a power of two); the second nested as `nest` says.
+    fn new(words: usize, sums: usize, compiled: Vec<Arc<Compiled>>, shape: Vec<String>, shards: usize, nest: rowtable::Nest) -> Group {
+        let rows = if nest.mark != 0 { 1 } else { compiled.len() };
+        let slot_bytes = rowtable::Rows::slot_bytes_of(words, sums, rows).expect("a slot type for the members");
+        let cells = (0..shards).map(|_| ShardCell::new(words, sums, compiled.clone(), rows, nest)).collect();
+        Group { cells, shard_mask: shards - 1, slot_bytes, line_mask: rowtable::line_mask(slot_bytes), shape, successor: OnceLock::new(), nest }
+    }
+
+    /// Members' rows a slot holds: one per member, but one in a table with a nested member.
+    fn rows_per_slot(&self) -> usize {
+        if self.nest.mark != 0 {
+            1
+        } else {
+            self.members()
+        }
+    }
+
+    /// Whether the second member is nested (see [`rowtable::Nest`]).
+    fn nested(&self) -> bool {
+        self.nest.mark != 0
     }
 
     /// The shard of a key: middle bits of its hash, because the shard's own table takes its
@@ -670,7 +714,7 @@ impl Mavg {
     /// share of it), times the slots per key of a table just grown (tables grow at 5/8 full,
     /// doubling).
     pub fn key_bytes(&self) -> usize {
-        self.group.slot_bytes * 16 / 5 / self.group.members()
+        self.group.slot_bytes * 16 / 5 / self.group.rows_per_slot()
     }
 
     /// Memory counted against `mem-m`: the keys (see [`Mavg::key_bytes`]) and their states
@@ -819,7 +863,7 @@ impl Mavg {
         if names(&new) != names(self) {
             return Err("overlimit/underlimit elements added, removed or renamed: restart to apply".into());
         }
-        let t = new.thresholds.into_inner();
+        let t = new.thresholds.into_inner().repacked(&new.layout, &self.layout);
         self.set_thresholds(t);
         Ok(())
     }
@@ -1069,6 +1113,11 @@ impl Mavg {
 /// one with a table of its own, when the two rows and the key fit one cache line, joins it.
 /// Every flow of the object updates both, so they hold the same keys: one lookup and one cache
 /// line serve both averages. Each keeps its own window, thresholds, limits and events.
+///
+/// Failing that, one keyed by an earlier one's key fields and one narrow field more (the
+/// guide's pair: by address, then by address and protocol), with as many averaged fields, is
+/// nested in that one's table (see [`rowtable::Nest`]): its keys are packed extended, its
+/// rows have slots of their own next to the first's. Each keeps its own `mem-m` then.
 pub fn share_tables(mavgs: &mut [Mavg]) {
     share_tables_in(mavgs, shard_count());
 }
@@ -1078,18 +1127,46 @@ fn share_tables_in(mavgs: &mut [Mavg], shards: usize) {
     for j in 1..mavgs.len() {
         let (earlier, rest) = mavgs.split_at_mut(j);
         let b = &mut rest[0];
-        let partner = earlier.iter_mut().find(|a| {
-            !a.shares_table() && a.keys == b.keys && a.aggs.len() == b.aggs.len() && a.mem_bytes == b.mem_bytes && rowtable::Rows::shared_fits(a.layout.words, a.aggs.len())
+        let same_keys = |a: &Mavg| a.keys == b.keys && a.mem_bytes == b.mem_bytes && rowtable::Rows::shared_fits(a.layout.words, a.aggs.len());
+        let partner = earlier.iter_mut().filter(|a| !a.shares_table() && a.aggs.len() == b.aggs.len()).find_map(|a| {
+            let nested = if same_keys(a) { None } else { Some(a.nested_layout(&b.keys)?) };
+            Some((a, nested))
         });
-        if let Some(a) = partner {
-            let compiled = |m: &Mavg| m.group.cells[0].shard.lock().compiled[0].clone();
-            let shape = vec![a.group.shape[0].clone(), b.group.shape[0].clone()];
-            let group = Arc::new(Group::new(a.layout.words, a.aggs.len(), vec![compiled(a), compiled(b)], shape, shards));
-            for (member, m) in [&mut *a, &mut *b].into_iter().enumerate() {
-                (m.group, m.member) = (group.clone(), member);
+        let Some((a, nested)) = partner else { continue };
+        let nest = match nested {
+            Some(layout) => {
+                b.nest_as(layout);
+                rowtable::Nest { mark: NESTED_MARK, extension: b.layout.extension_mask() }
             }
-            crate::log::info(&format!("{}: moving averages {} and {} share a table (the same keys)", a.object, a.name, b.name));
+            None => rowtable::Nest::default(),
+        };
+        let compiled = |m: &Mavg| m.group.cells[0].shard.lock().compiled[0].clone();
+        let shape = vec![a.group.shape[0].clone(), b.group.shape[0].clone()];
+        let group = Arc::new(Group::new(a.layout.words, a.aggs.len(), vec![compiled(a), compiled(b)], shape, shards, nest));
+        for (member, m) in [&mut *a, &mut *b].into_iter().enumerate() {
+            (m.group, m.member) = (group.clone(), member);
         }
+        let how = if group.nested() { "nested: the same keys and one field more" } else { "the same keys" };
+        crate::log::info(&format!("{}: moving averages {} and {} share a table ({how})", a.object, a.name, b.name));
+    }
+}
+
+impl Mavg {
+    /// The layout of a moving average keyed by `keys`, nested in this one's table: this one's
+    /// layout extended by the last of `keys`, when `keys` are this one's and one more field
+    /// that fits (see [`KeyLayout::extended`]).
+    fn nested_layout(&self, keys: &[FieldId]) -> Option<KeyLayout> {
+        let (extra, first) = keys.split_last()?;
+        (first == self.keys).then(|| self.layout.extended(*extra))?
+    }
+
+    /// Packs this (freshly parsed) moving average's keys by `layout` from now on: its
+    /// thresholds, and those its table was made with, follow.
+    fn nest_as(&mut self, layout: KeyLayout) {
+        let t = std::mem::take(self.thresholds.get_mut()).repacked(&self.layout, &layout);
+        let compiled = Arc::new(compile_thresholds(&self.limits, &t, self.secs()));
+        self.group.cells[0].shard.lock().compiled[0] = compiled;
+        (*self.thresholds.get_mut(), self.layout) = (t, layout);
     }
 }
 

@@ -62,7 +62,49 @@ pub struct KeyLayout {
     pub words: usize,
     /// How [`KeyLayout::pack`] writes the words (derived from the places).
     packer: Packer,
+    /// A bit always set in the last word: 0, but [`NESTED_MARK`] in a layout made by
+    /// [`KeyLayout::extended`].
+    mark: u64,
 }
+
+/// The bit set in every key packed by an [`extended`](KeyLayout::extended) layout: it tells
+/// such a key from the key it extends when the extra field is 0 (a moving average nested in
+/// another's table keeps both kinds of keys there). Just below the tables' two bits.
+pub const NESTED_MARK: u64 = 1 << (63 - TABLE_BITS);
+
+/// What an [extended](KeyLayout::extended) layout adds to the key it extends, as it packs it
+/// from a flow: the last word's bits of its extra field (value or NULL bit) and the mark.
+/// Or-ed into the extended key's last word, they make the extended layout's key: what a moving
+/// average nested in another's table packs per flow, instead of its whole key (kept inline
+/// with the queue that packs it: a few loads fewer per flow than through the layout).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Extension {
+    slot: usize,
+    present: u64,
+    value_mask: u64,
+    shift: u32,
+    mark: u64,
+    /// The bits of a flow without the field: its NULL bit and the mark.
+    absent: u64,
+}
+
+impl Extension {
+    /// See [`Extension`].
+    #[inline(always)]
+    pub fn bits(&self, flow: &Flow) -> u64 {
+        if flow.present_mask() & self.present != 0 {
+            (flow.stored_value(self.slot) as u64 & self.value_mask) << self.shift | self.mark
+        } else {
+            self.absent
+        }
+    }
+}
+
+/// Fewest bits an extended layout keeps for its extra field: a port, TCP flags or a VLAN
+/// fit.
+const EXTRA_BITS_MIN: u32 = 16;
+/// Most bits it takes (the spare bits of the last word, up to this).
+const EXTRA_BITS_MAX: u32 = 32;
 
 /// How a flow's key is packed: straight-line code for the commonest keys (most windows and
 /// moving averages are keyed by an address, a number, an address and a protocol or port, or
@@ -99,6 +141,9 @@ enum Packer {
     TwoWide,
     /// Any other key: each place in turn.
     Places,
+    /// A key [extended](KeyLayout::extended): its places but the last in turn, then the
+    /// [`Extension`]'s bits.
+    Extended,
 }
 
 /// Bits a key field takes in a packed key.
@@ -156,7 +201,7 @@ impl KeyLayout {
             }
             None => (words + used.len(), 0),
         };
-        let mut layout = KeyLayout { places, n: keys.len() as u8, nulls_word, nulls_shift, words: nulls_word + 1, packer: Packer::Places };
+        let mut layout = KeyLayout { places, n: keys.len() as u8, nulls_word, nulls_shift, words: nulls_word + 1, packer: Packer::Places, mark: 0 };
         layout.packer = layout.straight_line_packer().unwrap_or(Packer::Places);
         layout
     }
@@ -186,6 +231,48 @@ impl KeyLayout {
         };
         let places_agree = self.places().iter().zip(at).all(|(p, &w)| (p.word, p.shift) == w);
         (places_agree && (self.nulls_word, self.nulls_shift) == nulls_at).then_some(packer)
+    }
+
+    /// This layout's keys with one more field, `extra`, packed into the spare bits of the last
+    /// word: the same words, each of this layout's fields where it is here, the extra field's
+    /// NULL bit next to the others, then its value, then [`NESTED_MARK`]. So masking
+    /// [`KeyLayout::extension_mask`] off an extended key gives the key it extends. `None`
+    /// when `extra` is not a narrow number ([`FieldId::narrow_bits`]), the last word has too
+    /// little room (fewer than 16 bits for the value), or there are as many fields as a key
+    /// may have. The extra field keeps the low bits of its value that fit (27 after an IPv4
+    /// address): every value of its type, and all but the wildest a broken exporter sends in
+    /// a longer element.
+    pub fn extended(&self, extra: FieldId) -> Option<KeyLayout> {
+        let n = self.len();
+        let shift = self.nulls_shift + n as u32 + 1;
+        let bits = (63 - TABLE_BITS).checked_sub(shift)?.min(EXTRA_BITS_MAX);
+        if n == MAX_KEY_FIELDS || bits < EXTRA_BITS_MIN || extra.narrow_bits().is_none_or(|b| b > bits) {
+            return None;
+        }
+        let mut out = self.clone();
+        out.places[n] = Place { id: extra, word: self.nulls_word, shift, bits, present: Flow::presence_bit(extra) };
+        out.n += 1;
+        (out.packer, out.mark) = (Packer::Extended, NESTED_MARK);
+        Some(out)
+    }
+
+    /// The bits of an [extended](KeyLayout::extended) key that the extra field takes (its
+    /// NULL bit, its value and the mark), in the last word: 0 for other layouts.
+    pub fn extension_mask(&self) -> u64 {
+        if self.mark == 0 {
+            return 0;
+        }
+        let extra_null = self.nulls_shift + self.len() as u32 - 1;
+        (self.mark << 1) - (1 << extra_null)
+    }
+
+    /// How an [extended](KeyLayout::extended) layout packs what it adds to the key it
+    /// extends (`None` for other layouts).
+    pub fn extension(&self) -> Option<Extension> {
+        let i = self.len().checked_sub(1).filter(|_| self.mark != 0)?;
+        let p = &self.places[i];
+        let null = 1 << (self.nulls_shift + i as u32);
+        Some(Extension { slot: p.id as usize, present: p.present, value_mask: low_bits(p.bits), shift: p.shift, mark: self.mark, absent: null | self.mark })
     }
 
     pub fn len(&self) -> usize {
@@ -274,7 +361,13 @@ impl KeyLayout {
                 out[3] = (b >> 64) as u64;
                 out[4] = a_null | b_null << 1;
             }
-            Packer::Places => self.pack_places(flow, out),
+            Packer::Places => self.pack_places(flow, out, self.len()),
+            Packer::Extended => {
+                // The key extended, then what the extension adds (its last place's value or
+                // NULL bit, and the mark).
+                self.pack_places(flow, out, self.len() - 1);
+                out[self.nulls_word] |= self.extension().expect("an extended layout").bits(flow);
+            }
         }
     }
 
@@ -288,14 +381,14 @@ impl KeyLayout {
         }
     }
 
-    /// [`KeyLayout::pack`] for any layout: each place in turn. No word is cleared first: a
-    /// shared word's field at bit 0 (the first placed there, so the first in key order)
-    /// overwrites it, the others are or-ed in.
+    /// [`KeyLayout::pack`] for any layout: each place in turn (the first `n`). No word is
+    /// cleared first: a shared word's field at bit 0 (the first placed there, so the first in
+    /// key order) overwrites it, the others are or-ed in.
     #[inline(always)]
-    fn pack_places<const N: usize>(&self, flow: &Flow, out: &mut [u64; N]) {
+    fn pack_places<const N: usize>(&self, flow: &Flow, out: &mut [u64; N], n: usize) {
         let mut nulls = 0u64;
         let present = flow.present_mask();
-        for (i, p) in self.places().iter().enumerate() {
+        for (i, p) in self.places[..n].iter().enumerate() {
             let v = if present & p.present != 0 {
                 flow.stored_value(p.id as usize)
             } else {
@@ -361,7 +454,7 @@ impl KeyLayout {
                 nulls |= 1 << i;
             }
         }
-        out[self.nulls_word] |= nulls << self.nulls_shift;
+        out[self.nulls_word] |= nulls << self.nulls_shift | self.mark;
         out
     }
 }
@@ -616,6 +709,7 @@ mod tests {
         let mut next = crate::testrand::words(0x9e37_79b9_7f4a_7c15);
         let width = |id: &FieldId| if key_bits(*id) == 128 { u128::MAX } else { (1u128 << key_bits(*id)) - 1 };
         let mut packers = std::collections::HashSet::new();
+        let mut extended = 0;
         for _ in 0..4000 {
             // Half of the keys of up to three fields: the shapes with packers of their own.
             let fields = if next().is_multiple_of(2) { next() % 4 } else { 1 + next() % MAX_KEY_FIELDS as u64 };
@@ -637,9 +731,61 @@ mod tests {
             l.pack(&f, &mut packed);
             assert_eq!(&packed[..l.words], &l.pack_values(&vals)[..l.words], "{keys:?} {vals:?}");
             assert_eq!(&packed[l.words..], &rest[..], "words past the key untouched");
-            assert_eq!(l.unpack(&packed), Key(vals));
+            assert_eq!(l.unpack(&packed), Key(vals.clone()));
+            extended += extended_agrees(&l, &mut f, vals, &packed[..l.words], &mut next) as usize;
         }
         assert_eq!(packers.len(), 15, "every packer tried, in every key order: {packers:?}");
+        assert!(extended > 1000, "keys extended: {extended}");
+    }
+
+    /// Extends `l` (which packed flow `f`'s `vals` as `packed`) by a random narrow field, and
+    /// checks the extended key: `l`'s key with the extension's bits or-ed in, the same values
+    /// and the extra one (its low bits), and `l`'s key again with the extension masked off.
+    /// Returns whether `l` could be extended.
+    fn extended_agrees(l: &KeyLayout, f: &mut Flow, mut vals: Vec<Option<u128>>, packed: &[u64], next: &mut impl FnMut() -> u64) -> bool {
+        use FieldId::*;
+        // (Not one of the key's fields: the flow's value of it is set here.)
+        let Some(&extra) = [Proto, DstPort, TcpFlags, SrcVlan, MaxTtl].iter().cycle().skip(next() as usize % 5).take(5).find(|id| !l.places().iter().any(|p| p.id == **id)) else { return false };
+        let Some(e) = l.extended(extra) else {
+            // No room: a MAC address in the last word, or too many fields.
+            let last = l.places().iter().filter(|p| p.word == l.nulls_word).map(|p| p.shift + p.bits).max().unwrap_or(0);
+            assert!(last.max(l.nulls_shift + l.len() as u32) + 1 + EXTRA_BITS_MIN > 63 - TABLE_BITS || l.len() == MAX_KEY_FIELDS, "{l:?}");
+            return false;
+        };
+        let bits = e.places[l.len()].bits;
+        assert!((EXTRA_BITS_MIN..=EXTRA_BITS_MAX).contains(&bits));
+        // Mostly of the field's width, some wider, some too wide (cut to the bits kept).
+        let v = match next() % 8 {
+            0 => next() as u128,
+            1 => next() as u128 & low_bits(bits) as u128,
+            _ => next() as u128 & 0xff,
+        };
+        let present = !next().is_multiple_of(4);
+        if present {
+            f.set(extra, v);
+        } else {
+            *f = {
+                let mut g = Flow::default();
+                for (p, val) in l.places().iter().zip(&vals) {
+                    if let Some(val) = val.filter(|_| p.id.is_stored()) {
+                        g.set(p.id, val);
+                    }
+                }
+                g
+            };
+        }
+        vals.push(present.then_some(v & low_bits(bits) as u128));
+        let mut out = [0u64; MAX_WORDS];
+        e.pack(f, &mut out);
+        let words = e.words;
+        assert_eq!(words, l.words);
+        assert_eq!(&out[..words], &e.pack_values(&vals)[..words], "{vals:?}");
+        assert_eq!(&out[..words - 1], &packed[..words - 1]);
+        assert_eq!(out[words - 1], packed[words - 1] | e.extension().unwrap().bits(f), "the extension's bits make the key");
+        assert_eq!(out[words - 1] & !e.extension_mask(), packed[words - 1], "and masked off give the key extended");
+        assert_ne!(out[words - 1] & NESTED_MARK, 0);
+        assert_eq!(e.unpack(&out), Key(vals));
+        true
     }
 
     #[test]

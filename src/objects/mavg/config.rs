@@ -103,7 +103,7 @@ pub fn parse(file: &Path, object: &str, dir: &Path, item: &Node, i: usize) -> Re
     let compiled = Arc::new(compile_thresholds(&limits, &thresholds, time as f64));
     let words = layout.words;
     let shape = vec![shape_of(&name, &keys, &aggs, time, &limits)];
-    let group = Arc::new(Group::new(words, aggs.len(), vec![compiled], shape, shard_count()));
+    let group = Arc::new(Group::new(words, aggs.len(), vec![compiled], shape, shard_count(), super::rowtable::Nest::default()));
     Ok(Mavg {
         object: object.to_string(),
         name,

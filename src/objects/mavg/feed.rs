@@ -7,6 +7,7 @@
 use super::rowtable;
 use super::{key_state, limit_state, over_field, set_index, Compiled, Event, Group, LimitStates, Mavg, PackedKey, Phase, Row, Shard, ShardCell, ThresholdSet, ACTIVE_BIT, FLAG_BITS, MAVG_WORDS, MAX_MEMBERS, OVER_BIT};
 use crate::flow::Flow;
+use crate::objects::rows::Extension;
 use crate::objects::table::prefetch;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -26,6 +27,10 @@ pub struct Feed {
     /// The table's group, for the prefetch (one dependent load fewer per flow than through
     /// the leader).
     group: Arc<Group>,
+    /// The partner is nested in the table (see [`rowtable::Nest`]): its key is the leader's
+    /// with `extension`'s bits added.
+    nested: bool,
+    extension: Extension,
     batch: [Pending; FEED_DEPTH],
     len: usize,
 }
@@ -46,7 +51,10 @@ impl Feed {
         debug_assert!(!members.is_empty() && members.len() == members[0].group.members());
         let (leader, partner) = (members[0].clone(), members.get(1).cloned());
         let group = leader.group.clone();
-        Feed { members, leader, partner, group, batch: [Pending::EMPTY; FEED_DEPTH], len: 0 }
+        let extension = partner.as_ref().and_then(|p| p.layout.extension());
+        let nested = group.nested();
+        debug_assert_eq!(nested, extension.is_some());
+        Feed { members, leader, partner, group, nested, extension: extension.unwrap_or_default(), batch: [Pending::EMPTY; FEED_DEPTH], len: 0 }
     }
 
     #[inline]
@@ -56,6 +64,9 @@ impl Feed {
         self.leader.prepare_into(flow, flow.time_ms, p);
         if let Some(partner) = &self.partner {
             partner.values_into(flow, &mut p.v[1]);
+            if self.nested {
+                p.extension = self.extension.bits(flow);
+            }
         }
         self.group.prefetch(p);
         self.len += 1;
@@ -117,23 +128,88 @@ struct BatchUpdate<'a> {
 impl rowtable::Visit for BatchUpdate<'_> {
     fn visit<S: rowtable::Slot>(self, table: &mut rowtable::RowTable<S>) {
         // Each member and its thresholds looked up once per batch, not per flow.
-        let each = each_member::<S>(self.members, self.compiled);
         table.go_on_moving(MOVE_SLOTS_PER_FLOW * self.batch.len());
+        let nested = self.members[0].group.nested();
+        let mut shard = ShardUpdate { each: each_member(self.members, self.compiled), cell: self.cell, table, limits: self.limits, events: self.events };
         for (i, p) in self.batch.iter().enumerate() {
             if self.which & (1 << i) != 0 {
-                Mavg::update_slot(&each, self.cell, table, self.limits, p, self.events);
+                if nested {
+                    shard.update_nested(p);
+                } else {
+                    shard.update_slot(p);
+                }
             }
         }
     }
 }
 
-/// Each member of a table with slots `S` and its thresholds (entries past the members repeat
-/// the last one), as [`Mavg::insert_row`] and the per-flow update take them.
-pub(super) fn each_member<'a, S: rowtable::Slot>(members: &'a [Arc<Mavg>], compiled: &'a [Arc<Compiled>]) -> [(&'a Mavg, &'a Compiled); MAX_MEMBERS] {
+/// A shard's table, locked, as a batch's flows update it: each member and its thresholds
+/// (looked up once per batch, not per flow), the members' key states, and the limits that
+/// start, for sending once the lock is released.
+struct ShardUpdate<'a, S: rowtable::Slot> {
+    each: [(&'a Mavg, &'a Compiled); MAX_MEMBERS],
+    cell: &'a ShardCell,
+    table: &'a mut rowtable::RowTable<S>,
+    limits: &'a mut [LimitStates],
+    events: &'a mut Vec<StartEvent>,
+}
+
+/// Each member of a table and its thresholds (entries past the members repeat the last one),
+/// as [`Mavg::insert_row`] and the per-flow update take them.
+pub(super) fn each_member<'a>(members: &'a [Arc<Mavg>], compiled: &'a [Arc<Compiled>]) -> [(&'a Mavg, &'a Compiled); MAX_MEMBERS] {
     std::array::from_fn(|m| {
-        let m = m.min(S::MEMBERS - 1);
+        let m = m.min(members.len() - 1);
         (&*members[m], &*compiled[m])
     })
+}
+
+impl<S: rowtable::Slot> ShardUpdate<'_, S> {
+    /// One flow's update of its slot, every member's row; a limit starting is added to
+    /// `events`.
+    #[inline(always)]
+    fn update_slot(&mut self, p: &Pending) {
+        let Pending { ref key, hash, now_ms, .. } = *p;
+        let Some(i) = self.slot_of(0..S::MEMBERS, key, 0, hash, now_ms) else { return };
+        let ShardUpdate { each, table, limits, events, .. } = self;
+        // The slot type's member count is a constant: no loop is left.
+        for (m, (member, thresholds)) in each.iter().enumerate().take(S::MEMBERS) {
+            let values = &p.v[m];
+            if !member.quiet_update(table.slot_mut(i), m, thresholds, values, now_ms) {
+                member.full_update(table, (i, m), m, &mut limits[m], thresholds, key, values, now_ms, events);
+            }
+        }
+    }
+
+    /// One flow's update of a table with a nested member (see [`rowtable::Nest`]): the first
+    /// member's row under the flow's key, and the second's under the key extended. Both keys
+    /// hash alike: both probes walk one path, most often in one cache line.
+    #[inline(always)]
+    fn update_nested(&mut self, p: &Pending) {
+        self.update_own_slot(0, 0, p);
+        self.update_own_slot(1, p.extension, p);
+    }
+
+    /// Member `m`'s update of its slot, under the flow's key with `extension` or-ed into the
+    /// last word (a table with a nested member: the slot holds its row alone).
+    #[inline(always)]
+    fn update_own_slot(&mut self, m: usize, extension: u64, p: &Pending) {
+        let Some(i) = self.slot_of(m..m + 1, &p.key, extension, p.hash, p.now_ms) else { return };
+        let (member, thresholds) = self.each[m];
+        if !member.quiet_update(self.table.slot_mut(i), 0, thresholds, &p.v[m], p.now_ms) {
+            member.full_update(self.table, (i, 0), m, &mut self.limits[m], thresholds, &p.key.extended(extension), &p.v[m], p.now_ms, self.events);
+        }
+    }
+
+    /// The slot of `key` with `extension` or-ed into its last word (0 for the key itself),
+    /// put in with a row for each of the members `slot_members` if new; `None` when `mem-m`
+    /// has no room for it (see [`Mavg::insert_row`]).
+    #[inline(always)]
+    fn slot_of(&mut self, slot_members: std::ops::Range<usize>, key: &PackedKey, extension: u64, hash: u64, now_ms: u64) -> Option<usize> {
+        match self.table.find_extended(key, extension, hash) {
+            Some(i) => Some(i),
+            None => Mavg::insert_row(&self.each[slot_members.clone()], self.cell, self.table, &mut self.limits[slot_members], &key.extended(extension), hash, now_ms),
+        }
+    }
 }
 
 /// A flow prepared for a table's moving averages: its key, hash and each member's values.
@@ -143,10 +219,13 @@ pub struct Pending {
     hash: u64,
     v: [[f64; 3]; MAX_MEMBERS],
     now_ms: u64,
+    /// For a nested member: what its key adds to the last word of `key` (see
+    /// [`Extension`]).
+    extension: u64,
 }
 
 impl Pending {
-    const EMPTY: Pending = Pending { key: PackedKey { n: 0, w: [0; MAVG_WORDS] }, hash: 0, v: [[0.0; 3]; MAX_MEMBERS], now_ms: 0 };
+    const EMPTY: Pending = Pending { key: PackedKey { n: 0, w: [0; MAVG_WORDS] }, hash: 0, v: [[0.0; 3]; MAX_MEMBERS], now_ms: 0, extension: 0 };
 }
 
 impl Mavg {
@@ -234,47 +313,19 @@ impl Mavg {
         rows.visit(BatchUpdate { members, cell, limits, compiled, batch, which, events });
     }
 
-    /// One flow's update of its slot, every member's row (the shard locked); a limit starting
-    /// is added to `events`.
+    /// The common update in place of this member's row (row `r` of the slot) with a flow's
+    /// `values` at `now_ms`: it has no limit active or over, and stays under every overlimit.
+    /// Returns false, the slot untouched, when that is not so.
     #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    fn update_slot<S: rowtable::Slot>(
-        each: &[(&Mavg, &Compiled); MAX_MEMBERS],
-        cell: &ShardCell,
-        table: &mut rowtable::RowTable<S>,
-        limits: &mut [LimitStates],
-        p: &Pending,
-        events: &mut Vec<StartEvent>,
-    ) {
-        let Pending { ref key, hash, now_ms, .. } = *p;
-        let i = match table.find(key, hash) {
-            Some(i) => i,
-            None => match Mavg::insert_row(each, cell, table, limits, key, hash, now_ms) {
-                Some(i) => i,
-                None => return,
-            },
-        };
-        // The slot type's member count is a constant: no loop is left.
-        for (m, (member, thresholds)) in each.iter().enumerate().take(S::MEMBERS) {
-            if !member.quiet_update(table.slot_mut(i), m, thresholds, p) {
-                member.full_update(table, i, m, &mut limits[m], thresholds, p, events);
-            }
-        }
-    }
-
-    /// The common update in place of member `m`'s row: it has no limit active or over, and
-    /// stays under every overlimit. Returns false, the slot untouched, when that is not so.
-    #[inline(always)]
-    fn quiet_update<S: rowtable::Slot>(&self, slot: &mut S, m: usize, compiled: &Compiled, p: &Pending) -> bool {
-        let (sums, last, thr) = slot.parts_mut(m);
+    fn quiet_update<S: rowtable::Slot>(&self, slot: &mut S, r: usize, compiled: &Compiled, values: &[f64; 3], now_ms: u64) -> bool {
+        let (sums, last, thr) = slot.parts_mut(r);
         if *thr & FLAG_BITS != 0 {
             return false;
         }
-        let now_ms = p.now_ms;
         let ahead = rowtable::ms_ahead(*last, now_ms);
         let dt = if ahead < 0 { -(ahead as i64) as u64 } else { 0 };
         let mut n = [0.0; 3];
-        for ((n, sum), v) in n.iter_mut().zip(sums.iter()).zip(&p.v[m]).take(S::SUMS) {
+        for ((n, sum), v) in n.iter_mut().zip(sums.iter()).zip(values).take(S::SUMS) {
             *n = self.step(*sum, *v, dt);
         }
         let quiet = &compiled.quiet[set_index(*thr)];
@@ -288,22 +339,23 @@ impl Mavg {
         true
     }
 
-    /// The update of member `m`'s row when it has a limit active or over, or crosses one now.
+    /// The update of this member's row (member `m`, row `r` of slot `i`) with a flow's
+    /// `values` when it has a limit active or over, or crosses one now.
     #[inline(never)]
     #[allow(clippy::too_many_arguments)]
     fn full_update<S: rowtable::Slot>(
         &self,
         table: &mut rowtable::RowTable<S>,
-        i: usize,
+        (i, r): (usize, usize),
         m: usize,
         limits: &mut LimitStates,
         compiled: &Compiled,
-        p: &Pending,
+        key: &PackedKey,
+        v: &[f64; 3],
+        now_ms: u64,
         events: &mut Vec<StartEvent>,
     ) {
-        let Pending { ref key, now_ms, .. } = *p;
-        let v = &p.v[m];
-        let mut row = table.load(i, m, now_ms);
+        let mut row = table.load(i, r, now_ms);
         let set = &compiled.sets[row.thr()];
         let (before_n, before_ms) = (row.n, row.last_ms);
         let dt = now_ms.saturating_sub(row.last_ms);
@@ -324,18 +376,19 @@ impl Mavg {
                 None => {}
             }
         }
-        table.store(i, m, &row);
+        table.store(i, r, &row);
     }
 
-    /// A new key's rows (one per member of the table, with its thresholds), unless the memory
-    /// bound is reached (then the flow, or the listed key, is counted and skipped); publishes
-    /// the slot array's address for prefetching (it may have grown). The members hold the same
-    /// keys (see [`share_tables`]) and key states of their own: a key goes in when every one
-    /// has room. A member with an underlimit notes when the key came in, its first flow or its
-    /// listing (see [`Mavg::fill`]).
+    /// A new key's rows (one per member of the slot, `members` with their thresholds and
+    /// `limits` their key states), unless the memory bound is reached (then the flow, or the
+    /// listed key, is counted and skipped); publishes the slot array's address for prefetching
+    /// (it may have grown). The members of a slot hold the same keys (see [`share_tables`])
+    /// and key states of their own: a key goes in when every one has room. A member with an
+    /// underlimit notes when the key came in, its first flow or its listing (see
+    /// [`Mavg::fill`]).
     #[cold]
     pub(super) fn insert_row<S: rowtable::Slot>(
-        each: &[(&Mavg, &Compiled); MAX_MEMBERS],
+        members: &[(&Mavg, &Compiled)],
         cell: &ShardCell,
         table: &mut rowtable::RowTable<S>,
         limits: &mut [LimitStates],
@@ -343,7 +396,7 @@ impl Mavg {
         hash: u64,
         now_ms: u64,
     ) -> Option<usize> {
-        let members = &each[..S::MEMBERS];
+        debug_assert_eq!(members.len(), S::MEMBERS);
         if !members.iter().all(|(member, _)| member.has_room_for_key()) {
             for (member, _) in members {
                 member.stats.keys_dropped.fetch_add(1, Ordering::Relaxed);
@@ -356,7 +409,10 @@ impl Mavg {
                 key_state(limits, key, &member.states).first_ms = now_ms.max(1);
             }
         }
-        let rows = each.map(|(member, thresholds)| Row { last_ms: now_ms, n: [0.0; 3], thr: thresholds.index_of(key) | member.filling_bits(now_ms) });
+        let rows: [Row; MAX_MEMBERS] = std::array::from_fn(|m| match members.get(m) {
+            Some((member, thresholds)) => Row { last_ms: now_ms, n: [0.0; 3], thr: thresholds.index_of(key) | member.filling_bits(now_ms) },
+            None => Row::default(),
+        });
         let i = table.insert(key, hash, &rows[..S::MEMBERS]);
         cell.publish(table.probe_start());
         Some(i)

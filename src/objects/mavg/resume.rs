@@ -182,25 +182,29 @@ impl Mavg {
     fn take_up(members: &[Arc<Mavg>], m: usize, alert: &OnAlert, now_ms: u64) -> Result<(), String> {
         let OnAlert { ref key, limit: l, rate: value, threshold, start_ms, last_bad_ms, .. } = *alert;
         let me = &members[m];
-        let hash = key.hash64();
+        let hash = me.group.nest.hash_of(key);
         let cell = &me.group.cells[me.group.shard_of(hash)];
         {
             let mut guard = cell.shard.lock();
             let Shard { rows, limits, compiled } = &mut *guard;
+            // Every member has a row in the key's slot, but in a table with a nested member
+            // only the key's.
+            let slot_members = if me.group.nested() { m..m + 1 } else { 0..members.len() };
             let i = match rows.find(key, hash) {
                 Some(i) => i,
                 None => {
-                    if !members.iter().all(|m| m.has_room_for_key()) {
+                    if !members[slot_members.clone()].iter().all(|m| m.has_room_for_key()) {
                         return Err("mem-m is full".into());
                     }
-                    let new: Vec<Row> = compiled.iter().map(|c| Row { last_ms: now_ms, n: [0.0; 3], thr: c.index_of(key) }).collect();
-                    Mavg::count_new_key(members.iter().map(|m| &**m));
+                    let new: Vec<Row> = compiled[slot_members.clone()].iter().map(|c| Row { last_ms: now_ms, n: [0.0; 3], thr: c.index_of(key) }).collect();
+                    Mavg::count_new_key(members[slot_members].iter().map(|m| &**m));
                     let i = rows.insert(key, hash, &new);
                     cell.publish(rows.probe_start());
                     i
                 }
             };
-            let mut row = rows.load(i, m, now_ms);
+            let r = rows.member_row(m);
+            let mut row = rows.load(i, r, now_ms);
             if row.active(l) {
                 return Ok(());
             }
@@ -214,7 +218,7 @@ impl Mavg {
             row.n[field] = row.n[field].max(value * me.secs());
             row.last_ms = row.last_ms.max(now_ms);
             row.set_flag(ACTIVE_BIT, l, true);
-            rows.store(i, m, &row);
+            rows.store(i, r, &row);
             let st = limit_state(&mut limits[m], key, l, &me.states);
             (st.start_ms, st.last_bad_ms, st.last_notify_ms) = (start_ms, last_bad_ms, now_ms);
             (st.field, st.value, st.threshold) = (field, value, threshold);
@@ -247,8 +251,10 @@ impl Mavg {
         for cell in &self.group.cells {
             let mut guard = cell.shard.lock();
             let Shard { rows, limits, .. } = &mut *guard;
-            rows.retain(0, usize::MAX, now_ms, |key, rows| {
-                self.end_alerts(key, &mut rows[self.member], &mut limits[self.member], now_ms, &mut ended);
+            rows.retain(0, usize::MAX, now_ms, |key, first, rows| {
+                if let Some(row) = self.member.checked_sub(first).and_then(|r| rows.get_mut(r)) {
+                    self.end_alerts(key, row, &mut limits[self.member], now_ms, &mut ended);
+                }
                 true
             });
         }

@@ -13,6 +13,12 @@
 //! Two moving averages of one object with the same key fields and as many averaged fields
 //! share a table (when their joint slot fits a line): a slot then holds the key once and a row
 //! per member, and a flow updates both rows in the one cache line it loads.
+//! A moving average keyed by another's key plus one narrow field (an address and its protocol,
+//! after the address) is nested in that one's table ([`Nest`]): its rows have slots of their
+//! own, under keys that extend the first's in the spare bits of the last word, hashed as the
+//! key they extend. So a flow's two rows are in the same probe path, most often the same
+//! cache line: one hash, one prefetch and one line serve both, where a table of its own took a
+//! second of each.
 //! The rest of the moving average sees a [`Row`]: slots are loaded into one and stored back.
 //! The per-flow update visits the table with its slot type known ([`Rows::visit`], once per
 //! batch), so a row access is neither a dispatch nor a loop over a runtime number of fields.
@@ -108,10 +114,11 @@ macro_rules! slot_types {
 
         impl Rows {
             /// A table for keys of `words` words and `sums` aggregable fields, shared by
-            /// `members` moving averages (see [`Rows::shared_fits`]).
-            pub fn new(words: usize, sums: usize, members: usize) -> Rows {
+            /// `members` moving averages (see [`Rows::shared_fits`]) in each slot, and holding
+            /// the slots of a nested one as `nest` says.
+            pub fn new(words: usize, sums: usize, members: usize, nest: Nest) -> Rows {
                 $(if words == $k && sums == $a && members == $m {
-                    return Rows::$name(RowTable::with_capacity(16));
+                    return Rows::$name(RowTable::with_capacity(16, nest));
                 })*
                 unreachable!("moving-average keys have 1..={MAVG_WORDS} words and 1..=3 fields, not {words}/{sums}/{members}")
             }
@@ -153,6 +160,12 @@ macro_rules! slot_types {
                 match self { $(Rows::$name(t) => t.moving.is_some(),)* }
             }
 
+            /// Which row of its slots member `m` has (0 in a table with a nested member, where
+            /// each slot holds one member's row).
+            pub fn member_row(&self, m: usize) -> usize {
+                match self { $(Rows::$name(t) => t.member_row(m),)* }
+            }
+
             /// Member `m`'s row in slot `i` replaced.
             pub fn store(&mut self, i: usize, m: usize, row: &Row) {
                 match self { $(Rows::$name(t) => t.store(i, m, row),)* }
@@ -169,13 +182,15 @@ macro_rules! slot_types {
                 match self { $(Rows::$name(t) => t.load(i, m, now_ms),)* }
             }
 
-            /// Keeps the keys for which `f`, given every member's row, returns true (changes
+            /// Keeps the keys for which `f`, given the slot's rows and the member of the first
+            /// (every member's row, from member 0, but in a table with a nested member: that
+            /// member's row), returns true (changes
             /// `f` makes are kept), looking at up to `max` slots from slot `from` on; returns
             /// how many slots it looked at and whether that reached the table's end. A growing
             /// table first moves up to `max` slots' keys (so they move without flows too); keys
             /// not moved yet wait for a later pass. (A table that grew in between has moved its
             /// keys: a pass going on over it may see a key twice or miss one.)
-            pub fn retain(&mut self, from: usize, max: usize, now_ms: u64, f: impl FnMut(&PackedKey, &mut [Row]) -> bool) -> (usize, bool) {
+            pub fn retain(&mut self, from: usize, max: usize, now_ms: u64, f: impl FnMut(&PackedKey, usize, &mut [Row]) -> bool) -> (usize, bool) {
                 match self {
                     $(Rows::$name(t) => {
                         t.go_on_moving(max);
@@ -255,6 +270,37 @@ pub(super) fn home_slot(hash: u64, mask: usize, line_mask: usize) -> usize {
     hash as usize & mask & line_mask
 }
 
+/// How a table holds the rows of a moving average nested in it (member 1, keyed by the first
+/// member's key fields and one more: see [`KeyLayout::extended`](crate::objects::rows::KeyLayout::extended)):
+/// in slots of their own, whose keys carry `mark`, hashed as the key they extend (`extension`
+/// masked off the last word). The default, all zero, is a table without.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Nest {
+    pub mark: u64,
+    pub extension: u64,
+}
+
+impl Nest {
+    /// The member whose key it is.
+    #[inline]
+    pub fn member_of(self, key: &PackedKey) -> usize {
+        self.member_of_last(key.w[key.n as usize - 1])
+    }
+
+    #[inline]
+    fn member_of_last(self, last: u64) -> usize {
+        (last & self.mark != 0) as usize
+    }
+
+    /// The hash that places a key in the table (and its shard): of the key it extends, for
+    /// a nested member's.
+    pub fn hash_of(self, key: &PackedKey) -> u64 {
+        let mut home = *key;
+        home.w[key.n as usize - 1] &= !self.extension;
+        home.hash64()
+    }
+}
+
 /// What the table needs of a slot type.
 pub(super) trait Slot: Send + 'static + Clone {
     const WORDS: usize;
@@ -291,6 +337,7 @@ pub(super) struct RowTable<S: Slot> {
     /// The slot array the table will grow into, made ahead once the table is half full (see
     /// [`NextArray`]).
     next: Option<NextArray<S>>,
+    nest: Nest,
 }
 
 /// The slot array a growing table is leaving: keys before `next` have moved (or were taken
@@ -304,11 +351,26 @@ struct Moving<S: Slot> {
 }
 
 impl<S: Slot> RowTable<S> {
-    fn with_capacity(cap: usize) -> Self {
+    fn with_capacity(cap: usize, nest: Nest) -> Self {
         // SAFETY: an all-zero slot is an empty one: last key word 0 (neither occupied nor
         // removed) and a row of plain numbers.
         let slots = unsafe { ZeroedSlots::<S>::new(cap.next_power_of_two()) };
-        RowTable { slots, len: 0, tombs: 0, moving: None, next: None }
+        RowTable { slots, len: 0, tombs: 0, moving: None, next: None, nest }
+    }
+
+    fn member_row(&self, m: usize) -> usize {
+        if self.nest.mark != 0 {
+            0
+        } else {
+            m
+        }
+    }
+
+    /// Whether a slot holds member `m`'s row (every occupied one does, in a table without a
+    /// nested member).
+    fn holds_member(nest: Nest, s: &S, m: usize) -> bool {
+        let last = Self::last(s);
+        last & OCCUPIED != 0 && (nest.mark == 0 || nest.member_of_last(last) == m)
     }
 
     pub(super) fn probe_start(&self) -> (usize, usize) {
@@ -345,17 +407,32 @@ impl<S: Slot> RowTable<S> {
     /// leaving is moved first.
     #[inline]
     pub(super) fn find(&mut self, key: &PackedKey, hash: u64) -> Option<usize> {
-        match Self::probe(&self.slots, key, hash) {
-            None if self.moving.is_some() => self.take_early(key, hash),
+        self.find_extended(key, 0, hash)
+    }
+
+    /// [`RowTable::find`] for `key` with `extension` or-ed into its last word (a nested
+    /// member's key, see [`Nest`]; `hash` is the key's).
+    #[inline]
+    pub(super) fn find_extended(&mut self, key: &PackedKey, extension: u64, hash: u64) -> Option<usize> {
+        match Self::probe(&self.slots, key, extension, hash) {
+            None if self.moving.is_some() => self.take_early_extended(key, extension, hash),
             found => found,
         }
     }
 
-    /// Index of the key's slot in `slots`, if there.
-    #[inline]
-    fn probe(slots: &[S], key: &PackedKey, hash: u64) -> Option<usize> {
+    #[cold]
+    fn take_early_extended(&mut self, key: &PackedKey, extension: u64, hash: u64) -> Option<usize> {
+        let mut key = *key;
+        key.w[S::WORDS - 1] |= extension;
+        self.take_early(&key, hash)
+    }
+
+    /// Index of the slot of `key` with `extension` or-ed into its last word, in `slots`, if
+    /// there.
+    #[inline(always)]
+    fn probe(slots: &[S], key: &PackedKey, extension: u64, hash: u64) -> Option<usize> {
         let mask = slots.len() - 1;
-        let want_last = key.w[S::WORDS - 1] | OCCUPIED;
+        let want_last = key.w[S::WORDS - 1] | extension | OCCUPIED;
         let mut i = Self::home(hash, mask);
         loop {
             let s = &slots[i];
@@ -377,7 +454,7 @@ impl<S: Slot> RowTable<S> {
     #[cold]
     fn take_early(&mut self, key: &PackedKey, hash: u64) -> Option<usize> {
         let moving = self.moving.as_mut()?;
-        let j = Self::probe(&moving.slots, key, hash)?;
+        let j = Self::probe(&moving.slots, key, 0, hash)?;
         Some(self.move_slot(j, hash))
     }
 
@@ -416,7 +493,7 @@ impl<S: Slot> RowTable<S> {
             let Some(moving) = self.moving.as_ref() else { return };
             let s = &moving.slots[j];
             if Self::last(s) & OCCUPIED != 0 {
-                let hash = Self::key_of(s).hash64();
+                let hash = self.nest.hash_of(&Self::key_of(s));
                 self.move_slot(j, hash);
             }
         }
@@ -501,7 +578,7 @@ impl<S: Slot> RowTable<S> {
     /// growing table not moved yet are not looked at.) Also keeps every kept row's time
     /// within 2^30 ms of the clock (the 32-bit time stays exact): a row idle that long has
     /// decayed to nothing, and only the age matters then.
-    fn retain(&mut self, from: usize, max: usize, now_ms: u64, mut f: impl FnMut(&PackedKey, &mut [Row]) -> bool) -> (usize, bool) {
+    fn retain(&mut self, from: usize, max: usize, now_ms: u64, mut f: impl FnMut(&PackedKey, usize, &mut [Row]) -> bool) -> (usize, bool) {
         // (A table swapped away by a reload may be smaller than where a pass was: done.)
         let end = from.saturating_add(max).min(self.slots.len()).max(from);
         for s in self.slots.get_mut(from..end).unwrap_or_default() {
@@ -511,7 +588,7 @@ impl<S: Slot> RowTable<S> {
             let key = Self::key_of(s);
             let mut rows: [Row; MAX_MEMBERS] = std::array::from_fn(|m| if m < S::MEMBERS { s.load(m, now_ms) } else { Row::default() });
             let rows = &mut rows[..S::MEMBERS];
-            if f(&key, rows) {
+            if f(&key, self.nest.member_of(&key), rows) {
                 for (m, row) in rows.iter_mut().enumerate() {
                     if now_ms.saturating_sub(row.last_ms) > MAX_AGE {
                         row.last_ms = now_ms - MAX_AGE;
@@ -532,17 +609,19 @@ impl<S: Slot> RowTable<S> {
 
     /// (Also the keys not yet moved, of a growing table.)
     fn for_each_thr(&mut self, m: usize, mut f: impl FnMut(&PackedKey, &mut u32)) {
+        let (row, nest) = (self.member_row(m), self.nest);
         let leaving = self.moving.iter_mut().flat_map(|mv| mv.slots.iter_mut());
-        for s in self.slots.iter_mut().chain(leaving).filter(|s| Self::last(s) & OCCUPIED != 0) {
-            f(&Self::key_of(s), s.parts_mut(m).2);
+        for s in self.slots.iter_mut().chain(leaving).filter(|s| Self::holds_member(nest, s, m)) {
+            f(&Self::key_of(s), s.parts_mut(row).2);
         }
     }
 
     /// (Also the keys not yet moved, of a growing table.)
     fn for_each(&self, now_ms: u64, m: usize, mut f: impl FnMut(PackedKey, &Row)) {
+        let (row, nest) = (self.member_row(m), self.nest);
         let leaving = self.moving.iter().flat_map(|mv| mv.slots.iter());
-        for s in self.slots.iter().chain(leaving).filter(|s| Self::last(s) & OCCUPIED != 0) {
-            f(Self::key_of(s), &s.load(m, now_ms));
+        for s in self.slots.iter().chain(leaving).filter(|s| Self::holds_member(nest, s, m)) {
+            f(Self::key_of(s), &s.load(row, now_ms));
         }
     }
 }
@@ -593,7 +672,7 @@ mod tests {
         // sweeps in pieces removing some keys, and whole listings, against a map: through many
         // growths, each with a long stretch of keys in both arrays.
         const NOW: u64 = 1_700_000_000_000;
-        let mut rows = Rows::new(2, 1, 1);
+        let mut rows = Rows::new(2, 1, 1, Nest::default());
         let mut model: std::collections::HashMap<u64, f64> = std::collections::HashMap::new();
         let mut keys: Vec<u64> = Vec::new();
         let mut next = crate::testrand::xorshift(0x9e37_79b9_7f4a_7c15);
@@ -625,7 +704,7 @@ mod tests {
                 }
                 90..=97 => rows.go_on_moving(next(40) as usize),
                 98 => {
-                    let (looked, done) = rows.retain(cursor, 61, NOW, |k, r| {
+                    let (looked, done) = rows.retain(cursor, 61, NOW, |k, _, r| {
                         assert_eq!(Some(&r[0].n[0]), model.get(&k.w[0]), "key {} in a sweep", k.w[0]);
                         let keep = k.w[0] % 13 != 0;
                         if !keep {
@@ -655,13 +734,13 @@ mod tests {
     #[test]
     fn members_of_a_shared_table_keep_their_own_rows() {
         const NOW: u64 = 1_700_000_000_000;
-        let mut rows = Rows::new(1, 1, 2);
+        let mut rows = Rows::new(1, 1, 2, Nest::default());
         let row = |n: f64, thr: u32| Row { last_ms: NOW, n: [n, 0.0, 0.0], thr };
         for a in 0..100u64 {
             let k = key(1, a);
             rows.insert(&k, k.hash64(), &[row(a as f64, 1), row(-(a as f64), 2)]);
         }
-        rows.retain(0, usize::MAX, NOW, |k, r| {
+        rows.retain(0, usize::MAX, NOW, |k, _, r| {
             r[1].n[0] -= 0.5;
             k.w[0] < 50
         });
@@ -682,7 +761,7 @@ mod tests {
         // Two slots a line: a key whose hash points at a line's second slot goes to the first
         // when it is free, and to the second when not; a third key of that line goes on to
         // the next line.
-        let mut table = RowTable::<K1A1>::with_capacity(64);
+        let mut table = RowTable::<K1A1>::with_capacity(64, Nest::default());
         let row = [Row::default()];
         let first = table.insert(&key(1, 1), 5, &row);
         let second = table.insert(&key(1, 2), 4, &row);
@@ -697,7 +776,7 @@ mod tests {
         const NOW: u64 = 1_700_000_000_000;
         for words in 1..=MAVG_WORDS {
             for sums in 1..=3 {
-                let mut rows = Rows::new(words, sums, 1);
+                let mut rows = Rows::new(words, sums, 1, Nest::default());
                 for a in 0..1000u64 {
                     let k = key(words, a);
                     assert_eq!(rows.find(&k, k.hash64()), None);
@@ -713,7 +792,7 @@ mod tests {
                     assert_eq!(&row.n[1..sums], &[1.0, 2.0][..sums - 1]);
                     assert!(row.n[sums..].iter().all(|x| *x == 0.0), "sums past the fields read as 0");
                 }
-                rows.retain(0, usize::MAX, NOW, |k, r| {
+                rows.retain(0, usize::MAX, NOW, |k, _, r| {
                     r[0].n[0] += 0.5;
                     k.w[0] % 2 == 0
                 });
@@ -732,14 +811,14 @@ mod tests {
 
     #[test]
     fn times_are_exact_around_the_32_bit_wrap_and_old_rows_are_clamped() {
-        let mut rows = Rows::new(2, 1, 1);
+        let mut rows = Rows::new(2, 1, 1, Nest::default());
         let k = key(2, 1);
         let wrap = 5u64 << 32;
         let i = rows.insert(&k, k.hash64(), &[Row { last_ms: wrap - 10, ..Row::default() }]);
         assert_eq!(rows.load(i, 0, wrap + 10).last_ms, wrap - 10, "clock just past the wrap");
         assert_eq!(rows.load(i, 0, wrap - 20).last_ms, wrap - 10, "row ahead of a worker's clock");
         let later = wrap + (3 << 29); // 1.5 * 2^30 ms idle: still exact, over the clamp
-        rows.retain(0, usize::MAX, later, |_, _| true);
+        rows.retain(0, usize::MAX, later, |_, _, _| true);
         assert_eq!(rows.load(i, 0, later).last_ms, later - (1 << 30), "kept within 2^30 ms");
     }
 }

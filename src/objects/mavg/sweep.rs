@@ -62,16 +62,17 @@ impl SweepPass {
                 let mut guard = cells[self.shard].shard.lock();
                 let Shard { rows, limits, compiled } = &mut *guard;
                 let (members, forget, skip_quiet) = (&self.members, &self.forget, &self.skip_quiet);
-                rows.retain(self.slot, *budget, now_ms, |key, rows| {
+                rows.retain(self.slot, *budget, now_ms, |key, first, rows| {
                     let mut keep = false;
-                    for (m, member) in members.iter().enumerate() {
+                    let slot_members = first..first + rows.len();
+                    for (m, row) in slot_members.clone().zip(rows.iter_mut()) {
                         keep |= match skip_quiet[m] {
-                            Some(forget_after) if rows[m].thr & FLAG_BITS == 0 => quiet_row_kept(&rows[m], now_ms, forget_after),
-                            _ => member.sweep_row(key, &mut rows[m], &mut limits[m], &compiled[m].sets, now_ms, forget[m], &mut out[m]),
+                            Some(forget_after) if row.thr & FLAG_BITS == 0 => quiet_row_kept(row, now_ms, forget_after),
+                            _ => members[m].sweep_row(key, row, &mut limits[m], &compiled[m].sets, now_ms, forget[m], &mut out[m]),
                         };
                     }
                     if !keep {
-                        for member in members {
+                        for member in &members[slot_members] {
                             member.stats.keys.fetch_sub(1, Ordering::Relaxed);
                         }
                     }
@@ -168,7 +169,7 @@ impl Mavg {
     /// (see [`Mavg::watch_listed`]); returns whether it was put in.
     fn put_listed(members: &[Arc<Mavg>], key: &PackedKey, now_ms: u64) -> bool {
         let group = &members[0].group;
-        let hash = key.hash64();
+        let hash = group.nest.hash_of(key);
         let cell = &group.cells[group.shard_of(hash)];
         let mut shard = cell.shard.lock();
         let Shard { rows, limits, compiled } = &mut *shard;
@@ -341,8 +342,14 @@ struct PutListed<'a> {
 impl rowtable::Visit for PutListed<'_> {
     fn visit<S: rowtable::Slot>(self, table: &mut rowtable::RowTable<S>) {
         if table.find(self.key, self.hash).is_none() {
-            let each = feed::each_member::<S>(self.members, self.compiled);
-            *self.put = Mavg::insert_row(&each, self.cell, table, self.limits, self.key, self.hash, self.now_ms).is_some();
+            let each = feed::each_member(self.members, self.compiled);
+            // Every member's row, but in a table with a nested member the key's member's.
+            let slot_members = match self.members[0].group.nested() {
+                true => self.members[0].group.nest.member_of(self.key)..,
+                false => 0..,
+            };
+            let (members, limits) = (&each[slot_members.clone()][..S::MEMBERS], &mut self.limits[slot_members]);
+            *self.put = Mavg::insert_row(members, self.cell, table, limits, self.key, self.hash, self.now_ms).is_some();
         }
     }
 }

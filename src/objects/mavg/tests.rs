@@ -30,6 +30,15 @@ fn flow(dst: u32, octets: u128) -> Flow {
     f
 }
 
+/// `f` without its protocol.
+fn flow_without_proto(f: &Flow) -> Flow {
+    let mut out = Flow::default();
+    for id in [FieldId::DstHost, FieldId::Octets, FieldId::Packets] {
+        out.set(id, f.stored_value(id as usize));
+    }
+    out
+}
+
 fn events(rx: &Receiver<Event>) -> Vec<(Phase, Vec<String>, u64, u64)> {
     rx.try_iter().map(|e| (e.phase, e.keys.clone(), e.value.round() as u64, e.time_ms)).collect()
 }
@@ -854,42 +863,109 @@ const BPS: &str = r#"{"name": "bps", "time": 2, "fields": ["dst host", "octets"]
     "overlimit": [{"name": "a", "default": [1500], "back2norm-time": 3}]}"#;
 const PPS: &str = r#"{"name": "pps", "time": 1, "fields": ["dst host", "packets"],
     "overlimit": [{"name": "b", "default": [15], "back2norm-time": 2}], "underlimit": [{"name": "u", "default": [2]}]}"#;
+/// [`PPS`] per protocol: nested in [`BPS`]'s table.
+const PPS_BY_PROTO: &str = r#"{"name": "pps", "time": 1, "fields": ["dst host", "proto", "packets"],
+    "overlimit": [{"name": "b", "default": [10], "back2norm-time": 2}], "underlimit": [{"name": "u", "default": [2]}]}"#;
 
 #[test]
 fn averages_with_the_same_keys_share_a_table_when_it_fits_a_line() {
     let d = tmp("share");
-    let by_proto = r#"{"name": "p", "fields": ["dst host", "proto", "packets"]}"#;
     let other_mem = r#"{"name": "q", "mem-m": 5, "fields": ["dst host", "packets"]}"#;
     let third = r#"{"name": "r", "fields": ["dst host", "bits"]}"#;
     let wide = r#"{"name": "w", "fields": ["src host", "dst host", "src port", "dst port", "octets", "packets"]}"#;
     let wide2 = r#"{"name": "w2", "fields": ["src host", "dst host", "src port", "dst port", "octets", "bits"]}"#;
-    let (m, _rx) = object_mavgs(&[BPS, by_proto, PPS, other_mem, third, wide, wide2], &d);
+    let (m, _rx) = object_mavgs(&[BPS, PPS, other_mem, third, wide, wide2], &d);
     let sharing: Vec<(&str, bool, usize)> = m.iter().map(|m| (m.name.as_str(), m.shares_table(), m.member)).collect();
     assert_eq!(
         sharing,
-        [("bps", true, 0), ("p", false, 0), ("pps", true, 1), ("q", false, 0), ("r", false, 0), ("w", false, 0), ("w2", false, 0)],
+        [("bps", true, 0), ("pps", true, 1), ("q", false, 0), ("r", false, 0), ("w", false, 0), ("w2", false, 0)],
         "pairs of the same keys, fields count and mem-m; a third stays alone; two-field rows of a 3-word key do not fit a line"
     );
     let g = groups(&m);
-    assert_eq!(g.iter().map(|g| g.iter().map(|m| m.name.as_str()).collect::<Vec<_>>()).collect::<Vec<_>>(), [vec!["bps", "pps"], vec!["p"], vec!["q"], vec!["r"], vec!["w"], vec!["w2"]]);
+    assert_eq!(g.iter().map(|g| g.iter().map(|m| m.name.as_str()).collect::<Vec<_>>()).collect::<Vec<_>>(), [vec!["bps", "pps"], vec!["q"], vec!["r"], vec!["w"], vec!["w2"]]);
+    assert!(!m[0].group.nested());
     assert_eq!(m[0].key_bytes(), 102, "half of a 64-byte slot each, up to 3.2 slots per key");
 }
 
 #[test]
+fn an_average_keyed_by_anothers_keys_and_a_narrow_field_more_is_nested_in_its_table() {
+    let d = tmp("nest");
+    let by_port = r#"{"name": "port", "fields": ["dst host", "dst port", "packets"]}"#;
+    let by_src = r#"{"name": "src", "fields": ["src host", "proto", "packets"]}"#;
+    let two_fields = r#"{"name": "two", "fields": ["dst host", "proto", "octets", "packets"]}"#;
+    let by_as = r#"{"name": "as", "fields": ["dst host", "dst as", "packets"]}"#;
+    let mac = r#"{"name": "mac", "fields": ["dst mac", "octets"]}"#;
+    let mac_proto = r#"{"name": "macp", "fields": ["dst mac", "proto", "octets"]}"#;
+    let (m, _rx) = object_mavgs(&[BPS, PPS_BY_PROTO, by_port, by_src, two_fields, by_as, mac, mac_proto], &d);
+    let sharing: Vec<(&str, bool, usize)> = m.iter().map(|m| (m.name.as_str(), m.shares_table(), m.member)).collect();
+    assert_eq!(
+        sharing,
+        [("bps", true, 0), ("pps", true, 1), ("port", false, 0), ("src", false, 0), ("two", false, 0), ("as", false, 0), ("mac", false, 0), ("macp", false, 0)],
+        "one nested per table; not by another's keys, nor with more fields, nor by a wide field, nor where the word has no room"
+    );
+    assert!(m[0].group.nested());
+    assert_eq!((m[0].key_bytes(), m[1].key_bytes()), (102, 102), "a 32-byte slot each, up to 3.2 slots per key");
+    // The nested average's keys: the first's, its protocol (or NULL) and the mark in the
+    // spare bits of the one word; its thresholds by those keys.
+    let key = |host: u32, proto: Option<u128>| PackedKey::new(&m[1].layout, &m[1].layout.pack_values(&[Some(host as u128), proto]));
+    let first = PackedKey::new(&m[0].layout, &m[0].layout.pack_values(&[Some(7)]));
+    assert_eq!(key(7, Some(17)).w[..2], [7 | 17 << 34 | NESTED_MARK, 0]);
+    assert_eq!(key(7, None).w[0], 7 | 1 << 33 | NESTED_MARK);
+    assert_eq!(key(7, Some(0)).w[0] & !NESTED_MARK, first.w[0], "told from the first's key by the mark alone");
+    for proto in [None, Some(0), Some(6), Some((1 << 27) - 1)] {
+        let k = key(7, proto);
+        assert_eq!(m[0].group.nest.hash_of(&k), first.hash64(), "hashed as the first's key");
+        assert_eq!(m[1].key_text(&k), ["0.0.0.7".to_string(), proto.map_or("NULL".into(), |p| p.to_string())]);
+    }
+    let mut f = flow(7, 100);
+    f.set(FieldId::Proto, 17);
+    assert_eq!(m[1].layout.extension().unwrap().bits(&f) | first.w[0], key(7, Some(17)).w[0], "a flow's extension makes its key");
+}
+
+#[test]
 fn averages_sharing_a_table_behave_as_each_alone() {
-    // The same random flows through two averages sharing a table (by a worker's queue, with
-    // sweeps) and through each alone: the same events, the same dumps, the same keys.
-    let d = tmp("share-model");
+    shared_behave_as_alone("share-model", [BPS, PPS], 5, 20_000);
+}
+
+#[test]
+fn a_nested_average_behaves_as_alone() {
+    // Protocols 6, 17, 0 and none (NULL): a key extended by 0 is not the first's key.
+    shared_behave_as_alone("nest-model", [BPS, PPS_BY_PROTO], 5, 20_000);
+}
+
+#[test]
+fn a_nested_average_of_many_keys_behaves_as_alone_through_growth_and_sweeps() {
+    // Thousands of keys: the table grows many times while flows and sweeps go on, and keys
+    // go (idle) and come back.
+    shared_behave_as_alone("nest-grow", [BPS, PPS_BY_PROTO], 1000, 40_000);
+}
+
+/// The same `flows` random flows (to `hosts` destinations, of protocols 6, 17, 0 or none) through two
+/// averages sharing a table (by a worker's queue, with sweeps) and through each alone: the
+/// same events, the same dumps, the same keys.
+fn shared_behave_as_alone(tag: &str, confs: [&str; 2], hosts: u64, flows: usize) {
+    let d = tmp(tag);
     // The shared table split over 16 shards, as with four workers (a batch's flows are
     // grouped by shard); the lone ones have one.
-    let (shared, shared_rx) = object_mavgs_sharded(&[BPS, PPS], &d, 16);
+    let (shared, shared_rx) = object_mavgs_sharded(&confs, &d, 16);
     assert!(shared[0].shares_table() && shared[0].group.cells.len() == 16);
-    let alone: Vec<_> = [BPS, PPS].iter().map(|c| object_mavgs(&[c], &d)).map(|(mut m, mut rx)| (m.remove(0), rx.remove(0))).collect();
+    let alone: Vec<_> = confs.iter().map(|c| object_mavgs(&[c], &d)).map(|(mut m, mut rx)| (m.remove(0), rx.remove(0))).collect();
     let mut feed = Feed::new(shared.clone());
     let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
     let mut now = T0;
     let mut next_sweep = T0 + 1000;
-    for _ in 0..20_000 {
+    // Each sweep's events taken as they come (a full queue drops rewrites, and shards order
+    // a sweep's events differently, so they would not be the same ones).
+    let event = |e: Event| (e.time_ms, e.keys.clone(), e.limit, format!("{:?}", e.phase), e.value.to_bits(), e.start_ms);
+    let mut got = vec![Vec::new(); 2];
+    let mut want = vec![Vec::new(); 2];
+    let take_events = |got: &mut Vec<Vec<_>>, want: &mut Vec<Vec<_>>| {
+        for (i, (rx, (_, one_rx))) in shared_rx.iter().zip(&alone).enumerate() {
+            got[i].extend(rx.try_iter().map(event));
+            want[i].extend(one_rx.try_iter().map(event));
+        }
+    };
+    for _ in 0..flows {
         now += match next(50) {
             0 => 1500 + next(3000), // quiet for a while: back-to-normal, underlimits
             _ => next(40),          // each key about 10 flows/s: near the thresholds
@@ -900,10 +976,19 @@ fn averages_sharing_a_table_behave_as_each_alone() {
             for (m, _) in &alone {
                 m.sweep(now);
             }
+            take_events(&mut got, &mut want);
             next_sweep = (now / 1000 + 1) * 1000;
         }
-        let mut f = flow(1 + next(5) as u32, 1 + next(300) as u128);
+        // Most flows to five hosts: near the thresholds.
+        let host = if next(8) != 0 { 1 + next(5) } else { 1 + next(hosts) };
+        let mut f = flow(host as u32, 1 + next(300) as u128);
         f.set(FieldId::Packets, 1 + next(2) as u128);
+        match next(8) {
+            0 => f = flow_without_proto(&f),
+            1 => f.set(FieldId::Proto, 0),
+            2..=4 => f.set(FieldId::Proto, 17),
+            _ => {}
+        }
         f.time_ms = now;
         feed.push(&f);
         for (m, _) in &alone {
@@ -914,14 +999,12 @@ fn averages_sharing_a_table_behave_as_each_alone() {
         }
     }
     feed.flush();
-    // In the order of time, then key: shards order a sweep's events differently.
-    let all = |rx: &Receiver<Event>| -> Vec<_> {
-        let mut v: Vec<_> = rx.try_iter().map(|e| (e.time_ms, e.keys.clone(), e.limit, format!("{:?}", e.phase), e.value.to_bits(), e.start_ms)).collect();
-        v.sort();
-        v
-    };
-    for (i, ((m, rx), (one, one_rx))) in shared.iter().zip(&shared_rx).zip(&alone).enumerate() {
-        let (got, want) = (all(rx), all(one_rx));
+    take_events(&mut got, &mut want);
+    for (i, (m, (one, _))) in shared.iter().zip(&alone).enumerate() {
+        // In the order of time, then key: shards order a sweep's events differently.
+        let (mut got, mut want) = (std::mem::take(&mut got[i]), std::mem::take(&mut want[i]));
+        got.sort();
+        want.sort();
         assert!(want.len() > 50 && want.iter().any(|e| e.3 == "Back2Norm"), "member {i}: the traffic starts and ends limits: {}", want.len());
         if let Some(k) = (0..got.len().max(want.len())).find(|&k| got.get(k) != want.get(k)) {
             panic!("member {i}: event {k} of {}/{}: {:?} != {:?} (before: {:?})", got.len(), want.len(), got.get(k), want.get(k), &want[k.saturating_sub(3)..k]);
@@ -1194,4 +1277,110 @@ fn a_changed_average_takes_over_the_alerts_its_previous_version_has_on_not_the_f
     let other = parsed(r#"{"name": "m", "fields": ["src host", "octets"], "overlimit": [{"name": "level1", "default": [1000]}]}"#);
     let (taken, orphans) = take_over_alerts(std::slice::from_ref(&old), std::slice::from_ref(&other), T0 + 1000);
     assert!(taken.is_empty() && orphans.len() == 1);
+}
+
+/// [`BPS`] and, nested in its table (four shards), packets per destination and protocol with
+/// an overlimit and an underlimit whose `limits` files (`pps.csv`, `low.csv`) hold `over`
+/// and `under`.
+fn nested_with_limits(d: &Path, over: &str, under: &str) -> (Vec<Arc<Mavg>>, Vec<Receiver<Event>>) {
+    std::fs::write(d.join("pps.csv"), over).unwrap();
+    std::fs::write(d.join("low.csv"), under).unwrap();
+    let (m, rx) = object_mavgs_sharded(&[BPS, NESTED_WITH_LIMITS], d, 4);
+    assert!(m[0].group.nested());
+    (m, rx)
+}
+
+const NESTED_WITH_LIMITS: &str = r#"{"name": "pps", "time": 1, "fields": ["dst host", "proto", "packets"],
+    "overlimit": [{"name": "b", "default": [10], "limits": "pps.csv", "back2norm-time": 2}],
+    "underlimit": [{"name": "u", "default": [0], "limits": "low.csv"}]}"#;
+
+fn flow_proto(dst: u32, proto: u128, packets: u128, at: u64) -> Flow {
+    let mut f = flow(dst, 100);
+    f.time_ms = at;
+    f.set(FieldId::Proto, proto);
+    f.set(FieldId::Packets, packets);
+    f
+}
+
+/// Start events as (first key value, second key value, seconds after T0).
+fn starts_of(rx: &Receiver<Event>) -> Vec<(String, String, u64)> {
+    rx.try_iter().filter(|e| e.phase == Phase::Start).map(|e| (e.keys[0].clone(), e.keys[1].clone(), (e.time_ms - T0) / 1000)).collect()
+}
+
+#[test]
+fn a_nested_average_keeps_its_own_thresholds_listed_keys_and_reloads() {
+    let d = tmp("nest-limits");
+    let (m, rx) = nested_with_limits(&d, "0.0.0.1,17,5\n0.0.0.2,6,1\n", "0.0.0.9,1,3\n");
+    let mut feed = Feed::new(m.clone());
+    // Over the file's thresholds on the crossing flow: 6 > 5 for (1, 17), 2 > 1 for (2, 6);
+    // (1, 6) is under the default 10.
+    for f in [flow_proto(1, 17, 6, T0), flow_proto(1, 6, 6, T0), flow_proto(2, 6, 2, T0)] {
+        feed.push(&f);
+    }
+    feed.flush();
+    assert_eq!(starts_of(&rx[1]), [("0.0.0.1".into(), "17".into(), 0), ("0.0.0.2".into(), "6".into(), 0)]);
+    assert_eq!((keys_and_dropped(&m[0]), keys_and_dropped(&m[1])), ((2, 0), (3, 0)), "each its own keys");
+    // The listed key of the underlimit (9, ICMP) goes in, for the nested average alone, once
+    // the object has had traffic for a minute; it starts at the next sweep.
+    for s in 1..=62u64 {
+        Mavg::sweep_group(&m, T0 + s * 1000);
+        feed.push(&flow_proto(0, 6, 1, T0 + s * 1000 + 500));
+        feed.flush();
+    }
+    assert_eq!(starts_of(&rx[1]), [("0.0.0.9".into(), "1".into(), 62)]);
+    // The first forgets its idle keys; the nested one, with an underlimit, keeps them.
+    assert_eq!((keys_and_dropped(&m[0]).0, keys_and_dropped(&m[1]).0), (1, 5), "0.0.0.0 in both, (9, 1) in the nested one");
+    assert!(events(&rx[0]).is_empty());
+    // A reload with another threshold for (1, 17): the row keeps its average and gets it.
+    let dump = |m: &Mavg| m.dump_text(T0 + 62_600, "t").lines().filter(|l| l.contains("'0.0.0.1'")).map(String::from).collect::<Vec<_>>();
+    assert!(dump(&m[1]).is_empty(), "(1, 17) idle for a minute: a rate of 0 is not dumped");
+    feed.push(&flow_proto(1, 17, 4, T0 + 62_600));
+    feed.flush();
+    assert_eq!(dump(&m[1]), [" '0.0.0.1'  17  :: 4 (5 0 )"]);
+    std::fs::write(d.join("pps.csv"), "0.0.0.1,17,50\n").unwrap();
+    let file = d.join("mo.conf");
+    m[1].reload_from(parse(&file, "obj", &d, &json::parse(NESTED_WITH_LIMITS, &file).unwrap(), 1).unwrap()).unwrap();
+    assert_eq!(dump(&m[1]), [" '0.0.0.1'  17  :: 4 (50 0 )"]);
+}
+
+#[test]
+fn an_alert_of_a_nested_average_is_taken_up_in_its_own_row_and_ended_by_a_retirement() {
+    let d = tmp("nest-take-up");
+    let (m, rx) = nested_with_limits(&d, "", "");
+    let n = left_files(&d, &[("obj-pps-b-0.0.0.7-17", "0.0.0.7 17 40 10\n")]);
+    assert_eq!(take_up_alerts(&n, &m, T0).taken, ["obj-pps-b-0.0.0.7-17"]);
+    let counts = |f: fn(&MavgStats) -> usize| m.iter().map(|m| f(&m.stats)).collect::<Vec<_>>();
+    assert_eq!((counts(|s| s.active.load(Ordering::Relaxed)), counts(|s| s.keys.load(Ordering::Relaxed))), (vec![0, 1], vec![0, 1]), "the nested average's key alone");
+    assert_eq!(m[1].dump_text(T0, "t").lines().nth(2), Some(" '0.0.0.7'  17  :: 40 (10 0 )"));
+    // Its flows find that row; the first average gets a row of its own.
+    let mut feed = Feed::new(m.clone());
+    feed.push(&flow_proto(7, 17, 1, T0 + 10));
+    feed.flush();
+    assert_eq!(counts(|s| s.keys.load(Ordering::Relaxed)), [1, 1]);
+    assert!(starts_of(&rx[1]).is_empty(), "still the alert taken up");
+    // Retired (a reload dropped it): its alert ends, with the key's text.
+    let retired = m[1].retire(&[], T0 + 20);
+    let ended: Vec<_> = retired.ended.iter().map(|e| (e.phase, e.keys.clone())).collect();
+    assert_eq!(ended, [(Phase::Back2Norm, vec!["0.0.0.7".to_string(), "17".into()])]);
+    assert!(events(&rx[0]).is_empty());
+}
+
+#[test]
+fn a_reload_takes_over_a_nested_table_of_the_same_shape_only() {
+    let d = tmp("nest-reload");
+    let (old, _rx) = nested_with_limits(&d, "", "");
+    let mut feed = Feed::new(old.clone());
+    for i in 0..10u64 {
+        feed.push(&flow_proto(7, 17, 2, T0 + i));
+    }
+    feed.flush();
+    let dumps: Vec<String> = old.iter().map(|m| m.dump_text(T0 + 10, "t")).collect();
+    assert!(dumps[0].contains("'0.0.0.7'  :: 499 (") && dumps[1].contains("'0.0.0.7'  17  :: 20 ("), "{dumps:?}");
+    let (new, _rx) = nested_with_limits(&d, "", "");
+    assert!(Mavg::adopt(&new, &[&old[0], &old[1]]));
+    assert_eq!(new.iter().map(|m| m.dump_text(T0 + 10, "t")).collect::<Vec<_>>(), dumps, "averages kept");
+    assert_eq!((new[0].stats.keys.load(Ordering::Relaxed), new[1].stats.keys.load(Ordering::Relaxed)), (1, 1));
+    // A table of the same keys (not nested) does not take it over.
+    let (same_keys, _rx) = object_mavgs_sharded(&[BPS, PPS], &d, 4);
+    assert!(!Mavg::adopt(&same_keys, &[&new[0], &new[1]]));
 }
