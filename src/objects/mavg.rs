@@ -12,7 +12,9 @@
 //! flows per table ([`Feed`]), prefetching their rows, and applies a batch with one lock per
 //! shard: an atomic operation per flow would cost more than the update itself. Two moving
 //! averages of an object with the same key fields share a table ([`share_tables`]): one lookup
-//! and one cache line per flow serve both.
+//! and one cache line per flow serve both. One keyed by another's key fields and a narrow
+//! field more is nested in that one's table, its rows next to the other's
+//! ([`rowtable::Nest`]): one hash and most often one cache line serve both.
 //! Memory is bounded by `mem-m`: when full, new keys are counted and not tracked, known ones
 //! keep working.
 //!
