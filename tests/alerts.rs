@@ -246,7 +246,21 @@ fn flood_runs_the_scripts_with_the_documented_argv() {
 #[test]
 fn two_averages_sharing_a_table_each_alert_with_their_own_scripts() {
     // Bytes and packets per destination over different windows: the same keys, so one table.
-    let d = workdir("alerts-shared");
+    pair_alerts("alerts-shared", "", "share a table (the same keys)");
+}
+
+#[test]
+fn the_guides_pair_nested_in_one_table_each_alert_with_their_own_scripts() {
+    // Bytes per destination, packets per destination and protocol: the second nested in the
+    // first's table, its key the address and the protocol.
+    pair_alerts("alerts-nested", "proto", "share a table (nested: the same keys and one field more)");
+}
+
+/// The `pair` object's two averages, bytes per `dst host` over 2 s and packets per `dst host`
+/// (and `extra`, if not empty) over 1 s, each with its own scripts, through the flood capture:
+/// the log says how they share a table (`sharing`), each alerts and ends as alone.
+fn pair_alerts(tag: &str, extra: &str, sharing: &str) {
+    let d = workdir(tag);
     for sub in ["mo/pair", "exp", "notifications"] {
         std::fs::create_dir_all(d.join(sub)).unwrap();
     }
@@ -254,12 +268,13 @@ fn two_averages_sharing_a_table_each_alert_with_their_own_scripts() {
         let (on, off) = (script(&d, &format!("{name}-start.sh")), script(&d, &format!("{name}-stop.sh")));
         format!(r#"[ {{"name": "level1", "default": [{threshold}], "back2norm-time": 5, "action-script": "{on}", "back2norm-script": "{off}"}} ]"#)
     };
+    let pps_keys = if extra.is_empty() { r#""dst host""#.to_string() } else { format!(r#""dst host", "{extra}""#) };
     std::fs::write(
         d.join("mo/pair/mo.conf"),
         format!(
             r#"{{ "filter": "dst net 10.0.0.0/24",
                  "mavg": [ {{"name": "bps", "time": 2, "fields": ["dst host", "octets"], "overlimit": {bps}}},
-                           {{"name": "pps", "time": 1, "fields": ["dst host", "packets"], "overlimit": {pps}}} ] }}"#,
+                           {{"name": "pps", "time": 1, "fields": [{pps_keys}, "packets"], "overlimit": {pps}}} ] }}"#,
             bps = limit("bps", 100_000),
             pps = limit("pps", 50)
         ),
@@ -267,16 +282,20 @@ fn two_averages_sharing_a_table_each_alert_with_their_own_scripts() {
     .unwrap();
     let conf = collector_conf(&d);
     let err = replay(&conf, &capture(60).0);
-    assert!(err.contains("pair: moving averages bps and pps share a table"), "{err}");
+    assert!(err.contains(&format!("pair: moving averages bps and pps {sharing}")), "{err}");
     let log = |name: &str| std::fs::read_to_string(d.join(format!("{name}.sh.log"))).unwrap_or_else(|e| panic!("{name}: {e}: {err}"));
-    let notif = |m: &str| d.join(format!("notifications/pair-{m}-level1-10.0.0.9")).display().to_string();
+    // The flood's flows are UDP (17): the nested average's key is the address and 17.
+    let (pps_key, pps_args) = if extra.is_empty() { ("10.0.0.9", "10.0.0.9") } else { ("10.0.0.9-17", "10.0.0.9 17") };
+    let notif = |m: &str, key: &str| d.join(format!("notifications/pair-{m}-level1-{key}")).display().to_string();
     // Bytes: as with a table of its own (the third flow of the first flood datagram crosses).
-    assert_eq!(log("bps-start"), format!("pair bps level1 {} 10.0.0.9 150000 100000\n", notif("bps")));
+    assert_eq!(log("bps-start"), format!("pair bps level1 {} 10.0.0.9 150000 100000\n", notif("bps", "10.0.0.9")));
     // Packets: ten per 100 ms over 1 s windows (N = 0.9 N + 10 per datagram) crosses 50 on the
     // eighth flow of the seventh datagram: 0.9 * 46.86 + 8 = 50.2 packets/s.
-    assert_eq!(log("pps-start"), format!("pair pps level1 {} 10.0.0.9 50 50\n", notif("pps")));
-    assert_eq!(log("bps-stop"), format!("pair bps level1 {} 10.0.0.9 0 100000\n", notif("bps")));
-    assert_eq!(log("pps-stop"), format!("pair pps level1 {} 10.0.0.9 0 50\n", notif("pps")));
+    assert_eq!(log("pps-start"), format!("pair pps level1 {} {pps_args} 50 50\n", notif("pps", pps_key)));
+    assert_eq!(log("bps-stop"), format!("pair bps level1 {} 10.0.0.9 0 100000\n", notif("bps", "10.0.0.9")));
+    assert_eq!(log("pps-stop"), format!("pair pps level1 {} {pps_args} 0 50\n", notif("pps", pps_key)));
+    let left: Vec<_> = std::fs::read_dir(d.join("notifications")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "notification files gone at back-to-normal: {left:?}");
 }
 
 /// An uplink's traffic: 10.0.0.2 gets 10,000 bytes at every whole second (its average never
