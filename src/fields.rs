@@ -163,14 +163,13 @@ impl FieldId {
         (self as usize) < STORED_COUNT
     }
 
-    /// Bits of the information element's type, for the numbers of 16 bits or fewer (a
-    /// protocol, a port, a ToS, TCP flags, a VLAN, a TTL, a direction, an end reason): such a
-    /// field can share a key's word with others.
+    /// Bits of the information element's type, for the numbers of 8 bits (a protocol, a ToS,
+    /// a TTL, a direction, an end reason): such a field has at most 256 values (a key
+    /// extended by it, see `KeyLayout::extended`, at most 257 variants).
     pub fn narrow_bits(self) -> Option<u32> {
         use FieldId::*;
         match self {
             Proto | SrcTos | DstTos | MinTtl | MaxTtl | Direction | EndReason => Some(8),
-            TcpFlags | SrcPort | DstPort | SrcVlan | DstVlan | D1qVlan | D1qCVlan | PostD1qVlan | PostD1qCVlan => Some(16),
             _ => None,
         }
     }

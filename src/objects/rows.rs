@@ -100,9 +100,9 @@ impl Extension {
     }
 }
 
-/// Fewest bits an extended layout keeps for its extra field: a port, TCP flags or a VLAN
-/// fit.
-const EXTRA_BITS_MIN: u32 = 16;
+/// Fewest bits an extended layout keeps for its extra field (a number of 8 bits, see
+/// [`FieldId::narrow_bits`]).
+const EXTRA_BITS_MIN: u32 = 8;
 /// Most bits it takes (the spare bits of the last word, up to this).
 const EXTRA_BITS_MAX: u32 = 32;
 
@@ -237,11 +237,11 @@ impl KeyLayout {
     /// word: the same words, each of this layout's fields where it is here, the extra field's
     /// NULL bit next to the others, then its value, then [`NESTED_MARK`]. So masking
     /// [`KeyLayout::extension_mask`] off an extended key gives the key it extends. `None`
-    /// when `extra` is not a narrow number ([`FieldId::narrow_bits`]), the last word has too
-    /// little room (fewer than 16 bits for the value), or there are as many fields as a key
-    /// may have. The extra field keeps the low bits of its value that fit (27 after an IPv4
-    /// address): every value of its type, and all but the wildest a broken exporter sends in
-    /// a longer element.
+    /// when `extra` is not a number of 8 bits ([`FieldId::narrow_bits`]: a key's variants
+    /// all hash alike in a nested table, so they must be few), the last word has too little
+    /// room, or there are as many fields as a key may have. The extra field keeps the low bits
+    /// of its value that fit (27 after an IPv4 address, 11 after a MAC address): every value
+    /// of its type, and all but the wildest a broken exporter sends in a longer element.
     pub fn extended(&self, extra: FieldId) -> Option<KeyLayout> {
         let n = self.len();
         let shift = self.nulls_shift + n as u32 + 1;
@@ -745,7 +745,7 @@ mod tests {
     fn extended_agrees(l: &KeyLayout, f: &mut Flow, mut vals: Vec<Option<u128>>, packed: &[u64], next: &mut impl FnMut() -> u64) -> bool {
         use FieldId::*;
         // (Not one of the key's fields: the flow's value of it is set here.)
-        let Some(&extra) = [Proto, DstPort, TcpFlags, SrcVlan, MaxTtl].iter().cycle().skip(next() as usize % 5).take(5).find(|id| !l.places().iter().any(|p| p.id == **id)) else { return false };
+        let Some(&extra) = [Proto, SrcTos, DstTos, MaxTtl, Direction].iter().cycle().skip(next() as usize % 5).take(5).find(|id| !l.places().iter().any(|p| p.id == **id)) else { return false };
         let Some(e) = l.extended(extra) else {
             // No room: a MAC address in the last word, or too many fields.
             let last = l.places().iter().filter(|p| p.word == l.nulls_word).map(|p| p.shift + p.bits).max().unwrap_or(0);

@@ -896,13 +896,18 @@ fn an_average_keyed_by_anothers_keys_and_a_narrow_field_more_is_nested_in_its_ta
     let by_as = r#"{"name": "as", "fields": ["dst host", "dst as", "packets"]}"#;
     let mac = r#"{"name": "mac", "fields": ["dst mac", "octets"]}"#;
     let mac_proto = r#"{"name": "macp", "fields": ["dst mac", "proto", "octets"]}"#;
-    let (m, _rx) = object_mavgs(&[BPS, PPS_BY_PROTO, by_port, by_src, two_fields, by_as, mac, mac_proto], &d);
+    let six = r#"{"name": "six", "fields": ["src host6", "octets"]}"#;
+    let six_proto = r#"{"name": "sixp", "fields": ["src host6", "proto", "bits"]}"#;
+    let (m, _rx) = object_mavgs(&[BPS, PPS_BY_PROTO, by_src, two_fields, by_as, mac, mac_proto, six, six_proto], &d);
     let sharing: Vec<(&str, bool, usize)> = m.iter().map(|m| (m.name.as_str(), m.shares_table(), m.member)).collect();
     assert_eq!(
         sharing,
-        [("bps", true, 0), ("pps", true, 1), ("port", false, 0), ("src", false, 0), ("two", false, 0), ("as", false, 0), ("mac", false, 0), ("macp", false, 0)],
-        "one nested per table; not by another's keys, nor with more fields, nor by a wide field, nor where the word has no room"
+        [("bps", true, 0), ("pps", true, 1), ("src", false, 0), ("two", false, 0), ("as", false, 0), ("mac", true, 0), ("macp", true, 1), ("six", true, 0), ("sixp", true, 1)],
+        "one nested per table; not by another's keys, nor with more fields, nor by a wide field"
     );
+    // A port has too many values: all of a key's variants would sit on one probe path.
+    let (p, _rx) = object_mavgs(&[BPS, by_port], &d);
+    assert!(!p[0].shares_table() && !p[1].shares_table());
     assert!(m[0].group.nested());
     assert_eq!((m[0].key_bytes(), m[1].key_bytes()), (102, 102), "a 32-byte slot each, up to 3.2 slots per key");
     // The nested average's keys: the first's, its protocol (or NULL) and the mark in the
