@@ -12,8 +12,8 @@
 //! flows per table ([`Feed`]), prefetching their rows, and applies a batch with one lock per
 //! shard: an atomic operation per flow would cost more than the update itself. Two moving
 //! averages of an object with the same key fields share a table ([`share_tables`]): one lookup
-//! and one cache line per flow serve both. One keyed by another's key fields and a narrow
-//! field more is nested in that one's table, its rows next to the other's
+//! and one cache line per flow serve both. One keyed by another's key fields and a field of
+//! 8 bits more is nested in that one's table, its rows next to the other's
 //! ([`rowtable::Nest`]): one hash and most often one cache line serve both.
 //! Memory is bounded by `mem-m`: when full, new keys are counted and not tracked, known ones
 //! keep working.
@@ -578,7 +578,7 @@ impl ShardCell {
 
 /// The table of one moving average, or of two of one object with the same key fields and as
 /// many averaged fields (see [`share_tables`]): one key lookup and one cache line per flow
-/// serve both. Or of two where the second's key is the first's and one narrow field more,
+/// serve both. Or of two where the second's key is the first's and one field of 8 bits more,
 /// nested in the first's table (see [`rowtable::Nest`]).
 struct Group {
     cells: Vec<ShardCell>,
@@ -1116,7 +1116,7 @@ impl Mavg {
 /// Every flow of the object updates both, so they hold the same keys: one lookup and one cache
 /// line serve both averages. Each keeps its own window, thresholds, limits and events.
 ///
-/// Failing that, one keyed by an earlier one's key fields and one narrow field more (the
+/// Failing that, one keyed by an earlier one's key fields and one field of 8 bits more (the
 /// guide's pair: by address, then by address and protocol), with as many averaged fields, is
 /// nested in that one's table (see [`rowtable::Nest`]): its keys are packed extended, its
 /// rows have slots of their own next to the first's. Each keeps its own `mem-m` then.
@@ -1138,7 +1138,8 @@ fn share_tables_in(mavgs: &mut [Mavg], shards: usize) {
         let nest = match nested {
             Some(layout) => {
                 b.nest_as(layout);
-                rowtable::Nest { mark: NESTED_MARK, extension: b.layout.extension_mask() }
+                let spread_from = b.layout.extension().expect("an extended layout").value_shift() + 5;
+                rowtable::Nest { mark: NESTED_MARK, extension: b.layout.extension_mask(), spread_from }
             }
             None => rowtable::Nest::default(),
         };

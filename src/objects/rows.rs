@@ -89,6 +89,11 @@ pub struct Extension {
 }
 
 impl Extension {
+    /// Where the extra field's value starts in the last word.
+    pub fn value_shift(&self) -> u32 {
+        self.shift
+    }
+
     /// See [`Extension`].
     #[inline(always)]
     pub fn bits(&self, flow: &Flow) -> u64 {
@@ -100,11 +105,7 @@ impl Extension {
     }
 }
 
-/// Fewest bits an extended layout keeps for its extra field (a number of 8 bits, see
-/// [`FieldId::narrow_bits`]).
-const EXTRA_BITS_MIN: u32 = 8;
-/// Most bits it takes (the spare bits of the last word, up to this).
-const EXTRA_BITS_MAX: u32 = 32;
+
 
 /// How a flow's key is packed: straight-line code for the commonest keys (most windows and
 /// moving averages are keyed by an address, a number, an address and a protocol or port, or
@@ -238,15 +239,15 @@ impl KeyLayout {
     /// NULL bit next to the others, then its value, then [`NESTED_MARK`]. So masking
     /// [`KeyLayout::extension_mask`] off an extended key gives the key it extends. `None`
     /// when `extra` is not a number of 8 bits ([`FieldId::narrow_bits`]: a key's variants
-    /// all hash alike in a nested table, so they must be few), the last word has too little
-    /// room, or there are as many fields as a key may have. The extra field keeps the low bits
-    /// of its value that fit (27 after an IPv4 address, 11 after a MAC address): every value
-    /// of its type, and all but the wildest a broken exporter sends in a longer element.
+    /// sit together in a nested table, so they must be few), the last word has too little
+    /// room, or there are as many fields as a key may have. The extra field keeps the low 8
+    /// bits of its value: every value of its type (a broken exporter's longer element is cut
+    /// to them), so a key has at most 257 variants, NULL included.
     pub fn extended(&self, extra: FieldId) -> Option<KeyLayout> {
         let n = self.len();
         let shift = self.nulls_shift + n as u32 + 1;
-        let bits = (63 - TABLE_BITS).checked_sub(shift)?.min(EXTRA_BITS_MAX);
-        if n == MAX_KEY_FIELDS || bits < EXTRA_BITS_MIN || extra.narrow_bits().is_none_or(|b| b > bits) {
+        let bits = extra.narrow_bits()?;
+        if n == MAX_KEY_FIELDS || shift + bits > 63 - TABLE_BITS {
             return None;
         }
         let mut out = self.clone();
@@ -738,7 +739,7 @@ mod tests {
         assert!(extended > 1000, "keys extended: {extended}");
     }
 
-    /// Extends `l` (which packed flow `f`'s `vals` as `packed`) by a random narrow field, and
+    /// Extends `l` (which packed flow `f`'s `vals` as `packed`) by a random 8-bit field, and
     /// checks the extended key: `l`'s key with the extension's bits or-ed in, the same values
     /// and the extra one (its low bits), and `l`'s key again with the extension masked off.
     /// Returns whether `l` could be extended.
@@ -749,17 +750,13 @@ mod tests {
         let Some(e) = l.extended(extra) else {
             // No room: a MAC address in the last word, or too many fields.
             let last = l.places().iter().filter(|p| p.word == l.nulls_word).map(|p| p.shift + p.bits).max().unwrap_or(0);
-            assert!(last.max(l.nulls_shift + l.len() as u32) + 1 + EXTRA_BITS_MIN > 63 - TABLE_BITS || l.len() == MAX_KEY_FIELDS, "{l:?}");
+            assert!(last.max(l.nulls_shift + l.len() as u32) + 1 + 8 > 63 - TABLE_BITS || l.len() == MAX_KEY_FIELDS, "{l:?}");
             return false;
         };
         let bits = e.places[l.len()].bits;
-        assert!((EXTRA_BITS_MIN..=EXTRA_BITS_MAX).contains(&bits));
-        // Mostly of the field's width, some wider, some too wide (cut to the bits kept).
-        let v = match next() % 8 {
-            0 => next() as u128,
-            1 => next() as u128 & low_bits(bits) as u128,
-            _ => next() as u128 & 0xff,
-        };
+        assert_eq!(bits, 8);
+        // Mostly of the field's width, some too wide (cut to the bits kept).
+        let v = if next().is_multiple_of(8) { next() as u128 } else { next() as u128 & 0xff };
         let present = !next().is_multiple_of(4);
         if present {
             f.set(extra, v);

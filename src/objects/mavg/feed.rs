@@ -129,8 +129,8 @@ impl rowtable::Visit for BatchUpdate<'_> {
     fn visit<S: rowtable::Slot>(self, table: &mut rowtable::RowTable<S>) {
         // Each member and its thresholds looked up once per batch, not per flow.
         table.go_on_moving(MOVE_SLOTS_PER_FLOW * self.batch.len());
-        let nested = self.members[0].group.nested();
-        let mut shard = ShardUpdate { each: each_member(self.members, self.compiled), cell: self.cell, table, limits: self.limits, events: self.events };
+        let (nested, nest) = (self.members[0].group.nested(), self.members[0].group.nest);
+        let mut shard = ShardUpdate { each: each_member(self.members, self.compiled), nest, cell: self.cell, table, limits: self.limits, events: self.events };
         for (i, p) in self.batch.iter().enumerate() {
             if self.which & (1 << i) != 0 {
                 if nested {
@@ -148,6 +148,7 @@ impl rowtable::Visit for BatchUpdate<'_> {
 /// start, for sending once the lock is released.
 struct ShardUpdate<'a, S: rowtable::Slot> {
     each: [(&'a Mavg, &'a Compiled); MAX_MEMBERS],
+    nest: rowtable::Nest,
     cell: &'a ShardCell,
     table: &'a mut rowtable::RowTable<S>,
     limits: &'a mut [LimitStates],
@@ -182,18 +183,19 @@ impl<S: rowtable::Slot> ShardUpdate<'_, S> {
 
     /// One flow's update of a table with a nested member (see [`rowtable::Nest`]): the first
     /// member's row under the flow's key, and the second's under the key extended. Both keys
-    /// hash alike: both probes walk one path, most often in one cache line.
+    /// hash alike (for the commonest values of the extra field): both probes walk one path,
+    /// most often in one cache line.
     #[inline(always)]
     fn update_nested(&mut self, p: &Pending) {
-        self.update_own_slot(0, 0, p);
-        self.update_own_slot(1, p.extension, p);
+        self.update_own_slot(0, 0, p.hash, p);
+        self.update_own_slot(1, p.extension, self.nest.hash_extended(p.hash, p.extension), p);
     }
 
     /// Member `m`'s update of its slot, under the flow's key with `extension` or-ed into the
-    /// last word (a table with a nested member: the slot holds its row alone).
+    /// last word, of hash `hash` (a table with a nested member: the slot holds its row alone).
     #[inline(always)]
-    fn update_own_slot(&mut self, m: usize, extension: u64, p: &Pending) {
-        let Some(i) = self.slot_of(m..m + 1, &p.key, extension, p.hash, p.now_ms) else { return };
+    fn update_own_slot(&mut self, m: usize, extension: u64, hash: u64, p: &Pending) {
+        let Some(i) = self.slot_of(m..m + 1, &p.key, extension, hash, p.now_ms) else { return };
         let (member, thresholds) = self.each[m];
         if !member.quiet_update(self.table.slot_mut(i), 0, thresholds, &p.v[m], p.now_ms) {
             member.full_update(self.table, (i, 0), m, &mut self.limits[m], thresholds, &p.key.extended(extension), &p.v[m], p.now_ms, self.events);

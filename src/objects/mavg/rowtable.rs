@@ -13,8 +13,8 @@
 //! Two moving averages of one object with the same key fields and as many averaged fields
 //! share a table (when their joint slot fits a line): a slot then holds the key once and a row
 //! per member, and a flow updates both rows in the one cache line it loads.
-//! A moving average keyed by another's key plus one narrow field (an address and its protocol,
-//! after the address) is nested in that one's table ([`Nest`]): its rows have slots of their
+//! A moving average keyed by another's key plus one field of 8 bits (an address and its
+//! protocol, after the address) is nested in that one's table ([`Nest`]): its rows have slots of their
 //! own, under keys that extend the first's in the spare bits of the last word, hashed as the
 //! key they extend. So a flow's two rows are in the same probe path, most often the same
 //! cache line: one hash, one prefetch and one line serve both, where a table of its own took a
@@ -182,10 +182,10 @@ macro_rules! slot_types {
                 match self { $(Rows::$name(t) => t.load(i, m, now_ms),)* }
             }
 
-            /// Keeps the keys for which `f`, given the slot's rows and the member of the first
-            /// (every member's row, from member 0, but in a table with a nested member: that
-            /// member's row), returns true (changes
-            /// `f` makes are kept), looking at up to `max` slots from slot `from` on; returns
+            /// Keeps the keys for which `f` returns true, given a slot's key, the member of its
+            /// first row and its rows (every member's, from member 0; in a table with a nested
+            /// member, the row of the member whose key it is). Changes `f` makes are kept. It
+            /// looks at up to `max` slots from slot `from` on, and returns
             /// how many slots it looked at and whether that reached the table's end. A growing
             /// table first moves up to `max` slots' keys (so they move without flows too); keys
             /// not moved yet wait for a later pass. (A table that grew in between has moved its
@@ -274,11 +274,24 @@ pub(super) fn home_slot(hash: u64, mask: usize, line_mask: usize) -> usize {
 /// member's key fields and one more: see [`KeyLayout::extended`](crate::objects::rows::KeyLayout::extended)):
 /// in slots of their own, whose keys carry `mark`, hashed as the key they extend (`extension`
 /// masked off the last word). The default, all zero, is a table without.
+///
+/// A key's variants by the extra field's values 0-31 (the protocols of nearly all traffic:
+/// TCP, UDP, ICMP) sit on the key's own probe path; those by 32-63, 64-95 and so on each on
+/// a path of their own, [`SPREAD_SLOTS`] apart and more (bits 5-7 of the value xor-ed into
+/// the hash there), so that their runs of slots do not merge. So a flood of every protocol
+/// number to one host walks about 32 slots per flow, not 257.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(super) struct Nest {
     pub mark: u64,
     pub extension: u64,
+    /// Where bits 5-7 of the extra field's value are in the last word.
+    pub spread_from: u32,
 }
+
+/// How far apart (in slots) the probe paths of a key's variants by the extra field's values
+/// 0-31, 32-63 and so on start (see [`Nest`]): more than such a run of 33 slots takes.
+/// A table holding all 257 variants of a key has 512 slots or more: they fit.
+const SPREAD_SLOTS: u64 = 64;
 
 impl Nest {
     /// The member whose key it is.
@@ -292,12 +305,22 @@ impl Nest {
         (last & self.mark != 0) as usize
     }
 
-    /// The hash that places a key in the table (and its shard): of the key it extends, for
-    /// a nested member's.
+    /// The hash that places a key in the table (and its shard): that of the key it extends,
+    /// for a nested member's, spread by its extra field's value (see [`Nest`]).
     pub fn hash_of(self, key: &PackedKey) -> u64 {
         let mut home = *key;
-        home.w[key.n as usize - 1] &= !self.extension;
-        home.hash64()
+        let last = &mut home.w[key.n as usize - 1];
+        let extension = *last & self.extension;
+        *last &= !self.extension;
+        self.hash_extended(home.hash64(), extension)
+    }
+
+    /// The hash of a key extended by `extension` (its bits of the last word), from the hash of
+    /// the key it extends: the same but for three low bits (the same shard; the same slot for
+    /// values 0-31).
+    #[inline(always)]
+    pub fn hash_extended(self, hash: u64, extension: u64) -> u64 {
+        hash ^ (((extension >> self.spread_from) & 7) * SPREAD_SLOTS)
     }
 }
 

@@ -888,7 +888,7 @@ fn averages_with_the_same_keys_share_a_table_when_it_fits_a_line() {
 }
 
 #[test]
-fn an_average_keyed_by_anothers_keys_and_a_narrow_field_more_is_nested_in_its_table() {
+fn an_average_keyed_by_anothers_keys_and_an_8_bit_field_more_is_nested_in_its_table() {
     let d = tmp("nest");
     let by_port = r#"{"name": "port", "fields": ["dst host", "dst port", "packets"]}"#;
     let by_src = r#"{"name": "src", "fields": ["src host", "proto", "packets"]}"#;
@@ -917,11 +917,13 @@ fn an_average_keyed_by_anothers_keys_and_a_narrow_field_more_is_nested_in_its_ta
     assert_eq!(key(7, Some(17)).w[..2], [7 | 17 << 34 | NESTED_MARK, 0]);
     assert_eq!(key(7, None).w[0], 7 | 1 << 33 | NESTED_MARK);
     assert_eq!(key(7, Some(0)).w[0] & !NESTED_MARK, first.w[0], "told from the first's key by the mark alone");
-    for proto in [None, Some(0), Some(6), Some((1 << 27) - 1)] {
+    for proto in [None, Some(0), Some(6), Some(31), Some(32), Some(200), Some(255)] {
         let k = key(7, proto);
-        assert_eq!(m[0].group.nest.hash_of(&k), first.hash64(), "hashed as the first's key");
+        let spread = proto.map_or(0, |p| (p as u64 >> 5) << 6);
+        assert_eq!(m[0].group.nest.hash_of(&k), first.hash64() ^ spread, "hashed as the first's key, 64 slots on and more for 32 and over");
         assert_eq!(m[1].key_text(&k), ["0.0.0.7".to_string(), proto.map_or("NULL".into(), |p| p.to_string())]);
     }
+    assert_eq!(m[1].key_text(&key(7, Some(256 + 6))), ["0.0.0.7", "6"], "a value of 8 bits");
     let mut f = flow(7, 100);
     f.set(FieldId::Proto, 17);
     assert_eq!(m[1].layout.extension().unwrap().bits(&f) | first.w[0], key(7, Some(17)).w[0], "a flow's extension makes its key");
@@ -945,7 +947,7 @@ fn a_nested_average_of_many_keys_behaves_as_alone_through_growth_and_sweeps() {
     shared_behave_as_alone("nest-grow", [BPS, PPS_BY_PROTO], 1000, 40_000);
 }
 
-/// The same `flows` random flows (to `hosts` destinations, of protocols 6, 17, 0 or none) through two
+/// The same `flows` random flows (to `hosts` destinations, of protocols 6, 17, 0, 32-255 or none) through two
 /// averages sharing a table (by a worker's queue, with sweeps) and through each alone: the
 /// same events, the same dumps, the same keys.
 fn shared_behave_as_alone(tag: &str, confs: [&str; 2], hosts: u64, flows: usize) {
@@ -991,7 +993,9 @@ fn shared_behave_as_alone(tag: &str, confs: [&str; 2], hosts: u64, flows: usize)
         match next(8) {
             0 => f = flow_without_proto(&f),
             1 => f.set(FieldId::Proto, 0),
-            2..=4 => f.set(FieldId::Proto, 17),
+            2 | 3 => f.set(FieldId::Proto, 17),
+            // Protocols 32-255: on lines near the host's.
+            4 => f.set(FieldId::Proto, 32 + next(224) as u128),
             _ => {}
         }
         f.time_ms = now;
