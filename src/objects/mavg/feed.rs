@@ -127,9 +127,9 @@ struct BatchUpdate<'a> {
 
 impl rowtable::Visit for BatchUpdate<'_> {
     fn visit<S: rowtable::Slot>(self, table: &mut rowtable::RowTable<S>) {
-        // Each member and its thresholds looked up once per batch, not per flow.
         table.go_on_moving(MOVE_SLOTS_PER_FLOW * self.batch.len());
         let (nested, nest) = (self.members[0].group.nested(), self.members[0].group.nest);
+        // Each member and its thresholds looked up once per batch, not per flow.
         let mut shard = ShardUpdate { each: each_member(self.members, self.compiled), nest, cell: self.cell, table, limits: self.limits, events: self.events };
         for (i, p) in self.batch.iter().enumerate() {
             if self.which & (1 << i) != 0 {

@@ -344,11 +344,9 @@ impl rowtable::Visit for PutListed<'_> {
         if table.find(self.key, self.hash).is_none() {
             let each = feed::each_member(self.members, self.compiled);
             // Every member's row, but in a table with a nested member the key's member's.
-            let slot_members = match self.members[0].group.nested() {
-                true => self.members[0].group.nest.member_of(self.key)..,
-                false => 0..,
-            };
-            let (members, limits) = (&each[slot_members.clone()][..S::MEMBERS], &mut self.limits[slot_members]);
+            let first = self.members[0].group.nest.member_of(self.key);
+            let slot_members = first..first + S::MEMBERS;
+            let (members, limits) = (&each[slot_members.clone()], &mut self.limits[slot_members]);
             *self.put = Mavg::insert_row(members, self.cell, table, limits, self.key, self.hash, self.now_ms).is_some();
         }
     }
