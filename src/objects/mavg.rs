@@ -30,7 +30,7 @@
 //! alerts an earlier run or configuration left active and ends those of moving averages a
 //! reload retires, `rowtable` the rows.
 
-use super::rows::{KeyLayout, MAX_WORDS, NESTED_MARK};
+use super::rows::{KeyLayout, MAX_WORDS};
 use super::table::hash_words;
 use super::window::{Agg, FieldRef, FwmSpec};
 use crate::config::json::Node;
@@ -623,6 +623,13 @@ impl Group {
         self.nest.mark != 0
     }
 
+    /// The members with a row in the slot of `key`: every member, but in a table with a
+    /// nested member the one whose key it is.
+    fn slot_members(&self, key: &PackedKey) -> std::ops::Range<usize> {
+        let first = self.nest.member_of(key);
+        first..first + self.rows_per_slot()
+    }
+
     /// The shard of a key: middle bits of its hash, because the shard's own table takes its
     /// slot from the low bits (taking those here too would crowd every key of a shard into a
     /// fraction of its slots).
@@ -1138,8 +1145,7 @@ fn share_tables_in(mavgs: &mut [Mavg], shards: usize) {
         let nest = match nested {
             Some(layout) => {
                 b.nest_as(layout);
-                let spread_from = b.layout.extension().expect("an extended layout").value_shift() + 5;
-                rowtable::Nest { mark: NESTED_MARK, extension: b.layout.extension_mask(), spread_from }
+                rowtable::Nest::of(&b.layout)
             }
             None => rowtable::Nest::default(),
         };

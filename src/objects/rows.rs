@@ -77,7 +77,7 @@ pub const NESTED_MARK: u64 = 1 << (63 - TABLE_BITS);
 /// Or-ed into the extended key's last word, they make the extended layout's key: what a moving
 /// average nested in another's table packs per flow, instead of its whole key (kept inline
 /// with the queue that packs it: a few loads fewer per flow than through the layout).
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct Extension {
     slot: usize,
     present: u64,

@@ -27,10 +27,9 @@ pub struct Feed {
     /// The table's group, for the prefetch (one dependent load fewer per flow than through
     /// the leader).
     group: Arc<Group>,
-    /// The partner is nested in the table (see [`rowtable::Nest`]): its key is the leader's
-    /// with `extension`'s bits added.
-    nested: bool,
-    extension: Extension,
+    /// When the partner is nested in the table (see [`rowtable::Nest`]): its key is the
+    /// leader's with these bits added.
+    extension: Option<Extension>,
     batch: [Pending; FEED_DEPTH],
     len: usize,
 }
@@ -52,9 +51,8 @@ impl Feed {
         let (leader, partner) = (members[0].clone(), members.get(1).cloned());
         let group = leader.group.clone();
         let extension = partner.as_ref().and_then(|p| p.layout.extension());
-        let nested = group.nested();
-        debug_assert_eq!(nested, extension.is_some());
-        Feed { members, leader, partner, group, nested, extension: extension.unwrap_or_default(), batch: [Pending::EMPTY; FEED_DEPTH], len: 0 }
+        debug_assert_eq!(group.nested(), extension.is_some());
+        Feed { members, leader, partner, group, extension, batch: [Pending::EMPTY; FEED_DEPTH], len: 0 }
     }
 
     #[inline]
@@ -64,8 +62,8 @@ impl Feed {
         self.leader.prepare_into(flow, flow.time_ms, p);
         if let Some(partner) = &self.partner {
             partner.values_into(flow, &mut p.v[1]);
-            if self.nested {
-                p.extension = self.extension.bits(flow);
+            if let Some(extension) = &self.extension {
+                p.extension = extension.bits(flow);
             }
         }
         self.group.prefetch(p);

@@ -187,9 +187,7 @@ impl Mavg {
         {
             let mut guard = cell.shard.lock();
             let Shard { rows, limits, compiled } = &mut *guard;
-            // Every member has a row in the key's slot, but in a table with a nested member
-            // only the key's.
-            let slot_members = if me.group.nested() { m..m + 1 } else { 0..members.len() };
+            let slot_members = me.group.slot_members(key);
             let i = match rows.find(key, hash) {
                 Some(i) => i,
                 None => {

@@ -24,6 +24,7 @@
 //! batch), so a row access is neither a dispatch nor a loop over a runtime number of fields.
 
 use super::{PackedKey, Row, MAVG_WORDS, MAX_MEMBERS};
+use crate::objects::rows::{KeyLayout, NESTED_MARK};
 use crate::objects::slots::{free_in_background, NextArray, ZeroedSlots};
 
 /// Set in the last key word of an occupied slot.
@@ -271,7 +272,7 @@ pub(super) fn home_slot(hash: u64, mask: usize, line_mask: usize) -> usize {
 }
 
 /// How a table holds the rows of a moving average nested in it (member 1, keyed by the first
-/// member's key fields and one more: see [`KeyLayout::extended`](crate::objects::rows::KeyLayout::extended)):
+/// member's key fields and one more: see [`KeyLayout::extended`]):
 /// in slots of their own, whose keys carry `mark`, hashed as the key they extend (`extension`
 /// masked off the last word). The default, all zero, is a table without.
 ///
@@ -294,6 +295,13 @@ pub(super) struct Nest {
 const SPREAD_SLOTS: u64 = 64;
 
 impl Nest {
+    /// The nesting of a moving average whose keys `layout` packs, an
+    /// [extended](KeyLayout::extended) layout.
+    pub fn of(layout: &KeyLayout) -> Nest {
+        let extension = layout.extension().expect("an extended layout");
+        Nest { mark: NESTED_MARK, extension: layout.extension_mask(), spread_from: extension.value_shift() + 5 }
+    }
+
     /// The member whose key it is.
     #[inline]
     pub fn member_of(self, key: &PackedKey) -> usize {

@@ -343,9 +343,7 @@ impl rowtable::Visit for PutListed<'_> {
     fn visit<S: rowtable::Slot>(self, table: &mut rowtable::RowTable<S>) {
         if table.find(self.key, self.hash).is_none() {
             let each = feed::each_member(self.members, self.compiled);
-            // Every member's row, but in a table with a nested member the key's member's.
-            let first = self.members[0].group.nest.member_of(self.key);
-            let slot_members = first..first + S::MEMBERS;
+            let slot_members = self.members[0].group.slot_members(self.key);
             let (members, limits) = (&each[slot_members.clone()], &mut self.limits[slot_members]);
             *self.put = Mavg::insert_row(members, self.cell, table, limits, self.key, self.hash, self.now_ms).is_some();
         }

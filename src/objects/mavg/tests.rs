@@ -4,6 +4,7 @@
 use super::*;
 use crate::config::json;
 use crate::flow::Flow;
+use crate::objects::rows::NESTED_MARK;
 use crate::testdir::TestDir;
 use crate::testrand::xorshift;
 use std::sync::mpsc::{sync_channel, Receiver};
